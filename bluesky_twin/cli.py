@@ -1,0 +1,88 @@
+"""The ``bluesky-twin`` command line.
+
+Subcommands live next to the code they drive; each module exposes
+``register(subparsers)`` that adds its parsers and sets ``func`` to a callable
+``func(args) -> int``.  Only argparse is imported here so ``--help`` is fast;
+heavy libraries are imported inside the ``func`` bodies.
+
+Exit codes: 0 success, 1 unexpected failure, 2 bad input (one clear line on stderr,
+nothing overwritten).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib import import_module
+from typing import Sequence
+
+# (module, attribute) pairs providing ``register(subparsers)``; order = help order.
+_TOP_LEVEL = [
+    "bluesky_twin.twin.cli",
+    "bluesky_twin.analysis.cli",
+    "bluesky_twin.replay",
+    "bluesky_twin.demo",
+]
+_INS = [
+    "bluesky_twin.ins.cli",
+    "bluesky_twin.gan.cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the full argument parser (cheap: imports only small CLI modules)."""
+    from bluesky_twin import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="bluesky-twin",
+        description="Digital twins that steer Bluesky experiments.",
+    )
+    parser.add_argument("--version", action="version", version=f"bluesky-twin {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _TOP_LEVEL:
+        _register(name, sub)
+    ins = sub.add_parser("ins", help="inelastic neutron scattering: simulate, translate, score")
+    ins_sub = ins.add_subparsers(dest="ins_command", metavar="INS_COMMAND")
+    for name in _INS:
+        _register(name, ins_sub)
+    ins.set_defaults(func=lambda args: (ins.print_help(), 2)[1])
+    return parser
+
+
+def _register(module_name: str, sub: argparse._SubParsersAction) -> None:
+    try:
+        module = import_module(module_name)
+    except ModuleNotFoundError as exc:  # a subsystem not installed / not built yet
+        if exc.name and module_name.startswith(exc.name):
+            return
+        raise
+    module.register(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    from bluesky_twin.errors import InputError, ModelFileError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(func(args) or 0)
+    except (InputError, ModelFileError) as exc:
+        print(f"bluesky-twin: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bluesky-twin: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""bluesky_twin.gan (package)."""
