@@ -1,0 +1,229 @@
+"""Common machinery of the simulated instruments: measured signals, clock, trigger.
+
+A simulated instrument is an :class:`ophyd.Device` whose positioners are
+:class:`~bluesky_twin.sim.positioner.SimPositioner` components and whose detector
+signals are :class:`MeasuredSignal` components of ``kind="hinted"``. Subclasses
+implement :meth:`SimInstrument._acquire` (compute noisy readings from the current
+positions and write them into the signals) and
+:meth:`SimInstrument.acquisition_time`; :meth:`SimInstrument.trigger` does the
+rest, so the readings change on every trigger (ophyd's frozen-``SynSignal``
+trap cannot happen).
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+from ophyd import Device, Signal
+from ophyd.status import DeviceStatus
+
+from ..errors import InputError
+from .clock import SimClock
+from .positioner import SimPositioner
+
+__all__ = ["MeasuredSignal", "SimInstrument", "as_float_array"]
+
+
+class MeasuredSignal(Signal):
+    """A detector signal written by its instrument's ``trigger()``; read-only for users.
+
+    Parameters
+    ----------
+    units
+        Engineering units reported in :meth:`describe`.
+    precision
+        Display precision reported in :meth:`describe` (scalars only).
+    """
+
+    def __init__(self, *args: Any, units: str = "", precision: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._units = units
+        self._precision = precision
+
+    def _record(self, value: Any) -> None:
+        """Store a new measured value (used by the owning instrument)."""
+        super().put(value)
+
+    def put(self, value: Any, **kwargs: Any) -> None:  # noqa: D102 - documented in Signal
+        from ophyd.utils import ReadOnlyError
+
+        raise ReadOnlyError(f"{self.name} is a measured value; trigger the instrument instead")
+
+    def set(self, value: Any, **kwargs: Any) -> Any:  # noqa: D102
+        from ophyd.utils import ReadOnlyError
+
+        raise ReadOnlyError(f"{self.name} is a measured value; trigger the instrument instead")
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """Data key with ``units`` (and ``precision`` for scalars)."""
+        description = super().describe()
+        key = description[self.name]
+        if self._units:
+            key["units"] = self._units
+        if self._precision is not None and not key.get("shape"):
+            key["precision"] = self._precision
+        return description
+
+
+def as_float_array(name: str, value: Any) -> np.ndarray:
+    """Convert *value* to a float array, raising :class:`InputError` if it is not finite."""
+    try:
+        array = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be numeric, got {value!r}") from None
+    if not np.all(np.isfinite(array)):
+        raise InputError(f"{name} contains NaN or infinite values")
+    return array
+
+
+class SimInstrument(Device):
+    """Base class of the simulated instruments.
+
+    Parameters
+    ----------
+    prefix
+        Unused (ophyd signature compatibility).
+    name
+        Device name; data keys are ``{name}_{component}``.
+    time_scale
+        Wall-clock seconds per simulated second (``0``, the default, is zero-delay mode).
+    seed
+        Seed of the instrument's noise generators (positioner jitter included).
+    **kwargs
+        Passed to :class:`ophyd.Device`.
+
+    Attributes
+    ----------
+    clock : SimClock
+        Accumulated simulated time of every move and acquisition of this instrument.
+    """
+
+    def __init__(
+        self, prefix: str = "", *, name: str, time_scale: float = 0.0, seed: int | None = None, **kwargs: Any
+    ) -> None:
+        self.clock = SimClock(time_scale)
+        seeds = np.random.SeedSequence(seed)
+        super().__init__(prefix, name=name, **kwargs)
+        children = seeds.spawn(len(self.positioners) + 1)
+        self._rng = np.random.default_rng(children[0])
+        for positioner, child in zip(self.positioners.values(), children[1:]):
+            positioner.clock = self.clock
+            positioner._rng = np.random.default_rng(child)
+
+    @property
+    def positioners(self) -> dict[str, SimPositioner]:
+        """The instrument's positioners, by attribute name, in component order."""
+        return {
+            attr: getattr(self, attr)
+            for attr in self.component_names
+            if isinstance(getattr(self, attr), SimPositioner)
+        }
+
+    @property
+    def hints(self) -> dict[str, list[str]]:
+        """Only the hinted *measured* signals: positions are plotted as dimensions, not as data."""
+        from ophyd import Kind
+
+        return {
+            "fields": [
+                getattr(self, attr).name
+                for attr in self.component_names
+                if isinstance(getattr(self, attr), MeasuredSignal) and (getattr(self, attr).kind & Kind.hinted) == Kind.hinted
+            ]
+        }
+
+    @property
+    def elapsed_time(self) -> float:
+        """Simulated seconds spent by this instrument so far (moves + acquisitions)."""
+        return self.clock.elapsed
+
+    def _acquire(self) -> None:
+        """Compute noisy readings at the current positions and record them."""
+        raise NotImplementedError
+
+    def acquisition_time(self) -> float:
+        """Simulated seconds one acquisition (one trigger) takes."""
+        raise NotImplementedError
+
+    def trigger(self) -> DeviceStatus:
+        """Acquire one reading; advances the clock by :meth:`acquisition_time`.
+
+        Returns
+        -------
+        ophyd.status.DeviceStatus
+            Done at once in zero-delay mode, else after the scaled acquisition time
+            (waited for in a timer thread, never on the RunEngine's thread).
+        """
+        self._acquire()
+        duration = self.acquisition_time()
+        self.clock.advance(duration)
+        status = DeviceStatus(self)
+        wall = self.clock.wall_seconds(duration)
+        if wall <= 0.0:
+            status.set_finished()
+        else:
+            timer = threading.Timer(wall, status.set_finished)
+            timer.daemon = True
+            timer.start()
+        return status
+
+    # -- time model -----------------------------------------------------------------------
+    def _as_position(self, point: Any) -> tuple[float, ...]:
+        names = list(self.positioners)
+        if isinstance(point, Mapping):
+            by_name = {**{attr: attr for attr in names}, **{p.name: attr for attr, p in self.positioners.items()}}
+            unknown = sorted(set(point) - set(by_name))
+            if unknown:
+                raise InputError(f"{self.name}: unknown positioner(s) {unknown}; known: {names}")
+            values = {by_name[key]: value for key, value in point.items()}
+            missing = [attr for attr in names if attr not in values]
+            if missing:
+                raise InputError(f"{self.name}: point {dict(point)!r} lacks positioner(s) {missing}")
+            return tuple(float(values[attr]) for attr in names)
+        values = tuple(float(v) for v in point)
+        if len(values) != len(names):
+            raise InputError(f"{self.name}: expected a point with {len(names)} values {names}, got {point!r}")
+        return values
+
+    def current_position(self) -> tuple[float, ...]:
+        """Setpoints of the positioners, in :attr:`positioners` order."""
+        return tuple(float(p.setpoint.get()) for p in self.positioners.values())
+
+    def point_time(self, start: Any, stop: Any) -> float:
+        """Simulated seconds to move from *start* to *stop* and take one reading.
+
+        Moves are serialised (the sum of each positioner's ramp + settle time), then one
+        acquisition.
+
+        Parameters
+        ----------
+        start, stop
+            Points as sequences in :attr:`positioners` order (e.g. ``(T, H)``) or as
+            mappings keyed by positioner attribute or device name.
+
+        Raises
+        ------
+        LimitError
+            If *stop* lies outside a positioner's limits.
+        """
+        here, there = self._as_position(start), self._as_position(stop)
+        total = self.acquisition_time()
+        for positioner, a, b in zip(self.positioners.values(), here, there):
+            total += positioner.move_time(a, positioner.check_value(b))
+        return total
+
+    def measurement_time(self, points: Iterable[Any], start: Any | None = None) -> float:
+        """Simulated seconds to measure *points* in order, starting at *start* (default: setpoints)."""
+        here = self._as_position(start) if start is not None else self.current_position()
+        total = 0.0
+        for point in points:
+            there = self._as_position(point)
+            total += self.point_time(here, there)
+            here = there
+        return total
+
+    def stop(self, *, success: bool = False) -> None:
+        """Stop every positioner's move."""
+        for positioner in self.positioners.values():
+            positioner.stop(success=success)
