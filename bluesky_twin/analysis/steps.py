@@ -1,0 +1,682 @@
+"""Step studies: how coarse can a measurement grid be?
+
+Two studies share one result type, :class:`StepStudy`.
+
+Field step (magnetocaloric)
+    For every candidate field step the twin simulates the isofield measurement
+    (dense temperature sweeps at fields ``H_min, s, 2s, ..., H_max``), the
+    entropy change is integrated with the trapezoid rule, and its top-field curve
+    dS_M(T) is compared with the curve of the finest step.  Coarse fields put the
+    dM/dT peak of a moving transition at a few discrete temperatures, and the
+    trapezoid sum turns into a row of bumps: *extrinsic oscillation*.  It is
+    measured by (see :func:`oscillation_metric`)
+
+    * excess total variation ``(TV(curve) - TV(ref)) / TV(ref)`` with
+      ``TV(y) = sum |y[i+1] - y[i]|``: every spurious wiggle adds twice its
+      height, and a smooth curve with the same extrema as the reference adds
+      nothing, so the number is 0 for a perfect curve and grows with the ripple
+      amplitude times the number of ripples;
+    * extra local extrema (prominence above a fraction of the reference's
+      range, so numerical jitter does not count);
+    * RMS deviation from the reference, relative to ``max |ref|`` (reported,
+      not used to decide: it also contains the smooth bias of the trapezoid
+      rule, which is not an oscillation).
+
+    A step *passes* if its excess TV is at most ``tolerance`` and it has no
+    more than ``extrema_tolerance`` extra extrema.  The proposal is the coarsest
+    step such that it **and every finer candidate** pass (a coarse step can pass
+    by luck when the ripple period aliases with the temperature grid).
+
+Angle step (2D maps, e.g. ARPES)
+    The twin simulates the map with a candidate step along one axis and the
+    finest step along the other; the coarse map is linearly interpolated back
+    onto the finest grid (what a plot of the coarse measurement shows) and its
+    local maxima are matched to those of the finest map.  Reported: recall (the
+    fraction of reference peaks with a recovered peak within
+    ``peak_tolerance``), spurious peaks, the mean height error of matched peaks
+    and the normalised RMS map error, both relative to the reference's range.
+    A step passes with recall >= ``min_recall`` and height error <= ``tolerance``
+    (and, if given, NRMSE <= ``nrmse_tolerance``); the proposal rule is the same.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from bluesky_twin.analysis.mce import entropy_change_from_twin, field_to_tesla
+from bluesky_twin.analysis.protocols import TwinLike, axis_index, predict_in_batches
+from bluesky_twin.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+__all__ = [
+    "DEFAULT_FIELD_STEPS_T",
+    "DEFAULT_ANGLE_STEPS",
+    "OscillationMetric",
+    "StepStudy",
+    "oscillation_metric",
+    "count_extrema",
+    "field_levels",
+    "find_peaks_2d",
+    "field_step_study",
+    "angle_step_study",
+    "propose_coarsest",
+]
+
+#: Candidate field steps in tesla (mu0*H); the finest is the reference.
+DEFAULT_FIELD_STEPS_T: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0)
+#: Candidate angle steps in the axis unit (degrees for ARPES); the finest is the reference.
+DEFAULT_ANGLE_STEPS: tuple[float, ...] = (0.1, 0.2, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+@dataclass(frozen=True)
+class OscillationMetric:
+    """Extrinsic oscillation of a curve against a reference on the same grid."""
+
+    excess_tv: float
+    extra_extrema: int
+    rms: float
+    n_extrema: int
+    n_extrema_ref: int
+
+
+def count_extrema(y: np.ndarray, prominence: float) -> int:
+    """Number of interior local maxima plus minima with at least *prominence*."""
+    from scipy.signal import find_peaks
+
+    y = np.asarray(y, dtype=float)
+    return int(len(find_peaks(y, prominence=prominence)[0]) + len(find_peaks(-y, prominence=prominence)[0]))
+
+
+def oscillation_metric(
+    curve: np.ndarray, reference: np.ndarray, *, prominence_frac: float = 0.01
+) -> OscillationMetric:
+    """Compare a dS_M(T) curve with the finest-step reference on the same T grid.
+
+    Parameters
+    ----------
+    curve, reference
+        ``(n_T,)`` values on the same temperatures.
+    prominence_frac
+        Extrema count only if their prominence exceeds this fraction of the
+        reference's range (peak to peak).
+
+    Returns
+    -------
+    OscillationMetric
+        ``excess_tv = (TV(curve) - TV(ref)) / TV(ref)``,
+        ``extra_extrema = n(curve) - n(ref)``, ``rms = RMS(curve - ref) / max|ref|``.
+    """
+    c = np.asarray(curve, dtype=float).reshape(-1)
+    r = np.asarray(reference, dtype=float).reshape(-1)
+    if c.shape != r.shape or len(r) < 3:
+        raise InputError(f"curve and reference must share a grid of >= 3 points; got {c.shape} and {r.shape}")
+    tv_ref = float(np.abs(np.diff(r)).sum())
+    if tv_ref == 0:
+        raise InputError("the reference curve is constant; the oscillation metric is undefined")
+    scale = float(np.max(np.abs(r)))
+    prom = prominence_frac * float(np.ptp(r))
+    n_c, n_r = count_extrema(c, prom), count_extrema(r, prom)
+    return OscillationMetric(
+        excess_tv=(float(np.abs(np.diff(c)).sum()) - tv_ref) / tv_ref,
+        extra_extrema=n_c - n_r,
+        rms=float(np.sqrt(np.mean((c - r) ** 2)) / scale),
+        n_extrema=n_c,
+        n_extrema_ref=n_r,
+    )
+
+
+def propose_coarsest(steps: np.ndarray, passes: np.ndarray) -> tuple[float, bool]:
+    """Coarsest step such that it and every finer step pass.
+
+    Returns ``(step, ok)``; ``ok`` is false when even the second-finest step
+    fails, in which case the finest (reference) step is returned.
+    """
+    order = np.argsort(steps)
+    s, p = np.asarray(steps, dtype=float)[order], np.asarray(passes, dtype=bool)[order]
+    best = s[0]
+    ok = False
+    for k in range(1, len(s)):
+        if not p[k]:
+            break
+        best, ok = s[k], True
+    return float(best), ok
+
+
+# ----------------------------------------------------------------------------- result
+
+
+@dataclass
+class StepStudy:
+    """Result of a field or angle step study.
+
+    Attributes
+    ----------
+    kind
+        ``"field"`` or ``"angle"``.
+    axis
+        Name of the stepped axis.
+    step_unit
+        Unit of ``steps`` (``"T"`` for field studies: mu0*H).
+    steps
+        Candidate steps, ascending; ``steps[0]`` is the reference.
+    rows
+        One dict of metrics per step (same order as ``steps``), including
+        ``passes`` and ``time_s`` (``nan`` when no timing was given).
+    proposed_step
+        The coarsest step within tolerance.
+    proposal_ok
+        False if only the reference step passes (add finer candidates).
+    criteria
+        The tolerances used.
+    curves
+        Data to plot: for field studies ``{"T": ..., "dS": (n_steps, n_T), "units": ...}``;
+        for angle studies ``{"axis_values", "other_values", "reference", "maps": {step: map}}``.
+    meta
+        Everything else worth recording (ranges, units, peak lists...).
+    """
+
+    kind: str
+    axis: str
+    step_unit: str
+    steps: np.ndarray
+    rows: list[dict[str, Any]]
+    proposed_step: float
+    proposal_ok: bool
+    criteria: dict[str, Any]
+    curves: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def proposed(self) -> dict[str, Any]:
+        """The metrics row of the proposed step."""
+        k = int(np.argmin(np.abs(self.steps - self.proposed_step)))
+        return self.rows[k]
+
+    def to_frame(self) -> "pd.DataFrame":
+        """One row per candidate step."""
+        import pandas as pd
+
+        df = pd.DataFrame(self.rows)
+        df["proposed"] = np.isclose(df["step"].to_numpy(), self.proposed_step)
+        return df
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """JSON-friendly summary (no maps/curves)."""
+        return {
+            "kind": self.kind,
+            "axis": self.axis,
+            "step_unit": self.step_unit,
+            "proposed_step": self.proposed_step,
+            "proposal_ok": self.proposal_ok,
+            "reference_step": float(self.steps[0]),
+            "criteria": self.criteria,
+            "proposed_metrics": _jsonable(self.proposed),
+            "steps": [_jsonable(r) for r in self.rows],
+            "meta": _jsonable(self.meta),
+        }
+
+    def plot(self, path: str) -> None:
+        """Write a PNG figure of the study to *path* (atomically)."""
+        from bluesky_twin.analysis.plotting import plot_step_study
+
+        plot_step_study(self, path)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    return obj
+
+
+def _check_steps(steps: Sequence[float], name: str) -> np.ndarray:
+    s = np.asarray(sorted(set(float(v) for v in steps)), dtype=float)
+    if len(s) < 2:
+        raise InputError(f"{name}: need at least two distinct candidate steps (the finest is the reference)")
+    if not (np.isfinite(s).all() and (s > 0).all()):
+        raise InputError(f"{name}: steps must be positive numbers; got {list(steps)}")
+    return s
+
+
+# ----------------------------------------------------------------------------- field study
+
+
+def field_levels(step: float, low: float, high: float) -> np.ndarray:
+    """Fields an experimenter would use with *step*: ``low``, then the multiples of
+    *step* above ``low``, then ``high`` (all in the same unit).
+
+    With ``low = 0.01 T`` (the paper's 100 Oe), ``high = 5 T`` and ``step = 0.2 T``:
+    0.01, 0.2, 0.4, ..., 4.8, 5.0.
+    """
+    if not high > low:
+        raise InputError(f"field range is empty: [{low:g}, {high:g}]")
+    k = np.arange(math.floor(low / step) + 1, math.ceil(high / step) + 1)
+    inner = k * step
+    eps = 1e-9 * step
+    inner = inner[(inner > low + eps) & (inner < high - eps)]
+    return np.concatenate([[low], inner, [high]])
+
+
+def _measurement_time(
+    n_levels: int,
+    points_per_level: int,
+    *,
+    time_per_point_s: float | None,
+    level_sweep_s: float | None,
+    travel: float,
+    travel_rate_per_min: float | None,
+    settle_s: float,
+) -> float:
+    parts = []
+    if time_per_point_s is not None:
+        parts.append(n_levels * points_per_level * time_per_point_s)
+    if level_sweep_s is not None:
+        parts.append(n_levels * level_sweep_s)
+    if travel_rate_per_min is not None:
+        parts.append(travel / travel_rate_per_min * 60.0)
+    if not parts:
+        return float("nan")
+    return float(sum(parts) + n_levels * settle_s)
+
+
+def field_step_study(
+    twin: TwinLike,
+    *,
+    field_max: float | None = None,
+    steps: Sequence[float] = DEFAULT_FIELD_STEPS_T,
+    T_grid: np.ndarray | None = None,
+    field_min: float | None = None,
+    field_unit: str = "Oe",
+    T_axis: str | int | None = None,
+    H_axis: str | int | None = None,
+    tolerance: float = 0.05,
+    extrema_tolerance: int = 0,
+    prominence_frac: float = 0.01,
+    time_per_point_s: float | None = None,
+    points_per_field: int | None = None,
+    temperature_rate_K_per_min: float | None = None,
+    sweep_rate_T_per_min: float | None = None,
+    settle_s_per_field: float = 0.0,
+    mass_g: float | None = None,
+    moment_unit: str | None = None,
+) -> StepStudy:
+    """Propose the coarsest field step whose dS_M(T) shows no extrinsic oscillation.
+
+    Parameters
+    ----------
+    twin
+        Model of M(T, H) (``predict`` and ``x_names``; ``x_range`` supplies defaults).
+    field_max, field_min
+        Integration range as mu0*H in **tesla**.  Defaults: the twin's field range
+        (``x_range``); ``field_min`` is the lowest field of every candidate grid.
+    steps
+        Candidate field steps in tesla; the finest is the reference.
+    T_grid
+        Temperatures of the simulated sweeps (default: 501 points across the
+        twin's temperature range).
+    field_unit
+        Unit of the twin's field axis (``"Oe"``, ``"T"`` or ``"A/m"``).
+    T_axis, H_axis
+        Axis names or indices in ``twin.x_names`` (default first = T, second = H).
+    tolerance
+        Largest accepted excess total variation (0.05 = 5 %).
+    extrema_tolerance
+        Largest accepted number of extra local extrema.
+    prominence_frac
+        Extrema smaller than this fraction of the reference's range are ignored.
+    time_per_point_s, points_per_field
+        Time estimate from readings: ``n_fields * points_per_field * time_per_point_s``
+        (``points_per_field`` defaults to ``len(T_grid)``).
+    temperature_rate_K_per_min
+        Time estimate from temperature sweeps: ``n_fields * T span / rate``.
+    sweep_rate_T_per_min
+        Field ramp rate; adds ``(field_max - field_min) / rate`` (one up-ramp).
+    settle_s_per_field
+        Added per field when any timing is given.
+    mass_g, moment_unit
+        SI conversion of dS_M (see :mod:`bluesky_twin.analysis.mce`).
+
+    Returns
+    -------
+    StepStudy
+        Rows with ``step, n_fields, excess_tv, extra_extrema, n_extrema, rms,
+        passes, time_s``.
+    """
+    s = _check_steps(steps, "field steps")
+    it = axis_index(twin, T_axis, 0)
+    ih = axis_index(twin, H_axis, 1 if it == 0 else 0)
+    to_T = float(field_to_tesla(1.0, field_unit))
+    xr = getattr(twin, "x_range", None)
+    xr = None if xr is None else np.asarray(xr, dtype=float)
+    if field_max is None:
+        if xr is None:
+            raise InputError("field_max is required when the twin has no x_range")
+        field_max = float(xr[ih, 1]) * to_T
+    if field_min is None:
+        field_min = max(float(xr[ih, 0]) * to_T, 0.0) if xr is not None else 0.0
+    if not field_max > field_min:
+        raise InputError(f"field_max ({field_max:g} T) must exceed field_min ({field_min:g} T)")
+    if s[0] >= field_max - field_min:
+        raise InputError(f"the finest step {s[0]:g} T does not fit in [{field_min:g}, {field_max:g}] T")
+    if T_grid is None:
+        if xr is None:
+            raise InputError("T_grid is required when the twin has no x_range")
+        T_grid = np.linspace(xr[it, 0], xr[it, 1], 501)
+    T_grid = np.asarray(T_grid, dtype=float)
+    for name, v in (("tolerance", tolerance), ("prominence_frac", prominence_frac)):
+        if not (np.isfinite(v) and v >= 0):
+            raise InputError(f"{name} must be a non-negative number; got {v!r}")
+    for name, v in (
+        ("time_per_point_s", time_per_point_s),
+        ("temperature_rate_K_per_min", temperature_rate_K_per_min),
+        ("sweep_rate_T_per_min", sweep_rate_T_per_min),
+    ):
+        if v is not None and not (np.isfinite(v) and v > 0):
+            raise InputError(f"{name} must be a positive number; got {v!r}")
+
+    results = []
+    for step in s:
+        levels_T = field_levels(step, field_min, field_max)
+        es = entropy_change_from_twin(
+            twin,
+            T_grid,
+            levels_T / to_T,
+            field_unit=field_unit,  # type: ignore[arg-type]
+            mass_g=mass_g,
+            moment_unit=moment_unit,  # type: ignore[arg-type]
+            T_axis=it,
+            H_axis=ih,
+            use_members=False,
+        )
+        results.append((step, len(levels_T), es))
+    reference = results[0][2].dS[-1]
+    ref_std = results[0][2].dS_std[-1] if results[0][2].dS_std is not None else None
+    T_span = float(T_grid[-1] - T_grid[0])
+    rows, curves = [], []
+    for step, n_fields, es in results:
+        curve = es.dS[-1]
+        m = oscillation_metric(curve, reference, prominence_frac=prominence_frac)
+        passes = m.excess_tv <= tolerance and m.extra_extrema <= extrema_tolerance
+        rows.append(
+            {
+                "step": float(step),
+                "n_fields": n_fields,
+                "excess_tv": m.excess_tv,
+                "extra_extrema": m.extra_extrema,
+                "n_extrema": m.n_extrema,
+                "rms": m.rms,
+                "passes": bool(passes),
+                "time_s": _measurement_time(
+                    n_fields,
+                    points_per_field or len(T_grid),
+                    time_per_point_s=time_per_point_s,
+                    level_sweep_s=None if temperature_rate_K_per_min is None else T_span / temperature_rate_K_per_min * 60,
+                    travel=field_max - field_min,
+                    travel_rate_per_min=sweep_rate_T_per_min,
+                    settle_s=settle_s_per_field,
+                ),
+            }
+        )
+        curves.append(curve)
+    proposed, ok = propose_coarsest(s, np.array([r["passes"] for r in rows]))
+    return StepStudy(
+        kind="field",
+        axis=list(twin.x_names)[ih],
+        step_unit="T",
+        steps=s,
+        rows=rows,
+        proposed_step=proposed,
+        proposal_ok=ok,
+        criteria={"tolerance_excess_tv": tolerance, "extrema_tolerance": extrema_tolerance, "prominence_frac": prominence_frac},
+        curves={"T": T_grid, "dS": np.vstack(curves), "dS_ref_std": ref_std, "units": results[0][2].units},
+        meta={
+            "field_min_T": field_min,
+            "field_max_T": field_max,
+            "field_unit": field_unit,
+            "T_axis": list(twin.x_names)[it],
+            "T_range": [float(T_grid[0]), float(T_grid[-1])],
+            "n_T": int(len(T_grid)),
+            "units": results[0][2].units,
+            "timing": {
+                "time_per_point_s": time_per_point_s,
+                "points_per_field": points_per_field or len(T_grid),
+                "temperature_rate_K_per_min": temperature_rate_K_per_min,
+                "sweep_rate_T_per_min": sweep_rate_T_per_min,
+                "settle_s_per_field": settle_s_per_field,
+            },
+        },
+    )
+
+
+# ----------------------------------------------------------------------------- angle study
+
+
+def find_peaks_2d(
+    image: np.ndarray, *, size: tuple[int, int], threshold: float
+) -> np.ndarray:
+    """Local maxima of a 2D map.
+
+    A pixel is a peak if it equals the maximum of the ``size`` neighbourhood
+    around it, exceeds *threshold*, and is not on a flat plateau (the
+    neighbourhood minimum is lower).  Returns ``(n_peaks, 2)`` integer indices.
+    """
+    from scipy.ndimage import maximum_filter, minimum_filter
+
+    img = np.asarray(image, dtype=float)
+    mx = maximum_filter(img, size=size, mode="nearest")
+    mn = minimum_filter(img, size=size, mode="nearest")
+    mask = (img == mx) & (img > threshold) & (mx > mn)
+    return np.argwhere(mask)
+
+
+def _match_peaks(ref_xy: np.ndarray, rec_xy: np.ndarray, tol: float) -> np.ndarray:
+    """For every reference peak, the index of the nearest recovered peak within *tol* (or -1);
+    each recovered peak is used at most once (greedy by distance)."""
+    match = np.full(len(ref_xy), -1)
+    if len(ref_xy) == 0 or len(rec_xy) == 0:
+        return match
+    d = np.sqrt(((ref_xy[:, None, :] - rec_xy[None, :, :]) ** 2).sum(-1))
+    used = np.zeros(len(rec_xy), dtype=bool)
+    for flat in np.argsort(d, axis=None):
+        i, j = np.unravel_index(flat, d.shape)
+        if d[i, j] > tol:
+            break
+        if match[i] < 0 and not used[j]:
+            match[i], used[j] = j, True
+    return match
+
+
+def angle_step_study(
+    twin: TwinLike,
+    *,
+    axis: str | int = 1,
+    steps: Sequence[float] = DEFAULT_ANGLE_STEPS,
+    ranges: Sequence[Sequence[float]] | None = None,
+    other_step: float | None = None,
+    tolerance: float = 0.05,
+    min_recall: float = 0.9,
+    nrmse_tolerance: float | None = None,
+    peak_tolerance: float | None = None,
+    peak_threshold: float = 0.2,
+    peak_window: float | None = None,
+    time_per_point_s: float | None = None,
+    time_per_line_s: float | None = None,
+) -> StepStudy:
+    """Propose the coarsest step along one axis of a 2D map that keeps its peaks.
+
+    Parameters
+    ----------
+    twin
+        Model of a 2D map (two axes).
+    axis
+        The stepped axis (name or index in ``twin.x_names``), e.g. ``"theta2"``.
+    steps
+        Candidate steps along ``axis`` in its unit; the finest is the reference.
+    ranges
+        ``[[lo, hi], [lo, hi]]`` per twin axis (default ``twin.x_range``).
+    other_step
+        Grid step along the other axis (default: its range / 400).
+    tolerance
+        Largest accepted mean peak-height error, relative to the reference map's range.
+    min_recall
+        Smallest accepted fraction of reference peaks recovered within ``peak_tolerance``.
+    nrmse_tolerance
+        Optional cap on the map's RMS error relative to the reference's range.
+    peak_tolerance
+        Distance (in axis units, Euclidean over both axes) within which a peak
+        counts as recovered; default 2.5 reference steps.
+    peak_threshold
+        Peaks must exceed ``min + peak_threshold * (max - min)`` of the reference map.
+    peak_window
+        Side of the local-maximum neighbourhood in axis units (default 4
+        reference steps along ``axis``, the same length in the other axis' unit).
+    time_per_point_s, time_per_line_s
+        Time estimate: ``n_lines * (points_per_line * time_per_point_s + time_per_line_s)``.
+
+    Returns
+    -------
+    StepStudy
+        Rows with ``step, n_lines, recall, n_peaks, n_peaks_ref, spurious,
+        height_error, nrmse, passes, time_s``.
+    """
+    from scipy.interpolate import interp1d
+
+    s = _check_steps(steps, "angle steps")
+    ia = axis_index(twin, axis, 1)
+    if len(twin.x_names) != 2:
+        raise InputError(f"the angle study needs a twin of two axes; this one has {list(twin.x_names)}")
+    io = 1 - ia
+    if ranges is None:
+        xr = getattr(twin, "x_range", None)
+        if xr is None:
+            raise InputError("ranges are required when the twin has no x_range")
+        ranges = np.asarray(xr, dtype=float)
+    ranges = np.asarray(ranges, dtype=float)
+    if ranges.shape != (2, 2) or not np.all(ranges[:, 1] > ranges[:, 0]):
+        raise InputError(f"ranges must be [[lo, hi], [lo, hi]] with hi > lo; got {ranges.tolist()}")
+    a_lo, a_hi = ranges[ia]
+    o_lo, o_hi = ranges[io]
+    if s[0] * 2 > a_hi - a_lo:
+        raise InputError(f"the finest step {s[0]:g} leaves fewer than 3 points in [{a_lo:g}, {a_hi:g}]")
+    if not 0 < min_recall <= 1:
+        raise InputError(f"min_recall must be in (0, 1]; got {min_recall!r}")
+    other_step = other_step or (o_hi - o_lo) / 400
+    other = np.arange(o_lo, o_hi + 1e-9 * other_step, other_step)
+    ref_axis = _levels_from_low(s[0], a_lo, a_hi)
+
+    def simulate(levels: np.ndarray) -> np.ndarray:
+        AA, OO = np.meshgrid(levels, other, indexing="ij")  # (n_axis, n_other)
+        X = np.empty((AA.size, 2))
+        X[:, ia], X[:, io] = AA.reshape(-1), OO.reshape(-1)
+        mean, _ = predict_in_batches(twin, X)
+        return mean.reshape(AA.shape)
+
+    reference = simulate(ref_axis)
+    span = float(np.ptp(reference))
+    if span == 0:
+        raise InputError("the simulated reference map is constant; no peaks to keep")
+    thr = float(reference.min()) + peak_threshold * span
+    peak_tolerance = peak_tolerance if peak_tolerance is not None else 2.5 * s[0]
+    window = peak_window if peak_window is not None else 4 * s[0]
+    size = (max(3, int(round(window / s[0])) | 1), max(3, int(round(window / other_step)) | 1))
+
+    def peaks_xy(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        idx = find_peaks_2d(img, size=size, threshold=thr)
+        xy = np.column_stack([ref_axis[idx[:, 0]], other[idx[:, 1]]]) if len(idx) else np.empty((0, 2))
+        return idx, xy
+
+    ref_idx, ref_xy = peaks_xy(reference)
+    if len(ref_idx) == 0:
+        raise InputError("no peaks above the threshold in the reference map; lower peak_threshold")
+    ref_heights = reference[ref_idx[:, 0], ref_idx[:, 1]]
+
+    rows, maps = [], {}
+    for step in s:
+        levels = ref_axis if step == s[0] else _levels_from_low(step, a_lo, a_hi)
+        coarse = simulate(levels)
+        recon = interp1d(levels, coarse, axis=0, kind="linear", assume_sorted=True)(ref_axis)
+        idx, xy = peaks_xy(recon)
+        match = _match_peaks(ref_xy, xy, peak_tolerance)
+        found = match >= 0
+        if found.any():
+            rec_h = recon[idx[match[found], 0], idx[match[found], 1]]
+            height_error = float(np.mean(np.abs(rec_h - ref_heights[found])) / span)
+        else:
+            height_error = float("nan")
+        recall = float(found.mean())
+        nrmse = float(np.sqrt(np.mean((recon - reference) ** 2)) / span)
+        passes = recall >= min_recall and np.isfinite(height_error) and height_error <= tolerance
+        if nrmse_tolerance is not None:
+            passes = passes and nrmse <= nrmse_tolerance
+        time_s = float("nan")
+        if time_per_point_s is not None or time_per_line_s is not None:
+            time_s = len(levels) * (len(other) * (time_per_point_s or 0.0) + (time_per_line_s or 0.0))
+        rows.append(
+            {
+                "step": float(step),
+                "n_lines": int(len(levels)),
+                "recall": recall,
+                "n_peaks": int(len(idx)),
+                "n_peaks_ref": int(len(ref_idx)),
+                "spurious": int(len(idx) - found.sum()),
+                "height_error": height_error,
+                "nrmse": nrmse,
+                "passes": bool(passes),
+                "time_s": time_s,
+            }
+        )
+        maps[float(step)] = recon
+    proposed, ok = propose_coarsest(s, np.array([r["passes"] for r in rows]))
+    names = list(twin.x_names)
+    return StepStudy(
+        kind="angle",
+        axis=names[ia],
+        step_unit=f"{names[ia]} unit",
+        steps=s,
+        rows=rows,
+        proposed_step=proposed,
+        proposal_ok=ok,
+        criteria={
+            "tolerance_height_error": tolerance,
+            "min_recall": min_recall,
+            "nrmse_tolerance": nrmse_tolerance,
+            "peak_tolerance": peak_tolerance,
+            "peak_threshold": peak_threshold,
+            "peak_window": window,
+        },
+        curves={"axis_values": ref_axis, "other_values": other, "reference": reference, "maps": maps},
+        meta={
+            "other_axis": names[io],
+            "ranges": ranges.tolist(),
+            "other_step": other_step,
+            "reference_peaks": ref_xy.tolist(),
+        },
+    )
+
+
+def _levels_from_low(step: float, low: float, high: float) -> np.ndarray:
+    """Positions of a scan that starts at ``low`` and moves by *step*; ``high`` is
+    appended when the last step does not land on it (the range stays covered)."""
+    n = int(math.floor((high - low) / step * (1 + 1e-12)))
+    levels = low + step * np.arange(n + 1)
+    if high - levels[-1] > 1e-9 * step:
+        levels = np.append(levels, high)
+    return levels
