@@ -1,0 +1,145 @@
+"""``bluesky-twin ins train | evaluate | score`` (Exp2SimGAN).
+
+Only argparse is imported at module level; torch, POT and the INS simulation are
+imported inside the command functions.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``train``, ``evaluate`` and ``score`` to the ``ins`` sub-command."""
+    p = subparsers.add_parser("train", help="train an Exp2SimGAN model (+ DUQ classifiers, domain calibration)")
+    p.add_argument("--out", required=True, type=Path, help="model directory to write")
+    p.add_argument("--n", type=int, default=2000, help="simulated paired frames (default 2000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=64, help="frame size (default 64)")
+    p.add_argument("--preset", choices=["small", "paper"], default="small")
+    p.add_argument("--iterations", type=int, default=1500)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--crop", type=int, default=None, help="train on random crops of this size")
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--clf-epochs", type=int, default=15, help="DUQ classifier epochs (0: no classifiers)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--force", action="store_true", help="replace an existing model directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_train)
+
+    p = subparsers.add_parser("evaluate", help="accuracy table + domain scores on a fresh test set")
+    p.add_argument("--model", type=Path, default=None, help="model directory (default: the shipped model)")
+    p.add_argument("--n", type=int, default=500, help="test frames (default 500)")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--n-domain", type=int, default=200, help="frames per domain-score set")
+    p.add_argument("--json", type=Path, default=None, help="write the results here")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.set_defaults(func=_run_evaluate)
+
+    p = subparsers.add_parser("score", help="domain-of-applicability score of frames in a .npy file")
+    p.add_argument("frames", type=Path, help=".npy file holding an (N, H, W) array (NaN allowed)")
+    p.add_argument("--model", type=Path, default=None, help="model directory (default: the shipped model)")
+    p.add_argument("--json", type=Path, default=None, help="write per-frame scores and zones here")
+    p.add_argument("--translated", type=Path, default=None, help="also write the Exp2Sim frames (.npy)")
+    p.set_defaults(func=_run_score)
+
+
+def _check_output(path: Path | None) -> None:
+    from bluesky_twin.errors import InputError
+
+    if path is not None and not path.parent.exists():
+        raise InputError(f"output directory {path.parent} does not exist")
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from bluesky_twin.errors import InputError
+
+    if args.out.exists() and not args.force:
+        raise InputError(f"{args.out} exists; pass --force to replace it")
+    for name in ("n", "iterations", "batch_size", "size"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.size % 4:
+        raise InputError("--size must be divisible by 4")
+    from bluesky_twin.gan.build import build_model
+
+    command = "bluesky-twin ins train " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["ins", "train"] else None
+    info = build_model(
+        args.out, n=args.n, seed=args.seed, size=args.size, preset=args.preset, iterations=args.iterations,
+        batch_size=args.batch_size, crop=args.crop, lr=args.lr, clf_epochs=args.clf_epochs,
+        num_threads=args.threads, progress=not args.quiet, command=command,
+    )
+    sec = info["seconds"]
+    print(f"wrote {args.out} ({sec['total']:.0f} s total, GAN {sec['gan']:.0f} s, "
+          f"{info['s_per_iteration']:.3f} s/iteration); loss curves in {args.out / 'plots'}")
+    return 0
+
+
+def _load(model_dir: Path | None):
+    from bluesky_twin.gan.model import Exp2SimModel
+
+    return Exp2SimModel.load(model_dir)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from bluesky_twin.errors import InputError
+
+    if args.n < 20 or args.n_domain < 20:
+        raise InputError("--n and --n-domain must be >= 20 (20 frames per Sinkhorn repeat)")
+    _check_output(args.json)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from bluesky_twin.gan.evaluate import evaluate_model, format_table
+    from bluesky_twin.io_utils import atomic_write_json
+
+    model = _load(args.model)
+    res = evaluate_model(model, n=args.n, seed=args.seed, n_domain=args.n_domain, progress=True)
+    print(format_table(res))
+    if args.json is not None:
+        atomic_write_json(args.json, res)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from bluesky_twin.errors import InputError
+
+    _check_output(args.json)
+    _check_output(args.translated)
+    if not args.frames.is_file():
+        raise InputError(f"{args.frames} does not exist")
+    try:
+        frames = np.load(args.frames, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {args.frames} as a .npy array: {exc}") from None
+    if not isinstance(frames, np.ndarray) or frames.ndim != 3:
+        raise InputError(f"{args.frames} must hold an (N, H, W) array, got shape {getattr(frames, 'shape', None)}")
+    model = _load(args.model)
+    out = model.translate_and_score(frames, keep_mask=True)
+    res = {
+        "model": str(args.model) if args.model else "shipped",
+        "n": int(len(frames)),
+        "thresholds": model.scorer.settings()["thresholds"],
+        "frames": [{"index": i, "score": float(s), "zone": z} for i, (s, z) in enumerate(zip(out["scores"], out["zones"]))],
+    }
+    for item in res["frames"][:20]:
+        print(f"frame {item['index']:4d}  score {item['score']:12.1f}  {item['zone']}")
+    if len(frames) > 20:
+        print(f"... ({len(frames)} frames)")
+    if args.translated is not None:
+        from bluesky_twin.io_utils import atomic_path
+
+        with atomic_path(args.translated) as tmp:
+            np.save(tmp, out["translated"])
+    if args.json is not None:
+        from bluesky_twin.io_utils import atomic_write_json
+
+        atomic_write_json(args.json, res)
+    return 0

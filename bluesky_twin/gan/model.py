@@ -1,0 +1,246 @@
+"""A trained Exp2SimGAN: translation in both directions plus the domain score.
+
+>>> model = Exp2SimModel.load()                 # the shipped model
+>>> out = model.translate_and_score(frames)     # (N, H, W), NaN allowed
+>>> out["translated"], out["scores"], out["zones"]
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bluesky_twin.errors import ModelFileError
+from bluesky_twin.gan.domain import DomainScorer
+from bluesky_twin.gan.networks import GanConfig, ResnetGenerator
+from bluesky_twin.gan.preprocess import Scaling, from_model_space, to_model_space, validate_frames
+
+__all__ = ["Exp2SimModel", "default_model_dir", "CLASSIFIER_DIRS"]
+
+log = logging.getLogger(__name__)
+
+#: Sub-directories holding the optional DUQ classifiers.
+CLASSIFIER_DIRS = {"unconvolved": "classifier_unconvolved", "convolved": "classifier_convolved"}
+
+
+def default_model_dir() -> Path:
+    """The shipped model directory, ``bluesky_twin/models/ins_exp2simgan`` (package data)."""
+    from importlib.resources import files
+
+    return Path(str(files("bluesky_twin").joinpath("models", "ins_exp2simgan")))
+
+
+class Exp2SimModel:
+    """Exp2Sim (``G_A``: experiment-like -> simulation) and Sim2Exp (``G_B``) generators.
+
+    Parameters
+    ----------
+    G_A, G_B
+        Trained generators.
+    config
+        Their architecture.
+    scaling
+        Frame-unit <-> model-space mapping.
+    reference
+        Training frames (model space, (M, *spatial)) whose Exp2Sim encoder features
+        form the domain-score bank; ``None`` disables scoring.
+    domain_settings
+        :meth:`DomainScorer.settings` (thresholds etc.); ``None`` -> defaults, uncalibrated.
+    metadata
+        Free-form metadata (training info...).
+    classifiers
+        Optional ``{"unconvolved": clf, "convolved": clf}`` with ``predict_proba``.
+    """
+
+    def __init__(
+        self,
+        G_A: ResnetGenerator,
+        G_B: ResnetGenerator,
+        config: GanConfig,
+        scaling: Scaling,
+        reference: np.ndarray | None = None,
+        domain_settings: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        classifiers: dict[str, Any] | None = None,
+        batch_size: int = 64,
+    ):
+        self.G_A = G_A.eval()
+        self.G_B = G_B.eval()
+        for p in (*self.G_A.parameters(), *self.G_B.parameters()):
+            p.requires_grad_(False)
+        self.config = config
+        self.scaling = scaling
+        self.metadata = dict(metadata or {})
+        self.classifiers = dict(classifiers or {})
+        self.batch_size = batch_size
+        self.reference = None if reference is None else np.asarray(reference, dtype=np.float32)
+        self.scorer: DomainScorer | None = None
+        if self.reference is not None:
+            bank = self._features_model_space(self.reference)
+            if domain_settings:
+                self.scorer = DomainScorer.from_settings(bank, domain_settings)
+            else:
+                self.scorer = DomainScorer(bank)
+
+    # ---------------------------------------------------------------- internals
+    def _prepare(self, frames: Any) -> tuple[np.ndarray, np.ndarray]:
+        arr = validate_frames(frames, self.config.dims)
+        if any(s % 4 for s in arr.shape[1:]):
+            from bluesky_twin.errors import InputError
+
+            raise InputError(f"frame sizes must be divisible by 4, got {arr.shape[1:]}")
+        return to_model_space(arr, self.scaling)
+
+    def _batches(self, x: np.ndarray):
+        import torch
+
+        for s in range(0, len(x), self.batch_size):
+            yield s, torch.from_numpy(np.ascontiguousarray(x[s : s + self.batch_size]))[:, None]
+
+    def _features_model_space(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for _, xb in self._batches(x):
+                (f,) = self.G_A.encode(xb, [self.config.feature_layer])
+                out.append(f.flatten(1).numpy())
+        return np.concatenate(out)
+
+    def _translate(self, G: ResnetGenerator, x: np.ndarray, want_features: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        import torch
+
+        ys, fs = [], []
+        with torch.inference_mode():
+            for _, xb in self._batches(x):
+                if want_features:
+                    y, (f,) = G.forward_with_features(xb, [self.config.feature_layer])
+                    fs.append(f.flatten(1).numpy())
+                else:
+                    y = G(xb)
+                ys.append(y[:, 0].numpy())
+        return np.concatenate(ys), (np.concatenate(fs) if want_features else None)
+
+    # ------------------------------------------------------------------ public
+    def exp2sim(self, frames: Any, keep_mask: bool = False) -> np.ndarray:
+        """Remove instrument resolution: experiment-like frames -> simulation-like frames.
+
+        Parameters
+        ----------
+        frames
+            (N, *spatial) or a single frame, NaN where masked.
+        keep_mask
+            Put NaN back where the input was masked (default: return the model's fill-in).
+        """
+        x, valid = self._prepare(frames)
+        y, _ = self._translate(self.G_A, x, False)
+        y = from_model_space(y, self.scaling)
+        if keep_mask:
+            y[~valid] = np.nan
+        return y
+
+    def sim2exp(self, frames: Any) -> np.ndarray:
+        """Add instrument resolution: simulation frames -> experiment-like frames."""
+        x, _ = self._prepare(frames)
+        y, _ = self._translate(self.G_B, x, False)
+        return from_model_space(y, self.scaling)
+
+    def features(self, frames: Any) -> np.ndarray:
+        """(N, F) domain-score features (Exp2Sim encoder after the last downsampling)."""
+        x, _ = self._prepare(frames)
+        return self._features_model_space(x)
+
+    def _require_scorer(self) -> DomainScorer:
+        if self.scorer is None:
+            raise ModelFileError("this model has no domain-score reference data")
+        return self.scorer
+
+    def score(self, frames: Any) -> tuple[np.ndarray, list[str | None]]:
+        """Per-frame domain scores and zones."""
+        scorer = self._require_scorer()
+        scores = scorer.frame_scores(self.features(frames))
+        zones = scorer.frame_zones(scores) if "frame" in scorer.thresholds else [None] * len(scores)
+        return scores, zones
+
+    def translate_and_score(self, frames: Any, keep_mask: bool = False) -> dict[str, Any]:
+        """Exp2Sim translation and domain score from one generator pass.
+
+        Returns
+        -------
+        dict
+            ``translated`` (N, *spatial) in frame units, ``scores`` (N,), ``zones`` (list of str).
+        """
+        scorer = self._require_scorer()
+        x, valid = self._prepare(frames)
+        y, feats = self._translate(self.G_A, x, True)
+        y = from_model_space(y, self.scaling)
+        if keep_mask:
+            y[~valid] = np.nan
+        scores = scorer.frame_scores(feats)
+        zones = scorer.frame_zones(scores) if "frame" in scorer.thresholds else [None] * len(scores)
+        return {"translated": y, "scores": scores, "zones": zones}
+
+    # ------------------------------------------------------------- persistence
+    def save(self, path: str | Path, extra_writers: dict[str, Any] | None = None) -> Path:
+        """Write the model directory atomically (see :mod:`bluesky_twin.gan.checkpoint`)."""
+        from bluesky_twin.gan.checkpoint import write_model_dir
+
+        if self.reference is None:
+            raise ValueError("cannot save a model without domain reference frames")
+        meta = dict(self.metadata)
+        meta.update(
+            config=self.config.to_dict(),
+            preprocessing={"scaling": self.scaling.to_dict(), "nan": "nearest-valid fill; mask weights identity L1"},
+            domain=self.scorer.settings() if self.scorer else None,
+            classifiers={k: CLASSIFIER_DIRS[k] for k in self.classifiers},
+        )
+        writers = dict(extra_writers or {})
+        for kind, clf in self.classifiers.items():
+            writers[CLASSIFIER_DIRS[kind]] = clf.save
+        sds = {"G_A": self.G_A.state_dict(), "G_B": self.G_B.state_dict()}
+        return write_model_dir(path, sds, self.reference, meta, writers)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, load_classifiers: bool = True) -> "Exp2SimModel":
+        """Load a model directory (default: the shipped model); raises ModelFileError."""
+        from bluesky_twin.gan.checkpoint import read_generators, read_metadata, read_reference
+
+        path = Path(path) if path is not None else default_model_dir()
+        meta = read_metadata(path)
+        try:
+            config = GanConfig.from_dict(meta["config"])
+            scaling = Scaling.from_dict(meta["preprocessing"]["scaling"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{path}/metadata.json has an invalid config: {exc}") from None
+        sds = read_generators(path, meta)
+        G_A, G_B = ResnetGenerator(config), ResnetGenerator(config)
+        try:
+            G_A.load_state_dict(sds["G_A"])
+            G_B.load_state_dict(sds["G_B"])
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0:2]
+            raise ModelFileError(f"{path}: weights do not match the config in metadata.json: {' '.join(first)}") from None
+        reference = read_reference(path, meta)
+        if reference.ndim != config.dims + 1:
+            raise ModelFileError(f"{path}: domain reference has shape {reference.shape}, expected {config.dims + 1} axes")
+        classifiers: dict[str, Any] = {}
+        if load_classifiers:
+            for kind, sub in (meta.get("classifiers") or {}).items():
+                classifiers[kind] = _load_classifier(path / sub)
+        return cls(G_A, G_B, config, scaling, reference=reference, domain_settings=meta.get("domain"),
+                   metadata=meta, classifiers=classifiers)
+
+
+def _load_classifier(path: Path) -> Any:
+    try:
+        from bluesky_twin.ins.duq import DUQClassifier
+    except ImportError as exc:  # pragma: no cover - ins is part of the package
+        raise ModelFileError(f"cannot load classifier {path}: {exc}") from None
+    try:
+        return DUQClassifier.load(path)
+    except ModelFileError:
+        raise
+    except Exception as exc:
+        raise ModelFileError(f"cannot load classifier {path}: {type(exc).__name__}: {exc}") from None

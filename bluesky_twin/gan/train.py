@@ -1,0 +1,342 @@
+"""Training loop of Exp2SimGAN.
+
+Domain A is experiment-like (resolution-convolved, NaN-masked) frames, domain B
+unconvolved simulations.  ``G_A`` (Exp2Sim) maps A -> B and removes resolution;
+``G_B`` (Sim2Exp) maps B -> A and adds it.  ``D_A`` judges domain-B images (real
+B vs G_A's output), ``D_B`` judges domain-A images (real A vs G_B's output) --
+the DCLGAN naming.  The two sets are used unpaired: every iteration draws the A
+and B batches independently.
+
+Generator objective (the released code's weights)::
+
+    L_G = 0.5 (GAN_A + GAN_B) + 0.5*2 (NCE_1 + NCE_2) + 0.5*1 (IDT_A + IDT_B)
+
+* GAN: hinge loss through the discriminators' GAN head;
+* NCE_1: queries from G_B's encoder on G_A(a), keys from G_A's encoder on a
+  (projected by F_B and F_A), NCE_2 the mirror image -- the 'dual' PatchNCE;
+* IDT: L1(G_A(b), b) + L1(G_B(a), a), the latter on measured pixels only.
+
+Each discriminator minimises 0.25 [hinge(real) + hinge(fake) + aux(real) + aux(fake)],
+with the auxiliary head regressed by MSE to 0 on real and 1 on fake; the auxiliary
+head never enters the generator loss.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from bluesky_twin.errors import InputError
+from bluesky_twin.gan import losses
+from bluesky_twin.gan.networks import (
+    GanConfig,
+    PatchDiscriminator,
+    PatchSampleMLP,
+    ResnetGenerator,
+    init_weights,
+)
+from bluesky_twin.gan.preprocess import Scaling, to_model_space, validate_frames
+
+__all__ = ["TrainConfig", "TrainResult", "Exp2SimTrainer", "train_gan", "plot_losses"]
+
+log = logging.getLogger(__name__)
+
+LOSS_KEYS = ("G", "GAN_A", "GAN_B", "NCE1", "NCE2", "IDT_A", "IDT_B", "D_A", "D_B")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings.
+
+    Parameters
+    ----------
+    iterations
+        Total optimiser steps.
+    batch_size
+        Frames per domain and step (PatchNCE negatives are per image, so the
+        per-sample cost stays flat as the batch grows).
+    lr
+        Adam learning rate (betas 0.5, 0.999) for G, F and D.
+    decay_fraction
+        Final fraction of the iterations over which lr decays linearly to 0
+        (the paper: 200 constant + 200 decaying epochs, i.e. 0.5).
+    crop
+        Train on random square (cubic) crops of this size; ``None`` uses whole frames.
+        Must be divisible by 4.
+    tau
+        PatchNCE temperature.
+    seed
+        Seeds torch and numpy: same seed, same data and threads -> same losses.
+    """
+
+    iterations: int = 2000
+    batch_size: int = 4
+    lr: float = 2e-4
+    decay_fraction: float = 0.5
+    crop: int | None = None
+    tau: float = 0.07
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1 or self.batch_size < 1:
+            raise InputError("iterations and batch_size must be >= 1")
+        if not 0.0 <= self.decay_fraction <= 1.0:
+            raise InputError("decay_fraction must be in [0, 1]")
+        if self.crop is not None and (self.crop < 8 or self.crop % 4):
+            raise InputError(f"crop must be >= 8 and divisible by 4, got {self.crop}")
+        if self.lr <= 0:
+            raise InputError("lr must be positive")
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_gan` returns."""
+
+    G_A: ResnetGenerator
+    G_B: ResnetGenerator
+    history: dict[str, list[float]]
+    seconds: float
+    s_per_iteration: float
+    config: GanConfig
+    train_config: TrainConfig
+    scaling: Scaling
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Exp2SimTrainer:
+    """Holds the networks and optimisers; :meth:`step` does one D and one G update.
+
+    Parameters
+    ----------
+    config
+        Architecture.
+    train_config
+        Optimisation settings.
+    """
+
+    def __init__(self, config: GanConfig, train_config: TrainConfig):
+        torch.manual_seed(train_config.seed)
+        self.config = config
+        self.tc = train_config
+        self.G_A = ResnetGenerator(config)
+        self.G_B = ResnetGenerator(config)
+        self.D_A = PatchDiscriminator(config)
+        self.D_B = PatchDiscriminator(config)
+        chans = self.G_A.layer_channels(config.nce_layers)
+        self.F_A = PatchSampleMLP(chans, config.nce_dim)  # projects G_A-encoder features
+        self.F_B = PatchSampleMLP(chans, config.nce_dim)  # projects G_B-encoder features
+        for net in (self.G_A, self.G_B, self.D_A, self.D_B, self.F_A, self.F_B):
+            init_weights(net)
+        betas = (0.5, 0.999)
+        self.opt_G = torch.optim.Adam([*self.G_A.parameters(), *self.G_B.parameters()], lr=train_config.lr, betas=betas)
+        self.opt_F = torch.optim.Adam([*self.F_A.parameters(), *self.F_B.parameters()], lr=train_config.lr, betas=betas)
+        self.opt_D = torch.optim.Adam([*self.D_A.parameters(), *self.D_B.parameters()], lr=train_config.lr, betas=betas)
+        n_decay = int(round(train_config.iterations * train_config.decay_fraction))
+        n_const = train_config.iterations - n_decay
+
+        def factor(it: int) -> float:
+            if it < n_const or n_decay == 0:
+                return 1.0
+            return max(0.0, 1.0 - (it - n_const + 1) / (n_decay + 1))
+
+        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (self.opt_G, self.opt_F, self.opt_D)]
+        self.patch_rng = torch.Generator().manual_seed(train_config.seed + 1)
+
+    def _set_d_grad(self, flag: bool) -> None:
+        for p in (*self.D_A.parameters(), *self.D_B.parameters()):
+            p.requires_grad_(flag)
+
+    def _nce(self, enc_src: list[torch.Tensor], enc_tgt: list[torch.Tensor],
+             proj_src: PatchSampleMLP, proj_tgt: PatchSampleMLP) -> torch.Tensor:
+        keys, ids = proj_src(enc_src, self.config.num_patches, generator=self.patch_rng)
+        queries, _ = proj_tgt(enc_tgt, self.config.num_patches, patch_ids=ids)
+        return losses.multilayer_nce_loss(queries, keys, self.tc.tau)
+
+    def step(self, real_A: torch.Tensor, valid_A: torch.Tensor, real_B: torch.Tensor) -> dict[str, float]:
+        """One optimisation step on a batch of each domain (model space, (B, 1, *spatial))."""
+        w = losses.LOSS_WEIGHTS
+        layers = self.config.nce_layers
+        for net in (self.G_A, self.G_B, self.D_A, self.D_B, self.F_A, self.F_B):
+            net.train()
+        fake_B, feat_real_A = self.G_A.forward_with_features(real_A, layers)  # Exp2Sim(a), E_A(a)
+        fake_A, feat_real_B = self.G_B.forward_with_features(real_B, layers)  # Sim2Exp(b), E_B(b)
+
+        # --- discriminators
+        self._set_d_grad(True)
+        self.opt_D.zero_grad(set_to_none=True)
+        d_terms = {}
+        for name, D, real, fake in (("D_A", self.D_A, real_B, fake_B), ("D_B", self.D_B, real_A, fake_A)):
+            real_gan, real_aux = D(real)
+            fake_gan, fake_aux = D(fake.detach())
+            h_real, h_fake = losses.hinge_d_loss(real_gan, fake_gan)
+            a_real, a_fake = losses.aux_d_loss(real_aux, fake_aux)
+            d_terms[name] = w["d"] * (h_real + h_fake + a_real + a_fake)
+        (d_terms["D_A"] + d_terms["D_B"]).backward()
+        self.opt_D.step()
+
+        # --- generators + projection MLPs
+        self._set_d_grad(False)
+        self.opt_G.zero_grad(set_to_none=True)
+        self.opt_F.zero_grad(set_to_none=True)
+        gan_A = losses.hinge_g_loss(self.D_A(fake_B)[0])
+        gan_B = losses.hinge_g_loss(self.D_B(fake_A)[0])
+        # dual PatchNCE: translated image encoded by the *other* generator's encoder
+        nce1 = self._nce(feat_real_A, self.G_B.encode(fake_B, layers), self.F_A, self.F_B)
+        nce2 = self._nce(feat_real_B, self.G_A.encode(fake_A, layers), self.F_B, self.F_A)
+        idt_B = losses.masked_l1(self.G_A(real_B), real_B)
+        idt_A = losses.masked_l1(self.G_B(real_A), real_A, valid_A)
+        loss_G = w["gan"] * (gan_A + gan_B) + w["nce"] * (nce1 + nce2) + w["idt"] * (idt_A + idt_B)
+        loss_G.backward()
+        self.opt_G.step()
+        self.opt_F.step()
+        for s in self.schedulers:
+            s.step()
+        values = {"G": loss_G, "GAN_A": gan_A, "GAN_B": gan_B, "NCE1": nce1, "NCE2": nce2,
+                  "IDT_A": idt_A, "IDT_B": idt_B, **d_terms}
+        return {k: float(v.detach()) for k, v in values.items()}
+
+
+def _as_batch_tensor(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x))[:, None]
+
+
+def _random_crop(rng: np.random.Generator, arrays: list[np.ndarray], crop: int | None) -> list[np.ndarray]:
+    if crop is None:
+        return arrays
+    spatial = arrays[0].shape[1:]
+    if any(s < crop for s in spatial):
+        raise InputError(f"crop {crop} is larger than the frames {spatial}")
+    out = []
+    for i in range(arrays[0].shape[0]):
+        starts = [int(rng.integers(0, s - crop + 1)) for s in spatial]
+        sl = (i,) + tuple(slice(s0, s0 + crop) for s0 in starts)
+        out.append([a[sl] for a in arrays])
+    return [np.stack([o[j] for o in out]) for j in range(len(arrays))]
+
+
+def train_gan(
+    frames_A: np.ndarray,
+    frames_B: np.ndarray,
+    config: GanConfig | None = None,
+    train_config: TrainConfig | None = None,
+    scaling: Scaling | None = None,
+    progress: bool = False,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train an Exp2SimGAN pair on unpaired frame sets.
+
+    Parameters
+    ----------
+    frames_A
+        Experiment-like frames (N_A, *spatial), NaN where masked.
+    frames_B
+        Unconvolved simulation frames (N_B, *spatial).
+    config, train_config, scaling
+        Architecture, optimisation and preprocessing (defaults: ``small`` preset).
+    progress
+        Show a tqdm progress bar with the current losses.
+    on_step
+        Called as ``on_step(iteration, losses)`` after every step.
+
+    Returns
+    -------
+    TrainResult
+        Trained generators (in eval mode), per-step loss history and timing.
+    """
+    config = config or GanConfig()
+    train_config = train_config or TrainConfig()
+    scaling = scaling or Scaling()
+    fa = validate_frames(frames_A, config.dims)
+    fb = validate_frames(frames_B, config.dims)
+    xa, va = to_model_space(fa, scaling)
+    xb, _ = to_model_space(fb, scaling)
+    va = va.astype(np.float32)
+    if config.dims == 2 and train_config.crop is None and any(s % 4 for s in xa.shape[1:]):
+        raise InputError(f"frame sizes must be divisible by 4, got {xa.shape[1:]}")
+
+    rng = np.random.default_rng(train_config.seed)
+    trainer = Exp2SimTrainer(config, train_config)
+    history: dict[str, list[float]] = {k: [] for k in LOSS_KEYS}
+    iterator = range(train_config.iterations)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(iterator, desc="Exp2SimGAN", unit="it", dynamic_ncols=True)
+        iterator = bar
+    t0 = time.perf_counter()
+    bs = train_config.batch_size
+    for it in iterator:
+        ia = rng.integers(0, len(xa), bs)
+        ib = rng.integers(0, len(xb), bs)
+        a, v = _random_crop(rng, [xa[ia], va[ia]], train_config.crop)
+        (b,) = _random_crop(rng, [xb[ib]], train_config.crop)
+        values = trainer.step(_as_batch_tensor(a), _as_batch_tensor(v), _as_batch_tensor(b))
+        if not all(math.isfinite(x) for x in values.values()):
+            raise RuntimeError(f"non-finite loss at iteration {it}: {values}")
+        for k in LOSS_KEYS:
+            history[k].append(values[k])
+        if bar is not None and (it % 10 == 0 or it == train_config.iterations - 1):
+            bar.set_postfix(G=f"{values['G']:.3f}", NCE=f"{values['NCE1'] + values['NCE2']:.3f}",
+                            D=f"{values['D_A'] + values['D_B']:.3f}")
+        if on_step is not None:
+            on_step(it, values)
+    seconds = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
+    trainer.G_A.eval()
+    trainer.G_B.eval()
+    return TrainResult(
+        G_A=trainer.G_A, G_B=trainer.G_B, history=history, seconds=seconds,
+        s_per_iteration=seconds / train_config.iterations, config=config,
+        train_config=train_config, scaling=scaling,
+    )
+
+
+def plot_losses(history: dict[str, list[float]], out_dir: str | Path, smooth: int = 25) -> list[Path]:
+    """Write ``loss_generator.png`` and ``loss_discriminator.png`` (moving averages)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from bluesky_twin.io_utils import atomic_path
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def ma(values: list[float]) -> tuple[np.ndarray, np.ndarray]:
+        y = np.asarray(values, dtype=float)
+        k = max(1, min(smooth, len(y)))
+        kernel = np.ones(k) / k
+        ys = np.convolve(y, kernel, mode="valid")
+        return np.arange(k - 1, k - 1 + len(ys)), ys
+
+    written = []
+    groups = {
+        "loss_generator.png": ("generator losses", ["G", "GAN_A", "GAN_B", "NCE1", "NCE2", "IDT_A", "IDT_B"]),
+        "loss_discriminator.png": ("discriminator losses", ["D_A", "D_B"]),
+    }
+    for fname, (title, keys) in groups.items():
+        fig = Figure(figsize=(7, 4), dpi=100)
+        ax = fig.add_subplot()
+        for k in keys:
+            if history.get(k):
+                x, y = ma(history[k])
+                ax.plot(x, y, label=k)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(f"loss (moving average, {smooth} it)")
+        ax.set_title(title)
+        ax.legend(fontsize=8, ncol=2)
+        fig.tight_layout()
+        dest = out_dir / fname
+        with atomic_path(dest) as tmp:
+            fig.savefig(tmp, format="png")
+        written.append(dest)
+    return written
