@@ -21,6 +21,7 @@ from typing import Any
 __all__ = [
     "ArpesManipulator",
     "ArpesModel",
+    "ConfigSignal",
     "ErCo2Model",
     "InsSpectrometer",
     "Magnetometer",
@@ -40,7 +41,8 @@ _LAZY = {
     "ErCo2Model": "bluesky_twin.sim.magnetometer",
     "InsSpectrometer": "bluesky_twin.sim.ins_spectrometer",
     "Magnetometer": "bluesky_twin.sim.magnetometer",
-    "MeasuredSignal": "bluesky_twin.sim.base",
+    "MeasuredSignal": "bluesky_twin.sim.signals",
+    "ConfigSignal": "bluesky_twin.sim.signals",
     "PdHModel": "bluesky_twin.sim.transport",
     "PositionerLimitError": "bluesky_twin.sim.positioner",
     "SimClock": "bluesky_twin.sim.clock",

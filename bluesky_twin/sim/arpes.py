@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 from ophyd import Component as Cpt
-from ophyd import Signal
 
 from ..errors import InputError
-from .base import MeasuredSignal, SimInstrument, as_float_array
+from .base import SimInstrument, as_float_array
 from .positioner import SimPositioner
+from .signals import ConfigSignal, MeasuredSignal
 
 __all__ = ["ArpesModel", "ArpesManipulator"]
 
@@ -99,7 +99,7 @@ class ArpesManipulator(SimInstrument):
     )
     intensity = Cpt(MeasuredSignal, value=0, units="counts", kind="hinted")
     elapsed = Cpt(MeasuredSignal, value=0.0, units="s", precision=1, kind="normal")
-    dwell_time = Cpt(Signal, value=1.0, kind="config")
+    dwell_time = Cpt(ConfigSignal, value=1.0, units="s", kind="config")
 
     def __init__(self, prefix: str = "", *, name: str, model: ArpesModel | None = None, **kwargs: Any) -> None:
         self.model = model if model is not None else ArpesModel()

@@ -15,55 +15,15 @@ import threading
 from typing import Any, Iterable, Mapping
 
 import numpy as np
-from ophyd import Device, Signal
+from ophyd import Device
 from ophyd.status import DeviceStatus
 
 from ..errors import InputError
 from .clock import SimClock
 from .positioner import SimPositioner
+from .signals import MeasuredSignal
 
 __all__ = ["MeasuredSignal", "SimInstrument", "as_float_array"]
-
-
-class MeasuredSignal(Signal):
-    """A detector signal written by its instrument's ``trigger()``; read-only for users.
-
-    Parameters
-    ----------
-    units
-        Engineering units reported in :meth:`describe`.
-    precision
-        Display precision reported in :meth:`describe` (scalars only).
-    """
-
-    def __init__(self, *args: Any, units: str = "", precision: int | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._units = units
-        self._precision = precision
-
-    def _record(self, value: Any) -> None:
-        """Store a new measured value (used by the owning instrument)."""
-        super().put(value)
-
-    def put(self, value: Any, **kwargs: Any) -> None:  # noqa: D102 - documented in Signal
-        from ophyd.utils import ReadOnlyError
-
-        raise ReadOnlyError(f"{self.name} is a measured value; trigger the instrument instead")
-
-    def set(self, value: Any, **kwargs: Any) -> Any:  # noqa: D102
-        from ophyd.utils import ReadOnlyError
-
-        raise ReadOnlyError(f"{self.name} is a measured value; trigger the instrument instead")
-
-    def describe(self) -> dict[str, dict[str, Any]]:
-        """Data key with ``units`` (and ``precision`` for scalars)."""
-        description = super().describe()
-        key = description[self.name]
-        if self._units:
-            key["units"] = self._units
-        if self._precision is not None and not key.get("shape"):
-            key["precision"] = self._precision
-        return description
 
 
 def as_float_array(name: str, value: Any) -> np.ndarray:

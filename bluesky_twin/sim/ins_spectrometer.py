@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 from ophyd import Component as Cpt
-from ophyd import Signal
 
 from ..errors import InputError
-from .base import MeasuredSignal, SimInstrument
+from .base import SimInstrument
 from .positioner import SimPositioner
+from .signals import ConfigSignal, MeasuredSignal
 
 __all__ = ["InsSpectrometer"]
 
@@ -72,9 +72,9 @@ class InsSpectrometer(SimInstrument):
     )
     frame = Cpt(MeasuredSignal, value=np.zeros((64, 64), dtype=np.float32), units="arb. units", kind="hinted")
     elapsed = Cpt(MeasuredSignal, value=0.0, units="s", precision=1, kind="normal")
-    counting_time = Cpt(Signal, value=600.0, kind="config")
-    counts_per_second = Cpt(Signal, value=0.25, kind="config")
-    e_init = Cpt(Signal, value=30.0, kind="config")
+    counting_time = Cpt(ConfigSignal, value=600.0, units="s", kind="config")
+    counts_per_second = Cpt(ConfigSignal, value=0.25, units="1/s", kind="config")
+    e_init = Cpt(ConfigSignal, value=30.0, units="meV", kind="config")
 
     def __init__(
         self,

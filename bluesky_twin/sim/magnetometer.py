@@ -32,11 +32,11 @@ from typing import Any
 
 import numpy as np
 from ophyd import Component as Cpt
-from ophyd import Signal
 
 from ..errors import InputError
-from .base import MeasuredSignal, SimInstrument, as_float_array
+from .base import SimInstrument, as_float_array
 from .positioner import SimPositioner
+from .signals import ConfigSignal, MeasuredSignal
 
 __all__ = ["ErCo2Model", "Magnetometer"]
 
@@ -129,9 +129,9 @@ class Magnetometer(SimInstrument):
     )
     magnetisation = Cpt(MeasuredSignal, value=0.0, units="emu (raw)", precision=6, kind="hinted")
     elapsed = Cpt(MeasuredSignal, value=0.0, units="s", precision=1, kind="normal")
-    averaging_time = Cpt(Signal, value=2.0, kind="config")
-    noise_floor = Cpt(Signal, value=1.5e-4, kind="config")
-    relative_noise = Cpt(Signal, value=1e-3, kind="config")
+    averaging_time = Cpt(ConfigSignal, value=2.0, units="s", kind="config")
+    noise_floor = Cpt(ConfigSignal, value=1.5e-4, units="emu (raw)", kind="config")
+    relative_noise = Cpt(ConfigSignal, value=1e-3, kind="config")
 
     def __init__(self, prefix: str = "", *, name: str, model: ErCo2Model | None = None, **kwargs: Any) -> None:
         self.model = model if model is not None else ErCo2Model()

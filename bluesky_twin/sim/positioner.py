@@ -24,13 +24,13 @@ from typing import Any
 
 import numpy as np
 from ophyd import Component as Cpt
-from ophyd import Signal
 from ophyd.sim import SynAxis
 from ophyd.status import MoveStatus
 from ophyd.utils import LimitError as OphydLimitError
 
 from ..errors import LimitError
 from .clock import SimClock
+from .signals import ConfigSignal
 
 __all__ = ["PositionerLimitError", "SimPositioner"]
 
@@ -68,7 +68,9 @@ class SimPositioner(SynAxis):
         Passed to :class:`ophyd.sim.SynAxis` (``parent``, ``kind``, ``labels``, ``precision``).
     """
 
-    settle_time = Cpt(Signal, value=0.0, kind="config")
+    settle_time = Cpt(ConfigSignal, value=0.0, units="s", kind="config")
+    velocity = Cpt(ConfigSignal, value=1.0, kind="config")
+    acceleration = Cpt(ConfigSignal, value=1.0, kind="omitted")
 
     def __init__(
         self,
@@ -103,6 +105,7 @@ class SimPositioner(SynAxis):
             raise LimitError(f"{name}: initial value {value} outside limits {self._limits}")
         super().__init__(name=name, value=value, egu=egu, readback_func=lambda x: x, **kwargs)
         self.velocity.put(float(ramp_rate))
+        self.velocity._units = f"{egu}/s" if egu else ""
         self.settle_time.put(float(settle_time))
 
     # -- limits ---------------------------------------------------------------------------
@@ -226,6 +229,7 @@ class SimPositioner(SynAxis):
         """Data keys of the readback and setpoint, with ``units`` added."""
         description = super().describe()
         for key in description.values():
+            key.setdefault("dtype_numpy", np.dtype(float).str)
             if self.egu:
                 key["units"] = self.egu
         return description

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 from ophyd import Component as Cpt
-from ophyd import Signal
 from scipy.special import ndtr
 
 from ..errors import InputError
-from .base import MeasuredSignal, SimInstrument, as_float_array
+from .base import SimInstrument, as_float_array
 from .positioner import SimPositioner
+from .signals import ConfigSignal, MeasuredSignal
 
 __all__ = ["PdHModel", "TransportCell"]
 
@@ -94,8 +94,8 @@ class TransportCell(SimInstrument):
     )
     resistance = Cpt(MeasuredSignal, value=0.0, units="ohm", precision=6, kind="hinted")
     elapsed = Cpt(MeasuredSignal, value=0.0, units="s", precision=1, kind="normal")
-    averaging_time = Cpt(Signal, value=1.0, kind="config")
-    noise_floor = Cpt(Signal, value=6e-4, kind="config")
+    averaging_time = Cpt(ConfigSignal, value=1.0, units="s", kind="config")
+    noise_floor = Cpt(ConfigSignal, value=6e-4, units="ohm", kind="config")
 
     def __init__(self, prefix: str = "", *, name: str, model: PdHModel | None = None, **kwargs: Any) -> None:
         self.model = model if model is not None else PdHModel()

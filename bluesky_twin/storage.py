@@ -1,0 +1,455 @@
+"""Embedded tiled storage of Bluesky runs, TiledWriter wiring, and replay of stored runs.
+
+The default store is *embedded*: an SQLite catalog (``catalog.db``), an SQLite table
+store (``tabular.db``) and a data directory (``data/``, zarr arrays) inside one
+directory, served in-process by tiled's ASGI app with no socket and no server
+(``Context.from_app``).  A tiled server URI (with an API key) works the same way
+through :func:`open_tiled`.  For several writers on several machines the catalog can
+live in PostgreSQL (``open_store(directory, catalog_uri="postgresql+asyncpg://...")``).
+
+Documents are written with :func:`make_tiled_writer` (``bluesky_tiled_plugins.TiledWriter``;
+not the deprecated copy inside bluesky) and replayed with :func:`iter_run_documents`,
+which relies on the ``application/json-seq`` exporter registered here for
+``BlueskyRun`` nodes (without it ``run.documents()`` answers HTTP 406).
+
+Start-up cost: initialising a tiled catalog runs ``python -m tiled catalog init`` in a
+subprocess (about 5 s). :func:`open_store` does that once per tiled version, caches the
+empty initialised ``catalog.db`` as a template in the user cache directory
+(``$BLUESKY_TWIN_CACHE_DIR``, else ``$XDG_CACHE_HOME/bluesky-twin``, else
+``~/.cache/bluesky-twin``), and copies it into every new store.
+
+All tiled imports are lazy: importing this module is cheap.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+from .io_utils import atomic_path
+
+__all__ = [
+    "BLUESKY_CATALOG_SPECS",
+    "close_store",
+    "documents_equal",
+    "iter_run_documents",
+    "jsonable_document",
+    "make_tiled_writer",
+    "open_store",
+    "open_tiled",
+    "read_stream",
+    "replay_comparable",
+    "select_runs",
+]
+
+#: Specs of the root node: makes the client a ``CatalogOfBlueskyRuns`` (search by ``Key("sample")``, scan ids).
+BLUESKY_CATALOG_SPECS = [{"name": "CatalogOfBlueskyRuns", "version": "3.0"}]
+
+CATALOG_FILE = "catalog.db"
+TABULAR_FILE = "tabular.db"
+DATA_DIR = "data"
+
+_template_lock = threading.Lock()
+_registry_lock = threading.Lock()
+_json_seq_registered = False
+
+
+# ----------------------------------------------------------------------------------------
+# opening stores
+# ----------------------------------------------------------------------------------------
+def _cache_dir() -> Path:
+    explicit = os.environ.get("BLUESKY_TWIN_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "bluesky-twin"
+
+
+def _sqlite_uri(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def _alembic_version(db_path: Path) -> str | None:
+    """The alembic revision stamped in an SQLite catalog, or None if it is not a catalog."""
+    try:
+        connection = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        connection.close()
+    return None if row is None else str(row[0])
+
+
+def _initialise_catalog(uri: str) -> None:
+    """Run tiled's (subprocess-based) catalog initialisation for *uri*."""
+    from tiled.catalog import from_uri
+
+    from_uri(uri, init_if_not_exists=True)
+
+
+def catalog_template() -> Path:
+    """Path of a ready, empty, initialised SQLite catalog for this tiled version (built once).
+
+    Returns
+    -------
+    pathlib.Path
+        A file to *copy* (never open it directly: it must stay empty).
+    """
+    import tiled
+
+    template = _cache_dir() / f"tiled-{tiled.__version__}-empty-catalog.db"
+    with _template_lock:
+        if template.is_file() and _alembic_version(template) is not None:
+            return template
+        template.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="bluesky-twin-template-") as scratch:
+            fresh = Path(scratch) / CATALOG_FILE
+            _initialise_catalog(_sqlite_uri(fresh))
+            if _alembic_version(fresh) is None:  # pragma: no cover - tiled contract
+                raise RuntimeError("tiled catalog initialisation produced no alembic stamp")
+            with atomic_path(template) as tmp:
+                shutil.copyfile(fresh, tmp)
+    return template
+
+
+def _ensure_json_seq_exporter() -> Any:
+    """Register the BlueskyRun ``application/json-seq`` exporter; return the registry."""
+    global _json_seq_registered
+    from tiled.media_type_registration import default_serialization_registry
+
+    with _registry_lock:
+        if not _json_seq_registered:
+            from bluesky_tiled_plugins.exporters import json_seq_exporter
+
+            default_serialization_registry.register("BlueskyRun", "application/json-seq", json_seq_exporter)
+            _json_seq_registered = True
+    return default_serialization_registry
+
+
+def _import_starlette_testclient() -> None:
+    # starlette warns that its TestClient wants `httpx2`; tiled's in-process Context uses
+    # it anyway.  Import it once with exactly that warning silenced.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette\.testclient`")
+        import starlette.testclient  # noqa: F401
+
+
+def _is_postgres(uri: str) -> bool:
+    return uri.startswith(("postgresql://", "postgresql+asyncpg://", "postgres://"))
+
+
+def _tabular_for_postgres(catalog_uri: str) -> str:
+    # The table store uses the synchronous driver on the same database.
+    rest = catalog_uri.split("://", 1)[1]
+    return f"postgresql://{rest}"
+
+
+def open_store(
+    directory: str | os.PathLike,
+    *,
+    catalog_uri: str | None = None,
+    tabular_uri: str | None = None,
+    readable_storage: Iterable[str | os.PathLike] | None = None,
+) -> Any:
+    """Open (creating if needed) an embedded tiled store of Bluesky runs in *directory*.
+
+    Parameters
+    ----------
+    directory
+        Holds ``catalog.db`` (unless *catalog_uri* is given), ``tabular.db`` (unless
+        *tabular_uri* is given) and ``data/`` (zarr arrays written by TiledWriter).
+    catalog_uri
+        Optional catalog database, e.g. ``"postgresql+asyncpg://postgres@127.0.0.1/test"``
+        for writers on several machines; initialised on first use.
+    tabular_uri
+        Optional writable table storage; with a PostgreSQL catalog it defaults to the same
+        database through the synchronous driver (``postgresql://...``).
+    readable_storage
+        Extra directories the server may read external files from.
+
+    Returns
+    -------
+    bluesky_tiled_plugins.CatalogOfBlueskyRuns
+        A tiled client served in-process. Close it with :func:`close_store`.
+
+    Raises
+    ------
+    InputError
+        If *directory* is an existing file, or a URI has an unsupported scheme.
+    """
+    root = Path(directory).expanduser()
+    if root.exists() and not root.is_dir():
+        raise InputError(f"tiled store location {str(root)!r} exists and is not a directory")
+    root.mkdir(parents=True, exist_ok=True)
+    data_dir = root / DATA_DIR
+    data_dir.mkdir(exist_ok=True)
+
+    if catalog_uri is None:
+        catalog_path = root / CATALOG_FILE
+        if not catalog_path.exists():
+            template = catalog_template()
+            with atomic_path(catalog_path) as tmp:
+                shutil.copyfile(template, tmp)
+        elif _alembic_version(catalog_path) is None:
+            raise InputError(f"{str(catalog_path)!r} exists but is not a tiled catalog")
+        catalog_uri = _sqlite_uri(catalog_path)
+        initialise = False
+    else:
+        if not (_is_postgres(catalog_uri) or catalog_uri.startswith("sqlite")):
+            raise InputError(f"unsupported catalog URI {catalog_uri!r}: use sqlite:/// or postgresql+asyncpg://")
+        if catalog_uri.startswith(("postgresql://", "postgres://")):
+            catalog_uri = "postgresql+asyncpg://" + catalog_uri.split("://", 1)[1]
+        initialise = True
+    if tabular_uri is None:
+        tabular_uri = _tabular_for_postgres(catalog_uri) if _is_postgres(catalog_uri) else _sqlite_uri(root / TABULAR_FILE)
+
+    from tiled.catalog import from_uri
+    from tiled.client import Context, from_context
+    from tiled.server.app import build_app
+
+    registry = _ensure_json_seq_exporter()
+    adapter = from_uri(
+        catalog_uri,
+        specs=BLUESKY_CATALOG_SPECS,
+        init_if_not_exists=initialise,
+        writable_storage=[str(data_dir), tabular_uri],
+        readable_storage=[str(Path(p)) for p in (readable_storage or [])],
+    )
+    app = build_app(adapter, serialization_registry=registry)
+    _import_starlette_testclient()
+    context = Context.from_app(app)
+    return from_context(context)
+
+
+def open_tiled(uri_or_dir: str | os.PathLike, *, api_key: str | None = None, create: bool = False) -> Any:
+    """Open a tiled catalog of runs: an embedded store directory or a tiled server URI.
+
+    Parameters
+    ----------
+    uri_or_dir
+        ``http(s)://host:port[/api/v1/metadata/path]`` of a tiled server, or a directory
+        made by :func:`open_store`.
+    api_key
+        API key for a server (ignored for a directory).
+    create
+        Create a new embedded store if the directory does not exist yet.
+
+    Raises
+    ------
+    InputError
+        If the directory does not hold a store (and *create* is False).
+
+    Notes
+    -----
+    A server must register the json-seq exporter for replay, in its config file::
+
+        media_types:
+          BlueskyRun:
+            application/json-seq: bluesky_tiled_plugins.exporters:json_seq_exporter
+    """
+    text = os.fspath(uri_or_dir)
+    if text.startswith(("http://", "https://")):
+        from tiled.client import from_uri
+
+        return from_uri(text, api_key=api_key)
+    if text.startswith(("tiled://", "ws://")) or "://" in text:
+        raise InputError(f"unsupported tiled location {text!r}: give a directory or an http(s):// URI")
+    root = Path(text).expanduser()
+    if not create and not (root / CATALOG_FILE).is_file():
+        raise InputError(f"no embedded tiled store in {str(root)!r} (expected {CATALOG_FILE} there)")
+    return open_store(root)
+
+
+def close_store(client: Any) -> None:
+    """Close the HTTP (or in-process) connection behind a client from :func:`open_store`/:func:`open_tiled`."""
+    context = getattr(client, "context", None)
+    if context is not None:
+        context.close()
+
+
+def make_tiled_writer(client: Any, **kwargs: Any) -> Any:
+    """A ``bluesky_tiled_plugins.TiledWriter`` writing into *client*; subscribe it to the RunEngine.
+
+    Parameters
+    ----------
+    client
+        A writable tiled container client (from :func:`open_store` or :func:`open_tiled`).
+    **kwargs
+        Passed to ``TiledWriter`` (``batch_size``, ``backup_directory``...).
+
+    Notes
+    -----
+    Do not wrap it with ``make_callback_safe``: a failing data writer must not be silent.
+    """
+    from bluesky_tiled_plugins import TiledWriter
+
+    return TiledWriter(client, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------
+# reading back
+# ----------------------------------------------------------------------------------------
+def _as_query_list(query: Any) -> list[Any]:
+    if query is None:
+        return []
+    if isinstance(query, Mapping):
+        from tiled.queries import Key
+
+        return [Key(key) == value for key, value in query.items()]
+    if isinstance(query, (list, tuple)):
+        return [q for item in query for q in _as_query_list(item)]
+    if isinstance(query, str):
+        raise InputError(
+            f"query {query!r}: pass a tiled query object or a mapping {{start-document key: value}}"
+        )
+    return [query]
+
+
+def select_runs(client: Any, uids: Iterable[str] | None = None, query: Any = None) -> list[Any]:
+    """The runs to replay: the given *uids* (full or partial), else all runs matching *query*.
+
+    Parameters
+    ----------
+    client
+        A catalog of runs.
+    uids
+        Run uids (a partial uid of at least 8 characters is enough); order is kept.
+    query
+        A tiled query, a list of them, or a mapping ``{key: value}`` of start-document
+        equalities (``Key(key) == value``); combined with AND.
+
+    Returns
+    -------
+    list
+        ``BlueskyRun`` clients, by uid order given, else in the catalog's (time) order.
+
+    Raises
+    ------
+    InputError
+        If a uid matches no run or the selection is empty.
+    """
+    node = client
+    for q in _as_query_list(query):
+        node = node.search(q)
+    if uids is not None:
+        uids = list(uids)
+        runs = []
+        for uid in uids:
+            try:
+                runs.append(node[str(uid)])
+            except (KeyError, ValueError) as err:
+                raise InputError(f"no stored run with uid {uid!r}{' matching the query' if query else ''}") from err
+        return runs
+    runs = list(node.values())
+    if not runs:
+        raise InputError("no stored runs" + (" match the query" if query is not None else " in the catalog"))
+    return runs
+
+
+def iter_run_documents(client: Any, uids: Iterable[str] | None = None, query: Any = None) -> Iterator[tuple[str, dict]]:
+    """Yield ``(name, doc)`` for every document of the selected runs, run after run.
+
+    The documents are those the RunEngine emitted (``start``, ``descriptor``, ``event``
+    ..., ``stop``), in emission order, as JSON data (tuples become lists). Feed them to
+    any callback, e.g. a ``TwinTrainer``, exactly as live.
+
+    Parameters
+    ----------
+    client, uids, query
+        See :func:`select_runs`.
+    """
+    for run in select_runs(client, uids=uids, query=query):
+        for name, doc in run.documents():
+            yield name, doc
+
+
+def read_stream(run: Any, stream: str = "primary", fields: Iterable[str] | None = None) -> dict[str, Any]:
+    """Read a stream of a stored run as ``{field: numpy array}``, one array per data key.
+
+    Reads each variable separately, which avoids xarray's duplicate-dimension warning
+    for square 2D frames (TiledWriter names both axes of an N x N frame alike).
+
+    Parameters
+    ----------
+    run
+        A ``BlueskyRun`` client.
+    stream
+        Stream name.
+    fields
+        Data keys to read (default: all of them).
+
+    Raises
+    ------
+    InputError
+        If the stream or a field does not exist.
+    """
+    import numpy as np
+
+    try:
+        node = run[stream]
+    except KeyError as err:
+        raise InputError(f"run {run.start.get('uid', '?')[:8]} has no stream {stream!r}") from err
+    data_keys = dict(node.metadata.get("data_keys", {}))
+    wanted = list(data_keys) if fields is None else list(fields)
+    missing = [f for f in wanted if f not in data_keys]
+    if missing:
+        raise InputError(f"stream {stream!r} has no field(s) {missing}; fields: {sorted(data_keys)}")
+    return {field: np.asarray(node[field].read()) for field in wanted}
+
+
+def jsonable_document(doc: Any) -> Any:
+    """*doc* as JSON data (numpy values to Python, tuples to lists, NaN kept as float NaN).
+
+    Live documents compare equal to replayed ones after this normalisation.
+    """
+
+    def default(obj: Any) -> Any:
+        if hasattr(obj, "tolist"):
+            return obj.tolist()
+        if hasattr(obj, "item"):
+            return obj.item()
+        raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+    return json.loads(json.dumps(doc, default=default, allow_nan=True))
+
+
+def replay_comparable(name: str, doc: Any) -> Any:
+    """*doc* JSON-normalised, without the fields that a TiledWriter round trip does not keep.
+
+    TiledWriter stores event *data* in tables, so the json-seq exporter regenerates
+    each event's ``uid`` (``"event-<descriptor uid>-<seq_num>"``) and omits an empty
+    ``filled``. Everything a callback consumes (data, timestamps, seq_num, time,
+    descriptor) is kept; compare live and replayed documents with
+    ``documents_equal(replay_comparable(n, live), replay_comparable(n, replayed))``.
+    """
+    doc = jsonable_document(doc)
+    if name == "event":
+        doc.pop("uid", None)
+        if not doc.get("filled"):
+            doc.pop("filled", None)
+    return doc
+
+
+def documents_equal(a: Any, b: Any) -> bool:
+    """Compare two (JSON-normalised) documents, treating NaN as equal to NaN."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(documents_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(documents_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
