@@ -1,0 +1,124 @@
+"""``bluesky-twin fit``, ``predict`` and ``dashboard``."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from bluesky_twin.errors import InputError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the twin subcommands to *sub*."""
+    p = sub.add_parser("fit", help="tune and train a twin on scan data (CSV)",
+                       description="Tune an MLP twin with Optuna and write a model directory.")
+    p.add_argument("data", help="CSV file, one reading per row")
+    p.add_argument("--x", action="append", required=True, metavar="COL",
+                   help="scan-axis column (repeat for each axis, swept axis first)")
+    p.add_argument("--y", required=True, metavar="COL", help="measured column")
+    p.add_argument("--out", required=True, metavar="MODEL_DIR", help="model directory to write")
+    p.add_argument("--trials", type=int, default=None, help="Optuna trials (default 30; 4 with --warm-start)")
+    p.add_argument("--timeout", type=float, default=None, help="stop starting trials after S seconds")
+    p.add_argument("--jobs", type=int, default=1, help="parallel trials (threads)")
+    p.add_argument("--storage", default=None,
+                   help="Optuna storage: journal:PATH, postgresql://..., mysql+pymysql://... "
+                        "(default: a journal file saved in MODEL_DIR)")
+    p.add_argument("--study", default=None, help="Optuna study name (share it between workers)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ensemble", type=int, default=None, help="members of the final ensemble (default 4)")
+    p.add_argument("--warm-start", default=None, metavar="MODEL_DIR", help="refit from this twin")
+    p.add_argument("--max-epochs", type=int, default=None, help="override the 500-epoch cap")
+    p.add_argument("--force", action="store_true", help="replace an existing MODEL_DIR")
+    p.set_defaults(func=_fit)
+
+    p = sub.add_parser("predict", help="predict with a twin at the points of a CSV")
+    p.add_argument("model", metavar="MODEL_DIR")
+    p.add_argument("points", metavar="POINTS.csv", help="CSV with the twin's x columns by name")
+    p.add_argument("--out", required=True, metavar="PRED.csv")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("dashboard", help="open optuna-dashboard on a twin's study")
+    p.add_argument("target", metavar="MODEL_DIR_OR_STORAGE")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--host", default="127.0.0.1")
+    p.set_defaults(func=_dashboard)
+
+
+def _fit(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.exists() and not args.force and args.warm_start is None:
+        if not out.is_dir() or any(out.iterdir()):
+            raise InputError(f"{out} exists; pass --force to replace it")
+    if args.trials is not None and args.trials < 1:
+        raise InputError("--trials must be >= 1")
+    if args.jobs < 1:
+        raise InputError("--jobs must be >= 1")
+    import optuna
+
+    from bluesky_twin.data import load_scan_table
+    from bluesky_twin.twin import DigitalTwin, TwinSearchSpace
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    table = load_scan_table(args.data, args.x, args.y)
+    if table.n_dropped:
+        print(f"dropped {table.n_dropped} row(s) with NaN/inf values")
+    warm = DigitalTwin.load(args.warm_start) if args.warm_start else None
+    space = None
+    if args.max_epochs is not None:
+        base = TwinSearchSpace.from_dict(warm.metadata["search_space"]) if warm else TwinSearchSpace()
+        base.max_epochs = args.max_epochs
+        space = base
+    kw = {}
+    if args.ensemble is not None:
+        kw["ensemble_size"] = args.ensemble
+    twin = DigitalTwin.fit(table, args.x, args.y, trials=args.trials, timeout=args.timeout, jobs=args.jobs,
+                           storage=args.storage, study_name=args.study, seed=args.seed, warm_start=warm,
+                           search_space=space, progress=True, **kw)
+    twin.save(out)
+    m = twin.metadata
+    print(f"best params: {json.dumps(m['best_params'])}")
+    print(f"selection ({m['selection']}): {m['selection_score']:.5g}  (cv rmse {m['cv_rmse']:.4g} {args.y} units)")
+    print(f"train R^2: {m['train_r2']:.5f}")
+    print(f"trials: {m['n_trials_complete']} complete, {m['n_trials_pruned']} pruned; "
+          f"fit {m['fit_seconds']:.1f} s; study {m['study_name']!r}")
+    print(f"wrote {out} (version {twin.version})")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from bluesky_twin.data import read_csv
+    from bluesky_twin.io_utils import atomic_path
+    from bluesky_twin.twin import DigitalTwin
+
+    twin = DigitalTwin.load(args.model)
+    points = read_csv(args.points)
+    pred = twin.predict_frame(points)
+    n_out = int(pred["outside_training_range"].sum())
+    if n_out:
+        print(f"warning: {n_out} of {len(pred)} point(s) lie outside the training range "
+              f"(flagged in column outside_training_range)")
+    with atomic_path(args.out, suffix=".csv") as tmp:
+        pred.to_csv(tmp, index=False)
+    print(f"wrote {len(pred)} prediction(s) of {twin.y_name} to {args.out}")
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    target = args.target
+    if os.path.isdir(target):
+        from bluesky_twin.twin import DigitalTwin
+
+        url = DigitalTwin.load(target).storage_url(target)
+    else:
+        url = target
+    try:
+        import optuna_dashboard
+    except ImportError as exc:
+        raise InputError("optuna-dashboard is not installed: pip install 'bluesky-twin[dashboard]'") from exc
+    from bluesky_twin.twin.storage_url import open_storage
+
+    storage = open_storage(url)
+    print(f"optuna-dashboard on http://{args.host}:{args.port} for {url} (Ctrl-C to stop)")
+    optuna_dashboard.run_server(storage, host=args.host, port=args.port)
+    return 0

@@ -1,0 +1,98 @@
+"""The hyper-parameter search space of the twin (Terashima et al. 2023 defaults)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class TwinSearchSpace:
+    """Ranges Optuna's TPE sampler searches over, and the fixed training schedule.
+
+    The defaults follow the paper: 2-10 hidden layers of 50-200 nodes, Adam with a
+    log-uniform learning rate in 5e-4..5e-3, a batch size of 16..1024 (capped by the
+    data size), at most 500 epochs with the learning rate divided by 5 after 100.
+
+    Attributes
+    ----------
+    n_layers, n_units
+        Inclusive integer ranges for depth and width.
+    lr
+        Log-uniform learning-rate range.
+    batch_size
+        Log-uniform batch-size range; the upper end is capped by the training-set size.
+    weight_decay
+        Log-uniform L2 weight-decay range (Adam ``weight_decay``).
+    dropout
+        Uniform dropout range; ``(0, 0)`` disables dropout.
+    activations
+        Candidate activations.
+    max_epochs, lr_drop_epoch, lr_drop_factor
+        Training schedule.
+    patience
+        Early-stopping patience in epochs (on the held-out-lines validation loss).
+    max_steps_per_epoch
+        The smallest batch size is raised so that one epoch is at most this many
+        optimiser steps (``0`` disables).  Tiny MLPs on small data are dominated by
+        per-step overhead, so this bounds a trial's cost; it is the one departure
+        from the paper's space (for 808 points the smallest batch becomes 68).
+    min_final_epochs
+        Floor on the epochs of the final all-data ensemble (the search's best
+        epoch is used when larger).
+    """
+
+    n_layers: tuple[int, int] = (2, 10)
+    n_units: tuple[int, int] = (50, 200)
+    lr: tuple[float, float] = (5e-4, 5e-3)
+    batch_size: tuple[int, int] = (16, 1024)
+    weight_decay: tuple[float, float] = (1e-8, 1e-3)
+    dropout: tuple[float, float] = (0.0, 0.0)
+    activations: tuple[str, ...] = ("relu", "silu", "tanh")
+    max_epochs: int = 500
+    lr_drop_epoch: int = 100
+    lr_drop_factor: float = 5.0
+    patience: int = 30
+    max_steps_per_epoch: int = 8
+    min_final_epochs: int = 50
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def batch_bounds(self, n_train: int) -> tuple[int, int]:
+        """Batch-size range for a training set of *n_train* points."""
+        hi = max(1, min(self.batch_size[1], n_train))
+        lo = min(self.batch_size[0], hi)
+        if self.max_steps_per_epoch:
+            lo = max(lo, min(hi, -(-n_train // self.max_steps_per_epoch)))
+        return lo, hi
+
+    def suggest(self, trial: Any, n_train: int) -> dict[str, Any]:
+        """Draw one configuration from an :class:`optuna.trial.Trial`."""
+        lo, hi = self.batch_bounds(n_train)
+        params: dict[str, Any] = {
+            "n_layers": trial.suggest_int("n_layers", *self.n_layers),
+            "n_units": trial.suggest_int("n_units", *self.n_units),
+            "lr": trial.suggest_float("lr", *self.lr, log=True),
+            "batch_size": trial.suggest_int("batch_size", lo, hi, log=True) if hi > lo else hi,
+            "weight_decay": trial.suggest_float("weight_decay", *self.weight_decay, log=True),
+            "activation": trial.suggest_categorical("activation", list(self.activations)),
+        }
+        if self.dropout[1] > 0:
+            params["dropout"] = trial.suggest_float("dropout", *self.dropout)
+        else:
+            params["dropout"] = 0.0
+        return params
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TwinSearchSpace":
+        kw = {}
+        for k, v in d.items():
+            if k not in cls.__dataclass_fields__:
+                continue
+            kw[k] = tuple(v) if isinstance(v, list) else v
+        return cls(**kw)

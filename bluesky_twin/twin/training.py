@@ -1,0 +1,189 @@
+"""The training loop of a :class:`~bluesky_twin.twin.network.BatchedMLP`.
+
+Each member trains on its own subset of the rows (one subset per
+cross-validation fold during the search, all rows for the final ensemble).  The
+whole data set stays in memory as one tensor; mini-batches are gathered by
+index, so there is no DataLoader and no per-sample Python.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from bluesky_twin.twin.network import BatchedMLP
+
+
+class PruneSignal(Exception):
+    """Raised by a report hook to abandon a trial (translated to optuna.TrialPruned)."""
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train_members`."""
+
+    model: BatchedMLP
+    best_val_loss: float
+    best_epoch: int
+    epochs_run: int
+    history: list[float]
+
+
+def _member_batches(
+    train_idx: Sequence[torch.Tensor], batch_size: int, gen: torch.Generator
+) -> torch.Tensor:
+    """Index tensor ``(members, steps * batch_size)``: a fresh permutation per member.
+
+    Members with fewer rows than the longest one cycle through a second permutation,
+    so every member takes the same number of optimiser steps per epoch.
+    """
+    n_max = max(len(t) for t in train_idx)
+    steps = max(1, math.ceil(n_max / batch_size))
+    total = steps * batch_size
+    rows = []
+    for idx in train_idx:
+        reps = math.ceil(total / len(idx))
+        perm = torch.cat([idx[torch.randperm(len(idx), generator=gen)] for _ in range(reps)])
+        rows.append(perm[:total])
+    return torch.stack(rows)
+
+
+def train_members(
+    model: BatchedMLP,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    train_idx: Sequence[torch.Tensor],
+    val_idx: Sequence[torch.Tensor] | None,
+    *,
+    lr: float,
+    batch_size: int,
+    weight_decay: float = 0.0,
+    max_epochs: int = 500,
+    lr_drop_epoch: int = 100,
+    lr_drop_factor: float = 5.0,
+    patience: int = 40,
+    generator: torch.Generator | None = None,
+    report: Callable[[int, float], None] | None = None,
+    report_every: int = 5,
+) -> TrainResult:
+    """Train every member of *model* with Adam and an MSE loss.
+
+    Parameters
+    ----------
+    model
+        The batched network; ``model.members`` must equal ``len(train_idx)``.
+    X, y
+        Standardised inputs ``(n, d)`` and targets ``(n, 1)``.
+    train_idx, val_idx
+        Row indices per member.  With ``val_idx=None`` there is no early stopping
+        and training runs for exactly ``max_epochs``.
+    lr, batch_size, weight_decay
+        Optimiser settings.
+    max_epochs, lr_drop_epoch, lr_drop_factor
+        The schedule: the learning rate is divided by ``lr_drop_factor`` once
+        ``lr_drop_epoch`` epochs have run.
+    patience
+        Stop when the mean validation loss has not improved for this many epochs;
+        the best weights are restored.
+    report
+        ``report(epoch, val_loss)`` called every ``report_every`` epochs; may raise
+        :class:`PruneSignal` to stop.
+
+    Returns
+    -------
+    TrainResult
+    """
+    if model.members != len(train_idx):
+        raise ValueError("one train index set per member is required")
+    gen = generator or torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, foreach=True)
+    members = model.members
+    if val_idx is not None:
+        v_max = max(len(v) for v in val_idx)
+        # pad validation rows per member; padded entries get zero weight
+        v_rows = torch.zeros(members, v_max, dtype=torch.long)
+        v_w = torch.zeros(members, v_max, 1)
+        for m, v in enumerate(val_idx):
+            v_rows[m, : len(v)] = v
+            v_w[m, : len(v)] = 1.0 / len(v)
+        Xv, yv = X[v_rows], y[v_rows]
+    best = math.inf
+    best_epoch = 0
+    best_state: list[torch.Tensor] | None = None
+    history: list[float] = []
+    epoch = 0
+    for epoch in range(1, max_epochs + 1):
+        if epoch == lr_drop_epoch + 1:
+            for g in opt.param_groups:
+                g["lr"] = lr / lr_drop_factor
+        model.train()
+        order = _member_batches(train_idx, batch_size, gen)
+        Xe, ye = X[order], y[order]
+        for s in range(0, order.shape[1], batch_size):
+            xb = Xe[:, s : s + batch_size]
+            yb = ye[:, s : s + batch_size]
+            opt.zero_grad(set_to_none=True)
+            # sum over members of each member's mean loss: members stay independent
+            loss = ((model(xb) - yb) ** 2).mean(dim=(1, 2)).sum()
+            loss.backward()
+            opt.step()
+        if val_idx is None:
+            continue
+        model.eval()
+        with torch.no_grad():
+            per_member = (((model(Xv) - yv) ** 2) * v_w).sum(dim=(1, 2))
+            val = float(per_member.mean())
+        if not math.isfinite(val):
+            break
+        history.append(val)
+        if val < best:
+            best, best_epoch = val, epoch
+            best_state = [p.detach().clone() for p in model.parameters()]
+        elif epoch - best_epoch >= patience:
+            break
+        if report is not None and epoch % report_every == 0:
+            report(epoch, best)
+    if best_state is not None:
+        with torch.no_grad():
+            for p, b in zip(model.parameters(), best_state):
+                p.copy_(b)
+    if val_idx is None:
+        best_epoch = epoch
+    model.eval()
+    return TrainResult(model, best, best_epoch, epoch, history)
+
+
+def line_folds(X: np.ndarray, n_folds: int = 3, seed: int = 0) -> tuple[int, list[np.ndarray]]:
+    """Cross-validation folds that hold out whole scan lines.
+
+    Scan data are dense along the swept axis and coarse along the stepped one.  The
+    stepped ("line") axis is the one with the fewest distinct values.  Interior lines
+    (never the first or last, which would test extrapolation) are dealt to the folds
+    round-robin in a seeded random order.  With fewer than three interior lines the
+    folds fall back to random rows.
+
+    Returns
+    -------
+    line_axis, folds
+        The index of the line axis (``-1`` for the random-row fallback) and, per fold,
+        the row indices held out.
+    """
+    n = len(X)
+    rng = np.random.default_rng(seed)
+    counts = [len(np.unique(X[:, j])) for j in range(X.shape[1])]
+    axis = int(np.argmin(counts))
+    lines = np.unique(X[:, axis])
+    if X.shape[1] >= 2 and len(lines) - 2 >= max(3, n_folds) and counts[axis] <= n // 4:
+        interior = lines[1:-1]
+        order = rng.permutation(len(interior))
+        k = min(n_folds, len(interior))
+        folds = []
+        for f in range(k):
+            chosen = interior[np.sort(order[f::k])]
+            folds.append(np.flatnonzero(np.isin(X[:, axis], chosen)))
+        return axis, folds
+    perm = rng.permutation(n)
+    return -1, [np.sort(perm[f::n_folds]) for f in range(n_folds)]
