@@ -31,6 +31,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ from .io_utils import atomic_path
 
 __all__ = [
     "BLUESKY_CATALOG_SPECS",
+    "build_store_app",
+    "catalog_template",
     "close_store",
     "documents_equal",
     "iter_run_documents",
@@ -49,6 +52,7 @@ __all__ = [
     "read_stream",
     "replay_comparable",
     "select_runs",
+    "serve_store",
 ]
 
 #: Specs of the root node: makes the client a ``CatalogOfBlueskyRuns`` (search by ``Key("sample")``, scan ids).
@@ -158,14 +162,17 @@ def _tabular_for_postgres(catalog_uri: str) -> str:
     return f"postgresql://{rest}"
 
 
-def open_store(
+def build_store_app(
     directory: str | os.PathLike,
     *,
     catalog_uri: str | None = None,
     tabular_uri: str | None = None,
     readable_storage: Iterable[str | os.PathLike] | None = None,
+    api_key: str | None = None,
 ) -> Any:
-    """Open (creating if needed) an embedded tiled store of Bluesky runs in *directory*.
+    """The tiled ASGI app of a store of Bluesky runs in *directory* (created if needed).
+
+    :func:`open_store` serves it in-process; :func:`serve_store` serves it over HTTP.
 
     Parameters
     ----------
@@ -180,16 +187,14 @@ def open_store(
         database through the synchronous driver (``postgresql://...``).
     readable_storage
         Extra directories the server may read external files from.
-
-    Returns
-    -------
-    bluesky_tiled_plugins.CatalogOfBlueskyRuns
-        A tiled client served in-process. Close it with :func:`close_store`.
+    api_key
+        If given, the app requires this single-user API key.
 
     Raises
     ------
     InputError
-        If *directory* is an existing file, or a URI has an unsupported scheme.
+        If *directory* is an existing file, holds a file that is not a tiled catalog,
+        or a URI has an unsupported scheme.
     """
     root = Path(directory).expanduser()
     if root.exists() and not root.is_dir():
@@ -218,7 +223,6 @@ def open_store(
         tabular_uri = _tabular_for_postgres(catalog_uri) if _is_postgres(catalog_uri) else _sqlite_uri(root / TABULAR_FILE)
 
     from tiled.catalog import from_uri
-    from tiled.client import Context, from_context
     from tiled.server.app import build_app
 
     registry = _ensure_json_seq_exporter()
@@ -229,10 +233,98 @@ def open_store(
         writable_storage=[str(data_dir), tabular_uri],
         readable_storage=[str(Path(p)) for p in (readable_storage or [])],
     )
-    app = build_app(adapter, serialization_registry=registry)
+    authentication = None
+    if api_key is not None:
+        from tiled.config import Authentication
+
+        authentication = Authentication(single_user_api_key=api_key)
+    return build_app(adapter, authentication=authentication, serialization_registry=registry)
+
+
+def open_store(
+    directory: str | os.PathLike,
+    *,
+    catalog_uri: str | None = None,
+    tabular_uri: str | None = None,
+    readable_storage: Iterable[str | os.PathLike] | None = None,
+) -> Any:
+    """Open (creating if needed) an embedded tiled store of Bluesky runs in *directory*.
+
+    Parameters
+    ----------
+    directory, catalog_uri, tabular_uri, readable_storage
+        See :func:`build_store_app`.
+
+    Returns
+    -------
+    bluesky_tiled_plugins.CatalogOfBlueskyRuns
+        A tiled client served in-process (no socket). Close it with :func:`close_store`.
+
+    Raises
+    ------
+    InputError
+        See :func:`build_store_app`.
+    """
+    from tiled.client import Context, from_context
+
+    app = build_store_app(
+        directory, catalog_uri=catalog_uri, tabular_uri=tabular_uri, readable_storage=readable_storage
+    )
     _import_starlette_testclient()
     context = Context.from_app(app)
     return from_context(context)
+
+
+@contextmanager
+def serve_store(
+    directory: str | os.PathLike,
+    *,
+    api_key: str,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    catalog_uri: str | None = None,
+    tabular_uri: str | None = None,
+) -> Iterator[str]:
+    """Serve the store in *directory* over HTTP in a background thread (for other processes).
+
+    Parameters
+    ----------
+    directory, catalog_uri, tabular_uri
+        See :func:`build_store_app`.
+    api_key
+        The single-user API key clients must present.
+    host, port
+        Where to listen (``port=0``: any free port).
+
+    Yields
+    ------
+    str
+        The server's base URI, e.g. ``"http://127.0.0.1:43567/api/v1"``; open it with
+        ``open_tiled(uri, api_key=api_key)``. The server stops when the block exits.
+    """
+    import time
+
+    import httpx
+    import uvicorn
+    from tiled.server.simple import ThreadedServer
+
+    if not (api_key and api_key.isascii() and api_key.isalnum()):
+        raise InputError("serve_store needs a non-empty, alphanumeric api_key (e.g. secrets.token_hex(32))")
+    app = build_store_app(directory, catalog_uri=catalog_uri, tabular_uri=tabular_uri, api_key=api_key)
+    server = ThreadedServer(uvicorn.Config(app, host=host, port=port, loop="asyncio", log_level="warning"))
+    with server.run_in_thread() as base_url:
+        deadline = time.monotonic() + 30.0
+        with httpx.Client(trust_env=False) as probe:
+            while True:
+                try:
+                    if probe.get(f"{base_url}/healthz", timeout=1.0).status_code == 200:
+                        break
+                except httpx.RequestError:
+                    pass
+                if time.monotonic() > deadline or not server.thread.is_alive():
+                    raise RuntimeError(f"tiled server for {directory} did not become ready")
+                time.sleep(0.05)
+        yield f"{base_url}/api/v1"
 
 
 def open_tiled(uri_or_dir: str | os.PathLike, *, api_key: str | None = None, create: bool = False) -> Any:
@@ -432,11 +524,15 @@ def replay_comparable(name: str, doc: Any) -> Any:
 
     TiledWriter stores event *data* in tables, so the json-seq exporter regenerates
     each event's ``uid`` (``"event-<descriptor uid>-<seq_num>"``) and omits an empty
-    ``filled``. Everything a callback consumes (data, timestamps, seq_num, time,
+    ``filled``; a PostgreSQL catalog does not keep the order of the descriptor's
+    ``object_keys`` lists (sorted here). Everything a callback consumes (data, timestamps, seq_num, time,
     descriptor) is kept; compare live and replayed documents with
     ``documents_equal(replay_comparable(n, live), replay_comparable(n, replayed))``.
     """
     doc = jsonable_document(doc)
+    if name == "descriptor" and isinstance(doc.get("object_keys"), dict):
+        # rebuilt from data_keys, whose order a JSONB catalog (PostgreSQL) does not keep
+        doc["object_keys"] = {obj: sorted(keys) for obj, keys in doc["object_keys"].items()}
     if name == "event":
         doc.pop("uid", None)
         if not doc.get("filled"):
