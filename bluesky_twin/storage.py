@@ -43,9 +43,11 @@ __all__ = [
     "build_store_app",
     "catalog_template",
     "close_store",
+    "default_store_directory",
     "documents_equal",
     "iter_run_documents",
     "jsonable_document",
+    "last_scan_id",
     "make_tiled_writer",
     "open_store",
     "open_tiled",
@@ -70,6 +72,35 @@ _json_seq_registered = False
 # ----------------------------------------------------------------------------------------
 # opening stores
 # ----------------------------------------------------------------------------------------
+def default_store_directory() -> Path:
+    """Directory of the user's default embedded store.
+
+    ``$BLUESKY_TWIN_TILED_DIR`` if set, else ``$XDG_DATA_HOME/bluesky-twin/tiled``, else
+    ``~/.local/share/bluesky-twin/tiled``.
+    """
+    explicit = os.environ.get("BLUESKY_TWIN_TILED_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
+    return base / "bluesky-twin" / "tiled"
+
+
+def last_scan_id(client: Any) -> int:
+    """``scan_id`` of the most recent run in *client* (0 if empty), to continue numbering.
+
+    Use ``RE.md["scan_id"] = last_scan_id(catalog)`` after opening a persistent store.
+    """
+    if len(client) == 0:
+        return 0
+    try:
+        start = client.values().last().metadata.get("start", {})
+    except (KeyError, IndexError):
+        return 0
+    scan_id = start.get("scan_id", 0)
+    return int(scan_id) if isinstance(scan_id, (int, float)) and math.isfinite(scan_id) else 0
+
+
 def _cache_dir() -> Path:
     explicit = os.environ.get("BLUESKY_TWIN_CACHE_DIR")
     if explicit:

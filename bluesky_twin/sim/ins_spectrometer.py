@@ -36,10 +36,8 @@ _TRUTH_COUNTS_SCALE = 1e9
 
 
 def _simulate_frame(*args: Any, **kwargs: Any) -> np.ndarray:
-    try:
-        from bluesky_twin.ins import simulate_frame
-    except ImportError:
-        from bluesky_twin.ins.frames import simulate_frame
+    from bluesky_twin.ins import simulate_frame
+
     return simulate_frame(*args, **kwargs)
 
 
