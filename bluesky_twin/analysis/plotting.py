@@ -55,22 +55,30 @@ def plot_entropy_change(
         H = results[-1][1].H[1:]
         fields = H[np.unique(np.linspace(0, len(H) - 1, min(len(H), 8)).round().astype(int))]
     import matplotlib as mpl
+    from matplotlib.lines import Line2D
 
     cmap = mpl.colormaps["viridis"]
     styles = ["-", "--", ":", "-."]
-    for r, (label, res) in enumerate(results):
-        for c, H in enumerate(fields):
+    handles = []
+    for c, H in enumerate(fields):
+        color = cmap(c / max(len(fields) - 1, 1))
+        ref = results[0][1]
+        k0 = int(np.argmin(np.abs(ref.H - H)))
+        handles.append(Line2D([], [], color=color, lw=2, label=f"{ref.H_start:g} -> {ref.H[k0]:g} {ref.field_unit} ({ref.mu0H[k0]:.3g} T)"))
+        for r, (label, res) in enumerate(results):
             k = int(np.argmin(np.abs(res.H - H)))
-            color = cmap(c / max(len(fields) - 1, 1))
-            lab = f"{label}, {res.mu0H[k]:.3g} T" if r == 0 or len(results) == 1 else (label if c == len(fields) - 1 else None)
-            ax.plot(res.T, -res.dS[k], styles[r % len(styles)], color=color, lw=1.3, label=lab)
+            ax.plot(res.T, -res.dS[k], styles[r % len(styles)], color=color, lw=1.3)
             if res.dS_std is not None and np.any(res.dS_std[k] > 0):
-                ax.fill_between(res.T, -res.dS[k] - res.dS_std[k], -res.dS[k] + res.dS_std[k], color=color, alpha=0.15, lw=0)
+                ax.fill_between(res.T, -res.dS[k] - res.dS_std[k], -res.dS[k] + res.dS_std[k],
+                                color=color, alpha=0.2, lw=0)
+    for r, (label, res) in enumerate(results):
+        band = f" (band: {res.std_kind} std)" if res.dS_std is not None else ""
+        handles.append(Line2D([], [], color="0.3", ls=styles[r % len(styles)], label=f"{label}{band}"))
     units = results[0][1].units
     ax.set_xlabel("T (K)")
     ax.set_ylabel(f"$-\\Delta S_M$ ({units})")
     ax.set_title(title or f"Magnetic entropy change from {results[0][1].H_start:g} {results[0][1].field_unit}")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(handles=handles, fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     _save(fig, path)
@@ -102,14 +110,19 @@ def _plot_field(study: "StepStudy", path: str) -> None:
     ax.set_title(f"{study.meta['field_min_T']:g} -> {study.meta['field_max_T']:g} T, per field step")
     ax.legend(fontsize=7, title="step (* proposed, x fails)", title_fontsize=7)
     ax.grid(alpha=0.3)
-    ev = np.array([max(r["excess_tv"], 1e-6) for r in study.rows])
-    bx.loglog(study.steps, ev, "o-", label="excess total variation")
+    ev = np.array([r["excess_tv"] for r in study.rows])
+    bx.plot(study.steps, ev, "o-", label="excess total variation")
+    bx.set_xscale("log")
+    bx.set_yscale("symlog", linthresh=1e-3)
     bx.axhline(study.criteria["tolerance_excess_tv"], color="k", ls="--", lw=0.8, label="tolerance")
     bx.axvline(study.proposed_step, color="tab:green", lw=1.0, label=f"proposed {study.proposed_step:g} T")
+    cx = bx.twinx()
+    cx.plot(study.steps, [r["extra_extrema"] for r in study.rows], "s:", color="tab:red", ms=4)
+    cx.set_ylabel("extra local extrema", color="tab:red")
     bx.set_xlabel("field step (T)")
-    bx.set_ylabel("(TV - TV_ref) / TV_ref")
+    bx.set_ylabel("(TV - TV_ref) / TV_ref (symlog)")
     bx.set_title("extrinsic oscillation vs field step")
-    bx.legend(fontsize=7)
+    bx.legend(fontsize=7, loc="upper left")
     bx.grid(alpha=0.3, which="both")
     fig.tight_layout()
     _save(fig, path)
