@@ -334,9 +334,11 @@ class DigitalTwin:
         if warm_start is not None:
             study.enqueue_trial(_optuna_params(warm_start.best_params), skip_if_exists=False)
 
+        # One intra-op thread per trial: these networks are far too small for
+        # OpenMP to pay off, and on a busy machine its spin-waiting makes training
+        # an order of magnitude slower.  Parallelism comes from ``jobs``.
         threads_before = torch.get_num_threads()
-        if jobs > 1:
-            torch.set_num_threads(1)
+        torch.set_num_threads(1)
         objective = _Objective(space, Xt, yt, train_idx, val_idx, n_train, seed, prev_model)
         bar = None
         callbacks = []
@@ -358,32 +360,17 @@ class DigitalTwin:
         try:
             study.optimize(objective, n_trials=trials, timeout=timeout, n_jobs=jobs, callbacks=callbacks,
                            gc_after_trial=False, catch=())
+            complete_ = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+            if complete_:
+                model, params, epochs, best = _train_final(complete_, space, n_train, seed, ensemble_size,
+                                                           Xt, yt, prev_model)
         finally:
             if bar is not None:
                 bar.close()
             torch.set_num_threads(threads_before)
         states = [t.state for t in study.trials]
-        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        if not complete:
+        if not complete_:
             raise InputError("no Optuna trial completed (all pruned or failed); raise --trials or --timeout")
-        best = min(complete, key=lambda t: t.value)
-        params = _model_params(best.params, space, n_train)
-        epochs = int(max(best.user_attrs.get("best_epoch", space.max_epochs), space.min_final_epochs))
-
-        # final ensemble: the best configuration on all rows, several seeds
-        gen = torch.Generator().manual_seed(seed * 7919 + 1)
-        from bluesky_twin.twin.network import BatchedMLP
-        from bluesky_twin.twin.training import train_members
-
-        model = BatchedMLP(ensemble_size, Xt.shape[1], 1, params["n_layers"], params["n_units"],
-                           params["dropout"], params["activation"], generator=gen)
-        if prev_model is not None and _same_arch(prev_model, params):
-            model.load_members_from(prev_model)
-        full = torch.arange(len(table))
-        train_members(model, Xt, yt, [full] * ensemble_size, None, lr=params["lr"],
-                      batch_size=min(params["batch_size"], len(table)), weight_decay=params["weight_decay"],
-                      max_epochs=epochs, lr_drop_epoch=space.lr_drop_epoch,
-                      lr_drop_factor=space.lr_drop_factor, generator=gen)
         fit_seconds = time.perf_counter() - t0
         parent = warm_start.metadata if warm_start is not None else None
         refit = (int(parent.get("refit_count", 0)) + 1) if parent else 0
@@ -554,6 +541,31 @@ class _Objective:
         if not math.isfinite(res.best_val_loss):
             raise optuna.TrialPruned("diverged")
         return res.best_val_loss
+
+
+def _train_final(complete: list[Any], space: TwinSearchSpace, n_train: int, seed: int, ensemble_size: int,
+                 Xt: "torch.Tensor", yt: "torch.Tensor", prev_model: "BatchedMLP | None"
+                 ) -> tuple["BatchedMLP", dict[str, Any], int, Any]:
+    """Refit the best configuration on all rows with ``ensemble_size`` seeds."""
+    import torch
+
+    from bluesky_twin.twin.network import BatchedMLP
+    from bluesky_twin.twin.training import train_members
+
+    best = min(complete, key=lambda t: t.value)
+    params = _model_params(best.params, space, n_train)
+    epochs = int(max(best.user_attrs.get("best_epoch", space.max_epochs), space.min_final_epochs))
+    gen = torch.Generator().manual_seed(seed * 7919 + 1)
+    model = BatchedMLP(ensemble_size, Xt.shape[1], 1, params["n_layers"], params["n_units"],
+                       params["dropout"], params["activation"], generator=gen)
+    if prev_model is not None and _same_arch(prev_model, params):
+        model.load_members_from(prev_model)
+    full = torch.arange(len(Xt))
+    train_members(model, Xt, yt, [full] * ensemble_size, None, lr=params["lr"],
+                  batch_size=min(params["batch_size"], len(Xt)), weight_decay=params["weight_decay"],
+                  max_epochs=epochs, lr_drop_epoch=space.lr_drop_epoch,
+                  lr_drop_factor=space.lr_drop_factor, generator=gen)
+    return model, params, epochs, best
 
 
 def _line_folds(X: np.ndarray, n_folds: int, seed: int) -> tuple[int, list[np.ndarray]]:

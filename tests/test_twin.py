@@ -1,0 +1,167 @@
+"""The measurement twin: fitting, selection on held-out lines, warm start, persistence."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bluesky_twin.errors import InputError, ModelFileError
+from bluesky_twin.twin import DigitalTwin, TwinSearchSpace
+from bluesky_twin.twin.training import line_folds
+
+FIELDS = [0.1, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def scan_frame(fields=FIELDS, n_t: int = 40, noise: float = 0.0, seed: int = 0) -> pd.DataFrame:
+    """Isofield T sweeps of a smooth ferromagnet-like M(T, H)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for h in fields:
+        t = np.sort(rng.uniform(10, 60, n_t))
+        m = np.tanh(h) * 0.5 * (1 - np.tanh((t - 30 - 2 * h) / 4)) + 0.02 * h
+        rows.append(pd.DataFrame({"T": t, "H": h, "M": m + noise * rng.normal(size=n_t)}))
+    return pd.concat(rows, ignore_index=True)
+
+
+TINY = TwinSearchSpace(n_layers=(2, 3), n_units=(16, 32), lr=(3e-3, 1e-2), batch_size=(32, 256),
+                       max_epochs=60, lr_drop_epoch=40, patience=15, activations=("tanh", "silu"))
+
+
+@pytest.fixture(scope="module")
+def data() -> pd.DataFrame:
+    return scan_frame()
+
+
+@pytest.fixture(scope="module")
+def twin(data: pd.DataFrame) -> DigitalTwin:
+    return DigitalTwin.fit(data, ["T", "H"], "M", trials=4, seed=1, search_space=TINY, ensemble_size=3)
+
+
+def test_fit_learns_and_records_metadata(twin: DigitalTwin, data: pd.DataFrame) -> None:
+    assert twin.score(data[["T", "H"]].to_numpy(), data["M"].to_numpy()) > 0.9
+    m = twin.metadata
+    for key in ("x_names", "y_name", "x_scaler", "y_scaler", "search_space", "best_params", "train_r2",
+                "selection_score", "n_trials_complete", "n_trials_pruned", "fit_seconds", "study_name",
+                "storage", "data_sha256", "versions"):
+        assert key in m, key
+    assert m["line_axis"] == "H"
+    assert m["n_trials_complete"] + m["n_trials_pruned"] == 4
+    assert m["train_r2"] == pytest.approx(twin.score(data[["T", "H"]].to_numpy(), data["M"].to_numpy()))
+
+
+def test_predict_shapes_std_and_range_flags(twin: DigitalTwin) -> None:
+    X = np.array([[20.0, 1.5], [35.0, 4.5], [80.0, 2.0]])
+    mean, std = twin.predict(X)
+    assert mean.shape == std.shape == (3,)
+    assert (std >= 0).all() and std.max() > 0  # members differ
+    members = twin.predict(X, return_members=True)
+    assert members.shape == (3, 3)
+    np.testing.assert_allclose(members.mean(axis=0), mean)
+    frame = twin.predict_frame(pd.DataFrame({"H": X[:, 1], "T": X[:, 0]}))
+    assert list(frame.columns) == ["H", "T", "M", "M_std", "outside_training_range"]
+    assert frame["outside_training_range"].tolist() == [False, False, True]
+    with pytest.raises(InputError, match=r"shape \(n, 2\)"):
+        twin.predict(np.zeros((4, 3)))
+    with pytest.raises(InputError, match="NaN"):
+        twin.predict(np.array([[np.nan, 1.0]]))
+
+
+def test_fit_is_reproducible_with_a_seed(data: pd.DataFrame) -> None:
+    a = DigitalTwin.fit(data, ["T", "H"], "M", trials=2, seed=5, search_space=TINY, ensemble_size=2)
+    b = DigitalTwin.fit(data, ["T", "H"], "M", trials=2, seed=5, search_space=TINY, ensemble_size=2)
+    X = data[["T", "H"]].to_numpy()[:50]
+    np.testing.assert_allclose(a.predict(X)[0], b.predict(X)[0], rtol=1e-5, atol=1e-6)
+    assert a.best_params == b.best_params
+
+
+def test_line_folds_hold_out_whole_interior_lines() -> None:
+    df = scan_frame()
+    X = df[["T", "H"]].to_numpy()
+    axis, folds = line_folds(X, 3, seed=0)
+    assert axis == 1
+    held = [set(np.unique(X[f, 1])) for f in folds]
+    assert all(held)
+    for lines, rows in zip(held, folds):
+        # whole lines: every row of a held-out field is in the fold
+        assert len(rows) == int(np.isin(X[:, 1], list(lines)).sum())
+        assert min(FIELDS) not in lines and max(FIELDS) not in lines
+    assert set().union(*held) == set(FIELDS[1:-1])
+    # no line structure -> random rows
+    rng = np.random.default_rng(0)
+    axis, folds = line_folds(rng.uniform(size=(60, 2)), 3)
+    assert axis == -1 and sum(len(f) for f in folds) == 60
+
+
+def test_save_load_roundtrip_and_corruption(twin: DigitalTwin, tmp_path) -> None:
+    path = twin.save(tmp_path / "m")
+    loaded = DigitalTwin.load(path)
+    X = np.array([[25.0, 2.5], [45.0, 0.7]])
+    np.testing.assert_array_equal(loaded.predict(X)[0], twin.predict(X)[0])
+    assert loaded.version == twin.version
+    assert (path / "optuna.journal").exists()
+
+    meta = json.loads((path / "metadata.json").read_text())
+    (path / "metadata.json").write_text("{not json")
+    with pytest.raises(ModelFileError, match="corrupt"):
+        DigitalTwin.load(path)
+    meta_bad = dict(meta, best_params=dict(meta["best_params"], n_units=meta["best_params"]["n_units"] + 1))
+    (path / "metadata.json").write_text(json.dumps(meta_bad))
+    with pytest.raises(ModelFileError, match="does not match"):
+        DigitalTwin.load(path)
+    (path / "metadata.json").write_text(json.dumps(meta))
+    (path / "ensemble.pt").write_bytes(b"garbage")
+    with pytest.raises(ModelFileError, match="corrupt"):
+        DigitalTwin.load(path)
+    with pytest.raises(ModelFileError, match="not found"):
+        DigitalTwin.load(tmp_path / "missing")
+    (tmp_path / "other").mkdir()
+    with pytest.raises(ModelFileError, match="not a twin model directory"):
+        DigitalTwin.load(tmp_path / "other")
+
+
+def test_save_replaces_atomically(twin: DigitalTwin, tmp_path) -> None:
+    path = tmp_path / "m"
+    twin.save(path)
+    (path / "stale.txt").write_text("old")
+    twin.save(path)
+    assert not (path / "stale.txt").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.")]
+
+
+def test_warm_start_reuses_parameters_and_weights(twin: DigitalTwin) -> None:
+    more = scan_frame(fields=FIELDS + [2.5, 3.5], seed=3)
+    refit = DigitalTwin.fit(more, warm_start=twin, trials=2, seed=2, ensemble_size=3)
+    assert refit.x_names == twin.x_names and refit.y_name == twin.y_name
+    assert refit.metadata["refit_count"] == 1
+    assert refit.metadata["parent_version"] == twin.version
+    assert refit.version != twin.version
+    assert refit.metadata["search_space"] == twin.metadata["search_space"]
+    # the first (enqueued) trial is the previous best configuration
+    assert refit.metadata["n_points"] == len(more)
+    with pytest.raises(InputError, match="warm start"):
+        DigitalTwin.fit(more, ["T", "H"], "T", warm_start=twin, trials=1)
+
+
+def test_data_validation_errors(tmp_path) -> None:
+    df = scan_frame()
+    with pytest.raises(InputError, match=r"missing column\(s\) \['B'\]"):
+        DigitalTwin.fit(df, ["T", "B"], "M", trials=1, search_space=TINY)
+    bad = df.astype({"M": object})
+    bad.loc[3, "M"] = "oops"
+    with pytest.raises(InputError, match="not numeric"):
+        DigitalTwin.fit(bad, ["T", "H"], "M", trials=1, search_space=TINY)
+    with pytest.raises(InputError, match="constant"):
+        DigitalTwin.fit(df.assign(H=1.0), ["T", "H"], "M", trials=1, search_space=TINY)
+    with pytest.raises(InputError, match="only 5 valid"):
+        DigitalTwin.fit(df.head(5), ["T", "H"], "M", trials=1, search_space=TINY)
+
+
+def test_nan_rows_are_dropped_and_counted() -> None:
+    df = scan_frame()
+    df.loc[[0, 10, 20], "M"] = np.nan
+    df.loc[5, "T"] = np.inf
+    twin = DigitalTwin.fit(df, ["T", "H"], "M", trials=1, search_space=TINY, ensemble_size=2)
+    assert twin.metadata["n_dropped_nonfinite"] == 4
+    assert twin.metadata["n_points"] == len(df) - 4
