@@ -240,8 +240,22 @@ def build_store_app(
             template = catalog_template()
             with atomic_path(catalog_path) as tmp:
                 shutil.copyfile(template, tmp)
-        elif _alembic_version(catalog_path) is None:
-            raise InputError(f"{str(catalog_path)!r} exists but is not a tiled catalog")
+        else:
+            revision = _alembic_version(catalog_path)
+            if revision is None:
+                raise InputError(f"{str(catalog_path)!r} exists but is not a tiled catalog")
+            from tiled.catalog.core import ALL_REVISIONS, REQUIRED_REVISION
+
+            if revision != REQUIRED_REVISION:
+                hint = (
+                    f"upgrade it with `tiled catalog upgrade-database {_sqlite_uri(catalog_path)}`"
+                    if revision in ALL_REVISIONS
+                    else "it was written by a newer tiled; upgrade tiled"
+                )
+                raise InputError(
+                    f"tiled catalog {str(catalog_path)!r} has schema revision {revision}, this tiled needs "
+                    f"{REQUIRED_REVISION}: {hint}"
+                )
         catalog_uri = _sqlite_uri(catalog_path)
         initialise = False
     else:

@@ -290,3 +290,19 @@ def test_make_instruments_namespace():
     hw.mpms.trigger()
     again.mpms.trigger()
     assert hw.mpms.magnetisation.get() == again.mpms.magnetisation.get()  # seeded
+
+
+def test_stop_interrupts_a_real_time_ramp(mpms):
+    import time
+
+    from ophyd.utils import StatusTimeoutError
+
+    mpms.clock.time_scale = 1e-2  # 7 T at 0.01 T/s = 700 s ramp -> 7 s wall
+    status = mpms.field.set(7.0)
+    time.sleep(0.3)
+    mpms.stop()
+    with pytest.raises(Exception) as info:
+        status.wait(2)
+    assert not isinstance(info.value, StatusTimeoutError)
+    assert not status.success
+    assert 0.0 < mpms.field.position < 7.0  # stopped part-way

@@ -168,6 +168,19 @@ def test_bad_locations_are_clear_errors(tmp_path):
         open_store(bogus)
     with pytest.raises(InputError, match="unsupported"):
         open_tiled("ftp://example.org/runs")
+    # a catalog from another tiled version is refused with instructions, not half-opened
+    import shutil
+    import sqlite3
+
+    from bluesky_twin.storage import catalog_template
+
+    future = tmp_path / "future"
+    future.mkdir()
+    shutil.copyfile(catalog_template(), future / "catalog.db")
+    with sqlite3.connect(future / "catalog.db") as connection:
+        connection.execute("UPDATE alembic_version SET version_num = 'ffffffffffff'")
+    with pytest.raises(InputError, match="schema revision ffffffffffff"):
+        open_store(future)
     with pytest.raises(InputError, match="alphanumeric"):
         from bluesky_twin.storage import serve_store
 

@@ -63,7 +63,8 @@ class SimPositioner(SynAxis):
     seed
         Seed of the readback-jitter random generator.
     ramp_steps
-        Readback updates per move when the clock sleeps (progress bars use them).
+        Minimum readback updates per move when the clock sleeps (progress bars use
+        them); there is also one at least every 0.1 s of wall time.
     **kwargs
         Passed to :class:`ophyd.sim.SynAxis` (``parent``, ``kind``, ``labels``, ``precision``).
     """
@@ -99,7 +100,7 @@ class SimPositioner(SynAxis):
         self._rng = np.random.default_rng(seed)
         self.clock = clock if clock is not None else SimClock()
         self._ramp_steps = max(1, int(ramp_steps))
-        self._stop_requested = threading.Event()
+        self._stop_requested = threading.Event()  # the event of the move in progress
         value = low if value is None else float(value)
         if not low <= value <= high:
             raise LimitError(f"{name}: initial value {value} outside limits {self._limits}")
@@ -202,17 +203,21 @@ class SimPositioner(SynAxis):
             self._publish_readback(final)
             status.set_finished()
             return status
-        self._stop_requested.clear()
+        self._stop_requested.set()  # a new move supersedes one still ramping
+        stop_requested = self._stop_requested = threading.Event()
         start = float(self.sim_state["readback"])
         ramp_wall = wall * (abs(target - old_setpoint) / self.ramp_rate) / duration
 
+        # at least `ramp_steps` updates, and one every 0.1 s of wall time (at most 1000)
+        steps = int(min(max(self._ramp_steps, math.ceil(ramp_wall / 0.1)), 1000))
+
         def _ramp() -> None:
-            for i in range(1, self._ramp_steps + 1):
-                if self._stop_requested.wait(ramp_wall / self._ramp_steps):
+            for i in range(1, steps + 1):
+                if stop_requested.wait(ramp_wall / steps):
                     status.set_exception(RuntimeError(f"{self.name}: move stopped"))
                     return
-                self._publish_readback(start + (target - start) * i / self._ramp_steps)
-            if self._stop_requested.wait(wall - ramp_wall):
+                self._publish_readback(start + (target - start) * i / steps)
+            if stop_requested.wait(wall - ramp_wall):
                 status.set_exception(RuntimeError(f"{self.name}: move stopped while settling"))
                 return
             self._publish_readback(final)
