@@ -5,6 +5,9 @@ Fixtures
 ``RE``
     A fresh :class:`bluesky.RunEngine` per test (``RE(plan)`` returns the run uids).
     Halted at teardown if a test leaves it paused or running.
+``hw``
+    ``ophyd.sim.hw()``: bluesky's standard simulated motors and detectors (``det``,
+    ``motor``, ``motor1``, ...), fresh per test.
 ``sim_hw``
     ``bluesky_twin.sim.make_instruments(seed=0)``: a namespace with ``mpms``
     (magnetometer), ``ppms`` (transport), ``arpes`` and ``ins`` (INS spectrometer),
@@ -168,6 +171,14 @@ def RE() -> Iterator[Any]:  # noqa: N802 - the Bluesky convention
     yield engine
     if engine.state != "idle":
         engine.halt()
+
+
+@pytest.fixture
+def hw() -> Any:
+    """``ophyd.sim.hw()``: the standard simulated motors and detectors."""
+    from ophyd.sim import hw as make_hw
+
+    return make_hw()
 
 
 @pytest.fixture
