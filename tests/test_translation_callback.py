@@ -36,6 +36,7 @@ def model():
     ds = generate_dataset(90, seed=3)
     ref, _ = to_model_space(ds.convolved[:40], Scaling())
     m = Exp2SimModel(ResnetGenerator(TINY), ResnetGenerator(TINY), TINY, Scaling(), reference=ref)
+    m.scorer.n_repeats = 200  # (the paper: 1000) keeps the fixture fast
     m.scorer.calibrate(m.features(ds.convolved[40:]), m.features(digits_control(50, seed=1)))
     m.classifiers["unconvolved"] = DUQClassifier(channels=(4, 4, 4, 4)).fit(ds.unconvolved, ds.labels, epochs=1)
     torch.set_num_threads(old)

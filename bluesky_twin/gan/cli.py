@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--crop", type=int, default=None, help="train on random crops of this size")
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--clf-epochs", type=int, default=15, help="DUQ classifier epochs (0: no classifiers)")
+    p.add_argument("--n-reference", type=int, default=256, help="domain-score reference frames (default 256)")
+    p.add_argument("--n-calibration", type=int, default=200, help="domain-score calibration frames (default 200)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--force", action="store_true", help="replace an existing model directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -62,6 +64,9 @@ def _run_train(args: argparse.Namespace) -> int:
     for name in ("n", "iterations", "batch_size", "size"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1")
+    for name in ("n_reference", "n_calibration"):
+        if getattr(args, name) < 20:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 20 (20 frames per Sinkhorn repeat)")
     if args.size % 4:
         raise InputError("--size must be divisible by 4")
     from bluesky_twin.gan.build import build_model
@@ -70,6 +75,7 @@ def _run_train(args: argparse.Namespace) -> int:
     info = build_model(
         args.out, n=args.n, seed=args.seed, size=args.size, preset=args.preset, iterations=args.iterations,
         batch_size=args.batch_size, crop=args.crop, lr=args.lr, clf_epochs=args.clf_epochs,
+        n_reference=args.n_reference, n_calibration=args.n_calibration,
         num_threads=args.threads, progress=not args.quiet, command=command,
     )
     sec = info["seconds"]
@@ -101,9 +107,22 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     res = evaluate_model(model, n=args.n, seed=args.seed, n_domain=args.n_domain, progress=True)
     print(format_table(res))
     if args.json is not None:
-        atomic_write_json(args.json, res)
+        atomic_write_json(args.json, _finite_or_none(res))
         print(f"wrote {args.json}")
     return 0
+
+
+def _finite_or_none(obj):
+    """Replace NaN/inf floats by None so the JSON is strict (e.g. an undefined gap)."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj
 
 
 def _run_score(args: argparse.Namespace) -> int:
@@ -141,5 +160,5 @@ def _run_score(args: argparse.Namespace) -> int:
     if args.json is not None:
         from bluesky_twin.io_utils import atomic_write_json
 
-        atomic_write_json(args.json, res)
+        atomic_write_json(args.json, _finite_or_none(res))
     return 0

@@ -1,0 +1,140 @@
+"""``bluesky-twin ins train | evaluate | score``: outputs and exit codes."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bluesky_twin.cli import main
+from bluesky_twin.gan.model import Exp2SimModel
+from bluesky_twin.gan.networks import GanConfig, ResnetGenerator
+from bluesky_twin.gan.preprocess import Scaling, to_model_space
+
+TINY = GanConfig(ngf=4, n_blocks=1, ndf=8, nce_layers=("down1", "down2", "res1"), nce_dim=16, num_patches=32)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny calibrated model with both DUQ classifiers, saved to disk."""
+    from bluesky_twin.ins.dataset import digits_control, generate_dataset
+    from bluesky_twin.ins.duq import DUQClassifier
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    ds = generate_dataset(80, seed=4)
+    ref, _ = to_model_space(ds.convolved[:40], Scaling())
+    m = Exp2SimModel(ResnetGenerator(TINY), ResnetGenerator(TINY), TINY, Scaling(), reference=ref)
+    m.scorer.n_repeats = 200  # (the paper: 1000) keeps the fixture fast
+    m.scorer.calibrate(m.features(ds.convolved[40:]), m.features(digits_control(40, seed=1)))
+    for kind in ("unconvolved", "convolved"):
+        m.classifiers[kind] = DUQClassifier(channels=(4, 4, 4, 4)).fit(getattr(ds, kind), ds.labels, epochs=1)
+    path = m.save(tmp_path_factory.mktemp("gan") / "model")
+    torch.set_num_threads(old)
+    return path
+
+
+def test_score_writes_per_frame_scores_and_zones(model_dir, tmp_path, capsys):
+    from bluesky_twin.ins.dataset import digits_control, generate_dataset
+
+    frames = np.concatenate([generate_dataset(3, seed=9).convolved, digits_control(2, seed=2)])
+    src = tmp_path / "frames.npy"
+    np.save(src, frames)
+    out = tmp_path / "scores.json"
+    trans = tmp_path / "translated.npy"
+    assert main(["ins", "score", str(src), "--model", str(model_dir), "--json", str(out),
+                 "--translated", str(trans)]) == 0
+    res = json.loads(out.read_text())
+    assert res["n"] == 5 and len(res["frames"]) == 5
+    zones = [f["zone"] for f in res["frames"]]
+    scores = [f["score"] for f in res["frames"]]
+    assert zones[3:] == ["untrustworthy", "untrustworthy"]
+    assert max(scores[:3]) < min(scores[3:])
+    assert np.load(trans).shape == frames.shape
+    assert "frame    0" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content, message", [
+    (np.zeros((64, 64)), "(N, H, W)"),
+    (np.zeros((2, 3, 64, 64)), "(N, H, W)"),
+    (np.full((1, 16, 16), np.inf), "inf"),
+    (np.zeros((1, 18, 18)), "divisible by 4"),
+])
+def test_score_rejects_bad_arrays(model_dir, tmp_path, capsys, content, message):
+    src = tmp_path / "bad.npy"
+    np.save(src, content)
+    out = tmp_path / "out.json"
+    assert main(["ins", "score", str(src), "--model", str(model_dir), "--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "error" in err and message in err
+    assert not out.exists()
+
+
+def test_score_missing_or_unreadable_inputs(model_dir, tmp_path, capsys):
+    assert main(["ins", "score", str(tmp_path / "none.npy"), "--model", str(model_dir)]) == 2
+    (tmp_path / "junk.npy").write_text("not numpy")
+    assert main(["ins", "score", str(tmp_path / "junk.npy"), "--model", str(model_dir)]) == 2
+    np.save(tmp_path / "ok.npy", np.zeros((1, 16, 16)))
+    assert main(["ins", "score", str(tmp_path / "ok.npy"), "--model", str(tmp_path / "nomodel")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_evaluate_writes_the_table_json(model_dir, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["ins", "evaluate", "--model", str(model_dir), "--n", "24", "--n-domain", "20",
+                 "--seed", "5", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    for key in ("acc_unconvolved", "acc_convolved_raw", "acc_convolved_exp2sim", "gap_closed_exp2sim",
+                "acc_conv_clf_on_convolved", "acc_conv_clf_on_unconvolved_raw",
+                "acc_conv_clf_on_unconvolved_sim2exp", "gap_closed_sim2exp", "ms_per_frame"):
+        assert key in res
+        assert res[key] is None or isinstance(res[key], float)
+    for name in ("test", "digits", "near_domain", "experiment_like"):
+        assert set(res["domain_score"][name]) >= {"mean", "std", "zone"}
+    assert res["domain_score"]["digits"]["zone"] == "untrustworthy"
+    assert res["domain_score"]["test"]["mean"] < res["domain_score"]["digits"]["mean"]
+    assert "gap closed" in capsys.readouterr().out
+
+
+def test_evaluate_and_train_exit_codes(model_dir, tmp_path, capsys):
+    assert main(["ins", "evaluate", "--model", str(model_dir), "--n", "5"]) == 2
+    assert main(["ins", "evaluate", "--model", str(model_dir), "--json", str(tmp_path / "no" / "x.json")]) == 2
+    assert main(["ins", "train", "--out", str(model_dir)]) == 2  # exists, no --force
+    assert main(["ins", "train", "--out", str(tmp_path / "m"), "--n-reference", "5"]) == 2
+    assert main(["ins", "train", "--out", str(tmp_path / "m"), "--n", "100"]) == 2  # too small for the split
+    assert not (tmp_path / "m").exists()
+    err = capsys.readouterr().err
+    assert "--force" in err and "too small" in err
+
+
+def test_evaluate_needs_classifiers(tmp_path, capsys):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    ref, _ = to_model_space(rng.random((24, 16, 16)).astype(np.float32), Scaling())
+    m = Exp2SimModel(ResnetGenerator(TINY), ResnetGenerator(TINY), TINY, Scaling(), reference=ref)
+    d = m.save(tmp_path / "m")
+    assert main(["ins", "evaluate", "--model", str(d), "--n", "20"]) == 2
+    assert "classifier" in capsys.readouterr().err
+
+
+def test_train_tiny_end_to_end(tmp_path, capsys):
+    out = tmp_path / "model"
+    assert main(["ins", "train", "--out", str(out), "--n", "100", "--iterations", "2", "--batch-size", "2",
+                 "--clf-epochs", "1", "--n-reference", "24", "--n-calibration", "20", "--quiet",
+                 "--threads", "1"]) == 0
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["training"]["data"]["n"] == 100
+    assert meta["domain"]["thresholds"]["frame"]["trustworthy"] > 0
+    assert (out / "plots" / "loss_generator.png").exists()
+    m = Exp2SimModel.load(out)
+    assert set(m.classifiers) == {"unconvolved", "convolved"}
