@@ -64,6 +64,9 @@ CATALOG_FILE = "catalog.db"
 TABULAR_FILE = "tabular.db"
 DATA_DIR = "data"
 
+#: Events a TiledWriter from :func:`make_tiled_writer` holds before writing them.
+DEFAULT_BATCH_SIZE = 50
+
 _template_lock = threading.Lock()
 _registry_lock = threading.Lock()
 _json_seq_registered = False
@@ -418,15 +421,20 @@ def close_store(client: Any) -> None:
         context.close()
 
 
-def make_tiled_writer(client: Any, **kwargs: Any) -> Any:
+def make_tiled_writer(client: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, **kwargs: Any) -> Any:
     """A ``bluesky_tiled_plugins.TiledWriter`` writing into *client*; subscribe it to the RunEngine.
 
     Parameters
     ----------
     client
         A writable tiled container client (from :func:`open_store` or :func:`open_tiled`).
+    batch_size
+        Events held in memory before they are written. TiledWriter's own default
+        (10000) writes a run's events only at its stop document, so a crash mid-run
+        would lose them all; the default here writes every 50 events.  ``1`` writes each
+        event at once (costly for fast zero-delay scans), larger values are faster.
     **kwargs
-        Passed to ``TiledWriter`` (``batch_size``, ``backup_directory``...).
+        Passed to ``TiledWriter`` (``backup_directory``, ``validate``...).
 
     Notes
     -----
@@ -434,7 +442,9 @@ def make_tiled_writer(client: Any, **kwargs: Any) -> Any:
     """
     from bluesky_tiled_plugins import TiledWriter
 
-    return TiledWriter(client, **kwargs)
+    if int(batch_size) < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size!r}")
+    return TiledWriter(client, batch_size=int(batch_size), **kwargs)
 
 
 # ----------------------------------------------------------------------------------------
@@ -502,7 +512,9 @@ def iter_run_documents(client: Any, uids: Iterable[str] | None = None, query: An
 
     The documents are those the RunEngine emitted (``start``, ``descriptor``, ``event``
     ..., ``stop``), in emission order, as JSON data (tuples become lists). Feed them to
-    any callback, e.g. a ``TwinTrainer``, exactly as live.
+    any callback, e.g. a ``TwinTrainer``, exactly as live.  A run that never got a stop
+    document is replayed without one (and with only the events written before the
+    interruption; see :func:`make_tiled_writer`'s ``batch_size``).
 
     Parameters
     ----------
@@ -511,6 +523,10 @@ def iter_run_documents(client: Any, uids: Iterable[str] | None = None, query: An
     """
     for run in select_runs(client, uids=uids, query=query):
         for name, doc in run.documents():
+            if name == "stop" and not doc:
+                # the exporter emits an empty stop for a run that never got one
+                # (crash, kill); replay it as it was: without a stop document
+                continue
             yield name, doc
 
 

@@ -227,3 +227,21 @@ def test_tiled_catalog_on_postgresql(RE, mpms, tmp_path, fresh_postgres_url):
     finally:
         close_store(client)
     assert not (tmp_path / "pg" / "catalog.db").exists()  # the catalog really lives in PostgreSQL
+
+
+def test_run_without_stop_replays_without_stop(RE, mpms, tiled_store):
+    """A run interrupted before its stop document (crash, kill) replays as it was written."""
+    import bluesky.plans as bp
+
+    recorder = Recorder()
+    RE.subscribe(recorder)
+    RE(bp.scan([mpms], mpms.temperature, 25, 45, 5))
+    writer = make_tiled_writer(tiled_store, batch_size=1)
+    for name, doc in recorder.docs[:-1]:  # everything but the stop document
+        writer(name, doc)
+    uid = recorder.docs[0][1]["uid"]
+    replayed = list(iter_run_documents(tiled_store, uids=[uid]))
+    assert [n for n, _ in replayed] == ["start", "descriptor"] + ["event"] * 5
+    _assert_replay_equals_live(recorder.docs[:-1], replayed)
+    with pytest.raises(InputError):
+        make_tiled_writer(tiled_store, batch_size=0)
