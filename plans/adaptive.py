@@ -1,0 +1,214 @@
+"""``twin_adaptive_scan``: measure the lines the twin is least sure about, until converged.
+
+Each iteration measures a batch of lines (the line motor swept at fixed values of the
+step motor) as one run, waits for the streaming trainer to refit on it, asks the agent
+(``suggest(n)``) for the next values of the step motor and tells it what was measured
+(``ingest(points)``).  It stops when the line budget is spent, when the best score of
+the agent falls below ``tolerance`` (converged), when no new line is left to measure,
+or when no twin arrives in time.
+
+Proposals are clipped to (or, with ``out_of_limits="refuse"``, dropped outside) the
+step motor's limits and de-duplicated against lines already measured *before* any
+move; explicit user values outside the limits are refused with ``LimitError`` before
+the first move.  Every run's start document records the twin that steered it.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field as dc_field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .stubs import check_limits, clip_to_limits, limits_of, motor_dimensions, wait_for_twin
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AdaptiveScanResult", "twin_adaptive_scan"]
+
+
+@dataclass
+class AdaptiveScanResult:
+    """Outcome of :func:`twin_adaptive_scan`.
+
+    Attributes
+    ----------
+    run_uids
+        One run per iteration.
+    lines
+        Step-motor values measured, per iteration.
+    max_scores
+        Best acquisition score the agent saw after each iteration.
+    twin_versions
+        Twin version after each iteration's refit.
+    converged
+        True if the scores fell below the tolerance.
+    reason
+        Why the loop stopped: ``"converged"``, ``"budget"``, ``"exhausted"``, ``"no twin"``.
+    """
+
+    run_uids: list[str] = dc_field(default_factory=list)
+    lines: list[list[float]] = dc_field(default_factory=list)
+    max_scores: list[float] = dc_field(default_factory=list)
+    twin_versions: list[str | None] = dc_field(default_factory=list)
+    converged: bool = False
+    reason: str = ""
+
+    @property
+    def measured_lines(self) -> list[float]:
+        """All step-motor values measured, in order."""
+        return [v for batch in self.lines for v in batch]
+
+
+def twin_adaptive_scan(
+    detectors: Sequence[Any],
+    line_motor: Any,
+    line_start: float,
+    line_stop: float,
+    line_num: int,
+    step_motor: Any,
+    initial_lines: Sequence[float],
+    *,
+    trainer: Any,
+    agent: Any | None = None,
+    budget: int = 10,
+    batch_size: int = 1,
+    acquisition: str = "std",
+    tolerance: float = 0.02,
+    step_range: tuple[float, float] | None = None,
+    out_of_limits: str = "clip",
+    min_separation: float | None = None,
+    twin_timeout: float = 120.0,
+    poll_interval: float = 0.25,
+    per_step: Callable | None = None,
+    md: dict | None = None,
+):
+    """Adaptive line scan steered by the twin's uncertainty (or dS_M error).
+
+    Parameters
+    ----------
+    detectors
+        Readable devices producing the trainer's y field.
+    line_motor, line_start, line_stop, line_num
+        The swept axis of every line (e.g. temperature).
+    step_motor
+        The stepped axis (e.g. field); its ``.limits`` bound every proposal.
+    initial_lines
+        Step-motor values of the first batch (measured before any twin exists);
+        values outside the limits raise ``LimitError``.
+    trainer
+        A :class:`~bluesky_twin.callbacks.TwinTrainer` subscribed to the RunEngine.
+    agent
+        An object with ``suggest(n) -> list[dict]`` and ``ingest(list[dict])`` keyed by
+        device names.  Default: :class:`bluesky_twin.agent.TwinLineAgent`.
+    budget
+        Total number of lines to measure at most (initial ones included).
+    batch_size
+        Lines per iteration (one run each iteration).
+    acquisition
+        ``"std"`` or ``"derived"`` for the default agent.
+    tolerance
+        Converged when the agent's best score is below it (default agent only: it
+        exposes ``last_scores``).
+    step_range
+        ``(low, high)`` for proposals, within the limits (default: the limits).
+    out_of_limits
+        ``"clip"`` or ``"refuse"`` proposals outside the limits.
+    min_separation
+        Lines closer than this to a measured one are not measured again.
+    twin_timeout, poll_interval
+        Waiting for each refit.
+    per_step
+        Passed to :func:`bluesky.plans.scan_nd`.
+    md
+        Extra metadata for every run.
+
+    Returns
+    -------
+    AdaptiveScanResult
+    """
+    import bluesky.plans as bp
+    from cycler import cycler
+
+    if not detectors:
+        raise ValueError("detectors must not be empty")
+    if int(line_num) < 3:
+        raise ValueError(f"line_num must be >= 3; got {line_num}")
+    if budget < 1 or batch_size < 1:
+        raise ValueError("budget and batch_size must be >= 1")
+    if out_of_limits not in ("clip", "refuse"):
+        raise ValueError(f"out_of_limits must be 'clip' or 'refuse'; got {out_of_limits!r}")
+    for m in (line_motor, step_motor):
+        if m.name not in trainer.x_fields:
+            raise ValueError(f"{m.name!r} is not an input of the trainer {trainer.x_fields}")
+    line_points = check_limits(line_motor, np.linspace(line_start, line_stop, int(line_num)), what="line point")
+    initial = check_limits(step_motor, initial_lines, what="initial line")
+    if len(initial) == 0:
+        raise ValueError("initial_lines must not be empty")
+    lim = limits_of(step_motor)
+    if step_range is None:
+        if lim is None:
+            raise ValueError(f"{step_motor.name} has no limits: give step_range=(low, high)")
+        step_range = lim
+    step_range = tuple(float(v) for v in step_range)
+    check_limits(step_motor, step_range, what="step_range end")
+    if not step_range[0] < step_range[1]:
+        raise ValueError(f"step_range must have low < high; got {step_range}")
+    sep = float(min_separation) if min_separation is not None else (step_range[1] - step_range[0]) / 200.0
+    if agent is None:
+        from bluesky_twin.agent import TwinLineAgent
+
+        agent = TwinLineAgent(trainer, step_axis=step_motor.name, line_axis=line_motor.name,
+                              line_points=line_points, bounds=step_range, acquisition=acquisition,
+                              min_separation=sep)
+    name = step_motor.name
+    plan_args = {"detectors": list(map(repr, detectors)), "line_motor": repr(line_motor), "line_start": line_start,
+                 "line_stop": line_stop, "line_num": line_num, "step_motor": repr(step_motor),
+                 "initial_lines": initial.tolist(), "trainer": repr(trainer), "agent": repr(agent),
+                 "budget": budget, "batch_size": batch_size, "acquisition": acquisition, "tolerance": tolerance,
+                 "step_range": list(step_range), "out_of_limits": out_of_limits, "per_step": repr(per_step)}
+    result = AdaptiveScanResult()
+    measured: list[float] = []
+    batch = list(dict.fromkeys(initial.tolist()))[:budget]
+    iteration = 0
+    while True:
+        _md = {"detectors": [d.name for d in detectors], "motors": [name, line_motor.name],
+               "plan_name": "twin_adaptive_scan", "plan_args": plan_args, "adaptive_iteration": iteration,
+               "hints": {"dimensions": motor_dimensions([step_motor, line_motor])},
+               "twin_steered": trainer.version is not None, **trainer.provenance()}
+        _md.update(md or {})
+        uid = yield from bp.scan_nd(list(detectors), cycler(step_motor, batch) * cycler(line_motor, line_points),
+                                    per_step=per_step, md=_md)
+        result.run_uids.append(uid)
+        result.lines.append(list(batch))
+        measured.extend(batch)
+        agent.ingest([{name: v} for v in batch])
+        twin = yield from wait_for_twin(trainer, run_uid=uid, timeout=twin_timeout, poll_interval=poll_interval)
+        result.twin_versions.append(trainer.version)
+        if twin is None:
+            result.reason = "no twin"
+            break
+        if len(measured) >= budget:
+            result.reason = "budget"
+            break
+        n = min(batch_size, budget - len(measured))
+        proposals = [float(p[name]) for p in agent.suggest(n) if name in p]
+        scores = getattr(agent, "last_scores", None)
+        if scores is not None and len(scores):
+            result.max_scores.append(float(np.nanmax(scores)))
+            if result.max_scores[-1] < tolerance:
+                result.converged, result.reason = True, "converged"
+                break
+        proposals = clip_to_limits(step_motor, proposals, policy=out_of_limits)
+        proposals = np.clip(proposals, *step_range)
+        batch = []
+        for v in proposals.tolist():  # de-duplicate against measured lines and the batch
+            if all(abs(v - u) >= sep for u in measured + batch):
+                batch.append(v)
+        if not batch:
+            result.reason = "exhausted"
+            break
+        iteration += 1
+    logger.info("twin_adaptive_scan: %d line(s) in %d run(s); stopped: %s", len(measured), len(result.run_uids),
+                result.reason)
+    return result
