@@ -191,3 +191,17 @@ def test_bad_arguments(model):
         TranslationCallback(model, drop_policy="random")
     with pytest.raises(ValueError, match="maxsize"):
         TranslationCallback(model, maxsize=0)
+
+
+def test_ins_demo_runs_and_stores_translations(tmp_path, model):
+    from bluesky_twin.ins_demo import run_ins_demo
+
+    res = run_ins_demo(tmp_path, model=model, temperatures=(5.0, 20.0))
+    assert set(res["runs"]) == {"temperature_scan", "short_counting", "digits_control"}
+    for label, info in res["runs"].items():
+        assert info["exit_status"] == "success"
+        assert info["n_translated"] == info["n_frames"], label
+    assert res["runs"]["digits_control"]["zones"] == ["untrustworthy"] * 3
+    assert min(res["runs"]["digits_control"]["scores"]) > max(res["runs"]["temperature_scan"]["scores"])
+    for f in res["figures"]:
+        assert (tmp_path / "figures").joinpath(f.rsplit("/", 1)[-1]).stat().st_size > 1000
