@@ -31,7 +31,8 @@ Angle step (2D maps, e.g. ARPES)
     The twin simulates the map with a candidate step along one axis and the
     finest step along the other; the coarse map is linearly interpolated back
     onto the finest grid (what a plot of the coarse measurement shows) and its
-    local maxima are matched to those of the finest map.  Reported: recall (the
+    local maxima (above a threshold, with a minimum prominence within their
+    neighbourhood) are matched to those of the finest map.  Reported: recall (the
     fraction of reference peaks with a recovered peak within
     ``peak_tolerance``), spurious peaks, the mean height error of matched peaks
     and the normalised RMS map error, both relative to the reference's range.
@@ -470,20 +471,21 @@ def field_step_study(
 
 
 def find_peaks_2d(
-    image: np.ndarray, *, size: tuple[int, int], threshold: float
+    image: np.ndarray, *, size: tuple[int, int], threshold: float, prominence: float = 0.0
 ) -> np.ndarray:
     """Local maxima of a 2D map.
 
     A pixel is a peak if it equals the maximum of the ``size`` neighbourhood
-    around it, exceeds *threshold*, and is not on a flat plateau (the
-    neighbourhood minimum is lower).  Returns ``(n_peaks, 2)`` integer indices.
+    around it, exceeds *threshold*, and stands more than *prominence* above the
+    minimum of that neighbourhood (so a plateau or a noise ripple on a broad
+    band is no peak).  Returns ``(n_peaks, 2)`` integer indices.
     """
     from scipy.ndimage import maximum_filter, minimum_filter
 
     img = np.asarray(image, dtype=float)
     mx = maximum_filter(img, size=size, mode="nearest")
     mn = minimum_filter(img, size=size, mode="nearest")
-    mask = (img == mx) & (img > threshold) & (mx > mn)
+    mask = (img == mx) & (img > threshold) & (mx - mn > prominence)
     return np.argwhere(mask)
 
 
@@ -516,6 +518,7 @@ def angle_step_study(
     nrmse_tolerance: float | None = None,
     peak_tolerance: float | None = None,
     peak_threshold: float = 0.2,
+    peak_prominence: float = 0.05,
     peak_window: float | None = None,
     time_per_point_s: float | None = None,
     time_per_line_s: float | None = None,
@@ -545,8 +548,11 @@ def angle_step_study(
         counts as recovered; default 2.5 reference steps.
     peak_threshold
         Peaks must exceed ``min + peak_threshold * (max - min)`` of the reference map.
+    peak_prominence
+        Peaks must stand this fraction of the reference's range above the lowest
+        value in their neighbourhood (drops noise ripples on broad features).
     peak_window
-        Side of the local-maximum neighbourhood in axis units (default 4
+        Side of the local-maximum neighbourhood in axis units (default 10
         reference steps along ``axis``, the same length in the other axis' unit).
     time_per_point_s, time_per_line_s
         Time estimate: ``n_lines * (points_per_line * time_per_point_s + time_per_line_s)``.
@@ -578,8 +584,11 @@ def angle_step_study(
         raise InputError(f"the finest step {s[0]:g} leaves fewer than 3 points in [{a_lo:g}, {a_hi:g}]")
     if not 0 < min_recall <= 1:
         raise InputError(f"min_recall must be in (0, 1]; got {min_recall!r}")
-    other_step = other_step or (o_hi - o_lo) / 400
-    other = np.arange(o_lo, o_hi + 1e-9 * other_step, other_step)
+    if other_step is not None and not (np.isfinite(other_step) and other_step > 0):
+        raise InputError(f"other_step must be a positive number; got {other_step!r}")
+    n_other = max(2, int(round((o_hi - o_lo) / (other_step or (o_hi - o_lo) / 400))))
+    other = np.linspace(o_lo, o_hi, n_other + 1)  # exact end points: no extrapolation
+    other_step = float(other[1] - other[0])
     ref_axis = _levels_from_low(s[0], a_lo, a_hi)
 
     def simulate(levels: np.ndarray) -> np.ndarray:
@@ -595,11 +604,12 @@ def angle_step_study(
         raise InputError("the simulated reference map is constant; no peaks to keep")
     thr = float(reference.min()) + peak_threshold * span
     peak_tolerance = peak_tolerance if peak_tolerance is not None else 2.5 * s[0]
-    window = peak_window if peak_window is not None else 4 * s[0]
+    window = peak_window if peak_window is not None else 10 * s[0]
+    prom = peak_prominence * span
     size = (max(3, int(round(window / s[0])) | 1), max(3, int(round(window / other_step)) | 1))
 
     def peaks_xy(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        idx = find_peaks_2d(img, size=size, threshold=thr)
+        idx = find_peaks_2d(img, size=size, threshold=thr, prominence=prom)
         xy = np.column_stack([ref_axis[idx[:, 0]], other[idx[:, 1]]]) if len(idx) else np.empty((0, 2))
         return idx, xy
 
@@ -660,6 +670,7 @@ def angle_step_study(
             "nrmse_tolerance": nrmse_tolerance,
             "peak_tolerance": peak_tolerance,
             "peak_threshold": peak_threshold,
+            "peak_prominence": peak_prominence,
             "peak_window": window,
         },
         curves={"axis_values": ref_axis, "other_values": other, "reference": reference, "maps": maps},
@@ -676,7 +687,7 @@ def _levels_from_low(step: float, low: float, high: float) -> np.ndarray:
     """Positions of a scan that starts at ``low`` and moves by *step*; ``high`` is
     appended when the last step does not land on it (the range stays covered)."""
     n = int(math.floor((high - low) / step * (1 + 1e-12)))
-    levels = low + step * np.arange(n + 1)
+    levels = np.minimum(low + step * np.arange(n + 1), high)
     if high - levels[-1] > 1e-9 * step:
         levels = np.append(levels, high)
     return levels
