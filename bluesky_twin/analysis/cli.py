@@ -78,6 +78,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--peak-tolerance", type=float, default=None,
                    help="distance (axis units) within which a peak counts as recovered (default 2.5 finest steps)")
     a.add_argument("--peak-threshold", type=float, default=0.2, help="peaks must exceed this fraction of the map range")
+    a.add_argument("--peak-prominence", type=float, default=0.05,
+                   help="peaks must stand this fraction of the map range above their neighbourhood minimum")
+    a.add_argument("--peak-window", type=float, default=None,
+                   help="side of the local-maximum neighbourhood in axis units (default 10 finest steps)")
     a.add_argument("--other-step", type=float, default=None, help="grid step along the other axis (default range/400)")
     a.add_argument("--time-per-line-s", type=float, default=None, help="overhead seconds per line (time estimate)")
     s.add_argument("--out", required=True, metavar="OUT_PREFIX")
@@ -287,6 +291,8 @@ def _run_steps(args: argparse.Namespace) -> int:
             min_recall=args.min_recall,
             peak_tolerance=args.peak_tolerance,
             peak_threshold=args.peak_threshold,
+            peak_prominence=args.peak_prominence,
+            peak_window=args.peak_window,
             other_step=args.other_step,
             time_per_point_s=args.time_per_point_s,
             time_per_line_s=args.time_per_line_s,
