@@ -192,19 +192,24 @@ def twin_adaptive_scan(
             result.reason = "budget"
             break
         n = min(batch_size, budget - len(measured))
-        proposals = [float(p[name]) for p in agent.suggest(n) if name in p]
-        scores = getattr(agent, "last_scores", None)
-        if scores is not None and len(scores):
-            result.max_scores.append(float(np.nanmax(scores)))
-            if result.max_scores[-1] < tolerance:
-                result.converged, result.reason = True, "converged"
-                break
-        proposals = clip_to_limits(step_motor, proposals, policy=out_of_limits)
-        proposals = np.clip(proposals, *step_range)
         batch = []
-        for v in proposals.tolist():  # de-duplicate against measured lines and the batch
-            if all(abs(v - u) >= sep for u in measured + batch):
-                batch.append(v)
+        for _attempt in range(3):  # proposals all refused/duplicates: ask again, a few times
+            proposals = [float(p[name]) for p in agent.suggest(n) if name in p]
+            scores = getattr(agent, "last_scores", None)
+            if scores is not None and len(scores):
+                result.max_scores.append(float(np.nanmax(scores)))
+                if result.max_scores[-1] < tolerance:
+                    result.converged, result.reason = True, "converged"
+                    break
+            proposals = clip_to_limits(step_motor, proposals, policy=out_of_limits)
+            proposals = np.clip(proposals, *step_range)
+            for v in proposals.tolist():  # de-duplicate against measured lines and the batch
+                if all(abs(v - u) >= sep for u in measured + batch):
+                    batch.append(v)
+            if batch:
+                break
+        if result.converged:
+            break
         if not batch:
             result.reason = "exhausted"
             break
