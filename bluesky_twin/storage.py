@@ -561,7 +561,29 @@ def read_stream(run: Any, stream: str = "primary", fields: Iterable[str] | None 
     missing = [f for f in wanted if f not in data_keys]
     if missing:
         raise InputError(f"stream {stream!r} has no field(s) {missing}; fields: {sorted(data_keys)}")
-    return {field: np.asarray(node[field].read()) for field in wanted}
+    # One request per table (scalars and small arrays live in the stream's "internal"
+    # table) is much faster than one request per variable; large arrays are array nodes.
+    out: dict[str, Any] = {}
+    tables: dict[str, Any] = {}
+    try:
+        children = dict(node.base.items())
+    except AttributeError:  # not a composite stream node: fall back to per-variable reads
+        children = {}
+    for child in children.values():
+        if getattr(child, "structure_family", None) == "table":
+            frame = child.read()
+            for column in frame.columns:
+                tables[str(column)] = frame[column]
+    for field in wanted:
+        column = tables.get(field)
+        if column is not None:
+            values = column.to_numpy()
+            if values.dtype == object:
+                values = np.stack([np.asarray(v) for v in values]) if len(values) else values
+            out[field] = values
+        else:
+            out[field] = np.asarray(node[field].read())
+    return out
 
 
 def jsonable_document(doc: Any) -> Any:
