@@ -121,7 +121,9 @@ class _DUQNet(nn.Module):
         )
         n0 = torch.full((config.n_classes,), 13.0)
         self.register_buffer("N", n0)
-        self.register_buffer("m", torch.normal(0.0, 1.0, (config.centroid_dim, config.n_classes)) * n0)
+        # as in the reference implementation: small random centroids, so that the initial
+        # kernel values are not vanishingly small (that stalls training for ~100 steps)
+        self.register_buffer("m", torch.normal(0.0, 0.05, (config.centroid_dim, config.n_classes)) * n0)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """``W_c f(x)`` for every class: ``(batch, centroid_dim, n_classes)``."""
@@ -222,9 +224,9 @@ class DUQClassifier:
         frames: ArrayLike,
         labels: ArrayLike,
         *,
-        epochs: int = 15,
-        batch_size: int = 64,
-        lr: float = 2e-3,
+        epochs: int = 12,
+        batch_size: int = 32,
+        lr: float = 3e-3,
         weight_decay: float = 1e-4,
         seed: int = 0,
         progress: bool = False,

@@ -1,0 +1,88 @@
+"""DUQ classifier of INS frames: learning sign(J2), uncertainty, persistence."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from bluesky_twin.errors import InputError, ModelFileError  # noqa: E402
+from bluesky_twin.ins import DUQClassifier, InsDataset, digits_control, generate_dataset  # noqa: E402
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def data() -> InsDataset:
+    return generate_dataset(560, seed=11, size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def fitted(data: InsDataset) -> DUQClassifier:
+    train = data.subset(slice(0, 400))
+    return DUQClassifier().fit(train.unconvolved, train.labels, epochs=6, batch_size=32, seed=0, num_threads=1)
+
+
+def test_learns_sign_of_j2_on_unconvolved_cuts(fitted: DUQClassifier, data: InsDataset) -> None:
+    test = data.subset(slice(400, None))
+    accuracy = fitted.score(test.unconvolved, test.labels)
+    assert accuracy > 0.8, accuracy  # chance is 0.5
+    proba = fitted.predict_proba(test.unconvolved)
+    assert proba.shape == (len(test), 2) and proba.dtype == np.float32
+    assert proba.min() >= 0 and proba.max() <= 1
+    np.testing.assert_array_equal(fitted.predict(test.unconvolved), proba.argmax(1))
+    assert len(fitted.history.loss) == 6 and fitted.history.loss[-1] < fitted.history.loss[0]
+    # NaN-masked experiment-like frames are accepted (filled, not propagated)
+    assert np.isfinite(fitted.predict_proba(test.convolved)).all()
+
+
+def test_far_out_of_distribution_inputs_get_low_certainty(fitted: DUQClassifier, data: InsDataset) -> None:
+    in_dist = fitted.certainty(data.subset(slice(400, None)).unconvolved)
+    digits = fitted.certainty(digits_control(100, SIZE, seed=0))
+    assert np.median(digits) < np.median(in_dist)
+
+
+def test_save_load_roundtrip_and_corruption(fitted: DUQClassifier, data: InsDataset, tmp_path: Path) -> None:
+    frames = data.unconvolved[400:440]
+    model_dir = fitted.save(tmp_path / "duq")
+    loaded = DUQClassifier.load(model_dir)
+    np.testing.assert_allclose(loaded.predict_proba(frames), fitted.predict_proba(frames), atol=1e-6)
+    assert loaded.input_shape == (SIZE, SIZE) and loaded.config == fitted.config
+    meta = json.loads((model_dir / "metadata.json").read_text())
+    assert meta["format"] == "bluesky-twin-duq" and len(meta["weights_sha256"]) == 64
+
+    weights = model_dir / "model.pt"
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ModelFileError, match="checksum"):
+        DUQClassifier.load(model_dir)
+    weights.write_bytes(good)
+    (model_dir / "metadata.json").write_text("{not json")
+    with pytest.raises(ModelFileError, match="JSON"):
+        DUQClassifier.load(model_dir)
+    meta_bad = dict(meta, config=dict(meta["config"], channels=[4, 4, 4, 4]))
+    (model_dir / "metadata.json").write_text(json.dumps(meta_bad))
+    with pytest.raises(ModelFileError, match="cannot load"):
+        DUQClassifier.load(model_dir)
+    with pytest.raises(ModelFileError, match="does not exist"):
+        DUQClassifier.load(tmp_path / "missing")
+
+
+def test_bad_inputs(fitted: DUQClassifier, data: InsDataset) -> None:
+    with pytest.raises(InputError, match="trained on"):
+        fitted.predict(np.zeros((2, 16, 16), np.float32))
+    with pytest.raises(InputError, match="not fitted"):
+        DUQClassifier().predict(data.unconvolved[:2])
+    with pytest.raises(InputError, match="two classes"):
+        DUQClassifier().fit(data.unconvolved[:4], np.zeros(4, np.int64), epochs=1)
+    with pytest.raises(InputError, match="labels"):
+        DUQClassifier().fit(data.unconvolved[:4], np.array([0, 1, 2, 0]), epochs=1)
+    with pytest.raises(InputError, match="n_classes"):
+        DUQClassifier(n_classes=1)
+    with pytest.raises(InputError, match="configuration"):
+        DUQClassifier(colour="blue")
+    with pytest.raises(InputError, match="not fitted"):
+        DUQClassifier().save("/tmp/never-written")
