@@ -53,7 +53,7 @@ class TwinSearchSpace:
     lr_drop_factor: float = 5.0
     patience: int = 30
     max_steps_per_epoch: int = 8
-    min_final_epochs: int = 50
+    min_final_epochs: int = 150
     extra: dict[str, Any] = field(default_factory=dict)
 
     def batch_bounds(self, n_train: int) -> tuple[int, int]:

@@ -43,13 +43,43 @@ def open_storage(url: str) -> Any:
             f"unrecognised Optuna storage {url!r}: use journal:PATH, a *.journal file, "
             "or a database URL such as postgresql://user@host/db"
         )
+    import warnings
+
     try:
-        return optuna.storages.RDBStorage(
+        with warnings.catch_warnings():
+            # heartbeats have been "experimental" since optuna 2.8; they are what
+            # the optuna FAQ recommends for many workers, so accept them quietly
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return _rdb_with_retry(url)
+    except Exception as exc:  # sqlalchemy/driver errors
+        raise InputError(f"cannot open Optuna storage {url!r}: {exc}") from exc
+
+
+def _rdb_with_retry(url: str, attempts: int = 4) -> Any:
+    """Open an RDB storage; retry when workers race to create the schema."""
+    import time
+
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            return _rdb(url)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
+                sqlalchemy.exc.OperationalError) as exc:
+            # two workers creating optuna's tables at once: one loses the race
+            if attempt == attempts - 1 or "connect" in str(exc).lower() and "refused" in str(exc).lower():
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _rdb(url: str) -> Any:
+    import optuna
+
+    return optuna.storages.RDBStorage(
             url,
             heartbeat_interval=HEARTBEAT_INTERVAL_S,
             grace_period=GRACE_PERIOD_S,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
             engine_kwargs={"pool_pre_ping": True},
         )
-    except Exception as exc:  # sqlalchemy/driver errors
-        raise InputError(f"cannot open Optuna storage {url!r}: {exc}") from exc

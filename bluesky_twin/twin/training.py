@@ -162,8 +162,10 @@ def line_folds(X: np.ndarray, n_folds: int = 3, seed: int = 0) -> tuple[int, lis
     Scan data are dense along the swept axis and coarse along the stepped one.  The
     stepped ("line") axis is the one with the fewest distinct values.  Interior lines
     (never the first or last, which would test extrapolation) are dealt to the folds
-    round-robin in a seeded random order.  With fewer than three interior lines the
-    folds fall back to random rows.
+    in sorted order with a stride of ``n_folds`` (the seed rotates the start), so a
+    held-out line always keeps both neighbours: every fold tests interpolation across
+    one missing line, the job the twin does between measured lines.  With fewer than
+    three interior lines the folds fall back to random rows.
 
     Returns
     -------
@@ -178,11 +180,11 @@ def line_folds(X: np.ndarray, n_folds: int = 3, seed: int = 0) -> tuple[int, lis
     lines = np.unique(X[:, axis])
     if X.shape[1] >= 2 and len(lines) - 2 >= max(3, n_folds) and counts[axis] <= n // 4:
         interior = lines[1:-1]
-        order = rng.permutation(len(interior))
         k = min(n_folds, len(interior))
+        shift = seed % k
         folds = []
         for f in range(k):
-            chosen = interior[np.sort(order[f::k])]
+            chosen = interior[(f + shift) % k :: k]
             folds.append(np.flatnonzero(np.isin(X[:, axis], chosen)))
         return axis, folds
     perm = rng.permutation(n)
