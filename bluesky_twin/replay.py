@@ -40,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="MODEL_DIR", help="directory for the fitted twin")
     p.add_argument("--trials", type=int, default=30, help="Optuna trials (default 30)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--max-epochs", type=int, default=None,
+                   help="cap on training epochs per trial (default: the twin's search space, 500)")
     p.add_argument("--jobs", type=int, default=1, help="parallel trials in this process (default 1)")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: the twin's)")
     p.add_argument("--study", default=None, help="Optuna study name")
@@ -97,6 +99,8 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError("give both --x (one per axis) and --y, or neither")
     if args.trials < 1:
         raise InputError(f"--trials must be >= 1; got {args.trials}")
+    if args.max_epochs is not None and args.max_epochs < 1:
+        raise InputError(f"--max-epochs must be >= 1; got {args.max_epochs}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {str(out)!r} exists and is not a directory")
@@ -116,6 +120,13 @@ def _run(args: argparse.Namespace) -> int:
         fit_kwargs: dict[str, Any] = {"trials": args.trials, "seed": args.seed, "jobs": args.jobs}
         if args.storage:
             fit_kwargs["storage"] = args.storage
+        if args.max_epochs is not None:
+            from bluesky_twin.twin import TwinSearchSpace
+
+            default = TwinSearchSpace()
+            fit_kwargs["search_space"] = TwinSearchSpace(
+                max_epochs=args.max_epochs, lr_drop_epoch=min(default.lr_drop_epoch, args.max_epochs),
+                min_final_epochs=min(default.min_final_epochs, args.max_epochs))
         try:
             trainer = TwinTrainer(x_fields, y_field, fit_kwargs=fit_kwargs, study_name=args.study,
                                   stream_name=args.stream, include_failed=args.include_failed, auto_refit=False)

@@ -21,7 +21,7 @@ Y_FIELD = "mpms_magnetisation"
 def space():
     from bluesky_twin.twin import TwinSearchSpace
 
-    return TwinSearchSpace(max_epochs=40, n_layers=(2, 2), n_units=(16, 24), patience=10)
+    return TwinSearchSpace(max_epochs=40, min_final_epochs=40, n_layers=(2, 2), n_units=(16, 24), patience=10)
 
 
 @pytest.fixture(scope="module")

@@ -170,18 +170,25 @@ def _fail_at(k):
     return per_step
 
 
-def _pause_at(k, RE, dwell=0.3, once=True):
+def _pause_at(k, RE):
     """per_step that requests an immediate pause after step *k* and dwells, so the pause lands
     after that step's event was saved and before the next checkpoint (a rewind re-takes it)."""
-    state = {"n": 0, "done": False}
+    state = {"n": 0}
+    landed = threading.Event()
+
+    def pause():
+        RE.request_pause(defer=False)
+        landed.set()
 
     def per_step(detectors, step, pos_cache):
         yield from bps.one_nd_step(detectors, step, pos_cache)
         state["n"] += 1
-        if state["n"] == k and not (once and state["done"]):
-            state["done"] = True
-            threading.Thread(target=RE.request_pause, kwargs={"defer": False}).start()
-            yield from bps.sleep(dwell)
+        if state["n"] == k:
+            threading.Thread(target=pause).start()
+            for _ in range(400):  # dwell (at most 20 s) until the pause has landed
+                if landed.is_set():
+                    break
+                yield from bps.sleep(0.05)
 
     return per_step
 
@@ -266,7 +273,7 @@ def test_argument_validation():
 def test_real_twin_fit_and_warm_start_on_the_magnetometer(RE, mpms):
     from bluesky_twin.twin import TwinSearchSpace
 
-    space = TwinSearchSpace(max_epochs=40, n_layers=(2, 2), n_units=(16, 24), patience=10)
+    space = TwinSearchSpace(max_epochs=40, min_final_epochs=40, n_layers=(2, 2), n_units=(16, 24), patience=10)
     trainer = TwinTrainer(["mpms_temperature", "mpms_field"], "mpms_magnetisation",
                           fit_kwargs={"trials": 2, "search_space": space, "ensemble_size": 2},
                           refit_kwargs={"trials": 1, "search_space": space, "ensemble_size": 2})

@@ -27,7 +27,7 @@ def RE():  # noqa: N802 - overrides conftest's: these plans return results
 def trainer(RE):
     from bluesky_twin.twin import TwinSearchSpace
 
-    space = TwinSearchSpace(max_epochs=60, n_layers=(2, 2), n_units=(16, 32), patience=10)
+    space = TwinSearchSpace(max_epochs=60, min_final_epochs=60, n_layers=(2, 2), n_units=(16, 32), patience=10)
     tr = TwinTrainer(["mpms_temperature", "mpms_field"], "mpms_magnetisation",
                      fit_kwargs={"trials": 2, "search_space": space, "ensemble_size": 2},
                      refit_kwargs={"trials": 1, "search_space": space, "ensemble_size": 2})
