@@ -294,6 +294,7 @@ class TwinTrainer:
         self._open: dict[str, _RunCollector] = {}
         self._ignored_starts: set[str] = set()
         self._ignored_descriptors: set[str] = set()
+        self._by_descriptor: dict[str, _RunCollector] = {}
         self._dirty = False
         self._worker_active = False
         self._training = False
@@ -333,7 +334,14 @@ class TwinTrainer:
                 self._ignored_descriptors.add(doc["uid"])
                 return
         elif name in ("event", "event_page"):
-            if doc.get("descriptor") in self._ignored_descriptors:
+            desc = doc.get("descriptor")
+            if desc in self._ignored_descriptors:
+                return
+            collector = self._by_descriptor.get(desc)
+            if collector is not None:
+                # Fast path: the collector of this run reads scalar data keys only, so the
+                # RunRouter's Filler and its page packing (about 90 % of the cost) are skipped.
+                (collector.event if name == "event" else collector.event_page)(doc)
                 return
         elif name == "stop":
             if doc.get("run_start") in self._ignored_starts:
@@ -342,6 +350,10 @@ class TwinTrainer:
             # The twin reads scalar data keys only; external assets are not needed.
             return
         self._router(name, doc)
+        if name == "descriptor":
+            collector = self._open.get(doc.get("run_start"))
+            if collector is not None:
+                self._by_descriptor[doc["uid"]] = collector
 
     def _factory(self, name: str, start_doc: dict):
         collector = _RunCollector(self, start_doc)
@@ -383,6 +395,8 @@ class TwinTrainer:
             )
         if not accept and report.state in (SKIPPED, INCOMPLETE, NO_DATA):
             logger.warning("TwinTrainer: not training on run %s: %s %s", report.uid, report.state, report.reason)
+        for key in [k for k, c in self._by_descriptor.items() if c is collector]:
+            del self._by_descriptor[key]
         with self._cond:
             self._open.pop(collector.uid, None)
             if accept:
