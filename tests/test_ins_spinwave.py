@@ -145,7 +145,43 @@ def test_closed_form_matches_numeric_multisublattice_lswt(phase, j1, j2, q_order
         np.testing.assert_allclose(numeric, closed, rtol=1e-9, atol=1e-9)
 
 
-def test_against_pyspinw_if_installed() -> None:
-    """pyspinw is an optional oracle; without it the numeric LSWT test above stands in."""
-    pytest.importorskip("pyspinw")
-    pytest.xfail("pyspinw comparison not automated: its 1.1.0b2 API is not pinned here")
+def _pyspinw_hamiltonian(pyspinw, j1: float, j2: float, phase: str):  # noqa: ANN001, ANN202
+    """2a x 2a cell with 4 Mn sites, every J1/J2 bond listed once."""
+    a = sw.LATTICE_A
+    cell = pyspinw.UnitCell(2 * a, 2 * a, 10.0)
+    pos = [(0, 0), (1, 0), (0, 1), (1, 1)]
+    up = (lambda x, y: (x + y) % 2 == 0) if phase == "neel" else (lambda x, y: x % 2 == 0)
+    sites = [pyspinw.Site(x / 2, y / 2, 0, 0, 0, S if up(x, y) else -S, name=f"Mn{x}{y}") for x, y in pos]
+    index = dict(zip(pos, sites))
+    exchanges = []
+    for (x, y), site in index.items():
+        for (dx, dy), jval in [((1, 0), j1), ((0, 1), j1), ((1, 1), j2), ((1, -1), j2)]:
+            tx, ty = x + dx, y + dy
+            exchanges.append(pyspinw.HeisenbergExchange(
+                site, index[(tx % 2, ty % 2)], j=jval, cell_offset=(tx // 2, ty // 2, 0)))
+    return pyspinw.Hamiltonian(pyspinw.Structure(sites, cell), exchanges)
+
+
+@pytest.mark.parametrize("phase, j1, j2", [("neel", 0.8, -0.15), ("neel", 0.5, 0.2), ("stripe", 0.5, 0.4)])
+def test_against_pyspinw_if_installed(phase: str, j1: float, j2: float, monkeypatch) -> None:
+    """Optional oracle: pyspinw 1.1.0b2 (pulls in PySide6, so not a hard dependency).
+
+    Checked here (with pyspinw on PYTHONPATH): energies agree to 1e-6 and pyspinw's
+    cell-normalised S_perp of the 4-site cell is exactly 2 x S (A - B) / omega, with no
+    intensity in the other (folded) modes.
+    """
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    pyspinw = pytest.importorskip("pyspinw")
+    ham = _pyspinw_hamiltonian(pyspinw, j1, j2, phase)
+    hk = np.random.default_rng(1).uniform(-1, 1, (8, 2))
+    q = np.column_stack([2 * hk[:, 0], 2 * hk[:, 1], np.zeros(len(hk))])  # r.l.u. of the 2a cell
+    energies, intensities = ham._energies_and_intensities(q)
+    energies = np.real(np.asarray(energies))
+    intensities = np.real(np.asarray(intensities))
+    for row, (h, k) in enumerate(hk):
+        omega, weight = sw.spin_wave(h, k, j1, j2, phase=phase, form_factor=False)
+        same = np.abs(energies[row] - omega) < 1e-6
+        assert same.sum() == 2  # two degenerate modes of the 4-site cell carry omega(h, k)
+        assert intensities[row][same].sum() == pytest.approx(2 * weight, rel=1e-6)
+        others = (energies[row] > 1e-6) & ~same
+        assert np.abs(intensities[row][others]).sum() == pytest.approx(0.0, abs=1e-8)

@@ -13,10 +13,12 @@ Néel phase (stable for ``J2 < J1 / 2``), with ``h, k`` in reciprocal-lattice un
     hbar omega = sqrt(A^2 - B^2)
     weight = S (A - B) / hbar omega * |F_Mn2+(Q)|^2
 
-The project's INS note reports these formulas agree with pyspinw 1.1.0b2 to 1e-10;
-pyspinw is an optional test oracle (``tests/test_ins_spinwave.py`` compares against it
-when it is importable).  The closed-form checkpoints ``omega(1/2, 0) = 4 S (J1 - 2 J2)``
-and ``omega(1/4, 1/4) = 4 S (J1 - J2)`` are always tested.
+Both phases below were checked against pyspinw 1.1.0b2 (``tests/test_ins_spinwave.py``,
+run when pyspinw is importable): energies agree to 1e-6 and pyspinw's cell-normalised
+``Sperp`` of a 2a x 2a cell is exactly twice ``S (A - B) / omega``.  Always tested: the
+closed-form checkpoints ``omega(1/2, 0) = 4 S (J1 - 2 J2)`` and
+``omega(1/4, 1/4) = 4 S (J1 - J2)``, and an independent numeric two-sublattice
+Holstein-Primakoff/Colpa diagonalisation.
 
 Stripe (columnar) phase, used as a near-domain out-of-distribution control, stable for
 ``J2 > J1 / 2``, ordering vector (1/2, 0).  It follows from the same Holstein-Primakoff
@@ -209,7 +211,7 @@ def spin_wave(
     -------
     (omega, intensity)
         ``omega`` in meV; ``intensity = S (A - B) / omega * |F_Mn2+(Q)|^2`` (arbitrary
-        units, equal to pyspinw's ``Sperp`` for the Néel phase with ``form_factor=True``).
+        units; proportional to pyspinw's ``Sperp``).
     """
     h = np.asarray(h, dtype=float)
     k = np.asarray(k, dtype=float)
