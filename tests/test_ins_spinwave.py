@@ -145,8 +145,8 @@ def test_closed_form_matches_numeric_multisublattice_lswt(phase, j1, j2, q_order
         np.testing.assert_allclose(numeric, closed, rtol=1e-9, atol=1e-9)
 
 
-def _pyspinw_hamiltonian(pyspinw, j1: float, j2: float, phase: str):  # noqa: ANN001, ANN202
-    """2a x 2a cell with 4 Mn sites, every J1/J2 bond listed once."""
+def _pyspinw_hamiltonian(pyspinw, j1: float, j2: float, phase: str, d: float = 0.0):  # noqa: ANN001, ANN202
+    """2a x 2a cell with 4 Mn sites, every J1/J2 bond listed once, H_D = -D (S^z)^2."""
     a = sw.LATTICE_A
     cell = pyspinw.UnitCell(2 * a, 2 * a, 10.0)
     pos = [(0, 0), (1, 0), (0, 1), (1, 1)]
@@ -159,11 +159,15 @@ def _pyspinw_hamiltonian(pyspinw, j1: float, j2: float, phase: str):  # noqa: AN
             tx, ty = x + dx, y + dy
             exchanges.append(pyspinw.HeisenbergExchange(
                 site, index[(tx % 2, ty % 2)], j=jval, cell_offset=(tx // 2, ty // 2, 0)))
-    return pyspinw.Hamiltonian(pyspinw.Structure(sites, cell), exchanges)
+    anisotropies = [pyspinw.Anisotropy(site, np.diag([0.0, 0.0, -d])) for site in sites] if d else None
+    return pyspinw.Hamiltonian(pyspinw.Structure(sites, cell), exchanges, anisotropies)
 
 
-@pytest.mark.parametrize("phase, j1, j2", [("neel", 0.8, -0.15), ("neel", 0.5, 0.2), ("stripe", 0.5, 0.4)])
-def test_against_pyspinw_if_installed(phase: str, j1: float, j2: float, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    "phase, j1, j2, d",
+    [("neel", 0.8, -0.15, 0.0), ("neel", 0.5, 0.2, 0.0), ("stripe", 0.5, 0.4, 0.0), ("neel", 0.6, 0.1, 0.05)],
+)
+def test_against_pyspinw_if_installed(phase: str, j1: float, j2: float, d: float, monkeypatch) -> None:
     """Optional oracle: pyspinw 1.1.0b2 (pulls in PySide6, so not a hard dependency).
 
     Checked here (with pyspinw on PYTHONPATH): energies agree to 1e-6 and pyspinw's
@@ -172,14 +176,14 @@ def test_against_pyspinw_if_installed(phase: str, j1: float, j2: float, monkeypa
     """
     monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
     pyspinw = pytest.importorskip("pyspinw")
-    ham = _pyspinw_hamiltonian(pyspinw, j1, j2, phase)
+    ham = _pyspinw_hamiltonian(pyspinw, j1, j2, phase, d)
     hk = np.random.default_rng(1).uniform(-1, 1, (8, 2))
     q = np.column_stack([2 * hk[:, 0], 2 * hk[:, 1], np.zeros(len(hk))])  # r.l.u. of the 2a cell
     energies, intensities = ham._energies_and_intensities(q)
     energies = np.real(np.asarray(energies))
     intensities = np.real(np.asarray(intensities))
     for row, (h, k) in enumerate(hk):
-        omega, weight = sw.spin_wave(h, k, j1, j2, phase=phase, form_factor=False)
+        omega, weight = sw.spin_wave(h, k, j1, j2, phase=phase, d=d, form_factor=False)
         same = np.abs(energies[row] - omega) < 1e-6
         assert same.sum() == 2  # two degenerate modes of the 4-site cell carry omega(h, k)
         assert intensities[row][same].sum() == pytest.approx(2 * weight, rel=1e-6)

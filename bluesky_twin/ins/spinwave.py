@@ -29,10 +29,10 @@ expansion (derivation in ``docs/ins.md``)::
 
 with the same intensity weight ``S (A - B) / omega``.
 
-The single-ion term ``D`` (``H = -D sum (S^z)^2``, easy axis for ``D > 0``) enters as
-``A += 2 S D``; it reproduces the textbook uniaxial-antiferromagnet gap
-``sqrt(2 H_E H_A + H_A^2)`` but was *not* checked against pyspinw, so the dataset
-generators keep ``D = 0``.
+The single-ion term ``D`` (``H = -D sum (S^z)^2``, easy axis for ``D > 0``; pyspinw
+anisotropy matrix ``diag(0, 0, -D)``) enters as ``A += 2 S D``.  It reproduces the
+textbook uniaxial-antiferromagnet gap ``sqrt(2 H_E H_A + H_A^2)`` and pyspinw's energies
+and intensities (tested); the dataset generators keep ``D = 0`` as in the project's model.
 """
 from __future__ import annotations
 
@@ -185,7 +185,7 @@ def dispersion(
     spin
         Spin length (5/2 for Mn2+).
     d
-        Single-ion anisotropy in meV (not checked against pyspinw; keep 0 for data).
+        Single-ion anisotropy ``D`` in meV (``H_D = -D sum (S^z)^2``).
     """
     ch = np.cos(2.0 * np.pi * np.asarray(h, dtype=float))
     ck = np.cos(2.0 * np.pi * np.asarray(k, dtype=float))
