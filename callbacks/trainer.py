@@ -3,7 +3,10 @@
 Subscribe it to a RunEngine (``RE.subscribe(trainer)``).  For every run it builds,
 through an :class:`event_model.RunRouter` factory, a per-run collector that takes the
 configured x and y data keys from the events of one stream (``"primary"`` by
-default).  When a run stops successfully, the accumulated data of all accepted runs
+default).  Once a run's descriptor has been routed, its events and event pages go
+straight to that run's collector: the twin reads scalar data keys only, so the
+RunRouter's Filler (and its event-page packing, most of the per-event cost) is not
+needed.  When a run stops successfully, the accumulated data of all accepted runs
 is handed to a single background worker that fits the twin (first fit, then warm
 starts from the current twin).  The RunEngine thread only copies a few numbers per
 event; it is never blocked by training and an exception in the callback or in the
