@@ -332,7 +332,11 @@ class DigitalTwin:
         study.set_user_attr("y_name", table.y_name)
         prev_model = warm_start._model if warm_start is not None else None
         if warm_start is not None:
-            study.enqueue_trial(_optuna_params(warm_start.best_params), skip_if_exists=False)
+            previous = _optuna_params(warm_start.best_params)
+            lo, hi = space.batch_bounds(n_train)  # the bounds move with the data size
+            if "batch_size" in previous:
+                previous["batch_size"] = int(min(max(previous["batch_size"], lo), hi))
+            study.enqueue_trial(previous, skip_if_exists=False)
 
         # One intra-op thread per trial: these networks are far too small for
         # OpenMP to pay off, and on a busy machine its spin-waiting makes training
@@ -538,6 +542,10 @@ class _Objective:
             raise optuna.TrialPruned() from None
         trial.set_user_attr("best_epoch", res.best_epoch)
         trial.set_user_attr("epochs_run", res.epochs_run)
+        with torch.no_grad():  # training-set fit, recorded to compare selection criteria
+            pred = model(self.X.unsqueeze(0).expand(model.members, -1, -1))
+            train_mse = [float(((pred[m, idx] - self.y[idx]) ** 2).mean()) for m, idx in enumerate(self.train_idx)]
+        trial.set_user_attr("train_mse", float(np.mean(train_mse)))
         if not math.isfinite(res.best_val_loss):
             raise optuna.TrialPruned("diverged")
         return res.best_val_loss
