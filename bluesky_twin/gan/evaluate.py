@@ -13,7 +13,9 @@ convolved             unconvolved, raw
 convolved             unconvolved -> Sim2Exp
 ====================  ======================================
 
-Gap closed: ``(acc_translated - acc_raw) / (acc_reference - acc_raw)``.
+Gap closed: ``(acc_translated - acc_raw) / (acc_reference - acc_raw)``; undefined
+(NaN, ``null`` in JSON) when there is no gap, i.e. the raw accuracy is already at
+or above the reference (``gap_*_points`` gives the gap itself).
 
 Domain scores (set level, 20 reference vs 20 frames, repeated) for:
 ``train`` (held-out training A frames, regenerated from the model's recorded data
@@ -44,8 +46,9 @@ SHIFTED_RECIPE: dict[str, Any] = {
 
 
 def _gap(translated: float, raw: float, reference: float) -> float:
+    """Fraction of the gap closed; NaN (JSON null) when there is no gap (raw >= reference)."""
     denom = reference - raw
-    return float((translated - raw) / denom) if abs(denom) > 1e-12 else float("nan")
+    return float((translated - raw) / denom) if denom > 1e-12 else float("nan")
 
 
 def measure_ms_per_frame(model: Any, frame: np.ndarray, repeats: int = 50) -> dict[str, float]:
@@ -109,6 +112,8 @@ def evaluate_model(model: Any, n: int = 500, seed: int = 1234, n_domain: int = 2
     out["acc_conv_clf_on_convolved"] = float(clf_c.score(te.convolved, te.labels))
     out["acc_conv_clf_on_unconvolved_raw"] = float(clf_c.score(te.unconvolved, te.labels))
     out["acc_conv_clf_on_unconvolved_sim2exp"] = float(clf_c.score(sim2exp, te.labels))
+    out["gap_exp2sim_points"] = out["acc_unconvolved"] - out["acc_convolved_raw"]
+    out["gap_sim2exp_points"] = out["acc_conv_clf_on_convolved"] - out["acc_conv_clf_on_unconvolved_raw"]
     out["gap_closed_sim2exp"] = _gap(out["acc_conv_clf_on_unconvolved_sim2exp"],
                                      out["acc_conv_clf_on_unconvolved_raw"], out["acc_conv_clf_on_convolved"])
     # pixel-level check of the translation against the paired ground truth (log scale)
@@ -163,11 +168,20 @@ def format_table(res: dict[str, Any]) -> str:
     ]
     lines = [f"{'classifier trained on':<22} {'evaluated on':<28} accuracy", "-" * 60]
     lines += [f"{a:<22} {b:<28} {pct(v)}" for a, b, v in rows]
-    lines.append(f"gap closed: Exp2Sim {pct(res['gap_closed_exp2sim'])}, Sim2Exp {pct(res['gap_closed_sim2exp'])}"
-                 f"   (n={res['n']}, seed={res['seed']})")
+    def gap(key: str, points: str) -> str:
+        v = res[key]
+        if v is None or v != v:
+            return f"undefined (no gap: raw - reference = {-100 * res[points]:+.1f} points)"
+        return pct(v)
+
+    lines.append(f"gap closed: Exp2Sim {gap('gap_closed_exp2sim', 'gap_exp2sim_points')}, "
+                 f"Sim2Exp {gap('gap_closed_sim2exp', 'gap_sim2exp_points')}   (n={res['n']}, seed={res['seed']})")
     lines.append("")
     lines.append(f"{'domain score (set)':<18} {'mean':>12} {'std':>10}  zone")
-    for name, d in res["domain_score"].items():
+    order = ["train", "test", "experiment_like", "near_domain", "digits"]
+    names = [k for k in order if k in res["domain_score"]] + [k for k in res["domain_score"] if k not in order]
+    for name in names:
+        d = res["domain_score"][name]
         lines.append(f"{name:<18} {d['mean']:12.1f} {d['std']:10.1f}  {d['zone']}")
     lines.append(f"translate + score: {res['ms_per_frame']:.1f} ms per frame (median)")
     return "\n".join(lines)
