@@ -1,0 +1,45 @@
+"""Assemble ``docs/benchmarks.md`` from the per-area sections in ``docs/benchmarks/``.
+
+Each benchmark script writes its own section (``bench_twin.py`` -> ``twin.md``,
+``bench_callbacks.py`` -> ``callbacks.md``, ``bench_gan.py`` -> ``gan.md``,
+``bench_ins_sim.py`` -> ``ins_sim.md``), so they can run separately; this script
+only concatenates them in a fixed order and shifts their headings down a level::
+
+    .venv/bin/python benchmarks/collect.py
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ORDER = ["twin", "callbacks", "ins_sim", "gan"]
+
+
+def main() -> None:
+    sections_dir = ROOT / "docs" / "benchmarks"
+    names = ORDER + sorted(p.stem for p in sections_dir.glob("*.md") if p.stem not in ORDER)
+    out = [
+        "# Benchmarks",
+        "",
+        "Every number below was printed by the command named in its section, on the project's",
+        "2-core machine, which was shared with other work while they ran: compare the ratios, not",
+        "single absolute times. Re-run a section's command, then `.venv/bin/python benchmarks/collect.py`.",
+        "",
+    ]
+    for name in names:
+        path = sections_dir / name
+        path = path.with_suffix(".md")
+        if not path.exists():
+            continue
+        text = path.read_text()
+        # links inside sections are relative to docs/benchmarks/
+        text = text.replace("](../figures/", "](figures/").replace("](../", "](")
+        for line in text.splitlines():
+            out.append("#" + line if line.startswith("#") else line)
+        out.append("")
+    (ROOT / "docs" / "benchmarks.md").write_text("\n".join(out) + "\n")
+    print(f"wrote docs/benchmarks.md from {', '.join(n for n in names if (sections_dir / (n + '.md')).exists())}")
+
+
+if __name__ == "__main__":
+    main()
