@@ -80,6 +80,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "gan.md")
     args = ap.parse_args()
 
+    import os
+
+    load_before = os.getloadavg()
     torch.set_num_threads(1)
     model = Exp2SimModel.load(args.model)
     t0 = time.perf_counter()
@@ -92,10 +95,12 @@ def main() -> None:
         lat[threads] = latency(model, frame, args.repeats)
     torch.set_num_threads(1)
     train = training_speed()
+    load_after = os.getloadavg()
     meta_train = model.metadata.get("training", {})
     report = {"evaluate": res, "latency_ms": lat, "training_speed": train, "evaluate_seconds": eval_s,
               "model_training": {k: meta_train.get(k) for k in ("command", "s_per_iteration", "seconds")},
-              "platform": platform.platform(), "torch": torch.__version__}
+              "platform": platform.platform(), "torch": torch.__version__,
+              "load_average": {"start": load_before, "end": load_after}}
 
     def pct(v):
         return "n/a" if v is None or not np.isfinite(v) else f"{100 * v:.1f}%"
@@ -106,7 +111,8 @@ def main() -> None:
         f"Command: `nice -n 10 .venv/bin/python benchmarks/bench_gan.py --n {args.n} --seed {args.seed}`"
         f" (model: {args.model or 'shipped bluesky_twin/models/ins_exp2simgan'}).",
         f"Machine: {platform.platform()}, torch {torch.__version__}; shared 2-core CPU, other jobs running,",
-        "so all timings are upper bounds of what an idle machine gives.",
+        "so all timings are upper bounds of what an idle machine gives "
+        f"(1-min load average {load_before[0]:.1f} at the start, {load_after[0]:.1f} at the end).",
         "",
         "## DUQ accuracy (sign of J2) on a fresh test set",
         "",

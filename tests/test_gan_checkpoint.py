@@ -142,5 +142,6 @@ def test_shipped_model_loads_and_scores():
     out = m.translate_and_score(ds.convolved)
     assert out["translated"].shape == ds.convolved.shape
     d = m.score(digits_control(4, seed=1))
-    assert np.mean(d[0]) > np.mean(out["scores"])
-    assert d[1] == ["untrustworthy"] * 4
+    assert min(d[0]) > max(out["scores"])
+    assert "trustworthy" not in d[1]  # (95 % of digits frames are 'untrustworthy', the rest 'expert opinion')
+    assert out["zones"].count("untrustworthy") == 0
