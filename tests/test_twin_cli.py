@@ -104,3 +104,22 @@ def test_help_is_fast_and_lazy() -> None:
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "bluesky_twin", "--help"], capture_output=True, check=True)
     assert time.perf_counter() - t0 < 5  # generous: a loaded CI box; the budget is 1 s on an idle one
+
+
+def test_dashboard_opens_the_model_study(model_dir, monkeypatch, capsys) -> None:
+    """The dashboard is served on the study's storage (the server call itself is replaced)."""
+    optuna_dashboard = pytest.importorskip("optuna_dashboard")
+    import optuna
+
+    seen = {}
+
+    def fake_run_server(storage, host, port):
+        seen["studies"] = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        seen["where"] = (host, port)
+
+    monkeypatch.setattr(optuna_dashboard, "run_server", fake_run_server)
+    assert main(["dashboard", model_dir, "--port", "8099"]) == 0
+    meta = json.loads(open(f"{model_dir}/metadata.json").read())
+    assert seen["studies"] == [meta["study_name"]]
+    assert seen["where"] == ("127.0.0.1", 8099)
+    assert "optuna.journal" in capsys.readouterr().out

@@ -1,0 +1,83 @@
+"""Warm-start refit time: the live trainer's refit between runs.
+
+A twin is fitted on ErCo2 with two interior field lines withheld; the "next run"
+then brings those lines (the new points), and the twin is refitted from the first
+one (previous best parameters tried first, previous weights, small budget), as
+``TwinTrainer`` does between runs.  Compared side by side with a cold fit of the
+same budget on the same data.  Writes ``docs/benchmarks/warm_start.md``::
+
+    .venv/bin/python benchmarks/bench_warm_start.py [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "terashima2023" / "traindata_Section3_1.csv"
+
+
+def main() -> None:
+    import optuna
+
+    from bluesky_twin.twin import DigitalTwin
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--first-trials", type=int, default=30)
+    args = ap.parse_args()
+    df = pd.read_csv(DATA)
+    x, y = ["X1_demo1", "X2_demo1"], "Y_demo1"
+    held = [5000.0, 30000.0]
+    first = df[~df[x[1]].isin(held)]
+    n_new = int(df[x[1]].isin(held).sum())
+    t = time.perf_counter()
+    base = DigitalTwin.fit(first, x, y, trials=args.first_trials, jobs=2, seed=0)
+    base_s = time.perf_counter() - t
+    X, Y = df[x].to_numpy(), df[y].to_numpy()
+    rows = []
+    for r in range(args.repeats):
+        t = time.perf_counter()
+        warm = DigitalTwin.fit(df, warm_start=base, seed=r)
+        warm_s = time.perf_counter() - t
+        t = time.perf_counter()
+        cold = DigitalTwin.fit(df, x, y, trials=warm.metadata["n_trials_complete"] + warm.metadata["n_trials_pruned"],
+                               seed=r)
+        cold_s = time.perf_counter() - t
+        sel = df[x[1]].isin(held).to_numpy()
+        err = lambda tw: float(np.sqrt(np.mean((tw.predict(X[sel])[0] - Y[sel]) ** 2)) / Y.std())  # noqa: E731
+        rows.append((warm_s, cold_s, err(base), err(warm), err(cold), warm.metadata["train_r2"], cold.metadata["train_r2"]))
+        print(f"repeat {r}: warm {warm_s:.1f} s, cold {cold_s:.1f} s; NRMSE on the new lines: before {err(base):.4f}, "
+              f"warm {err(warm):.4f}, cold {err(cold):.4f}", flush=True)
+    a = np.array(rows)
+    med = np.median(a, axis=0)
+    md = [
+        "# Warm-start refit (the live trainer's refit between runs)",
+        "",
+        f"Command: `.venv/bin/python benchmarks/bench_warm_start.py --repeats {args.repeats}` on {os.cpu_count()} "
+        "shared cores. ErCo2 with the 5000 Oe and 30000 Oe lines withheld from the first fit "
+        f"({args.first_trials} trials, jobs=2, {base_s:.0f} s); the refit adds those {n_new} points "
+        f"(target: refit < 10 s with 100-300 new points). Cold fit = same data, same trial budget, no warm start.",
+        "",
+        "| | warm start | cold fit, same budget |",
+        "|---|---|---|",
+        f"| refit wall time, median (s) | {med[0]:.1f} | {med[1]:.1f} |",
+        f"| NRMSE on the new lines (before the refit: {med[2]:.4f}) | {med[3]:.4f} | {med[4]:.4f} |",
+        f"| train R^2 | {med[5]:.4f} | {med[6]:.4f} |",
+        "",
+        "Per repeat (warm s, cold s, NRMSE before, warm, cold): "
+        + "; ".join(", ".join(f"{v:.3g}" for v in row[:5]) for row in rows),
+        "",
+    ]
+    (ROOT / "docs" / "benchmarks" / "warm_start.md").write_text("\n".join(md))
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
