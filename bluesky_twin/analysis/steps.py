@@ -478,7 +478,7 @@ def find_peaks_2d(
     A pixel is a peak if it equals the maximum of the ``size`` neighbourhood
     around it, exceeds *threshold*, and stands more than *prominence* above the
     minimum of that neighbourhood (so a plateau or a noise ripple on a broad
-    band is no peak).  Returns ``(n_peaks, 2)`` integer indices.
+    band is no peak).  Pixels on the border of the map are never peaks.  Returns ``(n_peaks, 2)`` integer indices.
     """
     from scipy.ndimage import maximum_filter, minimum_filter
 
@@ -486,6 +486,9 @@ def find_peaks_2d(
     mx = maximum_filter(img, size=size, mode="nearest")
     mn = minimum_filter(img, size=size, mode="nearest")
     mask = (img == mx) & (img > threshold) & (mx - mn > prominence)
+    # a maximum on the border may just be a slope that continues outside the map
+    mask[[0, -1], :] = False
+    mask[:, [0, -1]] = False
     return np.argwhere(mask)
 
 
