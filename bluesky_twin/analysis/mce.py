@@ -45,7 +45,7 @@ the top field (100 Oe of 5 T in the paper's ErCo2 data).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
