@@ -134,6 +134,9 @@ def _run_score(args: argparse.Namespace) -> int:
     _check_output(args.translated)
     if not args.frames.is_file():
         raise InputError(f"{args.frames} does not exist")
+    with open(args.frames, "rb") as fh:
+        if fh.read(6) != b"\x93NUMPY":
+            raise InputError(f"{args.frames} is not a .npy file (save the frames with numpy.save)")
     try:
         frames = np.load(args.frames, allow_pickle=False)
     except (OSError, ValueError) as exc:
