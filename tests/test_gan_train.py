@@ -90,3 +90,17 @@ def test_plot_losses_writes_pngs(tmp_path):
     assert [p.name for p in paths] == ["loss_generator.png", "loss_discriminator.png"]
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_training_runs_in_3d():
+    cfg = GanConfig(dims=3, ngf=2, n_blocks=1, ndf=4, nce_layers=("down1", "res1"), nce_dim=8, num_patches=16)
+    rng = np.random.default_rng(0)
+    vol_a = rng.random((3, 16, 16, 16)).astype(np.float32)
+    vol_a[:, 0] = np.nan
+    vol_b = rng.random((3, 16, 16, 16)).astype(np.float32)
+    res = train_gan(vol_a, vol_b, cfg, TrainConfig(iterations=2, batch_size=1))
+    assert all(np.isfinite(v).all() for v in res.history.values())
+    import torch
+
+    with torch.no_grad():
+        assert res.G_A(torch.zeros(1, 1, 24, 24, 24)).shape == (1, 1, 24, 24, 24)

@@ -117,6 +117,20 @@ def test_worker_thread_does_the_work_and_drops_are_counted(RE, ins_spectrometer,
     cb.close()
 
 
+def test_drop_oldest_keeps_the_newest_frame(RE, ins_spectrometer, model):
+    from bluesky.plans import count
+
+    docs = []
+    cb = TranslationCallback(_SlowModel(model, delay=0.3), maxsize=1, drop_policy="oldest", stop_timeout=20)
+    cb.subscribe(lambda name, doc: docs.append((name, doc)))
+    RE.subscribe(cb)
+    RE(count([ins_spectrometer], num=5))
+    seq = [d["data"]["source_seq_num"] for n, d in docs if n == "event"]
+    assert seq[-1] == 5  # the last frame is never the one dropped
+    assert cb.stats["dropped"] == 5 - len(seq) and cb.stats["dropped"] >= 2
+    assert cb.stats["unfinished"] == 0
+
+
 def test_stop_waits_for_queued_frames(RE, ins_spectrometer, model):
     from bluesky.plans import count
 
