@@ -49,6 +49,11 @@ def test_fit_learns_and_records_metadata(twin: DigitalTwin, data: pd.DataFrame) 
     assert m["line_axis"] == "H"
     assert m["n_trials_complete"] + m["n_trials_pruned"] == 4
     assert m["train_r2"] == pytest.approx(twin.score(data[["T", "H"]].to_numpy(), data["M"].to_numpy()))
+    # top-k ensemble: members spread over the best configurations, best first
+    assert sum(e["members"] for e in m["ensemble"]) == twin.ensemble_size == 3
+    scores = [e["cv_score"] for e in m["ensemble"]]
+    assert scores == sorted(scores) and scores[-1] <= 1.5 * scores[0]
+    assert m["best_params"] == m["ensemble"][0]["params"]
 
 
 def test_predict_shapes_std_and_range_flags(twin: DigitalTwin) -> None:
@@ -106,7 +111,9 @@ def test_save_load_roundtrip_and_corruption(twin: DigitalTwin, tmp_path) -> None
     (path / "metadata.json").write_text("{not json")
     with pytest.raises(ModelFileError, match="corrupt"):
         DigitalTwin.load(path)
-    meta_bad = dict(meta, best_params=dict(meta["best_params"], n_units=meta["best_params"]["n_units"] + 1))
+    first = meta["ensemble"][0]
+    meta_bad = dict(meta, ensemble=[dict(first, params=dict(first["params"], n_units=first["params"]["n_units"] + 1))]
+                    + meta["ensemble"][1:])
     (path / "metadata.json").write_text(json.dumps(meta_bad))
     with pytest.raises(ModelFileError, match="does not match"):
         DigitalTwin.load(path)

@@ -7,8 +7,11 @@ scan needs:
   measured lines (fields, angles).  Each trial is therefore scored by the mean
   squared error on whole interior lines it did not see (3 folds trained as one
   batched model), not by its training R^2, which rewards memorising the lines.
-* **An ensemble.**  The best configuration is refitted on all data with several
-  seeds; their spread is the prediction's standard deviation.
+* **An ensemble of the top-k trials.**  The best few configurations (at most
+  ``top_k``, each within ``TOP_K_SCORE_RATIO`` of the best validation loss) are
+  refitted on all data with a few seeds each; the spread of all members is the
+  prediction's standard deviation.  Averaging configurations also damps the noise
+  of selecting one winner from a handful of completed trials.
 """
 from __future__ import annotations
 
@@ -42,10 +45,15 @@ METADATA_FILE = "metadata.json"
 WEIGHTS_FILE = "ensemble.pt"
 JOURNAL_FILE = "optuna.journal"
 FORMAT = "bluesky-twin/measurement-twin"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
-#: Members of the final ensemble (refits of the best configuration with new seeds).
-DEFAULT_ENSEMBLE_SIZE = 4
+#: Members of the final ensemble in all (spread over the top-k configurations).
+DEFAULT_ENSEMBLE_SIZE = 6
+#: Configurations in the final ensemble, at most.
+DEFAULT_TOP_K = 3
+#: A configuration joins the ensemble only if its validation loss is at most this
+#: multiple of the best one.
+TOP_K_SCORE_RATIO = 1.5
 #: Trials of a warm-start refit when the caller does not say.
 DEFAULT_WARM_TRIALS = 4
 
@@ -106,9 +114,9 @@ class DigitalTwin:
         Everything recorded about the fit (written to ``metadata.json``).
     """
 
-    def __init__(self, model: "BatchedMLP", x_scaler: Scaler, y_scaler: Scaler, metadata: dict[str, Any],
-                 journal: Path | None = None) -> None:
-        self._model = model
+    def __init__(self, models: "torch.nn.ModuleList", x_scaler: Scaler, y_scaler: Scaler,
+                 metadata: dict[str, Any], journal: Path | None = None) -> None:
+        self._models = models
         self._x_scaler = x_scaler
         self._y_scaler = y_scaler
         self.metadata = metadata
@@ -142,7 +150,7 @@ class DigitalTwin:
 
     @property
     def ensemble_size(self) -> int:
-        return int(self._model.members)
+        return int(sum(m.members for m in self._models))
 
     def __repr__(self) -> str:
         m = self.metadata
@@ -182,9 +190,9 @@ class DigitalTwin:
         with torch.inference_mode():
             for s in range(0, len(Xs), chunk):
                 xt = torch.from_numpy(Xs[s : s + chunk])
-                out = self._model(xt.unsqueeze(0).expand(self._model.members, -1, -1))
-                outs.append(out[..., 0].numpy())
-        members = np.concatenate(outs, axis=1) if outs else np.zeros((self._model.members, 0), np.float32)
+                parts = [m(xt.unsqueeze(0).expand(m.members, -1, -1))[..., 0] for m in self._models]
+                outs.append(torch.cat(parts, dim=0).numpy())
+        members = np.concatenate(outs, axis=1) if outs else np.zeros((self.ensemble_size, 0), np.float32)
         members = members.astype(float) * self._y_scaler.scale[0] + self._y_scaler.mean[0]
         if return_members:
             return members
@@ -240,6 +248,7 @@ class DigitalTwin:
         warm_start: "DigitalTwin | None" = None,
         search_space: TwinSearchSpace | None = None,
         ensemble_size: int = DEFAULT_ENSEMBLE_SIZE,
+        top_k: int = DEFAULT_TOP_K,
         n_folds: int = 3,
         progress: bool = False,
         trial_callback: Callable[[Any, Any], None] | None = None,
@@ -272,7 +281,9 @@ class DigitalTwin:
         search_space
             Ranges and schedule (default: the paper's).
         ensemble_size
-            Members of the final ensemble.
+            Members of the final ensemble in all.
+        top_k
+            Most configurations in the final ensemble (members are spread over them).
         n_folds
             Cross-validation folds of held-out scan lines.
         progress
@@ -301,6 +312,8 @@ class DigitalTwin:
             raise InputError("trials must be >= 1")
         if jobs < 1:
             raise InputError("jobs must be >= 1")
+        if ensemble_size < 1 or top_k < 1:
+            raise InputError("ensemble_size and top_k must be >= 1")
         if warm_start is not None:
             x_scaler, y_scaler = warm_start._x_scaler, warm_start._y_scaler
         else:
@@ -330,7 +343,7 @@ class DigitalTwin:
                                     load_if_exists=True)
         study.set_user_attr("x_names", table.x_names)
         study.set_user_attr("y_name", table.y_name)
-        prev_model = warm_start._model if warm_start is not None else None
+        prev_models = list(warm_start._models) if warm_start is not None else []
         if warm_start is not None:
             previous = _optuna_params(warm_start.best_params)
             lo, hi = space.batch_bounds(n_train)  # the bounds move with the data size
@@ -343,7 +356,7 @@ class DigitalTwin:
         # an order of magnitude slower.  Parallelism comes from ``jobs``.
         threads_before = torch.get_num_threads()
         torch.set_num_threads(1)
-        objective = _Objective(space, Xt, yt, train_idx, val_idx, n_train, seed, prev_model)
+        objective = _Objective(space, Xt, yt, train_idx, val_idx, n_train, seed, prev_models)
         bar = None
         callbacks = []
         if progress:
@@ -366,8 +379,8 @@ class DigitalTwin:
                            gc_after_trial=False, catch=())
             complete_ = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
             if complete_:
-                model, params, epochs, best = _train_final(complete_, space, n_train, seed, ensemble_size,
-                                                           Xt, yt, prev_model)
+                models, entries = _train_final(complete_, space, n_train, seed, ensemble_size, top_k,
+                                               Xt, yt, prev_models)
         finally:
             if bar is not None:
                 bar.close()
@@ -389,14 +402,15 @@ class DigitalTwin:
             "n_points": len(table),
             "n_dropped_nonfinite": table.n_dropped,
             "search_space": space.to_dict(),
-            "best_params": params,
-            "best_trial": best.number,
-            "best_epoch": epochs,
+            "best_params": entries[0]["params"],
+            "best_trial": entries[0]["trial"],
+            "best_epoch": entries[0]["epochs"],
+            "ensemble": entries,
             "selection": "mean squared error on held-out interior scan lines (standardised units), "
                          f"{len(folds)}-fold" if line_axis >= 0 else
                          f"mean squared error on random held-out rows, {len(folds)}-fold",
-            "selection_score": float(best.value),
-            "cv_rmse": float(math.sqrt(best.value) * y_scaler.scale[0]),
+            "selection_score": float(entries[0]["cv_score"]),
+            "cv_rmse": float(math.sqrt(entries[0]["cv_score"]) * y_scaler.scale[0]),
             "line_axis": table.x_names[line_axis] if line_axis >= 0 else None,
             "n_trials_complete": states.count(optuna.trial.TrialState.COMPLETE),
             "n_trials_pruned": states.count(optuna.trial.TrialState.PRUNED),
@@ -408,16 +422,17 @@ class DigitalTwin:
             "data_source": table.source,
             "seed": seed,
             "jobs": jobs,
-            "ensemble_size": ensemble_size,
+            "ensemble_size": int(sum(m.members for m in models)),
+            "top_k": top_k,
             "refit_count": refit,
             "parent_version": parent.get("version") if parent else None,
             "versions": _versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        twin = cls(model, x_scaler, y_scaler, metadata,
+        twin = cls(models, x_scaler, y_scaler, metadata,
                    journal=(tmpdir / JOURNAL_FILE) if tmpdir is not None else None)
         metadata["train_r2"] = twin.score(table.X, table.y)
-        metadata["version"] = f"{refit}-{_weights_hash(model, metadata['data_sha256'])[:8]}"
+        metadata["version"] = f"{refit}-{_weights_hash(models, metadata['data_sha256'])[:8]}"
         return twin
 
     # ------------------------------------------------------------------ persistence
@@ -430,7 +445,7 @@ class DigitalTwin:
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise InputError(f"{path} exists and is not a directory")
-        state = {k: v.detach().clone() for k, v in self._model.state_dict().items()}
+        state = {k: v.detach().clone() for k, v in self._models.state_dict().items()}
         meta = dict(self.metadata)
         with atomic_directory(path) as tmp:
             torch.save(state, tmp / WEIGHTS_FILE)
@@ -469,26 +484,30 @@ class DigitalTwin:
             raise ModelFileError(f"{path} holds no measurement twin (format {meta.get('format') if isinstance(meta, dict) else None!r})")
         if int(meta.get("format_version", -1)) > FORMAT_VERSION:
             raise ModelFileError(f"{path} was written by a newer bluesky-twin (format {meta['format_version']})")
+        if int(meta.get("format_version", -1)) < FORMAT_VERSION:
+            raise ModelFileError(f"{path} uses the old twin format {meta.get('format_version')}; refit it")
         try:
-            params = meta["best_params"]
             x_scaler = Scaler.from_dict(meta["x_scaler"])
             y_scaler = Scaler.from_dict(meta["y_scaler"])
             n_in = len(meta["x_names"])
-            model = BatchedMLP(int(meta["ensemble_size"]), n_in, 1, int(params["n_layers"]),
-                               int(params["n_units"]), float(params.get("dropout", 0.0)),
-                               str(params.get("activation", "relu")))
+            models = torch.nn.ModuleList(
+                BatchedMLP(int(e["members"]), n_in, 1, int(e["params"]["n_layers"]), int(e["params"]["n_units"]),
+                           float(e["params"].get("dropout", 0.0)), str(e["params"].get("activation", "relu")))
+                for e in meta["ensemble"])
+            if not len(models):
+                raise ValueError("empty ensemble")
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{meta_path} is incomplete or inconsistent: {exc!r}") from exc
         try:
             state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-            model.load_state_dict(state, strict=True)
+            models.load_state_dict(state, strict=True)
         except FileNotFoundError as exc:
             raise ModelFileError(f"{path} has no {WEIGHTS_FILE}") from exc
         except Exception as exc:  # unpickling/shape errors of many kinds
             raise ModelFileError(f"{path / WEIGHTS_FILE} is corrupt or does not match {METADATA_FILE}: {exc}") from exc
-        model.eval()
+        models.eval()
         journal = path / JOURNAL_FILE
-        return cls(model, x_scaler, y_scaler, meta, journal=journal if journal.exists() else None)
+        return cls(models, x_scaler, y_scaler, meta, journal=journal if journal.exists() else None)
 
     def storage_url(self, model_dir: str | os.PathLike | None = None) -> str:
         """The Optuna storage URL of the study, resolving a saved journal file."""
@@ -507,10 +526,10 @@ class _Objective:
 
     def __init__(self, space: TwinSearchSpace, X: "torch.Tensor", y: "torch.Tensor",
                  train_idx: list["torch.Tensor"], val_idx: list["torch.Tensor"], n_train: int,
-                 seed: int, prev_model: "BatchedMLP | None") -> None:
+                 seed: int, prev_models: list["BatchedMLP"]) -> None:
         self.space, self.X, self.y = space, X, y
         self.train_idx, self.val_idx, self.n_train = train_idx, val_idx, n_train
-        self.seed, self.prev_model = seed, prev_model
+        self.seed, self.prev_models = seed, prev_models
 
     def __call__(self, trial: Any) -> float:
         import optuna
@@ -523,8 +542,9 @@ class _Objective:
         gen = torch.Generator().manual_seed(self.seed * 100_003 + trial.number)
         model = BatchedMLP(len(self.train_idx), self.X.shape[1], 1, params["n_layers"], params["n_units"],
                            params["dropout"], params["activation"], generator=gen)
-        if self.prev_model is not None and _same_arch(self.prev_model, params):
-            model.load_members_from(self.prev_model)
+        previous = _matching(self.prev_models, params)
+        if previous is not None:
+            model.load_members_from(previous)
             trial.set_user_attr("warm_weights", True)
 
         def report(epoch: int, value: float) -> None:
@@ -552,28 +572,41 @@ class _Objective:
 
 
 def _train_final(complete: list[Any], space: TwinSearchSpace, n_train: int, seed: int, ensemble_size: int,
-                 Xt: "torch.Tensor", yt: "torch.Tensor", prev_model: "BatchedMLP | None"
-                 ) -> tuple["BatchedMLP", dict[str, Any], int, Any]:
-    """Refit the best configuration on all rows with ``ensemble_size`` seeds."""
+                 top_k: int, Xt: "torch.Tensor", yt: "torch.Tensor", prev_models: list["BatchedMLP"]
+                 ) -> tuple["torch.nn.ModuleList", list[dict[str, Any]]]:
+    """Refit the top-k configurations on all rows, ``ensemble_size`` members in all."""
     import torch
 
     from bluesky_twin.twin.network import BatchedMLP
     from bluesky_twin.twin.training import train_members
 
-    best = min(complete, key=lambda t: t.value)
-    params = _model_params(best.params, space, n_train)
-    epochs = int(max(best.user_attrs.get("best_epoch", space.max_epochs), space.min_final_epochs))
+    ranked = sorted(complete, key=lambda t: t.value)
+    chosen = [t for t in ranked[: max(1, min(top_k, ensemble_size))] if t.value <= TOP_K_SCORE_RATIO * ranked[0].value]
+    shares = [ensemble_size // len(chosen) + (1 if i < ensemble_size % len(chosen) else 0) for i in range(len(chosen))]
     gen = torch.Generator().manual_seed(seed * 7919 + 1)
-    model = BatchedMLP(ensemble_size, Xt.shape[1], 1, params["n_layers"], params["n_units"],
-                       params["dropout"], params["activation"], generator=gen)
-    if prev_model is not None and _same_arch(prev_model, params):
-        model.load_members_from(prev_model)
     full = torch.arange(len(Xt))
-    train_members(model, Xt, yt, [full] * ensemble_size, None, lr=params["lr"],
-                  batch_size=min(params["batch_size"], len(Xt)), weight_decay=params["weight_decay"],
-                  max_epochs=epochs, lr_drop_epoch=space.lr_drop_epoch,
-                  lr_drop_factor=space.lr_drop_factor, generator=gen)
-    return model, params, epochs, best
+    models, entries = torch.nn.ModuleList(), []
+    for trial, members in zip(chosen, shares):
+        params = _model_params(trial.params, space, n_train)
+        epochs = int(max(trial.user_attrs.get("best_epoch", space.max_epochs), space.min_final_epochs))
+        model = BatchedMLP(members, Xt.shape[1], 1, params["n_layers"], params["n_units"],
+                           params["dropout"], params["activation"], generator=gen)
+        previous = _matching(prev_models, params)
+        if previous is not None:
+            model.load_members_from(previous)
+        train_members(model, Xt, yt, [full] * members, None, lr=params["lr"],
+                      batch_size=min(params["batch_size"], len(Xt)), weight_decay=params["weight_decay"],
+                      max_epochs=epochs, lr_drop_epoch=space.lr_drop_epoch,
+                      lr_drop_factor=space.lr_drop_factor, generator=gen)
+        models.append(model)
+        entries.append({"trial": trial.number, "params": params, "members": members, "epochs": epochs,
+                        "cv_score": float(trial.value)})
+    return models, entries
+
+
+def _matching(models: list["BatchedMLP"], params: dict[str, Any]) -> "BatchedMLP | None":
+    """The first of *models* with the architecture of *params*, if any."""
+    return next((m for m in models if _same_arch(m, params)), None)
 
 
 def _line_folds(X: np.ndarray, n_folds: int, seed: int) -> tuple[int, list[np.ndarray]]:
@@ -600,10 +633,10 @@ def _same_arch(model: "BatchedMLP", params: dict[str, Any]) -> bool:
         params["n_layers"], params["n_units"], params["activation"])
 
 
-def _weights_hash(model: "BatchedMLP", salt: str) -> str:
+def _weights_hash(models: Any, salt: str) -> str:
     import hashlib
 
     h = hashlib.sha256(salt.encode())
-    for v in model.state_dict().values():
+    for v in models.state_dict().values():
         h.update(v.detach().numpy().tobytes())
     return h.hexdigest()
