@@ -67,6 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--field-min", type=float, default=None, metavar="TESLA", help="lowest field (default: twin range)")
     g.add_argument("--T-step", type=float, default=None, metavar="K", help="temperature grid step (default: range/500)")
     g.add_argument("--extrema-tolerance", type=int, default=0, help="accepted number of extra local extrema")
+    g.add_argument("--check-fields", choices=("top", "all"), default="top",
+                   help="compare dS_M(T) at the top field only, or at every field of each candidate grid")
     g.add_argument("--points-per-field", type=int, default=None, help="readings per temperature sweep (time estimate)")
     g.add_argument("--temperature-rate-K-per-min", type=float, default=None, help="temperature sweep rate (time estimate)")
     g.add_argument("--sweep-rate-T-per-min", type=float, default=None, help="field ramp rate (time estimate)")
@@ -279,6 +281,7 @@ def _run_steps(args: argparse.Namespace) -> int:
             sweep_rate_T_per_min=args.sweep_rate_T_per_min,
             settle_s_per_field=args.settle_s,
             mass_g=args.mass_g,
+            check_fields=args.check_fields,
         )
     else:
         if args.tolerance < 0:

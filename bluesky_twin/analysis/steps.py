@@ -318,6 +318,7 @@ def field_step_study(
     settle_s_per_field: float = 0.0,
     mass_g: float | None = None,
     moment_unit: str | None = None,
+    check_fields: str = "top",
 ) -> StepStudy:
     """Propose the coarsest field step whose dS_M(T) shows no extrinsic oscillation.
 
@@ -354,12 +355,17 @@ def field_step_study(
         Added per field when any timing is given.
     mass_g, moment_unit
         SI conversion of dS_M (see :mod:`bluesky_twin.analysis.mce`).
+    check_fields
+        ``"top"``: compare the dS_M(T) curve of the top field only.  ``"all"``:
+        compare the curve at every field of the candidate grid (0 -> s, 0 -> 2s,
+        ...) and report the worst; a step passes only if it passes at every field.
 
     Returns
     -------
     StepStudy
         Rows with ``step, n_fields, excess_tv, extra_extrema, n_extrema, rms,
-        passes, time_s``.
+        worst_field_T, passes, time_s``.  The reference is the finest step with
+        every candidate's fields added, so it has a row at each compared field.
     """
     s = _check_steps(steps, "field steps")
     it = axis_index(twin, T_axis, 0)
@@ -393,10 +399,11 @@ def field_step_study(
         if v is not None and not (np.isfinite(v) and v > 0):
             raise InputError(f"{name} must be a positive number; got {v!r}")
 
-    results = []
-    for step in s:
-        levels_T = field_levels(step, field_min, field_max)
-        es = entropy_change_from_twin(
+    if check_fields not in ("top", "all"):
+        raise InputError(f"check_fields must be 'top' or 'all'; got {check_fields!r}")
+
+    def simulate(levels_T: np.ndarray):
+        return entropy_change_from_twin(
             twin,
             T_grid,
             levels_T / to_T,
@@ -407,26 +414,46 @@ def field_step_study(
             H_axis=ih,
             use_members=False,
         )
-        results.append((step, len(levels_T), es))
-    reference = results[0][2].dS[-1]
-    ref_std = results[0][2].dS_std[-1] if results[0][2].dS_std is not None else None
+
+    levels = {float(step): field_levels(step, field_min, field_max) for step in s}
+    # Reference: the finest step plus every field of every candidate, so that the
+    # reference has a row at each field a candidate reaches (spacing <= finest step).
+    union = np.unique(np.concatenate(list(levels.values())))
+    union = union[np.concatenate([[True], np.diff(union) > 1e-9 * s[0]])]
+    ref = simulate(union)
     T_span = float(T_grid[-1] - T_grid[0])
     rows, curves = [], []
-    for step, n_fields, es in results:
-        curve = es.dS[-1]
-        m = oscillation_metric(curve, reference, prominence_frac=prominence_frac)
-        passes = m.excess_tv <= tolerance and m.extra_extrema <= extrema_tolerance
+    for step in s:
+        lv = levels[float(step)]
+        es = simulate(lv)
+        checked = range(1, len(lv)) if check_fields == "all" else [len(lv) - 1]
+        worst: dict[str, Any] = {"excess_tv": -np.inf, "extra_extrema": -(10**9), "n_extrema": 0, "rms": 0.0,
+                                 "worst_field_T": float(lv[-1])}
+        passes = True
+        for k in checked:
+            r_row = int(np.argmin(np.abs(union - lv[k])))
+            reference = ref.dS[r_row]
+            if np.abs(np.diff(reference)).sum() <= 1e-12 * np.abs(np.diff(ref.dS[-1])).sum():
+                continue  # nothing to compare at this field
+            m = oscillation_metric(es.dS[k], reference, prominence_frac=prominence_frac)
+            passes = passes and m.excess_tv <= tolerance and m.extra_extrema <= extrema_tolerance
+            if m.excess_tv > worst["excess_tv"]:
+                worst.update(excess_tv=m.excess_tv, worst_field_T=float(lv[k]))
+            if m.extra_extrema > worst["extra_extrema"]:
+                worst.update(extra_extrema=m.extra_extrema, n_extrema=m.n_extrema)
+            worst["rms"] = max(worst["rms"], m.rms)
         rows.append(
             {
                 "step": float(step),
-                "n_fields": n_fields,
-                "excess_tv": m.excess_tv,
-                "extra_extrema": m.extra_extrema,
-                "n_extrema": m.n_extrema,
-                "rms": m.rms,
+                "n_fields": int(len(lv)),
+                "excess_tv": float(worst["excess_tv"]),
+                "extra_extrema": int(worst["extra_extrema"]),
+                "n_extrema": int(worst["n_extrema"]),
+                "rms": float(worst["rms"]),
+                "worst_field_T": worst["worst_field_T"],
                 "passes": bool(passes),
                 "time_s": _measurement_time(
-                    n_fields,
+                    len(lv),
                     points_per_field or len(T_grid),
                     time_per_point_s=time_per_point_s,
                     level_sweep_s=None if temperature_rate_K_per_min is None else T_span / temperature_rate_K_per_min * 60,
@@ -436,7 +463,8 @@ def field_step_study(
                 ),
             }
         )
-        curves.append(curve)
+        curves.append(es.dS[-1])
+    ref_std = ref.dS_std[-1] if ref.dS_std is not None else None
     proposed, ok = propose_coarsest(s, np.array([r["passes"] for r in rows]))
     return StepStudy(
         kind="field",
@@ -446,8 +474,9 @@ def field_step_study(
         rows=rows,
         proposed_step=proposed,
         proposal_ok=ok,
-        criteria={"tolerance_excess_tv": tolerance, "extrema_tolerance": extrema_tolerance, "prominence_frac": prominence_frac},
-        curves={"T": T_grid, "dS": np.vstack(curves), "dS_ref_std": ref_std, "units": results[0][2].units},
+        criteria={"tolerance_excess_tv": tolerance, "extrema_tolerance": extrema_tolerance,
+                  "prominence_frac": prominence_frac, "check_fields": check_fields},
+        curves={"T": T_grid, "dS": np.vstack(curves), "dS_ref_std": ref_std, "units": ref.units},
         meta={
             "field_min_T": field_min,
             "field_max_T": field_max,
@@ -455,7 +484,7 @@ def field_step_study(
             "T_axis": list(twin.x_names)[it],
             "T_range": [float(T_grid[0]), float(T_grid[-1])],
             "n_T": int(len(T_grid)),
-            "units": results[0][2].units,
+            "units": ref.units,
             "timing": {
                 "time_per_point_s": time_per_point_s,
                 "points_per_field": points_per_field or len(T_grid),
