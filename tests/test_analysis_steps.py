@@ -58,19 +58,23 @@ def test_oscillation_metric_zero_for_identical_and_grows_with_ripple():
     T = np.linspace(10, 60, 501)
     ref = -0.1 * np.exp(-0.5 * ((T - 35) / 6) ** 2)
     same = oscillation_metric(ref, ref)
-    assert same.excess_tv == 0 and same.extra_extrema == 0 and same.rms == 0
+    assert same.wiggle == 0 and same.excess_tv == 0 and same.extra_extrema == 0 and same.rms == 0
     assert same.n_extrema_ref == 1
     previous = same
     for amp in (0.002, 0.01, 0.03):
         m = oscillation_metric(ref * (1 + amp * np.sin(2 * np.pi * T / 2.0)), ref)
+        assert m.wiggle > previous.wiggle
         assert m.excess_tv > previous.excess_tv
         assert m.rms > previous.rms
         assert m.extra_extrema >= previous.extra_extrema
         previous = m
     assert previous.extra_extrema >= 4  # ripples on the flanks of the peak become extrema
-    # a smooth bias (no wiggles) adds no total variation and no extrema
-    biased = oscillation_metric(1.05 * ref, ref)
-    assert biased.extra_extrema == 0 and biased.excess_tv == pytest.approx(0.05)
+    # a scaled and shifted curve has no wiggle and no extra extrema (excess TV sees the scale)
+    biased = oscillation_metric(1.05 * ref + 0.01, ref)
+    assert biased.extra_extrema == 0 and biased.wiggle == pytest.approx(0, abs=1e-12)
+    assert biased.excess_tv == pytest.approx(0.05)
+    # a peak moved by one grid step is (almost) no wiggle either
+    assert abs(oscillation_metric(np.roll(ref, 1), ref).wiggle) < 1e-3
     with pytest.raises(InputError, match="constant"):
         oscillation_metric(ref, np.zeros_like(ref))
 
