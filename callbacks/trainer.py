@@ -37,7 +37,6 @@ import math
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -306,7 +305,8 @@ class TwinTrainer:
         self.errors: list[str] = []
         self.fit_seconds: list[float] = []
         self._listeners: list[Callable[[Any, "TwinTrainer"], None]] = []
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="twin-trainer")
+        self._thread: threading.Thread | None = None
+        self._closed = False
         self._router = RunRouter([self._factory])
 
     # -- callback entry point ------------------------------------------------------
@@ -428,10 +428,13 @@ class TwinTrainer:
     # -- fitting ---------------------------------------------------------------------
     def _schedule(self) -> None:
         with self._cond:
-            if self._worker_active:
+            if self._worker_active or self._closed:
                 return  # the running worker loop picks up the new data (coalesced)
             self._worker_active = True
-        self._executor.submit(self._worker_loop)
+        # A daemon thread: a refit still running when the interpreter exits is dropped
+        # instead of holding up the exit (its twin was never saved anyway).
+        self._thread = threading.Thread(target=self._worker_loop, name="twin-trainer", daemon=True)
+        self._thread.start()
 
     def _worker_loop(self) -> None:
         while True:
@@ -694,9 +697,17 @@ class TwinTrainer:
         frame[self.y_field] = y
         return frame
 
-    def close(self, wait: bool = True) -> None:
-        """Stop the worker thread (waits for a running fit with ``wait=True``)."""
-        self._executor.shutdown(wait=wait, cancel_futures=not wait)
+    def close(self, wait: bool = True, timeout: float | None = None) -> None:
+        """Stop scheduling refits; with ``wait=True`` let a running refit finish first.
+
+        Call it before closing the stores that refit listeners (e.g. a
+        :class:`~bluesky_twin.callbacks.TwinStream`) write to.
+        """
+        with self._cond:
+            self._closed = True
+            thread = self._thread
+        if wait and thread is not None:
+            thread.join(timeout)
 
     def __repr__(self) -> str:
         return (f"TwinTrainer(x_fields={self.x_fields!r}, y_field={self.y_field!r}, "
