@@ -172,3 +172,19 @@ def test_nan_rows_are_dropped_and_counted() -> None:
     twin = DigitalTwin.fit(df, ["T", "H"], "M", trials=1, search_space=TINY, ensemble_size=2)
     assert twin.metadata["n_dropped_nonfinite"] == 4
     assert twin.metadata["n_points"] == len(df) - 4
+
+
+def test_tabulated_twin_matches_the_network(twin: DigitalTwin) -> None:
+    tab = twin.tabulate((200, 100))
+    rng = np.random.default_rng(1)
+    X = rng.uniform(twin.x_range[:, 0], twin.x_range[:, 1], size=(500, 2))
+    mean, std = tab.predict(X)
+    ref_mean, ref_std = twin.predict(X)
+    span = np.ptp(ref_mean)
+    assert np.max(np.abs(mean - ref_mean)) < 0.01 * span
+    assert tab.max_abs_error < 0.01 * span
+    assert np.max(np.abs(std - ref_std)) < 0.01 * span and (std >= 0).all()
+    # outside the box the network answers
+    out = np.array([[80.0, 2.0]])
+    np.testing.assert_allclose(tab.predict(out)[0], twin.predict(out)[0])
+    assert tab.x_names == twin.x_names and tab.version.startswith(twin.version)

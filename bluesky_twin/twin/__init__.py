@@ -11,12 +11,14 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-__all__ = ["DigitalTwin", "Scaler", "TwinSearchSpace"]
+__all__ = ["DigitalTwin", "Scaler", "TabulatedTwin", "TwinSearchSpace", "tabulate"]
 
 _LAZY = {
     "DigitalTwin": "bluesky_twin.twin.model",
     "Scaler": "bluesky_twin.twin.model",
     "TwinSearchSpace": "bluesky_twin.twin.space",
+    "TabulatedTwin": "bluesky_twin.twin.tabulated",
+    "tabulate": "bluesky_twin.twin.tabulated",
 }
 
 

@@ -198,6 +198,12 @@ class DigitalTwin:
             return members
         return members.mean(axis=0), members.std(axis=0)
 
+    def tabulate(self, shape: Sequence[int] | None = None, **kwargs: Any) -> Any:
+        """A fast grid-and-spline copy for repeated queries (see :mod:`bluesky_twin.twin.tabulated`)."""
+        from bluesky_twin.twin.tabulated import TabulatedTwin
+
+        return TabulatedTwin(self, shape, **kwargs)
+
     def outside_training_range(self, X: np.ndarray) -> np.ndarray:
         """Boolean mask of points outside the training range on any axis."""
         X = np.atleast_2d(np.asarray(X, dtype=float))
