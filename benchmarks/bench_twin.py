@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+ARPES_TIMEOUT = 150.0
 DATA = ROOT.parent / "shared" / "data" / "terashima2023"
 DATASETS = {
     1: ("ErCo2 M(T,H)", "traindata_Section3_1.csv", (2.6, 3.9)),
@@ -152,7 +153,8 @@ def _lofo_one(twin, X, y, lines, params, epochs, seed):
     space = twin.metadata["search_space"]
     train_members(model, Xt, yt, train, None, lr=params["lr"], batch_size=params["batch_size"],
                   weight_decay=params["weight_decay"], max_epochs=epochs,
-                  lr_drop_epoch=space["lr_drop_epoch"], lr_drop_factor=space["lr_drop_factor"], generator=gen)
+                  lr_drop_epoch=space["lr_drop_epoch"], lr_drop_factor=space["lr_drop_factor"], generator=gen,
+                  max_steps_per_epoch=space.get("max_steps_per_epoch", 0))
     out = {}
     with torch.no_grad():
         for i, h in enumerate(lines):
@@ -188,7 +190,7 @@ def run_dataset(key, trials, jobs, seed, out_rows, figs):
     print(f"\n=== {name}: {len(df)} points, {len(np.unique(X[:, 1]))} lines", flush=True)
     t0 = time.perf_counter()
     twin = DigitalTwin.fit(df, xcols, ycol, trials=trials, jobs=jobs, seed=seed,
-                           timeout=None if key != 4 else 170, progress=False)
+                           timeout=None if key != 4 else ARPES_TIMEOUT, progress=False)
     wall = time.perf_counter() - t0
     m = twin.metadata
     print(f"fit {wall:.1f} s ({m['n_trials_complete']} complete, {m['n_trials_pruned']} pruned), "
@@ -297,7 +299,8 @@ def write_markdown(rows, figs, args, elapsed):
         "# Twin benchmark (Terashima et al. 2023 data)",
         "",
         f"Command: `.venv/bin/python benchmarks/bench_twin.py --datasets {args.datasets} --trials {args.trials} "
-        f"--jobs {args.jobs}` ({elapsed / 60:.1f} min in all). Machine: {os.cpu_count()} cores, shared with other "
+        f"--jobs {args.jobs}{' --update' if args.update else ''}` ({elapsed / 60:.1f} min for this invocation; "
+        "rows of earlier invocations are kept with --update, see the per-row timings). Machine: {os.cpu_count()} cores, shared with other "
         "work while this ran, so absolute times are pessimistic; compare the ratios.",
         "",
         "## Fit time, training fit, prediction",
@@ -305,7 +308,7 @@ def write_markdown(rows, figs, args, elapsed):
         "| data set | points | trials (complete/pruned) | fit wall (s) | paper (min) | paper / ours | train R^2 | predict 1e5 pts (ms) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    for r in sorted(rows, key=lambda r: [v[0] for v in DATASETS.values()].index(r["dataset"])):
         lines.append(f"| {r['dataset']} | {r['points']} | {r['complete']}/{r['pruned']} | {r['fit_s']:.1f} | "
                      f"{r['paper_min'][0]}-{r['paper_min'][1]} | {r['speedup_vs_paper']:.2f}x | {r['train_r2']:.4f} | "
                      f"{r['pred_1e5_ms']:.0f} |")
@@ -321,7 +324,7 @@ def write_markdown(rows, figs, args, elapsed):
         "| data set | twin | train-fit pick | linear along coarse axis | cubic spline | RBF (tuned) | random forest | twin / best baseline |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    for r in sorted(rows, key=lambda r: [v[0] for v in DATASETS.values()].index(r["dataset"])):
         e = r["lofo"]
         best_base = min(e["linear"], e["spline"], e["rbf"], e["forest"])
         alt = "same config" if r["lofo_train_fit_selected"] is None else f"{r['lofo_train_fit_selected']:.4f}"
@@ -348,9 +351,19 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--update", action="store_true",
+                    help="keep the other data sets' rows of an earlier run (docs/benchmarks/twin.json)")
+    ap.add_argument("--arpes-timeout", type=float, default=150.0, help="search timeout for the ARPES map (s)")
     args = ap.parse_args()
     t0 = time.perf_counter()
     rows, figs = [], {}
+    if args.update and (ROOT / "docs" / "benchmarks" / "twin.json").exists():
+        old = json.loads((ROOT / "docs" / "benchmarks" / "twin.json").read_text())
+        wanted = {DATASETS[int(k)][0] for k in args.datasets.split(",")}
+        rows = [r for r in old["rows"] if r["dataset"] not in wanted]
+        figs = old.get("figs", {}) if "1" not in args.datasets.split(",") else {}
+    global ARPES_TIMEOUT
+    ARPES_TIMEOUT = args.arpes_timeout
     for key in [int(k) for k in args.datasets.split(",")]:
         run_dataset(key, args.trials, args.jobs, args.seed, rows, figs)
         write_markdown(rows, figs, args, time.perf_counter() - t0)

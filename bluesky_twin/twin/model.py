@@ -270,7 +270,9 @@ class DigitalTwin:
         trials
             Optuna trials (default 30, or 4 for a warm start).
         timeout
-            Stop starting new trials after this many seconds.
+            Seconds for the search: no trial starts after it, and running trials
+            stop at it, keeping the best weights they reached (the final ensemble
+            is trained after it).
         jobs
             Trials run in parallel threads in this process.
         storage
@@ -362,7 +364,8 @@ class DigitalTwin:
         # an order of magnitude slower.  Parallelism comes from ``jobs``.
         threads_before = torch.get_num_threads()
         torch.set_num_threads(1)
-        objective = _Objective(space, Xt, yt, train_idx, val_idx, n_train, seed, prev_models)
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        objective = _Objective(space, Xt, yt, train_idx, val_idx, n_train, seed, prev_models, deadline)
         bar = None
         callbacks = []
         if progress:
@@ -532,10 +535,10 @@ class _Objective:
 
     def __init__(self, space: TwinSearchSpace, X: "torch.Tensor", y: "torch.Tensor",
                  train_idx: list["torch.Tensor"], val_idx: list["torch.Tensor"], n_train: int,
-                 seed: int, prev_models: list["BatchedMLP"]) -> None:
+                 seed: int, prev_models: list["BatchedMLP"], deadline: float | None = None) -> None:
         self.space, self.X, self.y = space, X, y
         self.train_idx, self.val_idx, self.n_train = train_idx, val_idx, n_train
-        self.seed, self.prev_models = seed, prev_models
+        self.seed, self.prev_models, self.deadline = seed, prev_models, deadline
 
     def __call__(self, trial: Any) -> float:
         import optuna
@@ -563,11 +566,14 @@ class _Objective:
                                 batch_size=params["batch_size"], weight_decay=params["weight_decay"],
                                 max_epochs=self.space.max_epochs, lr_drop_epoch=self.space.lr_drop_epoch,
                                 lr_drop_factor=self.space.lr_drop_factor, patience=self.space.patience,
-                                generator=gen, report=report)
+                                generator=gen, report=report,
+                                max_steps_per_epoch=self.space.max_steps_per_epoch, deadline=self.deadline)
         except PruneSignal:
             raise optuna.TrialPruned() from None
         trial.set_user_attr("best_epoch", res.best_epoch)
         trial.set_user_attr("epochs_run", res.epochs_run)
+        if res.time_limited:  # the study's timeout cut this trial short: keep what it reached
+            trial.set_user_attr("time_limited", True)
         with torch.no_grad():  # training-set fit, recorded to compare selection criteria
             pred = model(self.X.unsqueeze(0).expand(model.members, -1, -1))
             train_mse = [float(((pred[m, idx] - self.y[idx]) ** 2).mean()) for m, idx in enumerate(self.train_idx)]
@@ -603,7 +609,8 @@ def _train_final(complete: list[Any], space: TwinSearchSpace, n_train: int, seed
         train_members(model, Xt, yt, [full] * members, None, lr=params["lr"],
                       batch_size=min(params["batch_size"], len(Xt)), weight_decay=params["weight_decay"],
                       max_epochs=epochs, lr_drop_epoch=space.lr_drop_epoch,
-                      lr_drop_factor=space.lr_drop_factor, generator=gen)
+                      lr_drop_factor=space.lr_drop_factor, generator=gen,
+                      max_steps_per_epoch=space.max_steps_per_epoch)
         models.append(model)
         entries.append({"trial": trial.number, "params": params, "members": members, "epochs": epochs,
                         "cv_score": float(trial.value)})

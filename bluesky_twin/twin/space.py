@@ -32,10 +32,13 @@ class TwinSearchSpace:
     patience
         Early-stopping patience in epochs (on the held-out-lines validation loss).
     max_steps_per_epoch
-        The smallest batch size is raised so that one epoch is at most this many
-        optimiser steps (``0`` disables).  Tiny MLPs on small data are dominated by
-        per-step overhead, so this bounds a trial's cost; it is the one departure
-        from the paper's space (for 808 points the smallest batch becomes 68).
+        An epoch is at most this many optimiser steps (``0`` disables): the
+        smallest batch size is raised to ``n / max_steps_per_epoch`` and, where even
+        the largest batch cannot cover the data in that many steps, each epoch
+        trains on a fresh random subset.  Tiny MLPs are dominated by per-step
+        overhead, so this bounds a trial's cost; it is the one departure from the
+        paper's space (for 808 points the smallest batch becomes 68; for the 30k-point
+        ARPES map an epoch sees 8192 random points).
     min_final_epochs
         Floor on the epochs of the final all-data ensemble (the search's best
         epoch is used when larger).

@@ -8,6 +8,7 @@ index, so there is no DataLoader and no per-sample Python.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -30,18 +31,23 @@ class TrainResult:
     best_epoch: int
     epochs_run: int
     history: list[float]
+    time_limited: bool = False
 
 
 def _member_batches(
-    train_idx: Sequence[torch.Tensor], batch_size: int, gen: torch.Generator
+    train_idx: Sequence[torch.Tensor], batch_size: int, gen: torch.Generator, max_steps: int = 0
 ) -> torch.Tensor:
     """Index tensor ``(members, steps * batch_size)``: a fresh permutation per member.
 
     Members with fewer rows than the longest one cycle through a second permutation,
-    so every member takes the same number of optimiser steps per epoch.
+    so every member takes the same number of optimiser steps per epoch.  With
+    ``max_steps`` an epoch is at most that many steps: on large data sets an epoch
+    then sees a fresh random subset of ``max_steps * batch_size`` rows.
     """
     n_max = max(len(t) for t in train_idx)
     steps = max(1, math.ceil(n_max / batch_size))
+    if max_steps:
+        steps = min(steps, max_steps)
     total = steps * batch_size
     rows = []
     for idx in train_idx:
@@ -68,6 +74,8 @@ def train_members(
     generator: torch.Generator | None = None,
     report: Callable[[int, float], None] | None = None,
     report_every: int = 5,
+    max_steps_per_epoch: int = 0,
+    deadline: float | None = None,
 ) -> TrainResult:
     """Train every member of *model* with Adam and an MSE loss.
 
@@ -91,6 +99,11 @@ def train_members(
     report
         ``report(epoch, val_loss)`` called every ``report_every`` epochs; may raise
         :class:`PruneSignal` to stop.
+    max_steps_per_epoch
+        Cap on optimiser steps per epoch (``0``: a full pass).
+    deadline
+        A :func:`time.monotonic` time after which training stops early (the best
+        weights so far are kept); ``TrainResult.time_limited`` tells.
 
     Returns
     -------
@@ -115,12 +128,13 @@ def train_members(
     best_state: list[torch.Tensor] | None = None
     history: list[float] = []
     epoch = 0
+    time_limited = False
     for epoch in range(1, max_epochs + 1):
         if epoch == lr_drop_epoch + 1:
             for g in opt.param_groups:
                 g["lr"] = lr / lr_drop_factor
         model.train()
-        order = _member_batches(train_idx, batch_size, gen)
+        order = _member_batches(train_idx, batch_size, gen, max_steps_per_epoch)
         Xe, ye = X[order], y[order]
         for s in range(0, order.shape[1], batch_size):
             xb = Xe[:, s : s + batch_size]
@@ -146,6 +160,9 @@ def train_members(
             break
         if report is not None and epoch % report_every == 0:
             report(epoch, best)
+        if deadline is not None and time.monotonic() > deadline:
+            time_limited = True
+            break
     if best_state is not None:
         with torch.no_grad():
             for p, b in zip(model.parameters(), best_state):
@@ -153,7 +170,7 @@ def train_members(
     if val_idx is None:
         best_epoch = epoch
     model.eval()
-    return TrainResult(model, best, best_epoch, epoch, history)
+    return TrainResult(model, best, best_epoch, epoch, history, time_limited)
 
 
 def line_folds(X: np.ndarray, n_folds: int = 3, seed: int = 0) -> tuple[int, list[np.ndarray]]:
