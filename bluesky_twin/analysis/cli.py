@@ -77,6 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a = s.add_argument_group("angle study")
     a.add_argument("--axis", default=None, help="stepped axis name (default: second twin axis)")
     a.add_argument("--min-recall", type=float, default=0.9, help="min fraction of reference peaks recovered")
+    a.add_argument("--max-spurious", type=float, default=0.1,
+                   help="max spurious peaks as a fraction of the reference peak count")
     a.add_argument("--peak-tolerance", type=float, default=None,
                    help="distance (axis units) within which a peak counts as recovered (default 2.5 finest steps)")
     a.add_argument("--peak-threshold", type=float, default=0.2, help="peaks must exceed this fraction of the map range")
@@ -292,6 +294,7 @@ def _run_steps(args: argparse.Namespace) -> int:
             steps=steps or DEFAULT_ANGLE_STEPS,
             tolerance=args.tolerance,
             min_recall=args.min_recall,
+            max_spurious=args.max_spurious,
             peak_tolerance=args.peak_tolerance,
             peak_threshold=args.peak_threshold,
             peak_prominence=args.peak_prominence,

@@ -11,18 +11,19 @@ Field step (magnetocaloric)
     trapezoid sum turns into a row of bumps: *extrinsic oscillation*.  It is
     measured by (see :func:`oscillation_metric`)
 
-    * excess total variation ``(TV(curve) - TV(ref)) / TV(ref)`` with
-      ``TV(y) = sum |y[i+1] - y[i]|``: every spurious wiggle adds twice its
-      height, and a smooth curve with the same extrema as the reference adds
-      nothing, so the number is 0 for a perfect curve and grows with the ripple
-      amplitude times the number of ripples;
+    * wiggle: the total variation ``TV(y) = sum |y[i+1] - y[i]|`` the curve
+      spends going against the reference's up/down pattern, relative to
+      TV(ref) -- zero for any curve (even a biased or scaled one) that rises and
+      falls where the reference does; every spurious wiggle adds twice its height;
+    * excess total variation ``(TV(curve) - TV(ref)) / TV(ref)`` (reported; it
+      also contains pure amplitude bias);
     * extra local extrema (prominence above a fraction of the reference's
       range, so numerical jitter does not count);
     * RMS deviation from the reference, relative to ``max |ref|`` (reported,
       not used to decide: it also contains the smooth bias of the trapezoid
       rule, which is not an oscillation).
 
-    A step *passes* if its excess TV is at most ``tolerance`` and it has no
+    A step *passes* if its wiggle is at most ``tolerance`` and it has no
     more than ``extrema_tolerance`` extra extrema.  The proposal is the coarsest
     step such that it **and every finer candidate** pass (a coarse step can pass
     by luck when the ripple period aliases with the temperature grid).
@@ -36,8 +37,9 @@ Angle step (2D maps, e.g. ARPES)
     fraction of reference peaks with a recovered peak within
     ``peak_tolerance``), spurious peaks, the mean height error of matched peaks
     and the normalised RMS map error, both relative to the reference's range.
-    A step passes with recall >= ``min_recall`` and height error <= ``tolerance``
-    (and, if given, NRMSE <= ``nrmse_tolerance``); the proposal rule is the same.
+    A step passes with recall >= ``min_recall``, height error <= ``tolerance`` and
+    at most ``max_spurious`` x (reference peaks) spurious peaks (and, if given,
+    NRMSE <= ``nrmse_tolerance``); the proposal rule is the same.
 """
 from __future__ import annotations
 
@@ -586,6 +588,7 @@ def angle_step_study(
     other_step: float | None = None,
     tolerance: float = 0.05,
     min_recall: float = 0.9,
+    max_spurious: float = 0.1,
     nrmse_tolerance: float | None = None,
     peak_tolerance: float | None = None,
     peak_threshold: float = 0.2,
@@ -612,6 +615,10 @@ def angle_step_study(
         Largest accepted mean peak-height error, relative to the reference map's range.
     min_recall
         Smallest accepted fraction of reference peaks recovered within ``peak_tolerance``.
+    max_spurious
+        Largest accepted number of spurious peaks (recovered peaks matching no
+        reference peak), as a fraction of the reference's peak count; linear
+        interpolation of a coarse map makes ridges that peak at the measured lines.
     nrmse_tolerance
         Optional cap on the map's RMS error relative to the reference's range.
     peak_tolerance
@@ -704,7 +711,9 @@ def angle_step_study(
             height_error = float("nan")
         recall = float(found.mean())
         nrmse = float(np.sqrt(np.mean((recon - reference) ** 2)) / span)
-        passes = recall >= min_recall and np.isfinite(height_error) and height_error <= tolerance
+        spurious = int(len(idx) - found.sum())
+        passes = (recall >= min_recall and np.isfinite(height_error) and height_error <= tolerance
+                  and spurious <= max_spurious * len(ref_idx))
         if nrmse_tolerance is not None:
             passes = passes and nrmse <= nrmse_tolerance
         time_s = float("nan")
@@ -717,7 +726,7 @@ def angle_step_study(
                 "recall": recall,
                 "n_peaks": int(len(idx)),
                 "n_peaks_ref": int(len(ref_idx)),
-                "spurious": int(len(idx) - found.sum()),
+                "spurious": spurious,
                 "height_error": height_error,
                 "nrmse": nrmse,
                 "passes": bool(passes),
@@ -738,6 +747,7 @@ def angle_step_study(
         criteria={
             "tolerance_height_error": tolerance,
             "min_recall": min_recall,
+            "max_spurious": max_spurious,
             "nrmse_tolerance": nrmse_tolerance,
             "peak_tolerance": peak_tolerance,
             "peak_threshold": peak_threshold,
