@@ -605,7 +605,10 @@ def _train_final(complete: list[Any], space: TwinSearchSpace, n_train: int, seed
                            params["dropout"], params["activation"], generator=gen)
         previous = _matching(prev_models, params)
         if previous is not None:
+            # starting from trained weights: the search's best epoch, with a
+            # smaller floor than a cold start needs
             model.load_members_from(previous)
+            epochs = int(max(trial.user_attrs.get("best_epoch", space.max_epochs), space.min_final_epochs // 3))
         train_members(model, Xt, yt, [full] * members, None, lr=params["lr"],
                       batch_size=min(params["batch_size"], len(Xt)), weight_decay=params["weight_decay"],
                       max_epochs=epochs, lr_drop_epoch=space.lr_drop_epoch,
