@@ -303,7 +303,8 @@ def write_markdown(rows, figs, args, elapsed):
         "",
         f"Command: `.venv/bin/python benchmarks/bench_twin.py --datasets {args.datasets} --trials {args.trials} "
         f"--jobs {args.jobs}{' --update' if args.update else ''}` ({elapsed / 60:.1f} min for this invocation; "
-        "rows of earlier invocations are kept with --update, see the per-row timings). Machine: {os.cpu_count()} cores, shared with other "
+        "rows of earlier invocations are kept with --update, see the per-row timings). "
+        f"Machine: {os.cpu_count()} cores, shared with other "
         "work while this ran, so absolute times are pessimistic; compare the ratios.",
         "",
         "## Fit time, training fit, prediction",
@@ -320,7 +321,8 @@ def write_markdown(rows, figs, args, elapsed):
         "## Leave-one-field-out error (held-out interior lines)",
         "",
         "RMSE on each held-out line divided by the standard deviation of the whole data set, averaged over the "
-        "lines (lower is better). The twin's row refits its selected configuration without the line; "
+        "lines (lower is better). The twin's row refits each configuration of its ensemble (the top-k trials by "
+        "held-out-line loss) without the line and averages them, as the twin does; "
         "`train-fit pick` is the configuration with the best *training* loss among the complete trials "
         "(the paper's criterion), refit the same way.",
         "",
