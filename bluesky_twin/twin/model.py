@@ -85,6 +85,22 @@ class Scaler:
         return cls(np.asarray(d["mean"], dtype=float), np.asarray(d["scale"], dtype=float))
 
 
+def as_points(X: Any, x_names: Sequence[str]) -> np.ndarray:
+    """Validate prediction points: a finite ``(n, len(x_names))`` float array.
+
+    A 1-D input is one point when there are several axes, else a column of points.
+    """
+    X = np.asarray(X, dtype=float)
+    d = len(x_names)
+    if X.ndim == 1:
+        X = X.reshape(1, -1) if d > 1 else X.reshape(-1, 1)
+    if X.ndim != 2 or X.shape[1] != d:
+        raise InputError(f"expected points of shape (n, {d}) for axes {list(x_names)}, got {X.shape}")
+    if not np.isfinite(X).all():
+        raise InputError("prediction points contain NaN or inf")
+    return X
+
+
 def _versions() -> dict[str, str]:
     import optuna
     import torch
@@ -177,14 +193,7 @@ class DigitalTwin:
         """
         import torch
 
-        X = np.asarray(X, dtype=float)
-        d = len(self.x_names)
-        if X.ndim == 1:
-            X = X.reshape(1, -1) if d > 1 else X.reshape(-1, 1)
-        if X.ndim != 2 or X.shape[1] != d:
-            raise InputError(f"expected points of shape (n, {d}) for axes {self.x_names}, got {X.shape}")
-        if not np.isfinite(X).all():
-            raise InputError("prediction points contain NaN or inf")
+        X = as_points(X, self.x_names)
         Xs = self._x_scaler.transform(X).astype(np.float32)
         outs = []
         with torch.inference_mode():

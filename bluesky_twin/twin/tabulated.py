@@ -88,14 +88,9 @@ class TabulatedTwin:
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and std at *X* (``(n, d)``, original units); the network answers outside the box."""
-        X = np.asarray(X, dtype=float)
-        d = len(self.x_names)
-        if X.ndim == 1:
-            X = X.reshape(1, -1) if d > 1 else X.reshape(-1, 1)
-        if X.ndim != 2 or X.shape[1] != d:
-            raise InputError(f"expected points of shape (n, {d}) for axes {self.x_names}, got {X.shape}")
-        if not np.isfinite(X).all():
-            raise InputError("prediction points contain NaN or inf")
+        from bluesky_twin.twin.model import as_points
+
+        X = as_points(X, self.x_names)
         inside = ((X >= self._lo) & (X <= self._hi)).all(axis=1)
         mean = np.empty(len(X))
         std = np.empty(len(X))
