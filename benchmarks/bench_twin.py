@@ -224,9 +224,10 @@ def run_dataset(key, trials, jobs, seed, out_rows, figs):
     by_train = min(complete, key=lambda t: t.user_attrs["train_mse"])
     alt = None
     if by_train.number != m["best_trial"]:
+        from bluesky_twin.twin import TwinSearchSpace
         from bluesky_twin.twin.model import _model_params
-        alt_params = _model_params(by_train.params, twin._space if hasattr(twin, "_space") else
-                                   __import__("bluesky_twin.twin.space", fromlist=["x"]).TwinSearchSpace.from_dict(m["search_space"]), len(X))
+
+        alt_params = _model_params(by_train.params, TwinSearchSpace.from_dict(m["search_space"]), len(X))
         alt_preds = twin_lofo(twin, X, y, lines, params=alt_params,
                               epochs=max(int(by_train.user_attrs.get("best_epoch", 150)), 150), seed=seed)
         alt = float(np.mean([np.sqrt(np.mean((alt_preds[h] - y[X[:, 1] == h]) ** 2)) for h in lines]) / y.std())

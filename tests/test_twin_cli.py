@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from bluesky_twin.cli import main
-from test_twin import TINY, scan_frame
+from test_twin import scan_frame
 
 
 @pytest.fixture(scope="module")

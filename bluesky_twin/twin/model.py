@@ -21,7 +21,6 @@ import math
 import os
 import shutil
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,7 +136,6 @@ class DigitalTwin:
         self._y_scaler = y_scaler
         self.metadata = metadata
         self._journal = journal
-        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ properties
     @property
