@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -100,9 +99,8 @@ def run_demo(out_dir: str | Path, *, trials: int = 16, seed: int = 0, t_num: int
     timings["open_tiled_s"] = time.perf_counter() - t
     RE = RunEngine({}, call_returns_result=True)
     # The scan's writer (RunEngine thread) and the twin stream's writer (trainer
-    # thread) share one SQLite file, which takes one writer at a time.
-    write_lock = threading.Lock()
-    RE.subscribe(_locked(make_tiled_writer(client), write_lock))
+    # thread) share the store; make_tiled_writer makes them take turns.
+    RE.subscribe(make_tiled_writer(client))
     hw = make_instruments(seed=seed, include=("mpms",))
     mpms = hw.mpms
     x_fields = [mpms.temperature.name, mpms.field.name]
@@ -111,7 +109,7 @@ def run_demo(out_dir: str | Path, *, trials: int = 16, seed: int = 0, t_num: int
                           refit_kwargs={"trials": 3, "jobs": 1, "seed": seed}, study_name="demo-erco2")
     RE.subscribe(trainer)
     # the twin's predictions on a fixed grid become a derived run in the same store
-    stream = TwinStream(trainer, [_locked(make_tiled_writer(client), write_lock)],
+    stream = TwinStream(trainer, [make_tiled_writer(client)],
                         grid={x_fields[0]: np.linspace(10, 60, 101), x_fields[1]: np.linspace(0.01, 5.0, 51)})
     fit_log: list[dict[str, Any]] = []
     trainer.add_refit_listener(lambda twin, tr: fit_log.append(
@@ -131,7 +129,7 @@ def run_demo(out_dir: str | Path, *, trials: int = 16, seed: int = 0, t_num: int
         timings["first_twin_fit_s"] = float(fit_log[0]["fit_seconds"])
 
     # ground truth: what a noiseless, infinitely fine measurement gives
-    from bluesky_twin.analysis.mce import entropy_change_from_twin, entropy_change_isofield
+    from bluesky_twin.analysis.mce import entropy_change_isofield
 
     T = np.asarray(res.dsm_measured.T if res.dsm_measured is not None else np.linspace(10, 60, fine_t_num))
     H = np.asarray(res.fine_fields, dtype=float)
@@ -188,16 +186,6 @@ def run_demo(out_dir: str | Path, *, trials: int = 16, seed: int = 0, t_num: int
     }
     atomic_write_json(out / "summary.json", summary)
     return summary
-
-
-def _locked(callback: Any, lock: threading.Lock) -> Any:
-    """Wrap a document callback so that calls from several threads take turns."""
-
-    def call(name: str, doc: dict) -> Any:
-        with lock:
-            return callback(name, doc)
-
-    return call
 
 
 def _figures(out: Path, mpms: Any, coarse: dict, twin: Any, res: Any, dsm_truth: Any, dsm_coarse: Any,
