@@ -10,7 +10,12 @@ This is what ``bluesky-twin ins train`` runs.  Data recipe:
   *other* A frames give the train-vs-train distribution, ``digits_control`` the
   out-of-distribution one.
 * Two DUQ classifiers (sign of J2) are trained on 80 % of all ``n`` frames:
-  one on the unconvolved maps, one on the convolved frames.
+  one on the unconvolved maps, one on the convolved frames
+  (:func:`train_classifiers`; ``clf_input_scale`` picks their input scaling).
+
+:func:`retrain_classifiers` (``bluesky-twin ins train-classifiers``) retrains only the
+two classifiers of an existing model directory on its recorded data recipe and leaves
+the generators, the domain-score reference and calibration untouched.
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ import numpy as np
 
 from bluesky_twin.errors import InputError
 
-__all__ = ["build_model", "split_indices", "training_split"]
+__all__ = ["build_model", "retrain_classifiers", "split_indices", "train_classifiers", "training_split"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,61 @@ def training_split(meta: dict[str, Any]) -> dict[str, np.ndarray]:
     return {"dataset": ds, "A": ia, "B": ib, "reference": ia[:n_ref], "calibration": ia[n_ref : n_ref + n_cal]}
 
 
+def train_classifiers(
+    dataset: Any,
+    *,
+    seed: int,
+    epochs: int = 15,
+    input_scale: str | None = None,
+    progress: bool = False,
+) -> tuple[dict[str, Any], float]:
+    """Train the two DUQ classifiers (sign of J2) of a model on 80 % of ``dataset``.
+
+    A permutation seeded by ``SeedSequence([seed, 102])`` picks the 80 % training and
+    20 % validation frames; both classifiers (one on ``dataset.unconvolved``, one on
+    ``dataset.convolved``) use the same split and weight seed.
+
+    Parameters
+    ----------
+    dataset
+        A :class:`bluesky_twin.ins.InsDataset` (the model's training data).
+    seed
+        Split and weight seed.
+    epochs
+        DUQ epochs (>= 1).
+    input_scale
+        ``"log"`` or ``"linear"`` (see :func:`bluesky_twin.ins.duq.scale_frames`);
+        ``None``: the DUQ default.
+    progress
+        tqdm bars.
+
+    Returns
+    -------
+    classifiers, seconds
+        ``{"unconvolved": clf, "convolved": clf}`` (``clf.metadata`` holds
+        ``trained_on`` and ``validation_accuracy``) and the wall time of both fits.
+    """
+    from bluesky_twin.ins.duq import DUQClassifier
+
+    n = len(dataset)
+    perm = np.random.default_rng(np.random.SeedSequence([int(seed), 102])).permutation(n)
+    tr, val = perm[: int(0.8 * n)], perm[int(0.8 * n) :]
+    classifiers: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    for kind, frames in (("unconvolved", dataset.unconvolved), ("convolved", dataset.convolved)):
+        clf = DUQClassifier(input_scale=input_scale).fit(frames[tr], dataset.labels[tr], epochs=epochs,
+                                                         seed=seed, progress=progress)
+        clf.metadata = {"trained_on": kind, "validation_accuracy": float(clf.score(frames[val], dataset.labels[val]))}
+        classifiers[kind] = clf
+    return classifiers, time.perf_counter() - t0
+
+
+def _classifier_record(classifiers: dict[str, Any], epochs: int) -> dict[str, Any]:
+    first = next(iter(classifiers.values()))
+    return {"epochs": int(epochs), "input_scale": first.input_scale, "split": "SeedSequence([seed, 102]) 80/20",
+            "validation_accuracy": {k: c.metadata["validation_accuracy"] for k, c in classifiers.items()}}
+
+
 def build_model(
     out_dir: str | Path,
     *,
@@ -68,6 +128,7 @@ def build_model(
     n_reference: int = 256,
     n_calibration: int = 200,
     clf_epochs: int = 15,
+    clf_input_scale: str | None = None,
     num_threads: int | None = None,
     progress: bool = True,
     command: str | None = None,
@@ -86,6 +147,9 @@ def build_model(
         Domain-score reference bank and calibration set sizes (A frames).
     clf_epochs
         DUQ classifier epochs; 0 skips the classifiers.
+    clf_input_scale
+        The classifiers' input scaling, ``"log"`` or ``"linear"``; ``None``: the DUQ
+        default (:data:`bluesky_twin.ins.duq.DEFAULT_INPUT_SCALE`).
     num_threads
         ``torch.set_num_threads`` for the whole build.
     progress
@@ -106,7 +170,6 @@ def build_model(
     from bluesky_twin.gan.preprocess import Scaling, to_model_space
     from bluesky_twin.gan.train import TrainConfig, plot_losses, train_gan
     from bluesky_twin.ins.dataset import digits_control, generate_dataset
-    from bluesky_twin.ins.duq import DUQClassifier
 
     if n < 2 * (n_reference + n_calibration):
         raise InputError(f"n={n} is too small: need n >= 2 * (n_reference + n_calibration) = "
@@ -137,15 +200,8 @@ def build_model(
     classifiers: dict[str, Any] = {}
     t_clf = 0.0
     if clf_epochs > 0:
-        perm = np.random.default_rng(np.random.SeedSequence([int(seed), 102])).permutation(n)
-        tr = perm[: int(0.8 * n)]
-        t0 = time.perf_counter()
-        for kind, frames in (("unconvolved", ds.unconvolved), ("convolved", ds.convolved)):
-            clf = DUQClassifier().fit(frames[tr], ds.labels[tr], epochs=clf_epochs, seed=seed, progress=progress)
-            val = perm[int(0.8 * n) :]
-            clf.metadata = {"trained_on": kind, "validation_accuracy": float(clf.score(frames[val], ds.labels[val]))}
-            classifiers[kind] = clf
-        t_clf = time.perf_counter() - t0
+        classifiers, t_clf = train_classifiers(ds, seed=seed, epochs=clf_epochs, input_scale=clf_input_scale,
+                                               progress=progress)
 
     total = time.perf_counter() - t_start
     final = {k: float(np.mean(v[-50:])) for k, v in result.history.items()}
@@ -168,6 +224,8 @@ def build_model(
         "calibration": calibration,
         "classifier_validation_accuracy": {k: c.metadata["validation_accuracy"] for k, c in classifiers.items()},
     }
+    if classifiers:
+        training["classifiers"] = _classifier_record(classifiers, clf_epochs)
     model.metadata = {"training": training}
     model.classifiers = classifiers
     history = result.history
@@ -179,3 +237,107 @@ def build_model(
     out_dir = Path(out_dir)
     model.save(out_dir, extra_writers={"plots": write_plots})
     return training
+
+
+def retrain_classifiers(
+    model_dir: str | Path,
+    *,
+    clf_epochs: int = 15,
+    input_scale: str | None = None,
+    num_threads: int | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Retrain only the two DUQ classifiers of an existing model directory.
+
+    The training data are regenerated from the recipe recorded in the model's
+    ``metadata.json`` (``training.data``: ``generate_dataset(n, seed, geometry, size)``)
+    and split as :func:`build_model` splits them (:func:`train_classifiers`, seeded by
+    the recorded seed).  The generators, the domain-score reference and its calibration
+    are not touched (their files and checksums stay byte-identical).  Each classifier
+    directory is replaced atomically, then ``metadata.json``: ``classifiers``,
+    ``training.classifier_validation_accuracy`` and ``training.classifiers`` are
+    updated and the run is recorded under ``training.classifier_retraining`` (command,
+    input scale, epochs, seconds, threads, torch version, time stamp).  The recorded
+    GAN training timings (``training.seconds``) describe the original ``ins train``
+    run and are kept.
+
+    Parameters
+    ----------
+    model_dir
+        A model directory written by ``ins train`` (needs ``training.data``).
+    clf_epochs
+        DUQ epochs (>= 1).
+    input_scale
+        ``"log"`` or ``"linear"``; ``None``: the DUQ default.
+    num_threads
+        ``torch.set_num_threads`` during the fits.
+    progress
+        Progress bars.
+    command
+        The command line, recorded in the metadata.
+
+    Returns
+    -------
+    dict
+        The ``training.classifier_retraining`` record.
+
+    Raises
+    ------
+    ModelFileError
+        If the directory is not a readable model or lacks the data recipe.
+    InputError
+        For ``clf_epochs < 1`` or an unknown ``input_scale``.
+    """
+    import datetime
+
+    import torch
+
+    from bluesky_twin.errors import ModelFileError
+    from bluesky_twin.gan.checkpoint import read_metadata
+    from bluesky_twin.gan.model import CLASSIFIER_DIRS
+    from bluesky_twin.io_utils import atomic_write_json
+    from bluesky_twin.ins.duq import INPUT_SCALES
+
+    if isinstance(clf_epochs, bool) or not isinstance(clf_epochs, (int, np.integer)) or clf_epochs < 1:
+        raise InputError(f"clf_epochs must be an integer >= 1, got {clf_epochs!r}")
+    if input_scale is not None and input_scale not in INPUT_SCALES:
+        raise InputError(f"input_scale must be one of {INPUT_SCALES}, got {input_scale!r}")
+    path = Path(model_dir)
+    meta = read_metadata(path)
+    training = meta.get("training")
+    if not isinstance(training, dict) or not isinstance(training.get("data"), dict):
+        raise ModelFileError(f"{path}/metadata.json records no training data recipe (training.data)")
+    try:
+        split = training_split(meta)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}/metadata.json has an invalid training.data recipe: {exc!r}") from None
+    seed = int(training["data"]["seed"])
+    old_threads = torch.get_num_threads()
+    if num_threads:
+        torch.set_num_threads(int(num_threads))
+    try:
+        classifiers, seconds = train_classifiers(split["dataset"], seed=seed, epochs=int(clf_epochs),
+                                                 input_scale=input_scale, progress=progress)
+        threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(old_threads)
+    for kind, clf in classifiers.items():
+        clf.save(path / CLASSIFIER_DIRS[kind])
+    record = {
+        "command": command,
+        "input_scale": next(iter(classifiers.values())).input_scale,
+        "epochs": int(clf_epochs),
+        "seconds": seconds,
+        "torch_threads": threads,
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "note": "only the classifiers were retrained; generators, reference and calibration unchanged",
+    }
+    meta["classifiers"] = {k: CLASSIFIER_DIRS[k] for k in classifiers}
+    training["classifier_validation_accuracy"] = {k: c.metadata["validation_accuracy"] for k, c in classifiers.items()}
+    training["classifiers"] = _classifier_record(classifiers, clf_epochs)
+    training["classifier_retraining"] = record
+    atomic_write_json(path / "metadata.json", meta)
+    return record

@@ -1,4 +1,4 @@
-"""``bluesky-twin ins train | evaluate | score`` (Exp2SimGAN).
+"""``bluesky-twin ins train | train-classifiers | evaluate | score`` (Exp2SimGAN).
 
 Only argparse is imported at module level; torch, POT and the INS simulation are
 imported inside the command functions.
@@ -13,7 +13,7 @@ __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``train``, ``evaluate`` and ``score`` to the ``ins`` sub-command."""
+    """Add ``train``, ``train-classifiers``, ``evaluate`` and ``score`` to the ``ins`` sub-command."""
     p = subparsers.add_parser("train", help="train an Exp2SimGAN model (+ DUQ classifiers, domain calibration)")
     p.add_argument("--out", required=True, type=Path, help="model directory to write")
     p.add_argument("--n", type=int, default=2000, help="simulated paired frames (default 2000)")
@@ -25,12 +25,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--crop", type=int, default=None, help="train on random crops of this size")
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--clf-epochs", type=int, default=15, help="DUQ classifier epochs (0: no classifiers)")
+    p.add_argument("--clf-input-scale", choices=["log", "linear"], default=None,
+                   help="DUQ classifier input scaling (default: the DUQ default)")
     p.add_argument("--n-reference", type=int, default=256, help="domain-score reference frames (default 256)")
     p.add_argument("--n-calibration", type=int, default=200, help="domain-score calibration frames (default 200)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--force", action="store_true", help="replace an existing model directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_train)
+
+    p = subparsers.add_parser(
+        "train-classifiers",
+        help="retrain only the DUQ classifiers of a model directory (generators unchanged)")
+    p.add_argument("--model", required=True, type=Path, help="model directory to update in place")
+    p.add_argument("--clf-epochs", type=int, default=15, help="DUQ classifier epochs (default 15)")
+    p.add_argument("--input-scale", choices=["log", "linear"], default=None,
+                   help="classifier input scaling (default: the DUQ default)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_train_classifiers)
 
     p = subparsers.add_parser("evaluate", help="accuracy table + domain scores on a fresh test set")
     p.add_argument("--model", type=Path, default=None, help="model directory (default: the shipped model)")
@@ -75,12 +88,33 @@ def _run_train(args: argparse.Namespace) -> int:
     info = build_model(
         args.out, n=args.n, seed=args.seed, size=args.size, preset=args.preset, iterations=args.iterations,
         batch_size=args.batch_size, crop=args.crop, lr=args.lr, clf_epochs=args.clf_epochs,
+        clf_input_scale=args.clf_input_scale,
         n_reference=args.n_reference, n_calibration=args.n_calibration,
         num_threads=args.threads, progress=not args.quiet, command=command,
     )
     sec = info["seconds"]
     print(f"wrote {args.out} ({sec['total']:.0f} s total, GAN {sec['gan']:.0f} s, "
           f"{info['s_per_iteration']:.3f} s/iteration); loss curves in {args.out / 'plots'}")
+    return 0
+
+
+def _run_train_classifiers(args: argparse.Namespace) -> int:
+    from bluesky_twin.errors import InputError
+
+    if args.clf_epochs < 1:
+        raise InputError("--clf-epochs must be >= 1")
+    from bluesky_twin.gan.build import retrain_classifiers
+
+    argv = sys.argv[1:3]
+    command = "bluesky-twin ins train-classifiers " + " ".join(sys.argv[3:]) if argv == ["ins", "train-classifiers"] else None
+    rec = retrain_classifiers(args.model, clf_epochs=args.clf_epochs, input_scale=args.input_scale,
+                              num_threads=args.threads, progress=not args.quiet, command=command)
+    from bluesky_twin.gan.checkpoint import read_metadata
+
+    acc = read_metadata(args.model)["training"]["classifier_validation_accuracy"]
+    print(f"retrained the classifiers of {args.model} ({rec['input_scale']} input scale, {rec['epochs']} epochs, "
+          f"{rec['seconds']:.0f} s); validation accuracy "
+          + ", ".join(f"{k} {100 * v:.2f}%" for k, v in acc.items()))
     return 0
 
 

@@ -13,9 +13,23 @@ convolved             unconvolved, raw
 convolved             unconvolved -> Sim2Exp
 ====================  ======================================
 
+Frames reach the classifiers in frame units (divided by the 99.5th percentile, as the
+simulator writes them): the generators' outputs are mapped back from model space
+([-1, 1]) by :meth:`~bluesky_twin.gan.model.Exp2SimModel.exp2sim` /
+:meth:`~bluesky_twin.gan.model.Exp2SimModel.sim2exp`, and each classifier then applies
+its own stored input scaling (``"log"`` or ``"linear"``, see
+:func:`bluesky_twin.ins.duq.scale_frames`) to raw and translated frames alike; the
+scalings are reported under ``classifier_input_scale``.
+
 Gap closed: ``(acc_translated - acc_raw) / (acc_reference - acc_raw)``; undefined
-(NaN, ``null`` in JSON) when there is no gap, i.e. the raw accuracy is already at
-or above the reference (``gap_*_points`` gives the gap itself).
+(NaN, ``null`` in JSON) when there is no gap to speak of: the gap
+``acc_reference - acc_raw`` (``gap_*_points``) must exceed twice its binomial
+standard error ``sqrt(p_ref (1 - p_ref) / n + p_raw (1 - p_raw) / n)``
+(``gap_*_min_points``); otherwise a gap of a few frames would give ratios such as
+133 % that mean nothing.
+
+``acc_by_abs_j2`` repeats the six accuracies per |J2| bin (``ABS_J2_BINS``: below
+0.05, 0.05-0.1, 0.1-0.2 meV; |J2| is sampled from 0.02); a small |J2| is the hard case.
 
 Domain scores (set level, 20 reference vs 20 frames, repeated) for:
 ``train`` (held-out training A frames, regenerated from the model's recorded data
@@ -34,7 +48,10 @@ import numpy as np
 
 from bluesky_twin.errors import ModelFileError
 
-__all__ = ["evaluate_model", "format_table", "measure_ms_per_frame", "SHIFTED_RECIPE"]
+__all__ = ["evaluate_model", "format_table", "measure_ms_per_frame", "SHIFTED_RECIPE", "ABS_J2_BINS"]
+
+#: Edges (meV) of the |J2| bins of ``acc_by_abs_j2``: the sign of a small J2 is the hard case.
+ABS_J2_BINS: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2 + 1e-9)
 
 #: Recipe overrides of the 'experiment_like' (shifted conditions) control set.
 SHIFTED_RECIPE: dict[str, Any] = {
@@ -45,10 +62,20 @@ SHIFTED_RECIPE: dict[str, Any] = {
 }
 
 
-def _gap(translated: float, raw: float, reference: float) -> float:
-    """Fraction of the gap closed; NaN (JSON null) when there is no gap (raw >= reference)."""
+def _min_gap(raw: float, reference: float, n: int) -> float:
+    """Twice the binomial standard error of ``reference - raw`` (accuracies on ``n`` frames each)."""
+    return 2.0 * float(np.sqrt((reference * (1 - reference) + raw * (1 - raw)) / max(int(n), 1)))
+
+
+def _gap(translated: float, raw: float, reference: float, n: int | None = None) -> float:
+    """Fraction of the gap closed; NaN (JSON null) when there is no significant gap.
+
+    The gap ``reference - raw`` must be positive and, if ``n`` is given, larger than
+    :func:`_min_gap` (two standard errors).
+    """
     denom = reference - raw
-    return float((translated - raw) / denom) if denom > 1e-12 else float("nan")
+    floor = 1e-12 if n is None else max(1e-12, _min_gap(raw, reference, n))
+    return float((translated - raw) / denom) if denom > floor else float("nan")
 
 
 def measure_ms_per_frame(model: Any, frame: np.ndarray, repeats: int = 50) -> dict[str, float]:
@@ -102,20 +129,41 @@ def evaluate_model(model: Any, n: int = 500, seed: int = 1234, n_domain: int = 2
     te = generate_dataset(n, seed=seed, size=size)
     clf_u, clf_c = model.classifiers["unconvolved"], model.classifiers["convolved"]
     say("translating")
+    # frame units (model space mapped back), so each classifier applies its own scaling
     exp2sim = model.exp2sim(te.convolved)
     sim2exp = model.sim2exp(te.unconvolved)
     out: dict[str, Any] = {"n": n, "seed": seed}
+    out["classifier_input_scale"] = {k: str(getattr(c, "input_scale", "log")) for k, c in
+                                     (("unconvolved", clf_u), ("convolved", clf_c))}
     out["acc_unconvolved"] = float(clf_u.score(te.unconvolved, te.labels))
     out["acc_convolved_raw"] = float(clf_u.score(te.convolved, te.labels))
     out["acc_convolved_exp2sim"] = float(clf_u.score(exp2sim, te.labels))
-    out["gap_closed_exp2sim"] = _gap(out["acc_convolved_exp2sim"], out["acc_convolved_raw"], out["acc_unconvolved"])
+    out["gap_closed_exp2sim"] = _gap(out["acc_convolved_exp2sim"], out["acc_convolved_raw"], out["acc_unconvolved"], n)
     out["acc_conv_clf_on_convolved"] = float(clf_c.score(te.convolved, te.labels))
     out["acc_conv_clf_on_unconvolved_raw"] = float(clf_c.score(te.unconvolved, te.labels))
     out["acc_conv_clf_on_unconvolved_sim2exp"] = float(clf_c.score(sim2exp, te.labels))
     out["gap_exp2sim_points"] = out["acc_unconvolved"] - out["acc_convolved_raw"]
     out["gap_sim2exp_points"] = out["acc_conv_clf_on_convolved"] - out["acc_conv_clf_on_unconvolved_raw"]
     out["gap_closed_sim2exp"] = _gap(out["acc_conv_clf_on_unconvolved_sim2exp"],
-                                     out["acc_conv_clf_on_unconvolved_raw"], out["acc_conv_clf_on_convolved"])
+                                     out["acc_conv_clf_on_unconvolved_raw"], out["acc_conv_clf_on_convolved"], n)
+    out["gap_exp2sim_min_points"] = _min_gap(out["acc_convolved_raw"], out["acc_unconvolved"], n)
+    out["gap_sim2exp_min_points"] = _min_gap(out["acc_conv_clf_on_unconvolved_raw"], out["acc_conv_clf_on_convolved"], n)
+    # the same six accuracies per |J2| bin (small |J2|: the hard case)
+    preds = {
+        "unconvolved": clf_u.predict(te.unconvolved), "convolved_raw": clf_u.predict(te.convolved),
+        "convolved_exp2sim": clf_u.predict(exp2sim), "conv_clf_on_convolved": clf_c.predict(te.convolved),
+        "conv_clf_on_unconvolved_raw": clf_c.predict(te.unconvolved),
+        "conv_clf_on_unconvolved_sim2exp": clf_c.predict(sim2exp),
+    }
+    abs_j2 = np.abs(np.asarray(te.params["J2"], dtype=float))
+    by_bin = []
+    for lo, hi in zip(ABS_J2_BINS[:-1], ABS_J2_BINS[1:]):
+        sel = (abs_j2 >= lo) & (abs_j2 < hi)
+        row: dict[str, Any] = {"abs_j2_min": float(lo), "abs_j2_max": float(min(hi, 0.2)), "n": int(sel.sum())}
+        for key, pred in preds.items():
+            row[f"acc_{key}"] = float((pred[sel] == te.labels[sel]).mean()) if sel.any() else float("nan")
+        by_bin.append(row)
+    out["acc_by_abs_j2"] = by_bin
     # pixel-level check of the translation against the paired ground truth (log scale)
     from bluesky_twin.gan.preprocess import to_model_space
 
@@ -171,11 +219,23 @@ def format_table(res: dict[str, Any]) -> str:
     def gap(key: str, points: str) -> str:
         v = res[key]
         if v is None or v != v:
-            return f"undefined (no gap: raw - reference = {-100 * res[points]:+.1f} points)"
+            floor = res.get(points.replace("_points", "_min_points"))
+            need = f", needs > {100 * floor:.1f}" if floor is not None else ""
+            return f"undefined (no significant gap: reference - raw = {100 * res[points]:+.1f} points{need})"
         return pct(v)
 
     lines.append(f"gap closed: Exp2Sim {gap('gap_closed_exp2sim', 'gap_exp2sim_points')}, "
                  f"Sim2Exp {gap('gap_closed_sim2exp', 'gap_sim2exp_points')}   (n={res['n']}, seed={res['seed']})")
+    if res.get("acc_by_abs_j2"):
+        lines.append("by |J2| (meV)      n   U:unconv  U:conv  U:exp2sim   C:conv  C:unconv  C:sim2exp")
+        for r in res["acc_by_abs_j2"]:
+            vals = [r[f"acc_{k}"] for k in ("unconvolved", "convolved_raw", "convolved_exp2sim", "conv_clf_on_convolved",
+                                            "conv_clf_on_unconvolved_raw", "conv_clf_on_unconvolved_sim2exp")]
+            cells = " ".join(f"{'-' if v is None or v != v else f'{100 * v:.1f}%':>8}" for v in vals)
+            lines.append(f"{r['abs_j2_min']:.2f}-{r['abs_j2_max']:.2f}  {r['n']:6d}  {cells}")
+    scales = res.get("classifier_input_scale")
+    if scales:
+        lines.append("classifier input scale: " + ", ".join(f"{k} {v}" for k, v in scales.items()))
     lines.append("")
     lines.append(f"{'domain score (set)':<18} {'mean':>12} {'std':>10}  zone")
     order = ["train", "test", "experiment_like", "near_domain", "digits"]

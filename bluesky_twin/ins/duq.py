@@ -16,10 +16,25 @@ Discovery 2023) to evaluate INS translations:
   that step's forward pass, which saves a second forward pass).
 
 A frame whose largest kernel value is low is far from every class: the classifier is
-uncertain about it.  Frames are preprocessed with
-:func:`bluesky_twin.ins.preprocess.preprocess_frames` (clipped log scale to [0, 1]; NaN
-pixels filled with 0, i.e. "no counts"), so masked experiment-like frames can be
-classified directly.
+uncertain about it.
+
+Input scaling (``input_scale``, recorded in the saved metadata and applied by
+:meth:`DUQClassifier.predict_proba`): frames come in the simulator's units (divided by
+their 99.5th percentile) and are mapped to [0, 1] by :func:`scale_frames`, either
+
+- ``"log"``: the package's clipped log scale shared with the GAN,
+  :func:`bluesky_twin.ins.preprocess.preprocess_frames`,
+  ``log1p(gain clip(x, 0, vmax)) / log1p(gain vmax)``; or
+- ``"linear"``: linear intensity, clipped to ``[0, vmax]`` and min-max scaled per frame
+  (over the measured pixels), as the images of Anker et al.'s classifier were.  The clip
+  at ``vmax`` (4 x the 99.5th percentile, the GAN's range) keeps the zone-centre
+  divergence from setting the scale and treats raw and generator-made frames (which the
+  GAN caps at its ``vmax``) alike.
+
+In both, NaN (masked) pixels are filled with ``fill_value`` (0, i.e. "no counts") after
+scaling, so masked experiment-like frames can be classified directly.  A saved
+classifier without the ``input_scale`` key (written before the option existed) loads
+as ``"log"``.
 
 Inference (:meth:`DUQClassifier.predict_proba`) is read-only and may run in a worker
 thread; do not call :meth:`DUQClassifier.fit` concurrently with it.
@@ -42,10 +57,74 @@ from torch import nn
 from bluesky_twin.errors import InputError, ModelFileError
 from bluesky_twin.ins.preprocess import DEFAULT_GAIN, DEFAULT_VMAX, preprocess_frames
 
+#: Input scalings :func:`scale_frames` knows.
+INPUT_SCALES = ("log", "linear")
+#: Input scaling of newly constructed classifiers.
+DEFAULT_INPUT_SCALE = "log"
+
 MODEL_FORMAT = "bluesky-twin-duq"
 MODEL_FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.pt"
 METADATA_FILE = "metadata.json"
+
+
+def scale_frames(
+    frames: ArrayLike,
+    input_scale: str = DEFAULT_INPUT_SCALE,
+    *,
+    gain: float = DEFAULT_GAIN,
+    vmax: float = DEFAULT_VMAX,
+    fill_value: float = 0.0,
+) -> NDArray[np.float32]:
+    """Map percentile-normalised frames to the classifier's [0, 1] input.
+
+    Parameters
+    ----------
+    frames
+        ``(n, H, W)`` or ``(H, W)`` frames in the simulator's units; NaN marks masked
+        pixels, infinities are rejected.
+    input_scale
+        ``"log"``: :func:`~bluesky_twin.ins.preprocess.preprocess_frames` (clipped log
+        scale); ``"linear"``: ``clip(x, 0, vmax)`` min-max scaled per frame over its
+        measured pixels (a constant frame maps to 0).
+    gain
+        Gain of the log scale (unused by ``"linear"``).
+    vmax
+        Clip level in frame units.
+    fill_value
+        Value written into masked pixels after scaling.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array with the input's shape, values in [0, 1], no NaN.
+
+    Raises
+    ------
+    InputError
+        For an unknown ``input_scale``, bad parameters or a bad array.
+    """
+    if input_scale == "log":
+        return preprocess_frames(frames, gain=gain, vmax=vmax, fill_value=fill_value)
+    if input_scale != "linear":
+        raise InputError(f"input_scale must be one of {INPUT_SCALES}, got {input_scale!r}")
+    x = np.array(frames, dtype=np.float64, copy=True)
+    if x.ndim not in (2, 3) or x.size == 0:
+        raise InputError(f"frames must be a non-empty (n, H, W) or (H, W) array, got shape {x.shape}")
+    if np.isinf(x).any():
+        raise InputError("frames contain infinite values; mask bad pixels with NaN instead")
+    if not (vmax > 0 and 0.0 <= fill_value <= 1.0):
+        raise InputError(f"need vmax > 0 and 0 <= fill_value <= 1 (got {vmax}, {fill_value})")
+    flat = x.reshape(-1, x.shape[-2] * x.shape[-1])
+    valid = np.isfinite(flat)
+    clipped = np.clip(np.where(valid, flat, 0.0), 0.0, vmax)
+    lo = np.where(valid, clipped, np.inf).min(1, keepdims=True)
+    hi = np.where(valid, clipped, -np.inf).max(1, keepdims=True)
+    span = hi - lo
+    ok = np.isfinite(span) & (span > 0)
+    out = np.where(ok, (clipped - np.where(ok, lo, 0.0)) / np.where(ok, span, 1.0), 0.0)
+    out[~valid] = fill_value
+    return out.reshape(x.shape).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -164,6 +243,9 @@ class DUQClassifier:
     ----------
     n_classes
         Number of classes.
+    input_scale
+        ``"log"`` or ``"linear"`` input scaling (see :func:`scale_frames`); stored with
+        the model and applied at prediction time.
     **config
         Other :class:`DUQConfig` fields (``channels``, ``embedding_dim``,
         ``centroid_dim``, ``length_scale``, ``gamma``, ``gradient_penalty``).
@@ -176,7 +258,10 @@ class DUQClassifier:
     >>> clf.predict_proba(ds.convolved[:5])                              # doctest: +SKIP
     """
 
-    def __init__(self, n_classes: int = 2, **config: Any) -> None:
+    def __init__(self, n_classes: int = 2, *, input_scale: str | None = None, **config: Any) -> None:
+        input_scale = DEFAULT_INPUT_SCALE if input_scale is None else input_scale
+        if input_scale not in INPUT_SCALES:
+            raise InputError(f"input_scale must be one of {INPUT_SCALES}, got {input_scale!r}")
         if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
             raise InputError(f"n_classes must be an integer >= 2, got {n_classes!r}")
         try:
@@ -191,13 +276,19 @@ class DUQClassifier:
         if not cfg.channels or any(int(c) < 1 for c in cfg.channels):
             raise InputError(f"channels must be positive integers, got {cfg.channels!r}")
         self.config = DUQConfig(**{**asdict(cfg), "channels": tuple(int(c) for c in cfg.channels)})
-        self.preprocessing = {"gain": DEFAULT_GAIN, "vmax": DEFAULT_VMAX, "fill_value": 0.0}
+        self.preprocessing: dict[str, Any] = {"input_scale": input_scale, "gain": DEFAULT_GAIN,
+                                              "vmax": DEFAULT_VMAX, "fill_value": 0.0}
         self.input_shape: tuple[int, int] | None = None
         self.history = TrainingHistory()
         self.metadata: dict[str, Any] = {}
         self._net: _DUQNet | None = None
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def input_scale(self) -> str:
+        """The input scaling, ``"log"`` or ``"linear"`` (see :func:`scale_frames`)."""
+        return str(self.preprocessing.get("input_scale", "log"))
+
     @property
     def is_fitted(self) -> bool:
         """Whether the classifier has weights (fitted or loaded)."""
@@ -215,7 +306,9 @@ class DUQClassifier:
             raise InputError(
                 f"this classifier was trained on {self.input_shape} frames, got {tuple(arr.shape[1:])}"
             )
-        x = preprocess_frames(arr, **self.preprocessing)
+        pre = self.preprocessing
+        x = scale_frames(arr, self.input_scale, gain=float(pre["gain"]), vmax=float(pre["vmax"]),
+                         fill_value=float(pre["fill_value"]))
         return torch.from_numpy(x).unsqueeze(1)
 
     # ----------------------------------------------------------------- training
@@ -443,7 +536,17 @@ class DUQClassifier:
             raise ModelFileError(f"cannot load DUQ weights from {src}: {exc}") from None
         net.eval()
         clf._net = net
-        clf.preprocessing = dict(meta.get("preprocessing", clf.preprocessing))
+        pre = meta.get("preprocessing", clf.preprocessing)
+        # written before the input_scale option existed: the log scale
+        pre = {"input_scale": "log", **(pre if isinstance(pre, dict) else {})}
+        try:
+            pre = {"input_scale": str(pre["input_scale"]), "gain": float(pre["gain"]),
+                   "vmax": float(pre["vmax"]), "fill_value": float(pre["fill_value"])}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{meta_path} has invalid preprocessing settings: {exc!r}") from None
+        if pre["input_scale"] not in INPUT_SCALES:
+            raise ModelFileError(f"{meta_path}: unknown input_scale {pre['input_scale']!r}")
+        clf.preprocessing = pre
         shape = meta.get("input_shape") or None
         clf.input_shape = tuple(int(s) for s in shape) if shape else None
         hist = meta.get("history") or {}
