@@ -150,8 +150,7 @@ def _lofo_one(twin, X, y, lines, params, epochs, seed):
     Xt = torch.tensor(xs.transform(X), dtype=torch.float32)
     yt = torch.tensor(ys.transform(y.reshape(-1, 1)), dtype=torch.float32)
     gen = torch.Generator().manual_seed(seed)
-    model = BatchedMLP(len(lines), X.shape[1], 1, params["n_layers"], params["n_units"],
-                       params.get("dropout", 0.0), params["activation"], generator=gen)
+    model = BatchedMLP.from_params(len(lines), X.shape[1], params, generator=gen)
     train = [torch.from_numpy(np.flatnonzero(X[:, 1] != h)) for h in lines]
     space = twin.metadata["search_space"]
     train_members(model, Xt, yt, train, None, lr=params["lr"], batch_size=params["batch_size"],
@@ -359,7 +358,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--update", action="store_true",
                     help="keep the other data sets' rows of an earlier run (docs/benchmarks/twin.json)")
-    ap.add_argument("--arpes-timeout", type=float, default=150.0, help="search timeout for the ARPES map (s)")
+    ap.add_argument("--arpes-timeout", type=float, default=100.0, help="search timeout for the ARPES map (s)")
     args = ap.parse_args()
     t0 = time.perf_counter()
     rows, figs = [], {}

@@ -188,3 +188,37 @@ def test_tabulated_twin_matches_the_network(twin: DigitalTwin) -> None:
     out = np.array([[80.0, 2.0]])
     np.testing.assert_allclose(tab.predict(out)[0], twin.predict(out)[0])
     assert tab.x_names == twin.x_names and tab.version.startswith(twin.version)
+
+
+def test_fourier_encoding_roundtrips_and_warm_starts(data: pd.DataFrame, tmp_path) -> None:
+    space = TwinSearchSpace(**{**TINY.to_dict(), "encodings": ["fourier"], "fourier_scale": [1.0, 2.0],
+                               "fourier_features": 8})
+    twin = DigitalTwin.fit(data, ["T", "H"], "M", trials=2, seed=3, search_space=space, ensemble_size=2)
+    params = twin.best_params
+    assert params["encoding"] == "fourier" and params["fourier_features"] == 8
+    assert 1.0 <= params["fourier_scale"] <= 2.0
+    X = data[["T", "H"]].to_numpy()[::7]
+    mean, std = twin.predict(X)
+    loaded = DigitalTwin.load(twin.save(tmp_path / "fourier"))
+    mean2, std2 = loaded.predict(X)
+    # the random frequencies are part of the saved state, not redrawn on load
+    np.testing.assert_allclose(mean2, mean, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(std2, std, rtol=0, atol=1e-6)
+    refit = DigitalTwin.fit(data, trials=1, seed=4, warm_start=loaded, ensemble_size=2)
+    first = refit.metadata["ensemble"][0]["params"]
+    assert first["encoding"] == "fourier" and first["fourier_scale"] == pytest.approx(params["fourier_scale"])
+
+
+def test_search_folds_and_final_groups(data: pd.DataFrame) -> None:
+    from bluesky_twin.twin.model import _split_groups
+
+    twin = DigitalTwin.fit(data, ["T", "H"], "M", trials=2, seed=1, search_space=TINY, ensemble_size=2,
+                           search_folds=1, jobs=2)
+    assert "1-fold" in twin.metadata["selection"]
+    assert twin.ensemble_size == 2
+    with pytest.raises(InputError, match="search_folds"):
+        DigitalTwin.fit(data, ["T", "H"], "M", trials=1, search_space=TINY, search_folds=0)
+    # one configuration of 6 members over 2 threads: two groups of 3
+    assert _split_groups([("a", 6)], 2) == [("a", 3), ("a", 3)]
+    assert _split_groups([("a", 1), ("b", 1)], 4) == [("a", 1), ("b", 1)]
+    assert _split_groups([("a", 2), ("b", 2), ("c", 2)], 2) == [("a", 2), ("b", 2), ("c", 2)]

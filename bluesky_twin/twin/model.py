@@ -53,6 +53,8 @@ DEFAULT_TOP_K = 3
 #: A configuration joins the ensemble only if its validation loss is at most this
 #: multiple of the best one.
 TOP_K_SCORE_RATIO = 1.5
+#: From this many rows on, a search trial trains one cross-validation fold, not all.
+LARGE_DATA_ROWS = 10_000
 #: Trials of a warm-start refit when the caller does not say.
 DEFAULT_WARM_TRIALS = 4
 
@@ -263,6 +265,7 @@ class DigitalTwin:
         ensemble_size: int = DEFAULT_ENSEMBLE_SIZE,
         top_k: int = DEFAULT_TOP_K,
         n_folds: int = 3,
+        search_folds: int | None = None,
         progress: bool = False,
         trial_callback: Callable[[Any, Any], None] | None = None,
     ) -> "DigitalTwin":
@@ -301,6 +304,11 @@ class DigitalTwin:
             Most configurations in the final ensemble (members are spread over them).
         n_folds
             Cross-validation folds of held-out scan lines.
+        search_folds
+            How many of the folds each trial trains (default: all of them below
+            :data:`LARGE_DATA_ROWS` rows, else one: on a large map one fold of every
+            third interior line already holds thousands of validation points, and
+            the search costs a third).
         progress
             Show a tqdm progress bar over trials.
         """
@@ -336,6 +344,11 @@ class DigitalTwin:
         Xt = torch.from_numpy(x_scaler.transform(table.X).astype(np.float32))
         yt = torch.from_numpy(y_scaler.transform(table.y.reshape(-1, 1)).astype(np.float32))
         line_axis, folds = _line_folds(table.X, n_folds, seed)
+        if search_folds is None:
+            search_folds = len(folds) if len(table) < LARGE_DATA_ROWS else 1
+        if search_folds < 1:
+            raise InputError("search_folds must be >= 1")
+        folds = folds[:search_folds]
         all_rows = np.arange(len(table))
         train_idx = [torch.from_numpy(np.setdiff1d(all_rows, f)) for f in folds]
         val_idx = [torch.from_numpy(f) for f in folds]
@@ -396,7 +409,7 @@ class DigitalTwin:
             complete_ = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
             if complete_:
                 models, entries = _train_final(complete_, space, n_train, seed, ensemble_size, top_k,
-                                               Xt, yt, prev_models)
+                                               Xt, yt, prev_models, jobs)
         finally:
             if bar is not None:
                 bar.close()
@@ -507,9 +520,7 @@ class DigitalTwin:
             y_scaler = Scaler.from_dict(meta["y_scaler"])
             n_in = len(meta["x_names"])
             models = torch.nn.ModuleList(
-                BatchedMLP(int(e["members"]), n_in, 1, int(e["params"]["n_layers"]), int(e["params"]["n_units"]),
-                           float(e["params"].get("dropout", 0.0)), str(e["params"].get("activation", "relu")))
-                for e in meta["ensemble"])
+                BatchedMLP.from_params(int(e["members"]), n_in, e["params"]) for e in meta["ensemble"])
             if not len(models):
                 raise ValueError("empty ensemble")
         except (KeyError, TypeError, ValueError) as exc:
@@ -556,8 +567,7 @@ class _Objective:
 
         params = self.space.suggest(trial, self.n_train)
         gen = torch.Generator().manual_seed(self.seed * 100_003 + trial.number)
-        model = BatchedMLP(len(self.train_idx), self.X.shape[1], 1, params["n_layers"], params["n_units"],
-                           params["dropout"], params["activation"], generator=gen)
+        model = BatchedMLP.from_params(len(self.train_idx), self.X.shape[1], params, generator=gen)
         previous = _matching(self.prev_models, params)
         if previous is not None:
             model.load_members_from(previous)
@@ -591,9 +601,16 @@ class _Objective:
 
 
 def _train_final(complete: list[Any], space: TwinSearchSpace, n_train: int, seed: int, ensemble_size: int,
-                 top_k: int, Xt: "torch.Tensor", yt: "torch.Tensor", prev_models: list["BatchedMLP"]
-                 ) -> tuple["torch.nn.ModuleList", list[dict[str, Any]]]:
-    """Refit the top-k configurations on all rows, ``ensemble_size`` members in all."""
+                 top_k: int, Xt: "torch.Tensor", yt: "torch.Tensor", prev_models: list["BatchedMLP"],
+                 jobs: int = 1) -> tuple["torch.nn.ModuleList", list[dict[str, Any]]]:
+    """Refit the top-k configurations on all rows, ``ensemble_size`` members in all.
+
+    The members are split into at least ``jobs`` groups (a configuration's members
+    may form several groups) that train in parallel threads, each with its own
+    seeded generator, so the result does not depend on thread timing.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     import torch
 
     from bluesky_twin.twin.network import BatchedMLP
@@ -602,14 +619,15 @@ def _train_final(complete: list[Any], space: TwinSearchSpace, n_train: int, seed
     ranked = sorted(complete, key=lambda t: t.value)
     chosen = [t for t in ranked[: max(1, min(top_k, ensemble_size))] if t.value <= TOP_K_SCORE_RATIO * ranked[0].value]
     shares = [ensemble_size // len(chosen) + (1 if i < ensemble_size % len(chosen) else 0) for i in range(len(chosen))]
-    gen = torch.Generator().manual_seed(seed * 7919 + 1)
+    groups = _split_groups(list(zip(chosen, shares)), jobs)
     full = torch.arange(len(Xt))
-    models, entries = torch.nn.ModuleList(), []
-    for trial, members in zip(chosen, shares):
+
+    def train_group(index: int) -> tuple["BatchedMLP", dict[str, Any]]:
+        trial, members = groups[index]
+        gen = torch.Generator().manual_seed(seed * 7919 + 1 + 104_729 * index)
         params = _model_params(trial.params, space, n_train)
         epochs = int(max(trial.user_attrs.get("best_epoch", space.max_epochs), space.min_final_epochs))
-        model = BatchedMLP(members, Xt.shape[1], 1, params["n_layers"], params["n_units"],
-                           params["dropout"], params["activation"], generator=gen)
+        model = BatchedMLP.from_params(members, Xt.shape[1], params, generator=gen)
         previous = _matching(prev_models, params)
         if previous is not None:
             # starting from trained weights: the search's best epoch, with a
@@ -621,10 +639,24 @@ def _train_final(complete: list[Any], space: TwinSearchSpace, n_train: int, seed
                       max_epochs=epochs, lr_drop_epoch=space.lr_drop_epoch,
                       lr_drop_factor=space.lr_drop_factor, generator=gen,
                       max_steps_per_epoch=space.max_steps_per_epoch)
-        models.append(model)
-        entries.append({"trial": trial.number, "params": params, "members": members, "epochs": epochs,
-                        "cv_score": float(trial.value)})
-    return models, entries
+        return model, {"trial": trial.number, "params": params, "members": members, "epochs": epochs,
+                       "cv_score": float(trial.value)}
+
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(groups)))) as pool:
+        results = list(pool.map(train_group, range(len(groups))))
+    return torch.nn.ModuleList(m for m, _ in results), [e for _, e in results]
+
+
+def _split_groups(shares: list[tuple[Any, int]], jobs: int) -> list[tuple[Any, int]]:
+    """Split ``(config, members)`` shares until there are ``jobs`` groups (or one member each)."""
+    groups = list(shares)
+    while len(groups) < jobs:
+        i = max(range(len(groups)), key=lambda k: groups[k][1])
+        config, members = groups[i]
+        if members < 2:
+            break
+        groups[i : i + 1] = [(config, members - members // 2), (config, members // 2)]
+    return groups
 
 
 def _matching(models: list["BatchedMLP"], params: dict[str, Any]) -> "BatchedMLP | None":
@@ -640,6 +672,12 @@ def _line_folds(X: np.ndarray, n_folds: int, seed: int) -> tuple[int, list[np.nd
 
 def _model_params(optuna_params: dict[str, Any], space: TwinSearchSpace, n_train: int) -> dict[str, Any]:
     p = dict(optuna_params)
+    p.setdefault("encoding", "fourier" if "fourier_scale" in p else space.encodings[0])
+    if p["encoding"] == "fourier":
+        p.setdefault("fourier_features", int(space.fourier_features))
+    else:
+        p.pop("fourier_scale", None)
+        p.pop("fourier_features", None)
     p.setdefault("dropout", 0.0)
     p.setdefault("activation", space.activations[0])
     if "batch_size" not in p:
@@ -648,12 +686,15 @@ def _model_params(optuna_params: dict[str, Any], space: TwinSearchSpace, n_train
 
 
 def _optuna_params(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in params.items() if not (k == "dropout" and v == 0.0)}
+    """Twin parameters back to the names and values Optuna suggested."""
+    return {k: v for k, v in params.items()
+            if not (k == "dropout" and v == 0.0) and k != "fourier_features"}
 
 
 def _same_arch(model: "BatchedMLP", params: dict[str, Any]) -> bool:
-    return (model.n_layers, model.n_units, model.activation) == (
-        params["n_layers"], params["n_units"], params["activation"])
+    from bluesky_twin.twin.network import BatchedMLP
+
+    return model.architecture == BatchedMLP.from_params(1, model.n_in, params).architecture
 
 
 def _weights_hash(models: Any, salt: str) -> str:

@@ -42,6 +42,14 @@ class TwinSearchSpace:
     min_final_epochs
         Floor on the epochs of the final all-data ensemble (the search's best
         epoch is used when larger).
+    encodings
+        Candidate input encodings: ``"raw"`` (the standardised coordinates, as in
+        the paper) and ``"fourier"`` (plus ``fourier_features`` random Fourier
+        features, see :class:`~bluesky_twin.twin.network.BatchedMLP`).
+    fourier_scale
+        Log-uniform range of the Fourier frequencies' standard deviation.
+    fourier_features
+        Number of Fourier frequencies when that encoding is drawn.
     """
 
     n_layers: tuple[int, int] = (2, 10)
@@ -57,6 +65,9 @@ class TwinSearchSpace:
     patience: int = 30
     max_steps_per_epoch: int = 8
     min_final_epochs: int = 150
+    encodings: tuple[str, ...] = ("raw", "fourier")
+    fourier_scale: tuple[float, float] = (0.5, 8.0)
+    fourier_features: int = 64
     extra: dict[str, Any] = field(default_factory=dict)
 
     def batch_bounds(self, n_train: int) -> tuple[int, int]:
@@ -78,6 +89,13 @@ class TwinSearchSpace:
             "weight_decay": trial.suggest_float("weight_decay", *self.weight_decay, log=True),
             "activation": trial.suggest_categorical("activation", list(self.activations)),
         }
+        encoding = (trial.suggest_categorical("encoding", list(self.encodings)) if len(self.encodings) > 1
+                    else self.encodings[0])
+        if encoding == "fourier":
+            params["fourier_features"] = int(self.fourier_features)
+            params["fourier_scale"] = trial.suggest_float("fourier_scale", *self.fourier_scale, log=True)
+        elif encoding != "raw":
+            raise ValueError(f"unknown input encoding {encoding!r} (expected 'raw' or 'fourier')")
         if self.dropout[1] > 0:
             params["dropout"] = trial.suggest_float("dropout", *self.dropout)
         else:
