@@ -183,6 +183,11 @@ def test_tabulated_twin_matches_the_network(twin: DigitalTwin) -> None:
     span = np.ptp(ref_mean)
     assert np.max(np.abs(mean - ref_mean)) < 0.01 * span
     assert tab.max_abs_error < 0.01 * span
+    # the recorded error-to-uncertainty ratio is measured on the seeded check points
+    check = np.random.default_rng(0).uniform(twin.x_range[:, 0], twin.x_range[:, 1], size=(2000, 2))
+    c_mean, c_std = twin.predict(check)
+    expected = np.max(np.abs(tab.predict(check)[0] - c_mean) / c_std)
+    assert tab.max_error_over_std == pytest.approx(expected, rel=1e-6)
     assert np.max(np.abs(std - ref_std)) < 0.01 * span and (std >= 0).all()
     # outside the box the network answers
     out = np.array([[80.0, 2.0]])

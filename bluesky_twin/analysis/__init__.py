@@ -5,6 +5,8 @@
   from a twin with an uncertainty band).
 * :mod:`~bluesky_twin.analysis.steps` -- field-step and map-axis (angle) step
   studies that propose the coarsest measurement step within a tolerance.
+* :mod:`~bluesky_twin.analysis.robustness` -- the same study per ensemble member:
+  how much a proposal depends on the twin's fine structure.
 * :mod:`~bluesky_twin.analysis.cli` -- ``bluesky-twin mce`` and ``bluesky-twin steps``.
 
 The analyses need only a :class:`~bluesky_twin.analysis.protocols.TwinLike`:
@@ -25,6 +27,8 @@ _EXPORTS = {
     "field_to_tesla": "mce",
     "TwinLike": "protocols",
     "supports_members": "protocols",
+    "MemberProposals": "robustness",
+    "member_step_proposals": "robustness",
     "OscillationMetric": "steps",
     "StepStudy": "steps",
     "angle_step_study": "steps",
@@ -47,6 +51,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "EntropyChange",
+    "MemberProposals",
     "OscillationMetric",
     "StepStudy",
     "TwinLike",
@@ -56,6 +61,7 @@ __all__ = [
     "entropy_change_isothermal",
     "field_step_study",
     "field_to_tesla",
+    "member_step_proposals",
     "oscillation_metric",
     "supports_members",
 ]

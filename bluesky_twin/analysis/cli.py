@@ -59,6 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--tolerance", type=float, default=0.05,
                    help="field: max excess total variation; angle: max mean peak-height error (fraction of range)")
     s.add_argument("--time-per-point-s", type=float, default=None, help="seconds per reading (time estimate)")
+    s.add_argument("--members", action="store_true",
+                   help="repeat the study for every ensemble member and report the spread of proposals")
     g = s.add_argument_group("field study")
     g.add_argument("--field-unit", choices=FIELD_UNITS, default="Oe", help="unit of the twin's field axis")
     g.add_argument("--T-axis", default=None, help="temperature axis name (default: first twin axis)")
@@ -266,8 +268,8 @@ def _run_steps(args: argparse.Namespace) -> int:
             it = axis_index(twin, t_axis, 0)
             xr = np.asarray(twin.x_range, dtype=float)
             T_grid = _grid(xr[it, 0], xr[it, 1], args.T_step, 500, "temperature")
-        study = field_step_study(
-            twin,
+        study_fn = field_step_study
+        study_kwargs = dict(
             field_max=args.field_max,
             field_min=args.field_min,
             steps=steps or DEFAULT_FIELD_STEPS_T,
@@ -288,8 +290,8 @@ def _run_steps(args: argparse.Namespace) -> int:
     else:
         if args.tolerance < 0:
             raise InputError(f"--tolerance must be non-negative; got {args.tolerance}")
-        study = angle_step_study(
-            twin,
+        study_fn = angle_step_study
+        study_kwargs = dict(
             axis=args.axis if args.axis is not None else 1,
             steps=steps or DEFAULT_ANGLE_STEPS,
             tolerance=args.tolerance,
@@ -303,7 +305,14 @@ def _run_steps(args: argparse.Namespace) -> int:
             time_per_point_s=args.time_per_point_s,
             time_per_line_s=args.time_per_line_s,
         )
+    study = study_fn(twin, **study_kwargs)
     info = study.to_json_dict()
+    spread = None
+    if args.members:
+        from bluesky_twin.analysis.robustness import member_step_proposals
+
+        spread = member_step_proposals(study_fn, twin, ensemble_study=study, **study_kwargs)
+        info["member_proposals"] = spread.to_json_dict()
     info.update(command="steps", model_dir=args.model_dir, twin_version=getattr(twin, "version", None),
                 outputs={"csv": csv_path, "json": json_path, "png": png_path})
     frame = study.to_frame()
@@ -316,6 +325,9 @@ def _run_steps(args: argparse.Namespace) -> int:
     extra = f", estimated time {p['time_s'] / 3600:.2f} h" if np.isfinite(p["time_s"]) else ""
     note = "" if study.proposal_ok else " (only the finest candidate passes: try finer steps)"
     print(f"proposed {study.kind} step: {study.proposed_step:g} {unit}{extra}{note}")
+    if spread is not None:
+        print(f"per member: {', '.join(f'{v:g}' for v in spread.members)} {unit}; every member accepts "
+              f"{spread.conservative:g} {unit}; {spread.agreement:.0%} agree with the ensemble")
     print(frame.to_string(index=False))
     print(f"wrote {csv_path}, {json_path}, {png_path}")
     return 0

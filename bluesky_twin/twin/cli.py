@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: a journal file saved in MODEL_DIR)")
     p.add_argument("--study", default=None, help="Optuna study name (share it between workers)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ensemble", type=int, default=None, help="members of the final ensemble (default 4)")
+    p.add_argument("--ensemble", type=int, default=None, help="members of the final ensemble (default 6)")
     p.add_argument("--warm-start", default=None, metavar="MODEL_DIR", help="refit from this twin")
     p.add_argument("--max-epochs", type=int, default=None, help="override the 500-epoch cap")
     p.add_argument("--force", action="store_true", help="replace an existing MODEL_DIR")

@@ -36,6 +36,11 @@ class TabulatedTwin:
     max_abs_error, rms_error
         Interpolation error of the mean against the network on ``n_check`` random
         points inside the training box, in the units of the measured quantity.
+    max_error_over_std
+        Largest ratio of that error to the ensemble's own standard deviation at the
+        same point: below 1, the table is closer to the network than the network's
+        members are to each other, so tabulating adds no error the twin does not
+        already admit to.
     """
 
     def __init__(self, twin: Any, shape: Sequence[int] | None = None, *, n_check: int = 2000, seed: int = 0) -> None:
@@ -60,9 +65,12 @@ class TabulatedTwin:
         self._std = ndimage.spline_filter(std.reshape(shape), order=3, mode="nearest")
         rng = np.random.default_rng(seed)
         check = rng.uniform(self._lo, self._hi, size=(n_check, d))
-        err = self._interp(self._mean, check) - twin.predict(check)[0]
+        net_mean, net_std = twin.predict(check)
+        err = self._interp(self._mean, check) - net_mean
         self.max_abs_error = float(np.max(np.abs(err)))
         self.rms_error = float(np.sqrt(np.mean(err ** 2)))
+        tiny = np.finfo(float).tiny
+        self.max_error_over_std = float(np.max(np.abs(err) / np.maximum(net_std, tiny)))
 
     @property
     def x_names(self) -> list[str]:
