@@ -193,6 +193,13 @@ def test_tabulated_twin_matches_the_network(twin: DigitalTwin) -> None:
     out = np.array([[80.0, 2.0]])
     np.testing.assert_allclose(tab.predict(out)[0], twin.predict(out)[0])
     assert tab.x_names == twin.x_names and tab.version.startswith(twin.version)
+    # predict(fast=True) answers from one cached table of the default shape
+    fast_mean, fast_std = twin.predict(X, fast=True)
+    assert twin.table is twin.table and twin.table.shape == (400, 200)
+    np.testing.assert_allclose(fast_mean, twin.table.predict(X)[0])
+    assert np.max(np.abs(fast_mean - ref_mean)) < 0.01 * span
+    with pytest.raises(InputError, match="members"):
+        twin.predict(X, fast=True, return_members=True)
 
 
 def test_fourier_encoding_roundtrips_and_warm_starts(data: pd.DataFrame, tmp_path) -> None:

@@ -47,6 +47,14 @@ def test_predict_contract(model_dir, tmp_path, capsys) -> None:
     assert pred["outside_training_range"].tolist() == [False, False, True]
     assert "outside the training range" in capsys.readouterr().out
     assert np.isfinite(pred["M"]).all() and (pred["M_std"] >= 0).all()
+    # --fast: same contract, tabulated inside the box, the network outside it
+    rc = main(["predict", model_dir, str(tmp_path / "pts.csv"), "--out", str(tmp_path / "fast.csv"), "--fast"])
+    assert rc == 0 and "tabulated copy" in capsys.readouterr().out
+    fast = pd.read_csv(tmp_path / "fast.csv")
+    assert list(fast.columns) == list(pred.columns)
+    span = float(np.ptp(pred["M"]))
+    np.testing.assert_allclose(fast["M"], pred["M"], atol=0.02 * span)
+    assert fast["M"].iloc[2] == pytest.approx(pred["M"].iloc[2], abs=1e-9)
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL_DIR")
     p.add_argument("points", metavar="POINTS.csv", help="CSV with the twin's x columns by name")
     p.add_argument("--out", required=True, metavar="PRED.csv")
+    p.add_argument("--fast", action="store_true",
+                   help="answer from a tabulated copy of the twin (for many points; prints its error)")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("dashboard", help="open optuna-dashboard on a twin's study")
@@ -93,7 +95,11 @@ def _predict(args: argparse.Namespace) -> int:
 
     twin = DigitalTwin.load(args.model)
     points = read_csv(args.points)
-    pred = twin.predict_frame(points)
+    pred = twin.predict_frame(points, fast=args.fast)
+    if args.fast:
+        t = twin.table
+        print(f"tabulated copy {t.shape}: max error {t.max_abs_error:.4g} {twin.y_name} "
+              f"({t.max_error_over_std:.2f} x the ensemble std at worst)")
     n_out = int(pred["outside_training_range"].sum())
     if n_out:
         print(f"warning: {n_out} of {len(pred)} point(s) lie outside the training range "

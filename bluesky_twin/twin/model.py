@@ -21,6 +21,7 @@ import math
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,6 +139,8 @@ class DigitalTwin:
         self._y_scaler = y_scaler
         self.metadata = metadata
         self._journal = journal
+        self._table: Any = None
+        self._table_lock = threading.Lock()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -174,8 +177,8 @@ class DigitalTwin:
                 f"cv_rmse={m.get('selection_score', float('nan')):.3g} train_r2={m.get('train_r2', float('nan')):.4f}>")
 
     # ------------------------------------------------------------------ prediction
-    def predict(self, X: np.ndarray, *, return_members: bool = False, chunk: int = 200_000
-                ) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
+    def predict(self, X: np.ndarray, *, return_members: bool = False, fast: bool = False,
+                chunk: int = 200_000) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
         """Predict the measured quantity at *X*.
 
         Parameters
@@ -185,6 +188,12 @@ class DigitalTwin:
             (a 1-D array is read as one point when ``d > 1``).
         return_members
             Return the ``(members, n)`` per-member predictions instead.
+        fast
+            Answer from the twin's tabulated copy (built on first use with
+            :meth:`tabulate`'s defaults and kept; see :attr:`table`) instead of the
+            networks: about 100x faster for many points, with the interpolation
+            error the table records.  Points outside the training box still go to
+            the networks.
 
         Returns
         -------
@@ -193,6 +202,10 @@ class DigitalTwin:
         """
         import torch
 
+        if fast:
+            if return_members:
+                raise InputError("fast prediction gives the ensemble mean and std, not its members")
+            return self.table.predict(X)
         X = as_points(X, self.x_names)
         Xs = self._x_scaler.transform(X).astype(np.float32)
         outs = []
@@ -207,6 +220,14 @@ class DigitalTwin:
             return members
         return members.mean(axis=0), members.std(axis=0)
 
+    @property
+    def table(self) -> Any:
+        """The tabulated copy used by ``predict(fast=True)``, built once on first use."""
+        with self._table_lock:
+            if self._table is None:
+                self._table = self.tabulate()
+            return self._table
+
     def tabulate(self, shape: Sequence[int] | None = None, **kwargs: Any) -> Any:
         """A fast grid-and-spline copy for repeated queries (see :mod:`bluesky_twin.twin.tabulated`)."""
         from bluesky_twin.twin.tabulated import TabulatedTwin
@@ -219,8 +240,8 @@ class DigitalTwin:
         lo, hi = self.x_range[:, 0], self.x_range[:, 1]
         return ((X < lo) | (X > hi)).any(axis=1)
 
-    def predict_frame(self, points: "pd.DataFrame") -> "pd.DataFrame":
-        """Predict for a table holding the x columns by name.
+    def predict_frame(self, points: "pd.DataFrame", *, fast: bool = False) -> "pd.DataFrame":
+        """Predict for a table holding the x columns by name (``fast`` as in :meth:`predict`).
 
         Returns the input columns plus ``y_name``, ``f"{y_name}_std"`` and a boolean
         ``outside_training_range`` column (a warning is logged when any is set).
@@ -228,7 +249,7 @@ class DigitalTwin:
         table = load_scan_table(points, self.x_names, None, min_points=1)
         if table.n_dropped:
             raise InputError(f"{table.n_dropped} prediction point(s) have NaN/inf coordinates")
-        mean, std = self.predict(table.X)
+        mean, std = self.predict(table.X, fast=fast)
         out = points.copy()
         out[self.y_name] = mean
         out[f"{self.y_name}_std"] = std
