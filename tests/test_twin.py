@@ -195,7 +195,7 @@ def test_tabulated_twin_matches_the_network(twin: DigitalTwin) -> None:
     assert tab.x_names == twin.x_names and tab.version.startswith(twin.version)
     # predict(fast=True) answers from one cached table of the default shape
     fast_mean, fast_std = twin.predict(X, fast=True)
-    assert twin.table is twin.table and twin.table.shape == (400, 200)
+    assert twin.table is twin.table and twin.table.shape == (1000, 200)
     np.testing.assert_allclose(fast_mean, twin.table.predict(X)[0])
     assert np.max(np.abs(fast_mean - ref_mean)) < 0.01 * span
     with pytest.raises(InputError, match="members"):

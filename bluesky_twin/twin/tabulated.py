@@ -27,7 +27,8 @@ class TabulatedTwin:
     twin
         The twin to tabulate.
     shape
-        Grid points per axis (default 400 along the first axis, 200 along others).
+        Grid points per axis (default 1000 along the first axis, 200 along others; 3-axis twins
+        get 200 x 100 x 100).
     n_check
         Random points used to measure the interpolation error.
 
@@ -49,7 +50,9 @@ class TabulatedTwin:
         d = len(twin.x_names)
         if d > 3:
             raise InputError(f"tabulating a {d}-axis twin needs too large a grid; use the twin itself")
-        shape = tuple(shape) if shape is not None else (400,) + (200,) * (d - 1)
+        if shape is None:
+            shape = (1000, 200) if d == 2 else (200, 100, 100) if d == 3 else (4000,)
+        shape = tuple(shape)
         if len(shape) != d or min(shape) < 4:
             raise InputError(f"shape must give >= 4 points for each of the {d} axes")
         self.twin = twin
