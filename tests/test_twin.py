@@ -234,3 +234,43 @@ def test_search_folds_and_final_groups(data: pd.DataFrame) -> None:
     assert _split_groups([("a", 6)], 2) == [("a", 3), ("a", 3)]
     assert _split_groups([("a", 1), ("b", 1)], 4) == [("a", 1), ("b", 1)]
     assert _split_groups([("a", 2), ("b", 2), ("c", 2)], 2) == [("a", 2), ("b", 2), ("c", 2)]
+
+
+def test_budget_stops_the_search_in_time_for_the_final_ensemble(data: pd.DataFrame) -> None:
+    twin = DigitalTwin.fit(data, ["T", "H"], "M", trials=500, budget=3.0, seed=0, search_space=TINY,
+                           ensemble_size=2)
+    m = twin.metadata
+    assert m["budget_seconds"] == 3.0
+    assert m["n_trials_complete"] >= 1
+    # far fewer than asked for: the budget, not the trial count, ended the search
+    assert m["n_trials_complete"] + m["n_trials_pruned"] < 500
+    with pytest.raises(InputError, match="budget"):
+        DigitalTwin.fit(data, ["T", "H"], "M", trials=1, budget=0.0, search_space=TINY)
+
+
+def test_final_ensemble_cost_estimate_from_trial_speed() -> None:
+    import optuna
+
+    from bluesky_twin.twin.model import _estimate_final_seconds
+
+    space = TwinSearchSpace(n_layers=(2, 3), n_units=(16, 32), batch_size=(10, 100), max_steps_per_epoch=0,
+                            min_final_epochs=100, encodings=("raw",))
+    study = optuna.create_study()
+    assert _estimate_final_seconds(study, space, 4, 2, 1, n_train=200, n_all=300) == 0.0
+    dist = {"n_layers": optuna.distributions.IntDistribution(2, 3),
+            "n_units": optuna.distributions.IntDistribution(16, 32),
+            "batch_size": optuna.distributions.IntDistribution(10, 100),
+            "lr": optuna.distributions.FloatDistribution(1e-3, 1e-2),
+            "weight_decay": optuna.distributions.FloatDistribution(1e-8, 1e-3),
+            "activation": optuna.distributions.CategoricalDistribution(["tanh"])}
+    for value, best_epoch in ((1.0, 300), (1.2, 50), (9.0, 400)):
+        study.add_trial(optuna.trial.create_trial(
+            params={"n_layers": 2, "n_units": 16, "batch_size": 100, "lr": 1e-3, "weight_decay": 1e-6,
+                    "activation": "tanh"},
+            distributions=dist, value=value,
+            user_attrs={"best_epoch": best_epoch, "seconds_per_member_epoch": 0.01}))
+    # top 2 within 1.5x of the best (the third is not): 2 members each, epochs max(best, 100),
+    # an epoch on 300 rows is 3 steps of 100 against 2 on 200 rows: x 1.5
+    expected = (2 * 300 * 0.01 * 1.5 + 2 * 100 * 0.01 * 1.5)
+    assert _estimate_final_seconds(study, space, 4, 2, 1, n_train=200, n_all=300) == pytest.approx(expected)
+    assert _estimate_final_seconds(study, space, 4, 2, 2, n_train=200, n_all=300) == pytest.approx(expected / 2)

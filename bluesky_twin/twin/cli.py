@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="MODEL_DIR", help="model directory to write")
     p.add_argument("--trials", type=int, default=None, help="Optuna trials (default 30; 4 with --warm-start)")
     p.add_argument("--timeout", type=float, default=None, help="stop starting trials after S seconds")
+    p.add_argument("--budget", type=float, default=None, metavar="S",
+                   help="seconds for the whole fit: the search stops early enough for the final ensemble")
     p.add_argument("--jobs", type=int, default=1, help="parallel trials (threads)")
     p.add_argument("--storage", default=None,
                    help="Optuna storage: journal:PATH, postgresql://..., mysql+pymysql://... "
@@ -74,7 +76,8 @@ def _fit(args: argparse.Namespace) -> int:
     kw = {}
     if args.ensemble is not None:
         kw["ensemble_size"] = args.ensemble
-    twin = DigitalTwin.fit(table, args.x, args.y, trials=args.trials, timeout=args.timeout, jobs=args.jobs,
+    twin = DigitalTwin.fit(table, args.x, args.y, trials=args.trials, timeout=args.timeout, budget=args.budget,
+                           jobs=args.jobs,
                            storage=args.storage, study_name=args.study, seed=args.seed, warm_start=warm,
                            search_space=space, progress=True, **kw)
     twin.save(out)

@@ -277,6 +277,7 @@ class DigitalTwin:
         *,
         trials: int | None = None,
         timeout: float | None = None,
+        budget: float | None = None,
         jobs: int = 1,
         storage: str | None = None,
         study_name: str | None = None,
@@ -304,6 +305,11 @@ class DigitalTwin:
             Seconds for the search: no trial starts after it, and running trials
             stop at it, keeping the best weights they reached (the final ensemble
             is trained after it).
+        budget
+            Seconds for the whole fit, search and final ensemble together.  After
+            every trial the final ensemble's cost is estimated from the measured speed
+            of the finished trials, and the search (running trials included) stops
+            early enough to leave it that time.
         jobs
             Trials run in parallel threads in this process.
         storage
@@ -356,6 +362,8 @@ class DigitalTwin:
             raise InputError("trials must be >= 1")
         if jobs < 1:
             raise InputError("jobs must be >= 1")
+        if budget is not None and not budget > 0:
+            raise InputError("budget must be a positive number of seconds")
         if ensemble_size < 1 or top_k < 1:
             raise InputError("ensemble_size and top_k must be >= 1")
         if warm_start is not None:
@@ -405,10 +413,25 @@ class DigitalTwin:
         # an order of magnitude slower.  Parallelism comes from ``jobs``.
         threads_before = torch.get_num_threads()
         torch.set_num_threads(1)
-        deadline = time.monotonic() + timeout if timeout is not None else None
-        objective = _Objective(space, Xt, yt, train_idx, val_idx, n_train, seed, prev_models, deadline)
+        mono0 = time.monotonic()
+        limits = {"search": min(mono0 + timeout if timeout is not None else math.inf,
+                                mono0 + budget if budget is not None else math.inf)}
+        objective = _Objective(space, Xt, yt, train_idx, val_idx, n_train, seed, prev_models,
+                               lambda: None if math.isinf(limits["search"]) else limits["search"])
         bar = None
         callbacks = []
+        if budget is not None:
+
+            def _keep_budget(study: Any, trial: Any) -> None:
+                # leave the final ensemble the time the finished trials say it needs
+                final_s = _estimate_final_seconds(study, space, ensemble_size, top_k, jobs, n_train, len(table))
+                search_end = mono0 + budget - 1.1 * final_s
+                if final_s:
+                    limits["search"] = min(limits["search"], search_end)
+                if time.monotonic() >= search_end:
+                    study.stop()
+
+            callbacks.append(_keep_budget)
         if progress:
             from tqdm.auto import tqdm
 
@@ -425,7 +448,9 @@ class DigitalTwin:
         if trial_callback is not None:
             callbacks.append(trial_callback)
         try:
-            study.optimize(objective, n_trials=trials, timeout=timeout, n_jobs=jobs, callbacks=callbacks,
+            search_timeout = min(v for v in (timeout, budget, math.inf) if v is not None)
+            study.optimize(objective, n_trials=trials, timeout=None if math.isinf(search_timeout) else search_timeout,
+                           n_jobs=jobs, callbacks=callbacks,
                            gc_after_trial=False, catch=())
             complete_ = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
             if complete_:
@@ -466,6 +491,7 @@ class DigitalTwin:
             "n_trials_pruned": states.count(optuna.trial.TrialState.PRUNED),
             "n_trials_failed": states.count(optuna.trial.TrialState.FAIL),
             "fit_seconds": fit_seconds,
+            "budget_seconds": budget,
             "study_name": study_name,
             "storage": storage_url if storage is not None else f"journal:{JOURNAL_FILE}",
             "data_sha256": table.fingerprint(),
@@ -599,6 +625,7 @@ class _Objective:
             if trial.should_prune():
                 raise PruneSignal
 
+        started = time.perf_counter()
         try:
             res = train_members(model, self.X, self.y, self.train_idx, self.val_idx, lr=params["lr"],
                                 batch_size=params["batch_size"], weight_decay=params["weight_decay"],
@@ -610,6 +637,8 @@ class _Objective:
             raise optuna.TrialPruned() from None
         trial.set_user_attr("best_epoch", res.best_epoch)
         trial.set_user_attr("epochs_run", res.epochs_run)
+        trial.set_user_attr("seconds_per_member_epoch",
+                            (time.perf_counter() - started) / max(1, res.epochs_run * model.members))
         if res.time_limited:  # the study's timeout cut this trial short: keep what it reached
             trial.set_user_attr("time_limited", True)
         with torch.no_grad():  # training-set fit, recorded to compare selection criteria
@@ -666,6 +695,37 @@ def _train_final(complete: list[Any], space: TwinSearchSpace, n_train: int, seed
     with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(groups)))) as pool:
         results = list(pool.map(train_group, range(len(groups))))
     return torch.nn.ModuleList(m for m, _ in results), [e for _, e in results]
+
+
+def _estimate_final_seconds(study: Any, space: TwinSearchSpace, ensemble_size: int, top_k: int, jobs: int,
+                            n_train: int, n_all: int) -> float:
+    """Wall seconds the final ensemble would take if the search stopped now.
+
+    Uses each chosen trial's measured seconds per member-epoch (scaled by the
+    optimiser steps of an epoch on all rows against one on the training rows) and
+    the epochs :func:`_train_final` would run; ``0`` before any trial has completed.
+    """
+    import optuna
+
+    complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if "seconds_per_member_epoch" in t.user_attrs]
+    if not complete:
+        return 0.0
+    ranked = sorted(complete, key=lambda t: t.value)
+    chosen = [t for t in ranked[: max(1, min(top_k, ensemble_size))] if t.value <= TOP_K_SCORE_RATIO * ranked[0].value]
+    shares = [ensemble_size // len(chosen) + (1 if i < ensemble_size % len(chosen) else 0) for i in range(len(chosen))]
+
+    def steps(n: int, batch: int) -> int:
+        k = -(-n // max(1, batch))
+        return min(k, space.max_steps_per_epoch) if space.max_steps_per_epoch else k
+
+    total = 0.0
+    for t, share in zip(chosen, shares):
+        batch = int(_model_params(t.params, space, n_train)["batch_size"])
+        epochs = max(int(t.user_attrs.get("best_epoch", space.max_epochs)), space.min_final_epochs)
+        scale = steps(n_all, min(batch, n_all)) / steps(n_train, batch)
+        total += share * epochs * float(t.user_attrs["seconds_per_member_epoch"]) * scale
+    return total / max(1, min(jobs, ensemble_size))
 
 
 def _split_groups(shares: list[tuple[Any, int]], jobs: int) -> list[tuple[Any, int]]:

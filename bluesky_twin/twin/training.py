@@ -75,7 +75,7 @@ def train_members(
     report: Callable[[int, float], None] | None = None,
     report_every: int = 5,
     max_steps_per_epoch: int = 0,
-    deadline: float | None = None,
+    deadline: float | Callable[[], float | None] | None = None,
 ) -> TrainResult:
     """Train every member of *model* with Adam and an MSE loss.
 
@@ -103,7 +103,8 @@ def train_members(
         Cap on optimiser steps per epoch (``0``: a full pass).
     deadline
         A :func:`time.monotonic` time after which training stops early (the best
-        weights so far are kept); ``TrainResult.time_limited`` tells.
+        weights so far are kept); ``TrainResult.time_limited`` tells.  A callable
+        is asked once per epoch, so the deadline may move while training runs.
 
     Returns
     -------
@@ -160,7 +161,8 @@ def train_members(
             break
         if report is not None and epoch % report_every == 0:
             report(epoch, best)
-        if deadline is not None and time.monotonic() > deadline:
+        limit = deadline() if callable(deadline) else deadline
+        if limit is not None and time.monotonic() > limit:
             time_limited = True
             break
     if best_state is not None:
