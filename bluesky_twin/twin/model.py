@@ -666,9 +666,7 @@ def _train_final(complete: list[Any], space: TwinSearchSpace, n_train: int, seed
     from bluesky_twin.twin.network import BatchedMLP
     from bluesky_twin.twin.training import train_members
 
-    ranked = sorted(complete, key=lambda t: t.value)
-    chosen = [t for t in ranked[: max(1, min(top_k, ensemble_size))] if t.value <= TOP_K_SCORE_RATIO * ranked[0].value]
-    shares = [ensemble_size // len(chosen) + (1 if i < ensemble_size % len(chosen) else 0) for i in range(len(chosen))]
+    chosen, shares = _ensemble_plan(complete, ensemble_size, top_k)
     groups = _split_groups(list(zip(chosen, shares)), jobs)
     full = torch.arange(len(Xt))
 
@@ -697,6 +695,18 @@ def _train_final(complete: list[Any], space: TwinSearchSpace, n_train: int, seed
     return torch.nn.ModuleList(m for m, _ in results), [e for _, e in results]
 
 
+def _ensemble_plan(complete: list[Any], ensemble_size: int, top_k: int) -> tuple[list[Any], list[int]]:
+    """The configurations of the final ensemble and the members each gets.
+
+    The best ``top_k`` complete trials within :data:`TOP_K_SCORE_RATIO` of the best
+    validation loss; ``ensemble_size`` members dealt out as evenly as possible.
+    """
+    ranked = sorted(complete, key=lambda t: t.value)
+    chosen = [t for t in ranked[: max(1, min(top_k, ensemble_size))] if t.value <= TOP_K_SCORE_RATIO * ranked[0].value]
+    shares = [ensemble_size // len(chosen) + (1 if i < ensemble_size % len(chosen) else 0) for i in range(len(chosen))]
+    return chosen, shares
+
+
 def _estimate_final_seconds(study: Any, space: TwinSearchSpace, ensemble_size: int, top_k: int, jobs: int,
                             n_train: int, n_all: int) -> float:
     """Wall seconds the final ensemble would take if the search stopped now.
@@ -711,9 +721,7 @@ def _estimate_final_seconds(study: Any, space: TwinSearchSpace, ensemble_size: i
                 if "seconds_per_member_epoch" in t.user_attrs]
     if not complete:
         return 0.0
-    ranked = sorted(complete, key=lambda t: t.value)
-    chosen = [t for t in ranked[: max(1, min(top_k, ensemble_size))] if t.value <= TOP_K_SCORE_RATIO * ranked[0].value]
-    shares = [ensemble_size // len(chosen) + (1 if i < ensemble_size % len(chosen) else 0) for i in range(len(chosen))]
+    chosen, shares = _ensemble_plan(complete, ensemble_size, top_k)
 
     def steps(n: int, batch: int) -> int:
         k = -(-n // max(1, batch))
