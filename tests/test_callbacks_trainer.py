@@ -276,7 +276,8 @@ def test_real_twin_fit_and_warm_start_on_the_magnetometer(RE, mpms):
     space = TwinSearchSpace(max_epochs=40, min_final_epochs=40, n_layers=(2, 2), n_units=(16, 24), patience=10)
     trainer = TwinTrainer(["mpms_temperature", "mpms_field"], "mpms_magnetisation",
                           fit_kwargs={"trials": 2, "search_space": space, "ensemble_size": 2},
-                          refit_kwargs={"trials": 1, "search_space": space, "ensemble_size": 2})
+                          refit_kwargs={"trials": 1, "search_space": space, "ensemble_size": 2,
+                                        "budget": 60.0})
     RE.subscribe(trainer)
     (uid,) = RE(bp.grid_scan([mpms], mpms.field, 0, 2, 3, mpms.temperature, 25, 45, 11))
     twin = trainer.wait_for_version(None, timeout=120, run_uid=uid)
@@ -289,4 +290,6 @@ def test_real_twin_fit_and_warm_start_on_the_magnetometer(RE, mpms):
     assert time.perf_counter() - t0 < 10  # the refit does not hold up the next run
     twin2 = trainer.wait_for_version(twin.version, timeout=120, run_uid=uid2)
     assert twin2 is not None and twin2.version != twin.version
+    # the warm refit ran under the refit budget, the first fit without one
+    assert twin2.metadata["budget_seconds"] == 60.0 and twin.metadata["budget_seconds"] is None
     assert trainer.training_run_uids == [uid, uid2] and trainer.twin_study_name
