@@ -243,6 +243,7 @@ def run_dataset(key, trials, jobs, seed, out_rows, figs):
         "train_r2": m["train_r2"], "pred_1e5_ms": pred_ms, "ensemble": m["ensemble"], "lofo": mean_err, "lofo_per_line": per_line,
         "lofo_lines": lines.tolist(), "lofo_train_fit_selected": alt, "best_params": m["best_params"],
         "rbf_params": list(rbf.params),
+        "command": "benchmarks/bench_twin.py " + " ".join(sys.argv[1:]),
     }
     out_rows.append(row)
     if key == 1:
@@ -305,7 +306,8 @@ def write_markdown(rows, figs, args, elapsed):
         f"--jobs {args.jobs}{' --update' if args.update else ''}"
         f"{f' --arpes-budget {args.arpes_budget:g}' if '4' in args.datasets.split(',') else ''}` "
         f"({elapsed / 60:.1f} min for this invocation; "
-        "rows of earlier invocations are kept with --update, see the per-row timings). "
+        "rows of earlier invocations are kept with --update; the invocation behind each row is listed "
+        "under the tables). "
         f"Machine: {os.cpu_count()} cores, shared with other "
         "work while this ran, so absolute times are pessimistic; compare the ratios.",
         "",
@@ -344,6 +346,9 @@ def write_markdown(rows, figs, args, elapsed):
         for k, v in figs["erco2_dsm"].items():
             lines.append(f"| {k} | {v['extrema']} | {v['total_variation_over_peak']:.3f} |")
         lines += ["", "A smooth single-peaked curve has 1 extremum and a total-variation ratio of 1."]
+    lines += ["", "Invocation behind each row:", ""]
+    lines += [f"* {r['dataset']}: `.venv/bin/python {r.get('command', 'benchmarks/bench_twin.py (not recorded)')}`"
+              for r in rows]
     lines += ["", "Raw numbers: `docs/benchmarks/twin.json`."]
     (ROOT / "docs" / "benchmarks" / "twin.md").write_text("\n".join(lines) + "\n")
     (ROOT / "docs" / "benchmarks" / "twin.json").write_text(json.dumps({"rows": rows, "figs": figs}, indent=1, default=str))
