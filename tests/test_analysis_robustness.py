@@ -89,3 +89,42 @@ def test_cli_steps_members(tmp_path, monkeypatch, capsys) -> None:
     alone = [field_step_study(t, steps=STEPS).proposed_step for t in TransitionEnsemble().members]
     assert info["member_proposals"]["members"] == alone
     assert "every member accepts" in capsys.readouterr().out
+
+
+class PeakMapEnsemble:
+    """Members that disagree on where along the stepped angle the peaks sit.
+
+    A member whose peaks sit on half-integer angles is sampled by a 0.5 degree grid;
+    one whose peaks sit a quarter degree off needs a finer grid.
+    """
+
+    x_names = ["theta1", "theta2"]
+
+    def __init__(self, offsets=(0.0, 0.25, 0.0)) -> None:
+        rng = np.random.default_rng(3)
+        self.centres = np.column_stack([rng.permutation(np.arange(-18.0, 19.0, 4.0)),
+                                        rng.choice(np.arange(-12, 12) + 0.5, 10, replace=False)])
+        self.offsets = offsets
+        self.x_range = np.array([[-20.0, 20.0], [-15.0, 15.0]])
+
+    def member(self, X, offset):
+        X = np.asarray(X, dtype=float)
+        return sum(np.exp(-0.5 * (X[:, 0] - c1) ** 2 - 0.5 * ((X[:, 1] - c2 - offset) / 0.5) ** 2)
+                   for c1, c2 in self.centres)
+
+    def predict(self, X, return_members: bool = False):
+        m = np.vstack([self.member(X, o) for o in self.offsets])
+        return m if return_members else (m.mean(axis=0), m.std(axis=0))
+
+
+def test_angle_study_member_by_member() -> None:
+    from bluesky_twin.analysis import angle_step_study
+
+    ens = PeakMapEnsemble()
+    steps = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0]
+    spread = member_step_proposals(angle_step_study, ens, axis=1, steps=steps)
+    alone = [angle_step_study(PeakMapEnsemble((o,)), axis=1, steps=steps).proposed_step for o in ens.offsets]
+    assert list(spread.members) == alone
+    # the member with peaks off the half-degree grid asks for a finer step than the others
+    assert alone[1] < alone[0] == alone[2]
+    assert spread.conservative == alone[1] and spread.agreement == pytest.approx(2 / 3)
