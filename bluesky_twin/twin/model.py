@@ -600,7 +600,8 @@ class _Objective:
 
     def __init__(self, space: TwinSearchSpace, X: "torch.Tensor", y: "torch.Tensor",
                  train_idx: list["torch.Tensor"], val_idx: list["torch.Tensor"], n_train: int,
-                 seed: int, prev_models: list["BatchedMLP"], deadline: float | None = None) -> None:
+                 seed: int, prev_models: list["BatchedMLP"],
+                 deadline: "float | Callable[[], float | None] | None" = None) -> None:
         self.space, self.X, self.y = space, X, y
         self.train_idx, self.val_idx, self.n_train = train_idx, val_idx, n_train
         self.seed, self.prev_models, self.deadline = seed, prev_models, deadline
@@ -613,6 +614,9 @@ class _Objective:
         from bluesky_twin.twin.training import PruneSignal, train_members
 
         params = self.space.suggest(trial, self.n_train)
+        limit = self.deadline() if callable(self.deadline) else self.deadline
+        if limit is not None and time.monotonic() >= limit:  # started just as the budget ran out
+            raise optuna.TrialPruned("the search's time is up")
         gen = torch.Generator().manual_seed(self.seed * 100_003 + trial.number)
         model = BatchedMLP.from_params(len(self.train_idx), self.X.shape[1], params, generator=gen)
         previous = _matching(self.prev_models, params)
