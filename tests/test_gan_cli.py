@@ -204,3 +204,21 @@ def test_gap_closed_needs_a_significant_gap():
     assert np.isnan(_gap(0.994, 0.986, 0.992, n=500))
     assert np.isnan(_gap(0.996, 0.988, 0.982, n=500))  # raw above the reference
     assert _gap(0.994, 0.986, 0.992) == pytest.approx(4 / 3)  # without n: only the sign counts
+
+
+def test_train_recipe_overrides_are_parsed_and_recorded(tmp_path, capsys) -> None:
+    from bluesky_twin.cli import main
+    from bluesky_twin.gan.build import data_geometry, data_recipe
+    from bluesky_twin.gan.cli import _parse_recipe
+
+    assert _parse_recipe(["e_init=[50, 60, 70]", "chopper_frequency=100"]) == {
+        "e_init": (50, 60, 70), "chopper_frequency": 100}
+    for bad, message in ((["bogus=1"], "KEY=VALUE"), (["e_init"], "KEY=VALUE"), (["e_init=[50,"], "not JSON")):
+        rc = main(["ins", "train", "--out", str(tmp_path / "m"), "--recipe", *bad])
+        assert rc == 2 and message in capsys.readouterr().err
+        assert not (tmp_path / "m").exists()
+    # metadata of models trained before the option: cuts, default recipe
+    assert data_geometry({"training": {"data": {}}}) == "cut" and data_recipe({}) == {}
+    meta = {"training": {"data": {"geometry": "powder", "recipe": {"e_init": [50, 60], "chopper_frequency": 100}}}}
+    assert data_geometry(meta) == "powder"
+    assert data_recipe(meta) == {"e_init": (50, 60), "chopper_frequency": 100}

@@ -53,7 +53,8 @@ def training_split(meta: dict[str, Any]) -> dict[str, np.ndarray]:
     from bluesky_twin.ins.dataset import generate_dataset
 
     info = meta["training"]["data"]
-    ds = generate_dataset(int(info["n"]), seed=int(info["seed"]), geometry=info["geometry"], size=int(info["size"]))
+    ds = generate_dataset(int(info["n"]), seed=int(info["seed"]), geometry=info["geometry"], size=int(info["size"]),
+                          **data_recipe(meta))
     ia, ib = split_indices(len(ds), int(info["seed"]))
     n_ref, n_cal = int(info["n_reference"]), int(info["n_calibration"])
     return {"dataset": ds, "A": ia, "B": ib, "reference": ia[:n_ref], "calibration": ia[n_ref : n_ref + n_cal]}
@@ -114,6 +115,17 @@ def _classifier_record(classifiers: dict[str, Any], epochs: int) -> dict[str, An
             "validation_accuracy": {k: c.metadata["validation_accuracy"] for k, c in classifiers.items()}}
 
 
+def data_recipe(meta: dict[str, Any]) -> dict[str, Any]:
+    """The experiment-like recipe overrides recorded in a model's metadata (``{}``: defaults)."""
+    recipe = meta.get("training", {}).get("data", {}).get("recipe") or {}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items()}
+
+
+def data_geometry(meta: dict[str, Any]) -> str:
+    """The frame geometry a model was trained on (``"cut"`` for models that do not say)."""
+    return str(meta.get("training", {}).get("data", {}).get("geometry", "cut"))
+
+
 def build_model(
     out_dir: str | Path,
     *,
@@ -129,6 +141,8 @@ def build_model(
     n_calibration: int = 200,
     clf_epochs: int = 15,
     clf_input_scale: str | None = None,
+    geometry: str = "cut",
+    recipe: dict[str, Any] | None = None,
     num_threads: int | None = None,
     progress: bool = True,
     command: str | None = None,
@@ -150,6 +164,11 @@ def build_model(
     clf_input_scale
         The classifiers' input scaling, ``"log"`` or ``"linear"``; ``None``: the DUQ
         default (:data:`bluesky_twin.ins.duq.DEFAULT_INPUT_SCALE`).
+    geometry, recipe
+        ``generate_dataset``'s geometry (``"cut"`` or ``"powder"``) and overrides of
+        its experiment-like recipe (e.g. ``{"e_init": (50, 60, 70),
+        "chopper_frequency": 100}`` for coarser energy resolution); both are recorded
+        in the metadata and reused by ``ins evaluate`` and ``train-classifiers``.
     num_threads
         ``torch.set_num_threads`` for the whole build.
     progress
@@ -182,7 +201,8 @@ def build_model(
     scaling = Scaling()
 
     t0 = time.perf_counter()
-    ds = generate_dataset(n, seed=seed, geometry="cut", size=size, progress=progress)
+    recipe = dict(recipe or {})
+    ds = generate_dataset(n, seed=seed, geometry=geometry, size=size, progress=progress, **recipe)
     t_data = time.perf_counter() - t0
     ia, ib = split_indices(n, seed)
     result = train_gan(ds.convolved[ia], ds.unconvolved[ib], config, tc, scaling, progress=progress)
@@ -208,7 +228,8 @@ def build_model(
     training = {
         "command": command,
         "seed": seed,
-        "data": {"generator": "bluesky_twin.ins.generate_dataset", "n": n, "seed": seed, "geometry": "cut",
+        "data": {"generator": "bluesky_twin.ins.generate_dataset", "n": n, "seed": seed, "geometry": geometry,
+                 "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()},
                  "size": size, "split": "disjoint halves: A = convolved[first], B = unconvolved[second]",
                  "n_reference": n_reference, "n_calibration": n_calibration,
                  "ood_control": f"digits_control({n_calibration}, size={size}, seed={seed + 1})"},

@@ -27,6 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--clf-epochs", type=int, default=15, help="DUQ classifier epochs (0: no classifiers)")
     p.add_argument("--clf-input-scale", choices=["log", "linear"], default=None,
                    help="DUQ classifier input scaling (default: the DUQ default)")
+    p.add_argument("--geometry", choices=["cut", "powder"], default="cut", help="frame geometry (default cut)")
+    p.add_argument("--recipe", action="append", default=[], metavar="KEY=JSON",
+                   help="override the experiment-like recipe, e.g. --recipe 'e_init=[50,60,70]' "
+                        "--recipe chopper_frequency=100 (repeatable)")
     p.add_argument("--n-reference", type=int, default=256, help="domain-score reference frames (default 256)")
     p.add_argument("--n-calibration", type=int, default=200, help="domain-score calibration frames (default 200)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
@@ -69,6 +73,27 @@ def _check_output(path: Path | None) -> None:
         raise InputError(f"output directory {path.parent} does not exist")
 
 
+def _parse_recipe(items: list[str]) -> dict[str, object]:
+    """``["e_init=[50,60,70]", "chopper_frequency=100"]`` -> overrides (JSON values, lists as tuples)."""
+    import json
+
+    from bluesky_twin.errors import InputError
+    from bluesky_twin.ins.frames import Recipe
+
+    known = set(Recipe.__dataclass_fields__)
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or key not in known:
+            raise InputError(f"--recipe {item!r}: expected KEY=VALUE with KEY one of {sorted(known)}")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise InputError(f"--recipe {item!r}: the value is not JSON (e.g. 100 or [50, 60, 70])") from None
+        out[key] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from bluesky_twin.errors import InputError
 
@@ -82,13 +107,14 @@ def _run_train(args: argparse.Namespace) -> int:
             raise InputError(f"--{name.replace('_', '-')} must be >= 20 (20 frames per Sinkhorn repeat)")
     if args.size % 4:
         raise InputError("--size must be divisible by 4")
+    recipe = _parse_recipe(args.recipe)
     from bluesky_twin.gan.build import build_model
 
     command = "bluesky-twin ins train " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["ins", "train"] else None
     info = build_model(
         args.out, n=args.n, seed=args.seed, size=args.size, preset=args.preset, iterations=args.iterations,
         batch_size=args.batch_size, crop=args.crop, lr=args.lr, clf_epochs=args.clf_epochs,
-        clf_input_scale=args.clf_input_scale,
+        clf_input_scale=args.clf_input_scale, geometry=args.geometry, recipe=recipe,
         n_reference=args.n_reference, n_calibration=args.n_calibration,
         num_threads=args.threads, progress=not args.quiet, command=command,
     )

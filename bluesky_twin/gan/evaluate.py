@@ -111,7 +111,7 @@ def evaluate_model(model: Any, n: int = 500, seed: int = 1234, n_domain: int = 2
     dict
         All numbers of the table and the domain scores (the ``ins evaluate`` JSON).
     """
-    from bluesky_twin.gan.build import training_split
+    from bluesky_twin.gan.build import data_geometry, data_recipe, training_split
     from bluesky_twin.ins.dataset import digits_control, generate_dataset, near_domain_control
 
     missing = [k for k in ("unconvolved", "convolved") if k not in model.classifiers]
@@ -126,13 +126,17 @@ def evaluate_model(model: Any, n: int = 500, seed: int = 1234, n_domain: int = 2
 
     size = int(model.reference.shape[-1])
     say(f"generating test set n={n} seed={seed}")
-    te = generate_dataset(n, seed=seed, size=size)
+    # the test set follows the recipe the model was trained on (cuts with the default
+    # resolution for models that record none)
+    geometry, recipe = data_geometry(model.metadata), data_recipe(model.metadata)
+    te = generate_dataset(n, seed=seed, size=size, geometry=geometry, **recipe)
     clf_u, clf_c = model.classifiers["unconvolved"], model.classifiers["convolved"]
     say("translating")
     # frame units (model space mapped back), so each classifier applies its own scaling
     exp2sim = model.exp2sim(te.convolved)
     sim2exp = model.sim2exp(te.unconvolved)
-    out: dict[str, Any] = {"n": n, "seed": seed}
+    out: dict[str, Any] = {"n": n, "seed": seed, "geometry": geometry, "recipe": {k: list(v) if isinstance(v, tuple) else v
+                                                                                for k, v in recipe.items()}}
     out["classifier_input_scale"] = {k: str(getattr(c, "input_scale", "log")) for k, c in
                                      (("unconvolved", clf_u), ("convolved", clf_c))}
     out["acc_unconvolved"] = float(clf_u.score(te.unconvolved, te.labels))
@@ -181,7 +185,8 @@ def evaluate_model(model: Any, n: int = 500, seed: int = 1234, n_domain: int = 2
         split = training_split(meta)
         sets["train"] = split["dataset"].convolved[split["calibration"]]
     sets["test"] = te.convolved[:n_domain]
-    sets["experiment_like"] = generate_dataset(n_domain, seed=seed + 1, size=size, **SHIFTED_RECIPE).convolved
+    sets["experiment_like"] = generate_dataset(n_domain, seed=seed + 1, size=size, geometry=geometry,
+                                               **{**recipe, **SHIFTED_RECIPE}).convolved
     sets["near_domain"] = near_domain_control(n_domain, seed=seed + 2, size=size)
     sets["digits"] = digits_control(n_domain, size=size, seed=seed + 3)
     domain: dict[str, Any] = {}
