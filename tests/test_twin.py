@@ -274,3 +274,16 @@ def test_final_ensemble_cost_estimate_from_trial_speed() -> None:
     expected = (2 * 300 * 0.01 * 1.5 + 2 * 100 * 0.01 * 1.5)
     assert _estimate_final_seconds(study, space, 4, 2, 1, n_train=200, n_all=300) == pytest.approx(expected)
     assert _estimate_final_seconds(study, space, 4, 2, 2, n_train=200, n_all=300) == pytest.approx(expected / 2)
+
+
+def test_temporary_study_journal_is_removed_with_the_twin(data: pd.DataFrame, tmp_path) -> None:
+    import gc
+
+    twin = DigitalTwin.fit(data, ["T", "H"], "M", trials=1, seed=0, search_space=TINY, ensemble_size=1)
+    journal = twin._journal
+    assert journal is not None and journal.exists()
+    saved = twin.save(tmp_path / "m")
+    del twin
+    gc.collect()
+    assert not journal.parent.exists()  # no stray study directories in the temp dir
+    assert (saved / "optuna.journal").exists()  # the saved copy stays

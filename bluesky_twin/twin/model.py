@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -507,6 +508,8 @@ class DigitalTwin:
         }
         twin = cls(models, x_scaler, y_scaler, metadata,
                    journal=(tmpdir / JOURNAL_FILE) if tmpdir is not None else None)
+        if tmpdir is not None:  # the study's journal lives as long as the twin (save() copies it)
+            weakref.finalize(twin, shutil.rmtree, tmpdir, True)
         metadata["train_r2"] = twin.score(table.X, table.y)
         metadata["version"] = f"{refit}-{_weights_hash(models, metadata['data_sha256'])[:8]}"
         return twin
