@@ -415,10 +415,10 @@ class DigitalTwin:
         threads_before = torch.get_num_threads()
         torch.set_num_threads(1)
         mono0 = time.monotonic()
-        limits = {"search": min(mono0 + timeout if timeout is not None else math.inf,
-                                mono0 + budget if budget is not None else math.inf)}
+        search_s = min(v for v in (timeout, budget, math.inf) if v is not None)
+        limits = {"search": mono0 + search_s}  # moved earlier by the budget as trials finish
         objective = _Objective(space, Xt, yt, train_idx, val_idx, n_train, seed, prev_models,
-                               lambda: None if math.isinf(limits["search"]) else limits["search"])
+                               lambda: limits["search"])
         bar = None
         callbacks = []
         if budget is not None:
@@ -449,8 +449,7 @@ class DigitalTwin:
         if trial_callback is not None:
             callbacks.append(trial_callback)
         try:
-            search_timeout = min(v for v in (timeout, budget, math.inf) if v is not None)
-            study.optimize(objective, n_trials=trials, timeout=None if math.isinf(search_timeout) else search_timeout,
+            study.optimize(objective, n_trials=trials, timeout=None if math.isinf(search_s) else search_s,
                            n_jobs=jobs, callbacks=callbacks,
                            gc_after_trial=False, catch=())
             complete_ = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -614,11 +613,10 @@ class _Objective:
         import torch
 
         from bluesky_twin.twin.network import BatchedMLP
-        from bluesky_twin.twin.training import PruneSignal, train_members
+        from bluesky_twin.twin.training import PruneSignal, deadline_passed, train_members
 
         params = self.space.suggest(trial, self.n_train)
-        limit = self.deadline() if callable(self.deadline) else self.deadline
-        if limit is not None and time.monotonic() >= limit:  # started just as the budget ran out
+        if deadline_passed(self.deadline):  # started just as the budget ran out
             raise optuna.TrialPruned("the search's time is up")
         gen = torch.Generator().manual_seed(self.seed * 100_003 + trial.number)
         model = BatchedMLP.from_params(len(self.train_idx), self.X.shape[1], params, generator=gen)
@@ -681,14 +679,11 @@ def _train_final(complete: list[Any], space: TwinSearchSpace, n_train: int, seed
         trial, members = groups[index]
         gen = torch.Generator().manual_seed(seed * 7919 + 1 + 104_729 * index)
         params = _model_params(trial.params, space, n_train)
-        epochs = int(max(trial.user_attrs.get("best_epoch", space.max_epochs), space.min_final_epochs))
         model = BatchedMLP.from_params(members, Xt.shape[1], params, generator=gen)
         previous = _matching(prev_models, params)
         if previous is not None:
-            # starting from trained weights: the search's best epoch, with a
-            # smaller floor than a cold start needs
             model.load_members_from(previous)
-            epochs = int(max(trial.user_attrs.get("best_epoch", space.max_epochs), space.min_final_epochs // 3))
+        epochs = _final_epochs(trial, space, warm=previous is not None)
         train_members(model, Xt, yt, [full] * members, None, lr=params["lr"],
                       batch_size=min(params["batch_size"], len(Xt)), weight_decay=params["weight_decay"],
                       max_epochs=epochs, lr_drop_epoch=space.lr_drop_epoch,
@@ -700,6 +695,15 @@ def _train_final(complete: list[Any], space: TwinSearchSpace, n_train: int, seed
     with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(groups)))) as pool:
         results = list(pool.map(train_group, range(len(groups))))
     return torch.nn.ModuleList(m for m, _ in results), [e for _, e in results]
+
+
+def _final_epochs(trial: Any, space: TwinSearchSpace, warm: bool) -> int:
+    """Epochs of a final-ensemble member: the search's best epoch, with a floor.
+
+    Starting from trained weights (*warm*) the floor is a third of a cold start's.
+    """
+    floor = space.min_final_epochs // 3 if warm else space.min_final_epochs
+    return int(max(trial.user_attrs.get("best_epoch", space.max_epochs), floor))
 
 
 def _ensemble_plan(complete: list[Any], ensemble_size: int, top_k: int) -> tuple[list[Any], list[int]]:
@@ -724,21 +728,19 @@ def _estimate_final_seconds(study: Any, space: TwinSearchSpace, ensemble_size: i
     """
     import optuna
 
+    from bluesky_twin.twin.training import steps_per_epoch
+
     complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                 if "seconds_per_member_epoch" in t.user_attrs]
     if not complete:
         return 0.0
     chosen, shares = _ensemble_plan(complete, ensemble_size, top_k)
-
-    def steps(n: int, batch: int) -> int:
-        k = -(-n // max(1, batch))
-        return min(k, space.max_steps_per_epoch) if space.max_steps_per_epoch else k
-
+    cap = space.max_steps_per_epoch
     total = 0.0
     for t, share in zip(chosen, shares):
         batch = int(_model_params(t.params, space, n_train)["batch_size"])
-        epochs = max(int(t.user_attrs.get("best_epoch", space.max_epochs)), space.min_final_epochs)
-        scale = steps(n_all, min(batch, n_all)) / steps(n_train, batch)
+        scale = steps_per_epoch(n_all, min(batch, n_all), cap) / steps_per_epoch(n_train, batch, cap)
+        epochs = _final_epochs(t, space, warm=False)  # a cold start's floor: the larger estimate
         total += share * epochs * float(t.user_attrs["seconds_per_member_epoch"]) * scale
     return total / max(1, min(jobs, ensemble_size))
 

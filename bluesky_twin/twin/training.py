@@ -34,6 +34,18 @@ class TrainResult:
     time_limited: bool = False
 
 
+def steps_per_epoch(n_rows: int, batch_size: int, max_steps: int = 0) -> int:
+    """Optimiser steps of one epoch over *n_rows* rows (at most *max_steps* when given)."""
+    steps = max(1, math.ceil(n_rows / max(1, batch_size)))
+    return min(steps, max_steps) if max_steps else steps
+
+
+def deadline_passed(deadline: float | Callable[[], float | None] | None) -> bool:
+    """True once :func:`time.monotonic` has passed *deadline* (a time, a callable giving one, or None)."""
+    limit = deadline() if callable(deadline) else deadline
+    return limit is not None and time.monotonic() > limit
+
+
 def _member_batches(
     train_idx: Sequence[torch.Tensor], batch_size: int, gen: torch.Generator, max_steps: int = 0
 ) -> torch.Tensor:
@@ -44,10 +56,7 @@ def _member_batches(
     ``max_steps`` an epoch is at most that many steps: on large data sets an epoch
     then sees a fresh random subset of ``max_steps * batch_size`` rows.
     """
-    n_max = max(len(t) for t in train_idx)
-    steps = max(1, math.ceil(n_max / batch_size))
-    if max_steps:
-        steps = min(steps, max_steps)
+    steps = steps_per_epoch(max(len(t) for t in train_idx), batch_size, max_steps)
     total = steps * batch_size
     rows = []
     for idx in train_idx:
@@ -161,8 +170,7 @@ def train_members(
             break
         if report is not None and epoch % report_every == 0:
             report(epoch, best)
-        limit = deadline() if callable(deadline) else deadline
-        if limit is not None and time.monotonic() > limit:
+        if deadline_passed(deadline):
             time_limited = True
             break
     if best_state is not None:
