@@ -121,6 +121,11 @@ def data_recipe(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items()}
 
 
+def recipe_to_json(recipe: dict[str, Any]) -> dict[str, Any]:
+    """Recipe overrides as JSON values (tuples become lists); :func:`data_recipe` inverts it."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()}
+
+
 def data_geometry(meta: dict[str, Any]) -> str:
     """The frame geometry a model was trained on (``"cut"`` for models that do not say)."""
     return str(meta.get("training", {}).get("data", {}).get("geometry", "cut"))
@@ -229,7 +234,7 @@ def build_model(
         "command": command,
         "seed": seed,
         "data": {"generator": "bluesky_twin.ins.generate_dataset", "n": n, "seed": seed, "geometry": geometry,
-                 "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()},
+                 "recipe": recipe_to_json(recipe),
                  "size": size, "split": "disjoint halves: A = convolved[first], B = unconvolved[second]",
                  "n_reference": n_reference, "n_calibration": n_calibration,
                  "ood_control": f"digits_control({n_calibration}, size={size}, seed={seed + 1})"},

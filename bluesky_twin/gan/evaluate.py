@@ -111,7 +111,7 @@ def evaluate_model(model: Any, n: int = 500, seed: int = 1234, n_domain: int = 2
     dict
         All numbers of the table and the domain scores (the ``ins evaluate`` JSON).
     """
-    from bluesky_twin.gan.build import data_geometry, data_recipe, training_split
+    from bluesky_twin.gan.build import data_geometry, data_recipe, recipe_to_json, training_split
     from bluesky_twin.ins.dataset import digits_control, generate_dataset, near_domain_control
 
     missing = [k for k in ("unconvolved", "convolved") if k not in model.classifiers]
@@ -135,8 +135,7 @@ def evaluate_model(model: Any, n: int = 500, seed: int = 1234, n_domain: int = 2
     # frame units (model space mapped back), so each classifier applies its own scaling
     exp2sim = model.exp2sim(te.convolved)
     sim2exp = model.sim2exp(te.unconvolved)
-    out: dict[str, Any] = {"n": n, "seed": seed, "geometry": geometry, "recipe": {k: list(v) if isinstance(v, tuple) else v
-                                                                                for k, v in recipe.items()}}
+    out: dict[str, Any] = {"n": n, "seed": seed, "geometry": geometry, "recipe": recipe_to_json(recipe)}
     out["classifier_input_scale"] = {k: str(getattr(c, "input_scale", "log")) for k, c in
                                      (("unconvolved", clf_u), ("convolved", clf_c))}
     out["acc_unconvolved"] = float(clf_u.score(te.unconvolved, te.labels))

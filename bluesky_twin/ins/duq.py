@@ -55,7 +55,7 @@ from numpy.typing import ArrayLike, NDArray
 from torch import nn
 
 from bluesky_twin.errors import InputError, ModelFileError
-from bluesky_twin.ins.preprocess import DEFAULT_GAIN, DEFAULT_VMAX, preprocess_frames
+from bluesky_twin.ins.preprocess import DEFAULT_GAIN, DEFAULT_VMAX, frame_array, preprocess_frames
 
 #: Input scalings :func:`scale_frames` knows.
 INPUT_SCALES = ("log", "linear")
@@ -108,11 +108,7 @@ def scale_frames(
         return preprocess_frames(frames, gain=gain, vmax=vmax, fill_value=fill_value)
     if input_scale != "linear":
         raise InputError(f"input_scale must be one of {INPUT_SCALES}, got {input_scale!r}")
-    x = np.array(frames, dtype=np.float64, copy=True)
-    if x.ndim not in (2, 3) or x.size == 0:
-        raise InputError(f"frames must be a non-empty (n, H, W) or (H, W) array, got shape {x.shape}")
-    if np.isinf(x).any():
-        raise InputError("frames contain infinite values; mask bad pixels with NaN instead")
+    x = frame_array(frames)
     if not (vmax > 0 and 0.0 <= fill_value <= 1.0):
         raise InputError(f"need vmax > 0 and 0 <= fill_value <= 1 (got {vmax}, {fill_value})")
     flat = x.reshape(-1, x.shape[-2] * x.shape[-1])

@@ -28,6 +28,22 @@ DEFAULT_GAIN = 4.0
 DEFAULT_VMAX = 4.0
 
 
+def frame_array(frames: ArrayLike) -> NDArray[np.float64]:
+    """A float64 copy of ``(n, H, W)`` or ``(H, W)`` frames (NaN allowed).
+
+    Raises
+    ------
+    InputError
+        If the array is not 2-D/3-D, is empty, or contains infinities.
+    """
+    x = np.array(frames, dtype=np.float64, copy=True)
+    if x.ndim not in (2, 3) or x.size == 0:
+        raise InputError(f"frames must be a non-empty (n, H, W) or (H, W) array, got shape {x.shape}")
+    if np.isinf(x).any():
+        raise InputError("frames contain infinite values; mask bad pixels with NaN instead")
+    return x
+
+
 @overload
 def preprocess_frames(
     frames: ArrayLike, *, return_mask: Literal[False] = ..., renormalise: bool = ...,
@@ -82,11 +98,7 @@ def preprocess_frames(
     InputError
         If the array is not 2-D/3-D, is empty, or contains infinities.
     """
-    x = np.array(frames, dtype=np.float64, copy=True)
-    if x.ndim not in (2, 3) or x.size == 0:
-        raise InputError(f"frames must be a non-empty (n, H, W) or (H, W) array, got shape {x.shape}")
-    if np.isinf(x).any():
-        raise InputError("frames contain infinite values; mask bad pixels with NaN instead")
+    x = frame_array(frames)
     if not (gain > 0 and vmax > 0 and 0.0 <= fill_value <= 1.0):
         raise InputError(f"need gain > 0, vmax > 0 and 0 <= fill_value <= 1 (got {gain}, {vmax}, {fill_value})")
     valid = np.isfinite(x)
