@@ -67,6 +67,9 @@ def test_translation_keeps_shape_and_mask(tmp_path):
     assert y.shape == x.shape
     assert np.array_equal(np.isnan(y), np.isnan(x))
     assert np.isfinite(m.exp2sim(x)).all()
+    z = m.sim2exp(x, keep_mask=True)
+    assert z.shape == x.shape and np.array_equal(np.isnan(z), np.isnan(x))
+    np.testing.assert_array_equal(z[np.isfinite(x)], m.sim2exp(x)[np.isfinite(x)])
     with pytest.raises(InputError, match="divisible by 4"):
         m.exp2sim(_frames(1, size=18))
     with pytest.raises(InputError, match="entirely NaN"):

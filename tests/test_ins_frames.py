@@ -98,6 +98,21 @@ def test_powder_mask_is_the_two_theta_coverage() -> None:
     assert fr.powder_coverage_mask(geo, 25.0, (5.0, 40.0)).sum() > expected.sum()
 
 
+@pytest.mark.parametrize("geometry", ["cut", "powder"])
+def test_mask_unconvolved_gives_the_pair_one_mask(geometry: str) -> None:
+    geo = fr.make_geometry(geometry, 32, fr.Recipe())
+    plain = fr.simulate_pair(0.6, 0.1, geo, fr.Recipe(), np.random.default_rng(4))
+    masked = fr.simulate_pair(0.6, 0.1, geo, fr.Recipe.from_overrides({"mask_unconvolved": True}),
+                              np.random.default_rng(4))
+    assert np.isfinite(plain[0]).all() and np.isnan(plain[1]).any()
+    np.testing.assert_array_equal(np.isnan(masked[0]), np.isnan(masked[1]))
+    np.testing.assert_array_equal(masked[1], plain[1], strict=True)  # same frame, only the map changes
+    ok = np.isfinite(masked[0])
+    np.testing.assert_array_equal(masked[0][ok], plain[0][ok])
+    with pytest.raises(InputError, match="mask_unconvolved must be true or false"):
+        fr.Recipe.from_overrides({"mask_unconvolved": "yes"})
+
+
 def test_stripe_phase_control_differs_from_neel() -> None:
     neel = simulate_frame(0.6, 0.1, experiment_like=False)
     stripe = simulate_frame(0.6, 0.45, experiment_like=False, phase="stripe")

@@ -132,9 +132,12 @@ def evaluate_model(model: Any, n: int = 500, seed: int = 1234, n_domain: int = 2
     te = generate_dataset(n, seed=seed, size=size, geometry=geometry, **recipe)
     clf_u, clf_c = model.classifiers["unconvolved"], model.classifiers["convolved"]
     say("translating")
-    # frame units (model space mapped back), so each classifier applies its own scaling
-    exp2sim = model.exp2sim(te.convolved)
-    sim2exp = model.sim2exp(te.unconvolved)
+    # frame units (model space mapped back), so each classifier applies its own scaling;
+    # when both domains carry the instrument's mask (recipe mask_unconvolved), the
+    # translations keep it too, so each classifier sees masks as in its training
+    keep_mask = bool(recipe.get("mask_unconvolved", False))
+    exp2sim = model.exp2sim(te.convolved, keep_mask=keep_mask)
+    sim2exp = model.sim2exp(te.unconvolved, keep_mask=keep_mask)
     out: dict[str, Any] = {"n": n, "seed": seed, "geometry": geometry, "recipe": recipe_to_json(recipe)}
     out["classifier_input_scale"] = {k: str(getattr(c, "input_scale", "log")) for k, c in
                                      (("unconvolved", clf_u), ("convolved", clf_c))}

@@ -124,6 +124,14 @@ class Exp2SimModel:
         return np.concatenate(ys), (np.concatenate(fs) if want_features else None)
 
     # ------------------------------------------------------------------ public
+    def _translate_frames(self, G: ResnetGenerator, frames: Any, keep_mask: bool) -> np.ndarray:
+        x, valid = self._prepare(frames)
+        y, _ = self._translate(G, x, False)
+        y = from_model_space(y, self.scaling)
+        if keep_mask:
+            y[~valid] = np.nan
+        return y
+
     def exp2sim(self, frames: Any, keep_mask: bool = False) -> np.ndarray:
         """Remove instrument resolution: experiment-like frames -> simulation-like frames.
 
@@ -134,18 +142,20 @@ class Exp2SimModel:
         keep_mask
             Put NaN back where the input was masked (default: return the model's fill-in).
         """
-        x, valid = self._prepare(frames)
-        y, _ = self._translate(self.G_A, x, False)
-        y = from_model_space(y, self.scaling)
-        if keep_mask:
-            y[~valid] = np.nan
-        return y
+        return self._translate_frames(self.G_A, frames, keep_mask)
 
-    def sim2exp(self, frames: Any) -> np.ndarray:
-        """Add instrument resolution: simulation frames -> experiment-like frames."""
-        x, _ = self._prepare(frames)
-        y, _ = self._translate(self.G_B, x, False)
-        return from_model_space(y, self.scaling)
+    def sim2exp(self, frames: Any, keep_mask: bool = False) -> np.ndarray:
+        """Add instrument resolution: simulation frames -> experiment-like frames.
+
+        Parameters
+        ----------
+        frames
+            (N, *spatial) or a single frame, NaN where masked (for example outside the
+            instrument's coverage).
+        keep_mask
+            Put NaN back where the input was masked (default: return the model's fill-in).
+        """
+        return self._translate_frames(self.G_B, frames, keep_mask)
 
     def features(self, frames: Any) -> np.ndarray:
         """(N, F) domain-score features (Exp2Sim encoder after the last downsampling)."""

@@ -158,8 +158,13 @@ class Exp2SimTrainer:
         queries, _ = proj_tgt(enc_tgt, self.config.num_patches, patch_ids=ids)
         return losses.multilayer_nce_loss(queries, keys, self.tc.tau)
 
-    def step(self, real_A: torch.Tensor, valid_A: torch.Tensor, real_B: torch.Tensor) -> dict[str, float]:
-        """One optimisation step on a batch of each domain (model space, (B, 1, *spatial))."""
+    def step(self, real_A: torch.Tensor, valid_A: torch.Tensor, real_B: torch.Tensor,
+             valid_B: torch.Tensor | None = None) -> dict[str, float]:
+        """One optimisation step on a batch of each domain (model space, (B, 1, *spatial)).
+
+        ``valid_A`` / ``valid_B`` are 1 where a pixel was measured (the identity L1
+        ignores filled pixels); ``valid_B=None`` means every simulation pixel counts.
+        """
         w = losses.LOSS_WEIGHTS
         layers = self.config.nce_layers
         for net in (self.G_A, self.G_B, self.D_A, self.D_B, self.F_A, self.F_B):
@@ -189,7 +194,7 @@ class Exp2SimTrainer:
         # dual PatchNCE: translated image encoded by the *other* generator's encoder
         nce1 = self._nce(feat_real_A, self.G_B.encode(fake_B, layers), self.F_A, self.F_B)
         nce2 = self._nce(feat_real_B, self.G_A.encode(fake_A, layers), self.F_B, self.F_A)
-        idt_B = losses.masked_l1(self.G_A(real_B), real_B)
+        idt_B = losses.masked_l1(self.G_A(real_B), real_B, valid_B)
         idt_A = losses.masked_l1(self.G_B(real_A), real_A, valid_A)
         loss_G = w["gan"] * (gan_A + gan_B) + w["nce"] * (nce1 + nce2) + w["idt"] * (idt_A + idt_B)
         loss_G.backward()
@@ -255,8 +260,8 @@ def train_gan(
     fa = validate_frames(frames_A, config.dims)
     fb = validate_frames(frames_B, config.dims)
     xa, va = to_model_space(fa, scaling)
-    xb, _ = to_model_space(fb, scaling)
-    va = va.astype(np.float32)
+    xb, vb = to_model_space(fb, scaling)
+    va, vb = va.astype(np.float32), vb.astype(np.float32)
     if config.dims == 2 and train_config.crop is None and any(s % 4 for s in xa.shape[1:]):
         raise InputError(f"frame sizes must be divisible by 4, got {xa.shape[1:]}")
 
@@ -276,8 +281,9 @@ def train_gan(
         ia = rng.integers(0, len(xa), bs)
         ib = rng.integers(0, len(xb), bs)
         a, v = _random_crop(rng, [xa[ia], va[ia]], train_config.crop)
-        (b,) = _random_crop(rng, [xb[ib]], train_config.crop)
-        values = trainer.step(_as_batch_tensor(a), _as_batch_tensor(v), _as_batch_tensor(b))
+        b, vb_batch = _random_crop(rng, [xb[ib], vb[ib]], train_config.crop)
+        values = trainer.step(_as_batch_tensor(a), _as_batch_tensor(v), _as_batch_tensor(b),
+                              _as_batch_tensor(vb_batch))
         if not all(math.isfinite(x) for x in values.values()):
             raise RuntimeError(f"non-finite loss at iteration {it}: {values}")
         for k in LOSS_KEYS:

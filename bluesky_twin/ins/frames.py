@@ -98,6 +98,11 @@ class Recipe:
         Masked detector-gap stripes of a cut.
     two_theta_range
         MAPS scattering-angle coverage in degrees (powder mask).
+    mask_unconvolved
+        Give the unconvolved map the NaN mask of its experiment-like frame (powder
+        kinematic coverage, or detector stripes of a cut).  The simulation is then
+        restricted to what the instrument measures, so the two domains differ by
+        resolution, counting and background only, not by coverage.
     intrinsic_sigma_e
         Energy width (meV) used to bin the unconvolved map.
     n_u, n_phi
@@ -124,6 +129,7 @@ class Recipe:
     n_stripes: int | tuple[int, int] = (1, 3)
     stripe_width: int | tuple[int, int] = (1, 2)
     two_theta_range: Range = (3.0, 60.0)
+    mask_unconvolved: bool = False
     intrinsic_sigma_e: float = 0.1
     n_u: int = 64
     n_phi: int = 192
@@ -174,6 +180,8 @@ class Recipe:
             if integer and not np.all(vals == np.round(vals)):
                 raise InputError(f"recipe parameter {name} must be integer(s), got {value!r}")
 
+        if not isinstance(self.mask_unconvolved, (bool, np.bool_)):
+            raise InputError(f"recipe parameter mask_unconvolved must be true or false, got {self.mask_unconvolved!r}")
         positive("sigma_q", self.sigma_q)
         positive("intrinsic_sigma_e", self.intrinsic_sigma_e)
         for name in ("n_gh_along", "n_gh_across", "n_u", "n_phi"):
@@ -619,11 +627,16 @@ def simulate_pair(
     phase: str = "neel",
     resolutions: Mapping | None = None,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32], dict[str, float]]:
-    """Unconvolved map and experiment-like frame for the same ``(J1, J2)``."""
+    """Unconvolved map and experiment-like frame for the same ``(J1, J2)``.
+
+    With ``recipe.mask_unconvolved`` the unconvolved map carries the frame's NaN mask.
+    """
     unconv = unconvolved_map(j1, j2, geometry, recipe, phase=phase)
     conv, nuisance = experiment_like_frame(
         j1, j2, geometry, recipe, rng, phase=phase, resolutions=resolutions
     )
+    if recipe.mask_unconvolved:
+        unconv[np.isnan(conv)] = np.nan
     return unconv.astype(np.float32), conv.astype(np.float32), nuisance
 
 
