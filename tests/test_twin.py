@@ -208,7 +208,10 @@ def test_fourier_encoding_roundtrips_and_warm_starts(data: pd.DataFrame, tmp_pat
     twin = DigitalTwin.fit(data, ["T", "H"], "M", trials=2, seed=3, search_space=space, ensemble_size=2)
     params = twin.best_params
     assert params["encoding"] == "fourier" and params["fourier_features"] == 8
-    assert 1.0 <= params["fourier_scale"] <= 2.0
+    # one scale per axis (T, H) by default, each from the searched range
+    assert len(params["fourier_scale"]) == 2 and all(1.0 <= v <= 2.0 for v in params["fourier_scale"])
+    b = twin._models[0].fourier_b  # (members, axes, features): each axis' frequencies follow its scale
+    assert b.shape[1:] == (2, 8)
     X = data[["T", "H"]].to_numpy()[::7]
     mean, std = twin.predict(X)
     loaded = DigitalTwin.load(twin.save(tmp_path / "fourier"))
@@ -219,6 +222,28 @@ def test_fourier_encoding_roundtrips_and_warm_starts(data: pd.DataFrame, tmp_pat
     refit = DigitalTwin.fit(data, trials=1, seed=4, warm_start=loaded, ensemble_size=2)
     first = refit.metadata["ensemble"][0]["params"]
     assert first["encoding"] == "fourier" and first["fourier_scale"] == pytest.approx(params["fourier_scale"])
+    # the search can also be asked for one scale shared by every axis
+    shared = TwinSearchSpace(**{**space.to_dict(), "fourier_per_axis": False})
+    one = DigitalTwin.fit(data, ["T", "H"], "M", trials=1, seed=3, search_space=shared, ensemble_size=1)
+    assert isinstance(one.best_params["fourier_scale"], float)
+
+
+def test_per_axis_fourier_scales_shape_the_frequencies() -> None:
+    import torch
+
+    from bluesky_twin.twin.network import BatchedMLP
+
+    gen = torch.Generator().manual_seed(0)
+    net = BatchedMLP(3, 2, 1, 2, 8, generator=gen, fourier_features=4000, fourier_scale=[10.0, 0.5])
+    std = net.fourier_b.std(dim=(0, 2))
+    assert std[0] == pytest.approx(10.0, rel=0.05) and std[1] == pytest.approx(0.5, rel=0.05)
+    assert net.architecture[-1] == (10.0, 0.5)
+    same = BatchedMLP(1, 2, 1, 2, 8, fourier_features=4, fourier_scale=[2.0, 2.0])
+    assert same.fourier_scale == 2.0  # equal scales are one scale, as in older models
+    with pytest.raises(ValueError, match="one value per input axis"):
+        BatchedMLP(1, 2, 1, 2, 8, fourier_features=4, fourier_scale=[1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="fourier_scale > 0"):
+        BatchedMLP(1, 2, 1, 2, 8, fourier_features=4, fourier_scale=[1.0, 0.0])
 
 
 def test_search_folds_and_final_groups(data: pd.DataFrame) -> None:

@@ -615,7 +615,7 @@ class _Objective:
         from bluesky_twin.twin.network import BatchedMLP
         from bluesky_twin.twin.training import PruneSignal, deadline_passed, train_members
 
-        params = self.space.suggest(trial, self.n_train)
+        params = self.space.suggest(trial, self.n_train, int(self.X.shape[1]))
         if deadline_passed(self.deadline):  # started just as the budget ran out
             raise optuna.TrialPruned("the search's time is up")
         gen = torch.Generator().manual_seed(self.seed * 100_003 + trial.number)
@@ -770,6 +770,9 @@ def _line_folds(X: np.ndarray, n_folds: int, seed: int) -> tuple[int, list[np.nd
 
 def _model_params(optuna_params: dict[str, Any], space: TwinSearchSpace, n_train: int) -> dict[str, Any]:
     p = dict(optuna_params)
+    axis_keys = sorted((k for k in p if k.startswith("fourier_scale_")), key=lambda k: int(k.rsplit("_", 1)[1]))
+    if axis_keys:  # per-axis scales (TwinSearchSpace.fourier_per_axis)
+        p["fourier_scale"] = [float(p.pop(k)) for k in axis_keys]
     p.setdefault("encoding", "fourier" if "fourier_scale" in p else space.encodings[0])
     if p["encoding"] == "fourier":
         p.setdefault("fourier_features", int(space.fourier_features))
@@ -785,8 +788,11 @@ def _model_params(optuna_params: dict[str, Any], space: TwinSearchSpace, n_train
 
 def _optuna_params(params: dict[str, Any]) -> dict[str, Any]:
     """Twin parameters back to the names and values Optuna suggested."""
-    return {k: v for k, v in params.items()
-            if not (k == "dropout" and v == 0.0) and k != "fourier_features"}
+    out = {k: v for k, v in params.items()
+           if not (k == "dropout" and v == 0.0) and k != "fourier_features"}
+    if isinstance(out.get("fourier_scale"), (list, tuple)):
+        out.update({f"fourier_scale_{i}": float(v) for i, v in enumerate(out.pop("fourier_scale"))})
+    return out
 
 
 def _same_arch(model: "BatchedMLP", params: dict[str, Any]) -> bool:

@@ -10,12 +10,14 @@ maps the standardised coordinates ``x`` to ``[x, sin(xB), cos(xB)]`` with a fixe
 Gaussian matrix ``B`` per member.  A plain MLP on two coordinates learns sharp
 structure (ARPES bands, transitions) slowly; the encoding's scale sets how fine a
 structure the network can follow, and the twin's search tunes it on held-out scan
-lines, so a scale that only memorises the measured lines is not selected.
+lines, so a scale that only memorises the measured lines is not selected.  The scale
+may differ per input axis: scan data are dense along the swept axis and coarse along
+the stepped one, and the finest structure a network can justify differs accordingly.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -43,7 +45,8 @@ class BatchedMLP(nn.Module):
     fourier_features
         Number of random Fourier frequencies of the input encoding (``0``: none).
     fourier_scale
-        Standard deviation of the frequencies, in units of the standardised inputs.
+        Standard deviation of the frequencies, in units of the standardised inputs:
+        one value for every axis, or one per input axis (length ``n_in``).
 
     Notes
     -----
@@ -63,12 +66,13 @@ class BatchedMLP(nn.Module):
         activation: str = "relu",
         generator: torch.Generator | None = None,
         fourier_features: int = 0,
-        fourier_scale: float = 0.0,
+        fourier_scale: float | Sequence[float] = 0.0,
     ) -> None:
         super().__init__()
         if members < 1 or n_layers < 1 or n_units < 1:
             raise ValueError("members, n_layers and n_units must be >= 1")
-        if fourier_features < 0 or (fourier_features and not fourier_scale > 0):
+        scales = _axis_scales(fourier_scale, n_in)
+        if fourier_features < 0 or (fourier_features and not all(v > 0 for v in scales)):
             raise ValueError("fourier_features must be >= 0, with fourier_scale > 0 when used")
         self.members = members
         self.n_in = n_in
@@ -77,9 +81,12 @@ class BatchedMLP(nn.Module):
         self.dropout = float(dropout)
         self.activation = activation
         self.fourier_features = int(fourier_features)
-        self.fourier_scale = float(fourier_scale) if fourier_features else 0.0
+        #: per-axis scale (a float when every axis has the same one, as in older models)
+        self.fourier_scale: float | tuple[float, ...] = (
+            (scales[0] if len(set(scales)) == 1 else scales) if fourier_features else 0.0)
         if self.fourier_features:
-            freqs = torch.randn(members, n_in, self.fourier_features, generator=generator) * self.fourier_scale
+            freqs = torch.randn(members, n_in, self.fourier_features, generator=generator)
+            freqs *= torch.tensor(scales, dtype=freqs.dtype)[None, :, None]
             self.register_buffer("fourier_b", freqs)
         else:
             self.fourier_b = None
@@ -101,7 +108,7 @@ class BatchedMLP(nn.Module):
         return cls(members, n_in, 1, int(params["n_layers"]), int(params["n_units"]),
                    float(params.get("dropout", 0.0)), str(params.get("activation", "relu")),
                    generator=generator, fourier_features=int(params.get("fourier_features", 0)),
-                   fourier_scale=float(params.get("fourier_scale", 0.0)))
+                   fourier_scale=params.get("fourier_scale", 0.0))
 
     @property
     def architecture(self) -> tuple[Any, ...]:
@@ -152,3 +159,13 @@ class BatchedMLP(nn.Module):
             for dst, src in list(zip(self.weights, other.weights)) + list(zip(self.biases, other.biases)):
                 for m in range(self.members):
                     dst[m].copy_(src[m % other.members])
+
+
+def _axis_scales(scale: float | Sequence[float], n_in: int) -> tuple[float, ...]:
+    """One Fourier scale per input axis from a scalar or a length-``n_in`` sequence."""
+    if isinstance(scale, (int, float)):
+        return (float(scale),) * n_in
+    values = tuple(float(v) for v in scale)
+    if len(values) != n_in:
+        raise ValueError(f"fourier_scale needs one value per input axis ({n_in}), got {len(values)}")
+    return values

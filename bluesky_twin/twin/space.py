@@ -48,6 +48,11 @@ class TwinSearchSpace:
         features, see :class:`~bluesky_twin.twin.network.BatchedMLP`).
     fourier_scale
         Log-uniform range of the Fourier frequencies' standard deviation.
+    fourier_per_axis
+        Search one scale per input axis (``fourier_scale_0``, ``fourier_scale_1``,
+        ...) instead of one for all: scan data are dense along the swept axis and
+        coarse along the stepped one, so the structure a network can follow differs
+        per axis.
     fourier_features
         Number of Fourier frequencies when that encoding is drawn.
     """
@@ -66,7 +71,8 @@ class TwinSearchSpace:
     max_steps_per_epoch: int = 8
     min_final_epochs: int = 150
     encodings: tuple[str, ...] = ("raw", "fourier")
-    fourier_scale: tuple[float, float] = (0.5, 8.0)
+    fourier_scale: tuple[float, float] = (0.5, 16.0)
+    fourier_per_axis: bool = True
     fourier_features: int = 64
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -78,8 +84,8 @@ class TwinSearchSpace:
             lo = max(lo, min(hi, -(-n_train // self.max_steps_per_epoch)))
         return lo, hi
 
-    def suggest(self, trial: Any, n_train: int) -> dict[str, Any]:
-        """Draw one configuration from an :class:`optuna.trial.Trial`."""
+    def suggest(self, trial: Any, n_train: int, n_in: int = 1) -> dict[str, Any]:
+        """Draw one configuration from an :class:`optuna.trial.Trial` (``n_in`` input axes)."""
         lo, hi = self.batch_bounds(n_train)
         params: dict[str, Any] = {
             "n_layers": trial.suggest_int("n_layers", *self.n_layers),
@@ -93,7 +99,11 @@ class TwinSearchSpace:
                     else self.encodings[0])
         if encoding == "fourier":
             params["fourier_features"] = int(self.fourier_features)
-            params["fourier_scale"] = trial.suggest_float("fourier_scale", *self.fourier_scale, log=True)
+            if self.fourier_per_axis and n_in > 1:
+                params["fourier_scale"] = [trial.suggest_float(f"fourier_scale_{i}", *self.fourier_scale, log=True)
+                                           for i in range(n_in)]
+            else:
+                params["fourier_scale"] = trial.suggest_float("fourier_scale", *self.fourier_scale, log=True)
         elif encoding != "raw":
             raise ValueError(f"unknown input encoding {encoding!r} (expected 'raw' or 'fourier')")
         if self.dropout[1] > 0:
