@@ -180,6 +180,9 @@ def lofo_errors(X, y, lines, predictors, twin_preds):
 
 
 # ----------------------------------------------------------------------------- main
+PER_AXIS_FOURIER = False
+
+
 def run_dataset(key, trials, jobs, seed, out_rows, figs):
     import torch
 
@@ -191,7 +194,12 @@ def run_dataset(key, trials, jobs, seed, out_rows, figs):
     X, y = df[xcols].to_numpy(float), df[ycol].to_numpy(float)
     print(f"\n=== {name}: {len(df)} points, {len(np.unique(X[:, 1]))} lines", flush=True)
     t0 = time.perf_counter()
-    twin = DigitalTwin.fit(df, xcols, ycol, trials=trials, jobs=jobs, seed=seed,
+    space = None
+    if PER_AXIS_FOURIER:  # the search-space variant of docs/twin.md (one Fourier scale per axis)
+        from bluesky_twin.twin import TwinSearchSpace
+
+        space = TwinSearchSpace(fourier_per_axis=True, fourier_scale=(0.5, 16.0))
+    twin = DigitalTwin.fit(df, xcols, ycol, trials=trials, jobs=jobs, seed=seed, search_space=space,
                            budget=None if key != 4 else ARPES_BUDGET, progress=False)
     wall = time.perf_counter() - t0
     m = twin.metadata
@@ -367,7 +375,11 @@ def main() -> None:
                     help="keep the other data sets' rows of an earlier run (docs/benchmarks/twin.json)")
     ap.add_argument("--arpes-budget", type=float, default=180.0,
                     help="wall-time budget of the whole ARPES fit, search and final ensemble (s)")
+    ap.add_argument("--fourier-per-axis", action="store_true",
+                    help="search one Fourier scale per input axis (0.5-16) instead of the default space")
     args = ap.parse_args()
+    global PER_AXIS_FOURIER
+    PER_AXIS_FOURIER = args.fourier_per_axis
     t0 = time.perf_counter()
     rows, figs = [], {}
     if args.update and (ROOT / "docs" / "benchmarks" / "twin.json").exists():

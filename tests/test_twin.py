@@ -204,11 +204,11 @@ def test_tabulated_twin_matches_the_network(twin: DigitalTwin) -> None:
 
 def test_fourier_encoding_roundtrips_and_warm_starts(data: pd.DataFrame, tmp_path) -> None:
     space = TwinSearchSpace(**{**TINY.to_dict(), "encodings": ["fourier"], "fourier_scale": [1.0, 2.0],
-                               "fourier_features": 8})
+                               "fourier_features": 8, "fourier_per_axis": True})
     twin = DigitalTwin.fit(data, ["T", "H"], "M", trials=2, seed=3, search_space=space, ensemble_size=2)
     params = twin.best_params
     assert params["encoding"] == "fourier" and params["fourier_features"] == 8
-    # one scale per axis (T, H) by default, each from the searched range
+    # one scale per axis (T, H), each from the searched range
     assert len(params["fourier_scale"]) == 2 and all(1.0 <= v <= 2.0 for v in params["fourier_scale"])
     b = twin._models[0].fourier_b  # (members, axes, features): each axis' frequencies follow its scale
     assert b.shape[1:] == (2, 8)
@@ -222,8 +222,8 @@ def test_fourier_encoding_roundtrips_and_warm_starts(data: pd.DataFrame, tmp_pat
     refit = DigitalTwin.fit(data, trials=1, seed=4, warm_start=loaded, ensemble_size=2)
     first = refit.metadata["ensemble"][0]["params"]
     assert first["encoding"] == "fourier" and first["fourier_scale"] == pytest.approx(params["fourier_scale"])
-    # the search can also be asked for one scale shared by every axis
-    shared = TwinSearchSpace(**{**space.to_dict(), "fourier_per_axis": False})
+    # the default searches one scale shared by every axis
+    shared = TwinSearchSpace(**{**space.to_dict(), "fourier_per_axis": TwinSearchSpace().fourier_per_axis})
     one = DigitalTwin.fit(data, ["T", "H"], "M", trials=1, seed=3, search_space=shared, ensemble_size=1)
     assert isinstance(one.best_params["fourier_scale"], float)
 
