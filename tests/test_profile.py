@@ -22,7 +22,9 @@ report = {
     "instruments": {n: type(globals()[n]).__name__ for n in ("mpms", "ppms", "arpes", "ins")},
     "limits": list(mpms.field.limits),
     "store": TILED_LOCATION,
-    "n_runs": len(catalog),
+    # len() of a tiled container is cached client-side for a few seconds (tiled's
+    # LENGTH_CACHE_TTL; the start-up banner just asked), so count by listing
+    "n_runs": sum(1 for _ in catalog),
     "uid": uid,
     "headless": HEADLESS,
     "has_trainer_name": "twin_trainer" in globals(),
