@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--geometry", choices=["cut", "powder"], default="cut", help="frame geometry (default cut)")
     p.add_argument("--recipe", action="append", default=[], metavar="KEY=JSON",
                    help="override the experiment-like recipe, e.g. --recipe 'e_init=[50,60,70]' "
-                        "--recipe chopper_frequency=100 (repeatable)")
+                        "--recipe chopper_frequency=100 (repeatable); --recipe mask_unconvolved=true gives "
+                        "the unconvolved maps the frames' coverage mask")
     p.add_argument("--n-reference", type=int, default=256, help="domain-score reference frames (default 256)")
     p.add_argument("--n-calibration", type=int, default=200, help="domain-score calibration frames (default 200)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
