@@ -222,3 +222,29 @@ def test_train_recipe_overrides_are_parsed_and_recorded(tmp_path, capsys) -> Non
     meta = {"training": {"data": {"geometry": "powder", "recipe": {"e_init": [50, 60], "chopper_frequency": 100}}}}
     assert data_geometry(meta) == "powder"
     assert data_recipe(meta) == {"e_init": (50, 60), "chopper_frequency": 100}
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_evaluate_keeps_masks_only_when_both_domains_carry_them(model_dir, monkeypatch, masked):
+    """With recipe ``mask_unconvolved`` the translations keep the input's NaN mask, as in training."""
+    from bluesky_twin.gan import build
+    from bluesky_twin.gan.evaluate import evaluate_model
+    from bluesky_twin.ins.dataset import generate_dataset
+
+    model = Exp2SimModel.load(model_dir)
+    recipe = {"mask_unconvolved": True} if masked else {}
+    model.metadata = {**model.metadata, "training": {"data": {"geometry": "cut", "recipe": recipe}}}
+    calibration = generate_dataset(12, seed=9, **recipe)
+    monkeypatch.setattr(build, "training_split", lambda meta: {"dataset": calibration, "calibration": np.arange(12)})
+    seen = []
+    for name in ("exp2sim", "sim2exp"):
+        def spy(frames, keep_mask=False, _translate=getattr(model, name), _name=name):
+            out = _translate(frames, keep_mask=keep_mask)
+            seen.append((_name, keep_mask, bool(np.isnan(out).any())))
+            return out
+        monkeypatch.setattr(model, name, spy)
+    res = evaluate_model(model, n=24, seed=5, n_domain=20)
+    assert res["recipe"] == ({"mask_unconvolved": True} if masked else {})
+    assert {(name, keep) for name, keep, _ in seen} == {("exp2sim", masked), ("sim2exp", masked)}
+    # masked recipe: both test-set domains carry the stripes, and so does every translation
+    assert all(has_nan == masked for _, _, has_nan in seen)
