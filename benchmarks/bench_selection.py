@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_twin import DATA, DATASETS, ROOT, twin_lofo  # noqa: E402
+from bench_twin import DATA, DATASETS, ROOT, lofo_lines, lofo_nrmse, twin_lofo  # noqa: E402
 
 
 def compare(key: int, seed: int, trials: int, jobs: int) -> dict:
@@ -47,8 +47,7 @@ def compare(key: int, seed: int, trials: int, jobs: int) -> dict:
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and "train_mse" in t.user_attrs]
     by_lines = min(complete, key=lambda t: t.value)
     by_train = min(complete, key=lambda t: t.user_attrs["train_mse"])
-    interior = np.unique(X[:, 1])[1:-1]
-    lines = interior[:: max(1, int(np.ceil(len(interior) / 8)))]
+    lines = lofo_lines(X)
     space = TwinSearchSpace.from_dict(twin.metadata["search_space"])
     torch.set_num_threads(1)
 
@@ -56,7 +55,7 @@ def compare(key: int, seed: int, trials: int, jobs: int) -> dict:
         params = _model_params(trial.params, space, len(X))
         preds = twin_lofo(twin, X, y, lines, params=params,
                           epochs=max(int(trial.user_attrs.get("best_epoch", 150)), 150), seed=seed)
-        return float(np.mean([np.sqrt(np.mean((preds[h] - y[X[:, 1] == h]) ** 2)) for h in lines]) / y.std())
+        return lofo_nrmse(preds, X, y, lines)
 
     row = {"dataset": name, "seed": seed, "fit_s": fit_s, "complete": len(complete),
            "lines_trial": by_lines.number, "train_trial": by_train.number}

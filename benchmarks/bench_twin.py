@@ -129,6 +129,17 @@ def predict_forest(X, y, Q, seed=0):
 
 
 # ----------------------------------------------------------------------------- twin LOFO
+def lofo_lines(X):
+    """The held-out interior lines (second column) of the LOFO comparison: at most 8, spread out."""
+    interior = np.unique(X[:, 1])[1:-1]
+    return interior[:: max(1, int(np.ceil(len(interior) / 8)))]
+
+
+def lofo_nrmse(preds, X, y, lines):
+    """Line-averaged RMSE of per-line predictions ``{line: values}`` over the data's std."""
+    return float(np.mean([np.sqrt(np.mean((preds[h] - y[X[:, 1] == h]) ** 2)) for h in lines]) / y.std())
+
+
 def twin_lofo(twin, X, y, lines, params=None, epochs=None, seed=0):
     """Refit the twin's configurations once per held-out line; average them like the twin does.
 
@@ -216,9 +227,7 @@ def run_dataset(key, trials, jobs, seed, out_rows, figs):
         times.append(time.perf_counter() - t)
     pred_ms = 1e3 * float(np.median(times))
 
-    # LOFO on interior lines (at most 8, spread out)
-    interior = np.unique(X[:, 1])[1:-1]
-    lines = interior[:: max(1, int(np.ceil(len(interior) / 8)))]
+    lines = lofo_lines(X)
     torch.set_num_threads(1)
     twin_preds = twin_lofo(twin, X, y, lines, seed=seed)
     # the configuration a training-fit criterion would have chosen
@@ -237,7 +246,7 @@ def run_dataset(key, trials, jobs, seed, out_rows, figs):
         alt_params = _model_params(by_train.params, TwinSearchSpace.from_dict(m["search_space"]), len(X))
         alt_preds = twin_lofo(twin, X, y, lines, params=alt_params,
                               epochs=max(int(by_train.user_attrs.get("best_epoch", 150)), 150), seed=seed)
-        alt = float(np.mean([np.sqrt(np.mean((alt_preds[h] - y[X[:, 1] == h]) ** 2)) for h in lines]) / y.std())
+        alt = lofo_nrmse(alt_preds, X, y, lines)
     rbf = RBFBaseline(X, y, neighbors=None if len(X) < 5000 else 64)
     predictors = {"linear": predict_linear, "spline": predict_spline,
                   "rbf": rbf.predict, "forest": predict_forest}

@@ -117,13 +117,17 @@ def _classifier_record(classifiers: dict[str, Any], epochs: int) -> dict[str, An
 
 def data_recipe(meta: dict[str, Any]) -> dict[str, Any]:
     """The experiment-like recipe overrides recorded in a model's metadata (``{}``: defaults)."""
-    recipe = meta.get("training", {}).get("data", {}).get("recipe") or {}
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items()}
+    return recipe_from_json(meta.get("training", {}).get("data", {}).get("recipe") or {})
 
 
 def recipe_to_json(recipe: dict[str, Any]) -> dict[str, Any]:
-    """Recipe overrides as JSON values (tuples become lists); :func:`data_recipe` inverts it."""
+    """Recipe overrides as JSON values (tuples become lists); :func:`recipe_from_json` inverts it."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()}
+
+
+def recipe_from_json(recipe: dict[str, Any]) -> dict[str, Any]:
+    """Recipe overrides from JSON values (lists become tuples, as the recipe's ranges are)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items()}
 
 
 def data_geometry(meta: dict[str, Any]) -> str:

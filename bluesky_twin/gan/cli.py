@@ -79,6 +79,7 @@ def _parse_recipe(items: list[str]) -> dict[str, object]:
     import json
 
     from bluesky_twin.errors import InputError
+    from bluesky_twin.gan.build import recipe_from_json
     from bluesky_twin.ins.frames import Recipe
 
     known = set(Recipe.__dataclass_fields__)
@@ -91,8 +92,8 @@ def _parse_recipe(items: list[str]) -> dict[str, object]:
             value = json.loads(text)
         except ValueError:
             raise InputError(f"--recipe {item!r}: the value is not JSON (e.g. 100 or [50, 60, 70])") from None
-        out[key] = tuple(value) if isinstance(value, list) else value
-    return out
+        out[key] = value
+    return recipe_from_json(out)
 
 
 def _run_train(args: argparse.Namespace) -> int:

@@ -123,15 +123,22 @@ class Exp2SimModel:
                 ys.append(y[:, 0].numpy())
         return np.concatenate(ys), (np.concatenate(fs) if want_features else None)
 
-    # ------------------------------------------------------------------ public
-    def _translate_frames(self, G: ResnetGenerator, frames: Any, keep_mask: bool) -> np.ndarray:
+    def _translate_frames(self, G: ResnetGenerator, frames: Any, keep_mask: bool,
+                          want_features: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Frames -> translated frames in frame units (NaN put back if *keep_mask*), and features."""
         x, valid = self._prepare(frames)
-        y, _ = self._translate(G, x, False)
+        y, feats = self._translate(G, x, want_features)
         y = from_model_space(y, self.scaling)
         if keep_mask:
             y[~valid] = np.nan
-        return y
+        return y, feats
 
+    def _zones(self, scores: np.ndarray) -> list[str | None]:
+        """Zones of frame scores (``None`` each when the frame thresholds are not calibrated)."""
+        scorer = self._require_scorer()
+        return scorer.frame_zones(scores) if "frame" in scorer.thresholds else [None] * len(scores)
+
+    # ------------------------------------------------------------------ public
     def exp2sim(self, frames: Any, keep_mask: bool = False) -> np.ndarray:
         """Remove instrument resolution: experiment-like frames -> simulation-like frames.
 
@@ -142,7 +149,7 @@ class Exp2SimModel:
         keep_mask
             Put NaN back where the input was masked (default: return the model's fill-in).
         """
-        return self._translate_frames(self.G_A, frames, keep_mask)
+        return self._translate_frames(self.G_A, frames, keep_mask)[0]
 
     def sim2exp(self, frames: Any, keep_mask: bool = False) -> np.ndarray:
         """Add instrument resolution: simulation frames -> experiment-like frames.
@@ -155,7 +162,7 @@ class Exp2SimModel:
         keep_mask
             Put NaN back where the input was masked (default: return the model's fill-in).
         """
-        return self._translate_frames(self.G_B, frames, keep_mask)
+        return self._translate_frames(self.G_B, frames, keep_mask)[0]
 
     def features(self, frames: Any) -> np.ndarray:
         """(N, F) domain-score features (Exp2Sim encoder after the last downsampling)."""
@@ -169,10 +176,8 @@ class Exp2SimModel:
 
     def score(self, frames: Any) -> tuple[np.ndarray, list[str | None]]:
         """Per-frame domain scores and zones."""
-        scorer = self._require_scorer()
-        scores = scorer.frame_scores(self.features(frames))
-        zones = scorer.frame_zones(scores) if "frame" in scorer.thresholds else [None] * len(scores)
-        return scores, zones
+        scores = self._require_scorer().frame_scores(self.features(frames))
+        return scores, self._zones(scores)
 
     def translate_and_score(self, frames: Any, keep_mask: bool = False) -> dict[str, Any]:
         """Exp2Sim translation and domain score from one generator pass.
@@ -183,14 +188,9 @@ class Exp2SimModel:
             ``translated`` (N, *spatial) in frame units, ``scores`` (N,), ``zones`` (list of str).
         """
         scorer = self._require_scorer()
-        x, valid = self._prepare(frames)
-        y, feats = self._translate(self.G_A, x, True)
-        y = from_model_space(y, self.scaling)
-        if keep_mask:
-            y[~valid] = np.nan
+        y, feats = self._translate_frames(self.G_A, frames, keep_mask, want_features=True)
         scores = scorer.frame_scores(feats)
-        zones = scorer.frame_zones(scores) if "frame" in scorer.thresholds else [None] * len(scores)
-        return {"translated": y, "scores": scores, "zones": zones}
+        return {"translated": y, "scores": scores, "zones": self._zones(scores)}
 
     # ------------------------------------------------------------- persistence
     def save(self, path: str | Path, extra_writers: dict[str, Any] | None = None) -> Path:

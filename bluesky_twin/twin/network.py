@@ -17,6 +17,7 @@ the stepped one, and the finest structure a network can justify differs accordin
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -163,7 +164,7 @@ class BatchedMLP(nn.Module):
 
 def _axis_scales(scale: float | Sequence[float], n_in: int) -> tuple[float, ...]:
     """One Fourier scale per input axis from a scalar or a length-``n_in`` sequence."""
-    if isinstance(scale, (int, float)):
+    if isinstance(scale, numbers.Real):
         return (float(scale),) * n_in
     values = tuple(float(v) for v in scale)
     if len(values) != n_in:
