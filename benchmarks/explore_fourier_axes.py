@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--settings", required=True, help="JSON list of [s0, s1, seed, epochs, steps, features]")
     ap.add_argument("--config", default=json.dumps(BASE), help="JSON twin parameters of the network")
     ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+                    help="training precision (train_members(precision=...))")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = json.loads(args.config)
@@ -56,14 +58,14 @@ def main() -> None:
             t0 = time.perf_counter()
             train_members(net, Xt, yt, [idx, idx], None, lr=cfg["lr"], batch_size=cfg["batch_size"],
                           weight_decay=cfg["weight_decay"], max_epochs=int(epochs), lr_drop_epoch=100,
-                          generator=gen, max_steps_per_epoch=int(steps))
+                          generator=gen, max_steps_per_epoch=int(steps), precision=args.precision)
             seconds = seconds or time.perf_counter() - t0
             with torch.no_grad():
                 preds.append(net(Xt.unsqueeze(0).expand(2, -1, -1)).mean(0)[:, 0].numpy())
         r2 = 1 - np.mean((preds[0] - ys) ** 2) / np.var(ys)
         nrmse = np.mean([np.sqrt(np.mean((preds[1] - ys)[X[:, 1] == v] ** 2)) for v in held])
         print(f"scales ({s0}, {s1}) seed {seed} epochs {epochs} steps/epoch {steps or 'all'} features {feats}: "
-              f"train R^2 {r2:.4f}, held-out-line NRMSE {nrmse:.4f} ({seconds:.0f} s, 2 members, all rows)",
+              f"{args.precision}: train R^2 {r2:.4f}, held-out-line NRMSE {nrmse:.4f} ({seconds:.0f} s, 2 members, all rows)",
               flush=True)
 
 

@@ -312,3 +312,86 @@ def test_temporary_study_journal_is_removed_with_the_twin(data: pd.DataFrame, tm
     gc.collect()
     assert not journal.parent.exists()  # no stray study directories in the temp dir
     assert (saved / "optuna.journal").exists()  # the saved copy stays
+
+
+def test_training_precision_is_resolved_and_recorded(data: pd.DataFrame, monkeypatch) -> None:
+    from bluesky_twin.twin import training
+    from bluesky_twin.twin.training import resolve_precision
+
+    assert resolve_precision("float32", 10**6, 10_000) == "float32"
+    assert resolve_precision("bfloat16", 10, 10_000) == "bfloat16"
+    assert resolve_precision("auto", 9_999, 10_000) == "float32"  # small data: overhead-bound
+    monkeypatch.setattr(training, "native_bfloat16", lambda: True)
+    assert resolve_precision("auto", 10_000, 10_000) == "bfloat16"
+    monkeypatch.setattr(training, "native_bfloat16", lambda: False)
+    assert resolve_precision("auto", 10**6, 10_000) == "float32"  # emulated bf16 would be slower
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("float16", 10, 10_000)
+    with pytest.raises(InputError, match="precision"):
+        DigitalTwin.fit(data, ["T", "H"], "M", trials=1, search_space=TwinSearchSpace(precision="half"))
+    twin = DigitalTwin.fit(data, ["T", "H"], "M", trials=1, seed=0, ensemble_size=1,
+                           search_space=TwinSearchSpace(**{**TINY.to_dict(), "precision": "bfloat16"}))
+    assert twin.metadata["training_precision"] == "bfloat16"
+    assert twin.metadata["search_space"]["precision"] == "bfloat16"
+    assert all(p.dtype.is_floating_point and p.dtype.itemsize == 4 for p in twin._models.parameters())
+
+
+def test_bfloat16_training_learns_like_float32() -> None:
+    import torch
+
+    from bluesky_twin.twin.network import BatchedMLP
+    from bluesky_twin.twin.training import train_members
+
+    gen = torch.Generator().manual_seed(0)
+    X = torch.rand(2000, 2, generator=gen) * 2 - 1
+    y = torch.sin(3 * X[:, :1]) * torch.cos(2 * X[:, 1:])
+    idx = torch.arange(1500)
+    val = torch.arange(1500, 2000)
+    losses = {}
+    for precision in ("float32", "bfloat16"):
+        net = BatchedMLP(2, 2, 1, 3, 64, activation="silu", generator=torch.Generator().manual_seed(1))
+        res = train_members(net, X, y, [idx, idx], [val, val], lr=3e-3, batch_size=128, max_epochs=60,
+                            generator=torch.Generator().manual_seed(2), precision=precision)
+        losses[precision] = res.best_val_loss
+        assert all(p.dtype == torch.float32 for p in net.parameters())
+    var = float(y[val].var())
+    # both learn the function (a constant would score ~var), and bf16 costs little accuracy
+    assert losses["float32"] < 0.02 * var and losses["bfloat16"] < 0.04 * var
+    with pytest.raises(ValueError, match="precision"):
+        train_members(BatchedMLP(1, 2, 1, 2, 8), X, y, [idx], None, lr=1e-3, batch_size=64, max_epochs=1,
+                      precision="float16")
+
+
+def test_final_step_cap_is_used_by_the_cost_estimate() -> None:
+    import optuna
+
+    from bluesky_twin.twin.model import _estimate_final_seconds
+
+    dist = {"n_layers": optuna.distributions.IntDistribution(2, 3),
+            "batch_size": optuna.distributions.IntDistribution(10, 1024)}
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(
+        params={"n_layers": 2, "batch_size": 1024}, distributions=dist, value=1.0,
+        user_attrs={"best_epoch": 10, "seconds_per_member_epoch": 0.01}))
+    capped = TwinSearchSpace(max_steps_per_epoch=8, min_final_epochs=100, encodings=("raw",))
+    passes = TwinSearchSpace(max_steps_per_epoch=8, min_final_epochs=100, encodings=("raw",),
+                             final_steps_per_epoch=0)
+    # a search epoch is 8 steps of 1024; a final full pass over 30000 rows is 30 steps
+    one = _estimate_final_seconds(study, capped, 1, 1, 1, n_train=20_000, n_all=30_000)
+    assert one == pytest.approx(100 * 0.01)
+    assert _estimate_final_seconds(study, passes, 1, 1, 1, n_train=20_000, n_all=30_000) == pytest.approx(one * 30 / 8)
+    # with the optimiser steps timed alone (no validation pass), those are what count
+    study.add_trial(optuna.trial.create_trial(
+        params={"n_layers": 3, "batch_size": 1024}, distributions=dist, value=0.9,
+        user_attrs={"best_epoch": 10, "seconds_per_member_epoch": 0.05, "seconds_per_member_step": 0.001}))
+    assert _estimate_final_seconds(study, passes, 1, 1, 1, n_train=20_000, n_all=30_000) == pytest.approx(
+        100 * 30 * 0.001)
+    space = TwinSearchSpace(max_steps_per_epoch=8)
+    assert space.final_step_cap == 8
+    full = TwinSearchSpace(max_steps_per_epoch=8, final_steps_per_epoch=0)
+    assert full.final_step_cap == 0
+    back = TwinSearchSpace.from_dict(json.loads(json.dumps(full.to_dict())))
+    assert back.final_step_cap == 0 and back.precision == "auto"
+    # metadata written before these fields existed loads with the defaults
+    old = {k: v for k, v in space.to_dict().items() if k not in ("final_steps_per_epoch", "precision")}
+    assert TwinSearchSpace.from_dict(old).final_step_cap == 8

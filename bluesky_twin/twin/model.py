@@ -371,6 +371,12 @@ class DigitalTwin:
             x_scaler, y_scaler = warm_start._x_scaler, warm_start._y_scaler
         else:
             x_scaler, y_scaler = Scaler.fit(table.X), Scaler.fit(table.y)
+        from bluesky_twin.twin.training import resolve_precision
+
+        try:
+            precision = resolve_precision(space.precision, len(table), LARGE_DATA_ROWS)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
         Xt = torch.from_numpy(x_scaler.transform(table.X).astype(np.float32))
         yt = torch.from_numpy(y_scaler.transform(table.y.reshape(-1, 1)).astype(np.float32))
         line_axis, folds = _line_folds(table.X, n_folds, seed)
@@ -418,7 +424,7 @@ class DigitalTwin:
         search_s = min(v for v in (timeout, budget, math.inf) if v is not None)
         limits = {"search": mono0 + search_s}  # moved earlier by the budget as trials finish
         objective = _Objective(space, Xt, yt, train_idx, val_idx, n_train, seed, prev_models,
-                               lambda: limits["search"])
+                               lambda: limits["search"], precision)
         bar = None
         callbacks = []
         if budget is not None:
@@ -455,7 +461,7 @@ class DigitalTwin:
             complete_ = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
             if complete_:
                 models, entries = _train_final(complete_, space, n_train, seed, ensemble_size, top_k,
-                                               Xt, yt, prev_models, jobs)
+                                               Xt, yt, prev_models, jobs, precision)
         finally:
             if bar is not None:
                 bar.close()
@@ -492,6 +498,7 @@ class DigitalTwin:
             "n_trials_failed": states.count(optuna.trial.TrialState.FAIL),
             "fit_seconds": fit_seconds,
             "budget_seconds": budget,
+            "training_precision": precision,
             "study_name": study_name,
             "storage": storage_url if storage is not None else f"journal:{JOURNAL_FILE}",
             "data_sha256": table.fingerprint(),
@@ -603,10 +610,12 @@ class _Objective:
     def __init__(self, space: TwinSearchSpace, X: "torch.Tensor", y: "torch.Tensor",
                  train_idx: list["torch.Tensor"], val_idx: list["torch.Tensor"], n_train: int,
                  seed: int, prev_models: list["BatchedMLP"],
-                 deadline: "float | Callable[[], float | None] | None" = None) -> None:
+                 deadline: "float | Callable[[], float | None] | None" = None,
+                 precision: str = "float32") -> None:
         self.space, self.X, self.y = space, X, y
         self.train_idx, self.val_idx, self.n_train = train_idx, val_idx, n_train
         self.seed, self.prev_models, self.deadline = seed, prev_models, deadline
+        self.precision = precision
 
     def __call__(self, trial: Any) -> float:
         import optuna
@@ -637,13 +646,16 @@ class _Objective:
                                 max_epochs=self.space.max_epochs, lr_drop_epoch=self.space.lr_drop_epoch,
                                 lr_drop_factor=self.space.lr_drop_factor, patience=self.space.patience,
                                 generator=gen, report=report,
-                                max_steps_per_epoch=self.space.max_steps_per_epoch, deadline=self.deadline)
+                                max_steps_per_epoch=self.space.max_steps_per_epoch, deadline=self.deadline,
+                                precision=self.precision)
         except PruneSignal:
             raise optuna.TrialPruned() from None
         trial.set_user_attr("best_epoch", res.best_epoch)
         trial.set_user_attr("epochs_run", res.epochs_run)
         trial.set_user_attr("seconds_per_member_epoch",
                             (time.perf_counter() - started) / max(1, res.epochs_run * model.members))
+        if res.steps:  # optimiser steps alone: the final ensemble has no validation pass
+            trial.set_user_attr("seconds_per_member_step", res.step_seconds / (res.steps * model.members))
         if res.time_limited:  # the study's timeout cut this trial short: keep what it reached
             trial.set_user_attr("time_limited", True)
         with torch.no_grad():  # training-set fit, recorded to compare selection criteria
@@ -657,7 +669,7 @@ class _Objective:
 
 def _train_final(complete: list[Any], space: TwinSearchSpace, n_train: int, seed: int, ensemble_size: int,
                  top_k: int, Xt: "torch.Tensor", yt: "torch.Tensor", prev_models: list["BatchedMLP"],
-                 jobs: int = 1) -> tuple["torch.nn.ModuleList", list[dict[str, Any]]]:
+                 jobs: int = 1, precision: str = "float32") -> tuple["torch.nn.ModuleList", list[dict[str, Any]]]:
     """Refit the top-k configurations on all rows, ``ensemble_size`` members in all.
 
     The members are split into at least ``jobs`` groups (a configuration's members
@@ -688,7 +700,7 @@ def _train_final(complete: list[Any], space: TwinSearchSpace, n_train: int, seed
                       batch_size=min(params["batch_size"], len(Xt)), weight_decay=params["weight_decay"],
                       max_epochs=epochs, lr_drop_epoch=space.lr_drop_epoch,
                       lr_drop_factor=space.lr_drop_factor, generator=gen,
-                      max_steps_per_epoch=space.max_steps_per_epoch)
+                      max_steps_per_epoch=space.final_step_cap, precision=precision)
         return model, {"trial": trial.number, "params": params, "members": members, "epochs": epochs,
                        "cv_score": float(trial.value)}
 
@@ -722,8 +734,9 @@ def _estimate_final_seconds(study: Any, space: TwinSearchSpace, ensemble_size: i
                             n_train: int, n_all: int) -> float:
     """Wall seconds the final ensemble would take if the search stopped now.
 
-    Uses each chosen trial's measured seconds per member-epoch (scaled by the
-    optimiser steps of an epoch on all rows against one on the training rows) and
+    Uses each chosen trial's measured seconds per member and optimiser step (older
+    trials: per member-epoch, scaled by the steps of a final epoch against a search
+    epoch), the steps of a final epoch (:attr:`TwinSearchSpace.final_step_cap`) and
     the epochs :func:`_train_final` would run; ``0`` before any trial has completed.
     """
     import optuna
@@ -735,13 +748,17 @@ def _estimate_final_seconds(study: Any, space: TwinSearchSpace, ensemble_size: i
     if not complete:
         return 0.0
     chosen, shares = _ensemble_plan(complete, ensemble_size, top_k)
-    cap = space.max_steps_per_epoch
     total = 0.0
     for t, share in zip(chosen, shares):
         batch = int(_model_params(t.params, space, n_train)["batch_size"])
-        scale = steps_per_epoch(n_all, min(batch, n_all), cap) / steps_per_epoch(n_train, batch, cap)
+        final_steps = steps_per_epoch(n_all, min(batch, n_all), space.final_step_cap)
         epochs = _final_epochs(t, space, warm=False)  # a cold start's floor: the larger estimate
-        total += share * epochs * float(t.user_attrs["seconds_per_member_epoch"]) * scale
+        if "seconds_per_member_step" in t.user_attrs:
+            per_epoch = final_steps * float(t.user_attrs["seconds_per_member_step"])
+        else:  # trials recorded before step timing: whole epochs, validation included
+            per_epoch = (float(t.user_attrs["seconds_per_member_epoch"]) * final_steps
+                         / steps_per_epoch(n_train, batch, space.max_steps_per_epoch))
+        total += share * epochs * per_epoch
     return total / max(1, min(jobs, ensemble_size))
 
 

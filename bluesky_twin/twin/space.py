@@ -57,6 +57,16 @@ class TwinSearchSpace:
         Fourier configuration whose dS_M curve was far less smooth.
     fourier_features
         Number of Fourier frequencies when that encoding is drawn.
+    final_steps_per_epoch
+        Cap on optimiser steps per epoch of the final all-data ensemble (``None``:
+        ``max_steps_per_epoch``; ``0``: full passes).  The search only ranks
+        configurations, which the capped epochs do well and cheaply; on a large map
+        the final members then need more optimiser steps to fit the measured lines.
+    precision
+        Training precision: ``"auto"`` (bfloat16 matrix products for data sets of at
+        least :data:`~bluesky_twin.twin.model.LARGE_DATA_ROWS` rows on a CPU with native
+        bfloat16, else float32), ``"float32"`` or ``"bfloat16"``.  Weights, optimiser
+        state and predictions stay float32 either way.
     """
 
     n_layers: tuple[int, int] = (2, 10)
@@ -76,7 +86,14 @@ class TwinSearchSpace:
     fourier_scale: tuple[float, float] = (0.5, 8.0)
     fourier_per_axis: bool = False
     fourier_features: int = 64
+    final_steps_per_epoch: int | None = None
+    precision: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final_step_cap(self) -> int:
+        """Optimiser-step cap of a final-ensemble epoch (``0``: full passes)."""
+        return self.max_steps_per_epoch if self.final_steps_per_epoch is None else int(self.final_steps_per_epoch)
 
     def batch_bounds(self, n_train: int) -> tuple[int, int]:
         """Batch-size range for a training set of *n_train* points."""

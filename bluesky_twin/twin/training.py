@@ -32,6 +32,43 @@ class TrainResult:
     epochs_run: int
     history: list[float]
     time_limited: bool = False
+    #: optimiser steps each member took, and the wall seconds spent in them (no validation)
+    steps: int = 0
+    step_seconds: float = 0.0
+
+
+#: the training precisions :func:`train_members` accepts
+PRECISIONS = ("float32", "bfloat16")
+
+
+def native_bfloat16() -> bool:
+    """True when this CPU multiplies bfloat16 matrices in hardware (AVX512-BF16 or AMX).
+
+    Elsewhere oneDNN emulates bfloat16 and it is no faster than float32, so
+    :func:`resolve_precision` keeps float32 there.
+    """
+    import torch
+
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # private helpers: absent in other torch builds
+        return False
+
+
+def resolve_precision(precision: str, n_rows: int, large_rows: int) -> str:
+    """The training precision :func:`train_members` should use.
+
+    ``"auto"`` picks ``"bfloat16"`` for data sets of at least *large_rows* rows on a
+    CPU with native bfloat16 (there the networks are compute-bound, and the matrix
+    products run about 3x faster: 13.6 against 42.6 ms a step for two 6 x 194 members
+    at batch 1024 on this project's 2-core AMD EPYC), else ``"float32"``.  Small data
+    sets are dominated by per-step overhead and gain nothing.
+    """
+    if precision == "auto":
+        return "bfloat16" if n_rows >= large_rows and native_bfloat16() else "float32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be 'auto' or one of {PRECISIONS}, got {precision!r}")
+    return precision
 
 
 def steps_per_epoch(n_rows: int, batch_size: int, max_steps: int = 0) -> int:
@@ -85,6 +122,7 @@ def train_members(
     report_every: int = 5,
     max_steps_per_epoch: int = 0,
     deadline: float | Callable[[], float | None] | None = None,
+    precision: str = "float32",
 ) -> TrainResult:
     """Train every member of *model* with Adam and an MSE loss.
 
@@ -114,6 +152,11 @@ def train_members(
         A :func:`time.monotonic` time after which training stops early (the best
         weights so far are kept); ``TrainResult.time_limited`` tells.  A callable
         is asked once per epoch, so the deadline may move while training runs.
+    precision
+        ``"float32"``, or ``"bfloat16"``: the forward and backward matrix products run
+        under CPU autocast in bfloat16 while weights, optimiser state, loss and the
+        loss stay in float32 (see :func:`resolve_precision`); the validation pass runs
+        under the same autocast.
 
     Returns
     -------
@@ -122,6 +165,9 @@ def train_members(
     if model.members != len(train_idx):
         raise ValueError("one train index set per member is required")
     gen = generator or torch.Generator().manual_seed(0)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    low_precision = precision == "bfloat16"
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, foreach=True)
     members = model.members
     if val_idx is not None:
@@ -139,11 +185,13 @@ def train_members(
     history: list[float] = []
     epoch = 0
     time_limited = False
+    steps, step_seconds = 0, 0.0
     for epoch in range(1, max_epochs + 1):
         if epoch == lr_drop_epoch + 1:
             for g in opt.param_groups:
                 g["lr"] = lr / lr_drop_factor
         model.train()
+        step_start = time.perf_counter()
         order = _member_batches(train_idx, batch_size, gen, max_steps_per_epoch)
         Xe, ye = X[order], y[order]
         for s in range(0, order.shape[1], batch_size):
@@ -151,14 +199,18 @@ def train_members(
             yb = ye[:, s : s + batch_size]
             opt.zero_grad(set_to_none=True)
             # sum over members of each member's mean loss: members stay independent
-            loss = ((model(xb) - yb) ** 2).mean(dim=(1, 2)).sum()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=low_precision):
+                out = model(xb)
+            loss = ((out.float() - yb) ** 2).mean(dim=(1, 2)).sum()
             loss.backward()
             opt.step()
+            steps += 1
+        step_seconds += time.perf_counter() - step_start
         if val_idx is None:
             continue
         model.eval()
-        with torch.no_grad():
-            per_member = (((model(Xv) - yv) ** 2) * v_w).sum(dim=(1, 2))
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=low_precision):
+            per_member = (((model(Xv).float() - yv) ** 2) * v_w).sum(dim=(1, 2))
             val = float(per_member.mean())
         if not math.isfinite(val):
             break
@@ -180,7 +232,7 @@ def train_members(
     if val_idx is None:
         best_epoch = epoch
     model.eval()
-    return TrainResult(model, best, best_epoch, epoch, history, time_limited)
+    return TrainResult(model, best, best_epoch, epoch, history, time_limited, steps, step_seconds)
 
 
 def line_folds(X: np.ndarray, n_folds: int = 3, seed: int = 0) -> tuple[int, list[np.ndarray]]:
