@@ -8,7 +8,9 @@ frames, ``--seed``), prints the accuracy of the model's *convolved* DUQ classifi
 * Sim2Exp output smoothed by a 1-pixel Gaussian (tests whether generator texture, not
   content, misleads the classifier);
 * the unconvolved maps blurred along energy by a Gaussian of ``sigma`` rows (the
-  classifier's view of a plain resolution broadening, no GAN), with the frame's mask::
+  classifier's view of a plain resolution broadening, no GAN), with the frame's mask;
+* for a model trained with ``--sim2exp-resolution-layer``: its learned broadening alone
+  (without the ResNet correction), and the learned widths::
 
     .venv/bin/python benchmarks/diagnose_sim2exp.py MODEL_DIR --n 300 --seed 1234
 
@@ -59,6 +61,18 @@ def main() -> None:
     row("unconvolved -> Sim2Exp (generator fill-in)", s2e)
     row("unconvolved -> Sim2Exp, frame's mask", masked(s2e))
     row("unconvolved -> Sim2Exp, 1-px smoothing, mask", masked(gaussian_filter(s2e, (0, 1, 1))))
+    from bluesky_twin.gan.networks import ResolutionResnetGenerator
+
+    if isinstance(model.G_B, ResolutionResnetGenerator):
+        from bluesky_twin.gan.preprocess import from_model_space, to_model_space
+
+        x, valid = to_model_space(te.unconvolved, model.scaling)
+        with torch.inference_mode():
+            b = model.G_B.resolution(torch.from_numpy(x)[:, None], torch.from_numpy(valid.astype(np.float32))[:, None])
+            sig = model.G_B.resolution.sigma(x.shape[1]).numpy()
+        print(f"learned widths (rows), low/mid/high energy: {sig[0]:.2f} / {sig[len(sig) // 2]:.2f} / {sig[-1]:.2f}; "
+              f"gate {float(model.G_B.gate):.3f}")
+        row("unconvolved -> learned broadening only, mask", masked(from_model_space(b[:, 0].numpy(), model.scaling)))
     filled = np.nan_to_num(te.unconvolved)
     for sigma in args.sigmas:
         b = gaussian_filter1d(filled, sigma, axis=1, mode="nearest")

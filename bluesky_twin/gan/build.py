@@ -130,6 +130,14 @@ def recipe_from_json(recipe: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items()}
 
 
+def _energy_range(recipe: dict[str, Any]) -> tuple[float, float]:
+    """The energy axis (meV) of frames generated with *recipe* (rows span it evenly)."""
+    from bluesky_twin.ins.frames import Recipe
+
+    lo, hi = Recipe.from_overrides(recipe).e_range
+    return float(lo), float(hi)
+
+
 def data_geometry(meta: dict[str, Any]) -> str:
     """The frame geometry a model was trained on (``"cut"`` for models that do not say)."""
     return str(meta.get("training", {}).get("data", {}).get("geometry", "cut"))
@@ -152,6 +160,10 @@ def build_model(
     clf_input_scale: str | None = None,
     geometry: str = "cut",
     recipe: dict[str, Any] | None = None,
+    sim2exp_resolution: bool = False,
+    resolution_init_sigma: float = 3.0,
+    resolution_lr_scale: float = 50.0,
+    resolution_instrument: bool = False,
     num_threads: int | None = None,
     progress: bool = True,
     command: str | None = None,
@@ -178,6 +190,13 @@ def build_model(
         its experiment-like recipe (e.g. ``{"e_init": (50, 60, 70),
         "chopper_frequency": 100}`` for coarser energy resolution); both are recorded
         in the metadata and reused by ``ins evaluate`` and ``train-classifiers``.
+    sim2exp_resolution, resolution_init_sigma, resolution_lr_scale, resolution_instrument
+        Give Sim2Exp the explicit, learnable energy-resolution broadening
+        (``GanConfig(sim2exp_resolution=True, resolution_init_sigma=...)``, widths in
+        pixels), the learning-rate multiplier of its parameters
+        (``TrainConfig.resolution_lr_scale``) and optionally its learnable elastic
+        line, background and counting noise (``GanConfig.resolution_instrument``); the
+        learned values are recorded under ``training.sim2exp_resolution``.
     num_threads
         ``torch.set_num_threads`` for the whole build.
     progress
@@ -205,8 +224,13 @@ def build_model(
     if num_threads:
         torch.set_num_threads(int(num_threads))
     t_start = time.perf_counter()
-    config = GanConfig.preset(preset)
-    tc = TrainConfig(iterations=iterations, batch_size=batch_size, crop=crop, lr=lr, seed=seed)
+    if sim2exp_resolution:
+        config = GanConfig.preset(preset, sim2exp_resolution=True, resolution_init_sigma=float(resolution_init_sigma),
+                                  resolution_instrument=bool(resolution_instrument))
+    else:
+        config = GanConfig.preset(preset)
+    tc = TrainConfig(iterations=iterations, batch_size=batch_size, crop=crop, lr=lr, seed=seed,
+                     resolution_lr_scale=float(resolution_lr_scale))
     scaling = Scaling()
 
     t0 = time.perf_counter()
@@ -256,6 +280,13 @@ def build_model(
     }
     if classifiers:
         training["classifiers"] = _classifier_record(classifiers, clf_epochs)
+    if "resolution" in result.extra:
+        e_lo, e_hi = _energy_range(recipe)
+        rows = len(result.extra["resolution"]["sigma_rows"])
+        training["sim2exp_resolution"] = dict(result.extra["resolution"],
+                                              sigma_meV=[round(v * (e_hi - e_lo) / rows, 4)
+                                                         for v in result.extra["resolution"]["sigma_rows"]],
+                                              energy_range_meV=[e_lo, e_hi])
     model.metadata = {"training": training}
     model.classifiers = classifiers
     history = result.history

@@ -32,6 +32,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="override the experiment-like recipe, e.g. --recipe 'e_init=[50,60,70]' "
                         "--recipe chopper_frequency=100 (repeatable); --recipe mask_unconvolved=true gives "
                         "the unconvolved maps the frames' coverage mask")
+    p.add_argument("--sim2exp-resolution-layer", action="store_true",
+                   help="give Sim2Exp an explicit learnable Gaussian broadening along energy (width a smooth "
+                        "function of energy) before its ResNet; needs whole frames (no --crop)")
+    p.add_argument("--resolution-init-sigma", type=float, default=3.0,
+                   help="initial broadening width in pixels (rows) (default 3)")
+    p.add_argument("--resolution-lr-scale", type=float, default=50.0,
+                   help="learning-rate multiplier of the broadening widths (default 50)")
+    p.add_argument("--resolution-instrument", action="store_true",
+                   help="with --sim2exp-resolution-layer: also learn an elastic line, a flat background and "
+                        "counting noise (training only)")
     p.add_argument("--n-reference", type=int, default=256, help="domain-score reference frames (default 256)")
     p.add_argument("--n-calibration", type=int, default=200, help="domain-score calibration frames (default 200)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
@@ -109,6 +119,12 @@ def _run_train(args: argparse.Namespace) -> int:
             raise InputError(f"--{name.replace('_', '-')} must be >= 20 (20 frames per Sinkhorn repeat)")
     if args.size % 4:
         raise InputError("--size must be divisible by 4")
+    if args.resolution_instrument and not args.sim2exp_resolution_layer:
+        raise InputError("--resolution-instrument needs --sim2exp-resolution-layer")
+    if args.sim2exp_resolution_layer and args.crop is not None:
+        raise InputError("--sim2exp-resolution-layer needs whole frames; drop --crop")
+    if not (args.resolution_init_sigma > 0.05 and args.resolution_lr_scale > 0):
+        raise InputError("--resolution-init-sigma must be > 0.05 and --resolution-lr-scale > 0")
     recipe = _parse_recipe(args.recipe)
     from bluesky_twin.gan.build import build_model
 
@@ -118,6 +134,8 @@ def _run_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, crop=args.crop, lr=args.lr, clf_epochs=args.clf_epochs,
         clf_input_scale=args.clf_input_scale, geometry=args.geometry, recipe=recipe,
         n_reference=args.n_reference, n_calibration=args.n_calibration,
+        sim2exp_resolution=args.sim2exp_resolution_layer, resolution_init_sigma=args.resolution_init_sigma,
+        resolution_lr_scale=args.resolution_lr_scale, resolution_instrument=args.resolution_instrument,
         num_threads=args.threads, progress=not args.quiet, command=command,
     )
     sec = info["seconds"]

@@ -14,7 +14,7 @@ import numpy as np
 
 from bluesky_twin.errors import ModelFileError
 from bluesky_twin.gan.domain import DomainScorer
-from bluesky_twin.gan.networks import GanConfig, ResnetGenerator
+from bluesky_twin.gan.networks import GanConfig, ResnetGenerator, ResolutionResnetGenerator, make_generators
 from bluesky_twin.gan.preprocess import Scaling, from_model_space, to_model_space, validate_frames
 
 __all__ = ["Exp2SimModel", "default_model_dir", "CLASSIFIER_DIRS"]
@@ -109,17 +109,22 @@ class Exp2SimModel:
                 out.append(f.flatten(1).numpy())
         return np.concatenate(out)
 
-    def _translate(self, G: ResnetGenerator, x: np.ndarray, want_features: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    def _translate(self, G: ResnetGenerator, x: np.ndarray, want_features: bool,
+                   valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         import torch
 
         ys, fs = [], []
+        use_mask = isinstance(G, ResolutionResnetGenerator) and valid is not None
         with torch.inference_mode():
-            for _, xb in self._batches(x):
+            for s, xb in self._batches(x):
+                kwargs = {}
+                if use_mask:  # the resolution layer broadens measured pixels only
+                    kwargs["valid"] = torch.from_numpy(np.ascontiguousarray(valid[s : s + self.batch_size], dtype=np.float32))[:, None]
                 if want_features:
-                    y, (f,) = G.forward_with_features(xb, [self.config.feature_layer])
+                    y, (f,) = G.forward_with_features(xb, [self.config.feature_layer], **kwargs)
                     fs.append(f.flatten(1).numpy())
                 else:
-                    y = G(xb)
+                    y = G(xb, **kwargs)
                 ys.append(y[:, 0].numpy())
         return np.concatenate(ys), (np.concatenate(fs) if want_features else None)
 
@@ -127,7 +132,7 @@ class Exp2SimModel:
                           want_features: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """Frames -> translated frames in frame units (NaN put back if *keep_mask*), and features."""
         x, valid = self._prepare(frames)
-        y, feats = self._translate(G, x, want_features)
+        y, feats = self._translate(G, x, want_features, valid)
         y = from_model_space(y, self.scaling)
         if keep_mask:
             y[~valid] = np.nan
@@ -225,7 +230,7 @@ class Exp2SimModel:
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{path}/metadata.json has an invalid config: {exc}") from None
         sds = read_generators(path, meta)
-        G_A, G_B = ResnetGenerator(config), ResnetGenerator(config)
+        G_A, G_B = make_generators(config, scaling)
         try:
             G_A.load_state_dict(sds["G_A"])
             G_B.load_state_dict(sds["G_B"])

@@ -13,9 +13,17 @@ Size presets (see :data:`PRESETS`):
 ``paper``
     ngf 64, 9 residual blocks, ndf 64 with 3 stride-2 layers, anti-aliased
     down/up-sampling; ~11.4 M parameters per generator (2D, without anti-aliasing).
+
+Optional physics-informed Sim2Exp generator (``GanConfig(sim2exp_resolution=True)``):
+:class:`ResolutionResnetGenerator` first broadens its input along the energy axis (the
+first spatial axis, rows of a frame) with :class:`EnergyResolutionLayer` -- a Gaussian
+whose width is a smooth learnable function of energy, applied in linear intensity --
+and then adds a gated ResNet correction.  Off by default (the shipped model is a pair
+of plain :class:`ResnetGenerator`).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Sequence
 
@@ -29,6 +37,9 @@ __all__ = [
     "ResnetGenerator",
     "PatchDiscriminator",
     "PatchSampleMLP",
+    "EnergyResolutionLayer",
+    "ResolutionResnetGenerator",
+    "make_generators",
     "layer_types",
     "count_parameters",
 ]
@@ -58,6 +69,18 @@ class GanConfig:
         Width of the PatchNCE projection MLPs.
     num_patches
         Spatial positions sampled per layer for PatchNCE.
+    sim2exp_resolution
+        Make Sim2Exp (``G_B``) a :class:`ResolutionResnetGenerator`: an explicit,
+        learnable Gaussian broadening along energy followed by a gated ResNet
+        correction.  ``False`` (default): both generators are :class:`ResnetGenerator`.
+    resolution_degree
+        Degree of the polynomial (in the normalised energy coordinate) whose softplus
+        is the broadening width.
+    resolution_init_sigma
+        Initial width in pixels (rows), the same at every energy.
+    resolution_instrument
+        The resolution layer also adds a learnable elastic line, flat background and
+        (in training) counting noise (:class:`EnergyResolutionLayer` ``instrument``).
     """
 
     dims: int = 2
@@ -69,10 +92,19 @@ class GanConfig:
     nce_layers: tuple[str, ...] = ("down1", "down2", "res1", "res3")
     nce_dim: int = 128
     num_patches: int = 256
+    sim2exp_resolution: bool = False
+    resolution_degree: int = 2
+    resolution_init_sigma: float = 3.0
+    resolution_instrument: bool = False
 
     def __post_init__(self) -> None:
         if self.dims not in (2, 3):
             raise ValueError(f"dims must be 2 or 3, got {self.dims}")
+        if not 0 <= int(self.resolution_degree) <= 6:
+            raise ValueError(f"resolution_degree must be in 0..6, got {self.resolution_degree}")
+        if not self.resolution_init_sigma > EnergyResolutionLayer.MIN_SIGMA:
+            raise ValueError(f"resolution_init_sigma must exceed {EnergyResolutionLayer.MIN_SIGMA} pixels, "
+                             f"got {self.resolution_init_sigma}")
         if self.ngf < 1 or self.n_blocks < 1 or self.ndf < 1 or self.n_layers_d < 1:
             raise ValueError("ngf, n_blocks, ndf and n_layers_d must be positive")
         object.__setattr__(self, "nce_layers", tuple(self.nce_layers))
@@ -94,7 +126,8 @@ class GanConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "GanConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        """Inverse of :meth:`to_dict`; unknown keys are an error, missing ones take their defaults
+        (so metadata written before an option existed loads with the option off)."""
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:
@@ -366,3 +399,259 @@ def init_weights(module: nn.Module, gain: float = 0.02) -> None:
             nn.init.normal_(m.weight, 0.0, gain)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+def _inv_softplus(y: float) -> float:
+    return y + math.log(-math.expm1(-y))
+
+
+class EnergyResolutionLayer(nn.Module):
+    """Learnable Gaussian resolution broadening along the energy axis.
+
+    Each source pixel (row ``j`` of the first spatial axis, the energy-transfer axis of
+    an INS frame) is spread over the output rows with a bin-integrated Gaussian of
+    width ``sigma(E_j)`` pixels -- as the simulator spreads each mode with the MAPS
+    width at the mode's energy -- so a delta input becomes a unit-sum Gaussian (up to
+    what falls off the frame edge)::
+
+        sigma(t) = MIN_SIGMA + softplus(c_0 + c_1 t + ... + c_d t^d),
+        t = 2 (j + 1/2) / H - 1  in [-1, 1]  (row 0: the lowest energy).
+
+    The energy coordinate is the row's position in the *whole* frame, so the layer
+    expects whole frames (not random crops).  The broadening acts on linear intensity:
+    model-space input is mapped back to frame units (the inverse of
+    :class:`bluesky_twin.gan.preprocess.Scaling`), broadened, divided by its
+    ``percentile``-th percentile over the measured pixels (the frames' normalisation)
+    and mapped to model space again.
+
+    With ``instrument=True`` the rest of the simulator's experiment-like recipe follows
+    the renormalisation, with learnable scalars: an elastic line at E = 0 (the lower
+    edge of row 0) of amplitude ``A`` and the resolution width at the lowest row,
+    ``A exp(-E^2 / 2 sigma_0^2)`` bin-averaged; a flat background ``b0``; and, in
+    training mode, Gaussian counting noise of variance ``lambda / N`` (Poisson at
+    ``N`` counts per unit intensity).  In eval mode the layer returns the expected
+    frame (no noise), so translation is deterministic.
+
+    NaN masks: with a validity mask (or NaN in the input) the broadening is a
+    normalised convolution -- only measured source pixels contribute, and each output
+    pixel is rescaled by the kernel weight its sources would have had without the mask;
+    a column with no measured pixel falls back to the plain broadening of its values.
+
+    Parameters
+    ----------
+    degree
+        Polynomial degree of the width's softplus argument.
+    init_sigma
+        Initial width in pixels (constant in energy).
+    scaling_kind, gain, vmax
+        The model-space scaling (see ``Scaling``); ``None`` for ``scaling_kind``
+        broadens the input values as they are (no linearisation, no renormalisation).
+    percentile
+        Renormalisation percentile (the simulator's 99.5).
+    instrument
+        Add the elastic line, background and counting noise (see above).
+    init_elastic, init_background, init_counts
+        Their initial values (frame units; counts per unit intensity).
+    """
+
+    MIN_SIGMA = 0.05
+
+    def __init__(self, degree: int = 2, init_sigma: float = 3.0, scaling_kind: str | None = "log1p",
+                 gain: float = 4.0, vmax: float = 4.0, percentile: float = 99.5, instrument: bool = False,
+                 init_elastic: float = 1.0, init_background: float = 0.02, init_counts: float = 100.0):
+        super().__init__()
+        if init_sigma <= self.MIN_SIGMA:
+            raise ValueError(f"init_sigma must exceed {self.MIN_SIGMA}")
+        if scaling_kind not in (None, "log1p", "linear"):
+            raise ValueError(f"unknown scaling kind {scaling_kind!r}")
+        if instrument and scaling_kind is None:
+            raise ValueError("the instrument terms need linear intensity (a scaling_kind)")
+        coeffs = torch.zeros(int(degree) + 1)
+        coeffs[0] = _inv_softplus(float(init_sigma) - self.MIN_SIGMA)
+        self.coeffs = nn.Parameter(coeffs)
+        self.instrument = bool(instrument)
+        if self.instrument:
+            self.elastic_raw = nn.Parameter(torch.tensor(_inv_softplus(init_elastic)))
+            self.background_raw = nn.Parameter(torch.tensor(_inv_softplus(init_background)))
+            self.log_counts = nn.Parameter(torch.tensor(math.log(init_counts)))
+        self.scaling_kind = scaling_kind
+        self.gain = float(gain)
+        self.vmax = float(vmax)
+        self.percentile = float(percentile)
+
+    # ------------------------------------------------------------------ width
+    def sigma(self, n_rows: int) -> torch.Tensor:
+        """Width in pixels of each of *n_rows* source rows, shape ``(n_rows,)``."""
+        t = (torch.arange(n_rows, dtype=self.coeffs.dtype, device=self.coeffs.device) + 0.5) * (2.0 / n_rows) - 1.0
+        powers = torch.stack([t**k for k in range(self.coeffs.numel())], dim=0)
+        return self.MIN_SIGMA + F.softplus(self.coeffs @ powers)
+
+    def kernel(self, n_rows: int) -> torch.Tensor:
+        """``K[i, j]``: the share of source row ``j`` landing in output row ``i`` (bin-integrated)."""
+        sig = self.sigma(n_rows)
+        rows = torch.arange(n_rows, dtype=sig.dtype, device=sig.device)
+        d = rows[:, None] - rows[None, :]
+        return torch.special.ndtr((d + 0.5) / sig[None, :]) - torch.special.ndtr((d - 0.5) / sig[None, :])
+
+    # ---------------------------------------------------------------- scaling
+    def _to_linear(self, x: torch.Tensor) -> torch.Tensor:
+        v = ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+        if self.scaling_kind == "linear":
+            return v * self.vmax
+        return torch.expm1(v * math.log1p(self.gain * self.vmax)) / self.gain
+
+    def _from_linear(self, y: torch.Tensor) -> torch.Tensor:
+        y = y.clamp(0.0, self.vmax)
+        v = y / self.vmax if self.scaling_kind == "linear" else torch.log1p(self.gain * y) / math.log1p(self.gain * self.vmax)
+        return 2.0 * v - 1.0
+
+    def broaden(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Broaden *x* (B, C, E, ...) along axis 2 as it is (no scaling), mask-aware.
+
+        Parameters
+        ----------
+        x
+            Values to broaden; NaN counts as masked.
+        valid
+            Optional mask (bool or float, nonzero: measured) of the same shape.
+        """
+        K = self.kernel(x.shape[2]).to(x.dtype)
+        finite = torch.isfinite(x)
+        mask = finite if valid is None else (finite & (valid > 0.5))
+        x0 = torch.where(finite, x, torch.zeros_like(x))
+        full = torch.einsum("ij,bcj...->bci...", K, x0)
+        if bool(mask.all()):
+            return full
+        m = mask.to(x.dtype)
+        num = torch.einsum("ij,bcj...->bci...", K, x0 * m)
+        den = torch.einsum("ij,bcj...->bci...", K, m)
+        row_weight = K.sum(dim=1).view(-1, *([1] * (x.dim() - 3)))
+        has_valid = (m.sum(dim=2, keepdim=True) > 0)
+        normalised = num / den.clamp_min(1e-6) * row_weight
+        return torch.where(has_valid & (den > 1e-6), normalised, full)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None, noise: bool | None = None) -> torch.Tensor:
+        """Broaden model-space frames (B, C, E, ...); returns model space.
+
+        Parameters
+        ----------
+        x
+            Model-space frames; NaN counts as masked.
+        valid
+            Optional validity mask of the same shape (nonzero: measured).
+        noise
+            Add the counting noise of the instrument terms; ``None``: in training mode only.
+        """
+        finite = torch.isfinite(x)
+        mask = finite if valid is None else finite & (valid > 0.5)
+        if self.scaling_kind is None:
+            return self.broaden(x, mask)
+        lin = self.broaden(self._to_linear(torch.where(finite, x, torch.full_like(x, -1.0))), mask)
+        # renormalise by the percentile over the measured pixels, as the frames are
+        flat = lin.flatten(1)
+        m = mask.flatten(1)
+        if not bool(m.all()):
+            flat = torch.where(m, flat, torch.full_like(flat, float("nan")))
+        scale = torch.nan_to_num(torch.nanquantile(flat, self.percentile / 100.0, dim=1), nan=1.0).clamp_min(1e-6)
+        lin = lin / scale.view(-1, *([1] * (x.dim() - 1)))
+        if self.instrument:
+            lin = self._add_instrument(lin, noise=self.training if noise is None else noise)
+        return self._from_linear(lin)
+
+    def instrument_values(self) -> dict[str, float]:
+        """Elastic amplitude, background and counts scale (empty without instrument terms)."""
+        if not self.instrument:
+            return {}
+        with torch.no_grad():
+            return {"elastic_amplitude": float(F.softplus(self.elastic_raw)),
+                    "background": float(F.softplus(self.background_raw)),
+                    "counts_scale": float(torch.exp(self.log_counts))}
+
+    def _add_instrument(self, lin: torch.Tensor, noise: bool) -> torch.Tensor:
+        n = lin.shape[2]
+        sig0 = self.sigma(n)[0]
+        edges = torch.arange(n + 1, dtype=lin.dtype, device=lin.device)
+        # bin-averaged exp(-E^2 / 2 sigma(0)^2), E = 0 at the lower edge of row 0
+        profile = sig0 * math.sqrt(2 * math.pi) * torch.diff(torch.special.ndtr(edges / sig0))
+        lam = lin + F.softplus(self.elastic_raw) * profile.view(-1, *([1] * (lin.dim() - 3))) \
+            + F.softplus(self.background_raw)
+        lam = lam.clamp_min(0.0)
+        if not noise:
+            return lam
+        counts = torch.exp(self.log_counts)
+        return lam + torch.sqrt(lam / counts + 1e-12) * torch.randn_like(lam)
+
+    def extra_repr(self) -> str:  # noqa: D102
+        return (f"degree={self.coeffs.numel() - 1}, scaling={self.scaling_kind}, percentile={self.percentile}, "
+                f"instrument={self.instrument}")
+
+
+class ResolutionResnetGenerator(ResnetGenerator):
+    """Sim2Exp generator with an explicit resolution broadening: ``y = b + g * R(b)``.
+
+    ``b = EnergyResolutionLayer(x)`` is the input broadened along energy, ``R`` the
+    usual ResNet encoder-decoder (same layer names, so PatchNCE and the state-dict keys
+    of the ResNet part are unchanged) and ``g`` a learnable scalar gate initialised to
+    0, so the untrained generator *is* the broadening and the ResNet learns only a
+    correction (background, elastic line, noise texture).  The output is clamped to
+    the model range [-1, 1].
+
+    :meth:`encode` and :meth:`forward_with_features` return the encoder activations
+    of the broadened input ``b`` (the representation the output is built from).
+    ``forward(x, broaden=False)`` skips the broadening (``x + g R(x)``): the identity
+    map for frames that already carry the resolution.
+
+    Parameters
+    ----------
+    config
+        Architecture (``resolution_degree``, ``resolution_init_sigma`` are used too).
+    scaling
+        A :class:`bluesky_twin.gan.preprocess.Scaling` (or ``None`` for the default);
+        the broadening works in its linear frame units.
+    """
+
+    def __init__(self, config: GanConfig, scaling: Any = None, in_channels: int = 1, out_channels: int = 1):
+        super().__init__(config, in_channels, out_channels)
+        kind, gain, vmax = "log1p", 4.0, 4.0
+        if scaling is not None:
+            kind, gain, vmax = scaling.kind, scaling.gain, scaling.vmax
+        self.resolution = EnergyResolutionLayer(config.resolution_degree, config.resolution_init_sigma,
+                                                scaling_kind=kind, gain=gain, vmax=vmax,
+                                                instrument=config.resolution_instrument)
+        self.gate = nn.Parameter(torch.zeros(()))
+
+    def width_parameters(self) -> list[nn.Parameter]:
+        """The broadening layer's parameters (widths and instrument terms; trained by the
+        adversarial loss only, see ``train``)."""
+        return list(self.resolution.parameters())
+
+    def residual_parameters(self) -> list[nn.Parameter]:
+        """Every parameter except the broadening's."""
+        ids = {id(p) for p in self.width_parameters()}
+        return [p for p in self.parameters() if id(p) not in ids]
+
+    def _correct(self, b: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return (b + self.gate * r).clamp(-1.0, 1.0)
+
+    def encode(self, x: torch.Tensor, layers: Sequence[str]) -> list[torch.Tensor]:  # noqa: D102
+        return super().encode(self.resolution(x, noise=False), layers)
+
+    def forward_with_features(self, x: torch.Tensor, layers: Sequence[str],
+                              valid: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Translate *x* (broadening with the validity mask *valid*) and return encoder features of ``b``."""
+        b = self.resolution(x, valid)
+        r, feats = super().forward_with_features(b, layers)
+        return self._correct(b, r), feats
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None, broaden: bool = True) -> torch.Tensor:  # noqa: D102
+        _check_spatial(x, self.config.dims)
+        b = self.resolution(x, valid) if broaden else x
+        return self._correct(b, super().forward(b))
+
+
+def make_generators(config: GanConfig, scaling: Any = None) -> tuple[ResnetGenerator, ResnetGenerator]:
+    """``(G_A, G_B)`` for *config*: G_B is a :class:`ResolutionResnetGenerator` if
+    ``config.sim2exp_resolution``, else both are plain :class:`ResnetGenerator`."""
+    G_A = ResnetGenerator(config)
+    G_B = ResolutionResnetGenerator(config, scaling) if config.sim2exp_resolution else ResnetGenerator(config)
+    return G_A, G_B

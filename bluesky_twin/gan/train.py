@@ -19,6 +19,19 @@ Generator objective (the released code's weights)::
 Each discriminator minimises 0.25 [hinge(real) + hinge(fake) + aux(real) + aux(fake)],
 with the auxiliary head regressed by MSE to 0 on real and 1 on fake; the auxiliary
 head never enters the generator loss.
+
+With ``GanConfig(sim2exp_resolution=True)`` G_B is a
+:class:`~bluesky_twin.gan.networks.ResolutionResnetGenerator` (``b + g R(b)``, ``b`` the
+input broadened along energy).  Then:
+
+* the broadening widths get their gradient from the adversarial term ``GAN_B`` only
+  (PatchNCE rewards distinguishable patches and the identity term rewards no
+  broadening, so both would pull the widths towards zero); they have their own Adam
+  group with ``lr * resolution_lr_scale`` (a handful of parameters that must move by
+  several units);
+* IDT_A is ``L1(a + g R(a), a)``: the identity of an experiment-like frame skips the
+  broadening (it already carries the resolution) and only constrains the correction;
+* G_B broadens with the validity mask of its input (normalised convolution).
 """
 from __future__ import annotations
 
@@ -39,7 +52,9 @@ from bluesky_twin.gan.networks import (
     PatchDiscriminator,
     PatchSampleMLP,
     ResnetGenerator,
+    ResolutionResnetGenerator,
     init_weights,
+    make_generators,
 )
 from bluesky_twin.gan.preprocess import Scaling, to_model_space, validate_frames
 
@@ -48,6 +63,8 @@ __all__ = ["TrainConfig", "TrainResult", "Exp2SimTrainer", "train_gan", "plot_lo
 log = logging.getLogger(__name__)
 
 LOSS_KEYS = ("G", "GAN_A", "GAN_B", "NCE1", "NCE2", "IDT_A", "IDT_B", "D_A", "D_B")
+#: Extra history keys with the Sim2Exp resolution layer (widths in pixels, residual gate).
+RESOLUTION_KEYS = ("sigma_low_E", "sigma_mid_E", "sigma_high_E", "gate")
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,9 @@ class TrainConfig:
         PatchNCE temperature.
     seed
         Seeds torch and numpy: same seed, same data and threads -> same losses.
+    resolution_lr_scale
+        Learning-rate multiplier of the Sim2Exp broadening widths (only used with
+        ``GanConfig(sim2exp_resolution=True)``).
     """
 
     iterations: int = 2000
@@ -82,6 +102,7 @@ class TrainConfig:
     crop: int | None = None
     tau: float = 0.07
     seed: int = 0
+    resolution_lr_scale: float = 50.0
 
     def __post_init__(self) -> None:
         if self.iterations < 1 or self.batch_size < 1:
@@ -92,6 +113,8 @@ class TrainConfig:
             raise InputError(f"crop must be >= 8 and divisible by 4, got {self.crop}")
         if self.lr <= 0:
             raise InputError("lr must be positive")
+        if not self.resolution_lr_scale > 0:
+            raise InputError("resolution_lr_scale must be positive")
 
 
 @dataclass
@@ -118,14 +141,16 @@ class Exp2SimTrainer:
         Architecture.
     train_config
         Optimisation settings.
+    scaling
+        Model-space scaling (used by a resolution-layer G_B; default ``Scaling()``).
     """
 
-    def __init__(self, config: GanConfig, train_config: TrainConfig):
+    def __init__(self, config: GanConfig, train_config: TrainConfig, scaling: Scaling | None = None):
         torch.manual_seed(train_config.seed)
         self.config = config
         self.tc = train_config
-        self.G_A = ResnetGenerator(config)
-        self.G_B = ResnetGenerator(config)
+        self.G_A, self.G_B = make_generators(config, scaling or Scaling())
+        self.resolution = isinstance(self.G_B, ResolutionResnetGenerator)
         self.D_A = PatchDiscriminator(config)
         self.D_B = PatchDiscriminator(config)
         chans = self.G_A.layer_channels(config.nce_layers)
@@ -134,7 +159,16 @@ class Exp2SimTrainer:
         for net in (self.G_A, self.G_B, self.D_A, self.D_B, self.F_A, self.F_B):
             init_weights(net)
         betas = (0.5, 0.999)
-        self.opt_G = torch.optim.Adam([*self.G_A.parameters(), *self.G_B.parameters()], lr=train_config.lr, betas=betas)
+        if self.resolution:
+            self.widths = self.G_B.width_parameters()
+            self.opt_G = torch.optim.Adam(
+                [{"params": [*self.G_A.parameters(), *self.G_B.residual_parameters()]},
+                 {"params": self.widths, "lr": train_config.lr * train_config.resolution_lr_scale}],
+                lr=train_config.lr, betas=betas)
+        else:
+            self.widths = []
+            self.opt_G = torch.optim.Adam([*self.G_A.parameters(), *self.G_B.parameters()], lr=train_config.lr,
+                                          betas=betas)
         self.opt_F = torch.optim.Adam([*self.F_A.parameters(), *self.F_B.parameters()], lr=train_config.lr, betas=betas)
         self.opt_D = torch.optim.Adam([*self.D_A.parameters(), *self.D_B.parameters()], lr=train_config.lr, betas=betas)
         n_decay = int(round(train_config.iterations * train_config.decay_fraction))
@@ -170,7 +204,10 @@ class Exp2SimTrainer:
         for net in (self.G_A, self.G_B, self.D_A, self.D_B, self.F_A, self.F_B):
             net.train()
         fake_B, feat_real_A = self.G_A.forward_with_features(real_A, layers)  # Exp2Sim(a), E_A(a)
-        fake_A, feat_real_B = self.G_B.forward_with_features(real_B, layers)  # Sim2Exp(b), E_B(b)
+        if self.resolution:  # Sim2Exp(b), E_B(broadened b); the broadening sees b's mask
+            fake_A, feat_real_B = self.G_B.forward_with_features(real_B, layers, valid=valid_B)
+        else:
+            fake_A, feat_real_B = self.G_B.forward_with_features(real_B, layers)  # Sim2Exp(b), E_B(b)
 
         # --- discriminators
         self._set_d_grad(True)
@@ -195,16 +232,34 @@ class Exp2SimTrainer:
         nce1 = self._nce(feat_real_A, self.G_B.encode(fake_B, layers), self.F_A, self.F_B)
         nce2 = self._nce(feat_real_B, self.G_A.encode(fake_A, layers), self.F_B, self.F_A)
         idt_B = losses.masked_l1(self.G_A(real_B), real_B, valid_B)
-        idt_A = losses.masked_l1(self.G_B(real_A), real_A, valid_A)
+        if self.resolution:
+            idt_A = losses.masked_l1(self.G_B(real_A, broaden=False), real_A, valid_A)
+        else:
+            idt_A = losses.masked_l1(self.G_B(real_A), real_A, valid_A)
         loss_G = w["gan"] * (gan_A + gan_B) + w["nce"] * (nce1 + nce2) + w["idt"] * (idt_A + idt_B)
+        width_grads = (torch.autograd.grad(w["gan"] * gan_B, self.widths, retain_graph=True)
+                       if self.widths else ())
         loss_G.backward()
+        for p, g in zip(self.widths, width_grads):  # the widths learn from the adversarial term only
+            p.grad = g
         self.opt_G.step()
         self.opt_F.step()
         for s in self.schedulers:
             s.step()
         values = {"G": loss_G, "GAN_A": gan_A, "GAN_B": gan_B, "NCE1": nce1, "NCE2": nce2,
                   "IDT_A": idt_A, "IDT_B": idt_B, **d_terms}
-        return {k: float(v.detach()) for k, v in values.items()}
+        out = {k: float(v.detach()) for k, v in values.items()}
+        if self.resolution:
+            out.update(self.resolution_state(real_B.shape[2]))
+        return out
+
+    def resolution_state(self, n_rows: int) -> dict[str, float]:
+        """Broadening width (pixels) at the lowest, middle and highest row, and the gate."""
+        with torch.no_grad():
+            sig = self.G_B.resolution.sigma(n_rows)
+        return {"sigma_low_E": float(sig[0]), "sigma_mid_E": float(sig[n_rows // 2]),
+                "sigma_high_E": float(sig[-1]), "gate": float(self.G_B.gate.detach()),
+                **self.G_B.resolution.instrument_values()}
 
 
 def _as_batch_tensor(x: np.ndarray) -> torch.Tensor:
@@ -265,9 +320,15 @@ def train_gan(
     if config.dims == 2 and train_config.crop is None and any(s % 4 for s in xa.shape[1:]):
         raise InputError(f"frame sizes must be divisible by 4, got {xa.shape[1:]}")
 
+    if config.sim2exp_resolution and train_config.crop is not None:
+        raise InputError("the Sim2Exp resolution layer needs whole frames (its width depends on the row's "
+                         "energy): use crop=None")
     rng = np.random.default_rng(train_config.seed)
-    trainer = Exp2SimTrainer(config, train_config)
-    history: dict[str, list[float]] = {k: [] for k in LOSS_KEYS}
+    trainer = Exp2SimTrainer(config, train_config, scaling)
+    keys = LOSS_KEYS
+    if trainer.resolution:
+        keys = keys + RESOLUTION_KEYS + tuple(trainer.G_B.resolution.instrument_values())
+    history: dict[str, list[float]] = {k: [] for k in keys}
     iterator = range(train_config.iterations)
     bar = None
     if progress:
@@ -286,7 +347,7 @@ def train_gan(
                               _as_batch_tensor(vb_batch))
         if not all(math.isfinite(x) for x in values.values()):
             raise RuntimeError(f"non-finite loss at iteration {it}: {values}")
-        for k in LOSS_KEYS:
+        for k in keys:
             history[k].append(values[k])
         if bar is not None and (it % 10 == 0 or it == train_config.iterations - 1):
             bar.set_postfix(G=f"{values['G']:.3f}", NCE=f"{values['NCE1'] + values['NCE2']:.3f}",
@@ -298,15 +359,27 @@ def train_gan(
         bar.close()
     trainer.G_A.eval()
     trainer.G_B.eval()
+    extra: dict[str, Any] = {}
+    if trainer.resolution:
+        with torch.no_grad():
+            sig = trainer.G_B.resolution.sigma(int(xb.shape[1]))
+        extra["resolution"] = {"sigma_rows": [round(float(v), 4) for v in sig],
+                               "coefficients": [float(v) for v in trainer.G_B.resolution.coeffs.detach()],
+                               "gate": float(trainer.G_B.gate.detach()),
+                               **trainer.G_B.resolution.instrument_values()}
     return TrainResult(
         G_A=trainer.G_A, G_B=trainer.G_B, history=history, seconds=seconds,
         s_per_iteration=seconds / train_config.iterations, config=config,
-        train_config=train_config, scaling=scaling,
+        train_config=train_config, scaling=scaling, extra=extra,
     )
 
 
 def plot_losses(history: dict[str, list[float]], out_dir: str | Path, smooth: int = 25) -> list[Path]:
-    """Write ``loss_generator.png`` and ``loss_discriminator.png`` (moving averages)."""
+    """Write ``loss_generator.png`` and ``loss_discriminator.png`` (moving averages).
+
+    With the Sim2Exp resolution layer's keys in *history* (:data:`RESOLUTION_KEYS`),
+    also ``resolution_width.png`` (broadening widths in pixels and the residual gate).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -329,6 +402,8 @@ def plot_losses(history: dict[str, list[float]], out_dir: str | Path, smooth: in
         "loss_generator.png": ("generator losses", ["G", "GAN_A", "GAN_B", "NCE1", "NCE2", "IDT_A", "IDT_B"]),
         "loss_discriminator.png": ("discriminator losses", ["D_A", "D_B"]),
     }
+    if any(history.get(k) for k in RESOLUTION_KEYS):
+        groups["resolution_width.png"] = ("Sim2Exp broadening width (pixels) and gate", list(RESOLUTION_KEYS))
     for fname, (title, keys) in groups.items():
         fig = Figure(figsize=(7, 4), dpi=100)
         ax = fig.add_subplot()
@@ -337,7 +412,7 @@ def plot_losses(history: dict[str, list[float]], out_dir: str | Path, smooth: in
                 x, y = ma(history[k])
                 ax.plot(x, y, label=k)
         ax.set_xlabel("iteration")
-        ax.set_ylabel(f"loss (moving average, {smooth} it)")
+        ax.set_ylabel(f"{'value' if fname.startswith('resolution') else 'loss'} (moving average, {smooth} it)")
         ax.set_title(title)
         ax.legend(fontsize=8, ncol=2)
         fig.tight_layout()

@@ -1,0 +1,267 @@
+"""The optional Sim2Exp resolution layer: broadening, NaN masks, training hooks, persistence."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bluesky_twin.errors import InputError
+from bluesky_twin.gan.networks import (
+    EnergyResolutionLayer,
+    GanConfig,
+    ResnetGenerator,
+    ResolutionResnetGenerator,
+    make_generators,
+)
+from bluesky_twin.gan.preprocess import Scaling, to_model_space
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One torch thread: on a shared 2-core machine, more threads spin and run 10x slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+TINY = GanConfig(ngf=4, n_blocks=1, ndf=8, n_layers_d=2, nce_layers=("down1", "down2", "res1"),
+                 nce_dim=16, num_patches=32)
+TINY_RES = GanConfig(**{**TINY.to_dict(), "sim2exp_resolution": True, "resolution_init_sigma": 2.0})
+
+
+def _moments(y: torch.Tensor) -> tuple[float, float, float]:
+    y = y.detach()
+    rows = torch.arange(len(y), dtype=y.dtype)
+    total = float(y.sum())
+    mean = float((y * rows).sum()) / total
+    var = float((y * (rows - mean) ** 2).sum()) / total
+    return total, mean, var
+
+
+def test_delta_becomes_unit_gaussian_of_the_set_width():
+    layer = EnergyResolutionLayer(degree=2, init_sigma=3.0, scaling_kind=None)
+    assert torch.allclose(layer.sigma(64), torch.full((64,), 3.0), atol=1e-5)
+    with torch.no_grad():  # width rising with energy: sigma(t) = 0.05 + softplus(1 + 1.5 t)
+        layer.coeffs.copy_(torch.tensor([1.0, 1.5, 0.0]))
+    sig = layer.sigma(64).detach()
+    assert sig[0] < sig[32] < sig[-1]
+    for j in (16, 32, 44):
+        x = torch.zeros(1, 1, 64, 5)
+        x[0, 0, j, 2] = 1.0
+        y = layer(x)[0, 0]
+        assert torch.count_nonzero(y[:, [0, 1, 3, 4]]) == 0  # only along energy
+        total, mean, var = _moments(y[:, 2])
+        assert total == pytest.approx(1.0, abs=1e-4)
+        assert mean == pytest.approx(j, abs=1e-3)
+        # bin-integrated Gaussian of the *source* row's width: sigma^2 + 1/12
+        assert var == pytest.approx(float(sig[j]) ** 2 + 1.0 / 12.0, rel=2e-3)
+    # a profile: compare with a numpy Gaussian of that width
+    x = torch.zeros(1, 1, 64, 1)
+    x[0, 0, 30, 0] = 1.0
+    y = layer(x)[0, 0, :, 0].detach().numpy()
+    s = float(sig[30])
+    ref = np.exp(-0.5 * ((np.arange(64) - 30) / s) ** 2)
+    np.testing.assert_allclose(y / y.max(), ref / ref.max(), atol=0.02)
+
+
+def test_mask_aware_broadening_ignores_masked_values():
+    layer = EnergyResolutionLayer(init_sigma=2.5, scaling_kind=None).requires_grad_(False)
+    x = torch.full((1, 1, 32, 4), 2.0)
+    valid = torch.ones_like(x)
+    valid[0, 0, 10:14, 1] = 0  # a hole in column 1
+    valid[0, 0, :, 3] = 0  # an entirely masked column
+    x_junk = x.clone()
+    x_junk[valid == 0] = 50.0
+    a, b = layer(x, valid), layer(x_junk, valid)
+    assert torch.allclose(a[..., :3], b[..., :3])  # masked values do not leak into measured columns
+    # normalised convolution: a constant field stays constant through the hole (away from the frame edges)
+    assert torch.allclose(a[0, 0, 9:23, 1], torch.full((14,), 2.0), atol=5e-4)
+    # NaN in the input counts as masked
+    x_nan = x.clone()
+    x_nan[0, 0, 10:14, 1] = float("nan")
+    c = layer(x_nan)
+    assert torch.isfinite(c).all()
+    assert torch.allclose(c[..., :3], a[..., :3])
+    # a column without measured pixels falls back to the plain broadening
+    assert torch.allclose(b[..., 3], layer(x_junk)[..., 3])
+
+
+def test_model_space_broadening_is_linear_and_renormalised():
+    scaling = Scaling()
+    rng = np.random.default_rng(0)
+    frames = rng.gamma(0.6, 0.4, size=(3, 32, 16)).astype(np.float32)
+    frames[:, :4, :3] = np.nan
+    x, valid = to_model_space(frames, scaling)
+    layer = EnergyResolutionLayer(init_sigma=2.0)
+    out = layer(torch.from_numpy(x)[:, None], torch.from_numpy(valid.astype(np.float32))[:, None])[:, 0].detach()
+    lin = scaling.inverse((out.numpy() + 1) / 2)
+    for i in range(3):  # the measured pixels' 99.5th percentile is 1, as in the simulator's frames
+        assert np.percentile(lin[i][valid[i]], 99.5) == pytest.approx(1.0, rel=2e-3)
+    # in linear units it is the plain broadening (up to that scale)
+    raw = np.nan_to_num(frames)
+    ref = layer.broaden(torch.from_numpy(scaling.inverse(scaling.forward(raw)))[:, None],
+                        torch.from_numpy(valid.astype(np.float32))[:, None])[:, 0].detach().numpy()
+    for i in range(3):
+        r = ref[i] / np.percentile(ref[i][valid[i]], 99.5)
+        np.testing.assert_allclose(lin[i][valid[i]], np.clip(r, 0, 4)[valid[i]], rtol=1e-3, atol=1e-4)
+
+
+def test_untrained_generator_is_the_broadening_and_identity_path_skips_it():
+    torch.manual_seed(0)
+    G_A, G_B = make_generators(TINY_RES)
+    assert type(G_A) is ResnetGenerator and isinstance(G_B, ResolutionResnetGenerator)
+    assert all(type(g) is ResnetGenerator for g in make_generators(TINY))
+    x = torch.rand(2, 1, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(G_B(x), G_B.resolution(x).clamp(-1, 1))
+        assert torch.allclose(G_B(x, broaden=False), x)
+        G_B.gate.fill_(0.5)
+        y, feats = G_B.forward_with_features(x, TINY.nce_layers)
+        assert torch.allclose(y, G_B(x), atol=1e-6)
+        ref = ResnetGenerator.encode(G_B, G_B.resolution(x), TINY.nce_layers)
+        assert all(torch.allclose(a, b) for a, b in zip(feats, G_B.encode(x, TINY.nce_layers)))
+        assert all(torch.allclose(a, b) for a, b in zip(feats, ref))
+
+
+def test_config_defaults_and_old_metadata():
+    assert GanConfig().sim2exp_resolution is False
+    old = {k: v for k, v in GanConfig().to_dict().items()
+           if k not in ("sim2exp_resolution", "resolution_degree", "resolution_init_sigma")}
+    assert GanConfig.from_dict(old) == GanConfig()
+    assert GanConfig.from_dict(TINY_RES.to_dict()) == TINY_RES
+    with pytest.raises(ValueError):
+        GanConfig(resolution_init_sigma=0.0)
+    with pytest.raises(ValueError):
+        GanConfig.from_dict({**old, "resolution_width": 3})
+
+
+def _toy_domains(n=12, size=16, seed=0):
+    """A: noisy bars broadened along rows; B: sharp bars."""
+    from scipy.ndimage import gaussian_filter1d
+
+    rng = np.random.default_rng(seed)
+    b = np.zeros((n, size, size), np.float32)
+    for i in range(n):
+        b[i, rng.integers(3, size - 3), :] = 1.0
+    a = np.stack([gaussian_filter1d(x, 2.0, axis=0) * 2.5 + rng.normal(0, 0.03, x.shape) for x in b])
+    a = a.astype(np.float32)
+    a[:, :, 0] = np.nan
+    return a, b
+
+
+def test_widths_learn_from_the_adversarial_term_only(monkeypatch):
+    from bluesky_twin.gan import losses
+    from bluesky_twin.gan.train import Exp2SimTrainer, TrainConfig
+
+    a, b = _toy_domains(n=2)
+    ta, tb = torch.from_numpy(np.nan_to_num(a))[:, None], torch.from_numpy(b)[:, None]
+    ones = torch.ones_like(tb)
+
+    def width_change(weights):
+        monkeypatch.setattr(losses, "LOSS_WEIGHTS", {**losses.LOSS_WEIGHTS, **weights})
+        trainer = Exp2SimTrainer(TINY_RES, TrainConfig(iterations=4, batch_size=2, seed=0))
+        before = trainer.G_B.resolution.coeffs.detach().clone()
+        gate_before = float(trainer.G_B.gate.detach())
+        trainer.step(ta, ones, tb, ones)
+        return (float((trainer.G_B.resolution.coeffs.detach() - before).abs().max()),
+                abs(float(trainer.G_B.gate.detach()) - gate_before))
+
+    w_all, g_all = width_change({})
+    w_no_gan, g_no_gan = width_change({"gan": 0.0})
+    assert w_all > 1e-4  # lr 2e-4 x 50: the first Adam step moves each coefficient by ~1e-2
+    assert w_no_gan == 0.0  # NCE and identity do not reach the widths...
+    assert g_no_gan > 0.0  # ...but they do train the residual correction
+
+
+def test_training_records_widths_and_rejects_crops(tmp_path):
+    from bluesky_twin.gan.train import RESOLUTION_KEYS, TrainConfig, plot_losses, train_gan
+
+    a, b = _toy_domains()
+    res = train_gan(a, b, TINY_RES, TrainConfig(iterations=3, batch_size=2, seed=0))
+    assert all(np.isfinite(v).all() for v in res.history.values())
+    assert all(len(res.history[k]) == 3 for k in RESOLUTION_KEYS)
+    sig = res.extra["resolution"]["sigma_rows"]
+    assert len(sig) == 16 and all(s > 0 for s in sig)
+    paths = plot_losses(res.history, tmp_path)
+    assert [p.name for p in paths][-1] == "resolution_width.png"
+    with pytest.raises(InputError, match="whole frames"):
+        train_gan(a, b, TINY_RES, TrainConfig(iterations=1, batch_size=2, crop=8))
+
+
+def test_resolution_model_roundtrip_with_weights_only(tmp_path):
+    from bluesky_twin.gan.model import Exp2SimModel
+
+    torch.manual_seed(3)
+    G_A, G_B = make_generators(TINY_RES)
+    with torch.no_grad():
+        G_B.gate.fill_(0.3)
+        G_B.resolution.coeffs.copy_(torch.tensor([1.0, -0.5, 0.2]))
+    a, b = _toy_domains(n=30)
+    ref, _ = to_model_space(a, Scaling())
+    m = Exp2SimModel(G_A, G_B, TINY_RES, Scaling(), reference=ref, metadata={"training": {"note": "t"}})
+    m.save(tmp_path / "model")
+    sds = torch.load(tmp_path / "model" / "generators.pt", weights_only=True)
+    assert "resolution.coeffs" in sds["G_B"] and "gate" in sds["G_B"]
+    meta = json.loads((tmp_path / "model" / "metadata.json").read_text())
+    assert meta["config"]["sim2exp_resolution"] is True
+    m2 = Exp2SimModel.load(tmp_path / "model")
+    assert isinstance(m2.G_B, ResolutionResnetGenerator)
+    b_nan = b.copy()
+    b_nan[:, :3, :4] = np.nan
+    y1, y2 = m.sim2exp(b_nan, keep_mask=True), m2.sim2exp(b_nan, keep_mask=True)
+    np.testing.assert_allclose(y1, y2, atol=1e-5)
+    assert np.isnan(y2[:, :3, :4]).all() and np.isfinite(y2[:, 3:]).all()
+    # the mask reaches the broadening: garbage under the mask does not change measured pixels
+    junk = b_nan.copy()
+    junk[:, :3, :4] = 3.0
+    x, valid = to_model_space(b_nan, Scaling())
+    xj = x.copy()
+    xj[~valid] = 0.9
+    with torch.no_grad():
+        v = torch.from_numpy(valid.astype(np.float32))[:, None]
+        o1 = m2.G_B.resolution(torch.from_numpy(x)[:, None], v)
+        o2 = m2.G_B.resolution(torch.from_numpy(xj)[:, None], v)
+    assert torch.allclose(o1[v > 0], o2[v > 0])
+
+
+def test_instrument_terms_elastic_background_and_noise():
+    scaling = Scaling()
+    layer = EnergyResolutionLayer(degree=0, init_sigma=2.0, instrument=True, init_elastic=1.5,
+                                  init_background=0.1, init_counts=50.0).requires_grad_(False)
+    x = torch.full((2, 1, 32, 8), -1.0)  # an empty simulation: zero intensity everywhere
+    x[:, :, 20, :] = 0.0  # one line, so the percentile scale is defined
+    layer.eval()
+    y_eval = scaling.inverse((layer(x)[:, 0].numpy() + 1) / 2)
+    assert np.array_equal(y_eval, scaling.inverse((layer(x)[:, 0].numpy() + 1) / 2))  # eval: no noise
+    from scipy.special import ndtr
+
+    edges = np.arange(33)
+    elastic = 1.5 * 2.0 * np.sqrt(2 * np.pi) * np.diff(ndtr(edges / 2.0))
+    # far from the line, the frame is elastic line + background
+    np.testing.assert_allclose(y_eval[0, :8, 0], elastic[:8] + 0.1, rtol=1e-3)
+    np.testing.assert_allclose(y_eval[0, 30:, 0], elastic[30:] + 0.1, rtol=1e-3)
+    assert layer.instrument_values() == pytest.approx({"elastic_amplitude": 1.5, "background": 0.1,
+                                                       "counts_scale": 50.0}, rel=1e-5)
+    # training mode: Gaussian counting noise of variance lambda / N around the expected frame
+    layer.train()
+    torch.manual_seed(0)
+    big = x[:1].expand(64, 1, 32, 8).clone()
+    y = scaling.inverse((layer(big)[:, 0].numpy() + 1) / 2)
+    rows = slice(24, 32)  # lambda ~ 0.1: no clipping at 0 within a few sigma
+    resid = (y[:, rows] - y_eval[0, rows]) / np.sqrt(y_eval[0, rows] / 50.0)
+    assert abs(resid.mean()) < 0.05 and resid.std() == pytest.approx(1.0, abs=0.05)
+    with pytest.raises(ValueError):
+        EnergyResolutionLayer(scaling_kind=None, instrument=True)
+
+
+def test_cli_rejects_inconsistent_resolution_options(tmp_path, capsys):
+    from bluesky_twin.cli import main
+
+    out = str(tmp_path / "m")
+    assert main(["ins", "train", "--out", out, "--resolution-instrument"]) == 2
+    assert "needs --sim2exp-resolution-layer" in capsys.readouterr().err
+    assert main(["ins", "train", "--out", out, "--sim2exp-resolution-layer", "--crop", "32"]) == 2
+    assert "whole frames" in capsys.readouterr().err
