@@ -385,7 +385,8 @@ def main() -> None:
     ap.add_argument("--arpes-budget", type=float, default=180.0,
                     help="wall-time budget of the whole ARPES fit, search and final ensemble (s)")
     ap.add_argument("--fourier-per-axis", action="store_true",
-                    help="search one Fourier scale per input axis (0.5-16) instead of the default space")
+                    help="search one Fourier scale per input axis (0.5-16) on every data set (the default "
+                         "space does so on large maps only)")
     args = ap.parse_args()
     global PER_AXIS_FOURIER
     PER_AXIS_FOURIER = args.fourier_per_axis

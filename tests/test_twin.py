@@ -222,7 +222,7 @@ def test_fourier_encoding_roundtrips_and_warm_starts(data: pd.DataFrame, tmp_pat
     refit = DigitalTwin.fit(data, trials=1, seed=4, warm_start=loaded, ensemble_size=2)
     first = refit.metadata["ensemble"][0]["params"]
     assert first["encoding"] == "fourier" and first["fourier_scale"] == pytest.approx(params["fourier_scale"])
-    # the default searches one scale shared by every axis
+    # the default ("auto") searches one scale shared by every axis on a small scan
     shared = TwinSearchSpace(**{**space.to_dict(), "fourier_per_axis": TwinSearchSpace().fourier_per_axis})
     one = DigitalTwin.fit(data, ["T", "H"], "M", trials=1, seed=3, search_space=shared, ensemble_size=1)
     assert isinstance(one.best_params["fourier_scale"], float)
@@ -298,7 +298,18 @@ def test_final_ensemble_cost_estimate_from_trial_speed() -> None:
     # an epoch on 300 rows is 3 steps of 100 against 2 on 200 rows: x 1.5
     expected = (2 * 300 * 0.01 * 1.5 + 2 * 100 * 0.01 * 1.5)
     assert _estimate_final_seconds(study, space, 4, 2, 1, n_train=200, n_all=300) == pytest.approx(expected)
-    assert _estimate_final_seconds(study, space, 4, 2, 2, n_train=200, n_all=300) == pytest.approx(expected / 2)
+    # two threads: one group each, so the longer group (the first configuration) sets the time
+    assert _estimate_final_seconds(study, space, 4, 2, 2, n_train=200, n_all=300) == pytest.approx(
+        2 * 300 * 0.01 * 1.5)
+    # three equal groups on two threads take two groups' time
+    three = optuna.create_study()
+    for value in (1.0, 1.1, 1.2):
+        three.add_trial(optuna.trial.create_trial(
+            params={"n_layers": 2, "n_units": 16, "batch_size": 100, "lr": 1e-3, "weight_decay": 1e-6,
+                    "activation": "tanh"},
+            distributions=dist, value=value, user_attrs={"best_epoch": 100, "seconds_per_member_epoch": 0.01}))
+    group = 2 * 100 * 0.01 * 1.5
+    assert _estimate_final_seconds(three, space, 6, 3, 2, n_train=200, n_all=300) == pytest.approx(2 * group)
 
 
 def test_temporary_study_journal_is_removed_with_the_twin(data: pd.DataFrame, tmp_path) -> None:
@@ -386,6 +397,15 @@ def test_final_step_cap_is_used_by_the_cost_estimate() -> None:
         user_attrs={"best_epoch": 10, "seconds_per_member_epoch": 0.05, "seconds_per_member_step": 0.001}))
     assert _estimate_final_seconds(study, passes, 1, 1, 1, n_train=20_000, n_all=30_000) == pytest.approx(
         100 * 30 * 0.001)
+    # a trial that needed 500 search epochs of 8 steps gets as many steps in full passes:
+    # ceil(500 * 8 / 30) = 134 epochs, not 500 (and the capped final keeps its 500 epochs)
+    from bluesky_twin.twin.model import _final_epochs
+
+    long = optuna.trial.create_trial(params={"n_layers": 2, "batch_size": 1024}, distributions=dist, value=1.0,
+                                     user_attrs={"best_epoch": 500})
+    assert _final_epochs(long, passes, False, 8, 30) == 134
+    assert _final_epochs(long, capped, False, 8, 8) == 500
+    assert _final_epochs(long, passes, True, 8, 300) == passes.min_final_epochs // 3  # warm floor
     space = TwinSearchSpace(max_steps_per_epoch=8)
     assert space.final_step_cap == 8
     full = TwinSearchSpace(max_steps_per_epoch=8, final_steps_per_epoch=0)
@@ -395,3 +415,18 @@ def test_final_step_cap_is_used_by_the_cost_estimate() -> None:
     # metadata written before these fields existed loads with the defaults
     old = {k: v for k, v in space.to_dict().items() if k not in ("final_steps_per_epoch", "precision")}
     assert TwinSearchSpace.from_dict(old).final_step_cap == 8
+
+
+def test_search_space_defaults_settle_with_the_data_size() -> None:
+    auto = TwinSearchSpace()
+    small = auto.resolved(808, 10_000)
+    large = auto.resolved(29_977, 10_000)
+    assert small.fourier_per_axis is False and large.fourier_per_axis is True
+    assert small.final_step_cap == auto.max_steps_per_epoch and large.final_step_cap == 0
+    assert small.precision == "float32" and large.precision in ("float32", "bfloat16")
+    assert auto.fourier_per_axis == "auto" and auto.final_steps_per_epoch is None  # the input is not changed
+    explicit = TwinSearchSpace(fourier_per_axis=False, final_steps_per_epoch=4, precision="float32")
+    kept = explicit.resolved(10**6, 10_000)
+    assert (kept.fourier_per_axis, kept.final_step_cap, kept.precision) == (False, 4, "float32")
+    with pytest.raises(ValueError, match="fourier_per_axis"):
+        TwinSearchSpace(fourier_per_axis="yes").resolved(10, 10_000)

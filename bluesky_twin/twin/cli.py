@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ensemble", type=int, default=None, help="members of the final ensemble (default 6)")
     p.add_argument("--warm-start", default=None, metavar="MODEL_DIR", help="refit from this twin")
     p.add_argument("--max-epochs", type=int, default=None, help="override the 500-epoch cap")
+    p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default=None,
+                   help="training precision (default auto: bfloat16 matrix products on large maps "
+                        "when the CPU has native bfloat16)")
     p.add_argument("--force", action="store_true", help="replace an existing MODEL_DIR")
     p.set_defaults(func=_fit)
 
@@ -69,9 +72,12 @@ def _fit(args: argparse.Namespace) -> int:
         print(f"dropped {table.n_dropped} row(s) with NaN/inf values")
     warm = DigitalTwin.load(args.warm_start) if args.warm_start else None
     space = None
-    if args.max_epochs is not None:
+    if args.max_epochs is not None or args.precision is not None:
         base = TwinSearchSpace.from_dict(warm.metadata["search_space"]) if warm else TwinSearchSpace()
-        base.max_epochs = args.max_epochs
+        if args.max_epochs is not None:
+            base.max_epochs = args.max_epochs
+        if args.precision is not None:
+            base.precision = args.precision
         space = base
     kw = {}
     if args.ensemble is not None:

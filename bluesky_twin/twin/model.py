@@ -371,12 +371,11 @@ class DigitalTwin:
             x_scaler, y_scaler = warm_start._x_scaler, warm_start._y_scaler
         else:
             x_scaler, y_scaler = Scaler.fit(table.X), Scaler.fit(table.y)
-        from bluesky_twin.twin.training import resolve_precision
-
         try:
-            precision = resolve_precision(space.precision, len(table), LARGE_DATA_ROWS)
+            space = space.resolved(len(table), LARGE_DATA_ROWS)
         except ValueError as exc:
             raise InputError(str(exc)) from None
+        precision = space.precision
         Xt = torch.from_numpy(x_scaler.transform(table.X).astype(np.float32))
         yt = torch.from_numpy(y_scaler.transform(table.y.reshape(-1, 1)).astype(np.float32))
         line_axis, folds = _line_folds(table.X, n_folds, seed)
@@ -681,7 +680,7 @@ def _train_final(complete: list[Any], space: TwinSearchSpace, n_train: int, seed
     import torch
 
     from bluesky_twin.twin.network import BatchedMLP
-    from bluesky_twin.twin.training import train_members
+    from bluesky_twin.twin.training import steps_per_epoch, train_members
 
     chosen, shares = _ensemble_plan(complete, ensemble_size, top_k)
     groups = _split_groups(list(zip(chosen, shares)), jobs)
@@ -695,9 +694,12 @@ def _train_final(complete: list[Any], space: TwinSearchSpace, n_train: int, seed
         previous = _matching(prev_models, params)
         if previous is not None:
             model.load_members_from(previous)
-        epochs = _final_epochs(trial, space, warm=previous is not None)
+        batch = min(params["batch_size"], len(Xt))
+        epochs = _final_epochs(trial, space, previous is not None,
+                               steps_per_epoch(n_train, params["batch_size"], space.max_steps_per_epoch),
+                               steps_per_epoch(len(Xt), batch, space.final_step_cap))
         train_members(model, Xt, yt, [full] * members, None, lr=params["lr"],
-                      batch_size=min(params["batch_size"], len(Xt)), weight_decay=params["weight_decay"],
+                      batch_size=batch, weight_decay=params["weight_decay"],
                       max_epochs=epochs, lr_drop_epoch=space.lr_drop_epoch,
                       lr_drop_factor=space.lr_drop_factor, generator=gen,
                       max_steps_per_epoch=space.final_step_cap, precision=precision)
@@ -709,13 +711,22 @@ def _train_final(complete: list[Any], space: TwinSearchSpace, n_train: int, seed
     return torch.nn.ModuleList(m for m, _ in results), [e for _, e in results]
 
 
-def _final_epochs(trial: Any, space: TwinSearchSpace, warm: bool) -> int:
+def _final_epochs(trial: Any, space: TwinSearchSpace, warm: bool, search_steps: int = 1,
+                  final_steps: int = 1) -> int:
     """Epochs of a final-ensemble member: the search's best epoch, with a floor.
 
     Starting from trained weights (*warm*) the floor is a third of a cold start's.
+    When a final epoch is capped differently from a search epoch
+    (:attr:`TwinSearchSpace.final_steps_per_epoch`, full passes on large maps), the
+    search's best epoch is converted to the same number of optimiser steps
+    (*search_steps* and *final_steps* per epoch), so a trial that needed 500 short
+    epochs does not become 500 full passes.
     """
     floor = space.min_final_epochs // 3 if warm else space.min_final_epochs
-    return int(max(trial.user_attrs.get("best_epoch", space.max_epochs), floor))
+    best = int(trial.user_attrs.get("best_epoch", space.max_epochs))
+    if space.final_step_cap != space.max_steps_per_epoch:
+        best = math.ceil(best * search_steps / max(1, final_steps))
+    return int(max(best, floor))
 
 
 def _ensemble_plan(complete: list[Any], ensemble_size: int, top_k: int) -> tuple[list[Any], list[int]]:
@@ -737,7 +748,10 @@ def _estimate_final_seconds(study: Any, space: TwinSearchSpace, ensemble_size: i
     Uses each chosen trial's measured seconds per member and optimiser step (older
     trials: per member-epoch, scaled by the steps of a final epoch against a search
     epoch), the steps of a final epoch (:attr:`TwinSearchSpace.final_step_cap`) and
-    the epochs :func:`_train_final` would run; ``0`` before any trial has completed.
+    the epochs :func:`_train_final` would run; the member groups are then packed onto
+    ``jobs`` threads as :func:`_train_final` runs them (three equal groups on two
+    threads take two groups' time, not one and a half).  ``0`` before any trial has
+    completed.
     """
     import optuna
 
@@ -748,18 +762,23 @@ def _estimate_final_seconds(study: Any, space: TwinSearchSpace, ensemble_size: i
     if not complete:
         return 0.0
     chosen, shares = _ensemble_plan(complete, ensemble_size, top_k)
-    total = 0.0
-    for t, share in zip(chosen, shares):
+    member_seconds: dict[int, float] = {}
+    for t in chosen:
         batch = int(_model_params(t.params, space, n_train)["batch_size"])
         final_steps = steps_per_epoch(n_all, min(batch, n_all), space.final_step_cap)
-        epochs = _final_epochs(t, space, warm=False)  # a cold start's floor: the larger estimate
+        search_steps = steps_per_epoch(n_train, batch, space.max_steps_per_epoch)
+        epochs = _final_epochs(t, space, False, search_steps, final_steps)  # a cold start's floor: the larger
         if "seconds_per_member_step" in t.user_attrs:
             per_epoch = final_steps * float(t.user_attrs["seconds_per_member_step"])
         else:  # trials recorded before step timing: whole epochs, validation included
-            per_epoch = (float(t.user_attrs["seconds_per_member_epoch"]) * final_steps
-                         / steps_per_epoch(n_train, batch, space.max_steps_per_epoch))
-        total += share * epochs * per_epoch
-    return total / max(1, min(jobs, ensemble_size))
+            per_epoch = float(t.user_attrs["seconds_per_member_epoch"]) * final_steps / search_steps
+        member_seconds[id(t)] = epochs * per_epoch
+    # the groups _train_final will run, longest first onto the least busy of `jobs` threads
+    loads = [0.0] * max(1, jobs)
+    for t, members in sorted(_split_groups(list(zip(chosen, shares)), jobs),
+                             key=lambda g: -g[1] * member_seconds[id(g[0])]):
+        loads[loads.index(min(loads))] += members * member_seconds[id(t)]
+    return max(loads)
 
 
 def _split_groups(shares: list[tuple[Any, int]], jobs: int) -> list[tuple[Any, int]]:
