@@ -273,6 +273,23 @@ def test_budget_stops_the_search_in_time_for_the_final_ensemble(data: pd.DataFra
         DigitalTwin.fit(data, ["T", "H"], "M", trials=1, budget=0.0, search_space=TINY)
 
 
+def test_budget_time_boxes_a_costly_final_ensemble(data: pd.DataFrame) -> None:
+    from bluesky_twin.twin.model import MIN_FINAL_EPOCHS
+
+    # a final ensemble of 20000 epochs cannot fit in 4 s: the search still gets its share
+    # and the final members are shortened (schedule included) instead of blowing the budget
+    costly = TwinSearchSpace(**{**TINY.to_dict(), "min_final_epochs": 20_000})
+    twin = DigitalTwin.fit(data, ["T", "H"], "M", trials=500, budget=4.0, seed=0, search_space=costly,
+                           ensemble_size=2)
+    m = twin.metadata
+    assert 0 < m["final_epoch_scale"] < 0.5
+    assert all(MIN_FINAL_EPOCHS <= e["epochs"] < 20_000 for e in m["ensemble"])
+    assert m["n_trials_complete"] >= 1
+    assert twin.score(data[["T", "H"]].to_numpy(), data["M"].to_numpy()) > 0.5
+    plain = DigitalTwin.fit(data, ["T", "H"], "M", trials=2, seed=0, search_space=TINY, ensemble_size=1)
+    assert plain.metadata["final_epoch_scale"] == 1.0  # no budget: the full schedule
+
+
 def test_final_ensemble_cost_estimate_from_trial_speed() -> None:
     import optuna
 

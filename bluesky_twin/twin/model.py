@@ -57,6 +57,11 @@ DEFAULT_TOP_K = 3
 TOP_K_SCORE_RATIO = 1.5
 #: From this many rows on, a search trial trains one cross-validation fold, not all.
 LARGE_DATA_ROWS = 10_000
+#: with a budget, the search keeps at least this share of it, however costly the
+#: final ensemble looks after the first trials (the final ensemble is shortened instead)
+MIN_SEARCH_SHARE = 0.5
+#: a time-boxed final-ensemble member trains at least this many epochs
+MIN_FINAL_EPOCHS = 20
 #: Trials of a warm-start refit when the caller does not say.
 DEFAULT_WARM_TRIALS = 4
 
@@ -431,7 +436,9 @@ class DigitalTwin:
             def _keep_budget(study: Any, trial: Any) -> None:
                 # leave the final ensemble the time the finished trials say it needs
                 final_s = _estimate_final_seconds(study, space, ensemble_size, top_k, jobs, n_train, len(table))
-                search_end = mono0 + budget - 1.1 * final_s
+                # ... but never before MIN_SEARCH_SHARE of the budget: an expensive first
+                # trial must not end the search; the final ensemble is time-boxed instead
+                search_end = max(mono0 + MIN_SEARCH_SHARE * budget, mono0 + budget - 1.1 * final_s)
                 if final_s:
                     limits["search"] = min(limits["search"], search_end)
                 if time.monotonic() >= search_end:
@@ -458,9 +465,17 @@ class DigitalTwin:
                            n_jobs=jobs, callbacks=callbacks,
                            gc_after_trial=False, catch=())
             complete_ = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+            epoch_scale, final_deadline = 1.0, None
+            if complete_ and budget is not None:
+                # time-box the final ensemble to what is left of the budget
+                final_deadline = mono0 + budget
+                final_s = _estimate_final_seconds(study, space, ensemble_size, top_k, jobs, n_train, len(table))
+                left = final_deadline - time.monotonic()
+                if final_s > 0 and left < 1.1 * final_s:  # the same margin as the search's stop
+                    epoch_scale = max(0.0, left) / (1.1 * final_s)
             if complete_:
                 models, entries = _train_final(complete_, space, n_train, seed, ensemble_size, top_k,
-                                               Xt, yt, prev_models, jobs, precision)
+                                               Xt, yt, prev_models, jobs, precision, epoch_scale, final_deadline)
         finally:
             if bar is not None:
                 bar.close()
@@ -497,6 +512,7 @@ class DigitalTwin:
             "n_trials_failed": states.count(optuna.trial.TrialState.FAIL),
             "fit_seconds": fit_seconds,
             "budget_seconds": budget,
+            "final_epoch_scale": epoch_scale,
             "training_precision": precision,
             "study_name": study_name,
             "storage": storage_url if storage is not None else f"journal:{JOURNAL_FILE}",
@@ -668,12 +684,16 @@ class _Objective:
 
 def _train_final(complete: list[Any], space: TwinSearchSpace, n_train: int, seed: int, ensemble_size: int,
                  top_k: int, Xt: "torch.Tensor", yt: "torch.Tensor", prev_models: list["BatchedMLP"],
-                 jobs: int = 1, precision: str = "float32") -> tuple["torch.nn.ModuleList", list[dict[str, Any]]]:
+                 jobs: int = 1, precision: str = "float32", epoch_scale: float = 1.0,
+                 deadline: float | None = None) -> tuple["torch.nn.ModuleList", list[dict[str, Any]]]:
     """Refit the top-k configurations on all rows, ``ensemble_size`` members in all.
 
     The members are split into at least ``jobs`` groups (a configuration's members
     may form several groups) that train in parallel threads, each with its own
-    seeded generator, so the result does not depend on thread timing.
+    seeded generator, so the result does not depend on thread timing.  An
+    ``epoch_scale`` below 1 (a fit's budget) shortens every member's schedule, the
+    learning-rate drop included, to that fraction (at least :data:`MIN_FINAL_EPOCHS`
+    epochs); *deadline* (:func:`time.monotonic`) stops training outright.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -698,11 +718,16 @@ def _train_final(complete: list[Any], space: TwinSearchSpace, n_train: int, seed
         epochs = _final_epochs(trial, space, previous is not None,
                                steps_per_epoch(n_train, params["batch_size"], space.max_steps_per_epoch),
                                steps_per_epoch(len(Xt), batch, space.final_step_cap))
+        lr_drop = space.lr_drop_epoch
+        if epoch_scale < 1.0:
+            short = max(MIN_FINAL_EPOCHS, math.ceil(epochs * epoch_scale))
+            lr_drop = max(1, round(lr_drop * short / epochs)) if short < epochs else lr_drop
+            epochs = min(epochs, short)
         train_members(model, Xt, yt, [full] * members, None, lr=params["lr"],
                       batch_size=batch, weight_decay=params["weight_decay"],
-                      max_epochs=epochs, lr_drop_epoch=space.lr_drop_epoch,
+                      max_epochs=epochs, lr_drop_epoch=lr_drop,
                       lr_drop_factor=space.lr_drop_factor, generator=gen,
-                      max_steps_per_epoch=space.final_step_cap, precision=precision)
+                      max_steps_per_epoch=space.final_step_cap, precision=precision, deadline=deadline)
         return model, {"trial": trial.number, "params": params, "members": members, "epochs": epochs,
                        "cv_score": float(trial.value)}
 

@@ -150,7 +150,7 @@ def train_members(
         Cap on optimiser steps per epoch (``0``: a full pass).
     deadline
         A :func:`time.monotonic` time after which training stops early (the best
-        weights so far are kept); ``TrainResult.time_limited`` tells.  A callable
+        weights so far are kept; without validation, the current ones); ``TrainResult.time_limited`` tells.  A callable
         is asked once per epoch, so the deadline may move while training runs.
     precision
         ``"float32"``, or ``"bfloat16"``: the forward and backward matrix products run
@@ -207,6 +207,9 @@ def train_members(
             steps += 1
         step_seconds += time.perf_counter() - step_start
         if val_idx is None:
+            if deadline_passed(deadline):
+                time_limited = True
+                break
             continue
         model.eval()
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=low_precision):
