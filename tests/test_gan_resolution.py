@@ -262,6 +262,29 @@ def test_cli_rejects_inconsistent_resolution_options(tmp_path, capsys):
 
     out = str(tmp_path / "m")
     assert main(["ins", "train", "--out", out, "--resolution-instrument"]) == 2
-    assert "needs --sim2exp-resolution-layer" in capsys.readouterr().err
+    assert "need --sim2exp-resolution-layer" in capsys.readouterr().err
+    assert main(["ins", "train", "--out", out, "--no-resolution-residual"]) == 2
     assert main(["ins", "train", "--out", out, "--sim2exp-resolution-layer", "--crop", "32"]) == 2
     assert "whole frames" in capsys.readouterr().err
+
+
+def test_without_residual_sim2exp_is_the_layer_alone():
+    from bluesky_twin.gan.train import Exp2SimTrainer, TrainConfig
+
+    cfg = GanConfig(**{**TINY_RES.to_dict(), "resolution_residual": False, "resolution_instrument": True})
+    torch.manual_seed(0)
+    _, G_B = make_generators(cfg)
+    G_B.eval()
+    x = torch.rand(2, 1, 16, 16) * 2 - 1
+    with torch.no_grad():
+        y, feats = G_B.forward_with_features(x, cfg.nce_layers)
+        assert torch.equal(y, G_B.resolution(x).clamp(-1, 1)) and torch.equal(G_B(x), y)
+        assert torch.equal(G_B(x, broaden=False), x)
+        assert all(torch.allclose(a, b) for a, b in zip(feats, G_B.encode(x, cfg.nce_layers)))
+    assert "gate" not in dict(G_B.named_parameters()) and "gate" in G_B.state_dict()
+    a, b = _toy_domains(n=2)
+    trainer = Exp2SimTrainer(cfg, TrainConfig(iterations=2, batch_size=2, seed=0))
+    ones = torch.ones(2, 1, 16, 16)
+    out = trainer.step(torch.from_numpy(np.nan_to_num(a))[:, None], ones, torch.from_numpy(b)[:, None], ones)
+    assert out["IDT_A"] == 0.0 and np.isfinite(out["G"])
+    assert {"elastic_amplitude", "background", "counts_scale"} <= set(out)

@@ -164,6 +164,7 @@ def build_model(
     resolution_init_sigma: float = 3.0,
     resolution_lr_scale: float = 50.0,
     resolution_instrument: bool = False,
+    resolution_residual: bool = True,
     num_threads: int | None = None,
     progress: bool = True,
     command: str | None = None,
@@ -190,12 +191,13 @@ def build_model(
         its experiment-like recipe (e.g. ``{"e_init": (50, 60, 70),
         "chopper_frequency": 100}`` for coarser energy resolution); both are recorded
         in the metadata and reused by ``ins evaluate`` and ``train-classifiers``.
-    sim2exp_resolution, resolution_init_sigma, resolution_lr_scale, resolution_instrument
+    sim2exp_resolution, resolution_init_sigma, resolution_lr_scale, resolution_instrument, resolution_residual
         Give Sim2Exp the explicit, learnable energy-resolution broadening
         (``GanConfig(sim2exp_resolution=True, resolution_init_sigma=...)``, widths in
         pixels), the learning-rate multiplier of its parameters
         (``TrainConfig.resolution_lr_scale``) and optionally its learnable elastic
-        line, background and counting noise (``GanConfig.resolution_instrument``); the
+        line, background and counting noise (``GanConfig.resolution_instrument``) and
+        the gated ResNet correction or not (``GanConfig.resolution_residual``); the
         learned values are recorded under ``training.sim2exp_resolution``.
     num_threads
         ``torch.set_num_threads`` for the whole build.
@@ -226,7 +228,8 @@ def build_model(
     t_start = time.perf_counter()
     if sim2exp_resolution:
         config = GanConfig.preset(preset, sim2exp_resolution=True, resolution_init_sigma=float(resolution_init_sigma),
-                                  resolution_instrument=bool(resolution_instrument))
+                                  resolution_instrument=bool(resolution_instrument),
+                                  resolution_residual=bool(resolution_residual))
     else:
         config = GanConfig.preset(preset)
     tc = TrainConfig(iterations=iterations, batch_size=batch_size, crop=crop, lr=lr, seed=seed,

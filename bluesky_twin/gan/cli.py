@@ -42,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resolution-instrument", action="store_true",
                    help="with --sim2exp-resolution-layer: also learn an elastic line, a flat background and "
                         "counting noise (training only)")
+    p.add_argument("--resolution-residual", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --sim2exp-resolution-layer: add the gated ResNet correction after the broadening "
+                        "(default); --no-resolution-residual makes Sim2Exp the resolution layer alone")
     p.add_argument("--n-reference", type=int, default=256, help="domain-score reference frames (default 256)")
     p.add_argument("--n-calibration", type=int, default=200, help="domain-score calibration frames (default 200)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
@@ -119,8 +122,8 @@ def _run_train(args: argparse.Namespace) -> int:
             raise InputError(f"--{name.replace('_', '-')} must be >= 20 (20 frames per Sinkhorn repeat)")
     if args.size % 4:
         raise InputError("--size must be divisible by 4")
-    if args.resolution_instrument and not args.sim2exp_resolution_layer:
-        raise InputError("--resolution-instrument needs --sim2exp-resolution-layer")
+    if (args.resolution_instrument or not args.resolution_residual) and not args.sim2exp_resolution_layer:
+        raise InputError("--resolution-instrument and --no-resolution-residual need --sim2exp-resolution-layer")
     if args.sim2exp_resolution_layer and args.crop is not None:
         raise InputError("--sim2exp-resolution-layer needs whole frames; drop --crop")
     if not (args.resolution_init_sigma > 0.05 and args.resolution_lr_scale > 0):
@@ -136,6 +139,7 @@ def _run_train(args: argparse.Namespace) -> int:
         n_reference=args.n_reference, n_calibration=args.n_calibration,
         sim2exp_resolution=args.sim2exp_resolution_layer, resolution_init_sigma=args.resolution_init_sigma,
         resolution_lr_scale=args.resolution_lr_scale, resolution_instrument=args.resolution_instrument,
+        resolution_residual=args.resolution_residual,
         num_threads=args.threads, progress=not args.quiet, command=command,
     )
     sec = info["seconds"]

@@ -81,6 +81,10 @@ class GanConfig:
     resolution_instrument
         The resolution layer also adds a learnable elastic line, flat background and
         (in training) counting noise (:class:`EnergyResolutionLayer` ``instrument``).
+    resolution_residual
+        Add the gated ResNet correction to the broadened frame (``b + g R(b)``);
+        ``False``: Sim2Exp's output is the resolution layer's alone (the ResNet's
+        encoder still provides G_B's PatchNCE features).
     """
 
     dims: int = 2
@@ -96,6 +100,7 @@ class GanConfig:
     resolution_degree: int = 2
     resolution_init_sigma: float = 3.0
     resolution_instrument: bool = False
+    resolution_residual: bool = True
 
     def __post_init__(self) -> None:
         if self.dims not in (2, 3):
@@ -594,7 +599,8 @@ class ResolutionResnetGenerator(ResnetGenerator):
     of the ResNet part are unchanged) and ``g`` a learnable scalar gate initialised to
     0, so the untrained generator *is* the broadening and the ResNet learns only a
     correction (background, elastic line, noise texture).  The output is clamped to
-    the model range [-1, 1].
+    the model range [-1, 1].  With ``config.resolution_residual=False`` there is no
+    correction (``y = b``; ``gate`` is a zero buffer) and the ResNet's decoder is unused.
 
     :meth:`encode` and :meth:`forward_with_features` return the encoder activations
     of the broadened input ``b`` (the representation the output is built from).
@@ -618,7 +624,11 @@ class ResolutionResnetGenerator(ResnetGenerator):
         self.resolution = EnergyResolutionLayer(config.resolution_degree, config.resolution_init_sigma,
                                                 scaling_kind=kind, gain=gain, vmax=vmax,
                                                 instrument=config.resolution_instrument)
-        self.gate = nn.Parameter(torch.zeros(()))
+        self.residual = bool(config.resolution_residual)
+        if self.residual:
+            self.gate = nn.Parameter(torch.zeros(()))
+        else:
+            self.register_buffer("gate", torch.zeros(()))
 
     def width_parameters(self) -> list[nn.Parameter]:
         """The broadening layer's parameters (widths and instrument terms; trained by the
@@ -640,12 +650,16 @@ class ResolutionResnetGenerator(ResnetGenerator):
                               valid: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Translate *x* (broadening with the validity mask *valid*) and return encoder features of ``b``."""
         b = self.resolution(x, valid)
+        if not self.residual:
+            return b.clamp(-1.0, 1.0), super().encode(b, layers)
         r, feats = super().forward_with_features(b, layers)
         return self._correct(b, r), feats
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None, broaden: bool = True) -> torch.Tensor:  # noqa: D102
         _check_spatial(x, self.config.dims)
         b = self.resolution(x, valid) if broaden else x
+        if not self.residual:
+            return b.clamp(-1.0, 1.0)
         return self._correct(b, super().forward(b))
 
 

@@ -232,7 +232,9 @@ class Exp2SimTrainer:
         nce1 = self._nce(feat_real_A, self.G_B.encode(fake_B, layers), self.F_A, self.F_B)
         nce2 = self._nce(feat_real_B, self.G_A.encode(fake_A, layers), self.F_B, self.F_A)
         idt_B = losses.masked_l1(self.G_A(real_B), real_B, valid_B)
-        if self.resolution:
+        if self.resolution and not self.G_B.residual:  # G_B's identity path is exactly the identity
+            idt_A = torch.zeros((), dtype=real_A.dtype)
+        elif self.resolution:
             idt_A = losses.masked_l1(self.G_B(real_A, broaden=False), real_A, valid_A)
         else:
             idt_A = losses.masked_l1(self.G_B(real_A), real_A, valid_A)
