@@ -140,22 +140,26 @@ def lofo_nrmse(preds, X, y, lines):
     return float(np.mean([np.sqrt(np.mean((preds[h] - y[X[:, 1] == h]) ** 2)) for h in lines]) / y.std())
 
 
-def twin_lofo(twin, X, y, lines, params=None, epochs=None, seed=0):
+def twin_lofo(twin, X, y, lines, params=None, epochs=None, seed=0, lr_drop=None):
     """Refit the twin's configurations once per held-out line; average them like the twin does.
 
-    With *params* given, only that configuration is refitted.
+    With *params* given, only that configuration is refitted.  Each refit trains like the
+    twin's final ensemble: the same epochs and learning-rate drop, steps per epoch
+    (``final_steps_per_epoch``) and precision.
     """
     if params is None:
-        per_config = [twin_lofo(twin, X, y, lines, e["params"], e["epochs"], seed) for e in twin.metadata["ensemble"]]
+        per_config = [twin_lofo(twin, X, y, lines, e["params"], e["epochs"], seed, e.get("lr_drop_epoch"))
+                      for e in twin.metadata["ensemble"]]
         return {h: np.mean([p[h] for p in per_config], axis=0) for h in lines}
-    return _lofo_one(twin, X, y, lines, params, epochs, seed)
+    return _lofo_one(twin, X, y, lines, params, epochs, seed, lr_drop)
 
 
-def _lofo_one(twin, X, y, lines, params, epochs, seed):
+def _lofo_one(twin, X, y, lines, params, epochs, seed, lr_drop=None):
     import torch
 
+    from bluesky_twin.twin.model import LARGE_DATA_ROWS
     from bluesky_twin.twin.network import BatchedMLP
-    from bluesky_twin.twin.training import train_members
+    from bluesky_twin.twin.training import resolve_precision, train_members
 
     xs, ys = twin._x_scaler, twin._y_scaler
     Xt = torch.tensor(xs.transform(X), dtype=torch.float32)
@@ -164,10 +168,12 @@ def _lofo_one(twin, X, y, lines, params, epochs, seed):
     model = BatchedMLP.from_params(len(lines), X.shape[1], params, generator=gen)
     train = [torch.from_numpy(np.flatnonzero(X[:, 1] != h)) for h in lines]
     space = twin.metadata["search_space"]
+    steps = space.get("final_steps_per_epoch")
     train_members(model, Xt, yt, train, None, lr=params["lr"], batch_size=params["batch_size"],
                   weight_decay=params["weight_decay"], max_epochs=epochs,
-                  lr_drop_epoch=space["lr_drop_epoch"], lr_drop_factor=space["lr_drop_factor"], generator=gen,
-                  max_steps_per_epoch=space.get("max_steps_per_epoch", 0))
+                  lr_drop_epoch=lr_drop or space["lr_drop_epoch"], lr_drop_factor=space["lr_drop_factor"],
+                  generator=gen, max_steps_per_epoch=space.get("max_steps_per_epoch", 0) if steps is None else steps,
+                  precision=resolve_precision(space.get("precision", "float32"), len(X), LARGE_DATA_ROWS))
     out = {}
     with torch.no_grad():
         for i, h in enumerate(lines):
@@ -241,11 +247,16 @@ def run_dataset(key, trials, jobs, seed, out_rows, figs):
     alt = None
     if by_train.number != m["best_trial"]:
         from bluesky_twin.twin import TwinSearchSpace
-        from bluesky_twin.twin.model import _model_params
+        from bluesky_twin.twin.model import _final_epochs, _model_params
+        from bluesky_twin.twin.training import steps_per_epoch
 
-        alt_params = _model_params(by_train.params, TwinSearchSpace.from_dict(m["search_space"]), len(X))
-        alt_preds = twin_lofo(twin, X, y, lines, params=alt_params,
-                              epochs=max(int(by_train.user_attrs.get("best_epoch", 150)), 150), seed=seed)
+        space = TwinSearchSpace.from_dict(m["search_space"])
+        alt_params = _model_params(by_train.params, space, len(X))
+        batch = int(alt_params["batch_size"])  # as the twin's final ensemble would train it
+        alt_epochs = _final_epochs(by_train, space, False,
+                                   steps_per_epoch(int(len(X) * 2 / 3), batch, space.max_steps_per_epoch),
+                                   steps_per_epoch(len(X), batch, space.final_step_cap))
+        alt_preds = twin_lofo(twin, X, y, lines, params=alt_params, epochs=alt_epochs, seed=seed)
         alt = lofo_nrmse(alt_preds, X, y, lines)
     rbf = RBFBaseline(X, y, neighbors=None if len(X) < 5000 else 64)
     predictors = {"linear": predict_linear, "spline": predict_spline,

@@ -259,6 +259,12 @@ def test_search_folds_and_final_groups(data: pd.DataFrame) -> None:
     assert _split_groups([("a", 6)], 2) == [("a", 3), ("a", 3)]
     assert _split_groups([("a", 1), ("b", 1)], 4) == [("a", 1), ("b", 1)]
     assert _split_groups([("a", 2), ("b", 2), ("c", 2)], 2) == [("a", 2), ("b", 2), ("c", 2)]
+    from bluesky_twin.twin.model import LARGE_DATA_ROWS, _group_count
+
+    assert _group_count(2, 6, 808) == 2  # small data: members batched per thread
+    assert _group_count(2, 6, LARGE_DATA_ROWS) == 6  # a large map: one member per group
+    assert _split_groups([("a", 2), ("b", 2), ("c", 2)], _group_count(2, 6, 30_000)) == [
+        ("a", 1), ("a", 1), ("b", 1), ("b", 1), ("c", 1), ("c", 1)]
 
 
 def test_budget_stops_the_search_in_time_for_the_final_ensemble(data: pd.DataFrame) -> None:
