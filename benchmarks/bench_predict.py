@@ -1,6 +1,7 @@
 """Prediction speed: the twin's network ensemble against its tabulated copy.
 
-For each data set, fits the twin (30 trials, as in ``bench_twin.py``), then times
+For each data set, fits the twin (30 trials; ARPES under a 180 s budget, as in
+``bench_twin.py``), then times
 1e5 random points through ``twin.predict`` and through ``twin.tabulate(shape).predict``
 for two grid shapes, side by side in one run, and measures the tabulation error
 against the network, absolutely and relative to the ensemble's own standard
@@ -38,7 +39,7 @@ def bench_dataset(key: int, trials: int, repeats: int) -> list[str]:
 
     df = pd.read_csv(DATA_DIR / f"traindata_Section3_{key}.csv")
     x, y = list(df.columns[:2]), df.columns[2]
-    twin = DigitalTwin.fit(df, x, y, trials=trials, jobs=2, seed=0, timeout=100.0 if key == 4 else None)
+    twin = DigitalTwin.fit(df, x, y, trials=trials, jobs=2, seed=0, budget=180.0 if key == 4 else None)
     rng = np.random.default_rng(0)
     Q = rng.uniform(twin.x_range[:, 0], twin.x_range[:, 1], size=(100_000, 2))
     net_s = _median_time(lambda: twin.predict(Q), max(1, repeats // 3))
