@@ -261,9 +261,10 @@ def test_cli_rejects_inconsistent_resolution_options(tmp_path, capsys):
     from bluesky_twin.cli import main
 
     out = str(tmp_path / "m")
-    assert main(["ins", "train", "--out", out, "--resolution-instrument"]) == 2
-    assert "need --sim2exp-resolution-layer" in capsys.readouterr().err
-    assert main(["ins", "train", "--out", out, "--no-resolution-residual"]) == 2
+    for flag in ("--resolution-instrument", "--no-resolution-instrument", "--resolution-residual",
+                 "--no-resolution-residual"):
+        assert main(["ins", "train", "--out", out, flag]) == 2
+        assert "need --sim2exp-resolution-layer" in capsys.readouterr().err
     assert main(["ins", "train", "--out", out, "--sim2exp-resolution-layer", "--crop", "32"]) == 2
     assert "whole frames" in capsys.readouterr().err
 
@@ -288,3 +289,25 @@ def test_without_residual_sim2exp_is_the_layer_alone():
     out = trainer.step(torch.from_numpy(np.nan_to_num(a))[:, None], ones, torch.from_numpy(b)[:, None], ones)
     assert out["IDT_A"] == 0.0 and np.isfinite(out["G"])
     assert {"elastic_amplitude", "background", "counts_scale"} <= set(out)
+
+
+def test_cli_train_records_the_resolution_layer(tmp_path, capsys):
+    from bluesky_twin.cli import main
+    from bluesky_twin.gan.model import Exp2SimModel
+
+    out = tmp_path / "model"
+    assert main(["ins", "train", "--out", str(out), "--n", "100", "--iterations", "2", "--batch-size", "2",
+                 "--clf-epochs", "1", "--n-reference", "24", "--n-calibration", "20", "--quiet", "--threads", "1",
+                 "--sim2exp-resolution-layer", "--resolution-init-sigma", "2.5"]) == 0
+    meta = json.loads((out / "metadata.json").read_text())
+    cfg = meta["config"]
+    assert cfg["sim2exp_resolution"] and cfg["resolution_instrument"] and not cfg["resolution_residual"]
+    assert cfg["resolution_init_sigma"] == 2.5 and meta["training"]["train_config"]["resolution_lr_scale"] == 50.0
+    rec = meta["training"]["sim2exp_resolution"]
+    assert len(rec["sigma_rows"]) == 64 and rec["energy_range_meV"] == [0.0, 16.0]
+    assert rec["sigma_meV"][0] == pytest.approx(rec["sigma_rows"][0] * 0.25, rel=1e-3)
+    assert {"elastic_amplitude", "background", "counts_scale"} <= set(rec)
+    assert (out / "plots" / "resolution_width.png").exists()
+    m = Exp2SimModel.load(out)
+    assert isinstance(m.G_B, ResolutionResnetGenerator) and not m.G_B.residual
+    assert m.G_B.resolution.instrument

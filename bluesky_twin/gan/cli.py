@@ -39,12 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="initial broadening width in pixels (rows) (default 3)")
     p.add_argument("--resolution-lr-scale", type=float, default=50.0,
                    help="learning-rate multiplier of the broadening widths (default 50)")
-    p.add_argument("--resolution-instrument", action="store_true",
+    p.add_argument("--resolution-instrument", action=argparse.BooleanOptionalAction, default=None,
                    help="with --sim2exp-resolution-layer: also learn an elastic line, a flat background and "
-                        "counting noise (training only)")
-    p.add_argument("--resolution-residual", action=argparse.BooleanOptionalAction, default=True,
-                   help="with --sim2exp-resolution-layer: add the gated ResNet correction after the broadening "
-                        "(default); --no-resolution-residual makes Sim2Exp the resolution layer alone")
+                        "counting noise (training only); default on")
+    p.add_argument("--resolution-residual", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --sim2exp-resolution-layer: add a gated ResNet correction after the broadening; "
+                        "default off (Sim2Exp is the resolution layer alone)")
     p.add_argument("--n-reference", type=int, default=256, help="domain-score reference frames (default 256)")
     p.add_argument("--n-calibration", type=int, default=200, help="domain-score calibration frames (default 200)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
@@ -122,8 +122,12 @@ def _run_train(args: argparse.Namespace) -> int:
             raise InputError(f"--{name.replace('_', '-')} must be >= 20 (20 frames per Sinkhorn repeat)")
     if args.size % 4:
         raise InputError("--size must be divisible by 4")
-    if (args.resolution_instrument or not args.resolution_residual) and not args.sim2exp_resolution_layer:
-        raise InputError("--resolution-instrument and --no-resolution-residual need --sim2exp-resolution-layer")
+    if not args.sim2exp_resolution_layer and (args.resolution_instrument is not None
+                                              or args.resolution_residual is not None):
+        raise InputError("--[no-]resolution-instrument and --[no-]resolution-residual need "
+                         "--sim2exp-resolution-layer")
+    instrument = True if args.resolution_instrument is None else args.resolution_instrument
+    residual = False if args.resolution_residual is None else args.resolution_residual
     if args.sim2exp_resolution_layer and args.crop is not None:
         raise InputError("--sim2exp-resolution-layer needs whole frames; drop --crop")
     if not (args.resolution_init_sigma > 0.05 and args.resolution_lr_scale > 0):
@@ -138,8 +142,8 @@ def _run_train(args: argparse.Namespace) -> int:
         clf_input_scale=args.clf_input_scale, geometry=args.geometry, recipe=recipe,
         n_reference=args.n_reference, n_calibration=args.n_calibration,
         sim2exp_resolution=args.sim2exp_resolution_layer, resolution_init_sigma=args.resolution_init_sigma,
-        resolution_lr_scale=args.resolution_lr_scale, resolution_instrument=args.resolution_instrument,
-        resolution_residual=args.resolution_residual,
+        resolution_lr_scale=args.resolution_lr_scale, resolution_instrument=instrument,
+        resolution_residual=residual,
         num_threads=args.threads, progress=not args.quiet, command=command,
     )
     sec = info["seconds"]
