@@ -92,7 +92,7 @@ def _fit(args: argparse.Namespace) -> int:
     print(f"selection ({m['selection']}): {m['selection_score']:.5g}  (cv rmse {m['cv_rmse']:.4g} {args.y} units)")
     print(f"train R^2: {m['train_r2']:.5f}")
     print(f"trials: {m['n_trials_complete']} complete, {m['n_trials_pruned']} pruned; "
-          f"fit {m['fit_seconds']:.1f} s; study {m['study_name']!r}")
+          f"fit {m['fit_seconds']:.1f} s ({m['training_precision']} training); study {m['study_name']!r}")
     print(f"wrote {out} (version {twin.version})")
     return 0
 
