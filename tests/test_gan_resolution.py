@@ -262,7 +262,7 @@ def test_cli_rejects_inconsistent_resolution_options(tmp_path, capsys):
 
     out = str(tmp_path / "m")
     for flag in ("--resolution-instrument", "--no-resolution-instrument", "--resolution-residual",
-                 "--no-resolution-residual"):
+                 "--no-resolution-residual", "--resolution-bose"):
         assert main(["ins", "train", "--out", out, flag]) == 2
         assert "need --sim2exp-resolution-layer" in capsys.readouterr().err
     assert main(["ins", "train", "--out", out, "--sim2exp-resolution-layer", "--crop", "32"]) == 2
@@ -306,8 +306,30 @@ def test_cli_train_records_the_resolution_layer(tmp_path, capsys):
     rec = meta["training"]["sim2exp_resolution"]
     assert len(rec["sigma_rows"]) == 64 and rec["energy_range_meV"] == [0.0, 16.0]
     assert rec["sigma_meV"][0] == pytest.approx(rec["sigma_rows"][0] * 0.25, rel=1e-3)
-    assert {"elastic_amplitude", "background", "counts_scale"} <= set(rec)
+    assert {"elastic_amplitude", "background", "counts_scale"} <= set(rec) and "temperature" not in rec
+    assert cfg["resolution_energy_range"] is None  # no Bose factor unless --resolution-bose
     assert (out / "plots" / "resolution_width.png").exists()
     m = Exp2SimModel.load(out)
     assert isinstance(m.G_B, ResolutionResnetGenerator) and not m.G_B.residual
     assert m.G_B.resolution.instrument
+
+
+def test_bose_factor_term():
+    layer = EnergyResolutionLayer(degree=0, init_sigma=1.0, instrument=True, init_elastic=1e-6,
+                                  init_background=1e-6, energy_range=(0.0, 16.0),
+                                  init_temperature=12.0).requires_grad_(False).eval()
+    assert layer.instrument_values()["temperature"] == pytest.approx(12.1, rel=1e-5)  # 0.1 K floor + softplus
+    e = (np.arange(64) + 0.5) * 0.25
+    ref = 1.0 / (1.0 - np.exp(-e / (0.08617333262 * 12.1)))
+    np.testing.assert_allclose(layer.bose_factor(64).numpy(), ref, rtol=1e-5)
+    # a flat spectrum comes out shaped by the Bose factor (before the percentile renormalisation)
+    x = torch.zeros(1, 1, 64, 4)  # model space 0: a flat intensity
+    out = Scaling().inverse((layer(x)[0, 0, :, 0].numpy() + 1) / 2)
+    inner = slice(8, 56)  # away from the frame edges, where the broadening loses intensity
+    ratio = out[inner] / ref[inner]
+    np.testing.assert_allclose(ratio / ratio.mean(), 1.0, rtol=2e-3)
+    cfg = GanConfig(sim2exp_resolution=True, resolution_instrument=True, resolution_energy_range=[0, 16])
+    assert cfg.resolution_energy_range == (0.0, 16.0) and GanConfig.from_dict(cfg.to_dict()) == cfg
+    assert make_generators(cfg)[1].resolution.energy_range == (0.0, 16.0)
+    with pytest.raises(ValueError):
+        GanConfig(resolution_energy_range=(5.0, 1.0))

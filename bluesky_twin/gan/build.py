@@ -165,6 +165,7 @@ def build_model(
     resolution_lr_scale: float = 50.0,
     resolution_instrument: bool = True,
     resolution_residual: bool = False,
+    resolution_bose: bool = False,
     num_threads: int | None = None,
     progress: bool = True,
     command: str | None = None,
@@ -191,13 +192,15 @@ def build_model(
         its experiment-like recipe (e.g. ``{"e_init": (50, 60, 70),
         "chopper_frequency": 100}`` for coarser energy resolution); both are recorded
         in the metadata and reused by ``ins evaluate`` and ``train-classifiers``.
-    sim2exp_resolution, resolution_init_sigma, resolution_lr_scale, resolution_instrument, resolution_residual
+    sim2exp_resolution, resolution_init_sigma, resolution_lr_scale, resolution_instrument, resolution_residual, resolution_bose
         Give Sim2Exp the explicit, learnable energy-resolution broadening
         (``GanConfig(sim2exp_resolution=True, resolution_init_sigma=...)``, widths in
         pixels), the learning-rate multiplier of its parameters
         (``TrainConfig.resolution_lr_scale``) and optionally its learnable elastic
         line, background and counting noise (``GanConfig.resolution_instrument``) and
-        the gated ResNet correction or not (``GanConfig.resolution_residual``); the
+        the gated ResNet correction or not (``GanConfig.resolution_residual``), and with
+        the instrument terms a Bose factor on the recipe's energy axis
+        (``resolution_bose``: ``GanConfig.resolution_energy_range``); the
         learned values are recorded under ``training.sim2exp_resolution``.  The defaults
         here (and on the command line) are the measured best, instrument terms on and no
         residual; ``GanConfig``'s own defaults keep older metadata meaning what it meant.
@@ -231,7 +234,9 @@ def build_model(
     if sim2exp_resolution:
         config = GanConfig.preset(preset, sim2exp_resolution=True, resolution_init_sigma=float(resolution_init_sigma),
                                   resolution_instrument=bool(resolution_instrument),
-                                  resolution_residual=bool(resolution_residual))
+                                  resolution_residual=bool(resolution_residual),
+                                  resolution_energy_range=(_energy_range(recipe)
+                                                           if resolution_instrument and resolution_bose else None))
     else:
         config = GanConfig.preset(preset)
     tc = TrainConfig(iterations=iterations, batch_size=batch_size, crop=crop, lr=lr, seed=seed,

@@ -42,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resolution-instrument", action=argparse.BooleanOptionalAction, default=None,
                    help="with --sim2exp-resolution-layer: also learn an elastic line, a flat background and "
                         "counting noise (training only); default on")
+    p.add_argument("--resolution-bose", action="store_true",
+                   help="with the instrument terms: also a Bose factor at a learnable temperature (off by default)")
     p.add_argument("--resolution-residual", action=argparse.BooleanOptionalAction, default=None,
                    help="with --sim2exp-resolution-layer: add a gated ResNet correction after the broadening; "
                         "default off (Sim2Exp is the resolution layer alone)")
@@ -123,10 +125,12 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.size % 4:
         raise InputError("--size must be divisible by 4")
     if not args.sim2exp_resolution_layer and (args.resolution_instrument is not None
-                                              or args.resolution_residual is not None):
-        raise InputError("--[no-]resolution-instrument and --[no-]resolution-residual need "
+                                              or args.resolution_residual is not None or args.resolution_bose):
+        raise InputError("--[no-]resolution-instrument, --[no-]resolution-residual and --resolution-bose need "
                          "--sim2exp-resolution-layer")
     instrument = True if args.resolution_instrument is None else args.resolution_instrument
+    if args.resolution_bose and not instrument:
+        raise InputError("--resolution-bose needs the instrument terms (drop --no-resolution-instrument)")
     residual = False if args.resolution_residual is None else args.resolution_residual
     if args.sim2exp_resolution_layer and args.crop is not None:
         raise InputError("--sim2exp-resolution-layer needs whole frames; drop --crop")
@@ -143,7 +147,7 @@ def _run_train(args: argparse.Namespace) -> int:
         n_reference=args.n_reference, n_calibration=args.n_calibration,
         sim2exp_resolution=args.sim2exp_resolution_layer, resolution_init_sigma=args.resolution_init_sigma,
         resolution_lr_scale=args.resolution_lr_scale, resolution_instrument=instrument,
-        resolution_residual=residual,
+        resolution_residual=residual, resolution_bose=args.resolution_bose,
         num_threads=args.threads, progress=not args.quiet, command=command,
     )
     sec = info["seconds"]

@@ -85,6 +85,9 @@ class GanConfig:
         Add the gated ResNet correction to the broadened frame (``b + g R(b)``);
         ``False``: Sim2Exp's output is the resolution layer's alone (the ResNet's
         encoder still provides G_B's PatchNCE features).
+    resolution_energy_range
+        ``(E_min, E_max)`` in meV spanned by the rows; with the instrument terms it
+        adds a Bose factor ``n(E) + 1`` at a learnable temperature.  ``None``: no Bose factor.
     """
 
     dims: int = 2
@@ -101,6 +104,7 @@ class GanConfig:
     resolution_init_sigma: float = 3.0
     resolution_instrument: bool = False
     resolution_residual: bool = True
+    resolution_energy_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.dims not in (2, 3):
@@ -113,6 +117,12 @@ class GanConfig:
         if self.ngf < 1 or self.n_blocks < 1 or self.ndf < 1 or self.n_layers_d < 1:
             raise ValueError("ngf, n_blocks, ndf and n_layers_d must be positive")
         object.__setattr__(self, "nce_layers", tuple(self.nce_layers))
+        if self.resolution_energy_range is not None:
+            lo, hi = (float(v) for v in self.resolution_energy_range)
+            if not (0.0 <= lo < hi):
+                raise ValueError(f"resolution_energy_range must be (lo, hi) with 0 <= lo < hi meV, got "
+                                 f"{self.resolution_energy_range}")
+            object.__setattr__(self, "resolution_energy_range", (lo, hi))
         valid = set(ResnetGenerator.layer_names(self.n_blocks))
         bad = [name for name in self.nce_layers if name not in valid]
         if bad:
@@ -127,6 +137,8 @@ class GanConfig:
         """JSON-serialisable form."""
         d = asdict(self)
         d["nce_layers"] = list(self.nce_layers)
+        if self.resolution_energy_range is not None:
+            d["resolution_energy_range"] = list(self.resolution_energy_range)
         return d
 
     @classmethod
@@ -406,6 +418,10 @@ def init_weights(module: nn.Module, gain: float = 0.02) -> None:
                 nn.init.zeros_(m.bias)
 
 
+#: Boltzmann constant in meV/K.
+K_B_MEV = 0.08617333262
+
+
 def _inv_softplus(y: float) -> float:
     return y + math.log(-math.expm1(-y))
 
@@ -429,8 +445,10 @@ class EnergyResolutionLayer(nn.Module):
     ``percentile``-th percentile over the measured pixels (the frames' normalisation)
     and mapped to model space again.
 
-    With ``instrument=True`` the rest of the simulator's experiment-like recipe follows
-    the renormalisation, with learnable scalars: an elastic line at E = 0 (the lower
+    With ``instrument=True`` (and an ``energy_range`` in meV) the broadened intensity is
+    multiplied by the Bose factor ``n(E) + 1`` at a learnable temperature before the
+    renormalisation, and the rest of the simulator's experiment-like recipe follows
+    it, with learnable scalars: an elastic line at E = 0 (the lower
     edge of row 0) of amplitude ``A`` and the resolution width at the lowest row,
     ``A exp(-E^2 / 2 sigma_0^2)`` bin-averaged; a flat background ``b0``; and, in
     training mode, Gaussian counting noise of variance ``lambda / N`` (Poisson at
@@ -457,13 +475,17 @@ class EnergyResolutionLayer(nn.Module):
         Add the elastic line, background and counting noise (see above).
     init_elastic, init_background, init_counts
         Their initial values (frame units; counts per unit intensity).
+    energy_range, init_temperature
+        ``(E_min, E_max)`` in meV spanned by the rows (``E_min >= 0``), for the Bose
+        factor, and its initial temperature in K.
     """
 
     MIN_SIGMA = 0.05
 
     def __init__(self, degree: int = 2, init_sigma: float = 3.0, scaling_kind: str | None = "log1p",
                  gain: float = 4.0, vmax: float = 4.0, percentile: float = 99.5, instrument: bool = False,
-                 init_elastic: float = 1.0, init_background: float = 0.02, init_counts: float = 100.0):
+                 init_elastic: float = 1.0, init_background: float = 0.02, init_counts: float = 100.0,
+                 energy_range: tuple[float, float] | None = None, init_temperature: float = 8.0):
         super().__init__()
         if init_sigma <= self.MIN_SIGMA:
             raise ValueError(f"init_sigma must exceed {self.MIN_SIGMA}")
@@ -479,6 +501,9 @@ class EnergyResolutionLayer(nn.Module):
             self.elastic_raw = nn.Parameter(torch.tensor(_inv_softplus(init_elastic)))
             self.background_raw = nn.Parameter(torch.tensor(_inv_softplus(init_background)))
             self.log_counts = nn.Parameter(torch.tensor(math.log(init_counts)))
+        self.energy_range = None if energy_range is None else (float(energy_range[0]), float(energy_range[1]))
+        if self.instrument and self.energy_range is not None:
+            self.temperature_raw = nn.Parameter(torch.tensor(_inv_softplus(init_temperature)))
         self.scaling_kind = scaling_kind
         self.gain = float(gain)
         self.vmax = float(vmax)
@@ -552,6 +577,8 @@ class EnergyResolutionLayer(nn.Module):
         if self.scaling_kind is None:
             return self.broaden(x, mask)
         lin = self.broaden(self._to_linear(torch.where(finite, x, torch.full_like(x, -1.0))), mask)
+        if self.instrument and self.energy_range is not None:
+            lin = lin * self.bose_factor(x.shape[2]).to(lin.dtype).view(-1, *([1] * (x.dim() - 3)))
         # renormalise by the percentile over the measured pixels, as the frames are
         flat = lin.flatten(1)
         m = mask.flatten(1)
@@ -563,14 +590,25 @@ class EnergyResolutionLayer(nn.Module):
             lin = self._add_instrument(lin, noise=self.training if noise is None else noise)
         return self._from_linear(lin)
 
+    def bose_factor(self, n_rows: int) -> torch.Tensor:
+        """``n(E) + 1`` at the row centres and the learned temperature (needs ``energy_range``)."""
+        lo, hi = self.energy_range
+        e = lo + (torch.arange(n_rows, dtype=self.coeffs.dtype, device=self.coeffs.device) + 0.5) * ((hi - lo) / n_rows)
+        kt = K_B_MEV * (0.1 + F.softplus(self.temperature_raw))
+        return 1.0 / -torch.expm1(-e / kt)
+
     def instrument_values(self) -> dict[str, float]:
-        """Elastic amplitude, background and counts scale (empty without instrument terms)."""
+        """Elastic amplitude, background, counts scale and temperature (K, with an energy
+        range); empty without instrument terms."""
         if not self.instrument:
             return {}
         with torch.no_grad():
-            return {"elastic_amplitude": float(F.softplus(self.elastic_raw)),
-                    "background": float(F.softplus(self.background_raw)),
-                    "counts_scale": float(torch.exp(self.log_counts))}
+            out = {"elastic_amplitude": float(F.softplus(self.elastic_raw)),
+                   "background": float(F.softplus(self.background_raw)),
+                   "counts_scale": float(torch.exp(self.log_counts))}
+            if self.energy_range is not None:
+                out["temperature"] = float(0.1 + F.softplus(self.temperature_raw))
+            return out
 
     def _add_instrument(self, lin: torch.Tensor, noise: bool) -> torch.Tensor:
         n = lin.shape[2]
@@ -623,7 +661,8 @@ class ResolutionResnetGenerator(ResnetGenerator):
             kind, gain, vmax = scaling.kind, scaling.gain, scaling.vmax
         self.resolution = EnergyResolutionLayer(config.resolution_degree, config.resolution_init_sigma,
                                                 scaling_kind=kind, gain=gain, vmax=vmax,
-                                                instrument=config.resolution_instrument)
+                                                instrument=config.resolution_instrument,
+                                                energy_range=config.resolution_energy_range)
         self.residual = bool(config.resolution_residual)
         if self.residual:
             self.gate = nn.Parameter(torch.zeros(()))
