@@ -30,7 +30,8 @@ input broadened along energy).  Then:
   group with ``lr * resolution_lr_scale`` (a handful of parameters that must move by
   several units);
 * IDT_A is ``L1(a + g R(a), a)``: the identity of an experiment-like frame skips the
-  broadening (it already carries the resolution) and only constrains the correction;
+  broadening (it already carries the resolution) and only constrains the correction
+  (exactly 0 without the correction, ``resolution_residual=False``);
 * G_B broadens with the validity mask of its input (normalised convolution).
 """
 from __future__ import annotations
