@@ -32,7 +32,7 @@ import numpy as np
 
 from bluesky_twin.data import ScanTable, load_scan_table
 from bluesky_twin.errors import InputError, ModelFileError
-from bluesky_twin.twin.space import TwinSearchSpace
+from bluesky_twin.twin.space import DEFAULT_FINAL_EPOCHS, TwinSearchSpace
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -747,7 +747,8 @@ def _final_epochs(trial: Any, space: TwinSearchSpace, warm: bool, search_steps: 
     (*search_steps* and *final_steps* per epoch), so a trial that needed 500 short
     epochs does not become 500 full passes.
     """
-    floor = space.min_final_epochs // 3 if warm else space.min_final_epochs
+    base = space.min_final_epochs if space.min_final_epochs is not None else DEFAULT_FINAL_EPOCHS
+    floor = base // 3 if warm else base
     best = int(trial.user_attrs.get("best_epoch", space.max_epochs))
     if space.final_step_cap != space.max_steps_per_epoch:
         best = math.ceil(best * search_steps / max(1, final_steps))
