@@ -148,9 +148,13 @@ def twin_lofo(twin, X, y, lines, params=None, epochs=None, seed=0, lr_drop=None)
     (``final_steps_per_epoch``) and precision.
     """
     if params is None:
+        # one refit per configuration and member count: on large maps the ensemble
+        # lists a configuration's members as separate one-member groups
+        entries = {e["trial"]: e for e in twin.metadata["ensemble"]}.values()
+        weights = [sum(g["members"] for g in twin.metadata["ensemble"] if g["trial"] == e["trial"]) for e in entries]
         per_config = [twin_lofo(twin, X, y, lines, e["params"], e["epochs"], seed, e.get("lr_drop_epoch"))
-                      for e in twin.metadata["ensemble"]]
-        return {h: np.mean([p[h] for p in per_config], axis=0) for h in lines}
+                      for e in entries]
+        return {h: np.average([p[h] for p in per_config], axis=0, weights=weights) for h in lines}
     return _lofo_one(twin, X, y, lines, params, epochs, seed, lr_drop)
 
 
