@@ -4,9 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-#: final-ensemble epoch floor on ordinary scans, and in full passes on large maps
+#: final-ensemble epoch floor
 DEFAULT_FINAL_EPOCHS = 150
-LARGE_MAP_FINAL_EPOCHS = 250
 
 
 @dataclass
@@ -45,10 +44,9 @@ class TwinSearchSpace:
         ARPES map an epoch sees 8192 random points).
     min_final_epochs
         Floor on the epochs of the final all-data ensemble (the search's best
-        epoch is used when larger).  ``None`` (default): 150, or 250 full passes on
-        large maps, where 150 left the ARPES members just short of the lines
-        (docs/twin.md: training R^2 0.9697 at 150 in the benchmark; one configuration
-        0.9698 at 150 and 0.9735 at 250 epochs, for 0.004 more between-line error).
+        epoch is used when larger); ``None``: 150.  Raised (e.g. 250 with full-pass
+        final epochs) it fits the measured lines of a large map more tightly at some
+        cost between them (docs/twin.md, "Fitting the lines more tightly").
     encodings
         Candidate input encodings: ``"raw"`` (the standardised coordinates, as in
         the paper) and ``"fourier"`` (plus ``fourier_features`` random Fourier
@@ -69,11 +67,11 @@ class TwinSearchSpace:
         Number of Fourier frequencies when that encoding is drawn.
     final_steps_per_epoch
         Cap on optimiser steps per epoch of the final all-data ensemble (``0``: full
-        passes).  ``None`` (default): full passes on large maps, where the search's
-        capped epochs are random subsets, else ``max_steps_per_epoch`` (on small data
-        that cap already covers the rows).  The search only ranks configurations,
-        which capped epochs do well and cheaply; the final members of a large map
-        need the full passes to fit the measured lines.
+        passes; ``None``: ``max_steps_per_epoch``, the search's own epochs, for which
+        its best epoch was chosen on held-out lines).  On a large map, where capped
+        epochs are random subsets, ``0`` with a higher ``min_final_epochs`` raises the
+        training fit: on ARPES R^2 0.97-0.98 instead of 0.96, but with 7-12 % more
+        between-line error (docs/twin.md), so it is not the default.
     precision
         Training precision: ``"auto"`` (bfloat16 matrix products for data sets of at
         least :data:`~bluesky_twin.twin.model.LARGE_DATA_ROWS` rows on a CPU with native
@@ -123,9 +121,9 @@ class TwinSearchSpace:
         elif not isinstance(self.fourier_per_axis, bool):
             raise ValueError(f"fourier_per_axis must be True, False or 'auto', got {self.fourier_per_axis!r}")
         if self.final_steps_per_epoch is None:
-            out.final_steps_per_epoch = 0 if large else self.max_steps_per_epoch
+            out.final_steps_per_epoch = self.max_steps_per_epoch
         if self.min_final_epochs is None:
-            out.min_final_epochs = LARGE_MAP_FINAL_EPOCHS if large else DEFAULT_FINAL_EPOCHS
+            out.min_final_epochs = DEFAULT_FINAL_EPOCHS
         out.precision = resolve_precision(self.precision, n_rows, large_rows)
         return out
 
