@@ -237,3 +237,18 @@ def tiled_store(tiled_store_dir: Path) -> Iterator[Any]:
         yield client
     finally:
         close_store(client)
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One torch intra-op thread for the test, restored afterwards.
+
+    On a shared 2-core machine more threads spin and run up to 10x slower.  Use it
+    per module with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -13,15 +13,7 @@ from bluesky_twin.gan.networks import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One torch thread: on a shared 2-core machine, more threads spin and run 10x slower."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = dict(ngf=4, n_blocks=2, ndf=8, n_layers_d=2, nce_layers=("stem", "down1", "down2", "res2"),
             nce_dim=16, num_patches=32)
