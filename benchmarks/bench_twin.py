@@ -251,15 +251,12 @@ def run_dataset(key, trials, jobs, seed, out_rows, figs):
     alt = None
     if by_train.number != m["best_trial"]:
         from bluesky_twin.twin import TwinSearchSpace
-        from bluesky_twin.twin.model import _final_epochs, _model_params
-        from bluesky_twin.twin.training import steps_per_epoch
+        from bluesky_twin.twin.model import _final_schedule, _model_params
 
         space = TwinSearchSpace.from_dict(m["search_space"])
         alt_params = _model_params(by_train.params, space, len(X))
-        batch = int(alt_params["batch_size"])  # as the twin's final ensemble would train it
-        alt_epochs = _final_epochs(by_train, space, False,
-                                   steps_per_epoch(int(len(X) * 2 / 3), batch, space.max_steps_per_epoch),
-                                   steps_per_epoch(len(X), batch, space.final_step_cap))
+        # as the twin's final ensemble would train it (a search fold holds out a third of the lines)
+        alt_epochs, _ = _final_schedule(by_train, space, int(alt_params["batch_size"]), int(len(X) * 2 / 3), len(X))
         alt_preds = twin_lofo(twin, X, y, lines, params=alt_params, epochs=alt_epochs, seed=seed)
         alt = lofo_nrmse(alt_preds, X, y, lines)
     rbf = RBFBaseline(X, y, neighbors=None if len(X) < 5000 else 64)

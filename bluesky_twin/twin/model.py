@@ -700,7 +700,7 @@ def _train_final(complete: list[Any], space: TwinSearchSpace, n_train: int, seed
     import torch
 
     from bluesky_twin.twin.network import BatchedMLP
-    from bluesky_twin.twin.training import steps_per_epoch, train_members
+    from bluesky_twin.twin.training import train_members
 
     chosen, shares = _ensemble_plan(complete, ensemble_size, top_k)
     groups = _split_groups(list(zip(chosen, shares)), _group_count(jobs, ensemble_size, len(Xt)))
@@ -714,17 +714,15 @@ def _train_final(complete: list[Any], space: TwinSearchSpace, n_train: int, seed
         previous = _matching(prev_models, params)
         if previous is not None:
             model.load_members_from(previous)
-        batch = min(params["batch_size"], len(Xt))
-        epochs = _final_epochs(trial, space, previous is not None,
-                               steps_per_epoch(n_train, params["batch_size"], space.max_steps_per_epoch),
-                               steps_per_epoch(len(Xt), batch, space.final_step_cap))
+        epochs, _ = _final_schedule(trial, space, int(params["batch_size"]), n_train, len(Xt),
+                                    warm=previous is not None)
         lr_drop = space.lr_drop_epoch
-        if epoch_scale < 1.0:
-            short = max(MIN_FINAL_EPOCHS, math.ceil(epochs * epoch_scale))
-            lr_drop = max(1, round(lr_drop * short / epochs)) if short < epochs else lr_drop
-            epochs = min(epochs, short)
+        short = max(MIN_FINAL_EPOCHS, math.ceil(epochs * epoch_scale))
+        if short < epochs:  # a budget's time box: the whole schedule shrinks, drop included
+            lr_drop = max(1, round(lr_drop * short / epochs))
+            epochs = short
         train_members(model, Xt, yt, [full] * members, None, lr=params["lr"],
-                      batch_size=batch, weight_decay=params["weight_decay"],
+                      batch_size=min(params["batch_size"], len(Xt)), weight_decay=params["weight_decay"],
                       max_epochs=epochs, lr_drop_epoch=lr_drop,
                       lr_drop_factor=space.lr_drop_factor, generator=gen,
                       max_steps_per_epoch=space.final_step_cap, precision=precision, deadline=deadline)
@@ -742,7 +740,7 @@ def _final_epochs(trial: Any, space: TwinSearchSpace, warm: bool, search_steps: 
 
     Starting from trained weights (*warm*) the floor is a third of a cold start's.
     When a final epoch is capped differently from a search epoch
-    (:attr:`TwinSearchSpace.final_steps_per_epoch`, full passes on large maps), the
+    (:attr:`TwinSearchSpace.final_steps_per_epoch`, e.g. full passes), the
     search's best epoch is converted to the same number of optimiser steps
     (*search_steps* and *final_steps* per epoch), so a trial that needed 500 short
     epochs does not become 500 full passes.
@@ -753,6 +751,20 @@ def _final_epochs(trial: Any, space: TwinSearchSpace, warm: bool, search_steps: 
     if space.final_step_cap != space.max_steps_per_epoch:
         best = math.ceil(best * search_steps / max(1, final_steps))
     return int(max(best, floor))
+
+
+def _final_schedule(trial: Any, space: TwinSearchSpace, batch: int, n_train: int, n_all: int,
+                    warm: bool = False) -> tuple[int, int]:
+    """Epochs of a final member of *trial*'s configuration, and optimiser steps per epoch.
+
+    A final epoch runs over all *n_all* rows (capped by
+    :attr:`TwinSearchSpace.final_step_cap`), a search epoch ran over *n_train*.
+    """
+    from bluesky_twin.twin.training import steps_per_epoch
+
+    final_steps = steps_per_epoch(n_all, min(batch, n_all), space.final_step_cap)
+    search_steps = steps_per_epoch(n_train, batch, space.max_steps_per_epoch)
+    return _final_epochs(trial, space, warm, search_steps, final_steps), final_steps
 
 
 def _ensemble_plan(complete: list[Any], ensemble_size: int, top_k: int) -> tuple[list[Any], list[int]]:
@@ -791,13 +803,13 @@ def _estimate_final_seconds(study: Any, space: TwinSearchSpace, ensemble_size: i
     member_seconds: dict[int, float] = {}
     for t in chosen:
         batch = int(_model_params(t.params, space, n_train)["batch_size"])
-        final_steps = steps_per_epoch(n_all, min(batch, n_all), space.final_step_cap)
-        search_steps = steps_per_epoch(n_train, batch, space.max_steps_per_epoch)
-        epochs = _final_epochs(t, space, False, search_steps, final_steps)  # a cold start's floor: the larger
+        # a cold start's floor: the larger estimate
+        epochs, final_steps = _final_schedule(t, space, batch, n_train, n_all)
         if "seconds_per_member_step" in t.user_attrs:
             per_epoch = final_steps * float(t.user_attrs["seconds_per_member_step"])
         else:  # trials recorded before step timing: whole epochs, validation included
-            per_epoch = float(t.user_attrs["seconds_per_member_epoch"]) * final_steps / search_steps
+            per_epoch = (float(t.user_attrs["seconds_per_member_epoch"]) * final_steps
+                         / steps_per_epoch(n_train, batch, space.max_steps_per_epoch))
         member_seconds[id(t)] = epochs * per_epoch
     # the groups _train_final will run, longest first onto the least busy of `jobs` threads
     loads = [0.0] * max(1, jobs)

@@ -70,8 +70,8 @@ class TwinSearchSpace:
         passes; ``None``: ``max_steps_per_epoch``, the search's own epochs, for which
         its best epoch was chosen on held-out lines).  On a large map, where capped
         epochs are random subsets, ``0`` with a higher ``min_final_epochs`` raises the
-        training fit: on ARPES R^2 0.97-0.98 instead of 0.96, but with 7-12 % more
-        between-line error (docs/twin.md), so it is not the default.
+        training fit: on ARPES R^2 0.97-0.98 instead of 0.945-0.958, but with 7-12 %
+        more between-line error (docs/twin.md), so it is not the default.
     precision
         Training precision: ``"auto"`` (bfloat16 matrix products for data sets of at
         least :data:`~bluesky_twin.twin.model.LARGE_DATA_ROWS` rows on a CPU with native
@@ -104,8 +104,9 @@ class TwinSearchSpace:
         """A copy with the data-dependent defaults settled for *n_rows* rows.
 
         ``fourier_per_axis="auto"``, ``final_steps_per_epoch=None``,
-        ``min_final_epochs=None`` and ``precision="auto"`` become concrete values (data sets of at least
-        *large_rows* rows count as large maps); the result is what a fit records.
+        ``min_final_epochs=None`` and ``precision="auto"`` become concrete values
+        (data sets of at least *large_rows* rows count as large maps); the result is
+        what a fit records.
 
         Raises
         ------
