@@ -60,8 +60,9 @@ def resolve_precision(precision: str, n_rows: int, large_rows: int) -> str:
 
     ``"auto"`` picks ``"bfloat16"`` for data sets of at least *large_rows* rows on a
     CPU with native bfloat16 (there the networks are compute-bound, and the matrix
-    products run about 3x faster: 13.6 against 42.6 ms a step for two 6 x 194 members
-    at batch 1024 on this project's 2-core AMD EPYC), else ``"float32"``.  Small data
+    products run about 3x faster: 12.8 against 38.2 ms a step for two 6 x 194 members
+    at batch 1024 on this project's 2-core AMD EPYC, ``benchmarks/bench_precision.py``),
+    else ``"float32"``.  Small data
     sets are dominated by per-step overhead and gain nothing.
     """
     if precision == "auto":
@@ -150,12 +151,13 @@ def train_members(
         Cap on optimiser steps per epoch (``0``: a full pass).
     deadline
         A :func:`time.monotonic` time after which training stops early (the best
-        weights so far are kept; without validation, the current ones); ``TrainResult.time_limited`` tells.  A callable
+        weights so far are kept; without validation, the current ones);
+        ``TrainResult.time_limited`` tells.  A callable
         is asked once per epoch, so the deadline may move while training runs.
     precision
         ``"float32"``, or ``"bfloat16"``: the forward and backward matrix products run
-        under CPU autocast in bfloat16 while weights, optimiser state, loss and the
-        loss stay in float32 (see :func:`resolve_precision`); the validation pass runs
+        under CPU autocast in bfloat16 while weights, optimiser state and the loss
+        stay in float32 (see :func:`resolve_precision`); the validation pass runs
         under the same autocast.
 
     Returns
