@@ -327,3 +327,131 @@ def test_bose_factor_term():
     assert make_generators(cfg)[1].resolution.energy_range == (0.0, 16.0)
     with pytest.raises(ValueError):
         GanConfig(resolution_energy_range=(5.0, 1.0))
+
+
+# --------------------------------------------------------------- bounded and per-frame widths
+LOWER16 = tuple(float(v) for v in np.linspace(1.0, 2.0, 16))
+UPPER16 = tuple(float(v) for v in np.linspace(2.5, 4.0, 16))
+
+
+def test_bounded_width_stays_in_the_prior_range():
+    layer = EnergyResolutionLayer(degree=2, sigma_bounds=(LOWER16, UPPER16), scaling_kind=None)
+    lo, hi = np.array(LOWER16), np.array(UPPER16)
+    np.testing.assert_allclose(layer.sigma(16).detach().numpy(), (lo + hi) / 2, rtol=1e-6)  # starts in the middle
+    for c in ([40.0, 0.0, 0.0], [-40.0, 0.0, 0.0], [0.0, 30.0, -30.0]):
+        with torch.no_grad():
+            layer.coeffs.copy_(torch.tensor(c))
+        sig = layer.sigma(16).detach().numpy()
+        assert np.all(sig >= lo - 1e-6) and np.all(sig <= hi + 1e-6)
+    with torch.no_grad():
+        layer.coeffs.copy_(torch.tensor([40.0, 0.0, 0.0]))
+    np.testing.assert_allclose(layer.sigma(16).detach().numpy(), hi, rtol=1e-5)
+    with pytest.raises(ValueError, match="16 energy rows"):
+        layer.sigma(32)
+    for bad in ((LOWER16, UPPER16[:-1]), (UPPER16, LOWER16), ((0.0,) * 16, UPPER16), (LOWER16,), "x"):
+        with pytest.raises(ValueError, match="resolution_sigma_bounds"):
+            GanConfig(sim2exp_resolution=True, resolution_sigma_bounds=bad)
+
+
+def test_per_frame_widths_in_training_and_central_values_in_eval():
+    torch.manual_seed(0)
+    layer = EnergyResolutionLayer(degree=1, sigma_bounds=(LOWER16, UPPER16), instrument=True, stochastic=True,
+                                  init_spread=1.0, init_amplitude_spread=0.5)
+    x = torch.rand(6, 1, 16, 8) * 2 - 1
+    layer.eval()
+    y0 = layer(x)
+    assert torch.equal(y0, layer(x)) and torch.equal(y0, layer(x, sample=False, noise=False))
+    # sampling without noise: frames get different widths, each the broadening with its own draw
+    layer.train()
+    torch.manual_seed(1)
+    ys = layer(x, noise=False)
+    torch.manual_seed(1)
+    z = torch.randn(6, 4)
+    sig = layer.sigma(16, z[:, 0]).detach()
+    assert sig.shape == (6, 16) and float(sig[:, 8].std()) > 0.05
+    lo, hi = torch.tensor(LOWER16), torch.tensor(UPPER16)
+    assert bool(((sig >= lo - 1e-6) & (sig <= hi + 1e-6)).all())
+    batch = layer.broaden(x, z=z[:, 0])
+    for i in range(6):  # frame i = a deterministic layer whose constant coefficient is shifted by spread * z_i
+        ref = EnergyResolutionLayer(degree=1, sigma_bounds=(LOWER16, UPPER16), scaling_kind=None)
+        with torch.no_grad():
+            ref.coeffs.copy_(layer.coeffs + torch.tensor([1.0, 0.0]) * float(z[i, 0]))
+            assert torch.allclose(batch[i], ref.broaden(x[i:i + 1])[0], atol=1e-5)
+    assert not torch.allclose(ys, y0)
+    vals = layer.learned_values()
+    assert vals["width_spread"] == pytest.approx(1.0) and vals["counts_spread"] == pytest.approx(0.5)
+    # spreads are parameters (trained with the widths, see the adversarial-only test above)
+    names = dict(layer.named_parameters())
+    assert {"log_spread", "log_amplitude_spreads"} <= set(names)
+    with pytest.raises(ValueError, match="stochastic"):
+        EnergyResolutionLayer(scaling_kind=None).sigma(16, torch.zeros(2))
+
+
+def test_per_frame_amplitudes_scale_elastic_and_background():
+    layer = EnergyResolutionLayer(degree=0, init_sigma=2.0, instrument=True, stochastic=True, init_elastic=1.0,
+                                  init_background=0.1, init_amplitude_spread=0.7).requires_grad_(False)
+    lin = torch.zeros(3, 1, 16, 4)
+    z = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+    out = layer._add_instrument(lin, noise=False, z=z)
+    central = layer._add_instrument(lin[:1], noise=False)
+    assert torch.allclose(out[0], central[0])
+    f = float(np.exp(0.7))
+    # frame 1: the elastic line times exp(0.7), same background; frame 2: background / exp(0.7)
+    assert torch.allclose(out[1] - 0.1, (central[0] - 0.1) * f, rtol=1e-5)
+    assert torch.allclose(out[2] - out[0], torch.full_like(out[0], 0.1 / f - 0.1), atol=1e-6)
+    # a per-frame elastic width: the profile follows the frame's sigma(0)
+    wide = layer._add_instrument(lin[:1], noise=False, z=z[:1], sigma0=torch.tensor([6.0]))
+    assert float(wide[0, 0, 8, 0]) > float(central[0, 0, 8, 0]) + 0.1
+
+
+def test_maps_sigma_bounds_follow_the_instrument_resolution():
+    from bluesky_twin.gan.build import maps_sigma_bounds
+    from bluesky_twin.ins.resolution import maps_resolution
+
+    recipe = {"e_init": (50.0, 60.0, 70.0), "chopper_frequency": 100}
+    lower, upper = maps_sigma_bounds(recipe, 64)
+    e = (np.arange(64) + 0.5) * 0.25
+    np.testing.assert_allclose(np.array(lower) * 0.25, maps_resolution(50.0, 100).sigma(e), rtol=1e-4)
+    np.testing.assert_allclose(np.array(upper) * 0.25, maps_resolution(70.0, 100).sigma(e), rtol=1e-4)
+    lo2, hi2 = maps_sigma_bounds(recipe, 64, margin=1.25)
+    np.testing.assert_allclose(lo2, np.array(lower) / 1.25, rtol=1e-4)
+    np.testing.assert_allclose(hi2, np.array(upper) * 1.25, rtol=1e-4)
+    cfg = GanConfig(sim2exp_resolution=True, resolution_sigma_bounds=(lower, upper))
+    assert GanConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    for bad in (dict(n_rows=0), dict(margin=0.9)):
+        with pytest.raises(InputError):
+            maps_sigma_bounds(recipe, **{"n_rows": 64, **bad})
+    with pytest.raises(InputError, match="margin"):
+        maps_sigma_bounds({"e_init": [60], "chopper_frequency": 100}, 64)
+
+
+def test_bounded_stochastic_model_roundtrip_and_cli_checks(tmp_path, capsys):
+    from bluesky_twin.cli import main
+    from bluesky_twin.gan.model import Exp2SimModel
+
+    cfg = GanConfig(**{**TINY_RES.to_dict(), "resolution_residual": False, "resolution_instrument": True,
+                       "resolution_sigma_bounds": (LOWER16, UPPER16), "resolution_stochastic": True})
+    torch.manual_seed(2)
+    G_A, G_B = make_generators(cfg)
+    with torch.no_grad():
+        G_B.resolution.coeffs.copy_(torch.tensor([0.5, -0.3, 0.1]))
+        G_B.resolution.log_spread.fill_(-1.0)
+    a, b = _toy_domains(n=30)
+    ref, _ = to_model_space(a, Scaling())
+    m = Exp2SimModel(G_A, G_B, cfg, Scaling(), reference=ref, metadata={"training": {"note": "t"}})
+    m.save(tmp_path / "model")
+    sds = torch.load(tmp_path / "model" / "generators.pt", weights_only=True)
+    assert {"resolution.log_spread", "resolution.log_amplitude_spreads"} <= set(sds["G_B"])
+    assert "resolution.sigma_lower" not in sds["G_B"]  # the bounds live in the config
+    m2 = Exp2SimModel.load(tmp_path / "model")
+    assert m2.config == cfg and m2.G_B.resolution.bounded and m2.G_B.resolution.stochastic
+    y1, y2 = m.sim2exp(b), m2.sim2exp(b)
+    np.testing.assert_allclose(y1, y2, atol=1e-5)
+    np.testing.assert_array_equal(y2, m2.sim2exp(b))  # deterministic translation
+    out = str(tmp_path / "m")
+    for flags in (["--resolution-maps-bounds"], ["--resolution-stochastic"]):
+        assert main(["ins", "train", "--out", out, *flags]) == 2
+        assert "need --sim2exp-resolution-layer" in capsys.readouterr().err
+    assert main(["ins", "train", "--out", out, "--sim2exp-resolution-layer", "--resolution-maps-bounds",
+                 "--resolution-bounds-margin", "0.5"]) == 2
+    assert ">= 1" in capsys.readouterr().err

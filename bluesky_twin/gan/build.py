@@ -30,7 +30,8 @@ import numpy as np
 
 from bluesky_twin.errors import InputError
 
-__all__ = ["build_model", "retrain_classifiers", "split_indices", "train_classifiers", "training_split"]
+__all__ = ["build_model", "maps_sigma_bounds", "retrain_classifiers", "split_indices", "train_classifiers",
+           "training_split"]
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,55 @@ def _energy_range(recipe: dict[str, Any]) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def maps_sigma_bounds(recipe: dict[str, Any] | None, n_rows: int,
+                      margin: float = 1.0) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-row bounds (pixels) of the Sim2Exp broadening width from the instrument's resolution.
+
+    For each energy row of a frame generated with *recipe* (``n_rows`` rows spanning its
+    ``e_range``), the MAPS width ``sigma(E)`` of every incident energy in the recipe's
+    ``e_init`` at its chopper setting (:func:`bluesky_twin.ins.resolution.maps_resolution`,
+    what a user of the instrument knows); the lower bound is the smallest of them divided
+    by *margin*, the upper bound the largest times *margin*, both in rows.
+
+    Parameters
+    ----------
+    recipe
+        Experiment-like recipe overrides (``{}`` or ``None``: the defaults).
+    n_rows
+        Energy rows of the frames.
+    margin
+        Widening factor (>= 1) of the range on both sides.
+
+    Returns
+    -------
+    lower, upper
+        Tuples of ``n_rows`` widths in pixels (rows).
+
+    Raises
+    ------
+    InputError
+        For ``n_rows < 1``, ``margin < 1`` or a recipe the resolution model rejects.
+    """
+    from bluesky_twin.ins.frames import Recipe
+    from bluesky_twin.ins.resolution import maps_resolution
+
+    if int(n_rows) < 1:
+        raise InputError(f"n_rows must be >= 1, got {n_rows}")
+    if not (np.isfinite(margin) and margin >= 1.0):
+        raise InputError(f"the width-bound margin must be a number >= 1, got {margin!r}")
+    rec = Recipe.from_overrides(recipe)
+    lo_e, hi_e = rec.e_range
+    row = (hi_e - lo_e) / int(n_rows)
+    energies = lo_e + (np.arange(int(n_rows)) + 0.5) * row
+    sig = np.stack([maps_resolution(ei, rec.chopper_frequency, rec.chopper_package).sigma(energies)
+                    for ei in rec.e_init]) / row
+    lower = sig.min(axis=0) / float(margin)
+    upper = sig.max(axis=0) * float(margin)
+    if len(rec.e_init) == 1 and margin == 1.0:
+        raise InputError("one incident energy and margin 1 leave no range for the width; use a margin > 1")
+    return tuple(round(float(v), 5) for v in lower), tuple(round(float(v), 5) for v in upper)
+
+
 def data_geometry(meta: dict[str, Any]) -> str:
     """The frame geometry a model was trained on (``"cut"`` for models that do not say)."""
     return str(meta.get("training", {}).get("data", {}).get("geometry", "cut"))
@@ -166,6 +216,9 @@ def build_model(
     resolution_instrument: bool = True,
     resolution_residual: bool = False,
     resolution_bose: bool = False,
+    resolution_maps_bounds: bool = False,
+    resolution_bounds_margin: float = 1.0,
+    resolution_stochastic: bool = False,
     num_threads: int | None = None,
     progress: bool = True,
     command: str | None = None,
@@ -204,6 +257,13 @@ def build_model(
         learned values are recorded under ``training.sim2exp_resolution``.  The defaults
         here (and on the command line) are the measured best, instrument terms on and no
         residual; ``GanConfig``'s own defaults keep older metadata meaning what it meant.
+    resolution_maps_bounds, resolution_bounds_margin
+        Bound the broadening width, row by row, to the MAPS resolution range of the
+        recipe's incident energies widened by the margin (:func:`maps_sigma_bounds`,
+        ``GanConfig.resolution_sigma_bounds``).
+    resolution_stochastic
+        Per-frame widths and instrument amplitudes in training
+        (``GanConfig.resolution_stochastic``).
     num_threads
         ``torch.set_num_threads`` for the whole build.
     progress
@@ -231,12 +291,17 @@ def build_model(
     if num_threads:
         torch.set_num_threads(int(num_threads))
     t_start = time.perf_counter()
+    if (resolution_maps_bounds or resolution_stochastic) and not sim2exp_resolution:
+        raise InputError("resolution_maps_bounds and resolution_stochastic need sim2exp_resolution")
     if sim2exp_resolution:
+        bounds = maps_sigma_bounds(recipe, size, resolution_bounds_margin) if resolution_maps_bounds else None
         config = GanConfig.preset(preset, sim2exp_resolution=True, resolution_init_sigma=float(resolution_init_sigma),
                                   resolution_instrument=bool(resolution_instrument),
                                   resolution_residual=bool(resolution_residual),
                                   resolution_energy_range=(_energy_range(recipe)
-                                                           if resolution_instrument and resolution_bose else None))
+                                                           if resolution_instrument and resolution_bose else None),
+                                  resolution_sigma_bounds=bounds,
+                                  resolution_stochastic=bool(resolution_stochastic))
     else:
         config = GanConfig.preset(preset)
     tc = TrainConfig(iterations=iterations, batch_size=batch_size, crop=crop, lr=lr, seed=seed,
@@ -297,6 +362,11 @@ def build_model(
                                               sigma_meV=[round(v * (e_hi - e_lo) / rows, 4)
                                                          for v in result.extra["resolution"]["sigma_rows"]],
                                               energy_range_meV=[e_lo, e_hi])
+        if config.resolution_sigma_bounds is not None:
+            training["sim2exp_resolution"]["sigma_bounds_meV"] = [
+                [round(v * (e_hi - e_lo) / rows, 4) for v in b] for b in config.resolution_sigma_bounds]
+            training["sim2exp_resolution"]["sigma_bounds_source"] = (
+                f"MAPS resolution over e_init, margin {float(resolution_bounds_margin):g}")
     model.metadata = {"training": training}
     model.classifiers = classifiers
     history = result.history

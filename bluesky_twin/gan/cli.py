@@ -47,6 +47,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resolution-residual", action=argparse.BooleanOptionalAction, default=None,
                    help="with --sim2exp-resolution-layer: add a gated ResNet correction after the broadening; "
                         "default off (Sim2Exp is the resolution layer alone)")
+    p.add_argument("--resolution-maps-bounds", action="store_true",
+                   help="with --sim2exp-resolution-layer: bound the width, row by row, to the MAPS resolution "
+                        "of the recipe's incident energies (see --resolution-bounds-margin)")
+    p.add_argument("--resolution-bounds-margin", type=float, default=1.0,
+                   help="widen the MAPS width bounds by this factor on both sides (>= 1, default 1)")
+    p.add_argument("--resolution-stochastic", action="store_true",
+                   help="with --sim2exp-resolution-layer: draw a width and instrument amplitudes per frame in "
+                        "training (learnable spreads); translation uses the central values")
     p.add_argument("--n-reference", type=int, default=256, help="domain-score reference frames (default 256)")
     p.add_argument("--n-calibration", type=int, default=200, help="domain-score calibration frames (default 200)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
@@ -125,9 +133,12 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.size % 4:
         raise InputError("--size must be divisible by 4")
     if not args.sim2exp_resolution_layer and (args.resolution_instrument is not None
-                                              or args.resolution_residual is not None or args.resolution_bose):
-        raise InputError("--[no-]resolution-instrument, --[no-]resolution-residual and --resolution-bose need "
-                         "--sim2exp-resolution-layer")
+                                              or args.resolution_residual is not None or args.resolution_bose
+                                              or args.resolution_maps_bounds or args.resolution_stochastic):
+        raise InputError("--[no-]resolution-instrument, --[no-]resolution-residual, --resolution-bose, "
+                         "--resolution-maps-bounds and --resolution-stochastic need --sim2exp-resolution-layer")
+    if not args.resolution_bounds_margin >= 1.0:
+        raise InputError(f"--resolution-bounds-margin must be >= 1, got {args.resolution_bounds_margin}")
     instrument = True if args.resolution_instrument is None else args.resolution_instrument
     if args.resolution_bose and not instrument:
         raise InputError("--resolution-bose needs the instrument terms (drop --no-resolution-instrument)")
@@ -148,6 +159,8 @@ def _run_train(args: argparse.Namespace) -> int:
         sim2exp_resolution=args.sim2exp_resolution_layer, resolution_init_sigma=args.resolution_init_sigma,
         resolution_lr_scale=args.resolution_lr_scale, resolution_instrument=instrument,
         resolution_residual=residual, resolution_bose=args.resolution_bose,
+        resolution_maps_bounds=args.resolution_maps_bounds, resolution_bounds_margin=args.resolution_bounds_margin,
+        resolution_stochastic=args.resolution_stochastic,
         num_threads=args.threads, progress=not args.quiet, command=command,
     )
     sec = info["seconds"]

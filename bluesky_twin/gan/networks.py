@@ -27,6 +27,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -88,6 +89,17 @@ class GanConfig:
     resolution_energy_range
         ``(E_min, E_max)`` in meV spanned by the rows; with the instrument terms it
         adds a Bose factor ``n(E) + 1`` at a learnable temperature.  ``None``: no Bose factor.
+    resolution_sigma_bounds
+        ``(lower, upper)``: per-row bounds (pixels) of the broadening width, one value per
+        energy row of the frames (e.g. the instrument's resolution over the incident
+        energies used, :func:`bluesky_twin.gan.build.maps_sigma_bounds`); the width is
+        then ``lower + (upper - lower) sigmoid(poly)``.  ``None`` (default): unbounded
+        (``MIN_SIGMA + softplus(poly)``).
+    resolution_stochastic
+        In training mode, draw a width and instrument amplitudes per frame (learnable
+        log-normal / logit-normal spreads around the learned values); eval mode uses the
+        central values, so translation stays deterministic.  ``False`` (default): one
+        deterministic width for all frames.
     """
 
     dims: int = 2
@@ -105,6 +117,8 @@ class GanConfig:
     resolution_instrument: bool = False
     resolution_residual: bool = True
     resolution_energy_range: tuple[float, float] | None = None
+    resolution_sigma_bounds: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    resolution_stochastic: bool = False
 
     def __post_init__(self) -> None:
         if self.dims not in (2, 3):
@@ -123,6 +137,10 @@ class GanConfig:
                 raise ValueError(f"resolution_energy_range must be (lo, hi) with 0 <= lo < hi meV, got "
                                  f"{self.resolution_energy_range}")
             object.__setattr__(self, "resolution_energy_range", (lo, hi))
+        if self.resolution_sigma_bounds is not None:
+            lower, upper = _check_sigma_bounds(self.resolution_sigma_bounds)
+            object.__setattr__(self, "resolution_sigma_bounds", (lower, upper))
+        object.__setattr__(self, "resolution_stochastic", bool(self.resolution_stochastic))
         valid = set(ResnetGenerator.layer_names(self.n_blocks))
         bad = [name for name in self.nce_layers if name not in valid]
         if bad:
@@ -139,6 +157,8 @@ class GanConfig:
         d["nce_layers"] = list(self.nce_layers)
         if self.resolution_energy_range is not None:
             d["resolution_energy_range"] = list(self.resolution_energy_range)
+        if self.resolution_sigma_bounds is not None:
+            d["resolution_sigma_bounds"] = [list(b) for b in self.resolution_sigma_bounds]
         return d
 
     @classmethod
@@ -426,6 +446,34 @@ def _inv_softplus(y: float) -> float:
     return y + math.log(-math.expm1(-y))
 
 
+def _check_sigma_bounds(bounds: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Validate per-row width bounds ``(lower, upper)`` (pixels); return them as float tuples.
+
+    Raises
+    ------
+    ValueError
+        Unless there are two equally long, non-empty sequences of finite numbers with
+        ``MIN_SIGMA < lower < upper`` in every row.
+    """
+    try:
+        lower, upper = bounds
+        lower = tuple(float(v) for v in lower)
+        upper = tuple(float(v) for v in upper)
+    except (TypeError, ValueError):
+        raise ValueError("resolution_sigma_bounds must be (lower, upper), two sequences of widths in pixels, "
+                         f"got {bounds!r}") from None
+    if not lower or len(lower) != len(upper):
+        raise ValueError(f"resolution_sigma_bounds: lower and upper need one width per row each, got "
+                         f"{len(lower)} and {len(upper)} values")
+    lo, hi = np.asarray(lower), np.asarray(upper)
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        raise ValueError("resolution_sigma_bounds must be finite")
+    if np.any(lo <= EnergyResolutionLayer.MIN_SIGMA) or np.any(hi <= lo):
+        raise ValueError(f"resolution_sigma_bounds need {EnergyResolutionLayer.MIN_SIGMA} < lower < upper in every "
+                         f"row (pixels)")
+    return lower, upper
+
+
 class EnergyResolutionLayer(nn.Module):
     """Learnable Gaussian resolution broadening along the energy axis.
 
@@ -455,6 +503,20 @@ class EnergyResolutionLayer(nn.Module):
     ``N`` counts per unit intensity).  In eval mode the layer returns the expected
     frame (no noise), so translation is deterministic.
 
+    Bounded widths (``sigma_bounds``): with per-row bounds ``lower``, ``upper`` (pixels,
+    e.g. the instrument's resolution over the incident energies in use) the width is
+    ``lower + (upper - lower) sigmoid(c_0 + c_1 t + ...)`` and cannot leave that range;
+    it starts in the middle of it (``init_sigma`` is then not used).
+
+    Per-frame sampling (``stochastic=True``): in training mode each frame of a batch
+    gets its own width, ``z`` ~ N(0, 1) added to the polynomial with a learnable spread
+    ``s_w`` (``c_0 + ... + s_w z``: the width scale is log-normal-like without bounds,
+    logit-normal within them), and with the instrument terms its own elastic amplitude,
+    background and counts, each the learned value times ``exp(s z)`` with learnable
+    spreads ``s`` -- as the experiment-like frames mix incident energies and nuisance
+    parameters.  In eval mode (or ``sample=False``) ``z = 0``: the central values,
+    deterministic.
+
     NaN masks: with a validity mask (or NaN in the input) the broadening is a
     normalised convolution -- only measured source pixels contribute, and each output
     pixel is rescaled by the kernel weight its sources would have had without the mask;
@@ -478,6 +540,12 @@ class EnergyResolutionLayer(nn.Module):
     energy_range, init_temperature
         ``(E_min, E_max)`` in meV spanned by the rows (``E_min >= 0``), for the Bose
         factor, and its initial temperature in K.
+    sigma_bounds
+        ``(lower, upper)`` per-row width bounds in pixels (see above); the layer then
+        accepts only frames with that many rows.
+    stochastic, init_spread, init_amplitude_spread
+        Per-frame sampling in training mode (see above) and the initial spreads of the
+        width (in the polynomial's units) and of the instrument amplitudes (log units).
     """
 
     MIN_SIGMA = 0.05
@@ -485,7 +553,9 @@ class EnergyResolutionLayer(nn.Module):
     def __init__(self, degree: int = 2, init_sigma: float = 3.0, scaling_kind: str | None = "log1p",
                  gain: float = 4.0, vmax: float = 4.0, percentile: float = 99.5, instrument: bool = False,
                  init_elastic: float = 1.0, init_background: float = 0.02, init_counts: float = 100.0,
-                 energy_range: tuple[float, float] | None = None, init_temperature: float = 8.0):
+                 energy_range: tuple[float, float] | None = None, init_temperature: float = 8.0,
+                 sigma_bounds: tuple[Sequence[float], Sequence[float]] | None = None, stochastic: bool = False,
+                 init_spread: float = 1.0, init_amplitude_spread: float = 0.5):
         super().__init__()
         if init_sigma <= self.MIN_SIGMA:
             raise ValueError(f"init_sigma must exceed {self.MIN_SIGMA}")
@@ -493,14 +563,27 @@ class EnergyResolutionLayer(nn.Module):
             raise ValueError(f"unknown scaling kind {scaling_kind!r}")
         if instrument and scaling_kind is None:
             raise ValueError("the instrument terms need linear intensity (a scaling_kind)")
+        if not (init_spread > 0 and init_amplitude_spread > 0):
+            raise ValueError("init_spread and init_amplitude_spread must be positive")
         coeffs = torch.zeros(int(degree) + 1)
-        coeffs[0] = _inv_softplus(float(init_sigma) - self.MIN_SIGMA)
+        self.bounded = sigma_bounds is not None
+        if self.bounded:
+            lower, upper = _check_sigma_bounds(sigma_bounds)
+            self.register_buffer("sigma_lower", torch.tensor(lower), persistent=False)
+            self.register_buffer("sigma_upper", torch.tensor(upper), persistent=False)
+        else:  # coefficient 0 = 0 with bounds: the middle of the range
+            coeffs[0] = _inv_softplus(float(init_sigma) - self.MIN_SIGMA)
         self.coeffs = nn.Parameter(coeffs)
+        self.stochastic = bool(stochastic)
+        if self.stochastic:
+            self.log_spread = nn.Parameter(torch.tensor(math.log(init_spread)))
         self.instrument = bool(instrument)
         if self.instrument:
             self.elastic_raw = nn.Parameter(torch.tensor(_inv_softplus(init_elastic)))
             self.background_raw = nn.Parameter(torch.tensor(_inv_softplus(init_background)))
             self.log_counts = nn.Parameter(torch.tensor(math.log(init_counts)))
+            if self.stochastic:  # elastic, background, counts
+                self.log_amplitude_spreads = nn.Parameter(torch.full((3,), math.log(init_amplitude_spread)))
         self.energy_range = None if energy_range is None else (float(energy_range[0]), float(energy_range[1]))
         if self.instrument and self.energy_range is not None:
             self.temperature_raw = nn.Parameter(torch.tensor(_inv_softplus(init_temperature)))
@@ -510,18 +593,45 @@ class EnergyResolutionLayer(nn.Module):
         self.percentile = float(percentile)
 
     # ------------------------------------------------------------------ width
-    def sigma(self, n_rows: int) -> torch.Tensor:
-        """Width in pixels of each of *n_rows* source rows, shape ``(n_rows,)``."""
+    def sigma(self, n_rows: int, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Width in pixels of each of *n_rows* source rows.
+
+        Parameters
+        ----------
+        n_rows
+            Rows of the frame (with ``sigma_bounds``: must be their length).
+        z
+            Optional per-frame standard-normal draws, shape ``(B,)`` (stochastic layers;
+            ``z = 0`` is the central width).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(n_rows,)``, or ``(B, n_rows)`` with *z*.
+        """
         t = (torch.arange(n_rows, dtype=self.coeffs.dtype, device=self.coeffs.device) + 0.5) * (2.0 / n_rows) - 1.0
         powers = torch.stack([t**k for k in range(self.coeffs.numel())], dim=0)
-        return self.MIN_SIGMA + F.softplus(self.coeffs @ powers)
+        arg = self.coeffs @ powers
+        if z is not None:
+            if not self.stochastic:
+                raise ValueError("per-frame widths need a stochastic layer (stochastic=True)")
+            arg = arg[None, :] + torch.exp(self.log_spread) * z.to(arg.dtype)[:, None]
+        if not self.bounded:
+            return self.MIN_SIGMA + F.softplus(arg)
+        if n_rows != self.sigma_lower.numel():
+            raise ValueError(f"the width bounds are for frames of {self.sigma_lower.numel()} energy rows, "
+                             f"got {n_rows} rows")
+        lo, hi = self.sigma_lower.to(arg.dtype), self.sigma_upper.to(arg.dtype)
+        return lo + (hi - lo) * torch.sigmoid(arg)
 
-    def kernel(self, n_rows: int) -> torch.Tensor:
-        """``K[i, j]``: the share of source row ``j`` landing in output row ``i`` (bin-integrated)."""
-        sig = self.sigma(n_rows)
+    def kernel(self, n_rows: int, z: torch.Tensor | None = None) -> torch.Tensor:
+        """``K[i, j]``: the share of source row ``j`` landing in output row ``i`` (bin-integrated);
+        ``(B, n_rows, n_rows)`` with per-frame draws *z* (see :meth:`sigma`)."""
+        sig = self.sigma(n_rows, z)
         rows = torch.arange(n_rows, dtype=sig.dtype, device=sig.device)
         d = rows[:, None] - rows[None, :]
-        return torch.special.ndtr((d + 0.5) / sig[None, :]) - torch.special.ndtr((d - 0.5) / sig[None, :])
+        s = sig[..., None, :]
+        return torch.special.ndtr((d + 0.5) / s) - torch.special.ndtr((d - 0.5) / s)
 
     # ---------------------------------------------------------------- scaling
     def _to_linear(self, x: torch.Tensor) -> torch.Tensor:
@@ -535,7 +645,8 @@ class EnergyResolutionLayer(nn.Module):
         v = y / self.vmax if self.scaling_kind == "linear" else torch.log1p(self.gain * y) / math.log1p(self.gain * self.vmax)
         return 2.0 * v - 1.0
 
-    def broaden(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    def broaden(self, x: torch.Tensor, valid: torch.Tensor | None = None,
+                z: torch.Tensor | None = None) -> torch.Tensor:
         """Broaden *x* (B, C, E, ...) along axis 2 as it is (no scaling), mask-aware.
 
         Parameters
@@ -544,23 +655,29 @@ class EnergyResolutionLayer(nn.Module):
             Values to broaden; NaN counts as masked.
         valid
             Optional mask (bool or float, nonzero: measured) of the same shape.
+        z
+            Optional per-frame width draws, shape ``(B,)`` (see :meth:`sigma`).
         """
-        K = self.kernel(x.shape[2]).to(x.dtype)
+        K = self.kernel(x.shape[2], z).to(x.dtype)
+        eq = "ij,bcj...->bci..." if K.dim() == 2 else "bij,bcj...->bci..."
         finite = torch.isfinite(x)
         mask = finite if valid is None else (finite & (valid > 0.5))
         x0 = torch.where(finite, x, torch.zeros_like(x))
-        full = torch.einsum("ij,bcj...->bci...", K, x0)
+        full = torch.einsum(eq, K, x0)
         if bool(mask.all()):
             return full
         m = mask.to(x.dtype)
-        num = torch.einsum("ij,bcj...->bci...", K, x0 * m)
-        den = torch.einsum("ij,bcj...->bci...", K, m)
-        row_weight = K.sum(dim=1).view(-1, *([1] * (x.dim() - 3)))
+        num = torch.einsum(eq, K, x0 * m)
+        den = torch.einsum(eq, K, m)
+        row_weight = K.sum(dim=-1)
+        row_weight = (row_weight.view(-1, *([1] * (x.dim() - 3))) if K.dim() == 2
+                      else row_weight.view(x.shape[0], 1, -1, *([1] * (x.dim() - 3))))
         has_valid = (m.sum(dim=2, keepdim=True) > 0)
         normalised = num / den.clamp_min(1e-6) * row_weight
         return torch.where(has_valid & (den > 1e-6), normalised, full)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None, noise: bool | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None, noise: bool | None = None,
+                sample: bool | None = None) -> torch.Tensor:
         """Broaden model-space frames (B, C, E, ...); returns model space.
 
         Parameters
@@ -571,12 +688,18 @@ class EnergyResolutionLayer(nn.Module):
             Optional validity mask of the same shape (nonzero: measured).
         noise
             Add the counting noise of the instrument terms; ``None``: in training mode only.
+        sample
+            Draw per-frame widths and amplitudes (stochastic layers only); ``None``: in
+            training mode only.
         """
         finite = torch.isfinite(x)
         mask = finite if valid is None else finite & (valid > 0.5)
+        draw = self.stochastic and (self.training if sample is None else bool(sample))
+        z = torch.randn(x.shape[0], 4, dtype=x.dtype, device=x.device) if draw else None
+        zw = None if z is None else z[:, 0]
         if self.scaling_kind is None:
-            return self.broaden(x, mask)
-        lin = self.broaden(self._to_linear(torch.where(finite, x, torch.full_like(x, -1.0))), mask)
+            return self.broaden(x, mask, zw)
+        lin = self.broaden(self._to_linear(torch.where(finite, x, torch.full_like(x, -1.0))), mask, zw)
         if self.instrument and self.energy_range is not None:
             lin = lin * self.bose_factor(x.shape[2]).to(lin.dtype).view(-1, *([1] * (x.dim() - 3)))
         # renormalise by the percentile over the measured pixels, as the frames are
@@ -587,7 +710,9 @@ class EnergyResolutionLayer(nn.Module):
         scale = torch.nan_to_num(torch.nanquantile(flat, self.percentile / 100.0, dim=1), nan=1.0).clamp_min(1e-6)
         lin = lin / scale.view(-1, *([1] * (x.dim() - 1)))
         if self.instrument:
-            lin = self._add_instrument(lin, noise=self.training if noise is None else noise)
+            lin = self._add_instrument(lin, noise=self.training if noise is None else noise,
+                                       z=None if z is None else z[:, 1:],
+                                       sigma0=None if zw is None else self.sigma(x.shape[2], zw)[:, 0])
         return self._from_linear(lin)
 
     def bose_factor(self, n_rows: int) -> torch.Tensor:
@@ -610,23 +735,56 @@ class EnergyResolutionLayer(nn.Module):
                 out["temperature"] = float(0.1 + F.softplus(self.temperature_raw))
             return out
 
-    def _add_instrument(self, lin: torch.Tensor, noise: bool) -> torch.Tensor:
+    def learned_values(self) -> dict[str, float]:
+        """:meth:`instrument_values` plus, for a stochastic layer, the spreads
+        (``width_spread``; ``elastic_spread``, ``background_spread``, ``counts_spread``
+        with the instrument terms)."""
+        out = self.instrument_values()
+        if self.stochastic:
+            with torch.no_grad():
+                out["width_spread"] = float(torch.exp(self.log_spread))
+                if self.instrument:
+                    for name, v in zip(("elastic_spread", "background_spread", "counts_spread"),
+                                       torch.exp(self.log_amplitude_spreads)):
+                        out[name] = float(v)
+        return out
+
+    def _add_instrument(self, lin: torch.Tensor, noise: bool, z: torch.Tensor | None = None,
+                        sigma0: torch.Tensor | None = None) -> torch.Tensor:
+        """Elastic line, background and (with *noise*) counting noise.
+
+        *z* ``(B, 3)``: per-frame draws for the elastic amplitude, background and counts
+        (``None``: the central values); *sigma0* ``(B,)``: per-frame elastic widths in
+        pixels (``None``: the central width at the lowest row).
+        """
         n = lin.shape[2]
-        sig0 = self.sigma(n)[0]
+        tail = [1] * (lin.dim() - 3)
         edges = torch.arange(n + 1, dtype=lin.dtype, device=lin.device)
+        elastic = F.softplus(self.elastic_raw)
+        background = F.softplus(self.background_raw)
+        counts = torch.exp(self.log_counts)
+        if z is not None:  # per frame: each amplitude times exp(spread z)
+            factors = torch.exp(z * torch.exp(self.log_amplitude_spreads).to(lin.dtype))  # (B, 3)
+            shape = (lin.shape[0],) + (1,) * (lin.dim() - 1)
+            elastic = elastic * factors[:, 0].view(shape)
+            background = background * factors[:, 1].view(shape)
+            counts = counts * factors[:, 2].view(shape)
         # bin-averaged exp(-E^2 / 2 sigma(0)^2), E = 0 at the lower edge of row 0
-        profile = sig0 * math.sqrt(2 * math.pi) * torch.diff(torch.special.ndtr(edges / sig0))
-        lam = lin + F.softplus(self.elastic_raw) * profile.view(-1, *([1] * (lin.dim() - 3))) \
-            + F.softplus(self.background_raw)
-        lam = lam.clamp_min(0.0)
+        if sigma0 is None:
+            sig0 = self.sigma(n)[0]
+            profile = (sig0 * math.sqrt(2 * math.pi) * torch.diff(torch.special.ndtr(edges / sig0))).view(-1, *tail)
+        else:
+            s0 = sigma0.to(lin.dtype)[:, None]
+            profile = s0 * math.sqrt(2 * math.pi) * torch.diff(torch.special.ndtr(edges[None, :] / s0), dim=1)
+            profile = profile.view(lin.shape[0], 1, n, *tail)
+        lam = (lin + elastic * profile + background).clamp_min(0.0)
         if not noise:
             return lam
-        counts = torch.exp(self.log_counts)
         return lam + torch.sqrt(lam / counts + 1e-12) * torch.randn_like(lam)
 
     def extra_repr(self) -> str:  # noqa: D102
         return (f"degree={self.coeffs.numel() - 1}, scaling={self.scaling_kind}, percentile={self.percentile}, "
-                f"instrument={self.instrument}")
+                f"instrument={self.instrument}, bounded={self.bounded}, stochastic={self.stochastic}")
 
 
 class ResolutionResnetGenerator(ResnetGenerator):
@@ -662,7 +820,9 @@ class ResolutionResnetGenerator(ResnetGenerator):
         self.resolution = EnergyResolutionLayer(config.resolution_degree, config.resolution_init_sigma,
                                                 scaling_kind=kind, gain=gain, vmax=vmax,
                                                 instrument=config.resolution_instrument,
-                                                energy_range=config.resolution_energy_range)
+                                                energy_range=config.resolution_energy_range,
+                                                sigma_bounds=config.resolution_sigma_bounds,
+                                                stochastic=config.resolution_stochastic)
         self.residual = bool(config.resolution_residual)
         if self.residual:
             self.gate = nn.Parameter(torch.zeros(()))
@@ -683,7 +843,7 @@ class ResolutionResnetGenerator(ResnetGenerator):
         return (b + self.gate * r).clamp(-1.0, 1.0)
 
     def encode(self, x: torch.Tensor, layers: Sequence[str]) -> list[torch.Tensor]:  # noqa: D102
-        return super().encode(self.resolution(x, noise=False), layers)
+        return super().encode(self.resolution(x, noise=False, sample=False), layers)
 
     def forward_with_features(self, x: torch.Tensor, layers: Sequence[str],
                               valid: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:

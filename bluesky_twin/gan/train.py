@@ -262,7 +262,7 @@ class Exp2SimTrainer:
             sig = self.G_B.resolution.sigma(n_rows)
         return {"sigma_low_E": float(sig[0]), "sigma_mid_E": float(sig[n_rows // 2]),
                 "sigma_high_E": float(sig[-1]), "gate": float(self.G_B.gate.detach()),
-                **self.G_B.resolution.instrument_values()}
+                **self.G_B.resolution.learned_values()}
 
 
 def _as_batch_tensor(x: np.ndarray) -> torch.Tensor:
@@ -330,7 +330,7 @@ def train_gan(
     trainer = Exp2SimTrainer(config, train_config, scaling)
     keys = LOSS_KEYS
     if trainer.resolution:
-        keys = keys + RESOLUTION_KEYS + tuple(trainer.G_B.resolution.instrument_values())
+        keys = keys + RESOLUTION_KEYS + tuple(trainer.G_B.resolution.learned_values())
     history: dict[str, list[float]] = {k: [] for k in keys}
     iterator = range(train_config.iterations)
     bar = None
@@ -369,7 +369,7 @@ def train_gan(
         extra["resolution"] = {"sigma_rows": [round(float(v), 4) for v in sig],
                                "coefficients": [float(v) for v in trainer.G_B.resolution.coeffs.detach()],
                                "gate": float(trainer.G_B.gate.detach()),
-                               **trainer.G_B.resolution.instrument_values()}
+                               **trainer.G_B.resolution.learned_values()}
     return TrainResult(
         G_A=trainer.G_A, G_B=trainer.G_B, history=history, seconds=seconds,
         s_per_iteration=seconds / train_config.iterations, config=config,
