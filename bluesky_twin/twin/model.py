@@ -12,6 +12,9 @@ scan needs:
   refitted on all data with a few seeds each; the spread of all members is the
   prediction's standard deviation.  Averaging configurations also damps the noise
   of selecting one winner from a handful of completed trials.
+
+On large two-axis maps a :class:`~bluesky_twin.twin.line_residual.LineResidual`
+adds what the networks leave along the measured lines (``TwinSearchSpace.line_residual``).
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ import numpy as np
 
 from bluesky_twin.data import ScanTable, load_scan_table
 from bluesky_twin.errors import InputError, ModelFileError
+from bluesky_twin.twin.line_residual import LineResidual
 from bluesky_twin.twin.space import DEFAULT_FINAL_EPOCHS, TwinSearchSpace
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,6 +49,7 @@ logger = logging.getLogger(__name__)
 METADATA_FILE = "metadata.json"
 WEIGHTS_FILE = "ensemble.pt"
 JOURNAL_FILE = "optuna.journal"
+LINE_RESIDUAL_FILE = "line_residual.npz"
 FORMAT = "bluesky-twin/measurement-twin"
 FORMAT_VERSION = 2
 
@@ -139,8 +144,10 @@ class DigitalTwin:
     """
 
     def __init__(self, models: "torch.nn.ModuleList", x_scaler: Scaler, y_scaler: Scaler,
-                 metadata: dict[str, Any], journal: Path | None = None) -> None:
+                 metadata: dict[str, Any], journal: Path | None = None,
+                 line_residual: "LineResidual | None" = None) -> None:
         self._models = models
+        self._line_residual = line_residual
         self._x_scaler = x_scaler
         self._y_scaler = y_scaler
         self.metadata = metadata
@@ -222,6 +229,8 @@ class DigitalTwin:
                 outs.append(torch.cat(parts, dim=0).numpy())
         members = np.concatenate(outs, axis=1) if outs else np.zeros((self.ensemble_size, 0), np.float32)
         members = members.astype(float) * self._y_scaler.scale[0] + self._y_scaler.mean[0]
+        if self._line_residual is not None and len(X):
+            members += self._line_residual(X)[None, :]
         if return_members:
             return members
         return members.mean(axis=0), members.std(axis=0)
@@ -270,8 +279,7 @@ class DigitalTwin:
     def score(self, X: np.ndarray, y: np.ndarray) -> float:
         """Coefficient of determination R^2 of the ensemble mean on ``(X, y)``."""
         mean, _ = self.predict(X)
-        y = np.asarray(y, dtype=float)
-        return float(1.0 - np.sum((y - mean) ** 2) / np.sum((y - y.mean()) ** 2))
+        return _r2(y, mean)
 
     # ------------------------------------------------------------------ fitting
     @classmethod
@@ -531,6 +539,16 @@ class DigitalTwin:
                    journal=(tmpdir / JOURNAL_FILE) if tmpdir is not None else None)
         if tmpdir is not None:  # the study's journal lives as long as the twin (save() copies it)
             weakref.finalize(twin, shutil.rmtree, tmpdir, True)
+        metadata["line_residual"] = None
+        if space.line_residual and line_axis >= 0 and table.X.shape[1] == 2:
+            network_mean, _ = twin.predict(table.X)
+            try:
+                twin._line_residual = LineResidual.fit(table.X, table.y - network_mean, line_axis)
+            except ValueError as exc:  # e.g. lines of one or two points: keep the networks alone
+                logger.info("no line-residual correction: %s", exc)
+            else:
+                metadata["line_residual"] = {**twin._line_residual.to_metadata(),
+                                             "network_train_r2": _r2(table.y, network_mean)}
         metadata["train_r2"] = twin.score(table.X, table.y)
         metadata["version"] = f"{refit}-{_weights_hash(models, metadata['data_sha256'])[:8]}"
         return twin
@@ -553,6 +571,9 @@ class DigitalTwin:
                 shutil.copyfile(self._journal, tmp / JOURNAL_FILE)
             elif (path / JOURNAL_FILE).exists() and meta.get("storage") == f"journal:{JOURNAL_FILE}":
                 shutil.copyfile(path / JOURNAL_FILE, tmp / JOURNAL_FILE)
+            if self._line_residual is not None:
+                with open(tmp / LINE_RESIDUAL_FILE, "wb") as fh:
+                    np.savez(fh, **self._line_residual.arrays())
             (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return path
 
@@ -604,8 +625,19 @@ class DigitalTwin:
         except Exception as exc:  # unpickling/shape errors of many kinds
             raise ModelFileError(f"{path / WEIGHTS_FILE} is corrupt or does not match {METADATA_FILE}: {exc}") from exc
         models.eval()
+        line_residual = None
+        if meta.get("line_residual"):
+            try:
+                with np.load(path / LINE_RESIDUAL_FILE, allow_pickle=False) as arrays:
+                    line_residual = LineResidual.from_saved(meta["line_residual"], arrays)
+            except FileNotFoundError as exc:
+                raise ModelFileError(f"{path} has no {LINE_RESIDUAL_FILE}, which {METADATA_FILE} lists") from exc
+            except Exception as exc:  # zip/format/shape errors of many kinds
+                raise ModelFileError(f"{path / LINE_RESIDUAL_FILE} is corrupt or does not match "
+                                     f"{METADATA_FILE}: {exc}") from exc
         journal = path / JOURNAL_FILE
-        return cls(models, x_scaler, y_scaler, meta, journal=journal if journal.exists() else None)
+        return cls(models, x_scaler, y_scaler, meta, journal=journal if journal.exists() else None,
+                   line_residual=line_residual)
 
     def storage_url(self, model_dir: str | os.PathLike | None = None) -> str:
         """The Optuna storage URL of the study, resolving a saved journal file."""
@@ -619,6 +651,12 @@ class DigitalTwin:
 
 
 # ---------------------------------------------------------------------- helpers
+def _r2(y: np.ndarray, prediction: np.ndarray) -> float:
+    """Coefficient of determination of *prediction* for *y*."""
+    y = np.asarray(y, dtype=float)
+    return float(1.0 - np.sum((y - prediction) ** 2) / np.sum((y - y.mean()) ** 2))
+
+
 class _Objective:
     """Optuna objective: cross-validated loss of one configuration on held-out lines."""
 

@@ -72,6 +72,16 @@ class TwinSearchSpace:
         epochs are random subsets, ``0`` with a higher ``min_final_epochs`` raises the
         training fit: on ARPES R^2 0.97-0.98 instead of 0.945-0.958, but with 7-12 %
         more between-line error (docs/twin.md), so it is not the default.
+    line_residual
+        Add a :class:`~bluesky_twin.twin.line_residual.LineResidual` correction: the
+        networks' residual on each measured line, smoothed along the line (width by
+        leave-one-out), kept on the line and carried to the space between lines only
+        as far as each line's neighbours predict it.  ``"auto"`` (default): on large
+        two-axis maps (at least
+        :data:`~bluesky_twin.twin.model.LARGE_DATA_ROWS` rows), where a line holds
+        hundreds of points and the networks, tuned on held-out lines, leave sharp
+        detail along the lines; off on small scans, whose derived quantities
+        (dM/dT) want the networks' smoothness.
     precision
         Training precision: ``"auto"`` (bfloat16 matrix products for data sets of at
         least :data:`~bluesky_twin.twin.model.LARGE_DATA_ROWS` rows on a CPU with native
@@ -98,20 +108,22 @@ class TwinSearchSpace:
     fourier_features: int = 64
     final_steps_per_epoch: int | None = None
     precision: str = "auto"
+    line_residual: bool | str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self, n_rows: int, large_rows: int) -> "TwinSearchSpace":
         """A copy with the data-dependent defaults settled for *n_rows* rows.
 
         ``fourier_per_axis="auto"``, ``final_steps_per_epoch=None``,
-        ``min_final_epochs=None`` and ``precision="auto"`` become concrete values
+        ``min_final_epochs=None``, ``precision="auto"`` and ``line_residual="auto"``
+        become concrete values
         (data sets of at least *large_rows* rows count as large maps); the result is
         what a fit records.
 
         Raises
         ------
         ValueError
-            For an unknown ``precision`` or ``fourier_per_axis`` value.
+            For an unknown ``precision``, ``fourier_per_axis`` or ``line_residual`` value.
         """
         from bluesky_twin.twin.training import resolve_precision
 
@@ -121,6 +133,10 @@ class TwinSearchSpace:
             out.fourier_per_axis = large
         elif not isinstance(self.fourier_per_axis, bool):
             raise ValueError(f"fourier_per_axis must be True, False or 'auto', got {self.fourier_per_axis!r}")
+        if self.line_residual == "auto":
+            out.line_residual = large
+        elif not isinstance(self.line_residual, bool):
+            raise ValueError(f"line_residual must be True, False or 'auto', got {self.line_residual!r}")
         if self.final_steps_per_epoch is None:
             out.final_steps_per_epoch = self.max_steps_per_epoch
         if self.min_final_epochs is None:

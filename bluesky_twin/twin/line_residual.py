@@ -1,0 +1,221 @@
+"""What the networks leave on the measured lines, kept there and carried between lines.
+
+A small network trained for between-line accuracy (its epochs are chosen on
+held-out scan lines) does not follow every sharp feature *along* a densely
+measured line: on the 30k-point ARPES map it leaves about 5 % of the variance,
+while the measurement noise along a line is only about 0.3 %
+(``benchmarks/bench_twin.py``, docs/twin.md).  Training longer closes that gap but
+makes the map between lines worse.  :class:`LineResidual` closes it without
+touching the networks, in the manner of regression kriging:
+
+* along each measured line the networks' residual is smoothed with a Gaussian
+  kernel whose width is chosen by leave-one-out cross-validation over all lines,
+  so the correction follows the signal the networks missed, not the noise;
+* on a measured line the twin adds that smoothed residual;
+* between two lines it adds their linear interpolation scaled by
+  ``w(t) = 1 - (1 - alpha) * 4 t (1 - t)`` (``t`` the fractional position between
+  the lines): the full residual on a line, ``alpha`` of it half-way.  ``alpha`` in
+  [0, 1] is fitted by predicting each interior line's residual from its two
+  neighbours, so a residual that does not carry over to the next line is not
+  carried (``alpha`` near 0) and one that does is (``alpha`` near 1).
+
+The correction is continuous in both coordinates and costs two table lookups a
+point.  It applies to two-axis scans with a line structure (see
+:func:`bluesky_twin.twin.training.line_folds`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+#: candidate smoothing widths, in units of the median point spacing along a line
+BANDWIDTHS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)
+#: kernel support, in widths
+_SUPPORT = 4.0
+
+
+@dataclass(frozen=True)
+class LineResidual:
+    """A fitted line-residual correction (build it with :meth:`fit`).
+
+    Attributes
+    ----------
+    line_axis, dense_axis
+        Column indices of the stepped (line) axis and of the swept axis.
+    lines
+        ``(L,)`` sorted coordinates of the measured lines.
+    grid
+        ``(G,)`` uniform grid along the swept axis.
+    values
+        ``(L, G)`` smoothed residual of each line on the grid (held at the edge
+        value beyond the part of the grid the line covers).
+    bandwidth
+        Width of the Gaussian smoothing kernel, in swept-axis units.
+    alpha
+        Fraction of the interpolated residual kept half-way between two lines.
+    """
+
+    line_axis: int
+    dense_axis: int
+    lines: np.ndarray
+    grid: np.ndarray
+    values: np.ndarray
+    bandwidth: float
+    alpha: float
+
+    # ------------------------------------------------------------------ use
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        """The correction at points *X* ``(n, 2)`` (original units)."""
+        X = np.atleast_2d(np.asarray(X, dtype=float))
+        x_line, x_dense = X[:, self.line_axis], X[:, self.dense_axis]
+        lines, grid = self.lines, self.grid
+        b = np.clip(np.searchsorted(lines, x_line), 1, len(lines) - 1)
+        a = b - 1
+        t = np.clip((x_line - lines[a]) / (lines[b] - lines[a]), 0.0, 1.0)
+        step = grid[1] - grid[0]
+        u = np.clip((x_dense - grid[0]) / step, 0.0, len(grid) - 1.0)
+        i0 = np.minimum(u.astype(np.int64), len(grid) - 2)
+        f = u - i0
+        ra = self.values[a, i0] * (1.0 - f) + self.values[a, i0 + 1] * f
+        rb = self.values[b, i0] * (1.0 - f) + self.values[b, i0 + 1] * f
+        weight = 1.0 - (1.0 - self.alpha) * 4.0 * t * (1.0 - t)
+        return weight * ((1.0 - t) * ra + t * rb)
+
+    # ------------------------------------------------------------------ fitting
+    @classmethod
+    def fit(cls, X: np.ndarray, residual: np.ndarray, line_axis: int, *,
+            bandwidths: Sequence[float] = BANDWIDTHS, max_grid: int = 4096) -> "LineResidual":
+        """Fit the correction to the networks' *residual* (measured minus predicted).
+
+        Parameters
+        ----------
+        X
+            ``(n, 2)`` training points (original units).
+        residual
+            ``(n,)`` measured minus predicted values.
+        line_axis
+            Column of *X* that steps from line to line.
+        bandwidths
+            Candidate kernel widths in units of the median point spacing along a line.
+        max_grid
+            Most grid points along the swept axis.
+
+        Raises
+        ------
+        ValueError
+            Not two axes, fewer than three lines, or lines of fewer than three points.
+        """
+        X = np.asarray(X, dtype=float)
+        residual = np.asarray(residual, dtype=float)
+        if X.ndim != 2 or X.shape[1] != 2 or len(residual) != len(X):
+            raise ValueError("the line-residual correction needs (n, 2) points and n residuals")
+        dense_axis = 1 - int(line_axis)
+        lines, inverse = np.unique(X[:, line_axis], return_inverse=True)
+        if len(lines) < 3:
+            raise ValueError(f"the line-residual correction needs >= 3 lines, got {len(lines)}")
+        per_line = []
+        for k in range(len(lines)):
+            rows = np.flatnonzero(inverse == k)
+            order = np.argsort(X[rows, dense_axis], kind="stable")
+            per_line.append((X[rows[order], dense_axis], residual[rows[order]]))
+        if min(len(x) for x, _ in per_line) < 3:
+            raise ValueError("the line-residual correction needs >= 3 points on every line")
+        spacing = float(np.median(np.concatenate([np.diff(x) for x, _ in per_line])))
+        if not spacing > 0:
+            raise ValueError("points along a line share one coordinate; no swept axis to smooth along")
+        # leave-one-out choice of the smoothing width, pooled over all lines
+        loo = [sum(_loo_sse(x, r, h * spacing) for x, r in per_line) for h in bandwidths]
+        bandwidth = float(bandwidths[int(np.argmin(loo))]) * spacing
+        lo, hi = float(X[:, dense_axis].min()), float(X[:, dense_axis].max())
+        n_grid = int(min(max_grid, max(16, 2 * np.ceil((hi - lo) / spacing) + 1)))
+        grid = np.linspace(lo, hi, n_grid)
+        values = np.empty((len(lines), n_grid))
+        own = []
+        for k, (x, r) in enumerate(per_line):
+            inside = (grid >= x[0]) & (grid <= x[-1])
+            smooth = _smooth(x, r, grid[inside], bandwidth)
+            values[k] = np.interp(grid, grid[inside], smooth) if inside.any() else 0.0
+            own.append(_smooth(x, r, x, bandwidth))
+        alpha = _between_line_weight(lines, per_line, own, grid, values)
+        return cls(int(line_axis), dense_axis, lines, grid, values, bandwidth, alpha)
+
+    # ------------------------------------------------------------------ persistence
+    def to_metadata(self) -> dict[str, Any]:
+        """The scalar settings, for ``metadata.json`` (the arrays go to :meth:`arrays`)."""
+        return {"line_axis": self.line_axis, "dense_axis": self.dense_axis, "bandwidth": self.bandwidth,
+                "alpha": self.alpha, "n_lines": int(len(self.lines)), "n_grid": int(len(self.grid))}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays, for ``numpy.savez``."""
+        return {"lines": self.lines, "grid": self.grid, "values": self.values}
+
+    @classmethod
+    def from_saved(cls, meta: dict[str, Any], arrays: Any) -> "LineResidual":
+        """Rebuild from :meth:`to_metadata` and :meth:`arrays` output.
+
+        Raises
+        ------
+        ValueError
+            The arrays do not match each other or the metadata.
+        """
+        lines = np.asarray(arrays["lines"], dtype=float)
+        grid = np.asarray(arrays["grid"], dtype=float)
+        values = np.asarray(arrays["values"], dtype=float)
+        if (values.shape != (len(lines), len(grid)) or len(lines) != int(meta["n_lines"])
+                or len(grid) != int(meta["n_grid"]) or len(lines) < 2 or len(grid) < 2
+                or not np.all(np.isfinite(values))):
+            raise ValueError("line-residual arrays do not match their metadata")
+        return cls(int(meta["line_axis"]), int(meta["dense_axis"]), lines, grid, values,
+                   float(meta["bandwidth"]), float(meta["alpha"]))
+
+
+def _window(x: np.ndarray, at: np.ndarray, bandwidth: float) -> tuple[np.ndarray, np.ndarray]:
+    """Index matrix ``(len(at), m)`` of the points of sorted *x* within the kernel support of each *at*, and its validity."""
+    lo = np.searchsorted(x, at - _SUPPORT * bandwidth, side="left")
+    hi = np.searchsorted(x, at + _SUPPORT * bandwidth, side="right")
+    m = max(1, int((hi - lo).max()))
+    idx = lo[:, None] + np.arange(m)[None, :]
+    valid = idx < hi[:, None]
+    return np.minimum(idx, len(x) - 1), valid
+
+
+def _kernel(x: np.ndarray, at: np.ndarray, bandwidth: float) -> tuple[np.ndarray, np.ndarray]:
+    idx, valid = _window(x, at, bandwidth)
+    w = np.exp(-0.5 * ((x[idx] - at[:, None]) / bandwidth) ** 2) * valid
+    return idx, w
+
+
+def _smooth(x: np.ndarray, r: np.ndarray, at: np.ndarray, bandwidth: float) -> np.ndarray:
+    """Nadaraya-Watson smoothing of ``r(x)`` (sorted *x*) at *at*."""
+    idx, w = _kernel(x, at, bandwidth)
+    total = w.sum(axis=1)
+    return np.where(total > 0, (w * r[idx]).sum(axis=1) / np.maximum(total, 1e-300), 0.0)
+
+
+def _loo_sse(x: np.ndarray, r: np.ndarray, bandwidth: float) -> float:
+    """Leave-one-out squared error of :func:`_smooth` on one line."""
+    idx, w = _kernel(x, x, bandwidth)  # each point lies in its own window with weight exp(0) = 1
+    total = w.sum(axis=1) - 1.0
+    pred = ((w * r[idx]).sum(axis=1) - r) / np.maximum(total, 1e-300)
+    pred = np.where(total > 1e-12, pred, 0.0)
+    return float(np.sum((r - pred) ** 2))
+
+
+def _between_line_weight(lines: np.ndarray, per_line: list[tuple[np.ndarray, np.ndarray]],
+                         own: list[np.ndarray], grid: np.ndarray, values: np.ndarray) -> float:
+    """Least-squares ``alpha`` predicting each interior line's smoothed residual from its neighbours."""
+    num = den = 0.0
+    for k in range(1, len(lines) - 1):
+        x, _ = per_line[k]
+        t = (lines[k] - lines[k - 1]) / (lines[k + 1] - lines[k - 1])
+        left = np.interp(x, grid, values[k - 1])
+        right = np.interp(x, grid, values[k + 1])
+        interp = (1.0 - t) * left + t * right
+        s = 4.0 * t * (1.0 - t)
+        # target = interp * (1 - s) + alpha * s * interp
+        base = own[k] - (1.0 - s) * interp
+        num += float(np.dot(base, s * interp))
+        den += float(np.dot(s * interp, s * interp))
+    return float(np.clip(num / den, 0.0, 1.0)) if den > 0 else 0.0
