@@ -10,7 +10,11 @@ frames, ``--seed``), prints the accuracy of the model's *convolved* DUQ classifi
 * the unconvolved maps blurred along energy by a Gaussian of ``sigma`` rows (the
   classifier's view of a plain resolution broadening, no GAN), with the frame's mask;
 * for a model trained with ``--sim2exp-resolution-layer``: its learned broadening alone
-  (without the ResNet correction), and the learned widths::
+  (without the ResNet correction), and the learned widths;
+* for a layer with width bounds (``--resolution-maps-bounds``): the layer (learned
+  instrument terms) with its width set to ``lower + f (upper - lower)`` in every row, for
+  each ``f`` of ``--bound-fractions`` (with MAPS bounds, f = 0 is the lowest incident
+  energy's resolution and f = 1 the highest's)::
 
     .venv/bin/python benchmarks/diagnose_sim2exp.py MODEL_DIR --n 300 --seed 1234
 
@@ -36,6 +40,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--sigmas", type=float, nargs="+", default=[2, 4, 6, 8])
+    ap.add_argument("--bound-fractions", type=float, nargs="*", default=[0.0, 0.25, 0.5, 0.75, 1.0])
     args = ap.parse_args()
     torch.set_num_threads(1)
     model = Exp2SimModel.load(args.model)
@@ -73,6 +78,22 @@ def main() -> None:
         print(f"learned widths (rows), low/mid/high energy: {sig[0]:.2f} / {sig[len(sig) // 2]:.2f} / {sig[-1]:.2f}; "
               f"gate {float(model.G_B.gate):.3f}")
         row("unconvolved -> learned broadening only, mask", masked(from_model_space(b[:, 0].numpy(), model.scaling)))
+        layer = model.G_B.resolution
+        if getattr(layer, "bounded", False):
+            import copy
+            import math
+
+            lo, hi = layer.sigma_lower.numpy(), layer.sigma_upper.numpy()
+            for f in args.bound_fractions:
+                fixed = copy.deepcopy(layer).eval()
+                q = min(max(f, 1e-6), 1 - 1e-6)
+                with torch.no_grad():
+                    fixed.coeffs.zero_()
+                    fixed.coeffs[0] = math.log(q / (1 - q))
+                    b = fixed(torch.from_numpy(x)[:, None], torch.from_numpy(valid.astype(np.float32))[:, None])
+                w = lo + f * (hi - lo)
+                row(f"layer, width at f={f:g} of the bounds ({w[0]:.1f}/{w[len(w) // 2]:.1f}/{w[-1]:.1f} rows)",
+                    masked(from_model_space(b[:, 0].numpy(), model.scaling)))
     filled = np.nan_to_num(te.unconvolved)
     for sigma in args.sigmas:
         b = gaussian_filter1d(filled, sigma, axis=1, mode="nearest")

@@ -455,3 +455,21 @@ def test_bounded_stochastic_model_roundtrip_and_cli_checks(tmp_path, capsys):
     assert main(["ins", "train", "--out", out, "--sim2exp-resolution-layer", "--resolution-maps-bounds",
                  "--resolution-bounds-margin", "0.5"]) == 2
     assert ">= 1" in capsys.readouterr().err
+
+
+def test_poisson_counting_noise_has_count_values_and_a_gradient():
+    layer = EnergyResolutionLayer(degree=0, init_sigma=2.0, instrument=True, init_counts=40.0, init_elastic=0.5,
+                                  init_background=0.2, poisson=True)
+    lam_in = torch.full((16, 1, 16, 8), 0.3, requires_grad=True)
+    torch.manual_seed(0)
+    y = layer._add_instrument(lam_in, noise=True)
+    counts = (y.detach() * 40.0).numpy()
+    np.testing.assert_allclose(counts, np.round(counts), atol=1e-3)  # Poisson(N lambda) / N
+    expected = layer._add_instrument(lam_in, noise=False).detach()
+    assert float((y.detach() - expected).mean()) == pytest.approx(0.0, abs=0.01)
+    assert float(((y.detach() - expected) ** 2).mean() / (expected / 40.0).mean()) == pytest.approx(1.0, abs=0.1)
+    y.sum().backward()  # straight-through: the expected frame's gradient reaches the input and the counts
+    assert lam_in.grad is not None and float(lam_in.grad.abs().sum()) > 0
+    assert layer.log_counts.grad is not None and float(layer.log_counts.grad.abs()) > 0
+    cfg = GanConfig(sim2exp_resolution=True, resolution_instrument=True, resolution_poisson=True)
+    assert make_generators(cfg)[1].resolution.poisson and GanConfig.from_dict(cfg.to_dict()) == cfg

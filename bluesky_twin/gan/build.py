@@ -219,6 +219,7 @@ def build_model(
     resolution_maps_bounds: bool = False,
     resolution_bounds_margin: float = 1.0,
     resolution_stochastic: bool = False,
+    resolution_poisson: bool = False,
     num_threads: int | None = None,
     progress: bool = True,
     command: str | None = None,
@@ -264,6 +265,9 @@ def build_model(
     resolution_stochastic
         Per-frame widths and instrument amplitudes in training
         (``GanConfig.resolution_stochastic``).
+    resolution_poisson
+        Poisson-valued counting noise in training (``GanConfig.resolution_poisson``; needs
+        the instrument terms).
     num_threads
         ``torch.set_num_threads`` for the whole build.
     progress
@@ -291,8 +295,11 @@ def build_model(
     if num_threads:
         torch.set_num_threads(int(num_threads))
     t_start = time.perf_counter()
-    if (resolution_maps_bounds or resolution_stochastic) and not sim2exp_resolution:
-        raise InputError("resolution_maps_bounds and resolution_stochastic need sim2exp_resolution")
+    if (resolution_maps_bounds or resolution_stochastic or resolution_poisson) and not sim2exp_resolution:
+        raise InputError("resolution_maps_bounds, resolution_stochastic and resolution_poisson need "
+                         "sim2exp_resolution")
+    if resolution_poisson and not resolution_instrument:
+        raise InputError("resolution_poisson needs the instrument terms (resolution_instrument)")
     if sim2exp_resolution:
         bounds = maps_sigma_bounds(recipe, size, resolution_bounds_margin) if resolution_maps_bounds else None
         config = GanConfig.preset(preset, sim2exp_resolution=True, resolution_init_sigma=float(resolution_init_sigma),
@@ -301,7 +308,8 @@ def build_model(
                                   resolution_energy_range=(_energy_range(recipe)
                                                            if resolution_instrument and resolution_bose else None),
                                   resolution_sigma_bounds=bounds,
-                                  resolution_stochastic=bool(resolution_stochastic))
+                                  resolution_stochastic=bool(resolution_stochastic),
+                                  resolution_poisson=bool(resolution_poisson))
     else:
         config = GanConfig.preset(preset)
     tc = TrainConfig(iterations=iterations, batch_size=batch_size, crop=crop, lr=lr, seed=seed,

@@ -55,6 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resolution-stochastic", action="store_true",
                    help="with --sim2exp-resolution-layer: draw a width and instrument amplitudes per frame in "
                         "training (learnable spreads); translation uses the central values")
+    p.add_argument("--resolution-poisson", action="store_true",
+                   help="with the instrument terms: Poisson-valued counting noise in training (straight-through "
+                        "gradient of the Gaussian approximation)")
     p.add_argument("--n-reference", type=int, default=256, help="domain-score reference frames (default 256)")
     p.add_argument("--n-calibration", type=int, default=200, help="domain-score calibration frames (default 200)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
@@ -134,14 +137,17 @@ def _run_train(args: argparse.Namespace) -> int:
         raise InputError("--size must be divisible by 4")
     if not args.sim2exp_resolution_layer and (args.resolution_instrument is not None
                                               or args.resolution_residual is not None or args.resolution_bose
-                                              or args.resolution_maps_bounds or args.resolution_stochastic):
+                                              or args.resolution_maps_bounds or args.resolution_stochastic
+                                              or args.resolution_poisson):
         raise InputError("--[no-]resolution-instrument, --[no-]resolution-residual, --resolution-bose, "
-                         "--resolution-maps-bounds and --resolution-stochastic need --sim2exp-resolution-layer")
+                         "--resolution-maps-bounds, --resolution-stochastic and --resolution-poisson need "
+                         "--sim2exp-resolution-layer")
     if not args.resolution_bounds_margin >= 1.0:
         raise InputError(f"--resolution-bounds-margin must be >= 1, got {args.resolution_bounds_margin}")
     instrument = True if args.resolution_instrument is None else args.resolution_instrument
-    if args.resolution_bose and not instrument:
-        raise InputError("--resolution-bose needs the instrument terms (drop --no-resolution-instrument)")
+    if (args.resolution_bose or args.resolution_poisson) and not instrument:
+        raise InputError("--resolution-bose and --resolution-poisson need the instrument terms "
+                         "(drop --no-resolution-instrument)")
     residual = False if args.resolution_residual is None else args.resolution_residual
     if args.sim2exp_resolution_layer and args.crop is not None:
         raise InputError("--sim2exp-resolution-layer needs whole frames; drop --crop")
@@ -160,7 +166,7 @@ def _run_train(args: argparse.Namespace) -> int:
         resolution_lr_scale=args.resolution_lr_scale, resolution_instrument=instrument,
         resolution_residual=residual, resolution_bose=args.resolution_bose,
         resolution_maps_bounds=args.resolution_maps_bounds, resolution_bounds_margin=args.resolution_bounds_margin,
-        resolution_stochastic=args.resolution_stochastic,
+        resolution_stochastic=args.resolution_stochastic, resolution_poisson=args.resolution_poisson,
         num_threads=args.threads, progress=not args.quiet, command=command,
     )
     sec = info["seconds"]

@@ -18,8 +18,10 @@ Optional physics-informed Sim2Exp generator (``GanConfig(sim2exp_resolution=True
 :class:`ResolutionResnetGenerator` first broadens its input along the energy axis (the
 first spatial axis, rows of a frame) with :class:`EnergyResolutionLayer` -- a Gaussian
 whose width is a smooth learnable function of energy, applied in linear intensity --
-and then adds a gated ResNet correction.  Off by default (the shipped model is a pair
-of plain :class:`ResnetGenerator`).
+and then adds a gated ResNet correction.  Options: width bounds per energy row (e.g. the
+instrument's resolution range, ``GanConfig.resolution_sigma_bounds``) and per-frame
+random widths and instrument amplitudes in training (``resolution_stochastic``).  Off by
+default (the shipped model is a pair of plain :class:`ResnetGenerator`).
 """
 from __future__ import annotations
 
@@ -100,6 +102,11 @@ class GanConfig:
         log-normal / logit-normal spreads around the learned values); eval mode uses the
         central values, so translation stays deterministic.  ``False`` (default): one
         deterministic width for all frames.
+    resolution_poisson
+        With the instrument terms, the training-time counting noise takes Poisson values
+        ``Poisson(N lambda) / N`` (as the experiment-like frames do) and passes the
+        gradient of the Gaussian approximation (straight-through); ``False`` (default):
+        Gaussian noise of variance ``lambda / N``.
     """
 
     dims: int = 2
@@ -119,6 +126,7 @@ class GanConfig:
     resolution_energy_range: tuple[float, float] | None = None
     resolution_sigma_bounds: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     resolution_stochastic: bool = False
+    resolution_poisson: bool = False
 
     def __post_init__(self) -> None:
         if self.dims not in (2, 3):
@@ -141,6 +149,7 @@ class GanConfig:
             lower, upper = _check_sigma_bounds(self.resolution_sigma_bounds)
             object.__setattr__(self, "resolution_sigma_bounds", (lower, upper))
         object.__setattr__(self, "resolution_stochastic", bool(self.resolution_stochastic))
+        object.__setattr__(self, "resolution_poisson", bool(self.resolution_poisson))
         valid = set(ResnetGenerator.layer_names(self.n_blocks))
         bad = [name for name in self.nce_layers if name not in valid]
         if bad:
@@ -546,6 +555,9 @@ class EnergyResolutionLayer(nn.Module):
     stochastic, init_spread, init_amplitude_spread
         Per-frame sampling in training mode (see above) and the initial spreads of the
         width (in the polynomial's units) and of the instrument amplitudes (log units).
+    poisson
+        Counting noise with Poisson values, ``Poisson(N lambda) / N``, in the forward pass
+        and the Gaussian approximation's gradient in the backward pass (straight-through).
     """
 
     MIN_SIGMA = 0.05
@@ -555,7 +567,7 @@ class EnergyResolutionLayer(nn.Module):
                  init_elastic: float = 1.0, init_background: float = 0.02, init_counts: float = 100.0,
                  energy_range: tuple[float, float] | None = None, init_temperature: float = 8.0,
                  sigma_bounds: tuple[Sequence[float], Sequence[float]] | None = None, stochastic: bool = False,
-                 init_spread: float = 1.0, init_amplitude_spread: float = 0.5):
+                 init_spread: float = 1.0, init_amplitude_spread: float = 0.5, poisson: bool = False):
         super().__init__()
         if init_sigma <= self.MIN_SIGMA:
             raise ValueError(f"init_sigma must exceed {self.MIN_SIGMA}")
@@ -575,6 +587,7 @@ class EnergyResolutionLayer(nn.Module):
             coeffs[0] = _inv_softplus(float(init_sigma) - self.MIN_SIGMA)
         self.coeffs = nn.Parameter(coeffs)
         self.stochastic = bool(stochastic)
+        self.poisson = bool(poisson)
         if self.stochastic:
             self.log_spread = nn.Parameter(torch.tensor(math.log(init_spread)))
         self.instrument = bool(instrument)
@@ -780,11 +793,17 @@ class EnergyResolutionLayer(nn.Module):
         lam = (lin + elastic * profile + background).clamp_min(0.0)
         if not noise:
             return lam
-        return lam + torch.sqrt(lam / counts + 1e-12) * torch.randn_like(lam)
+        gauss = lam + torch.sqrt(lam / counts + 1e-12) * torch.randn_like(lam)
+        if not self.poisson:
+            return gauss
+        with torch.no_grad():
+            exact = torch.poisson(lam * counts) / counts
+        return gauss + (exact - gauss).detach()  # Poisson values, Gaussian gradient
 
     def extra_repr(self) -> str:  # noqa: D102
         return (f"degree={self.coeffs.numel() - 1}, scaling={self.scaling_kind}, percentile={self.percentile}, "
-                f"instrument={self.instrument}, bounded={self.bounded}, stochastic={self.stochastic}")
+                f"instrument={self.instrument}, bounded={self.bounded}, stochastic={self.stochastic}, "
+                f"poisson={self.poisson}")
 
 
 class ResolutionResnetGenerator(ResnetGenerator):
@@ -822,7 +841,8 @@ class ResolutionResnetGenerator(ResnetGenerator):
                                                 instrument=config.resolution_instrument,
                                                 energy_range=config.resolution_energy_range,
                                                 sigma_bounds=config.resolution_sigma_bounds,
-                                                stochastic=config.resolution_stochastic)
+                                                stochastic=config.resolution_stochastic,
+                                                poisson=config.resolution_poisson)
         self.residual = bool(config.resolution_residual)
         if self.residual:
             self.gate = nn.Parameter(torch.zeros(()))

@@ -32,7 +32,11 @@ input broadened along energy).  Then:
 * IDT_A is ``L1(a + g R(a), a)``: the identity of an experiment-like frame skips the
   broadening (it already carries the resolution) and only constrains the correction
   (exactly 0 without the correction, ``resolution_residual=False``);
-* G_B broadens with the validity mask of its input (normalised convolution).
+* G_B broadens with the validity mask of its input (normalised convolution);
+* with ``GanConfig(resolution_stochastic=True)`` G_B is in training mode during the
+  step, so each simulated frame gets its own width and instrument amplitudes (the
+  spreads are trained with the widths, by ``GAN_B`` only); the NCE features of the
+  broadened input use the central values.
 """
 from __future__ import annotations
 
