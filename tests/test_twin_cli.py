@@ -54,7 +54,8 @@ def test_predict_contract(model_dir, tmp_path, capsys) -> None:
     assert list(fast.columns) == list(pred.columns)
     span = float(np.ptp(pred["M"]))
     np.testing.assert_allclose(fast["M"], pred["M"], atol=0.02 * span)
-    assert fast["M"].iloc[2] == pytest.approx(pred["M"].iloc[2], abs=1e-9)
+    # the networks answer outside the box (float32: batch shapes may change the last digits)
+    assert fast["M"].iloc[2] == pytest.approx(pred["M"].iloc[2], rel=1e-6, abs=1e-6 * span)
 
 
 @pytest.mark.parametrize(

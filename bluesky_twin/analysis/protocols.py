@@ -11,7 +11,7 @@ import numpy as np
 
 from bluesky_twin.errors import InputError
 
-__all__ = ["TwinLike", "supports_members", "predict_in_batches", "axis_index"]
+__all__ = ["TwinLike", "supports_members", "predict_in_batches", "axis_index", "smooth_model"]
 
 
 @runtime_checkable
@@ -48,6 +48,20 @@ def supports_members(twin: object) -> bool:
     except (TypeError, ValueError):  # pragma: no cover - builtins / C callables
         return False
     return "return_members" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def smooth_model(twin: TwinLike) -> TwinLike:
+    """The twin a step study should simulate with: its networks alone, where it has more.
+
+    A :class:`~bluesky_twin.twin.DigitalTwin` of a large map may add a line-residual
+    correction (:mod:`bluesky_twin.twin.line_residual`) that is linear between the
+    measured lines by construction.  A step study asks how the quantity varies
+    *between* lines, and a correction that is exact for any step dividing the
+    measured spacing would bias it towards those steps, so the studies call
+    ``twin.networks_only()`` when the twin has it.  Other twins are returned as they are.
+    """
+    networks_only = getattr(twin, "networks_only", None)
+    return networks_only() if callable(networks_only) else twin
 
 
 def axis_index(twin: TwinLike, name: str | int | None, default: int) -> int:

@@ -125,8 +125,9 @@ def member_step_proposals(study: Callable[..., Any], twin: Any, *, ensemble_stud
     InputError
         If the twin does not expose its members.
     """
-    from bluesky_twin.analysis.protocols import supports_members
+    from bluesky_twin.analysis.protocols import smooth_model, supports_members
 
+    twin = smooth_model(twin)
     if not supports_members(twin):
         raise InputError("a member-by-member step study needs a twin with predict(X, return_members=True)")
     if not hasattr(twin, "x_range"):

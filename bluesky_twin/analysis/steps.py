@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from bluesky_twin.analysis.mce import entropy_change_from_twin, field_to_tesla
-from bluesky_twin.analysis.protocols import TwinLike, axis_index, predict_in_batches
+from bluesky_twin.analysis.protocols import TwinLike, axis_index, predict_in_batches, smooth_model
 from bluesky_twin.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -406,6 +406,7 @@ def field_step_study(
         worst_field_T, passes, time_s`` (worst over the compared fields).  The reference is the finest step with
         every candidate's fields added, so it has a row at each compared field.
     """
+    twin = smooth_model(twin)  # the networks alone (see smooth_model)
     s = _check_steps(steps, "field steps")
     it = axis_index(twin, T_axis, 0)
     ih = axis_index(twin, H_axis, 1 if it == 0 else 0)
@@ -643,6 +644,7 @@ def angle_step_study(
     """
     from scipy.interpolate import interp1d
 
+    twin = smooth_model(twin)  # the networks alone (see smooth_model)
     s = _check_steps(steps, "angle steps")
     ia = axis_index(twin, axis, 1)
     if len(twin.x_names) != 2:

@@ -1,26 +1,35 @@
-"""What the networks leave on the measured lines, kept there and carried between lines.
+"""What the networks leave along the measured lines, added where neighbouring lines agree on it.
 
 A small network trained for between-line accuracy (its epochs are chosen on
 held-out scan lines) does not follow every sharp feature *along* a densely
-measured line: on the 30k-point ARPES map it leaves about 5 % of the variance,
-while the measurement noise along a line is only about 0.3 %
-(``benchmarks/bench_twin.py``, docs/twin.md).  Training longer closes that gap but
-makes the map between lines worse.  :class:`LineResidual` closes it without
-touching the networks, in the manner of regression kriging:
+measured line: on the 30k-point ARPES map it leaves 4-6 % of the variance, far
+more than the measurement noise along a line (docs/twin.md, "The line-residual
+correction").  Training longer closes that gap but makes the map between lines
+worse.  :class:`LineResidual` closes part of it without touching the networks, in
+the manner of regression kriging:
 
 * along each measured line the networks' residual is smoothed with a Gaussian
-  kernel whose width is chosen by leave-one-out cross-validation over all lines,
-  so the correction follows the signal the networks missed, not the noise;
-* on a measured line the twin adds that smoothed residual;
-* between two lines it adds their linear interpolation scaled by
-  ``w(t) = 1 - (1 - alpha) * 4 t (1 - t)`` (``t`` the fractional position between
-  the lines): the full residual on a line, ``alpha`` of it half-way.  ``alpha`` in
-  [0, 1] is fitted by predicting each interior line's residual from its two
-  neighbours, so a residual that does not carry over to the next line is not
-  carried (``alpha`` near 0) and one that does is (``alpha`` near 1).
+  kernel, so the correction follows the signal the networks missed, not the
+  noise: the width is the larger of the leave-one-out choice and the largest width
+  whose fit still leaves the measurement-noise variance (the discrepancy
+  principle; the noise is estimated from each point's deviation from the straight
+  line through its two neighbours).  Leave-one-out alone under-smooths when the
+  noise of neighbouring points is correlated, as in binned detector data;
+* everywhere, on the lines and between them, the twin adds ``alpha`` times the
+  linear interpolation (along the line axis) of the two nearest lines' smoothed
+  residuals.  ``alpha`` in [0, 1] is the least-squares coefficient that predicts
+  each interior line's smoothed residual from its two neighbours with that line
+  left out, so only the part of the residual that carries over from line to line
+  is added: a leftover private to one line (noise, drift) gives ``alpha`` near 0,
+  one shared by neighbouring lines ``alpha`` near 1.
 
-The correction is continuous in both coordinates and costs two table lookups a
-point.  It applies to two-axis scans with a line structure (see
+One weight everywhere keeps the correction free of a line-periodic pattern: a
+weight of 1 on the measured lines and less between them would reproduce the lines
+more closely, but give the map ridges at every measured line.  The correction is
+continuous, linear between neighbouring lines, and costs two table lookups a point.
+Because it is linear between lines it says nothing about how fine a step along the
+line axis must be, so the step studies (:mod:`bluesky_twin.analysis.steps`) use the
+networks alone.  It applies to two-axis scans with a line structure (see
 :func:`bluesky_twin.twin.training.line_folds`).
 """
 from __future__ import annotations
@@ -31,7 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 
 #: candidate smoothing widths, in units of the median point spacing along a line
-BANDWIDTHS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)
+BANDWIDTHS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
 #: kernel support, in widths
 _SUPPORT = 4.0
 
@@ -54,7 +63,9 @@ class LineResidual:
     bandwidth
         Width of the Gaussian smoothing kernel, in swept-axis units.
     alpha
-        Fraction of the interpolated residual kept half-way between two lines.
+        Fraction of the interpolated residual the correction adds.
+    noise_rms
+        The measurement noise estimated along the lines (units of the measured quantity).
     """
 
     line_axis: int
@@ -64,6 +75,7 @@ class LineResidual:
     values: np.ndarray
     bandwidth: float
     alpha: float
+    noise_rms: float = float("nan")
 
     # ------------------------------------------------------------------ use
     def __call__(self, X: np.ndarray) -> np.ndarray:
@@ -80,8 +92,7 @@ class LineResidual:
         f = u - i0
         ra = self.values[a, i0] * (1.0 - f) + self.values[a, i0 + 1] * f
         rb = self.values[b, i0] * (1.0 - f) + self.values[b, i0 + 1] * f
-        weight = 1.0 - (1.0 - self.alpha) * 4.0 * t * (1.0 - t)
-        return weight * ((1.0 - t) * ra + t * rb)
+        return self.alpha * ((1.0 - t) * ra + t * rb)
 
     # ------------------------------------------------------------------ fitting
     @classmethod
@@ -125,9 +136,14 @@ class LineResidual:
         spacing = float(np.median(np.concatenate([np.diff(x) for x, _ in per_line])))
         if not spacing > 0:
             raise ValueError("points along a line share one coordinate; no swept axis to smooth along")
-        # leave-one-out choice of the smoothing width, pooled over all lines
+        # smoothing width: leave-one-out, but never below the noise level (discrepancy principle)
         loo = [sum(_loo_sse(x, r, h * spacing) for x, r in per_line) for h in bandwidths]
-        bandwidth = float(bandwidths[int(np.argmin(loo))]) * spacing
+        noise_var = _noise_variance(per_line)
+        n = sum(len(x) for x, _ in per_line)
+        within_noise = [h for h in bandwidths
+                        if sum(float(np.sum((r - _smooth(x, r, x, h * spacing)) ** 2)) for x, r in per_line) / n
+                        <= noise_var]
+        bandwidth = max(float(bandwidths[int(np.argmin(loo))]), max(within_noise, default=0.0)) * spacing
         lo, hi = float(X[:, dense_axis].min()), float(X[:, dense_axis].max())
         n_grid = int(min(max_grid, max(16, 2 * np.ceil((hi - lo) / spacing) + 1)))
         grid = np.linspace(lo, hi, n_grid)
@@ -139,13 +155,14 @@ class LineResidual:
             values[k] = np.interp(grid, grid[inside], smooth) if inside.any() else 0.0
             own.append(_smooth(x, r, x, bandwidth))
         alpha = _between_line_weight(lines, per_line, own, grid, values)
-        return cls(int(line_axis), dense_axis, lines, grid, values, bandwidth, alpha)
+        return cls(int(line_axis), dense_axis, lines, grid, values, bandwidth, alpha, float(np.sqrt(noise_var)))
 
     # ------------------------------------------------------------------ persistence
     def to_metadata(self) -> dict[str, Any]:
         """The scalar settings, for ``metadata.json`` (the arrays go to :meth:`arrays`)."""
         return {"line_axis": self.line_axis, "dense_axis": self.dense_axis, "bandwidth": self.bandwidth,
-                "alpha": self.alpha, "n_lines": int(len(self.lines)), "n_grid": int(len(self.grid))}
+                "alpha": self.alpha, "noise_rms": self.noise_rms, "n_lines": int(len(self.lines)),
+                "n_grid": int(len(self.grid))}
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays, for ``numpy.savez``."""
@@ -168,7 +185,7 @@ class LineResidual:
                 or not np.all(np.isfinite(values))):
             raise ValueError("line-residual arrays do not match their metadata")
         return cls(int(meta["line_axis"]), int(meta["dense_axis"]), lines, grid, values,
-                   float(meta["bandwidth"]), float(meta["alpha"]))
+                   float(meta["bandwidth"]), float(meta["alpha"]), float(meta.get("noise_rms", "nan")))
 
 
 def _window(x: np.ndarray, at: np.ndarray, bandwidth: float) -> tuple[np.ndarray, np.ndarray]:
@@ -203,19 +220,37 @@ def _loo_sse(x: np.ndarray, r: np.ndarray, bandwidth: float) -> float:
     return float(np.sum((r - pred) ** 2))
 
 
+def _noise_variance(per_line: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """White-noise variance from each point's deviation from the line through its two neighbours.
+
+    For noise of variance ``s2`` the deviation ``r_i - (w1 r_{i-1} + w2 r_{i+1})`` has
+    variance ``s2 (1 + w1^2 + w2^2)``; signal curvature adds to it, so this is an
+    upper estimate when the signal varies on the scale of the point spacing.
+    """
+    sse = weight = 0.0
+    for x, r in per_line:
+        span = x[2:] - x[:-2]
+        ok = span > 0
+        w2 = np.where(ok, (x[1:-1] - x[:-2]) / np.where(ok, span, 1.0), 0.5)
+        w1 = 1.0 - w2
+        dev = r[1:-1] - (w1 * r[:-2] + w2 * r[2:])
+        sse += float(np.sum(dev[ok] ** 2))
+        weight += float(np.sum((1.0 + w1 ** 2 + w2 ** 2)[ok]))
+    return sse / weight if weight > 0 else 0.0
+
+
 def _between_line_weight(lines: np.ndarray, per_line: list[tuple[np.ndarray, np.ndarray]],
                          own: list[np.ndarray], grid: np.ndarray, values: np.ndarray) -> float:
-    """Least-squares ``alpha`` predicting each interior line's smoothed residual from its neighbours."""
+    """Least-squares ``alpha`` predicting each interior line's smoothed residual from its neighbours.
+
+    The neighbours are twice as far from the left-out line as a point between two
+    measured lines is from the nearer one, so ``alpha`` errs on the cautious side.
+    """
     num = den = 0.0
     for k in range(1, len(lines) - 1):
         x, _ = per_line[k]
         t = (lines[k] - lines[k - 1]) / (lines[k + 1] - lines[k - 1])
-        left = np.interp(x, grid, values[k - 1])
-        right = np.interp(x, grid, values[k + 1])
-        interp = (1.0 - t) * left + t * right
-        s = 4.0 * t * (1.0 - t)
-        # target = interp * (1 - s) + alpha * s * interp
-        base = own[k] - (1.0 - s) * interp
-        num += float(np.dot(base, s * interp))
-        den += float(np.dot(s * interp, s * interp))
+        interp = (1.0 - t) * np.interp(x, grid, values[k - 1]) + t * np.interp(x, grid, values[k + 1])
+        num += float(np.dot(own[k], interp))
+        den += float(np.dot(interp, interp))
     return float(np.clip(num / den, 0.0, 1.0)) if den > 0 else 0.0

@@ -236,6 +236,24 @@ class DigitalTwin:
         return members.mean(axis=0), members.std(axis=0)
 
     @property
+    def line_residual(self) -> LineResidual | None:
+        """The line-residual correction :meth:`predict` adds (``None``: the networks alone)."""
+        return self._line_residual
+
+    def networks_only(self) -> "DigitalTwin":
+        """This twin without its line-residual correction (the twin itself when it has none).
+
+        The step studies simulate with it: the correction is linear between measured
+        lines, so it cannot tell how fine a step along the line axis must be.  The
+        view shares the networks; its version carries a ``-networks`` suffix.
+        """
+        if self._line_residual is None:
+            return self
+        meta = dict(self.metadata, line_residual=None,
+                    version=f"{self.metadata.get('version', '')}-networks")
+        return DigitalTwin(self._models, self._x_scaler, self._y_scaler, meta, journal=self._journal)
+
+    @property
     def table(self) -> Any:
         """The tabulated copy used by ``predict(fast=True)``, built once on first use."""
         with self._table_lock:
