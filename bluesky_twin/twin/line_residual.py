@@ -1,12 +1,14 @@
-"""What the networks leave along the measured lines, added where neighbouring lines agree on it.
+"""What the networks leave along the measured lines: kept on the lines, carried between them as far as neighbours agree.
 
 A small network trained for between-line accuracy (its epochs are chosen on
 held-out scan lines) does not follow every sharp feature *along* a densely
 measured line: on the 30k-point ARPES map it leaves 4-6 % of the variance, far
 more than the measurement noise along a line (docs/twin.md, "The line-residual
 correction").  Training longer closes that gap but makes the map between lines
-worse.  :class:`LineResidual` closes part of it without touching the networks, in
-the manner of regression kriging:
+worse.  :class:`LineResidual` closes it without touching the networks, in the
+manner of regression kriging (a Gaussian-process posterior behaves the same way:
+it returns the denoised measurement where one was made and shrinks towards the
+trend away from it):
 
 * along each measured line the networks' residual is smoothed with a Gaussian
   kernel, so the correction follows the signal the networks missed, not the
@@ -15,22 +17,27 @@ the manner of regression kriging:
   principle; the noise is estimated from each point's deviation from the straight
   line through its two neighbours).  Leave-one-out alone under-smooths when the
   noise of neighbouring points is correlated, as in binned detector data;
-* everywhere, on the lines and between them, the twin adds ``alpha`` times the
-  linear interpolation (along the line axis) of the two nearest lines' smoothed
-  residuals.  ``alpha`` in [0, 1] is the least-squares coefficient that predicts
-  each interior line's smoothed residual from its two neighbours with that line
-  left out, so only the part of the residual that carries over from line to line
-  is added: a leftover private to one line (noise, drift) gives ``alpha`` near 0,
-  one shared by neighbouring lines ``alpha`` near 1.
+* on a measured line the twin adds that smoothed residual in full;
+* between two lines it adds their linear interpolation (along the line axis)
+  scaled by ``w(t) = 1 - (1 - alpha) 4 t (1 - t)``, ``t`` the fractional position
+  between the lines: 1 on a line, ``alpha`` half-way.  ``alpha`` in [0, 1] is the
+  least-squares coefficient that predicts each interior line's smoothed residual
+  from its two neighbours with that line left out, so only the part of the
+  residual that carries over from line to line is carried: a leftover private to
+  one line (drift, detail finer than the line spacing) gives ``alpha`` near 0, one
+  shared by neighbouring lines ``alpha`` near 1.  The left-out line lies a full
+  spacing from its neighbours, twice as far as a half-way point from the nearer
+  line, so ``alpha`` is a cautious weight for the half-way point.
 
-One weight everywhere keeps the correction free of a line-periodic pattern: a
-weight of 1 on the measured lines and less between them would reproduce the lines
-more closely, but give the map ridges at every measured line.  The correction is
-continuous, linear between neighbouring lines, and costs two table lookups a point.
-Because it is linear between lines it says nothing about how fine a step along the
-line axis must be, so the step studies (:mod:`bluesky_twin.analysis.steps`) use the
-networks alone.  It applies to two-axis scans with a line structure (see
-:func:`bluesky_twin.twin.training.line_folds`).
+The leave-one-line-out error of the twin (``benchmarks/bench_twin.py``) tests exactly
+the half-way weight; the training R^2 then measures how well the lines are
+reproduced, which with this correction is to about the noise level.  The price is a
+line-periodic texture: where neighbouring lines disagree, a fine map shows each
+line's detail at full strength on the line and weaker between.  The correction is
+continuous and costs two table lookups a point.  It cannot tell how fine a step
+along the line axis must be, so the step studies (:mod:`bluesky_twin.analysis.steps`)
+use the networks alone (``DigitalTwin.networks_only``).  It applies to two-axis
+scans with a line structure (see :func:`bluesky_twin.twin.training.line_folds`).
 """
 from __future__ import annotations
 
@@ -63,7 +70,7 @@ class LineResidual:
     bandwidth
         Width of the Gaussian smoothing kernel, in swept-axis units.
     alpha
-        Fraction of the interpolated residual the correction adds.
+        Fraction of the interpolated residual the correction adds half-way between two lines.
     noise_rms
         The measurement noise estimated along the lines (units of the measured quantity).
     """
@@ -92,7 +99,8 @@ class LineResidual:
         f = u - i0
         ra = self.values[a, i0] * (1.0 - f) + self.values[a, i0 + 1] * f
         rb = self.values[b, i0] * (1.0 - f) + self.values[b, i0 + 1] * f
-        return self.alpha * ((1.0 - t) * ra + t * rb)
+        weight = 1.0 - (1.0 - self.alpha) * 4.0 * t * (1.0 - t)
+        return weight * ((1.0 - t) * ra + t * rb)
 
     # ------------------------------------------------------------------ fitting
     @classmethod
@@ -243,8 +251,8 @@ def _between_line_weight(lines: np.ndarray, per_line: list[tuple[np.ndarray, np.
                          own: list[np.ndarray], grid: np.ndarray, values: np.ndarray) -> float:
     """Least-squares ``alpha`` predicting each interior line's smoothed residual from its neighbours.
 
-    The neighbours are twice as far from the left-out line as a point between two
-    measured lines is from the nearer one, so ``alpha`` errs on the cautious side.
+    This is the correction's half-way weight: a left-out line lies at ``t = 1/2``
+    (for evenly spaced lines) between its neighbours.
     """
     num = den = 0.0
     for k in range(1, len(lines) - 1):
