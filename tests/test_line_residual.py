@@ -138,3 +138,17 @@ def test_step_studies_simulate_with_the_networks_alone() -> None:
     plain = object()
     assert smooth_model(plain) is plain
     assert smooth_model(networks) is networks
+
+
+def test_the_tabulated_copy_adds_the_correction_exactly() -> None:
+    df = map_frame()
+    X = df[["theta1", "theta2"]].to_numpy()
+    space = TwinSearchSpace(**{**SMALL.to_dict(), "line_residual": True})
+    twin = DigitalTwin.fit(df, ["theta1", "theta2"], "I", trials=1, seed=0, search_space=space, ensemble_size=1)
+    table = twin.tabulate((400, 60))
+    fast, _ = table.predict(X)
+    exact, _ = twin.predict(X)
+    networks, _ = twin.networks_only().predict(X)
+    # the table's error is the networks' interpolation error alone, not the correction's fine detail
+    assert np.max(np.abs(fast - exact)) <= 2 * table.max_abs_error + 1e-9
+    assert np.max(np.abs(exact - networks)) > 10 * table.max_abs_error

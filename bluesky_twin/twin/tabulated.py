@@ -8,7 +8,9 @@ on a regular grid over the training box and answers later queries with cubic
 B-spline interpolation (:func:`scipy.ndimage.map_coordinates`), which costs a few
 tens of operations per point.  Points outside the training box go to the network.
 The interpolation error against the network is measured on random points when the
-table is built and kept as :attr:`TabulatedTwin.max_abs_error`.
+table is built and kept as :attr:`TabulatedTwin.max_abs_error`.  A twin's
+line-residual correction (:mod:`bluesky_twin.twin.line_residual`) is a table lookup
+already: the grid holds the networks alone and the correction is added exactly.
 """
 from __future__ import annotations
 
@@ -57,18 +59,21 @@ class TabulatedTwin:
             raise InputError(f"shape must give >= 4 points for each of the {d} axes")
         self.twin = twin
         self.shape = shape
+        #: added exactly on top of the tabulated networks (None: nothing to add)
+        self._line_residual = getattr(twin, "line_residual", None)
+        networks = twin.networks_only() if self._line_residual is not None else twin
         self._lo = twin.x_range[:, 0].astype(float)
         self._hi = twin.x_range[:, 1].astype(float)
         self._step = (self._hi - self._lo) / (np.asarray(shape) - 1)
         axes = [np.linspace(lo, hi, n) for lo, hi, n in zip(self._lo, self._hi, shape)]
         mesh = np.meshgrid(*axes, indexing="ij")
         grid_pts = np.column_stack([m.ravel() for m in mesh])
-        mean, std = twin.predict(grid_pts)
+        mean, std = networks.predict(grid_pts)
         self._mean = ndimage.spline_filter(mean.reshape(shape), order=3, mode="nearest")
         self._std = ndimage.spline_filter(std.reshape(shape), order=3, mode="nearest")
         rng = np.random.default_rng(seed)
         check = rng.uniform(self._lo, self._hi, size=(n_check, d))
-        net_mean, net_std = twin.predict(check)
+        net_mean, net_std = networks.predict(check)
         err = self._interp(self._mean, check) - net_mean
         self.max_abs_error = float(np.max(np.abs(err)))
         self.rms_error = float(np.sqrt(np.mean(err ** 2)))
@@ -107,6 +112,8 @@ class TabulatedTwin:
         std = np.empty(len(X))
         if inside.any():
             mean[inside] = self._interp(self._mean, X[inside])
+            if self._line_residual is not None:
+                mean[inside] += self._line_residual(X[inside])
             std[inside] = np.maximum(self._interp(self._std, X[inside]), 0.0)
         if (~inside).any():
             mean[~inside], std[~inside] = self.twin.predict(X[~inside])
