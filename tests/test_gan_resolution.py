@@ -473,3 +473,29 @@ def test_poisson_counting_noise_has_count_values_and_a_gradient():
     assert layer.log_counts.grad is not None and float(layer.log_counts.grad.abs()) > 0
     cfg = GanConfig(sim2exp_resolution=True, resolution_instrument=True, resolution_poisson=True)
     assert make_generators(cfg)[1].resolution.poisson and GanConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_refill_masked_fills_translations_like_the_real_frames():
+    from bluesky_twin.gan.preprocess import fill_nan, nearest_fill_indices
+    from bluesky_twin.gan.train import TrainConfig, _refill, train_gan
+
+    rng = np.random.default_rng(4)
+    frames = rng.random((3, 12, 10)).astype(np.float32)
+    frames[0, :5, :3] = np.nan
+    frames[1, :, 7:] = np.nan
+    valid = np.isfinite(frames)
+    filled, _ = fill_nan(frames)
+    idx = nearest_fill_indices(valid)
+    assert idx.shape == (3, 120) and np.array_equal(idx[2], np.arange(120))  # unmasked: identity
+    other = rng.random((3, 1, 12, 10)).astype(np.float32)  # e.g. a translation: its own values, the input's mask
+    out = _refill(torch.from_numpy(other), torch.from_numpy(idx)).numpy()[:, 0]
+    ref = other[:, 0].copy()
+    ref[~valid] = np.nan
+    np.testing.assert_array_equal(out, fill_nan(ref)[0])
+    np.testing.assert_array_equal(out[valid], other[:, 0][valid])
+    np.testing.assert_array_equal(_refill(torch.from_numpy(np.nan_to_num(frames))[:, None],
+                                          torch.from_numpy(idx)).numpy()[:, 0], filled)
+    a, b = _toy_domains()
+    b[:, :, 0] = np.nan
+    res = train_gan(a, b, TINY_RES, TrainConfig(iterations=2, batch_size=2, seed=0, refill_masked=True))
+    assert all(np.isfinite(v).all() for v in res.history.values())

@@ -220,6 +220,7 @@ def build_model(
     resolution_bounds_margin: float = 1.0,
     resolution_stochastic: bool = False,
     resolution_poisson: bool = False,
+    refill_masked: bool = False,
     num_threads: int | None = None,
     progress: bool = True,
     command: str | None = None,
@@ -268,6 +269,9 @@ def build_model(
     resolution_poisson
         Poisson-valued counting noise in training (``GanConfig.resolution_poisson``; needs
         the instrument terms).
+    refill_masked
+        Fill translations at their input's masked pixels as real frames are filled before
+        the discriminators see them (``TrainConfig.refill_masked``).
     num_threads
         ``torch.set_num_threads`` for the whole build.
     progress
@@ -313,7 +317,7 @@ def build_model(
     else:
         config = GanConfig.preset(preset)
     tc = TrainConfig(iterations=iterations, batch_size=batch_size, crop=crop, lr=lr, seed=seed,
-                     resolution_lr_scale=float(resolution_lr_scale))
+                     resolution_lr_scale=float(resolution_lr_scale), refill_masked=bool(refill_masked))
     scaling = Scaling()
 
     t0 = time.perf_counter()

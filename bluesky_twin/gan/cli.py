@@ -58,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resolution-poisson", action="store_true",
                    help="with the instrument terms: Poisson-valued counting noise in training (straight-through "
                         "gradient of the Gaussian approximation)")
+    p.add_argument("--refill-masked", action="store_true",
+                   help="fill each translation at its input's masked pixels with the nearest measured pixel, as "
+                        "the real frames are filled, before the discriminators see it")
     p.add_argument("--n-reference", type=int, default=256, help="domain-score reference frames (default 256)")
     p.add_argument("--n-calibration", type=int, default=200, help="domain-score calibration frames (default 200)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
@@ -167,6 +170,7 @@ def _run_train(args: argparse.Namespace) -> int:
         resolution_residual=residual, resolution_bose=args.resolution_bose,
         resolution_maps_bounds=args.resolution_maps_bounds, resolution_bounds_margin=args.resolution_bounds_margin,
         resolution_stochastic=args.resolution_stochastic, resolution_poisson=args.resolution_poisson,
+        refill_masked=args.refill_masked,
         num_threads=args.threads, progress=not args.quiet, command=command,
     )
     sec = info["seconds"]

@@ -28,7 +28,7 @@ import numpy as np
 
 from bluesky_twin.errors import InputError
 
-__all__ = ["Scaling", "fill_nan", "to_model_space", "from_model_space", "validate_frames"]
+__all__ = ["Scaling", "fill_nan", "nearest_fill_indices", "to_model_space", "from_model_space", "validate_frames"]
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,36 @@ def fill_nan(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         _, idx = ndimage.distance_transform_edt(~valid[i], return_indices=True)
         filled[i] = frames[i][tuple(idx)]
     return filled, valid
+
+
+def nearest_fill_indices(valid: np.ndarray) -> np.ndarray:
+    """Flat index of the pixel whose value :func:`fill_nan` puts at each pixel, per frame.
+
+    Parameters
+    ----------
+    valid
+        (N, *spatial) bool, True where measured.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, prod(spatial)) int64: a measured pixel maps to itself, a masked one to its
+        nearest measured pixel (Euclidean distance transform, as :func:`fill_nan`); a
+        frame without measured pixels maps every pixel to itself.  ``x.reshape(N, -1)``
+        gathered with these indices is ``x`` filled as the frames are.
+    """
+    from scipy import ndimage
+
+    valid = np.asarray(valid, dtype=bool)
+    n = valid.shape[0]
+    spatial = valid.shape[1:]
+    out = np.tile(np.arange(int(np.prod(spatial)), dtype=np.int64), (n, 1))
+    for i in np.flatnonzero(~valid.reshape(n, -1).all(axis=1)):
+        if not valid[i].any():
+            continue
+        _, idx = ndimage.distance_transform_edt(~valid[i], return_indices=True)
+        out[i] = np.ravel_multi_index(tuple(idx), spatial).ravel()
+    return out
 
 
 def to_model_space(frames: np.ndarray, scaling: Scaling) -> tuple[np.ndarray, np.ndarray]:

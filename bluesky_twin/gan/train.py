@@ -61,7 +61,7 @@ from bluesky_twin.gan.networks import (
     init_weights,
     make_generators,
 )
-from bluesky_twin.gan.preprocess import Scaling, to_model_space, validate_frames
+from bluesky_twin.gan.preprocess import Scaling, nearest_fill_indices, to_model_space, validate_frames
 
 __all__ = ["TrainConfig", "TrainResult", "Exp2SimTrainer", "train_gan", "plot_losses"]
 
@@ -98,6 +98,14 @@ class TrainConfig:
     resolution_lr_scale
         Learning-rate multiplier of the Sim2Exp broadening widths (only used with
         ``GanConfig(sim2exp_resolution=True)``).
+    refill_masked
+        Before the discriminators (and the PatchNCE encoders) see a translation, fill its
+        pixels that were masked in the *input* with the nearest measured pixel of the
+        translation -- as the real frames' masked pixels are filled
+        (:func:`~bluesky_twin.gan.preprocess.fill_nan`).  Without it, real frames show the
+        fill pattern in masked regions and translations do not, so the discriminators
+        can tell them apart there whatever the generators do.  ``False`` (default): the
+        behaviour of earlier versions.
     """
 
     iterations: int = 2000
@@ -108,6 +116,7 @@ class TrainConfig:
     tau: float = 0.07
     seed: int = 0
     resolution_lr_scale: float = 50.0
+    refill_masked: bool = False
 
     def __post_init__(self) -> None:
         if self.iterations < 1 or self.batch_size < 1:
@@ -198,11 +207,16 @@ class Exp2SimTrainer:
         return losses.multilayer_nce_loss(queries, keys, self.tc.tau)
 
     def step(self, real_A: torch.Tensor, valid_A: torch.Tensor, real_B: torch.Tensor,
-             valid_B: torch.Tensor | None = None) -> dict[str, float]:
+             valid_B: torch.Tensor | None = None, fill_A: torch.Tensor | None = None,
+             fill_B: torch.Tensor | None = None) -> dict[str, float]:
         """One optimisation step on a batch of each domain (model space, (B, 1, *spatial)).
 
         ``valid_A`` / ``valid_B`` are 1 where a pixel was measured (the identity L1
         ignores filled pixels); ``valid_B=None`` means every simulation pixel counts.
+        ``fill_A`` / ``fill_B``: optional (B, H*W...) nearest-fill indices of the inputs'
+        masks (:func:`~bluesky_twin.gan.preprocess.nearest_fill_indices`); given, the
+        translation of that domain is filled at the input's masked pixels the way real
+        frames are before anything else sees it (``TrainConfig.refill_masked``).
         """
         w = losses.LOSS_WEIGHTS
         layers = self.config.nce_layers
@@ -213,6 +227,10 @@ class Exp2SimTrainer:
             fake_A, feat_real_B = self.G_B.forward_with_features(real_B, layers, valid=valid_B)
         else:
             fake_A, feat_real_B = self.G_B.forward_with_features(real_B, layers)  # Sim2Exp(b), E_B(b)
+        if fill_A is not None:  # masked pixels of the translation filled like the real frames'
+            fake_B = _refill(fake_B, fill_A)
+        if fill_B is not None:
+            fake_A = _refill(fake_A, fill_B)
 
         # --- discriminators
         self._set_d_grad(True)
@@ -267,6 +285,12 @@ class Exp2SimTrainer:
         return {"sigma_low_E": float(sig[0]), "sigma_mid_E": float(sig[n_rows // 2]),
                 "sigma_high_E": float(sig[-1]), "gate": float(self.G_B.gate.detach()),
                 **self.G_B.resolution.learned_values()}
+
+
+def _refill(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x`` (B, 1, *spatial) with each pixel replaced by the pixel *index* (B, prod(spatial)) names."""
+    flat = x.reshape(x.shape[0], x.shape[1], -1)
+    return flat.gather(2, index[:, None, :].expand(-1, x.shape[1], -1)).reshape(x.shape)
 
 
 def _as_batch_tensor(x: np.ndarray) -> torch.Tensor:
@@ -350,8 +374,10 @@ def train_gan(
         ib = rng.integers(0, len(xb), bs)
         a, v = _random_crop(rng, [xa[ia], va[ia]], train_config.crop)
         b, vb_batch = _random_crop(rng, [xb[ib], vb[ib]], train_config.crop)
+        fills = ((torch.from_numpy(nearest_fill_indices(v > 0.5)), torch.from_numpy(nearest_fill_indices(vb_batch > 0.5)))
+                 if train_config.refill_masked else (None, None))
         values = trainer.step(_as_batch_tensor(a), _as_batch_tensor(v), _as_batch_tensor(b),
-                              _as_batch_tensor(vb_batch))
+                              _as_batch_tensor(vb_batch), *fills)
         if not all(math.isfinite(x) for x in values.values()):
             raise RuntimeError(f"non-finite loss at iteration {it}: {values}")
         for k in keys:
