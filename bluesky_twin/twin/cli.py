@@ -91,6 +91,11 @@ def _fit(args: argparse.Namespace) -> int:
     print(f"best params: {json.dumps(m['best_params'])}")
     print(f"selection ({m['selection']}): {m['selection_score']:.5g}  (cv rmse {m['cv_rmse']:.4g} {args.y} units)")
     print(f"train R^2: {m['train_r2']:.5f}")
+    if m.get("line_residual"):
+        lr = m["line_residual"]
+        print(f"  networks alone {lr['network_train_r2']:.5f}; line-residual correction: "
+              f"kernel width {lr['bandwidth']:.4g}, half-way weight {lr['alpha']:.3f}, "
+              f"noise RMS {lr['noise_rms']:.4g} {m['y_name']} units")
     print(f"trials: {m['n_trials_complete']} complete, {m['n_trials_pruned']} pruned; "
           f"fit {m['fit_seconds']:.1f} s ({m['training_precision']} training); study {m['study_name']!r}")
     print(f"wrote {out} (version {twin.version})")
