@@ -558,16 +558,17 @@ class DigitalTwin:
         if tmpdir is not None:  # the study's journal lives as long as the twin (save() copies it)
             weakref.finalize(twin, shutil.rmtree, tmpdir, True)
         metadata["line_residual"] = None
+        fitted, _ = twin.predict(table.X)  # the networks alone so far
         if space.line_residual and line_axis >= 0 and table.X.shape[1] == 2:
-            network_mean, _ = twin.predict(table.X)
             try:
-                twin._line_residual = LineResidual.fit(table.X, table.y - network_mean, line_axis)
+                twin._line_residual = LineResidual.fit(table.X, table.y - fitted, line_axis)
             except ValueError as exc:  # e.g. lines of one or two points: keep the networks alone
                 logger.info("no line-residual correction: %s", exc)
             else:
                 metadata["line_residual"] = {**twin._line_residual.to_metadata(),
-                                             "network_train_r2": _r2(table.y, network_mean)}
-        metadata["train_r2"] = twin.score(table.X, table.y)
+                                             "network_train_r2": _r2(table.y, fitted)}
+                fitted = fitted + twin._line_residual(table.X)
+        metadata["train_r2"] = _r2(table.y, fitted)
         metadata["version"] = f"{refit}-{_weights_hash(models, metadata['data_sha256'])[:8]}"
         return twin
 
