@@ -90,17 +90,19 @@ class LineResidual:
         X = np.atleast_2d(np.asarray(X, dtype=float))
         x_line, x_dense = X[:, self.line_axis], X[:, self.dense_axis]
         lines, grid = self.lines, self.grid
-        b = np.clip(np.searchsorted(lines, x_line), 1, len(lines) - 1)
-        a = b - 1
-        t = np.clip((x_line - lines[a]) / (lines[b] - lines[a]), 0.0, 1.0)
-        step = grid[1] - grid[0]
-        u = np.clip((x_dense - grid[0]) / step, 0.0, len(grid) - 1.0)
-        i0 = np.minimum(u.astype(np.int64), len(grid) - 2)
+        n_grid = len(grid)
+        a = np.clip(np.searchsorted(lines, x_line), 1, len(lines) - 1) - 1  # lower neighbouring line
+        lo = lines[a]
+        t = np.clip((x_line - lo) / (lines[a + 1] - lo), 0.0, 1.0)
+        u = np.clip((x_dense - grid[0]) * ((n_grid - 1) / (grid[-1] - grid[0])), 0.0, n_grid - 1.0)
+        i0 = np.minimum(u.astype(np.int64), n_grid - 2)
         f = u - i0
-        ra = self.values[a, i0] * (1.0 - f) + self.values[a, i0 + 1] * f
-        rb = self.values[b, i0] * (1.0 - f) + self.values[b, i0 + 1] * f
+        flat = self.values.reshape(-1)
+        k = a * n_grid + i0  # flat index of (line a, grid i0); line a + 1 is n_grid further on
+        ra = flat.take(k) * (1.0 - f) + flat.take(k + 1) * f
+        rb = flat.take(k + n_grid) * (1.0 - f) + flat.take(k + n_grid + 1) * f
         weight = 1.0 - (1.0 - self.alpha) * 4.0 * t * (1.0 - t)
-        return weight * ((1.0 - t) * ra + t * rb)
+        return weight * (ra + t * (rb - ra))
 
     # ------------------------------------------------------------------ fitting
     @classmethod
