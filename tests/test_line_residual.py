@@ -152,3 +152,21 @@ def test_the_tabulated_copy_adds_the_correction_exactly() -> None:
     # the table's error is the networks' interpolation error alone, not the correction's fine detail
     assert np.max(np.abs(fast - exact)) <= 2 * table.max_abs_error + 1e-9
     assert np.max(np.abs(exact - networks)) > 10 * table.max_abs_error
+
+
+def test_entropy_change_differentiates_the_networks_alone() -> None:
+    from bluesky_twin.analysis.mce import entropy_change_from_twin
+
+    rng = np.random.default_rng(4)
+    T = np.linspace(10, 60, 120)
+    fields = np.linspace(0.2, 5.0, 9)
+    TT, HH = np.meshgrid(T, fields)
+    M = np.tanh(HH) * 0.5 * (1 - np.tanh((TT - 30) / 4)) + 0.01 * rng.standard_normal(TT.shape)
+    df = pd.DataFrame({"T": TT.ravel(), "H": HH.ravel(), "M": M.ravel()})
+    space = TwinSearchSpace(**{**SMALL.to_dict(), "line_residual": True})
+    twin = DigitalTwin.fit(df, ["T", "H"], "M", trials=1, seed=0, search_space=space, ensemble_size=1)
+    assert twin.line_residual is not None
+    T_grid, H_grid = np.linspace(12, 58, 60), np.linspace(0.2, 5.0, 9)
+    with_twin = entropy_change_from_twin(twin, T_grid, H_grid, field_unit="T")
+    networks = entropy_change_from_twin(twin.networks_only(), T_grid, H_grid, field_unit="T")
+    np.testing.assert_array_equal(with_twin.dS, networks.dS)

@@ -53,6 +53,7 @@ from bluesky_twin.analysis.protocols import (
     TwinLike,
     axis_index,
     predict_in_batches,
+    smooth_model,
     supports_members,
 )
 from bluesky_twin.errors import InputError
@@ -529,7 +530,15 @@ def entropy_change_from_twin(
     -------
     EntropyChange
         With ``dS_std`` and ``std_kind`` (``"ensemble"`` or ``"bound"``).
+
+    Notes
+    -----
+    A twin's line-residual correction (large maps, see
+    :func:`~bluesky_twin.analysis.protocols.smooth_model`) is left out: it is smoothed
+    only to the noise level along the lines, so its temperature derivative would be
+    noise, and it is linear between measured fields by construction.
     """
+    twin = smooth_model(twin)
     names = list(twin.x_names)
     if len(names) != 2:
         raise InputError(f"entropy change needs a twin of exactly two axes (T, H); this one has {names}")

@@ -51,14 +51,17 @@ def supports_members(twin: object) -> bool:
 
 
 def smooth_model(twin: TwinLike) -> TwinLike:
-    """The twin a step study should simulate with: its networks alone, where it has more.
+    """The twin a derived quantity or a step study should use: its networks alone, where it has more.
 
     A :class:`~bluesky_twin.twin.DigitalTwin` of a large map may add a line-residual
-    correction (:mod:`bluesky_twin.twin.line_residual`) that is linear between the
-    measured lines by construction.  A step study asks how the quantity varies
-    *between* lines, and a correction that is exact for any step dividing the
-    measured spacing would bias it towards those steps, so the studies call
-    ``twin.networks_only()`` when the twin has it.  Other twins are returned as they are.
+    correction (:mod:`bluesky_twin.twin.line_residual`).  It is linear between the
+    measured lines by construction, so a step study (how the quantity varies
+    *between* lines) would be biased towards any step that divides the measured
+    spacing; and it is smoothed only to the noise level along the lines, so a
+    derivative along them (dM/dT of the entropy change) would be noise.  The step
+    studies and :func:`~bluesky_twin.analysis.mce.entropy_change_from_twin`
+    therefore call ``twin.networks_only()`` when the twin has it.  Other twins are
+    returned as they are.
     """
     networks_only = getattr(twin, "networks_only", None)
     return networks_only() if callable(networks_only) else twin
