@@ -455,6 +455,11 @@ def test_bounded_stochastic_model_roundtrip_and_cli_checks(tmp_path, capsys):
     assert main(["ins", "train", "--out", out, "--sim2exp-resolution-layer", "--resolution-maps-bounds",
                  "--resolution-bounds-margin", "0.5"]) == 2
     assert ">= 1" in capsys.readouterr().err
+    assert main(["ins", "train", "--out", out, "--sim2exp-resolution-layer", "--resolution-spread-max", "2"]) == 2
+    assert "needs --resolution-stochastic" in capsys.readouterr().err
+    assert main(["ins", "train", "--out", out, "--sim2exp-resolution-layer", "--resolution-stochastic",
+                 "--resolution-spread-max", "0.5"]) == 2
+    assert "> 1" in capsys.readouterr().err
 
 
 def test_poisson_counting_noise_has_count_values_and_a_gradient():
@@ -499,3 +504,23 @@ def test_refill_masked_fills_translations_like_the_real_frames():
     b[:, :, 0] = np.nan
     res = train_gan(a, b, TINY_RES, TrainConfig(iterations=2, batch_size=2, seed=0, refill_masked=True))
     assert all(np.isfinite(v).all() for v in res.history.values())
+
+
+def test_spread_cap():
+    capped = EnergyResolutionLayer(degree=0, init_sigma=2.0, instrument=True, stochastic=True, spread_max=1.5)
+    assert capped.learned_values()["width_spread"] == pytest.approx(1.0, rel=1e-5)
+    assert capped.learned_values()["elastic_spread"] == pytest.approx(0.5, rel=1e-5)
+    with torch.no_grad():
+        capped.log_spread.fill_(50.0)
+        capped.log_amplitude_spreads.fill_(50.0)
+    assert all(v == pytest.approx(1.5) for k, v in capped.learned_values().items() if k.endswith("_spread"))
+    free = EnergyResolutionLayer(degree=0, init_sigma=2.0, instrument=True, stochastic=True)
+    with torch.no_grad():
+        free.log_spread.fill_(3.0)
+    assert free.learned_values()["width_spread"] == pytest.approx(np.exp(3.0), rel=1e-5)  # no cap by default
+    with pytest.raises(ValueError):
+        EnergyResolutionLayer(stochastic=True, spread_max=0.8)
+    with pytest.raises(ValueError):
+        GanConfig(sim2exp_resolution=True, resolution_stochastic=True, resolution_spread_max=0.5)
+    cfg = GanConfig(sim2exp_resolution=True, resolution_stochastic=True, resolution_spread_max=1.5)
+    assert make_generators(cfg)[1].resolution.spread_max == 1.5 and GanConfig.from_dict(cfg.to_dict()) == cfg

@@ -220,6 +220,7 @@ def build_model(
     resolution_bounds_margin: float = 1.0,
     resolution_stochastic: bool = False,
     resolution_poisson: bool = False,
+    resolution_spread_max: float | None = None,
     refill_masked: bool = False,
     num_threads: int | None = None,
     progress: bool = True,
@@ -269,6 +270,9 @@ def build_model(
     resolution_poisson
         Poisson-valued counting noise in training (``GanConfig.resolution_poisson``; needs
         the instrument terms).
+    resolution_spread_max
+        Cap of the per-frame spreads (``GanConfig.resolution_spread_max``; needs
+        ``resolution_stochastic``).
     refill_masked
         Fill translations at their input's masked pixels as real frames are filled before
         the discriminators see them (``TrainConfig.refill_masked``).
@@ -302,6 +306,8 @@ def build_model(
     if (resolution_maps_bounds or resolution_stochastic or resolution_poisson) and not sim2exp_resolution:
         raise InputError("resolution_maps_bounds, resolution_stochastic and resolution_poisson need "
                          "sim2exp_resolution")
+    if resolution_spread_max is not None and not resolution_stochastic:
+        raise InputError("resolution_spread_max needs resolution_stochastic")
     if resolution_poisson and not resolution_instrument:
         raise InputError("resolution_poisson needs the instrument terms (resolution_instrument)")
     if sim2exp_resolution:
@@ -313,7 +319,8 @@ def build_model(
                                                            if resolution_instrument and resolution_bose else None),
                                   resolution_sigma_bounds=bounds,
                                   resolution_stochastic=bool(resolution_stochastic),
-                                  resolution_poisson=bool(resolution_poisson))
+                                  resolution_poisson=bool(resolution_poisson),
+                                  resolution_spread_max=resolution_spread_max)
     else:
         config = GanConfig.preset(preset)
     tc = TrainConfig(iterations=iterations, batch_size=batch_size, crop=crop, lr=lr, seed=seed,

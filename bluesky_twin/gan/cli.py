@@ -55,6 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resolution-stochastic", action="store_true",
                    help="with --sim2exp-resolution-layer: draw a width and instrument amplitudes per frame in "
                         "training (learnable spreads); translation uses the central values")
+    p.add_argument("--resolution-spread-max", type=float, default=None,
+                   help="with --resolution-stochastic: cap the learnable spreads at this value (> 1; default: no cap)")
     p.add_argument("--resolution-poisson", action="store_true",
                    help="with the instrument terms: Poisson-valued counting noise in training (straight-through "
                         "gradient of the Gaussian approximation)")
@@ -145,6 +147,10 @@ def _run_train(args: argparse.Namespace) -> int:
         raise InputError("--[no-]resolution-instrument, --[no-]resolution-residual, --resolution-bose, "
                          "--resolution-maps-bounds, --resolution-stochastic and --resolution-poisson need "
                          "--sim2exp-resolution-layer")
+    if args.resolution_spread_max is not None and not args.resolution_stochastic:
+        raise InputError("--resolution-spread-max needs --resolution-stochastic")
+    if args.resolution_spread_max is not None and not args.resolution_spread_max > 1.0:
+        raise InputError(f"--resolution-spread-max must be > 1, got {args.resolution_spread_max}")
     if not args.resolution_bounds_margin >= 1.0:
         raise InputError(f"--resolution-bounds-margin must be >= 1, got {args.resolution_bounds_margin}")
     instrument = True if args.resolution_instrument is None else args.resolution_instrument
@@ -170,7 +176,7 @@ def _run_train(args: argparse.Namespace) -> int:
         resolution_residual=residual, resolution_bose=args.resolution_bose,
         resolution_maps_bounds=args.resolution_maps_bounds, resolution_bounds_margin=args.resolution_bounds_margin,
         resolution_stochastic=args.resolution_stochastic, resolution_poisson=args.resolution_poisson,
-        refill_masked=args.refill_masked,
+        resolution_spread_max=args.resolution_spread_max, refill_masked=args.refill_masked,
         num_threads=args.threads, progress=not args.quiet, command=command,
     )
     sec = info["seconds"]

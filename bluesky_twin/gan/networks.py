@@ -107,6 +107,10 @@ class GanConfig:
         ``Poisson(N lambda) / N`` (as the experiment-like frames do) and passes the
         gradient of the Gaussian approximation (straight-through); ``False`` (default):
         Gaussian noise of variance ``lambda / N``.
+    resolution_spread_max
+        With ``resolution_stochastic``: cap every learnable spread at this value
+        (``spread_max * sigmoid(raw)``), so none can run away; ``None`` (default): ``exp(raw)``,
+        unbounded.
     """
 
     dims: int = 2
@@ -127,6 +131,7 @@ class GanConfig:
     resolution_sigma_bounds: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     resolution_stochastic: bool = False
     resolution_poisson: bool = False
+    resolution_spread_max: float | None = None
 
     def __post_init__(self) -> None:
         if self.dims not in (2, 3):
@@ -150,6 +155,11 @@ class GanConfig:
             object.__setattr__(self, "resolution_sigma_bounds", (lower, upper))
         object.__setattr__(self, "resolution_stochastic", bool(self.resolution_stochastic))
         object.__setattr__(self, "resolution_poisson", bool(self.resolution_poisson))
+        if self.resolution_spread_max is not None:
+            if not (math.isfinite(float(self.resolution_spread_max)) and float(self.resolution_spread_max) > 1.0):
+                raise ValueError(f"resolution_spread_max must be a number > 1 (the initial spreads are 1 and 0.5), "
+                                 f"got {self.resolution_spread_max!r}")
+            object.__setattr__(self, "resolution_spread_max", float(self.resolution_spread_max))
         valid = set(ResnetGenerator.layer_names(self.n_blocks))
         bad = [name for name in self.nce_layers if name not in valid]
         if bad:
@@ -555,6 +565,8 @@ class EnergyResolutionLayer(nn.Module):
     stochastic, init_spread, init_amplitude_spread
         Per-frame sampling in training mode (see above) and the initial spreads of the
         width (in the polynomial's units) and of the instrument amplitudes (log units).
+    spread_max
+        Cap of the spreads (``spread_max * sigmoid(raw)``); ``None``: ``exp(raw)``, unbounded.
     poisson
         Counting noise with Poisson values, ``Poisson(N lambda) / N``, in the forward pass
         and the Gaussian approximation's gradient in the backward pass (straight-through).
@@ -567,7 +579,8 @@ class EnergyResolutionLayer(nn.Module):
                  init_elastic: float = 1.0, init_background: float = 0.02, init_counts: float = 100.0,
                  energy_range: tuple[float, float] | None = None, init_temperature: float = 8.0,
                  sigma_bounds: tuple[Sequence[float], Sequence[float]] | None = None, stochastic: bool = False,
-                 init_spread: float = 1.0, init_amplitude_spread: float = 0.5, poisson: bool = False):
+                 init_spread: float = 1.0, init_amplitude_spread: float = 0.5, poisson: bool = False,
+                 spread_max: float | None = None):
         super().__init__()
         if init_sigma <= self.MIN_SIGMA:
             raise ValueError(f"init_sigma must exceed {self.MIN_SIGMA}")
@@ -577,6 +590,9 @@ class EnergyResolutionLayer(nn.Module):
             raise ValueError("the instrument terms need linear intensity (a scaling_kind)")
         if not (init_spread > 0 and init_amplitude_spread > 0):
             raise ValueError("init_spread and init_amplitude_spread must be positive")
+        self.spread_max = None if spread_max is None else float(spread_max)
+        if self.spread_max is not None and not self.spread_max > max(init_spread, init_amplitude_spread):
+            raise ValueError(f"spread_max ({spread_max}) must exceed the initial spreads")
         coeffs = torch.zeros(int(degree) + 1)
         self.bounded = sigma_bounds is not None
         if self.bounded:
@@ -589,14 +605,14 @@ class EnergyResolutionLayer(nn.Module):
         self.stochastic = bool(stochastic)
         self.poisson = bool(poisson)
         if self.stochastic:
-            self.log_spread = nn.Parameter(torch.tensor(math.log(init_spread)))
+            self.log_spread = nn.Parameter(torch.tensor(self._raw_spread(init_spread)))
         self.instrument = bool(instrument)
         if self.instrument:
             self.elastic_raw = nn.Parameter(torch.tensor(_inv_softplus(init_elastic)))
             self.background_raw = nn.Parameter(torch.tensor(_inv_softplus(init_background)))
             self.log_counts = nn.Parameter(torch.tensor(math.log(init_counts)))
             if self.stochastic:  # elastic, background, counts
-                self.log_amplitude_spreads = nn.Parameter(torch.full((3,), math.log(init_amplitude_spread)))
+                self.log_amplitude_spreads = nn.Parameter(torch.full((3,), self._raw_spread(init_amplitude_spread)))
         self.energy_range = None if energy_range is None else (float(energy_range[0]), float(energy_range[1]))
         if self.instrument and self.energy_range is not None:
             self.temperature_raw = nn.Parameter(torch.tensor(_inv_softplus(init_temperature)))
@@ -606,6 +622,16 @@ class EnergyResolutionLayer(nn.Module):
         self.percentile = float(percentile)
 
     # ------------------------------------------------------------------ width
+    def _raw_spread(self, value: float) -> float:
+        if self.spread_max is None:
+            return math.log(value)
+        q = value / self.spread_max
+        return math.log(q / (1.0 - q))
+
+    def _spread(self, raw: torch.Tensor) -> torch.Tensor:
+        """Spread(s) from the raw parameter: ``exp(raw)``, or ``spread_max * sigmoid(raw)`` with a cap."""
+        return torch.exp(raw) if self.spread_max is None else self.spread_max * torch.sigmoid(raw)
+
     def sigma(self, n_rows: int, z: torch.Tensor | None = None) -> torch.Tensor:
         """Width in pixels of each of *n_rows* source rows.
 
@@ -628,7 +654,7 @@ class EnergyResolutionLayer(nn.Module):
         if z is not None:
             if not self.stochastic:
                 raise ValueError("per-frame widths need a stochastic layer (stochastic=True)")
-            arg = arg[None, :] + torch.exp(self.log_spread) * z.to(arg.dtype)[:, None]
+            arg = arg[None, :] + self._spread(self.log_spread) * z.to(arg.dtype)[:, None]
         if not self.bounded:
             return self.MIN_SIGMA + F.softplus(arg)
         if n_rows != self.sigma_lower.numel():
@@ -755,10 +781,10 @@ class EnergyResolutionLayer(nn.Module):
         out = self.instrument_values()
         if self.stochastic:
             with torch.no_grad():
-                out["width_spread"] = float(torch.exp(self.log_spread))
+                out["width_spread"] = float(self._spread(self.log_spread))
                 if self.instrument:
                     for name, v in zip(("elastic_spread", "background_spread", "counts_spread"),
-                                       torch.exp(self.log_amplitude_spreads)):
+                                       self._spread(self.log_amplitude_spreads)):
                         out[name] = float(v)
         return out
 
@@ -777,7 +803,7 @@ class EnergyResolutionLayer(nn.Module):
         background = F.softplus(self.background_raw)
         counts = torch.exp(self.log_counts)
         if z is not None:  # per frame: each amplitude times exp(spread z)
-            factors = torch.exp(z * torch.exp(self.log_amplitude_spreads).to(lin.dtype))  # (B, 3)
+            factors = torch.exp(z * self._spread(self.log_amplitude_spreads).to(lin.dtype))  # (B, 3)
             shape = (lin.shape[0],) + (1,) * (lin.dim() - 1)
             elastic = elastic * factors[:, 0].view(shape)
             background = background * factors[:, 1].view(shape)
@@ -842,7 +868,8 @@ class ResolutionResnetGenerator(ResnetGenerator):
                                                 energy_range=config.resolution_energy_range,
                                                 sigma_bounds=config.resolution_sigma_bounds,
                                                 stochastic=config.resolution_stochastic,
-                                                poisson=config.resolution_poisson)
+                                                poisson=config.resolution_poisson,
+                                                spread_max=config.resolution_spread_max)
         self.residual = bool(config.resolution_residual)
         if self.residual:
             self.gate = nn.Parameter(torch.zeros(()))
