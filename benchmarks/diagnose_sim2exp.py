@@ -11,6 +11,8 @@ frames, ``--seed``), prints the accuracy of the model's *convolved* DUQ classifi
   classifier's view of a plain resolution broadening, no GAN), with the frame's mask;
 * for a model trained with ``--sim2exp-resolution-layer``: its learned broadening alone
   (without the ResNet correction), and the learned widths;
+* for a layer with instrument terms: the layer with its training-time counting noise (and,
+  for ``--resolution-stochastic``, its per-frame draws) switched on at translation;
 * for a layer with width bounds (``--resolution-maps-bounds``): the layer (learned
   instrument terms) with its width set to ``lower + f (upper - lower)`` in every row, for
   each ``f`` of ``--bound-fractions`` (with MAPS bounds, f = 0 is the lowest incident
@@ -79,6 +81,16 @@ def main() -> None:
               f"gate {float(model.G_B.gate):.3f}")
         row("unconvolved -> learned broadening only, mask", masked(from_model_space(b[:, 0].numpy(), model.scaling)))
         layer = model.G_B.resolution
+        if getattr(layer, "instrument", False):  # the training-time randomness, applied at translation
+            for noise, sample in ((True, False), (True, True)):
+                if sample and not getattr(layer, "stochastic", False):
+                    continue
+                torch.manual_seed(0)
+                with torch.inference_mode():
+                    b = layer(torch.from_numpy(x)[:, None], torch.from_numpy(valid.astype(np.float32))[:, None],
+                              noise=noise, sample=sample)
+                row("layer with counting noise" + (" and per-frame draws" if sample else "") + ", mask",
+                    masked(from_model_space(b[:, 0].numpy(), model.scaling)))
         if getattr(layer, "bounded", False):
             import copy
             import math
