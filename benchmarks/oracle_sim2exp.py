@@ -9,8 +9,11 @@ maps broadened, frame by frame, with ``maps_resolution(Ei, chopper_frequency).si
 of that frame's Ei, plus (eval mode, no noise) an elastic line and flat background that
 are either the layer's learned values, the frame's own (``elastic_amplitude``,
 ``background_b0``) or the recipe's means, and optionally the frame's own Bose factor.
-It separates how much of a Sim2Exp shortfall the widths explain and how much the
-instrument terms do::
+For powder models, also the recipe's Q-dependent elastic line ``A exp(-0.05 Q^2)`` and
+background ``b0 + b1 Q^2`` with the frame's own values (which the layer does not model),
+with and without the Q resolution (a Gaussian of ``sigma_q`` along ``|Q|``; no Bose factor,
+no noise).  It separates how much of a Sim2Exp shortfall the widths explain and how much
+the instrument terms do::
 
     .venv/bin/python benchmarks/oracle_sim2exp.py MODEL_DIR --n 300 --seed 1234
 
@@ -38,6 +41,9 @@ def main() -> None:
     ap.add_argument("model")
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--unmasked-input", action="store_true",
+                    help="broaden the *unmasked* unconvolved maps (the same frames generated with "
+                         "mask_unconvolved=false), then put the mask back")
     args = ap.parse_args()
     torch.set_num_threads(1)
     model = Exp2SimModel.load(args.model)
@@ -49,7 +55,15 @@ def main() -> None:
     te = generate_dataset(args.n, seed=args.seed, size=size, geometry=data_geometry(model.metadata), **recipe)
     clf = model.classifiers["convolved"]
     mask = ~np.isfinite(te.convolved)
-    x, valid = to_model_space(te.unconvolved, model.scaling)
+    source = te.unconvolved
+    if args.unmasked_input:
+        full = generate_dataset(args.n, seed=args.seed, size=size, geometry=data_geometry(model.metadata),
+                                **{**recipe, "mask_unconvolved": False})
+        if not (np.array_equal(np.isnan(full.convolved), mask)
+                and np.allclose(np.nan_to_num(full.convolved), np.nan_to_num(te.convolved))):
+            raise SystemExit("the unmasked regeneration does not reproduce the test frames")
+        source = full.unconvolved
+    x, valid = to_model_space(source, model.scaling)
     X, V = torch.from_numpy(x)[:, None], torch.from_numpy(valid.astype(np.float32))[:, None]
     ei = np.asarray(te.params["e_init"], dtype=float)
     e_lo, e_hi = rec.e_range
@@ -77,7 +91,42 @@ def main() -> None:
                           for v in np.unique(ei))
         print(f"{name:<58} {100 * np.mean(pred == te.labels):5.1f} %   {by_ei}", flush=True)
 
-    print(f"model {args.model}, n={args.n}, seed={args.seed}; learned instrument terms {learned}")
+    def run_q(qres: bool) -> None:
+        """The simulator's own recipe, noise-free: each frame's own width, Q-dependent elastic line
+        A exp(-0.05 Q^2) and background b0 + b1 Q^2 (and optionally the Q resolution sigma_q)."""
+        from scipy.ndimage import gaussian_filter1d
+        from scipy.special import ndtr
+
+        q_edges = np.linspace(rec.q_range[0], rec.q_range[1], size + 1)
+        q = 0.5 * (q_edges[1:] + q_edges[:-1])
+        dq = q_edges[1] - q_edges[0]
+        out = np.empty_like(te.unconvolved)
+        e_edges = e_lo + np.arange(size + 1) * row
+        for i in range(len(ei)):
+            res = maps_resolution(ei[i], rec.chopper_frequency, rec.chopper_package)
+            sig = res.sigma(energies) / row
+            layer = EnergyResolutionLayer(degree=0, sigma_bounds=(tuple(sig * 0.999), tuple(sig * 1.001))).eval()
+            xi = X[i:i + 1]
+            if qres:
+                lin = from_model_space(x[i], model.scaling)
+                lin = gaussian_filter1d(lin, rec.sigma_q / dq, axis=1, mode="nearest")
+                xi = torch.from_numpy(to_model_space(lin[None], model.scaling)[0])[:, None]
+            with torch.no_grad():
+                b = from_model_space(layer(xi, V[i:i + 1])[0, 0].numpy(), model.scaling).astype(float)
+            s0 = float(res.sigma(0.0))
+            elastic = s0 * np.sqrt(2 * np.pi) / row * np.diff(ndtr(e_edges / s0))
+            p = {k: float(te.params[k][i]) for k in ("elastic_amplitude", "background_b0", "background_b1")}
+            out[i] = (b + p["elastic_amplitude"] * elastic[:, None] * np.exp(-0.05 * q * q)[None, :]
+                      + (p["background_b0"] + p["background_b1"] * q * q)[None, :])
+        out[mask] = np.nan
+        pred = clf.predict(out)
+        by_ei = "  ".join(f"Ei {v:g}: {100 * np.mean(pred[ei == v] == te.labels[ei == v]):5.1f} %"
+                          for v in np.unique(ei))
+        name = "own-Ei width, own Q-dependent elastic + background" + (" + Q resolution" if qres else "")
+        print(f"{name:<58} {100 * np.mean(pred == te.labels):5.1f} %   {by_ei}", flush=True)
+
+    print(f"model {args.model}, n={args.n}, seed={args.seed}, unmasked input {args.unmasked_input}; "
+          f"learned instrument terms {learned}")
     pred = clf.predict(te.convolved)
     print(f"{'experiment-like frames (own domain)':<58} {100 * np.mean(pred == te.labels):5.1f} %   "
           + "  ".join(f"Ei {v:g}: {100 * np.mean(pred[ei == v] == te.labels[ei == v]):5.1f} % (n {int(np.sum(ei == v))})"
@@ -87,6 +136,9 @@ def main() -> None:
     run("own-Ei width, the frame's own elastic + b0 + Bose factor", "own", bose=True)
     run("own-Ei width, learned elastic + background + own Bose", "learned", bose=True)
     run("own-Ei width, recipe-mean elastic + b0", "recipe mean")
+    if data_geometry(model.metadata) == "powder":
+        run_q(qres=False)
+        run_q(qres=True)
 
 
 if __name__ == "__main__":

@@ -524,3 +524,27 @@ def test_spread_cap():
         GanConfig(sim2exp_resolution=True, resolution_stochastic=True, resolution_spread_max=0.5)
     cfg = GanConfig(sim2exp_resolution=True, resolution_stochastic=True, resolution_spread_max=1.5)
     assert make_generators(cfg)[1].resolution.spread_max == 1.5 and GanConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_evaluate_unmasked_input_option_needs_a_masked_recipe(tmp_path):
+    from bluesky_twin.gan.evaluate import evaluate_model, format_table
+    from bluesky_twin.gan.model import Exp2SimModel
+
+    G_A, G_B = make_generators(TINY_RES)
+    a, _ = _toy_domains(n=30)
+    ref, _ = to_model_space(a, Scaling())
+    m = Exp2SimModel(G_A, G_B, TINY_RES, Scaling(), reference=ref, metadata={"training": {"note": "t"}})
+    m.classifiers = {"unconvolved": object(), "convolved": object()}
+
+    class _Scorer:
+        thresholds = {"set": 1.0}
+
+    m.scorer = _Scorer()
+    with pytest.raises(InputError, match="mask_unconvolved"):
+        evaluate_model(m, n=20, sim2exp_unmasked_input=True)
+    res = {"acc_unconvolved": 1.0, "acc_convolved_raw": 0.5, "acc_convolved_exp2sim": 0.9, "gap_closed_exp2sim": 0.8,
+           "acc_conv_clf_on_convolved": 0.98, "acc_conv_clf_on_unconvolved_raw": 0.9,
+           "acc_conv_clf_on_unconvolved_sim2exp": 0.95, "gap_closed_sim2exp": 0.625, "gap_exp2sim_points": 0.5,
+           "gap_sim2exp_points": 0.08, "acc_conv_clf_on_unconvolved_sim2exp_unmasked_input": 0.984,
+           "gap_closed_sim2exp_unmasked_input": 1.05, "n": 500, "seed": 1234, "domain_score": {}, "ms_per_frame": 1.0}
+    assert "Sim2Exp of the unmasked maps (mask put back):  98.4%, gap closed 105.0%" in format_table(res)

@@ -88,6 +88,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--n-domain", type=int, default=200, help="frames per domain-score set")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--sim2exp-unmasked-input", action="store_true",
+                   help="models trained with mask_unconvolved=true: also translate the unmasked simulations of the "
+                        "test frames (mask put back afterwards)")
     p.set_defaults(func=_run_evaluate)
 
     p = subparsers.add_parser("score", help="domain-of-applicability score of frames in a .npy file")
@@ -225,7 +228,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from bluesky_twin.io_utils import atomic_write_json
 
     model = _load(args.model)
-    res = evaluate_model(model, n=args.n, seed=args.seed, n_domain=args.n_domain, progress=True)
+    res = evaluate_model(model, n=args.n, seed=args.seed, n_domain=args.n_domain, progress=True,
+                         sim2exp_unmasked_input=args.sim2exp_unmasked_input)
     print(format_table(res))
     if args.json is not None:
         atomic_write_json(args.json, _finite_or_none(res))
