@@ -37,6 +37,10 @@ input broadened along energy).  Then:
   step, so each simulated frame gets its own width and instrument amplitudes (the
   spreads are trained with the widths, by ``GAN_B`` only); the NCE features of the
   broadened input use the central values.
+
+With ``TrainConfig(refill_masked=True)`` each translation is filled at its input's masked
+pixels with its own nearest measured pixel (as the real frames are filled) before the
+discriminators and PatchNCE see it.
 """
 from __future__ import annotations
 
