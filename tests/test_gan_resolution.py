@@ -478,6 +478,10 @@ def test_poisson_counting_noise_has_count_values_and_a_gradient():
     assert layer.log_counts.grad is not None and float(layer.log_counts.grad.abs()) > 0
     cfg = GanConfig(sim2exp_resolution=True, resolution_instrument=True, resolution_poisson=True)
     assert make_generators(cfg)[1].resolution.poisson and GanConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="instrument"):
+        GanConfig(sim2exp_resolution=True, resolution_poisson=True)
+    with pytest.raises(ValueError, match="instrument"):
+        EnergyResolutionLayer(poisson=True)
 
 
 def test_refill_masked_fills_translations_like_the_real_frames():
@@ -522,6 +526,8 @@ def test_spread_cap():
         EnergyResolutionLayer(stochastic=True, spread_max=0.8)
     with pytest.raises(ValueError):
         GanConfig(sim2exp_resolution=True, resolution_stochastic=True, resolution_spread_max=0.5)
+    with pytest.raises(ValueError, match="needs resolution_stochastic"):
+        GanConfig(sim2exp_resolution=True, resolution_spread_max=1.5)
     cfg = GanConfig(sim2exp_resolution=True, resolution_stochastic=True, resolution_spread_max=1.5)
     assert make_generators(cfg)[1].resolution.spread_max == 1.5 and GanConfig.from_dict(cfg.to_dict()) == cfg
 

@@ -155,7 +155,11 @@ class GanConfig:
             object.__setattr__(self, "resolution_sigma_bounds", (lower, upper))
         object.__setattr__(self, "resolution_stochastic", bool(self.resolution_stochastic))
         object.__setattr__(self, "resolution_poisson", bool(self.resolution_poisson))
+        if self.resolution_poisson and not self.resolution_instrument:
+            raise ValueError("resolution_poisson needs resolution_instrument")
         if self.resolution_spread_max is not None:
+            if not self.resolution_stochastic:
+                raise ValueError("resolution_spread_max needs resolution_stochastic")
             if not (math.isfinite(float(self.resolution_spread_max)) and float(self.resolution_spread_max) > 1.0):
                 raise ValueError(f"resolution_spread_max must be a number > 1 (the initial spreads are 1 and 0.5), "
                                  f"got {self.resolution_spread_max!r}")
@@ -590,16 +594,18 @@ class EnergyResolutionLayer(nn.Module):
             raise ValueError("the instrument terms need linear intensity (a scaling_kind)")
         if not (init_spread > 0 and init_amplitude_spread > 0):
             raise ValueError("init_spread and init_amplitude_spread must be positive")
+        if poisson and not instrument:
+            raise ValueError("Poisson counting noise needs the instrument terms (instrument=True)")
         self.spread_max = None if spread_max is None else float(spread_max)
         if self.spread_max is not None and not self.spread_max > max(init_spread, init_amplitude_spread):
             raise ValueError(f"spread_max ({spread_max}) must exceed the initial spreads")
         coeffs = torch.zeros(int(degree) + 1)
         self.bounded = sigma_bounds is not None
-        if self.bounded:
+        if self.bounded:  # all coefficients 0: the middle of the range
             lower, upper = _check_sigma_bounds(sigma_bounds)
             self.register_buffer("sigma_lower", torch.tensor(lower), persistent=False)
             self.register_buffer("sigma_upper", torch.tensor(upper), persistent=False)
-        else:  # coefficient 0 = 0 with bounds: the middle of the range
+        else:
             coeffs[0] = _inv_softplus(float(init_sigma) - self.MIN_SIGMA)
         self.coeffs = nn.Parameter(coeffs)
         self.stochastic = bool(stochastic)
