@@ -147,12 +147,13 @@ class LineResidual:
         if not spacing > 0:
             raise ValueError("points along a line share one coordinate; no swept axis to smooth along")
         # smoothing width: leave-one-out, but never below the noise level (discrepancy principle)
-        loo = [sum(_loo_sse(x, r, h * spacing) for x, r in per_line) for h in bandwidths]
+        # (in-sample, leave-one-out) squared error per candidate width, summed over the lines
+        errors = np.array([np.sum([_smoothing_errors(x, r, h * spacing) for x, r in per_line], axis=0)
+                           for h in bandwidths])
+        loo = errors[:, 1]
         noise_var = _noise_variance(per_line)
         n = sum(len(x) for x, _ in per_line)
-        within_noise = [h for h in bandwidths
-                        if sum(float(np.sum((r - _smooth(x, r, x, h * spacing)) ** 2)) for x, r in per_line) / n
-                        <= noise_var]
+        within_noise = [h for h, (fit_sse, _) in zip(bandwidths, errors) if fit_sse / n <= noise_var]
         bandwidth = max(float(bandwidths[int(np.argmin(loo))]), max(within_noise, default=0.0)) * spacing
         lo, hi = float(X[:, dense_axis].min()), float(X[:, dense_axis].max())
         n_grid = int(min(max_grid, max(16, 2 * np.ceil((hi - lo) / spacing) + 1)))
@@ -221,13 +222,15 @@ def _smooth(x: np.ndarray, r: np.ndarray, at: np.ndarray, bandwidth: float) -> n
     return np.where(total > 0, (w * r[idx]).sum(axis=1) / np.maximum(total, 1e-300), 0.0)
 
 
-def _loo_sse(x: np.ndarray, r: np.ndarray, bandwidth: float) -> float:
-    """Leave-one-out squared error of :func:`_smooth` on one line."""
+def _smoothing_errors(x: np.ndarray, r: np.ndarray, bandwidth: float) -> tuple[float, float]:
+    """In-sample and leave-one-out squared error of :func:`_smooth` on one line, from one kernel."""
     idx, w = _kernel(x, x, bandwidth)  # each point lies in its own window with weight exp(0) = 1
-    total = w.sum(axis=1) - 1.0
-    pred = ((w * r[idx]).sum(axis=1) - r) / np.maximum(total, 1e-300)
-    pred = np.where(total > 1e-12, pred, 0.0)
-    return float(np.sum((r - pred) ** 2))
+    total = w.sum(axis=1)
+    weighted = (w * r[idx]).sum(axis=1)
+    fit = weighted / total
+    loo_total = total - 1.0
+    loo = np.where(loo_total > 1e-12, (weighted - r) / np.maximum(loo_total, 1e-300), 0.0)
+    return float(np.sum((r - fit) ** 2)), float(np.sum((r - loo) ** 2))
 
 
 def _noise_variance(per_line: list[tuple[np.ndarray, np.ndarray]]) -> float:
