@@ -24,9 +24,8 @@ import numpy as np
 def main() -> None:
     import torch
 
-    from bluesky_twin.gan.build import data_geometry, data_recipe
+    from bluesky_twin.gan.evaluate import model_test_set
     from bluesky_twin.gan.model import Exp2SimModel
-    from bluesky_twin.ins.dataset import generate_dataset
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model")
@@ -35,8 +34,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     model = Exp2SimModel.load(args.model)
-    te = generate_dataset(args.n, seed=args.seed, size=int(model.reference.shape[-1]),
-                          geometry=data_geometry(model.metadata), **data_recipe(model.metadata))
+    te = model_test_set(model, args.n, args.seed)
     clf = model.classifiers["unconvolved"]
 
     def row(name: str, frames: np.ndarray) -> None:

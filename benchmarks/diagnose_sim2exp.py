@@ -33,9 +33,9 @@ def main() -> None:
     import torch
     from scipy.ndimage import gaussian_filter, gaussian_filter1d
 
-    from bluesky_twin.gan.build import data_geometry, data_recipe
+    from bluesky_twin.gan.build import data_recipe
+    from bluesky_twin.gan.evaluate import model_test_set
     from bluesky_twin.gan.model import Exp2SimModel
-    from bluesky_twin.ins.dataset import generate_dataset
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model")
@@ -47,8 +47,7 @@ def main() -> None:
     torch.set_num_threads(1)
     model = Exp2SimModel.load(args.model)
     recipe = data_recipe(model.metadata)
-    te = generate_dataset(args.n, seed=args.seed, size=int(model.reference.shape[-1]),
-                          geometry=data_geometry(model.metadata), **recipe)
+    te = model_test_set(model, args.n, args.seed)
     clf = model.classifiers["convolved"]
     mask = ~np.isfinite(te.convolved)
 

@@ -30,10 +30,10 @@ def main() -> None:
     import torch
 
     from bluesky_twin.gan.build import data_geometry, data_recipe
+    from bluesky_twin.gan.evaluate import model_test_set, unmasked_test_set
     from bluesky_twin.gan.model import Exp2SimModel
     from bluesky_twin.gan.networks import EnergyResolutionLayer, ResolutionResnetGenerator
     from bluesky_twin.gan.preprocess import from_model_space, to_model_space
-    from bluesky_twin.ins.dataset import generate_dataset
     from bluesky_twin.ins.frames import Recipe
     from bluesky_twin.ins.resolution import maps_resolution
 
@@ -52,17 +52,12 @@ def main() -> None:
     recipe = data_recipe(model.metadata)
     rec = Recipe.from_overrides(recipe)
     size = int(model.reference.shape[-1])
-    te = generate_dataset(args.n, seed=args.seed, size=size, geometry=data_geometry(model.metadata), **recipe)
+    te = model_test_set(model, args.n, args.seed)
     clf = model.classifiers["convolved"]
     mask = ~np.isfinite(te.convolved)
     source = te.unconvolved
     if args.unmasked_input:
-        full = generate_dataset(args.n, seed=args.seed, size=size, geometry=data_geometry(model.metadata),
-                                **{**recipe, "mask_unconvolved": False})
-        if not (np.array_equal(np.isnan(full.convolved), mask)
-                and np.allclose(np.nan_to_num(full.convolved), np.nan_to_num(te.convolved))):
-            raise SystemExit("the unmasked regeneration does not reproduce the test frames")
-        source = full.unconvolved
+        source = unmasked_test_set(model, te, args.n, args.seed).unconvolved
     x, valid = to_model_space(source, model.scaling)
     X, V = torch.from_numpy(x)[:, None], torch.from_numpy(valid.astype(np.float32))[:, None]
     ei = np.asarray(te.params["e_init"], dtype=float)

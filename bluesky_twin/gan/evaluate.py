@@ -48,7 +48,8 @@ import numpy as np
 
 from bluesky_twin.errors import InputError, ModelFileError
 
-__all__ = ["evaluate_model", "format_table", "measure_ms_per_frame", "SHIFTED_RECIPE", "ABS_J2_BINS"]
+__all__ = ["evaluate_model", "format_table", "measure_ms_per_frame", "model_test_set", "unmasked_test_set",
+           "SHIFTED_RECIPE", "ABS_J2_BINS"]
 
 #: Edges (meV) of the |J2| bins of ``acc_by_abs_j2``: the sign of a small J2 is the hard case.
 ABS_J2_BINS: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2 + 1e-9)
@@ -89,6 +90,35 @@ def measure_ms_per_frame(model: Any, frame: np.ndarray, repeats: int = 50) -> di
     return {"median": float(np.median(times)), "min": float(np.min(times)), "repeats": repeats}
 
 
+def model_test_set(model: Any, n: int, seed: int, **overrides: Any) -> Any:
+    """A fresh data set of the recipe *model* was trained on, at its frame size.
+
+    The geometry and recipe come from the model's metadata (cuts with the default
+    recipe for models that record none); *overrides* replace recipe entries.
+    """
+    from bluesky_twin.gan.build import data_geometry, data_recipe
+    from bluesky_twin.ins.dataset import generate_dataset
+
+    return generate_dataset(n, seed=seed, size=int(model.reference.shape[-1]), geometry=data_geometry(model.metadata),
+                            **{**data_recipe(model.metadata), **overrides})
+
+
+def unmasked_test_set(model: Any, test_set: Any, n: int, seed: int) -> Any:
+    """*test_set* (``model_test_set(model, n, seed)``) regenerated with unmasked unconvolved maps.
+
+    Raises
+    ------
+    RuntimeError
+        The regeneration does not reproduce the test set's experiment-like frames and masks.
+    """
+    full = model_test_set(model, n, seed, mask_unconvolved=False)
+    mask = np.isnan(test_set.convolved)
+    if not (np.array_equal(np.isnan(full.convolved), mask)
+            and np.allclose(np.nan_to_num(full.convolved), np.nan_to_num(test_set.convolved))):
+        raise RuntimeError("the unmasked regeneration of the test set does not reproduce its frames")
+    return full
+
+
 def evaluate_model(model: Any, n: int = 500, seed: int = 1234, n_domain: int = 200,
                    progress: bool = False, sim2exp_unmasked_input: bool = False) -> dict[str, Any]:
     """Run the full evaluation of a loaded :class:`~bluesky_twin.gan.model.Exp2SimModel`.
@@ -120,7 +150,7 @@ def evaluate_model(model: Any, n: int = 500, seed: int = 1234, n_domain: int = 2
         All numbers of the table and the domain scores (the ``ins evaluate`` JSON).
     """
     from bluesky_twin.gan.build import data_geometry, data_recipe, recipe_to_json, training_split
-    from bluesky_twin.ins.dataset import digits_control, generate_dataset, near_domain_control
+    from bluesky_twin.ins.dataset import digits_control, near_domain_control
 
     missing = [k for k in ("unconvolved", "convolved") if k not in model.classifiers]
     if missing:
@@ -139,7 +169,7 @@ def evaluate_model(model: Any, n: int = 500, seed: int = 1234, n_domain: int = 2
     geometry, recipe = data_geometry(model.metadata), data_recipe(model.metadata)
     if sim2exp_unmasked_input and not recipe.get("mask_unconvolved", False):
         raise InputError("the unmasked-input Sim2Exp needs a model trained with --recipe mask_unconvolved=true")
-    te = generate_dataset(n, seed=seed, size=size, geometry=geometry, **recipe)
+    te = model_test_set(model, n, seed)
     clf_u, clf_c = model.classifiers["unconvolved"], model.classifiers["convolved"]
     say("translating")
     # frame units (model space mapped back), so each classifier applies its own scaling;
@@ -164,11 +194,8 @@ def evaluate_model(model: Any, n: int = 500, seed: int = 1234, n_domain: int = 2
                                      out["acc_conv_clf_on_unconvolved_raw"], out["acc_conv_clf_on_convolved"], n)
     if sim2exp_unmasked_input:
         say("translating the unmasked maps")
-        full = generate_dataset(n, seed=seed, size=size, geometry=geometry, **{**recipe, "mask_unconvolved": False})
+        full = unmasked_test_set(model, te, n, seed)
         mask = np.isnan(te.convolved)
-        if not (np.array_equal(np.isnan(full.convolved), mask)
-                and np.allclose(np.nan_to_num(full.convolved), np.nan_to_num(te.convolved))):
-            raise RuntimeError("the unmasked regeneration of the test set does not reproduce its frames")
         s2e_full = model.sim2exp(full.unconvolved)
         s2e_full[mask] = np.nan
         out["acc_conv_clf_on_unconvolved_sim2exp_unmasked_input"] = float(clf_c.score(s2e_full, te.labels))
@@ -210,8 +237,7 @@ def evaluate_model(model: Any, n: int = 500, seed: int = 1234, n_domain: int = 2
         split = training_split(meta)
         sets["train"] = split["dataset"].convolved[split["calibration"]]
     sets["test"] = te.convolved[:n_domain]
-    sets["experiment_like"] = generate_dataset(n_domain, seed=seed + 1, size=size, geometry=geometry,
-                                               **{**recipe, **SHIFTED_RECIPE}).convolved
+    sets["experiment_like"] = model_test_set(model, n_domain, seed + 1, **SHIFTED_RECIPE).convolved
     sets["near_domain"] = near_domain_control(n_domain, seed=seed + 2, size=size)
     sets["digits"] = digits_control(n_domain, size=size, seed=seed + 3)
     domain: dict[str, Any] = {}
