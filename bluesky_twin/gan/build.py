@@ -222,6 +222,8 @@ def build_model(
     resolution_poisson: bool = False,
     resolution_spread_max: float | None = None,
     refill_masked: bool = False,
+    pseudo_pair_weight: float = 0.0,
+    pseudo_pair_widths: str = "learned",
     num_threads: int | None = None,
     progress: bool = True,
     command: str | None = None,
@@ -276,6 +278,9 @@ def build_model(
     refill_masked
         Fill translations at their input's masked pixels as real frames are filled before
         the discriminators see them (``TrainConfig.refill_masked``).
+    pseudo_pair_weight, pseudo_pair_widths
+        The pseudo-pair term for Exp2Sim (``TrainConfig.pseudo_pair_weight`` and
+        ``pseudo_pair_widths``).
     num_threads
         ``torch.set_num_threads`` for the whole build.
     progress
@@ -324,7 +329,8 @@ def build_model(
     else:
         config = GanConfig.preset(preset)
     tc = TrainConfig(iterations=iterations, batch_size=batch_size, crop=crop, lr=lr, seed=seed,
-                     resolution_lr_scale=float(resolution_lr_scale), refill_masked=bool(refill_masked))
+                     resolution_lr_scale=float(resolution_lr_scale), refill_masked=bool(refill_masked),
+                     pseudo_pair_weight=float(pseudo_pair_weight), pseudo_pair_widths=str(pseudo_pair_widths))
     scaling = Scaling()
 
     t0 = time.perf_counter()

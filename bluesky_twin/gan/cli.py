@@ -63,6 +63,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--refill-masked", action="store_true",
                    help="fill each translation at its input's masked pixels with the nearest measured pixel, as "
                         "the real frames are filled, before the discriminators see it")
+    p.add_argument("--pseudo-pair-weight", type=float, default=0.0, metavar="W",
+                   help="weight of the pseudo-pair term L1(Exp2Sim(Sim2Exp(b)), b): Exp2Sim learns to undo "
+                        "Sim2Exp's output, whose ground truth is known; no real pair is used (default 0: off)")
+    p.add_argument("--pseudo-pair-widths", choices=("learned", "uniform"), default="learned",
+                   help="pseudo pairs broadened with Sim2Exp's learned widths, or with widths drawn uniformly "
+                        "across the MAPS bounds (needs --resolution-maps-bounds); default learned")
     p.add_argument("--n-reference", type=int, default=256, help="domain-score reference frames (default 256)")
     p.add_argument("--n-calibration", type=int, default=200, help="domain-score calibration frames (default 200)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
@@ -165,6 +171,11 @@ def _run_train(args: argparse.Namespace) -> int:
         raise InputError("--sim2exp-resolution-layer needs whole frames; drop --crop")
     if not (args.resolution_init_sigma > 0.05 and args.resolution_lr_scale > 0):
         raise InputError("--resolution-init-sigma must be > 0.05 and --resolution-lr-scale > 0")
+    if not args.pseudo_pair_weight >= 0:
+        raise InputError(f"--pseudo-pair-weight must be >= 0, got {args.pseudo_pair_weight}")
+    if args.pseudo_pair_widths == "uniform" and not args.resolution_maps_bounds:
+        raise InputError("--pseudo-pair-widths uniform draws widths across the MAPS bounds: add "
+                         "--sim2exp-resolution-layer --resolution-maps-bounds")
     recipe = _parse_recipe(args.recipe)
     from bluesky_twin.gan.build import build_model
 
@@ -180,6 +191,7 @@ def _run_train(args: argparse.Namespace) -> int:
         resolution_maps_bounds=args.resolution_maps_bounds, resolution_bounds_margin=args.resolution_bounds_margin,
         resolution_stochastic=args.resolution_stochastic, resolution_poisson=args.resolution_poisson,
         resolution_spread_max=args.resolution_spread_max, refill_masked=args.refill_masked,
+        pseudo_pair_weight=args.pseudo_pair_weight, pseudo_pair_widths=args.pseudo_pair_widths,
         num_threads=args.threads, progress=not args.quiet, command=command,
     )
     sec = info["seconds"]

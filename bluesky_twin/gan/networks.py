@@ -638,7 +638,8 @@ class EnergyResolutionLayer(nn.Module):
         """Spread(s) from the raw parameter: ``exp(raw)``, or ``spread_max * sigmoid(raw)`` with a cap."""
         return torch.exp(raw) if self.spread_max is None else self.spread_max * torch.sigmoid(raw)
 
-    def sigma(self, n_rows: int, z: torch.Tensor | None = None) -> torch.Tensor:
+    def sigma(self, n_rows: int, z: torch.Tensor | None = None,
+              fraction: torch.Tensor | None = None) -> torch.Tensor:
         """Width in pixels of each of *n_rows* source rows.
 
         Parameters
@@ -648,12 +649,25 @@ class EnergyResolutionLayer(nn.Module):
         z
             Optional per-frame standard-normal draws, shape ``(B,)`` (stochastic layers;
             ``z = 0`` is the central width).
+        fraction
+            Optional per-frame position in the width bounds, shape ``(B,)`` in [0, 1]
+            (bounded layers only): the width is ``lower + (upper - lower) fraction`` in
+            every row, whatever was learned -- for pseudo pairs that span the
+            instrument's whole resolution range.  Overrides *z*.
 
         Returns
         -------
         torch.Tensor
-            ``(n_rows,)``, or ``(B, n_rows)`` with *z*.
+            ``(n_rows,)``, or ``(B, n_rows)`` with *z* or *fraction*.
         """
+        if fraction is not None:
+            if not self.bounded:
+                raise ValueError("widths given as a fraction of the bounds need a bounded layer (sigma_bounds)")
+            if n_rows != self.sigma_lower.numel():
+                raise ValueError(f"the width bounds are for frames of {self.sigma_lower.numel()} energy rows, "
+                                 f"got {n_rows} rows")
+            f = fraction.to(self.sigma_lower.dtype).clamp(0.0, 1.0)[:, None]
+            return self.sigma_lower + (self.sigma_upper - self.sigma_lower) * f
         t = (torch.arange(n_rows, dtype=self.coeffs.dtype, device=self.coeffs.device) + 0.5) * (2.0 / n_rows) - 1.0
         powers = torch.stack([t**k for k in range(self.coeffs.numel())], dim=0)
         arg = self.coeffs @ powers
@@ -669,10 +683,11 @@ class EnergyResolutionLayer(nn.Module):
         lo, hi = self.sigma_lower.to(arg.dtype), self.sigma_upper.to(arg.dtype)
         return lo + (hi - lo) * torch.sigmoid(arg)
 
-    def kernel(self, n_rows: int, z: torch.Tensor | None = None) -> torch.Tensor:
+    def kernel(self, n_rows: int, z: torch.Tensor | None = None,
+               fraction: torch.Tensor | None = None) -> torch.Tensor:
         """``K[i, j]``: the share of source row ``j`` landing in output row ``i`` (bin-integrated);
-        ``(B, n_rows, n_rows)`` with per-frame draws *z* (see :meth:`sigma`)."""
-        sig = self.sigma(n_rows, z)
+        ``(B, n_rows, n_rows)`` with per-frame draws *z* or *fraction* (see :meth:`sigma`)."""
+        sig = self.sigma(n_rows, z, fraction)
         rows = torch.arange(n_rows, dtype=sig.dtype, device=sig.device)
         d = rows[:, None] - rows[None, :]
         s = sig[..., None, :]
@@ -691,7 +706,7 @@ class EnergyResolutionLayer(nn.Module):
         return 2.0 * v - 1.0
 
     def broaden(self, x: torch.Tensor, valid: torch.Tensor | None = None,
-                z: torch.Tensor | None = None) -> torch.Tensor:
+                z: torch.Tensor | None = None, fraction: torch.Tensor | None = None) -> torch.Tensor:
         """Broaden *x* (B, C, E, ...) along axis 2 as it is (no scaling), mask-aware.
 
         Parameters
@@ -700,10 +715,11 @@ class EnergyResolutionLayer(nn.Module):
             Values to broaden; NaN counts as masked.
         valid
             Optional mask (bool or float, nonzero: measured) of the same shape.
-        z
-            Optional per-frame width draws, shape ``(B,)`` (see :meth:`sigma`).
+        z, fraction
+            Optional per-frame width draws or positions in the bounds, shape ``(B,)``
+            (see :meth:`sigma`).
         """
-        K = self.kernel(x.shape[2], z).to(x.dtype)
+        K = self.kernel(x.shape[2], z, fraction).to(x.dtype)
         eq = "ij,bcj...->bci..." if K.dim() == 2 else "bij,bcj...->bci..."
         finite = torch.isfinite(x)
         mask = finite if valid is None else (finite & (valid > 0.5))
@@ -722,7 +738,7 @@ class EnergyResolutionLayer(nn.Module):
         return torch.where(has_valid & (den > 1e-6), normalised, full)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None, noise: bool | None = None,
-                sample: bool | None = None) -> torch.Tensor:
+                sample: bool | None = None, fraction: torch.Tensor | None = None) -> torch.Tensor:
         """Broaden model-space frames (B, C, E, ...); returns model space.
 
         Parameters
@@ -736,6 +752,9 @@ class EnergyResolutionLayer(nn.Module):
         sample
             Draw per-frame widths and amplitudes (stochastic layers only); ``None``: in
             training mode only.
+        fraction
+            Optional per-frame width as a position in the bounds, shape ``(B,)`` (bounded
+            layers; see :meth:`sigma`); the amplitudes are still drawn as *sample* says.
         """
         finite = torch.isfinite(x)
         mask = finite if valid is None else finite & (valid > 0.5)
@@ -743,8 +762,8 @@ class EnergyResolutionLayer(nn.Module):
         z = torch.randn(x.shape[0], 4, dtype=x.dtype, device=x.device) if draw else None
         zw = None if z is None else z[:, 0]
         if self.scaling_kind is None:
-            return self.broaden(x, mask, zw)
-        lin = self.broaden(self._to_linear(torch.where(finite, x, torch.full_like(x, -1.0))), mask, zw)
+            return self.broaden(x, mask, zw, fraction)
+        lin = self.broaden(self._to_linear(torch.where(finite, x, torch.full_like(x, -1.0))), mask, zw, fraction)
         if self.instrument and self.energy_range is not None:
             lin = lin * self.bose_factor(x.shape[2]).to(lin.dtype).view(-1, *([1] * (x.dim() - 3)))
         # renormalise by the percentile over the measured pixels, as the frames are
@@ -757,7 +776,8 @@ class EnergyResolutionLayer(nn.Module):
         if self.instrument:
             lin = self._add_instrument(lin, noise=self.training if noise is None else noise,
                                        z=None if z is None else z[:, 1:],
-                                       sigma0=None if zw is None else self.sigma(x.shape[2], zw)[:, 0])
+                                       sigma0=(None if zw is None and fraction is None
+                                               else self.sigma(x.shape[2], zw, fraction)[:, 0]))
         return self._from_linear(lin)
 
     def bose_factor(self, n_rows: int) -> torch.Tensor:
@@ -907,9 +927,12 @@ class ResolutionResnetGenerator(ResnetGenerator):
         r, feats = super().forward_with_features(b, layers)
         return self._correct(b, r), feats
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None, broaden: bool = True) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None, broaden: bool = True,
+                fraction: torch.Tensor | None = None) -> torch.Tensor:
+        """Translate *x*; *fraction* (B,) fixes each frame's width in the bounds (see
+        :meth:`EnergyResolutionLayer.sigma`)."""
         _check_spatial(x, self.config.dims)
-        b = self.resolution(x, valid) if broaden else x
+        b = self.resolution(x, valid, fraction=fraction) if broaden else x
         if not self.residual:
             return b.clamp(-1.0, 1.0)
         return self._correct(b, super().forward(b))

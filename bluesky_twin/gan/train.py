@@ -74,6 +74,10 @@ log = logging.getLogger(__name__)
 LOSS_KEYS = ("G", "GAN_A", "GAN_B", "NCE1", "NCE2", "IDT_A", "IDT_B", "D_A", "D_B")
 #: Extra history keys with the Sim2Exp resolution layer (widths in pixels, residual gate).
 RESOLUTION_KEYS = ("sigma_low_E", "sigma_mid_E", "sigma_high_E", "gate")
+#: Extra history key with the pseudo-pair term (``TrainConfig.pseudo_pair_weight > 0``).
+PSEUDO_PAIR_KEY = "PAIR"
+#: Choices of ``TrainConfig.pseudo_pair_widths``.
+PSEUDO_PAIR_WIDTHS = ("learned", "uniform")
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,18 @@ class TrainConfig:
         fill pattern in masked regions and translations do not, so the discriminators
         can tell them apart there whatever the generators do.  ``False`` (default): the
         behaviour of earlier versions.
+    pseudo_pair_weight
+        Weight of the pseudo-pair term ``L1(G_A(G_B(b).detach()), b)`` on the simulation's
+        measured pixels: Exp2Sim learns to undo Sim2Exp's own output, whose ground truth
+        is the simulation it came from.  No real pair is used.  ``0`` (default): off.
+    pseudo_pair_widths
+        Where the pseudo pairs' broadening comes from: ``"learned"`` (G_B's output of the
+        step, with its learned per-frame draws) or ``"uniform"`` (a second G_B pass with
+        each frame's width drawn uniformly across the layer's width bounds -- the
+        instrument's resolution range over the recipe's incident energies -- so Exp2Sim
+        sees every width a real frame can have; needs a bounded resolution layer).
+        Masked pixels of the pseudo frame are filled by the nearest measured pixel, as
+        the real frames' are.
     """
 
     iterations: int = 2000
@@ -121,6 +137,8 @@ class TrainConfig:
     seed: int = 0
     resolution_lr_scale: float = 50.0
     refill_masked: bool = False
+    pseudo_pair_weight: float = 0.0
+    pseudo_pair_widths: str = "learned"
 
     def __post_init__(self) -> None:
         if self.iterations < 1 or self.batch_size < 1:
@@ -133,6 +151,10 @@ class TrainConfig:
             raise InputError("lr must be positive")
         if not self.resolution_lr_scale > 0:
             raise InputError("resolution_lr_scale must be positive")
+        if not self.pseudo_pair_weight >= 0:
+            raise InputError(f"pseudo_pair_weight must be >= 0, got {self.pseudo_pair_weight}")
+        if self.pseudo_pair_widths not in PSEUDO_PAIR_WIDTHS:
+            raise InputError(f"pseudo_pair_widths must be one of {PSEUDO_PAIR_WIDTHS}, got {self.pseudo_pair_widths!r}")
 
 
 @dataclass
@@ -169,6 +191,11 @@ class Exp2SimTrainer:
         self.tc = train_config
         self.G_A, self.G_B = make_generators(config, scaling or Scaling())
         self.resolution = isinstance(self.G_B, ResolutionResnetGenerator)
+        if (train_config.pseudo_pair_weight > 0 and train_config.pseudo_pair_widths == "uniform"
+                and not (self.resolution and self.G_B.resolution.bounded)):
+            raise InputError("pseudo_pair_widths='uniform' draws widths across the Sim2Exp layer's bounds: it needs "
+                             "GanConfig(sim2exp_resolution=True, resolution_sigma_bounds=...) "
+                             "(ins train --sim2exp-resolution-layer --resolution-maps-bounds)")
         self.D_A = PatchDiscriminator(config)
         self.D_B = PatchDiscriminator(config)
         chans = self.G_A.layer_channels(config.nce_layers)
@@ -266,6 +293,10 @@ class Exp2SimTrainer:
         else:
             idt_A = losses.masked_l1(self.G_B(real_A), real_A, valid_A)
         loss_G = w["gan"] * (gan_A + gan_B) + w["nce"] * (nce1 + nce2) + w["idt"] * (idt_A + idt_B)
+        pair = None
+        if self.tc.pseudo_pair_weight > 0:
+            pair = losses.masked_l1(self.G_A(self._pseudo_input(real_B, valid_B, fake_A)), real_B, valid_B)
+            loss_G = loss_G + self.tc.pseudo_pair_weight * pair
         width_grads = (torch.autograd.grad(w["gan"] * gan_B, self.widths, retain_graph=True)
                        if self.widths else ())
         loss_G.backward()
@@ -277,10 +308,26 @@ class Exp2SimTrainer:
             s.step()
         values = {"G": loss_G, "GAN_A": gan_A, "GAN_B": gan_B, "NCE1": nce1, "NCE2": nce2,
                   "IDT_A": idt_A, "IDT_B": idt_B, **d_terms}
+        if pair is not None:
+            values[PSEUDO_PAIR_KEY] = pair
         out = {k: float(v.detach()) for k, v in values.items()}
         if self.resolution:
             out.update(self.resolution_state(real_B.shape[2]))
         return out
+
+    def _pseudo_input(self, real_B: torch.Tensor, valid_B: torch.Tensor | None,
+                      fake_A: torch.Tensor) -> torch.Tensor:
+        """The Sim2Exp frame of a pseudo pair (no gradient), masked pixels filled as real frames are."""
+        if self.tc.pseudo_pair_widths == "uniform":
+            fraction = torch.rand(real_B.shape[0], generator=self.patch_rng).to(real_B.dtype)
+            with torch.no_grad():
+                src = self.G_B(real_B, valid=valid_B, fraction=fraction)
+        else:
+            src = fake_A.detach()
+        if valid_B is not None and not bool((valid_B > 0.5).all()):
+            index = torch.from_numpy(nearest_fill_indices(valid_B[:, 0].numpy() > 0.5))
+            src = _refill(src, index)
+        return src
 
     def resolution_state(self, n_rows: int) -> dict[str, float]:
         """Broadening width (pixels) at the lowest, middle and highest row, and the gate."""
@@ -363,6 +410,8 @@ def train_gan(
     keys = LOSS_KEYS
     if trainer.resolution:
         keys = keys + RESOLUTION_KEYS + tuple(trainer.G_B.resolution.learned_values())
+    if train_config.pseudo_pair_weight > 0:
+        keys = keys + (PSEUDO_PAIR_KEY,)
     history: dict[str, list[float]] = {k: [] for k in keys}
     iterator = range(train_config.iterations)
     bar = None

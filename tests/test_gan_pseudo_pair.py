@@ -1,0 +1,114 @@
+"""The pseudo-pair term for Exp2Sim: L1(G_A(G_B(b).detach()), b), with learned or uniform widths."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bluesky_twin.errors import InputError
+from bluesky_twin.gan.networks import EnergyResolutionLayer, GanConfig
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY = GanConfig(ngf=4, n_blocks=1, ndf=8, n_layers_d=2, nce_layers=("down1", "down2", "res1"),
+                 nce_dim=16, num_patches=32)
+LOWER16 = tuple(np.linspace(1.0, 2.0, 16))
+UPPER16 = tuple(np.linspace(3.0, 5.0, 16))
+BOUNDED = GanConfig(**{**TINY.to_dict(), "sim2exp_resolution": True, "resolution_instrument": True,
+                       "resolution_sigma_bounds": (LOWER16, UPPER16), "resolution_stochastic": True,
+                       "resolution_poisson": True})
+UNBOUNDED = GanConfig(**{**TINY.to_dict(), "sim2exp_resolution": True, "resolution_init_sigma": 2.0})
+
+
+def _domains(n=6, size=16, seed=0):
+    """A: broadened noisy bars with a masked column; B: sharp bars."""
+    from scipy.ndimage import gaussian_filter1d
+
+    rng = np.random.default_rng(seed)
+    b = np.zeros((n, size, size), np.float32)
+    for i in range(n):
+        b[i, rng.integers(3, size - 3), :] = 1.0
+    a = np.stack([gaussian_filter1d(x, 2.0, axis=0) * 2.5 + rng.normal(0, 0.03, x.shape) for x in b]).astype(np.float32)
+    a[:, :, 0] = np.nan
+    return a, b
+
+
+def test_fraction_sets_each_frames_width_across_the_bounds():
+    layer = EnergyResolutionLayer(degree=2, sigma_bounds=(LOWER16, UPPER16), scaling_kind=None)
+    with torch.no_grad():
+        layer.coeffs.copy_(torch.tensor([5.0, -3.0, 2.0]))  # whatever was learned is ignored
+    sig = layer.sigma(16, fraction=torch.tensor([0.0, 0.5, 1.0])).numpy()
+    lo, hi = np.array(LOWER16), np.array(UPPER16)
+    np.testing.assert_allclose(sig, np.stack([lo, (lo + hi) / 2, hi]), rtol=1e-6)
+    # a delta at the middle row is broadened to the width the fraction names
+    x = torch.zeros(2, 1, 16, 1)
+    x[:, 0, 8, 0] = 1.0
+    y = layer.broaden(x, fraction=torch.tensor([0.0, 1.0]))[:, 0, :, 0]
+    rows = torch.arange(16.0)
+    var = ((y * (rows - 8.0) ** 2).sum(1) / y.sum(1)).numpy()
+    assert var[1] > 3 * var[0]
+    assert abs(np.sqrt(var[0]) - lo[8]) < 0.1
+    with pytest.raises(ValueError, match="bounded layer"):
+        EnergyResolutionLayer(scaling_kind=None).sigma(16, fraction=torch.tensor([0.5]))
+
+
+@pytest.mark.parametrize("widths", ["learned", "uniform"])
+def test_pseudo_pair_term_trains_exp2sim_only(monkeypatch, widths):
+    from bluesky_twin.gan import losses
+    from bluesky_twin.gan.train import PSEUDO_PAIR_KEY, Exp2SimTrainer, TrainConfig
+
+    a, b = _domains(n=2)
+    ta, tb = torch.from_numpy(np.nan_to_num(a))[:, None], torch.from_numpy(b)[:, None]
+    valid_a = torch.from_numpy(np.isfinite(a).astype(np.float32))[:, None]
+    valid_b = torch.ones_like(tb)
+    valid_b[:, :, :, -1] = 0.0  # a masked simulation column: filled before G_A sees the pseudo frame
+    # only the pseudo-pair term: every other generator weight 0
+    monkeypatch.setattr(losses, "LOSS_WEIGHTS", {**losses.LOSS_WEIGHTS, "gan": 0.0, "nce": 0.0, "idt": 0.0})
+
+    def changes(weight):
+        trainer = Exp2SimTrainer(BOUNDED, TrainConfig(iterations=4, batch_size=2, seed=0, pseudo_pair_weight=weight,
+                                                      pseudo_pair_widths=widths))
+        ga = [p.detach().clone() for p in trainer.G_A.parameters()]
+        gb = [p.detach().clone() for p in trainer.G_B.parameters()]
+        out = trainer.step(ta, valid_a, tb, valid_b)
+        d_a = max(float((p.detach() - q).abs().max()) for p, q in zip(trainer.G_A.parameters(), ga))
+        d_b = max(float((p.detach() - q).abs().max()) for p, q in zip(trainer.G_B.parameters(), gb))
+        return out, d_a, d_b
+
+    out, d_a, d_b = changes(10.0)
+    assert np.isfinite(out[PSEUDO_PAIR_KEY]) and out[PSEUDO_PAIR_KEY] > 0
+    assert d_a > 0.0  # Exp2Sim learns from the pseudo pairs...
+    assert d_b == 0.0  # ...and Sim2Exp does not: its output is detached
+    out0, d_a0, _ = changes(0.0)
+    assert PSEUDO_PAIR_KEY not in out0 and d_a0 == 0.0
+
+
+def test_train_gan_records_the_term_and_checks_its_options():
+    from bluesky_twin.gan.train import PSEUDO_PAIR_KEY, TrainConfig, train_gan
+
+    a, b = _domains()
+    res = train_gan(a, b, BOUNDED, TrainConfig(iterations=3, batch_size=2, seed=0, pseudo_pair_weight=5.0,
+                                               pseudo_pair_widths="uniform"))
+    assert len(res.history[PSEUDO_PAIR_KEY]) == 3 and np.isfinite(res.history[PSEUDO_PAIR_KEY]).all()
+    res = train_gan(a, b, UNBOUNDED, TrainConfig(iterations=2, batch_size=2, seed=0, pseudo_pair_weight=1.0))
+    assert np.isfinite(res.history[PSEUDO_PAIR_KEY]).all()
+    with pytest.raises(InputError, match="bounds"):
+        train_gan(a, b, UNBOUNDED, TrainConfig(iterations=1, batch_size=2, pseudo_pair_weight=1.0,
+                                               pseudo_pair_widths="uniform"))
+    with pytest.raises(InputError, match="pseudo_pair_widths"):
+        TrainConfig(pseudo_pair_widths="wide")
+    with pytest.raises(InputError, match="pseudo_pair_weight"):
+        TrainConfig(pseudo_pair_weight=-1.0)
+
+
+def test_cli_checks_pseudo_pair_options(tmp_path, capsys):
+    from bluesky_twin.cli import main
+
+    rc = main(["ins", "train", "--out", str(tmp_path / "m"), "--pseudo-pair-weight", "1",
+               "--pseudo-pair-widths", "uniform"])
+    assert rc != 0
+    assert "--resolution-maps-bounds" in capsys.readouterr().err
+    rc = main(["ins", "train", "--out", str(tmp_path / "m"), "--pseudo-pair-weight", "-2"])
+    assert rc != 0
+    assert "--pseudo-pair-weight must be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
