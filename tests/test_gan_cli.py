@@ -243,3 +243,33 @@ def test_evaluate_keeps_masks_only_when_both_domains_carry_them(model_dir, monke
     assert {(name, keep) for name, keep, _ in seen} == {("exp2sim", masked), ("sim2exp", masked)}
     # masked recipe: both test-set domains carry the stripes, and so does every translation
     assert all(has_nan == masked for _, _, has_nan in seen)
+
+
+def test_evaluate_near_domain_control_follows_the_models_geometry_and_recipe(model_dir, monkeypatch):
+    """A powder model's near-domain control is powder frames of the other Hamiltonian, not cuts."""
+    from bluesky_twin.gan import build
+    from bluesky_twin.gan.evaluate import evaluate_model
+    from bluesky_twin.ins import dataset
+
+    model = Exp2SimModel.load(model_dir)
+    size = int(model.reference.shape[-1])
+    recipe = {"e_init": [50, 60], "chopper_frequency": 100}
+    model.metadata = {**model.metadata, "training": {"data": {"geometry": "powder", "recipe": recipe}}}
+    calibration = dataset.generate_dataset(12, seed=9, size=size, geometry="powder", e_init=(50, 60),
+                                           chopper_frequency=100)
+    monkeypatch.setattr(build, "training_split", lambda meta: {"dataset": calibration, "calibration": np.arange(12)})
+    calls = []
+    original = dataset.near_domain_control
+
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
+        calls.append((kwargs, out))
+        return out
+
+    monkeypatch.setattr(dataset, "near_domain_control", spy)
+    res = evaluate_model(model, n=24, seed=5, n_domain=20)
+    assert res["geometry"] == "powder"
+    ((kwargs, frames),) = calls
+    assert kwargs["geometry"] == "powder" and kwargs["e_init"] == (50, 60) and kwargs["chopper_frequency"] == 100
+    # powder frames: NaN outside the 2theta coverage, in every frame
+    assert all(np.isnan(f).any() for f in frames)

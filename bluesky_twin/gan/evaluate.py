@@ -37,7 +37,7 @@ recipe), ``test`` (the test set's experiment-like frames), ``experiment_like``
 (experiment-like frames under *shifted* conditions -- low counts, higher
 temperature and background, stronger elastic line: the stand-in for real data
 that differs from the simulation recipe), ``near_domain`` (stripe-phase frames,
-another Hamiltonian), ``digits``.
+another Hamiltonian, in the model's geometry and recipe), ``digits``.
 """
 from __future__ import annotations
 
@@ -238,7 +238,9 @@ def evaluate_model(model: Any, n: int = 500, seed: int = 1234, n_domain: int = 2
         sets["train"] = split["dataset"].convolved[split["calibration"]]
     sets["test"] = te.convolved[:n_domain]
     sets["experiment_like"] = model_test_set(model, n_domain, seed + 1, **SHIFTED_RECIPE).convolved
-    sets["near_domain"] = near_domain_control(n_domain, seed=seed + 2, size=size)
+    # the same geometry and recipe as the model's data, another Hamiltonian (for a
+    # powder model, a cut of it would be further out than the digits)
+    sets["near_domain"] = near_domain_control(n_domain, seed=seed + 2, size=size, geometry=geometry, **recipe)
     sets["digits"] = digits_control(n_domain, size=size, seed=seed + 3)
     domain: dict[str, Any] = {}
     for i, (name, frames) in enumerate(sets.items()):
