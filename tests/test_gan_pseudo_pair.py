@@ -112,3 +112,27 @@ def test_cli_checks_pseudo_pair_options(tmp_path, capsys):
     assert rc != 0
     assert "--pseudo-pair-weight must be >= 0" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_column_terms_elastic_line_decays_and_background_rises_along_the_columns():
+    layer = EnergyResolutionLayer(degree=0, init_sigma=1.0, instrument=True, column_terms=True)
+    flat = EnergyResolutionLayer(degree=0, init_sigma=1.0, instrument=True)
+    with torch.no_grad():
+        for lay in (layer, flat):
+            lay.elastic_raw.fill_(5.0)
+            lay.background_raw.fill_(-3.0)
+        layer.elastic_decay_raw.fill_(2.0)
+        layer.background_slope_raw.fill_(0.0)
+    lin = torch.zeros(1, 1, 16, 32)
+    out = layer._add_instrument(lin, noise=False)[0, 0].detach()
+    ref = flat._add_instrument(lin, noise=False)[0, 0].detach()
+    assert torch.allclose(ref[:, 0], ref[:, -1])  # without the terms: flat in the columns
+    assert float(out[0, -1]) < 0.3 * float(out[0, 0])  # the elastic line (row 0) decays with |Q|
+    assert float(out[-1, -1]) > 5 * float(out[-1, 0])  # the background (top row) rises with |Q|^2
+    assert {"elastic_decay", "background_u2"} <= set(layer.learned_values())
+    with pytest.raises(ValueError, match="instrument"):
+        EnergyResolutionLayer(column_terms=True)
+    with pytest.raises(ValueError, match="resolution_column_terms"):
+        GanConfig(sim2exp_resolution=True, resolution_column_terms=True)
+    cfg = GanConfig(**{**BOUNDED.to_dict(), "resolution_column_terms": True})
+    assert GanConfig.from_dict(cfg.to_dict()) == cfg

@@ -221,6 +221,7 @@ def build_model(
     resolution_stochastic: bool = False,
     resolution_poisson: bool = False,
     resolution_spread_max: float | None = None,
+    resolution_column_terms: bool = False,
     refill_masked: bool = False,
     pseudo_pair_weight: float = 0.0,
     pseudo_pair_widths: str = "learned",
@@ -275,6 +276,9 @@ def build_model(
     resolution_spread_max
         Cap of the per-frame spreads (``GanConfig.resolution_spread_max``; needs
         ``resolution_stochastic``).
+    resolution_column_terms
+        Elastic line and background that vary along the columns (``|Q|``)
+        (``GanConfig.resolution_column_terms``; needs the instrument terms).
     refill_masked
         Fill translations at their input's masked pixels as real frames are filled before
         the discriminators see them (``TrainConfig.refill_masked``).
@@ -313,6 +317,8 @@ def build_model(
                          "sim2exp_resolution")
     if resolution_spread_max is not None and not resolution_stochastic:
         raise InputError("resolution_spread_max needs resolution_stochastic")
+    if resolution_column_terms and not (sim2exp_resolution and resolution_instrument):
+        raise InputError("resolution_column_terms needs sim2exp_resolution with the instrument terms")
     if resolution_poisson and not resolution_instrument:
         raise InputError("resolution_poisson needs the instrument terms (resolution_instrument)")
     if sim2exp_resolution:
@@ -325,7 +331,8 @@ def build_model(
                                   resolution_sigma_bounds=bounds,
                                   resolution_stochastic=bool(resolution_stochastic),
                                   resolution_poisson=bool(resolution_poisson),
-                                  resolution_spread_max=resolution_spread_max)
+                                  resolution_spread_max=resolution_spread_max,
+                                  resolution_column_terms=bool(resolution_column_terms))
     else:
         config = GanConfig.preset(preset)
     tc = TrainConfig(iterations=iterations, batch_size=batch_size, crop=crop, lr=lr, seed=seed,

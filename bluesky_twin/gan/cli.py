@@ -63,6 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--refill-masked", action="store_true",
                    help="fill each translation at its input's masked pixels with the nearest measured pixel, as "
                         "the real frames are filled, before the discriminators see it")
+    p.add_argument("--resolution-column-terms", action="store_true",
+                   help="with --sim2exp-resolution-layer: an elastic line decaying and a background rising along "
+                        "the columns (|Q|), as exp(-k u^2) and b0 + b1 u^2 with learnable k, b1")
     p.add_argument("--pseudo-pair-weight", type=float, default=0.0, metavar="W",
                    help="weight of the pseudo-pair term L1(Exp2Sim(Sim2Exp(b)), b): Exp2Sim learns to undo "
                         "Sim2Exp's output, whose ground truth is known; no real pair is used (default 0: off)")
@@ -152,9 +155,10 @@ def _run_train(args: argparse.Namespace) -> int:
     if not args.sim2exp_resolution_layer and (args.resolution_instrument is not None
                                               or args.resolution_residual is not None or args.resolution_bose
                                               or args.resolution_maps_bounds or args.resolution_stochastic
-                                              or args.resolution_poisson):
+                                              or args.resolution_poisson or args.resolution_column_terms):
         raise InputError("--[no-]resolution-instrument, --[no-]resolution-residual, --resolution-bose, "
-                         "--resolution-maps-bounds, --resolution-stochastic and --resolution-poisson need "
+                         "--resolution-maps-bounds, --resolution-stochastic, --resolution-poisson and "
+                         "--resolution-column-terms need "
                          "--sim2exp-resolution-layer")
     if args.resolution_spread_max is not None and not args.resolution_stochastic:
         raise InputError("--resolution-spread-max needs --resolution-stochastic")
@@ -163,8 +167,8 @@ def _run_train(args: argparse.Namespace) -> int:
     if not args.resolution_bounds_margin >= 1.0:
         raise InputError(f"--resolution-bounds-margin must be >= 1, got {args.resolution_bounds_margin}")
     instrument = True if args.resolution_instrument is None else args.resolution_instrument
-    if (args.resolution_bose or args.resolution_poisson) and not instrument:
-        raise InputError("--resolution-bose and --resolution-poisson need the instrument terms "
+    if (args.resolution_bose or args.resolution_poisson or args.resolution_column_terms) and not instrument:
+        raise InputError("--resolution-bose, --resolution-poisson and --resolution-column-terms need the instrument terms "
                          "(drop --no-resolution-instrument)")
     residual = False if args.resolution_residual is None else args.resolution_residual
     if args.sim2exp_resolution_layer and args.crop is not None:
@@ -190,7 +194,8 @@ def _run_train(args: argparse.Namespace) -> int:
         resolution_residual=residual, resolution_bose=args.resolution_bose,
         resolution_maps_bounds=args.resolution_maps_bounds, resolution_bounds_margin=args.resolution_bounds_margin,
         resolution_stochastic=args.resolution_stochastic, resolution_poisson=args.resolution_poisson,
-        resolution_spread_max=args.resolution_spread_max, refill_masked=args.refill_masked,
+        resolution_spread_max=args.resolution_spread_max,
+        resolution_column_terms=args.resolution_column_terms, refill_masked=args.refill_masked,
         pseudo_pair_weight=args.pseudo_pair_weight, pseudo_pair_widths=args.pseudo_pair_widths,
         num_threads=args.threads, progress=not args.quiet, command=command,
     )

@@ -111,6 +111,12 @@ class GanConfig:
         With ``resolution_stochastic``: cap every learnable spread at this value
         (``spread_max * sigmoid(raw)``), so none can run away; ``None`` (default): ``exp(raw)``,
         unbounded.
+    resolution_column_terms
+        With the instrument terms (2D frames): the elastic line decays along the columns
+        as ``exp(-k u^2)`` and the background rises as ``b0 + b1 u^2`` (``u`` in (0, 1),
+        the column position; ``|Q|`` for powder frames), with learnable ``k, b1 >= 0`` --
+        the recipe's ``exp(-0.05 Q^2)`` elastic line and ``b0 + b1 Q^2`` background.
+        ``False`` (default): flat in the columns.
     """
 
     dims: int = 2
@@ -132,6 +138,7 @@ class GanConfig:
     resolution_stochastic: bool = False
     resolution_poisson: bool = False
     resolution_spread_max: float | None = None
+    resolution_column_terms: bool = False
 
     def __post_init__(self) -> None:
         if self.dims not in (2, 3):
@@ -164,6 +171,9 @@ class GanConfig:
                 raise ValueError(f"resolution_spread_max must be a number > 1 (the initial spreads are 1 and 0.5), "
                                  f"got {self.resolution_spread_max!r}")
             object.__setattr__(self, "resolution_spread_max", float(self.resolution_spread_max))
+        object.__setattr__(self, "resolution_column_terms", bool(self.resolution_column_terms))
+        if self.resolution_column_terms and not (self.resolution_instrument and self.dims == 2):
+            raise ValueError("resolution_column_terms needs resolution_instrument and 2D frames")
         valid = set(ResnetGenerator.layer_names(self.n_blocks))
         bad = [name for name in self.nce_layers if name not in valid]
         if bad:
@@ -574,6 +584,12 @@ class EnergyResolutionLayer(nn.Module):
     poisson
         Counting noise with Poisson values, ``Poisson(N lambda) / N``, in the forward pass
         and the Gaussian approximation's gradient in the backward pass (straight-through).
+    column_terms
+        With the instrument terms, on 2D frames: the elastic line times ``exp(-k u^2)`` and
+        the background ``b0 + b1 u^2``, ``u = (column + 1/2) / W`` (``|Q|`` of a powder
+        frame, scaled to (0, 1)), with learnable ``k = softplus(.)`` (initially 0.1) and
+        ``b1 = softplus(.)`` (initially 0.01); a per-frame background draw scales ``b0``
+        and ``b1`` together.
     """
 
     MIN_SIGMA = 0.05
@@ -584,7 +600,7 @@ class EnergyResolutionLayer(nn.Module):
                  energy_range: tuple[float, float] | None = None, init_temperature: float = 8.0,
                  sigma_bounds: tuple[Sequence[float], Sequence[float]] | None = None, stochastic: bool = False,
                  init_spread: float = 1.0, init_amplitude_spread: float = 0.5, poisson: bool = False,
-                 spread_max: float | None = None):
+                 spread_max: float | None = None, column_terms: bool = False):
         super().__init__()
         if init_sigma <= self.MIN_SIGMA:
             raise ValueError(f"init_sigma must exceed {self.MIN_SIGMA}")
@@ -596,6 +612,8 @@ class EnergyResolutionLayer(nn.Module):
             raise ValueError("init_spread and init_amplitude_spread must be positive")
         if poisson and not instrument:
             raise ValueError("Poisson counting noise needs the instrument terms (instrument=True)")
+        if column_terms and not instrument:
+            raise ValueError("column terms need the instrument terms (instrument=True)")
         self.spread_max = None if spread_max is None else float(spread_max)
         if self.spread_max is not None and not self.spread_max > max(init_spread, init_amplitude_spread):
             raise ValueError(f"spread_max ({spread_max}) must exceed the initial spreads")
@@ -619,6 +637,10 @@ class EnergyResolutionLayer(nn.Module):
             self.log_counts = nn.Parameter(torch.tensor(math.log(init_counts)))
             if self.stochastic:  # elastic, background, counts
                 self.log_amplitude_spreads = nn.Parameter(torch.full((3,), self._raw_spread(init_amplitude_spread)))
+        self.column_terms = bool(column_terms)
+        if self.column_terms:
+            self.elastic_decay_raw = nn.Parameter(torch.tensor(_inv_softplus(0.1)))
+            self.background_slope_raw = nn.Parameter(torch.tensor(_inv_softplus(0.01)))
         self.energy_range = None if energy_range is None else (float(energy_range[0]), float(energy_range[1]))
         if self.instrument and self.energy_range is not None:
             self.temperature_raw = nn.Parameter(torch.tensor(_inv_softplus(init_temperature)))
@@ -796,6 +818,9 @@ class EnergyResolutionLayer(nn.Module):
             out = {"elastic_amplitude": float(F.softplus(self.elastic_raw)),
                    "background": float(F.softplus(self.background_raw)),
                    "counts_scale": float(torch.exp(self.log_counts))}
+            if self.column_terms:
+                out["elastic_decay"] = float(F.softplus(self.elastic_decay_raw))
+                out["background_u2"] = float(F.softplus(self.background_slope_raw))
             if self.energy_range is not None:
                 out["temperature"] = float(0.1 + F.softplus(self.temperature_raw))
             return out
@@ -828,11 +853,13 @@ class EnergyResolutionLayer(nn.Module):
         elastic = F.softplus(self.elastic_raw)
         background = F.softplus(self.background_raw)
         counts = torch.exp(self.log_counts)
+        bg_factor = torch.ones((), dtype=lin.dtype, device=lin.device)
         if z is not None:  # per frame: each amplitude times exp(spread z)
             factors = torch.exp(z * self._spread(self.log_amplitude_spreads).to(lin.dtype))  # (B, 3)
             shape = (lin.shape[0],) + (1,) * (lin.dim() - 1)
             elastic = elastic * factors[:, 0].view(shape)
-            background = background * factors[:, 1].view(shape)
+            bg_factor = factors[:, 1].view(shape)
+            background = background * bg_factor
             counts = counts * factors[:, 2].view(shape)
         # bin-averaged exp(-E^2 / 2 sigma(0)^2), E = 0 at the lower edge of row 0
         if sigma0 is None:
@@ -842,6 +869,13 @@ class EnergyResolutionLayer(nn.Module):
             s0 = sigma0.to(lin.dtype)[:, None]
             profile = s0 * math.sqrt(2 * math.pi) * torch.diff(torch.special.ndtr(edges[None, :] / s0), dim=1)
             profile = profile.view(lin.shape[0], 1, n, *tail)
+        if self.column_terms:
+            if lin.dim() != 4:
+                raise ValueError("the column terms need 2D frames (B, C, E, X)")
+            w = lin.shape[3]
+            u2 = (((torch.arange(w, dtype=lin.dtype, device=lin.device) + 0.5) / w) ** 2).view(1, 1, 1, w)
+            profile = profile * torch.exp(-F.softplus(self.elastic_decay_raw) * u2)
+            background = background + bg_factor * F.softplus(self.background_slope_raw) * u2
         lam = (lin + elastic * profile + background).clamp_min(0.0)
         if not noise:
             return lam
@@ -854,7 +888,8 @@ class EnergyResolutionLayer(nn.Module):
 
     def extra_repr(self) -> str:  # noqa: D102
         return (f"degree={self.coeffs.numel() - 1}, scaling={self.scaling_kind}, percentile={self.percentile}, "
-                f"instrument={self.instrument}, bounded={self.bounded}, stochastic={self.stochastic}, "
+                f"instrument={self.instrument}, column_terms={self.column_terms}, bounded={self.bounded}, "
+                f"stochastic={self.stochastic}, "
                 f"poisson={self.poisson}")
 
 
@@ -895,7 +930,8 @@ class ResolutionResnetGenerator(ResnetGenerator):
                                                 sigma_bounds=config.resolution_sigma_bounds,
                                                 stochastic=config.resolution_stochastic,
                                                 poisson=config.resolution_poisson,
-                                                spread_max=config.resolution_spread_max)
+                                                spread_max=config.resolution_spread_max,
+                                                column_terms=config.resolution_column_terms)
         self.residual = bool(config.resolution_residual)
         if self.residual:
             self.gate = nn.Parameter(torch.zeros(()))
