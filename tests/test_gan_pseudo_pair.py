@@ -136,3 +136,31 @@ def test_column_terms_elastic_line_decays_and_background_rises_along_the_columns
         GanConfig(sim2exp_resolution=True, resolution_column_terms=True)
     cfg = GanConfig(**{**BOUNDED.to_dict(), "resolution_column_terms": True})
     assert GanConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_pseudo_pair_finetune_trains_exp2sim_alone_after_the_gan(tmp_path):
+    from bluesky_twin.gan.train import (PSEUDO_PAIR_FINETUNE_KEY, Exp2SimTrainer, TrainConfig, plot_losses,
+                                        train_gan)
+
+    a, b = _domains()
+    trainer = Exp2SimTrainer(BOUNDED, TrainConfig(iterations=2, batch_size=2, seed=0, pseudo_pair_finetune=5,
+                                                  pseudo_pair_widths="uniform"))
+    tb = torch.from_numpy(b[:2])[:, None]
+    nets = {name: getattr(trainer, name) for name in ("G_A", "G_B", "D_A", "D_B", "F_A", "F_B")}
+    before = {name: [p.detach().clone() for p in net.parameters()] for name, net in nets.items()}
+    value = trainer.finetune_step(tb, torch.ones_like(tb))
+    assert np.isfinite(value) and value > 0
+    moved = {name: any(not torch.equal(p.detach(), q) for p, q in zip(net.parameters(), before[name]))
+             for name, net in nets.items()}
+    assert moved == {"G_A": True, "G_B": False, "D_A": False, "D_B": False, "F_A": False, "F_B": False}
+
+    res = train_gan(a, b, BOUNDED, TrainConfig(iterations=2, batch_size=2, seed=0, pseudo_pair_finetune=4,
+                                               pseudo_pair_widths="uniform"))
+    assert len(res.history[PSEUDO_PAIR_FINETUNE_KEY]) == 4 and len(res.history["G"]) == 2
+    assert res.extra["pseudo_pair_finetune_seconds"] > 0
+    assert "loss_pseudo_pair.png" in [p.name for p in plot_losses(res.history, tmp_path)]
+    with pytest.raises(InputError, match="pseudo_pair_finetune"):
+        TrainConfig(pseudo_pair_finetune=-1)
+    with pytest.raises(InputError, match="bounds"):  # uniform widths need the bounded layer here too
+        train_gan(a, b, UNBOUNDED, TrainConfig(iterations=1, batch_size=2, pseudo_pair_finetune=2,
+                                               pseudo_pair_widths="uniform"))

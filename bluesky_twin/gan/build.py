@@ -225,6 +225,7 @@ def build_model(
     refill_masked: bool = False,
     pseudo_pair_weight: float = 0.0,
     pseudo_pair_widths: str = "learned",
+    pseudo_pair_finetune: int = 0,
     num_threads: int | None = None,
     progress: bool = True,
     command: str | None = None,
@@ -282,9 +283,9 @@ def build_model(
     refill_masked
         Fill translations at their input's masked pixels as real frames are filled before
         the discriminators see them (``TrainConfig.refill_masked``).
-    pseudo_pair_weight, pseudo_pair_widths
-        The pseudo-pair term for Exp2Sim (``TrainConfig.pseudo_pair_weight`` and
-        ``pseudo_pair_widths``).
+    pseudo_pair_weight, pseudo_pair_widths, pseudo_pair_finetune
+        The pseudo-pair term for Exp2Sim and its Exp2Sim-only fine-tune after the GAN
+        (``TrainConfig.pseudo_pair_weight``, ``pseudo_pair_widths``, ``pseudo_pair_finetune``).
     num_threads
         ``torch.set_num_threads`` for the whole build.
     progress
@@ -337,7 +338,8 @@ def build_model(
         config = GanConfig.preset(preset)
     tc = TrainConfig(iterations=iterations, batch_size=batch_size, crop=crop, lr=lr, seed=seed,
                      resolution_lr_scale=float(resolution_lr_scale), refill_masked=bool(refill_masked),
-                     pseudo_pair_weight=float(pseudo_pair_weight), pseudo_pair_widths=str(pseudo_pair_widths))
+                     pseudo_pair_weight=float(pseudo_pair_weight), pseudo_pair_widths=str(pseudo_pair_widths),
+                     pseudo_pair_finetune=int(pseudo_pair_finetune))
     scaling = Scaling()
 
     t0 = time.perf_counter()
@@ -378,7 +380,8 @@ def build_model(
         "parameters_per_generator": count_parameters(result.G_A),
         "final_losses_last50": final,
         "s_per_iteration": result.s_per_iteration,
-        "seconds": {"data": t_data, "gan": result.seconds, "calibration": t_cal, "classifiers": t_clf, "total": total},
+        "seconds": {"data": t_data, "gan": result.seconds,
+                    "pseudo_pair_finetune": result.extra.get("pseudo_pair_finetune_seconds", 0.0), "calibration": t_cal, "classifiers": t_clf, "total": total},
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "platform": platform.platform(),

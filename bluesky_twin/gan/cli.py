@@ -72,6 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pseudo-pair-widths", choices=("learned", "uniform"), default="learned",
                    help="pseudo pairs broadened with Sim2Exp's learned widths, or with widths drawn uniformly "
                         "across the MAPS bounds (needs --resolution-maps-bounds); default learned")
+    p.add_argument("--pseudo-pair-finetune", type=int, default=0, metavar="STEPS",
+                   help="after the GAN, train Exp2Sim alone for STEPS more steps on pseudo pairs of the final "
+                        "Sim2Exp (default 0: off)")
     p.add_argument("--n-reference", type=int, default=256, help="domain-score reference frames (default 256)")
     p.add_argument("--n-calibration", type=int, default=200, help="domain-score calibration frames (default 200)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
@@ -177,6 +180,8 @@ def _run_train(args: argparse.Namespace) -> int:
         raise InputError("--resolution-init-sigma must be > 0.05 and --resolution-lr-scale > 0")
     if not args.pseudo_pair_weight >= 0:
         raise InputError(f"--pseudo-pair-weight must be >= 0, got {args.pseudo_pair_weight}")
+    if args.pseudo_pair_finetune < 0:
+        raise InputError(f"--pseudo-pair-finetune must be >= 0, got {args.pseudo_pair_finetune}")
     if args.pseudo_pair_widths == "uniform" and not args.resolution_maps_bounds:
         raise InputError("--pseudo-pair-widths uniform draws widths across the MAPS bounds: add "
                          "--sim2exp-resolution-layer --resolution-maps-bounds")
@@ -197,6 +202,7 @@ def _run_train(args: argparse.Namespace) -> int:
         resolution_spread_max=args.resolution_spread_max,
         resolution_column_terms=args.resolution_column_terms, refill_masked=args.refill_masked,
         pseudo_pair_weight=args.pseudo_pair_weight, pseudo_pair_widths=args.pseudo_pair_widths,
+        pseudo_pair_finetune=args.pseudo_pair_finetune,
         num_threads=args.threads, progress=not args.quiet, command=command,
     )
     sec = info["seconds"]

@@ -78,6 +78,8 @@ RESOLUTION_KEYS = ("sigma_low_E", "sigma_mid_E", "sigma_high_E", "gate")
 PSEUDO_PAIR_KEY = "PAIR"
 #: Choices of ``TrainConfig.pseudo_pair_widths``.
 PSEUDO_PAIR_WIDTHS = ("learned", "uniform")
+#: History key of the Exp2Sim-only pseudo-pair fine-tune (``TrainConfig.pseudo_pair_finetune``).
+PSEUDO_PAIR_FINETUNE_KEY = "PAIR_FT"
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,12 @@ class TrainConfig:
         sees every width a real frame can have; needs a bounded resolution layer).
         Masked pixels of the pseudo frame are filled by the nearest measured pixel, as
         the real frames' are.
+    pseudo_pair_finetune
+        After the GAN iterations, train Exp2Sim alone for this many more steps on pseudo
+        pairs of the *final* Sim2Exp (``L1(G_A(G_B(b)), b)``, widths as
+        ``pseudo_pair_widths`` says, a fresh Adam at constant ``lr``); the
+        discriminators, PatchNCE and Sim2Exp are not touched.  Still no real pair is
+        used.  ``0`` (default): off.
     """
 
     iterations: int = 2000
@@ -139,6 +147,7 @@ class TrainConfig:
     refill_masked: bool = False
     pseudo_pair_weight: float = 0.0
     pseudo_pair_widths: str = "learned"
+    pseudo_pair_finetune: int = 0
 
     def __post_init__(self) -> None:
         if self.iterations < 1 or self.batch_size < 1:
@@ -153,6 +162,8 @@ class TrainConfig:
             raise InputError("resolution_lr_scale must be positive")
         if not self.pseudo_pair_weight >= 0:
             raise InputError(f"pseudo_pair_weight must be >= 0, got {self.pseudo_pair_weight}")
+        if self.pseudo_pair_finetune < 0:
+            raise InputError(f"pseudo_pair_finetune must be >= 0, got {self.pseudo_pair_finetune}")
         if self.pseudo_pair_widths not in PSEUDO_PAIR_WIDTHS:
             raise InputError(f"pseudo_pair_widths must be one of {PSEUDO_PAIR_WIDTHS}, got {self.pseudo_pair_widths!r}")
 
@@ -191,7 +202,8 @@ class Exp2SimTrainer:
         self.tc = train_config
         self.G_A, self.G_B = make_generators(config, scaling or Scaling())
         self.resolution = isinstance(self.G_B, ResolutionResnetGenerator)
-        if (train_config.pseudo_pair_weight > 0 and train_config.pseudo_pair_widths == "uniform"
+        pseudo = train_config.pseudo_pair_weight > 0 or train_config.pseudo_pair_finetune > 0
+        if (pseudo and train_config.pseudo_pair_widths == "uniform"
                 and not (self.resolution and self.G_B.resolution.bounded)):
             raise InputError("pseudo_pair_widths='uniform' draws widths across the Sim2Exp layer's bounds: it needs "
                              "GanConfig(sim2exp_resolution=True, resolution_sigma_bounds=...) "
@@ -226,6 +238,7 @@ class Exp2SimTrainer:
 
         self.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (self.opt_G, self.opt_F, self.opt_D)]
         self.patch_rng = torch.Generator().manual_seed(train_config.seed + 1)
+        self.opt_finetune: torch.optim.Optimizer | None = None
 
     def _set_d_grad(self, flag: bool) -> None:
         for p in (*self.D_A.parameters(), *self.D_B.parameters()):
@@ -328,6 +341,20 @@ class Exp2SimTrainer:
             index = torch.from_numpy(nearest_fill_indices(valid_B[:, 0].numpy() > 0.5))
             src = _refill(src, index)
         return src
+
+    def finetune_step(self, real_B: torch.Tensor, valid_B: torch.Tensor | None) -> float:
+        """One Exp2Sim-only step on pseudo pairs of the current Sim2Exp (``pseudo_pair_finetune``)."""
+        if self.opt_finetune is None:
+            self.opt_finetune = torch.optim.Adam(self.G_A.parameters(), lr=self.tc.lr, betas=(0.5, 0.999))
+        self.G_A.train()
+        self.G_B.train()  # per-frame draws and counting noise, as in the GAN steps
+        with torch.no_grad():
+            fake_A = self.G_B(real_B, valid=valid_B) if self.resolution else self.G_B(real_B)
+        pair = losses.masked_l1(self.G_A(self._pseudo_input(real_B, valid_B, fake_A)), real_B, valid_B)
+        self.opt_finetune.zero_grad(set_to_none=True)
+        pair.backward()
+        self.opt_finetune.step()
+        return float(pair.detach())
 
     def resolution_state(self, n_rows: int) -> dict[str, float]:
         """Broadening width (pixels) at the lowest, middle and highest row, and the gate."""
@@ -443,9 +470,24 @@ def train_gan(
     seconds = time.perf_counter() - t0
     if bar is not None:
         bar.close()
+    extra: dict[str, Any] = {}
+    if train_config.pseudo_pair_finetune > 0:
+        t_ft = time.perf_counter()
+        history[PSEUDO_PAIR_FINETUNE_KEY] = []
+        steps = range(train_config.pseudo_pair_finetune)
+        if progress:
+            from tqdm.auto import tqdm
+
+            steps = tqdm(steps, desc="Exp2Sim pseudo-pair fine-tune", unit="it", dynamic_ncols=True)
+        for _ in steps:
+            ib = rng.integers(0, len(xb), bs)
+            value = trainer.finetune_step(_as_batch_tensor(xb[ib]), _as_batch_tensor(vb[ib]))
+            if not math.isfinite(value):
+                raise RuntimeError(f"non-finite pseudo-pair loss in the fine-tune: {value}")
+            history[PSEUDO_PAIR_FINETUNE_KEY].append(value)
+        extra["pseudo_pair_finetune_seconds"] = time.perf_counter() - t_ft
     trainer.G_A.eval()
     trainer.G_B.eval()
-    extra: dict[str, Any] = {}
     if trainer.resolution:
         with torch.no_grad():
             sig = trainer.G_B.resolution.sigma(int(xb.shape[1]))
@@ -488,6 +530,9 @@ def plot_losses(history: dict[str, list[float]], out_dir: str | Path, smooth: in
         "loss_generator.png": ("generator losses", ["G", "GAN_A", "GAN_B", "NCE1", "NCE2", "IDT_A", "IDT_B"]),
         "loss_discriminator.png": ("discriminator losses", ["D_A", "D_B"]),
     }
+    if history.get(PSEUDO_PAIR_KEY) or history.get(PSEUDO_PAIR_FINETUNE_KEY):
+        groups["loss_pseudo_pair.png"] = ("Exp2Sim pseudo-pair L1 (GAN steps; then the fine-tune steps)",
+                                          [PSEUDO_PAIR_KEY, PSEUDO_PAIR_FINETUNE_KEY])
     if any(history.get(k) for k in RESOLUTION_KEYS):
         groups["resolution_width.png"] = ("Sim2Exp broadening width (pixels) and gate", list(RESOLUTION_KEYS))
     for fname, (title, keys) in groups.items():
