@@ -132,6 +132,7 @@ def test_train_tiny_end_to_end(tmp_path, capsys):
     assert meta["domain"]["thresholds"]["frame"]["trustworthy"] > 0
     assert (out / "plots" / "loss_generator.png").exists()
     m = Exp2SimModel.load(out)
+    assert meta["training"]["parameters_per_generator"] == sum(p.numel() for p in m.G_A.parameters()) > 0
     assert set(m.classifiers) == {"unconvolved", "convolved"}
 
 

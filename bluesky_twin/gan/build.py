@@ -348,6 +348,7 @@ def build_model(
     t_data = time.perf_counter() - t0
     ia, ib = split_indices(n, seed)
     result = train_gan(ds.convolved[ia], ds.unconvolved[ib], config, tc, scaling, progress=progress)
+    n_parameters = count_parameters(result.G_A)  # before Exp2SimModel freezes them (count_parameters: trainable)
 
     # domain score: reference bank + calibration (train-vs-train, digits)
     ref_idx, cal_idx = ia[:n_reference], ia[n_reference : n_reference + n_calibration]
@@ -377,7 +378,7 @@ def build_model(
                  "ood_control": f"digits_control({n_calibration}, size={size}, seed={seed + 1})"},
         "train_config": asdict(tc),
         "preset": preset,
-        "parameters_per_generator": count_parameters(result.G_A),
+        "parameters_per_generator": n_parameters,
         "final_losses_last50": final,
         "s_per_iteration": result.s_per_iteration,
         "seconds": {"data": t_data, "gan": result.seconds,
