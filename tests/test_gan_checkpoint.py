@@ -143,3 +143,28 @@ def test_shipped_model_loads_and_scores():
     assert min(d[0]) > max(out["scores"])
     assert "trustworthy" not in d[1]  # (95 % of digits frames are 'untrustworthy', the rest 'expert opinion')
     assert out["zones"].count("untrustworthy") == 0
+
+
+def test_shipped_powder_model_loads_translates_and_scores():
+    """The second shipped model (coarse-resolution powder): its recipe is recorded, Exp2Sim sharpens
+    powder frames towards their ground truth, and digits score worse than its own frames."""
+    from bluesky_twin.gan.build import data_geometry, data_recipe
+    from bluesky_twin.gan.evaluate import model_test_set
+    from bluesky_twin.gan.preprocess import to_model_space
+    from bluesky_twin.ins.dataset import digits_control
+
+    path = default_model_dir().parent / "ins_exp2simgan_powder"
+    m = Exp2SimModel.load(path)
+    assert set(m.classifiers) == {"unconvolved", "convolved"}
+    assert data_geometry(m.metadata) == "powder"
+    assert data_recipe(m.metadata)["e_init"] == (50, 60, 70)
+    ds = model_test_set(m, 6, seed=77)
+    out = m.translate_and_score(ds.convolved, keep_mask=True)
+    assert np.array_equal(np.isnan(out["translated"]), np.isnan(ds.convolved))
+    truth, valid = to_model_space(ds.unconvolved, m.scaling)
+    raw, _ = to_model_space(ds.convolved, m.scaling)
+    translated, _ = to_model_space(out["translated"], m.scaling)
+    assert np.abs(translated - truth)[valid].mean() < 0.5 * np.abs(raw - truth)[valid].mean()
+    digits = m.score(digits_control(4, seed=1))
+    assert min(digits[0]) > max(out["scores"])
+    assert out["zones"].count("untrustworthy") == 0
