@@ -105,11 +105,14 @@ def main() -> None:
     def pct(v):
         return "n/a" if v is None or not np.isfinite(v) else f"{100 * v:.1f}%"
 
+    model_args = f" --model {args.model} --out {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}" \
+        if args.model else ""
     lines = [
-        "# Exp2SimGAN benchmark",
+        "# Exp2SimGAN benchmark" + (f" ({Path(args.model).name})" if args.model else ""),
         "",
-        f"Command: `nice -n 10 .venv/bin/python benchmarks/bench_gan.py --n {args.n} --seed {args.seed}`"
-        f" (model: {args.model or 'shipped bluesky_twin/models/ins_exp2simgan'}).",
+        f"Command: `nice -n 10 .venv/bin/python benchmarks/bench_gan.py --n {args.n} --seed {args.seed}{model_args}`"
+        f" (model: {args.model or 'shipped bluesky_twin/models/ins_exp2simgan'}; its recipe: "
+        f"{res.get('geometry', 'cut')}, {json.dumps(res.get('recipe', {}))}).",
         f"Machine: {platform.platform()}, torch {torch.__version__}; shared 2-core CPU, other jobs running,",
         "so all timings are upper bounds of what an idle machine gives "
         f"(1-min load average {load_before[0]:.1f} at the start, {load_after[0]:.1f} at the end).",
@@ -198,7 +201,7 @@ def main() -> None:
         lines.append(f"Recorded when the shipped model was trained: {meta_train['s_per_iteration']:.2f} s/iteration, "
                      f"GAN {sec.get('gan', float('nan')) / 60:.1f} min, total {sec.get('total', float('nan')) / 60:.1f} min "
                      f"(`{meta_train.get('command')}`).")
-    lines += ["", f"Full numbers: `docs/benchmarks/gan.json`. Evaluation took {eval_s:.0f} s.", ""]
+    lines += ["", f"Full numbers: `{args.out.with_suffix('.json').name}` beside this section. Evaluation took {eval_s:.0f} s.", ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, "\n".join(lines))
     from bluesky_twin.gan.cli import _finite_or_none
