@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["twin", "selection", "selection_more", "predict", "warm_start", "callbacks", "ins_sim", "gan"]
+ORDER = ["twin", "selection", "selection_more", "predict", "warm_start", "callbacks", "ins_sim", "gan", "gan_powder"]
 
 
 def main() -> None:
