@@ -22,7 +22,6 @@ Command::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -32,6 +31,7 @@ def main() -> None:
     import torch
 
     from bluesky_twin.gan.build import train_classifiers
+    from bluesky_twin.gan.cli import _parse_recipe
     from bluesky_twin.gan.losses import masked_l1
     from bluesky_twin.gan.model import Exp2SimModel
     from bluesky_twin.gan.networks import GanConfig, init_weights, make_generators
@@ -54,8 +54,7 @@ def main() -> None:
     ap.add_argument("--widths", choices=("learned", "uniform"), default="uniform")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    recipe = {k: (tuple(v) if isinstance(v, list) else v)
-              for k, v in (( s.split("=", 1)[0], json.loads(s.split("=", 1)[1])) for s in args.recipe)}
+    recipe = _parse_recipe(args.recipe)  # as `ins train --recipe`: known keys, JSON values
 
     t0 = time.perf_counter()
     ds = generate_dataset(args.n, seed=args.seed, geometry=args.geometry, size=64, progress=False, **recipe)
@@ -74,8 +73,7 @@ def main() -> None:
     valid = (va & vb).astype(np.float32)
     G_src = None
     if args.pseudo_from:
-        from bluesky_twin.gan.preprocess import nearest_fill_indices
-        from bluesky_twin.gan.train import _refill
+        from bluesky_twin.gan.train import pseudo_pair_frames
 
         G_src = Exp2SimModel.load(args.pseudo_from, load_classifiers=False).G_B.train()
         vb_t = torch.from_numpy(vb.astype(np.float32))[:, None]
@@ -90,10 +88,7 @@ def main() -> None:
         v = torch.from_numpy(valid[idx])[:, None]
         if G_src is not None:  # a pseudo frame of b instead of b's real partner
             v = vb_t[idx]
-            fraction = torch.rand(len(idx)) if args.widths == "uniform" else None
-            with torch.no_grad():
-                a = G_src(b, valid=v, fraction=fraction)
-            a = _refill(a, torch.from_numpy(nearest_fill_indices(v[:, 0].numpy() > 0.5)))
+            a = pseudo_pair_frames(G_src, b, v, uniform_widths=args.widths == "uniform")
         loss = masked_l1(G_A(a), b, v)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -7,30 +7,13 @@ import torch
 
 from bluesky_twin.errors import InputError
 from bluesky_twin.gan.networks import EnergyResolutionLayer, GanConfig
+from test_gan_resolution import LOWER16, TINY, TINY_RES, UPPER16, _toy_domains
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = GanConfig(ngf=4, n_blocks=1, ndf=8, n_layers_d=2, nce_layers=("down1", "down2", "res1"),
-                 nce_dim=16, num_patches=32)
-LOWER16 = tuple(np.linspace(1.0, 2.0, 16))
-UPPER16 = tuple(np.linspace(3.0, 5.0, 16))
 BOUNDED = GanConfig(**{**TINY.to_dict(), "sim2exp_resolution": True, "resolution_instrument": True,
                        "resolution_sigma_bounds": (LOWER16, UPPER16), "resolution_stochastic": True,
                        "resolution_poisson": True})
-UNBOUNDED = GanConfig(**{**TINY.to_dict(), "sim2exp_resolution": True, "resolution_init_sigma": 2.0})
-
-
-def _domains(n=6, size=16, seed=0):
-    """A: broadened noisy bars with a masked column; B: sharp bars."""
-    from scipy.ndimage import gaussian_filter1d
-
-    rng = np.random.default_rng(seed)
-    b = np.zeros((n, size, size), np.float32)
-    for i in range(n):
-        b[i, rng.integers(3, size - 3), :] = 1.0
-    a = np.stack([gaussian_filter1d(x, 2.0, axis=0) * 2.5 + rng.normal(0, 0.03, x.shape) for x in b]).astype(np.float32)
-    a[:, :, 0] = np.nan
-    return a, b
 
 
 def test_fraction_sets_each_frames_width_across_the_bounds():
@@ -57,7 +40,7 @@ def test_pseudo_pair_term_trains_exp2sim_only(monkeypatch, widths):
     from bluesky_twin.gan import losses
     from bluesky_twin.gan.train import PSEUDO_PAIR_KEY, Exp2SimTrainer, TrainConfig
 
-    a, b = _domains(n=2)
+    a, b = _toy_domains(n=2)
     ta, tb = torch.from_numpy(np.nan_to_num(a))[:, None], torch.from_numpy(b)[:, None]
     valid_a = torch.from_numpy(np.isfinite(a).astype(np.float32))[:, None]
     valid_b = torch.ones_like(tb)
@@ -86,14 +69,14 @@ def test_pseudo_pair_term_trains_exp2sim_only(monkeypatch, widths):
 def test_train_gan_records_the_term_and_checks_its_options():
     from bluesky_twin.gan.train import PSEUDO_PAIR_KEY, TrainConfig, train_gan
 
-    a, b = _domains()
+    a, b = _toy_domains(n=6)
     res = train_gan(a, b, BOUNDED, TrainConfig(iterations=3, batch_size=2, seed=0, pseudo_pair_weight=5.0,
                                                pseudo_pair_widths="uniform"))
     assert len(res.history[PSEUDO_PAIR_KEY]) == 3 and np.isfinite(res.history[PSEUDO_PAIR_KEY]).all()
-    res = train_gan(a, b, UNBOUNDED, TrainConfig(iterations=2, batch_size=2, seed=0, pseudo_pair_weight=1.0))
+    res = train_gan(a, b, TINY_RES, TrainConfig(iterations=2, batch_size=2, seed=0, pseudo_pair_weight=1.0))
     assert np.isfinite(res.history[PSEUDO_PAIR_KEY]).all()
     with pytest.raises(InputError, match="bounds"):
-        train_gan(a, b, UNBOUNDED, TrainConfig(iterations=1, batch_size=2, pseudo_pair_weight=1.0,
+        train_gan(a, b, TINY_RES, TrainConfig(iterations=1, batch_size=2, pseudo_pair_weight=1.0,
                                                pseudo_pair_widths="uniform"))
     with pytest.raises(InputError, match="pseudo_pair_widths"):
         TrainConfig(pseudo_pair_widths="wide")
@@ -142,7 +125,7 @@ def test_pseudo_pair_finetune_trains_exp2sim_alone_after_the_gan(tmp_path):
     from bluesky_twin.gan.train import (PSEUDO_PAIR_FINETUNE_KEY, Exp2SimTrainer, TrainConfig, plot_losses,
                                         train_gan)
 
-    a, b = _domains()
+    a, b = _toy_domains(n=6)
     trainer = Exp2SimTrainer(BOUNDED, TrainConfig(iterations=2, batch_size=2, seed=0, pseudo_pair_finetune=5,
                                                   pseudo_pair_widths="uniform"))
     tb = torch.from_numpy(b[:2])[:, None]
@@ -162,5 +145,5 @@ def test_pseudo_pair_finetune_trains_exp2sim_alone_after_the_gan(tmp_path):
     with pytest.raises(InputError, match="pseudo_pair_finetune"):
         TrainConfig(pseudo_pair_finetune=-1)
     with pytest.raises(InputError, match="bounds"):  # uniform widths need the bounded layer here too
-        train_gan(a, b, UNBOUNDED, TrainConfig(iterations=1, batch_size=2, pseudo_pair_finetune=2,
+        train_gan(a, b, TINY_RES, TrainConfig(iterations=1, batch_size=2, pseudo_pair_finetune=2,
                                                pseudo_pair_widths="uniform"))

@@ -685,25 +685,23 @@ class EnergyResolutionLayer(nn.Module):
         if fraction is not None:
             if not self.bounded:
                 raise ValueError("widths given as a fraction of the bounds need a bounded layer (sigma_bounds)")
-            if n_rows != self.sigma_lower.numel():
-                raise ValueError(f"the width bounds are for frames of {self.sigma_lower.numel()} energy rows, "
-                                 f"got {n_rows} rows")
-            f = fraction.to(self.sigma_lower.dtype).clamp(0.0, 1.0)[:, None]
-            return self.sigma_lower + (self.sigma_upper - self.sigma_lower) * f
-        t = (torch.arange(n_rows, dtype=self.coeffs.dtype, device=self.coeffs.device) + 0.5) * (2.0 / n_rows) - 1.0
-        powers = torch.stack([t**k for k in range(self.coeffs.numel())], dim=0)
-        arg = self.coeffs @ powers
-        if z is not None:
-            if not self.stochastic:
-                raise ValueError("per-frame widths need a stochastic layer (stochastic=True)")
-            arg = arg[None, :] + self._spread(self.log_spread) * z.to(arg.dtype)[:, None]
-        if not self.bounded:
-            return self.MIN_SIGMA + F.softplus(arg)
+            position = fraction.to(self.sigma_lower.dtype).clamp(0.0, 1.0)[:, None]
+        else:
+            t = (torch.arange(n_rows, dtype=self.coeffs.dtype, device=self.coeffs.device) + 0.5) * (2.0 / n_rows) - 1.0
+            powers = torch.stack([t**k for k in range(self.coeffs.numel())], dim=0)
+            arg = self.coeffs @ powers
+            if z is not None:
+                if not self.stochastic:
+                    raise ValueError("per-frame widths need a stochastic layer (stochastic=True)")
+                arg = arg[None, :] + self._spread(self.log_spread) * z.to(arg.dtype)[:, None]
+            if not self.bounded:
+                return self.MIN_SIGMA + F.softplus(arg)
+            position = torch.sigmoid(arg)
         if n_rows != self.sigma_lower.numel():
             raise ValueError(f"the width bounds are for frames of {self.sigma_lower.numel()} energy rows, "
                              f"got {n_rows} rows")
-        lo, hi = self.sigma_lower.to(arg.dtype), self.sigma_upper.to(arg.dtype)
-        return lo + (hi - lo) * torch.sigmoid(arg)
+        lo, hi = self.sigma_lower.to(position.dtype), self.sigma_upper.to(position.dtype)
+        return lo + (hi - lo) * position
 
     def kernel(self, n_rows: int, z: torch.Tensor | None = None,
                fraction: torch.Tensor | None = None) -> torch.Tensor:

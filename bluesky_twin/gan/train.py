@@ -67,7 +67,7 @@ from bluesky_twin.gan.networks import (
 )
 from bluesky_twin.gan.preprocess import Scaling, nearest_fill_indices, to_model_space, validate_frames
 
-__all__ = ["TrainConfig", "TrainResult", "Exp2SimTrainer", "train_gan", "plot_losses"]
+__all__ = ["TrainConfig", "TrainResult", "Exp2SimTrainer", "train_gan", "plot_losses", "pseudo_pair_frames"]
 
 log = logging.getLogger(__name__)
 
@@ -332,15 +332,8 @@ class Exp2SimTrainer:
                       fake_A: torch.Tensor) -> torch.Tensor:
         """The Sim2Exp frame of a pseudo pair (no gradient), masked pixels filled as real frames are."""
         if self.tc.pseudo_pair_widths == "uniform":
-            fraction = torch.rand(real_B.shape[0], generator=self.patch_rng).to(real_B.dtype)
-            with torch.no_grad():
-                src = self.G_B(real_B, valid=valid_B, fraction=fraction)
-        else:
-            src = fake_A.detach()
-        if valid_B is not None and not bool((valid_B > 0.5).all()):
-            index = torch.from_numpy(nearest_fill_indices(valid_B[:, 0].numpy() > 0.5))
-            src = _refill(src, index)
-        return src
+            return pseudo_pair_frames(self.G_B, real_B, valid_B, uniform_widths=True, generator=self.patch_rng)
+        return _fill_masked(fake_A.detach(), valid_B)
 
     def finetune_step(self, real_B: torch.Tensor, valid_B: torch.Tensor | None) -> float:
         """One Exp2Sim-only step on pseudo pairs of the current Sim2Exp (``pseudo_pair_finetune``)."""
@@ -348,6 +341,9 @@ class Exp2SimTrainer:
             self.opt_finetune = torch.optim.Adam(self.G_A.parameters(), lr=self.tc.lr, betas=(0.5, 0.999))
         self.G_A.train()
         self.G_B.train()  # per-frame draws and counting noise, as in the GAN steps
+        # the step's G_B output, as in a GAN step; with uniform widths _pseudo_input makes its own
+        # and this pass is not used, but it keeps the random stream the shipped powder model was
+        # trained with, so its recorded command still reproduces it byte for byte
         with torch.no_grad():
             fake_A = self.G_B(real_B, valid=valid_B) if self.resolution else self.G_B(real_B)
         pair = losses.masked_l1(self.G_A(self._pseudo_input(real_B, valid_B, fake_A)), real_B, valid_B)
@@ -363,6 +359,42 @@ class Exp2SimTrainer:
         return {"sigma_low_E": float(sig[0]), "sigma_mid_E": float(sig[n_rows // 2]),
                 "sigma_high_E": float(sig[-1]), "gate": float(self.G_B.gate.detach()),
                 **self.G_B.resolution.learned_values()}
+
+
+def pseudo_pair_frames(G_B: ResnetGenerator, real_B: torch.Tensor, valid_B: torch.Tensor | None,
+                       uniform_widths: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sim2Exp frames of pseudo pairs: ``G_B(real_B)`` without gradient, masked pixels filled.
+
+    Parameters
+    ----------
+    G_B
+        The Sim2Exp generator, in the mode wanted (training mode: per-frame draws and noise).
+    real_B, valid_B
+        Simulations (B, 1, *spatial) in model space and their validity (1: measured) or ``None``.
+    uniform_widths
+        Each frame's width drawn uniformly across G_B's width bounds
+        (:meth:`EnergyResolutionLayer.sigma` ``fraction``; needs a bounded resolution layer);
+        otherwise G_B's own widths.
+    generator
+        Torch generator of the uniform draws.
+    """
+    with torch.no_grad():
+        if uniform_widths:
+            fraction = torch.rand(real_B.shape[0], generator=generator).to(real_B.dtype)
+            src = G_B(real_B, valid=valid_B, fraction=fraction)
+        elif isinstance(G_B, ResolutionResnetGenerator):
+            src = G_B(real_B, valid=valid_B)
+        else:
+            src = G_B(real_B)
+    return _fill_masked(src, valid_B)
+
+
+def _fill_masked(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """*x* (B, 1, H, W) with the pixels masked in *valid* filled by the nearest measured one, as
+    real frames are filled."""
+    if valid is None or bool((valid > 0.5).all()):
+        return x
+    return _refill(x, torch.from_numpy(nearest_fill_indices(valid[:, 0].numpy() > 0.5)))
 
 
 def _refill(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
