@@ -35,9 +35,41 @@ Threading and ordering
       RE.subscribe(translation)     # first
       RE.subscribe(writer)          # then the writer
 
+Frame checks and accounting
+---------------------------
+``event()`` checks each frame before it is queued: numeric dtype (integer or
+float), the model's number of axes and the **model's frame shape**
+(:attr:`TranslationCallback.frame_shape`: ``model.frame_shape`` if the model
+has one, else the shape of its domain-score reference frames; for a model that
+exposes neither, the shape of the first frame the model translated), no
+``+-inf`` and at least one finite pixel (NaN marks masked pixels and is
+allowed).  A frame that fails is skipped, logged and counted (``skipped`` plus
+``skipped_shape``, ``skipped_nonfinite`` or ``skipped_dtype``); later frames
+are still translated.  A frame the model itself rejects with
+:class:`~bluesky_twin.errors.InputError` is also counted as skipped
+(``skipped_invalid``); any other model failure counts as ``errors``.
+
+Every frame the callback sees ends in exactly one count::
+
+    submitted == processed + dropped + skipped + errors + unfinished
+
+The counts are kept for the whole callback (:attr:`TranslationCallback.stats`)
+and for the current or last run (:attr:`TranslationCallback.run_stats`).  Each
+emitted event carries the run's counts so far (``dropped_frames``,
+``skipped_frames``); with ``summary_stream="translation_summary"`` the callback
+also emits, at ``stop``, a one-event stream of that name with the run's final
+counts (only in runs that have the frame field).
+
+Memory
+------
+:attr:`TranslationCallback.results` keeps the last ``keep_results`` results of
+the current run (a :class:`collections.deque`), :attr:`~TranslationCallback.flagged`
+the last ``keep_results`` untrustworthy ones; every result goes out as a
+document to the subscribers, which is where data is stored.
+
 Untrustworthy frames (opt-in)
 -----------------------------
-Every result is recorded; those in the 'untrustworthy' zone are also appended to
+Every result is recorded (the last ``keep_results``); those in the 'untrustworthy' zone are also appended to
 :attr:`flagged` and set :attr:`untrustworthy` (a :class:`threading.Event` a plan
 can poll).  ``on_untrustworthy(result)`` is called from the worker thread, and
 ``pause_engine=RE`` asks the RunEngine to pause at its next checkpoint
@@ -48,6 +80,7 @@ exception in the callback is logged and never aborts the scan.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -62,6 +95,14 @@ from bluesky.callbacks.core import CallbackBase, make_class_safe
 __all__ = ["TranslationCallback", "TranslationResult"]
 
 logger = logging.getLogger(__name__)
+
+#: Why a frame was skipped -> its counter in ``stats`` / ``run_stats``.
+SKIP_REASONS = ("shape", "nonfinite", "dtype", "invalid")
+#: Counters of :attr:`TranslationCallback.stats` and :attr:`TranslationCallback.run_stats`.
+COUNTERS = ("submitted", "processed", "emitted", "dropped", "skipped",
+            *(f"skipped_{r}" for r in SKIP_REASONS), "errors", "unfinished", "emit_errors")
+#: Skipped frames logged as warnings per run (the rest at debug level, then one summary line).
+_WARN_SKIPS = 5
 
 
 @dataclass
@@ -87,6 +128,25 @@ def _class_keys(n_classes: int) -> list[str]:
     return [f"p_class_{i}" for i in range(n_classes)]
 
 
+def _model_frame_shape(model: Any) -> tuple[int, ...] | None:
+    """Frame shape the model takes: ``model.frame_shape``, else its reference frames' shape, else ``None``."""
+    shape = getattr(model, "frame_shape", None)
+    if shape is not None:
+        return tuple(int(s) for s in shape)
+    reference = getattr(model, "reference", None)
+    if isinstance(reference, np.ndarray) and reference.ndim >= 3:
+        return tuple(int(s) for s in reference.shape[1:])
+    return None
+
+
+def _model_dims(model: Any, shape: tuple[int, ...] | None) -> int:
+    """Number of spatial axes of the model's frames (2 unless the model says otherwise)."""
+    dims = getattr(getattr(model, "config", None), "dims", None)
+    if isinstance(dims, int):
+        return dims
+    return len(shape) if shape is not None else 2
+
+
 class _RunState:
     """Per-run bookkeeping (documents, counters, pending results)."""
 
@@ -94,16 +154,17 @@ class _RunState:
         self.start = start_doc
         self.uid = start_doc["uid"]
         self.frame_descriptors: set[str] = set()
-        self.streams: dict[str, Any] = {}  # event_model's per-stream data-key sets (our stream only)
+        self.streams: dict[str, Any] = {}  # event_model's per-stream data-key sets (our streams only)
         self.event_counters: dict[str, int] = {}
         self.bundle: Any = None  # ComposeDescriptorBundle of the translation stream
-        self.frame_shape: tuple[int, ...] | None = None
-        self.submitted = 0
-        self.processed = 0
-        self.emitted = 0
-        self.dropped = 0
+        self.counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.done: "queue.SimpleQueue[TranslationResult]" = queue.SimpleQueue()
         self.closed = False
+
+    def accounted(self) -> int:
+        """Frames whose fate is known (translated, dropped, skipped, failed, unfinished)."""
+        c = self.counts
+        return c["processed"] + c["dropped"] + c["skipped"] + c["errors"] + c["unfinished"]
 
 
 @make_class_safe(logger=logger)
@@ -133,6 +194,29 @@ class TranslationCallback(CallbackBase):
         Which of the model's classifiers to apply to the translated frame.
     keep_mask
         Put NaN back into the translated frame where the input was masked.
+    keep_results
+        How many results of the current run :attr:`results` (and :attr:`flagged`)
+        keep in memory, the most recent ones (default 100; 0 keeps none).  Every
+        result is emitted as a document whatever this is.
+    summary_stream
+        Name of a one-event stream with the run's final counts, emitted at ``stop``
+        (e.g. ``"translation_summary"``); ``None`` (default): no summary stream.
+
+    Attributes
+    ----------
+    stats
+        Counters over all runs: ``submitted``, ``processed``, ``emitted``,
+        ``dropped``, ``skipped`` (with ``skipped_shape``, ``skipped_nonfinite``,
+        ``skipped_dtype``, ``skipped_invalid``), ``errors``, ``unfinished``,
+        ``emit_errors``.
+    run_stats
+        The same counters for the current run, or the last one after its ``stop``.
+    frame_shape
+        The frame shape the model takes (``None`` until known, see module docs).
+    results, flagged
+        :class:`collections.deque` of the last ``keep_results`` (untrustworthy) results.
+    untrustworthy
+        :class:`threading.Event`, set by an untrustworthy frame of the current run.
     """
 
     def __init__(
@@ -148,12 +232,18 @@ class TranslationCallback(CallbackBase):
         pause_engine: Any = None,
         classifier: str = "unconvolved",
         keep_mask: bool = True,
+        keep_results: int = 100,
+        summary_stream: str | None = None,
     ):
         super().__init__()
         if drop_policy not in ("oldest", "newest"):
             raise ValueError(f"drop_policy must be 'oldest' or 'newest', got {drop_policy!r}")
         if maxsize < 1:
             raise ValueError("maxsize must be >= 1")
+        if int(keep_results) < 0:
+            raise ValueError(f"keep_results must be >= 0, got {keep_results}")
+        if summary_stream is not None and summary_stream == stream_name:
+            raise ValueError("summary_stream must differ from stream_name")
         if model is None or isinstance(model, (str, Path)):
             from bluesky_twin.gan.model import Exp2SimModel
 
@@ -164,23 +254,34 @@ class TranslationCallback(CallbackBase):
         self.classifier = model.classifiers.get(classifier)
         self.field = field
         self.stream_name = stream_name
+        self.summary_stream = summary_stream
         self.drop_policy = drop_policy
         self.stop_timeout = float(stop_timeout)
         self.on_untrustworthy = on_untrustworthy
         self.pause_engine = pause_engine
         self.keep_mask = keep_mask
-        self.stats = {"submitted": 0, "processed": 0, "emitted": 0, "dropped": 0, "unfinished": 0,
-                      "errors": 0, "emit_errors": 0, "skipped_shape": 0}
-        self.flagged: list[TranslationResult] = []
-        self.results: list[TranslationResult] = []
+        self.keep_results = int(keep_results)
+        self.frame_shape: tuple[int, ...] | None = _model_frame_shape(model)
+        self._dims = _model_dims(model, self.frame_shape)
+        self.stats: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.flagged: collections.deque[TranslationResult] = collections.deque(maxlen=self.keep_results)
+        self.results: collections.deque[TranslationResult] = collections.deque(maxlen=self.keep_results)
         self.untrustworthy = threading.Event()
         self._subscribers: list[Callable[[str, dict], Any]] = []
         self._queue: "queue.Queue[tuple[_RunState, str, int, np.ndarray] | None]" = queue.Queue(maxsize)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._run: _RunState | None = None
+        self._last_counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self._worker: threading.Thread | None = None
         self._closing = False
+
+    @property
+    def run_stats(self) -> dict[str, int]:
+        """Counters of the current run, or of the last run after its ``stop`` (a copy)."""
+        run = self._run
+        with self._lock:
+            return dict(run.counts if run is not None else self._last_counts)
 
     # ---------------------------------------------------------------- output
     def subscribe(self, callback: Callable[[str, dict], Any]) -> Callable[[str, dict], Any]:
@@ -188,19 +289,27 @@ class TranslationCallback(CallbackBase):
         self._subscribers.append(callback)
         return callback
 
-    def _emit(self, name: str, doc: dict[str, Any]) -> None:
+    def _emit(self, name: str, doc: dict[str, Any], run: _RunState | None = None) -> None:
         for cb in list(self._subscribers):
             try:
                 cb(name, doc)
             except Exception:  # a failing consumer must not break the others or the scan
-                self.stats["emit_errors"] += 1
+                self._count(run, "emit_errors")
                 logger.exception("translation: subscriber %r failed on %s", cb, name)
+
+    def _count(self, run: _RunState | None, key: str, n: int = 1) -> None:
+        """Add *n* to counter *key* of the totals and of *run* (thread-safe)."""
+        with self._idle:
+            self.stats[key] += n
+            if run is not None:
+                run.counts[key] += n
+            self._idle.notify_all()
 
     # ------------------------------------------------------------ documents
     def start(self, doc: dict[str, Any]) -> None:  # noqa: D102
         self._run = _RunState(doc)
-        self.flagged = []
-        self.results = []
+        self.flagged = collections.deque(maxlen=self.keep_results)
+        self.results = collections.deque(maxlen=self.keep_results)
         self.untrustworthy.clear()
         super().start(doc)
 
@@ -208,8 +317,8 @@ class TranslationCallback(CallbackBase):
         run = self._run
         if run is None or doc.get("run_start") != run.uid:
             return
-        if doc.get("name") == self.stream_name:
-            raise RuntimeError(f"the run already has a stream named {self.stream_name!r}")
+        if doc.get("name") is not None and doc.get("name") in (self.stream_name, self.summary_stream):
+            raise RuntimeError(f"the run already has a stream named {doc['name']!r}")
         if self.field in doc.get("data_keys", {}):
             run.frame_descriptors.add(doc["uid"])
         self._emit_ready(run)
@@ -221,8 +330,16 @@ class TranslationCallback(CallbackBase):
         self._emit_ready(run)
         if doc.get("descriptor") not in run.frame_descriptors or self.field not in doc.get("data", {}):
             return
-        frame = np.array(doc["data"][self.field], dtype=np.float32, copy=True)
-        self._submit((run, doc["uid"], int(doc.get("seq_num", 0)), frame))
+        seq_num = int(doc.get("seq_num", 0))
+        self._count(run, "submitted")
+        try:
+            frame, problem = self._check_frame(doc["data"][self.field])
+        except Exception as exc:  # counted, never lost: an unforeseen kind of bad frame
+            frame, problem = None, ("invalid", f"{type(exc).__name__}: {exc}")
+        if frame is None:
+            self._skip(run, seq_num, *problem)
+            return
+        self._submit((run, doc["uid"], seq_num, frame))
 
     def stop(self, doc: dict[str, Any]) -> None:  # noqa: D102
         run = self._run
@@ -230,16 +347,62 @@ class TranslationCallback(CallbackBase):
             return
         deadline = time.monotonic() + self.stop_timeout
         with self._idle:
-            while run.processed + run.dropped < run.submitted and time.monotonic() < deadline:
+            while run.accounted() < run.counts["submitted"] and time.monotonic() < deadline:
                 self._idle.wait(timeout=max(0.0, min(0.05, deadline - time.monotonic())))
-        run.closed = True
-        unfinished = run.submitted - run.dropped - run.processed
+            run.closed = True  # from now on the worker discards this run's frames
+            unfinished = run.counts["submitted"] - run.accounted()
         if unfinished > 0:
-            self.stats["unfinished"] += unfinished
+            self._count(run, "unfinished", unfinished)
             logger.warning("translation: %d frame(s) not finished within stop_timeout=%.1f s",
                            unfinished, self.stop_timeout)
         self._emit_ready(run)
+        c = run.counts
+        if c["skipped"] or c["dropped"] or c["errors"]:
+            logger.warning("translation: run %s: %d frame(s) submitted, %d translated, %d dropped, %d skipped "
+                           "(shape %d, non-finite %d, dtype %d, invalid %d), %d failed", run.uid[:8],
+                           c["submitted"], c["processed"], c["dropped"], c["skipped"], c["skipped_shape"],
+                           c["skipped_nonfinite"], c["skipped_dtype"], c["skipped_invalid"], c["errors"])
+        with self._lock:
+            self._last_counts = dict(run.counts)
         self._run = None
+        if self.summary_stream is not None and run.frame_descriptors:
+            try:
+                self._emit_summary(run)
+            except Exception:
+                logger.exception("translation: could not emit the %r stream", self.summary_stream)
+
+    # ----------------------------------------------------------- validation
+    def _check_frame(self, value: Any) -> tuple[np.ndarray | None, tuple[str, str]]:
+        """``(float32 copy, ("", ""))`` for a usable frame, else ``(None, (reason, message))``."""
+        try:
+            arr = np.asarray(value)
+        except Exception as exc:  # e.g. a ragged list
+            return None, ("dtype", f"not an array ({type(exc).__name__}: {exc})")
+        if arr.dtype.kind not in "fiu":
+            return None, ("dtype", f"dtype {arr.dtype} is not numeric (integer or float)")
+        if arr.ndim != self._dims:
+            return None, ("shape", f"{arr.ndim} axes {arr.shape}, expected {self._dims}")
+        expected = self.frame_shape
+        if expected is not None and arr.shape != expected:
+            return None, ("shape", f"shape {arr.shape}, the model takes {expected}")
+        with np.errstate(over="ignore", invalid="ignore"):
+            frame = np.array(arr, dtype=np.float32, copy=True)
+        if np.isinf(frame).any():
+            return None, ("nonfinite", "contains +-inf (or values beyond float32)")
+        if not np.isfinite(frame).any():
+            return None, ("nonfinite", "has no finite pixel")
+        return frame, ("", "")
+
+    def _skip(self, run: _RunState, seq_num: int, reason: str, message: str) -> None:
+        with self._idle:
+            self.stats["skipped"] += 1
+            self.stats[f"skipped_{reason}"] += 1
+            run.counts["skipped"] += 1
+            run.counts[f"skipped_{reason}"] += 1
+            n = run.counts["skipped"]
+            self._idle.notify_all()
+        log = logger.warning if n <= _WARN_SKIPS else logger.debug
+        log("translation: frame %d of %r skipped: %s", seq_num, self.field, message)
 
     # --------------------------------------------------------------- worker
     def _ensure_worker(self) -> None:
@@ -250,15 +413,13 @@ class TranslationCallback(CallbackBase):
     def _submit(self, item: tuple[_RunState, str, int, np.ndarray]) -> None:
         self._ensure_worker()
         run = item[0]
-        run.submitted += 1
-        self.stats["submitted"] += 1
         try:
             self._queue.put_nowait(item)
             return
         except queue.Full:
             pass
         if self.drop_policy == "newest":
-            self._count_drop(run)
+            self._count(run, "dropped")
             return
         try:
             old = self._queue.get_nowait()
@@ -269,42 +430,58 @@ class TranslationCallback(CallbackBase):
         try:
             self._queue.put_nowait(item)
         except queue.Full:  # the worker cannot have added items: only this thread puts
-            self._count_drop(run)
+            self._count(run, "dropped")
 
     def _count_drop(self, run: _RunState) -> None:
+        """Count a frame of *run* dropped from the queue (not if *run* already counted it unfinished)."""
         with self._idle:
-            run.dropped += 1
+            if run.closed:
+                return
             self.stats["dropped"] += 1
+            run.counts["dropped"] += 1
             self._idle.notify_all()
 
     def _work(self) -> None:
+        from bluesky_twin.errors import InputError
+
         while True:
             item = self._queue.get()
             if item is None:
                 return
             run, src_uid, seq_num, frame = item
-            try:
-                if not run.closed:
+            if run.closed:  # counted as unfinished at its stop
+                continue
+            outcome, result = "errors", None
+            expected = self.frame_shape
+            if expected is not None and frame.shape != expected:  # queued before the shape was known
+                outcome = "shape"
+                logger.warning("translation: frame %d has shape %s, the model takes %s; skipped",
+                               seq_num, frame.shape, expected)
+            else:
+                try:
                     result = self._process(run, src_uid, seq_num, frame)
-                    if result is not None:
-                        run.done.put(result)
-                        self._after_result(result)
-            except Exception:
-                self.stats["errors"] += 1
-                logger.exception("translation: failed on a frame")
-            finally:
-                with self._idle:
-                    run.processed += 1
-                    self._idle.notify_all()
+                    outcome = "processed"
+                except InputError as exc:
+                    outcome = "invalid"
+                    logger.warning("translation: the model rejected frame %d: %s; skipped", seq_num, exc)
+                except Exception:
+                    logger.exception("translation: failed on frame %d", seq_num)
+            keys = [outcome] if outcome in ("processed", "errors") else ["skipped", f"skipped_{outcome}"]
+            with self._idle:
+                if run.closed:  # finished after stop gave up on it: it stays 'unfinished'
+                    continue
+                for key in keys:
+                    self.stats[key] += 1
+                    run.counts[key] += 1
+                if result is not None:
+                    run.done.put(result)
+                    if self.frame_shape is None:  # a model that does not tell its frame shape
+                        self.frame_shape = tuple(frame.shape)
+                self._idle.notify_all()
+            if result is not None:
+                self._after_result(result)
 
-    def _process(self, run: _RunState, src_uid: str, seq_num: int, frame: np.ndarray) -> TranslationResult | None:
-        if run.frame_shape is None:
-            run.frame_shape = frame.shape
-        elif frame.shape != run.frame_shape:
-            self.stats["skipped_shape"] += 1
-            logger.warning("translation: frame %d has shape %s, expected %s; skipped",
-                           seq_num, frame.shape, run.frame_shape)
-            return None
+    def _process(self, run: _RunState, src_uid: str, seq_num: int, frame: np.ndarray) -> TranslationResult:
         t0 = time.perf_counter()
         out = self.model.translate_and_score(frame[None], keep_mask=self.keep_mask)
         translated = out["translated"][0]
@@ -314,7 +491,6 @@ class TranslationCallback(CallbackBase):
             pred = int(np.argmax(probs))
         else:
             probs, pred = np.full(2, np.nan), -1
-        self.stats["processed"] += 1
         return TranslationResult(run.uid, src_uid, seq_num, translated, float(out["scores"][0]),
                                  str(out["zones"][0]), probs, pred, time.perf_counter() - t0)
 
@@ -351,6 +527,7 @@ class TranslationCallback(CallbackBase):
             "predicted_class": {"source": "duq", "dtype": "integer", "dtype_numpy": "<i8", "shape": []},
             "source_seq_num": {"source": "translation", "dtype": "integer", "dtype_numpy": "<i8", "shape": []},
             "dropped_frames": {"source": "translation", "dtype": "integer", "dtype_numpy": "<i8", "shape": []},
+            "skipped_frames": {"source": "translation", "dtype": "integer", "dtype_numpy": "<i8", "shape": []},
             "translation_seconds": {"source": "translation", "dtype": "number", "dtype_numpy": "<f8",
                                     "shape": [], "units": "s"},
         }
@@ -382,8 +559,10 @@ class TranslationCallback(CallbackBase):
                 return
             if run.bundle is None:
                 run.bundle = self._descriptor_bundle(run, result.translated.shape, len(result.class_probabilities))
-                self._emit("descriptor", run.bundle.descriptor_doc)
+                self._emit("descriptor", run.bundle.descriptor_doc, run)
             now = time.time()
+            with self._lock:
+                dropped, skipped = run.counts["dropped"], run.counts["skipped"]
             data = {
                 f"{self.field}_exp2sim": result.translated.astype(np.float32),
                 "domain_score": result.score,
@@ -391,13 +570,30 @@ class TranslationCallback(CallbackBase):
                 **dict(zip(_class_keys(len(result.class_probabilities)), map(float, result.class_probabilities))),
                 "predicted_class": result.predicted_class,
                 "source_seq_num": result.source_seq_num,
-                "dropped_frames": run.dropped,
+                "dropped_frames": dropped,
+                "skipped_frames": skipped,
                 "translation_seconds": result.seconds,
             }
             event = run.bundle.compose_event(data=data, timestamps={k: result.time for k in data}, time=now)
-            self._emit("event", event)
-            run.emitted += 1
-            self.stats["emitted"] += 1
+            self._emit("event", event, run)
+            self._count(run, "emitted")
+
+    def _emit_summary(self, run: _RunState) -> None:
+        """Emit the ``summary_stream``: one event with the run's final counters."""
+        from event_model import compose_descriptor
+
+        keys = [k for k in COUNTERS if k != "emit_errors"]  # emit_errors may still change while emitting
+        data_keys = {k: {"source": "translation", "dtype": "integer", "dtype_numpy": "<i8", "shape": []}
+                     for k in keys}
+        bundle = compose_descriptor(
+            start=run.start, streams=run.streams, event_counters=run.event_counters, name=self.summary_stream,
+            data_keys=data_keys, object_keys={"translation": keys}, hints={"translation": {"fields": []}},
+        )
+        self._emit("descriptor", bundle.descriptor_doc, run)
+        now = time.time()
+        with self._lock:
+            data = {k: int(run.counts[k]) for k in keys}
+        self._emit("event", bundle.compose_event(data=data, timestamps=dict.fromkeys(data, now), time=now), run)
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the worker thread (pending frames are discarded)."""

@@ -110,6 +110,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, default=None, help="model directory (default: the shipped model)")
     p.add_argument("--json", type=Path, default=None, help="write per-frame scores and zones here")
     p.add_argument("--translated", type=Path, default=None, help="also write the Exp2Sim frames (.npy)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing --json / --translated files (never the input frames file)")
     p.set_defaults(func=_run_score)
 
 
@@ -273,25 +275,82 @@ def _finite_or_none(obj):
     return obj
 
 
+def _check_score_outputs(args: argparse.Namespace) -> None:
+    """Refuse outputs that would overwrite the input, each other, or (without --overwrite) a file."""
+    import os
+
+    from bluesky_twin.errors import InputError
+
+    outputs = [(flag, path) for flag, path in (("--json", args.json), ("--translated", args.translated))
+               if path is not None]
+    for flag, path in outputs:
+        _check_output(path)
+        if path.is_dir():
+            raise InputError(f"{flag} {path} is a directory; give a file name")
+        same_as_input = os.path.abspath(path) == os.path.abspath(args.frames) or (
+            path.exists() and args.frames.exists() and os.path.samefile(path, args.frames))
+        if same_as_input:
+            raise InputError(f"{flag} {path} is the input frames file; write the output elsewhere")
+        if path.exists() and not args.overwrite:
+            raise InputError(f"{flag} {path} exists; pass --overwrite to replace it")
+    if len(outputs) == 2 and os.path.abspath(outputs[0][1]) == os.path.abspath(outputs[1][1]):
+        raise InputError("--json and --translated name the same file")
+
+
+def _read_frames_npy(path: Path):
+    """The array of a .npy file (no pickles), or InputError with one line."""
+    import numpy as np
+
+    from bluesky_twin.errors import InputError
+
+    if path.is_dir():
+        raise InputError(f"{path} is a directory, not a .npy file of frames")
+    if not path.is_file():
+        raise InputError(f"{path} does not exist")
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if magic != b"\x93NUMPY":
+        raise InputError(f"{path} is not a .npy file (save the frames with numpy.save)")
+    try:
+        frames = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, SyntaxError, TypeError, MemoryError) as exc:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise InputError(f"cannot read {path} as a .npy array: {reason}") from None
+    return frames
+
+
+def _model_frame_shape(model) -> tuple[int, ...] | None:
+    """Frame shape the model takes (``model.frame_shape``, else its reference frames' shape)."""
+    shape = getattr(model, "frame_shape", None)
+    if shape is not None:
+        return tuple(int(s) for s in shape)
+    reference = getattr(model, "reference", None)
+    return None if reference is None else tuple(int(s) for s in reference.shape[1:])
+
+
 def _run_score(args: argparse.Namespace) -> int:
     import numpy as np
 
     from bluesky_twin.errors import InputError
 
-    _check_output(args.json)
-    _check_output(args.translated)
-    if not args.frames.is_file():
-        raise InputError(f"{args.frames} does not exist")
-    with open(args.frames, "rb") as fh:
-        if fh.read(6) != b"\x93NUMPY":
-            raise InputError(f"{args.frames} is not a .npy file (save the frames with numpy.save)")
-    try:
-        frames = np.load(args.frames, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read {args.frames} as a .npy array: {exc}") from None
+    _check_score_outputs(args)
+    frames = _read_frames_npy(args.frames)
     if not isinstance(frames, np.ndarray) or frames.ndim != 3:
         raise InputError(f"{args.frames} must hold an (N, H, W) array, got shape {getattr(frames, 'shape', None)}")
     model = _load(args.model)
+    from bluesky_twin.gan.preprocess import validate_frames
+
+    frames = validate_frames(frames, model.config.dims)
+    if any(s % 4 for s in frames.shape[1:]):
+        raise InputError(f"frame sizes must be divisible by 4, got {frames.shape[1:]}")
+    expected = _model_frame_shape(model)
+    if expected is not None and frames.shape[1:] != expected:
+        size = "x".join(map(str, expected))
+        raise InputError(f"{args.frames} holds {'x'.join(map(str, frames.shape[1:]))} frames; the model takes "
+                         f"{size} frames")
     out = model.translate_and_score(frames, keep_mask=True)
     res = {
         "model": str(args.model) if args.model else "shipped",
