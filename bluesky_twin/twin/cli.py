@@ -23,10 +23,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", type=float, default=None, metavar="S",
                    help="seconds for the whole fit: the search stops early enough for the final ensemble")
     p.add_argument("--jobs", type=int, default=1, help="parallel trials (threads)")
-    p.add_argument("--storage", default=None,
+    # the URL may carry a password: take it from the environment rather than the command line
+    p.add_argument("--storage", default=os.environ.get("BLUESKY_TWIN_STORAGE") or None,
                    help="Optuna storage: journal:PATH, postgresql://..., mysql+pymysql://... "
-                        "(default: a journal file saved in MODEL_DIR)")
-    p.add_argument("--study", default=None, help="Optuna study name (share it between workers)")
+                        "(default: $BLUESKY_TWIN_STORAGE, else a journal file saved in MODEL_DIR); "
+                        "a password is never stored or printed (metadata keeps user:***@), so pass a "
+                        "URL with a password through BLUESKY_TWIN_STORAGE")
+    p.add_argument("--study", default=None,
+                   help="Optuna study name: share it between workers; one study holds one data set "
+                        "(another data set's study is refused); re-running the same command resumes "
+                        "it, this worker's finished trials counting towards --trials")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ensemble", type=int, default=None, help="members of the final ensemble (default 6)")
     p.add_argument("--warm-start", default=None, metavar="MODEL_DIR", help="refit from this twin")

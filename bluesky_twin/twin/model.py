@@ -426,17 +426,17 @@ class DigitalTwin:
             storage_url = f"journal:{tmpdir / JOURNAL_FILE}"
         else:
             storage_url = storage
-        from bluesky_twin.twin.storage_url import open_storage
+        from bluesky_twin.twin.storage_url import mask_url
+        from bluesky_twin.twin.study import open_study
 
         study_name = study_name or f"twin-{table.y_name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(1, trials // 3)),
                                              multivariate=True, constant_liar=jobs > 1)
         pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=10, reduction_factor=3)
-        study = optuna.create_study(study_name=study_name, storage=open_storage(storage_url),
-                                    direction="minimize", sampler=sampler, pruner=pruner,
-                                    load_if_exists=True)
-        study.set_user_attr("x_names", table.x_names)
-        study.set_user_attr("y_name", table.y_name)
+        # one study holds one data set (refused otherwise); a re-run resumes it: the
+        # trials this worker already finished count towards `trials`
+        study, trials = open_study(storage_url, study_name, table, sampler=sampler, pruner=pruner,
+                                   seed=seed, trials=trials)
         prev_models = list(warm_start._models) if warm_start is not None else []
         if warm_start is not None:
             previous = _optuna_params(warm_start.best_params)
@@ -541,7 +541,7 @@ class DigitalTwin:
             "final_epoch_scale": epoch_scale,
             "training_precision": precision,
             "study_name": study_name,
-            "storage": storage_url if storage is not None else f"journal:{JOURNAL_FILE}",
+            "storage": mask_url(storage_url) if storage is not None else f"journal:{JOURNAL_FILE}",
             "data_sha256": table.fingerprint(),
             "data_source": table.source,
             "seed": seed,

@@ -5,18 +5,54 @@
 * ``journal:PATH`` or a path ending in ``.journal`` / ``.log`` -> that journal file.
 * ``postgresql://...``, ``mysql+pymysql://...``, ``sqlite:///...`` -> an RDB storage
   with heartbeats, so that trials of a worker that died are marked failed and retried.
+
+Secrets
+-------
+A database password is never stored or printed: :func:`mask_url` replaces it by
+``***`` (``postgresql://user:***@host/db``) in the twin's metadata and in every
+message, and :func:`scrub` removes it from driver and Optuna error texts.  The full
+URL can come from the environment variable :data:`STORAGE_ENV` (``bluesky-twin fit``
+uses it when ``--storage`` is not given), and a masked URL read back from a twin's
+metadata is resolved through that variable.
 """
 from __future__ import annotations
 
+import logging
+import os
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from bluesky_twin.errors import InputError
+
+logger = logging.getLogger(__name__)
 
 #: Seconds between heartbeats of running trials in an RDB storage.
 HEARTBEAT_INTERVAL_S = 30
 #: A running trial whose heartbeat is older than this is considered dead.
 GRACE_PERIOD_S = 120
+#: Environment variable holding the storage URL (with its password) for ``bluesky-twin fit``.
+STORAGE_ENV = "BLUESKY_TWIN_STORAGE"
+#: What a password is replaced by.
+MASK = "***"
+
+# scheme://user:PASSWORD@host...  (the password runs up to the last "@" before the path)
+_URL_PASSWORD = re.compile(r"(?P<pre>//[^/:@\s'\"]*:)(?P<pw>[^/\s'\"]*)@")
+# ...?password=PASSWORD&...  (libpq and driver keyword spellings)
+_QUERY_PASSWORD = re.compile(r"(?P<pre>[?&;\s](?:password|passwd|pwd)=)(?P<pw>[^&;\s'\"]*)", re.IGNORECASE)
+
+
+class StorageError(InputError):
+    """The study's database failed (the message names it without its password)."""
+
+
+class StorageLostError(StorageError):
+    """The connection to the study's database was lost while the study ran.
+
+    The trials that finished before it are kept in the database; running the same
+    fit again (same storage, same study name, same data) resumes the study.
+    """
 
 
 def is_journal(url: str) -> bool:
@@ -29,20 +65,121 @@ def journal_path(url: str) -> Path:
     return Path(url[len("journal:"):] if url.startswith("journal:") else url)
 
 
+def _passwords(url: str) -> list[str]:
+    found = [m.group("pw") for m in _URL_PASSWORD.finditer(url)]
+    found += [m.group("pw") for m in _QUERY_PASSWORD.finditer(url)]
+    out: list[str] = []
+    for pw in found:
+        if pw and pw != MASK:
+            out += [pw, unquote(pw)]
+    return sorted(set(out), key=len, reverse=True)
+
+
+def mask_url(url: str) -> str:
+    """*url* with any password replaced by ``***``.
+
+    Parameters
+    ----------
+    url
+        A storage URL (or any text holding URLs).
+
+    Returns
+    -------
+    str
+        ``postgresql://user:***@host/db`` for ``postgresql://user:secret@host/db``;
+        URLs without a password are returned unchanged.
+    """
+    url = _URL_PASSWORD.sub(lambda m: m.group("pre") + (MASK if m.group("pw") else "") + "@", url)
+    return _QUERY_PASSWORD.sub(lambda m: m.group("pre") + MASK, url)
+
+
+def scrub(text: str, url: str | None = None) -> str:
+    """*text* with the password of *url* (and of any URL in it) replaced by ``***``.
+
+    Parameters
+    ----------
+    text
+        A message, e.g. the text of a driver's exception.
+    url
+        The storage URL whose password must not appear.
+
+    Returns
+    -------
+    str
+    """
+    if url:
+        for pw in _passwords(url):
+            text = text.replace(pw, MASK)
+    return mask_url(text)
+
+
+def has_masked_password(url: str) -> bool:
+    """Whether *url* carries a password masked by :func:`mask_url`."""
+    return any(m.group("pw") == MASK for m in _URL_PASSWORD.finditer(url)) or any(
+        m.group("pw") == MASK for m in _QUERY_PASSWORD.finditer(url))
+
+
+def one_line(exc: BaseException, url: str | None = None) -> str:
+    """``Type: first line`` of an exception's text, without the password of *url*."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    first = lines[0] if lines else ""
+    first = first.split("(Background on this error at")[0].strip()
+    if re.match(r"^\([\w.]+\) ", first):  # sqlalchemy names the driver's error itself
+        return scrub(first, url)
+    return scrub(f"{type(exc).__name__}: {first}" if first else type(exc).__name__, url)
+
+
+def resolve_masked(url: str) -> str:
+    """The full URL behind a masked one, taken from :data:`STORAGE_ENV`.
+
+    Raises
+    ------
+    InputError
+        The environment variable is unset or names another database.
+    """
+    if not has_masked_password(url):
+        return url
+    full = os.environ.get(STORAGE_ENV, "")
+    if full and mask_url(full) == url:
+        return full
+    raise InputError(f"the password of Optuna storage {url} is not stored: set {STORAGE_ENV} to the full URL")
+
+
 def open_storage(url: str) -> Any:
-    """Open an Optuna storage from a URL (see the module docstring)."""
+    """Open an Optuna storage from a URL (see the module docstring).
+
+    Parameters
+    ----------
+    url
+        ``journal:PATH``, a ``*.journal`` / ``*.log`` path, or a database URL.  A URL
+        whose password is masked (``user:***@``) is resolved through :data:`STORAGE_ENV`.
+
+    Raises
+    ------
+    InputError
+        One line, without the password: unknown scheme, unreachable database,
+        a journal file that is not an Optuna journal.
+    """
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     if is_journal(url):
         path = journal_path(url)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        if path.is_dir():
+            raise InputError(f"Optuna journal {path} is a directory, not a file")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path)))
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+            raise InputError(f"{path} is not an Optuna journal file ({one_line(exc, None)})") from None
+        except OSError as exc:
+            raise InputError(f"cannot open Optuna journal {path}: {one_line(exc, None)}") from None
     if "://" not in url:
         raise InputError(
-            f"unrecognised Optuna storage {url!r}: use journal:PATH, a *.journal file, "
+            f"unrecognised Optuna storage {mask_url(url)!r}: use journal:PATH, a *.journal file, "
             "or a database URL such as postgresql://user@host/db"
         )
+    url = resolve_masked(url)
     import warnings
 
     try:
@@ -51,8 +188,37 @@ def open_storage(url: str) -> Any:
             # the optuna FAQ recommends for many workers, so accept them quietly
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return _rdb_with_retry(url)
-    except Exception as exc:  # sqlalchemy/driver errors
-        raise InputError(f"cannot open Optuna storage {url!r}: {exc}") from exc
+    except Exception as exc:  # sqlalchemy/driver errors: their text may hold the URL
+        raise InputError(f"cannot open Optuna storage {mask_url(url)!r}: {one_line(exc, url)}") from None
+
+
+def connection_error(exc: BaseException) -> BaseException | None:
+    """The database-connection error behind *exc* (its cause/context chain), if any.
+
+    A lost connection shows up as sqlalchemy's ``OperationalError`` /
+    ``InterfaceError`` (or a ``DBAPIError`` that invalidated its connection), possibly
+    wrapped in Optuna's ``StorageInternalError`` or behind an error Optuna raised while
+    handling it.
+    """
+    import sys
+
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, StorageLostError):
+            return e
+        if sa_exc is not None:
+            if isinstance(e, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+                return e
+            if isinstance(e, sa_exc.DBAPIError) and getattr(e, "connection_invalidated", False):
+                return e
+        stack += [c for c in (e.__cause__, e.__context__) if c is not None]
+    return None
 
 
 def _rdb_with_retry(url: str, attempts: int = 4) -> Any:
@@ -76,10 +242,44 @@ def _rdb_with_retry(url: str, attempts: int = 4) -> Any:
 def _rdb(url: str) -> Any:
     import optuna
 
-    return optuna.storages.RDBStorage(
+    return _storage_class()(
             url,
             heartbeat_interval=HEARTBEAT_INTERVAL_S,
             grace_period=GRACE_PERIOD_S,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
             engine_kwargs={"pool_pre_ping": True},
         )
+
+
+_CLASSES: dict[str, type] = {}
+
+
+def _storage_class() -> type:
+    """``RDBStorage`` whose heartbeat thread stays quiet when the database goes away.
+
+    Built on first use (optuna is imported lazily); reachable as the module attribute
+    ``_TwinRDBStorage`` so that the storage pickles like optuna's own.
+    """
+    if "_TwinRDBStorage" not in _CLASSES:
+        import optuna
+
+        class _TwinRDBStorage(optuna.storages.RDBStorage):
+            def record_heartbeat(self, trial_id: int) -> None:
+                try:
+                    super().record_heartbeat(trial_id)
+                except Exception as exc:  # the study's next storage call reports it, in one line
+                    if connection_error(exc) is None:
+                        raise
+                    logger.debug("heartbeat of trial %s not recorded: %s", trial_id,
+                                 one_line(exc, self.url))
+
+        _TwinRDBStorage.__module__ = __name__
+        _TwinRDBStorage.__qualname__ = "_TwinRDBStorage"
+        _CLASSES["_TwinRDBStorage"] = _TwinRDBStorage
+    return _CLASSES["_TwinRDBStorage"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "_TwinRDBStorage":
+        return _storage_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
