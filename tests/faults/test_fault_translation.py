@@ -204,13 +204,26 @@ def test_a_subscriber_that_raises_stops_neither_the_scan_nor_later_frames(RE, mo
     assert cb.stats["emitted"] == 4
 
 
+class _Gated(_Slow):
+    """A slow model that also waits for *gate* (at most 60 s) before each translation."""
+
+    def __init__(self, model, delay, gate):
+        super().__init__(model, delay)
+        self.gate = gate
+
+    def translate_and_score(self, frames, keep_mask=False):
+        self.gate.wait(60)
+        return super().translate_and_score(frames, keep_mask)
+
+
 @pytest.mark.parametrize("policy", ["oldest", "newest"])
 def test_a_thousand_frames_through_the_bounded_queue_are_all_accounted_for(model, frames, policy):
     from event_model import compose_run
 
-    n = 1000
-    slow = _Slow(model, delay=0.003)
-    cb = TranslationCallback(slow, maxsize=4, drop_policy=policy, stop_timeout=120, keep_results=10,
+    n, maxsize = 1000, 4
+    gate = threading.Event()  # the model makes no progress until every frame has been pushed
+    slow = _Gated(model, delay=0.01, gate=gate)
+    cb = TranslationCallback(slow, maxsize=maxsize, drop_policy=policy, stop_timeout=120, keep_results=3,
                              summary_stream="translation_summary")
     docs = []
     cb.subscribe(lambda name, doc: docs.append((name, doc)))
@@ -224,6 +237,7 @@ def test_a_thousand_frames_through_the_bounded_queue_are_all_accounted_for(model
     for i in range(n):
         frame = inf if i in bad else frames[i % len(frames)]
         cb("event", desc.compose_event(data={"ins_frame": frame}, timestamps={"ins_frame": time.time()}))
+    gate.set()
     cb("stop", bundle.compose_stop())
     cb.close()
 
@@ -232,14 +246,15 @@ def test_a_thousand_frames_through_the_bounded_queue_are_all_accounted_for(model
     assert s["unfinished"] == 0 and s["errors"] == 0
     assert s["skipped"] == s["skipped_nonfinite"] == len(bad)
     assert s["submitted"] == s["processed"] + s["dropped"] + s["skipped"]
-    assert s["dropped"] > 0 and s["processed"] == slow.calls
+    assert maxsize <= s["processed"] == slow.calls <= maxsize + 1  # the queue, and the frame in the worker
     events = _stream(docs, "translation")
     assert len(events) == s["processed"] == s["emitted"]
     dropped = [e["data"]["dropped_frames"] for e in events]
     assert dropped == sorted(dropped) and dropped[-1] <= s["dropped"]
+    assert all(e["data"]["skipped_frames"] == len(bad) for e in events)  # emitted after the last push
     (summary,) = _stream(docs, "translation_summary")
     assert summary["data"] == {k: v for k, v in s.items() if k != "emit_errors"}
-    assert len(cb.results) == 10  # bounded; every result went out as a document
+    assert len(cb.results) == 3  # bounded; every result went out as a document
     if policy == "oldest":
         assert events[-1]["data"]["source_seq_num"] == n  # the newest frame is never the one dropped
 
