@@ -22,6 +22,7 @@ _TOP_LEVEL = [
     "bluesky_twin.analysis.cli",
     "bluesky_twin.replay",
     "bluesky_twin.demo",
+    "bluesky_twin.model_cli",
 ]
 _INS = [
     "bluesky_twin.ins.cli",

@@ -103,6 +103,10 @@ def load_scan_table(
     InputError
         Missing or non-numeric columns, too few valid rows, or a constant axis.
     """
+    if y is not None and y in x:
+        raise InputError(f"the measured column {y!r} is also given as a scan axis")
+    if len(set(x)) != len(list(x)):
+        raise InputError(f"a scan-axis column is named twice: {list(x)}")
     import pandas as pd
 
     name = str(source) if not isinstance(source, pd.DataFrame) else "<DataFrame>"

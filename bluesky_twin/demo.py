@@ -47,6 +47,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.trials < 1:
         raise InputError("--trials must be >= 1")
     out = Path(args.out)
+    _check_demo_out(out)
     if args.ins:
         from bluesky_twin.ins_demo import run_ins_demo
 
@@ -56,6 +57,19 @@ def _run(args: argparse.Namespace) -> int:
     print(json.dumps(summary, indent=2, default=str))
     print(f"\nwrote {out}/summary.json and figures; runs are stored in {out}/tiled")
     return 0
+
+
+def _check_demo_out(out: Path) -> None:
+    """Refuse an output that is not a demo's: a file, or a non-empty directory without a
+    demo's ``summary.json`` and ``tiled/`` store.  A previous demo's directory is reused: its
+    figures and summary are rewritten and the new runs join its store."""
+    from bluesky_twin.errors import InputError
+
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is a file; give a directory")
+    if out.is_dir() and any(out.iterdir()) and not ((out / "summary.json").is_file() and (out / "tiled").is_dir()):
+        raise InputError(f"--out {out} is a non-empty directory that holds no demo output; "
+                         "refusing to write into it (choose another directory)")
 
 
 def run_demo(out_dir: str | Path, *, trials: int = 16, seed: int = 0, t_num: int = 51,

@@ -252,3 +252,36 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def reseal_model_dir(root: Path, *, keep_entries: bool = False) -> Path:
+    """Recompute the checksums of a model directory's current version after a test edited it.
+
+    Simulates a crafted directory whose checksums are consistent, so a test reaches the
+    checks behind them (safe loading, size bounds, paths).  Returns the version directory.
+    With *keep_entries* only the listed files are re-hashed (an unlisted file stays unlisted).
+    """
+    import hashlib
+    import json
+
+    from bluesky_twin.modeldir import current_path
+
+    vdir = current_path(root)
+    meta = json.loads((vdir / "metadata.json").read_text())
+    files = sorted(p for p in vdir.rglob("*") if p.is_file() and p != vdir / "metadata.json")
+    table = {str(p.relative_to(vdir)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+    if keep_entries:
+        table = {k: v for k, v in table.items() if k in meta.get("files", {})}
+    meta["files"] = table
+    text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
+    (vdir / "metadata.json").write_text(text)
+    ptr = json.loads((root / "CURRENT").read_text())
+    ptr["metadata_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    (root / "CURRENT").write_text(json.dumps(ptr, sort_keys=True) + "\n")
+    return vdir
+
+
+@pytest.fixture
+def reseal_model():
+    """:func:`reseal_model_dir` as a fixture (fault tests craft model directories)."""
+    return reseal_model_dir

@@ -11,6 +11,7 @@ from bluesky_twin.errors import InputError, ModelFileError
 from bluesky_twin.gan.model import Exp2SimModel, default_model_dir
 from bluesky_twin.gan.networks import GanConfig, ResnetGenerator
 from bluesky_twin.gan.preprocess import Scaling, to_model_space
+from bluesky_twin.modeldir import current_path
 
 TINY = GanConfig(ngf=4, n_blocks=1, ndf=8, nce_layers=("down1", "down2", "res1"), nce_dim=16, num_patches=32)
 
@@ -41,7 +42,7 @@ def tiny_model(seed=0):
 def test_roundtrip_same_outputs(tmp_path):
     m = tiny_model()
     m.save(tmp_path / "model")
-    files = sorted(p.name for p in (tmp_path / "model").iterdir())
+    files = sorted(p.name for p in current_path(tmp_path / "model").iterdir())
     assert files == ["domain_reference.npy", "generators.pt", "metadata.json"]
     m2 = Exp2SimModel.load(tmp_path / "model")
     x = _frames(3, seed=5)
@@ -50,7 +51,7 @@ def test_roundtrip_same_outputs(tmp_path):
     np.testing.assert_allclose(a["scores"], b["scores"], rtol=1e-3)
     assert a["zones"] == b["zones"]
     np.testing.assert_allclose(m.sim2exp(x), m2.sim2exp(x), atol=1e-5)
-    meta = json.loads((tmp_path / "model" / "metadata.json").read_text())
+    meta = json.loads((current_path(tmp_path / "model") / "metadata.json").read_text())
     assert meta["config"] == TINY.to_dict() and meta["domain"]["thresholds"]["frame"]
     assert meta["training"] == {"note": "test"}
 
@@ -71,66 +72,69 @@ def test_translation_keeps_shape_and_mask(tmp_path):
         m.exp2sim(np.full((1, 16, 16), np.nan))
 
 
-def test_corrupt_or_mismatched_directories(tmp_path):
+def test_corrupt_or_mismatched_directories(tmp_path, reseal_model):
     m = tiny_model()
-    d = m.save(tmp_path / "model")
-    with pytest.raises(ModelFileError, match="does not exist"):
+    root = m.save(tmp_path / "model")
+    d = current_path(root)
+    with pytest.raises(ModelFileError, match="not found"):
         Exp2SimModel.load(tmp_path / "nope")
     # corrupt weights -> checksum mismatch
     w = d / "generators.pt"
     good = w.read_bytes()
     w.write_bytes(good[:-100] + b"x" * 100)
     with pytest.raises(ModelFileError, match="checksum"):
-        Exp2SimModel.load(d)
+        Exp2SimModel.load(root)
     w.write_bytes(good)
     # corrupt metadata
     meta_path = d / "metadata.json"
     meta = json.loads(meta_path.read_text())
     meta_path.write_text("{not json")
     with pytest.raises(ModelFileError, match="corrupt"):
-        Exp2SimModel.load(d)
-    # config that does not match the weights
+        Exp2SimModel.load(root)
+    # config that does not match the weights (checksums resealed: a crafted directory)
     bad = dict(meta, config={**meta["config"], "ngf": 8})
     meta_path.write_text(json.dumps(bad))
+    reseal_model(root)
     with pytest.raises(ModelFileError, match="do not match"):
-        Exp2SimModel.load(d)
+        Exp2SimModel.load(root)
     # future format
     meta_path.write_text(json.dumps(dict(meta, format_version=99)))
+    reseal_model(root)
     with pytest.raises(ModelFileError, match="format_version"):
-        Exp2SimModel.load(d)
+        Exp2SimModel.load(root)
     (d / "metadata.json").unlink()
-    with pytest.raises(ModelFileError, match="metadata.json is missing"):
-        Exp2SimModel.load(d)
+    with pytest.raises(ModelFileError, match="lacks metadata.json"):
+        Exp2SimModel.load(root)
 
 
-def test_pickled_payload_is_refused(tmp_path):
+def test_pickled_payload_is_refused(tmp_path, reseal_model):
     """A generators.pt carrying arbitrary Python objects is refused (weights_only=True)."""
     m = tiny_model()
-    d = m.save(tmp_path / "model")
+    root = m.save(tmp_path / "model")
+    d = current_path(root)
     torch.save({"G_A": m.G_A.state_dict(), "G_B": m.G_B.state_dict(), "evil": object()}, d / "generators.pt")
-    meta = json.loads((d / "metadata.json").read_text())
-    meta["files"].pop("generators.pt")  # skip the checksum to reach torch.load
-    (d / "metadata.json").write_text(json.dumps(meta))
+    reseal_model(root)  # consistent checksums, to reach torch.load
     with pytest.raises(ModelFileError, match="safely"):
-        Exp2SimModel.load(d)
+        Exp2SimModel.load(root)
 
 
 def test_failed_save_keeps_previous_model(tmp_path):
     m = tiny_model()
     d = m.save(tmp_path / "model")
-    before = (d / "generators.pt").read_bytes()
+    before = (current_path(d) / "generators.pt").read_bytes()
 
     def boom(path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
         m.save(d, extra_writers={"x": boom})
-    assert (d / "generators.pt").read_bytes() == before
+    assert (current_path(d) / "generators.pt").read_bytes() == before
+    assert [p.name for p in (d / "versions").iterdir()] == ["v000001"]  # no half-written version
     Exp2SimModel.load(d)
 
 
 def test_shipped_model_loads_and_scores():
-    if not (default_model_dir() / "metadata.json").exists():
+    if not (default_model_dir() / "CURRENT").exists():
         pytest.skip("shipped model not built yet")
     m = Exp2SimModel.load()
     assert set(m.classifiers) == {"unconvolved", "convolved"}

@@ -5,6 +5,8 @@ import json
 
 import numpy as np
 import pytest
+
+from bluesky_twin.modeldir import current_path
 import torch
 
 from bluesky_twin.cli import main
@@ -127,16 +129,16 @@ def test_train_tiny_end_to_end(tmp_path, capsys):
     assert main(["ins", "train", "--out", str(out), "--n", "100", "--iterations", "2", "--batch-size", "2",
                  "--clf-epochs", "1", "--n-reference", "24", "--n-calibration", "20", "--quiet",
                  "--threads", "1"]) == 0
-    meta = json.loads((out / "metadata.json").read_text())
+    meta = json.loads((current_path(out) / "metadata.json").read_text())
     assert meta["training"]["data"]["n"] == 100
     assert meta["domain"]["thresholds"]["frame"]["trustworthy"] > 0
-    assert (out / "plots" / "loss_generator.png").exists()
+    assert (current_path(out) / "plots" / "loss_generator.png").exists()
     m = Exp2SimModel.load(out)
     assert meta["training"]["parameters_per_generator"] == sum(p.numel() for p in m.G_A.parameters()) > 0
     assert set(m.classifiers) == {"unconvolved", "convolved"}
 
 
-def test_train_classifiers_replaces_only_the_classifiers(tmp_path, capsys):
+def test_train_classifiers_replaces_only_the_classifiers(tmp_path, capsys, reseal_model):
     """``ins train-classifiers``: same generators and calibration, new classifiers with the
     requested input scale, metadata updated, and ``evaluate`` feeds them frame-unit frames."""
     from bluesky_twin.gan.build import training_split
@@ -148,24 +150,30 @@ def test_train_classifiers_replaces_only_the_classifiers(tmp_path, capsys):
     assert main(["ins", "train", "--out", str(out), "--n", "100", "--iterations", "1", "--batch-size", "2",
                  "--clf-epochs", "1", "--clf-input-scale", "log", "--n-reference", "24",
                  "--n-calibration", "20", "--quiet", "--threads", "1"]) == 0
-    before = json.loads((out / "metadata.json").read_text())
+    v1 = current_path(out)
+    before = json.loads((v1 / "metadata.json").read_text())
     assert before["training"]["classifiers"]["input_scale"] == "log"
-    frozen = {name: sha256_file(out / name) for name in ("generators.pt", "domain_reference.npy")}
-    (out / "MODEL_CARD.md").write_text("card")
+    frozen = {name: sha256_file(v1 / name) for name in ("generators.pt", "domain_reference.npy")}
+    (v1 / "MODEL_CARD.md").write_text("card")
+    reseal_model(out)  # the card is part of the checksummed version
     assert main(["ins", "train-classifiers", "--model", str(out), "--clf-epochs", "2", "--input-scale", "linear",
                  "--threads", "1", "--quiet"]) == 0
     assert "linear input scale" in capsys.readouterr().out
-    after = json.loads((out / "metadata.json").read_text())
-    assert {name: sha256_file(out / name) for name in frozen} == frozen
-    assert (out / "MODEL_CARD.md").read_text() == "card" and (out / "plots" / "loss_generator.png").exists()
-    for key in ("domain", "config", "files", "preprocessing"):
+    v2 = current_path(out)
+    assert v2 != v1 and (v1 / "metadata.json").exists()  # a new version; the previous one is kept
+    after = json.loads((v2 / "metadata.json").read_text())
+    assert {name: sha256_file(v2 / name) for name in frozen} == frozen
+    assert (v2 / "MODEL_CARD.md").read_text() == "card" and (v2 / "plots" / "loss_generator.png").exists()
+    for key in ("domain", "config", "preprocessing"):
         assert after[key] == before[key], key
+    for name in ("generators.pt", "domain_reference.npy", "MODEL_CARD.md"):
+        assert after["files"][name] == before["files"][name], name
     assert after["training"]["seconds"] == before["training"]["seconds"]
     rec = after["training"]["classifier_retraining"]
     assert rec["input_scale"] == "linear" and rec["epochs"] == 2 and rec["seconds"] > 0
     assert after["training"]["classifiers"]["input_scale"] == "linear"
     for kind in ("unconvolved", "convolved"):
-        clf_meta = json.loads((out / f"classifier_{kind}" / "metadata.json").read_text())
+        clf_meta = json.loads((v2 / f"classifier_{kind}" / "metadata.json").read_text())
         assert clf_meta["preprocessing"]["input_scale"] == "linear" and len(clf_meta["history"]["loss"]) == 2
         assert after["training"]["classifier_validation_accuracy"][kind] == clf_meta["extra"]["validation_accuracy"]
 

@@ -5,6 +5,8 @@ import json
 
 import numpy as np
 import pytest
+
+from bluesky_twin.modeldir import current_path
 import torch
 
 from bluesky_twin.errors import InputError
@@ -197,9 +199,9 @@ def test_resolution_model_roundtrip_with_weights_only(tmp_path):
     ref, _ = to_model_space(a, Scaling())
     m = Exp2SimModel(G_A, G_B, TINY_RES, Scaling(), reference=ref, metadata={"training": {"note": "t"}})
     m.save(tmp_path / "model")
-    sds = torch.load(tmp_path / "model" / "generators.pt", weights_only=True)
+    sds = torch.load(current_path(tmp_path / "model") / "generators.pt", weights_only=True)
     assert "resolution.coeffs" in sds["G_B"] and "gate" in sds["G_B"]
-    meta = json.loads((tmp_path / "model" / "metadata.json").read_text())
+    meta = json.loads((current_path(tmp_path / "model") / "metadata.json").read_text())
     assert meta["config"]["sim2exp_resolution"] is True
     m2 = Exp2SimModel.load(tmp_path / "model")
     assert isinstance(m2.G_B, ResolutionResnetGenerator)
@@ -293,7 +295,7 @@ def test_cli_train_records_the_resolution_layer(tmp_path, capsys):
     assert main(["ins", "train", "--out", str(out), "--n", "100", "--iterations", "2", "--batch-size", "2",
                  "--clf-epochs", "1", "--n-reference", "24", "--n-calibration", "20", "--quiet", "--threads", "1",
                  "--sim2exp-resolution-layer", "--resolution-init-sigma", "2.5"]) == 0
-    meta = json.loads((out / "metadata.json").read_text())
+    meta = json.loads((current_path(out) / "metadata.json").read_text())
     cfg = meta["config"]
     assert cfg["sim2exp_resolution"] and cfg["resolution_instrument"] and not cfg["resolution_residual"]
     assert cfg["resolution_init_sigma"] == 2.5 and meta["training"]["train_config"]["resolution_lr_scale"] == 50.0
@@ -440,7 +442,7 @@ def test_bounded_stochastic_model_roundtrip_and_cli_checks(tmp_path, capsys):
     ref, _ = to_model_space(a, Scaling())
     m = Exp2SimModel(G_A, G_B, cfg, Scaling(), reference=ref, metadata={"training": {"note": "t"}})
     m.save(tmp_path / "model")
-    sds = torch.load(tmp_path / "model" / "generators.pt", weights_only=True)
+    sds = torch.load(current_path(tmp_path / "model") / "generators.pt", weights_only=True)
     assert {"resolution.log_spread", "resolution.log_amplitude_spreads"} <= set(sds["G_B"])
     assert "resolution.sigma_lower" not in sds["G_B"]  # the bounds live in the config
     m2 = Exp2SimModel.load(tmp_path / "model")

@@ -9,6 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from bluesky_twin.modeldir import current_path
 from bluesky_twin.errors import InputError, ModelFileError  # noqa: E402
 from bluesky_twin.ins import DUQClassifier, InsDataset, digits_control, generate_dataset  # noqa: E402
 
@@ -45,29 +46,32 @@ def test_far_out_of_distribution_inputs_get_low_certainty(fitted: DUQClassifier,
     assert np.median(digits) < np.median(in_dist)
 
 
-def test_save_load_roundtrip_and_corruption(fitted: DUQClassifier, data: InsDataset, tmp_path: Path) -> None:
+def test_save_load_roundtrip_and_corruption(fitted: DUQClassifier, data: InsDataset, tmp_path: Path,
+                                            reseal_model) -> None:
     frames = data.unconvolved[400:440]
-    model_dir = fitted.save(tmp_path / "duq")
-    loaded = DUQClassifier.load(model_dir)
+    root = fitted.save(tmp_path / "duq")
+    model_dir = current_path(root)
+    loaded = DUQClassifier.load(root)
     np.testing.assert_allclose(loaded.predict_proba(frames), fitted.predict_proba(frames), atol=1e-6)
     assert loaded.input_shape == (SIZE, SIZE) and loaded.config == fitted.config
     meta = json.loads((model_dir / "metadata.json").read_text())
-    assert meta["format"] == "bluesky-twin-duq" and len(meta["weights_sha256"]) == 64
+    assert meta["format"] == "bluesky-twin-duq" and len(meta["files"]["model.pt"]) == 64
 
     weights = model_dir / "model.pt"
     good = weights.read_bytes()
     weights.write_bytes(good[: len(good) // 2])
     with pytest.raises(ModelFileError, match="checksum"):
-        DUQClassifier.load(model_dir)
+        DUQClassifier.load(root)
     weights.write_bytes(good)
     (model_dir / "metadata.json").write_text("{not json")
     with pytest.raises(ModelFileError, match="JSON"):
-        DUQClassifier.load(model_dir)
+        DUQClassifier.load(root)
     meta_bad = dict(meta, config=dict(meta["config"], channels=[4, 4, 4, 4]))
     (model_dir / "metadata.json").write_text(json.dumps(meta_bad))
+    reseal_model(root)  # a crafted directory with consistent checksums
     with pytest.raises(ModelFileError, match="cannot load"):
-        DUQClassifier.load(model_dir)
-    with pytest.raises(ModelFileError, match="does not exist"):
+        DUQClassifier.load(root)
+    with pytest.raises(ModelFileError, match="not found"):
         DUQClassifier.load(tmp_path / "missing")
 
 
@@ -116,7 +120,8 @@ def test_linear_input_scale_trains_saves_and_loads(data: InsDataset, tmp_path: P
     assert clf.score(test.unconvolved, test.labels) > 0.8  # chance is 0.5 (0.94 measured)
     loaded = DUQClassifier.load(clf.save(tmp_path / "lin"))
     assert loaded.input_scale == "linear"
-    assert json.loads((tmp_path / "lin" / "metadata.json").read_text())["preprocessing"]["input_scale"] == "linear"
+    assert json.loads((current_path(tmp_path / "lin") / "metadata.json").read_text()
+                      )["preprocessing"]["input_scale"] == "linear"
     frames = test.convolved[:30]
     np.testing.assert_allclose(loaded.predict_proba(frames), clf.predict_proba(frames), atol=1e-6)
     # predict applies the stored scaling: the network sees scale_frames(..., "linear")
@@ -129,15 +134,16 @@ def test_linear_input_scale_trains_saves_and_loads(data: InsDataset, tmp_path: P
 
 
 def test_classifier_dir_without_input_scale_loads_as_log(fitted: DUQClassifier, data: InsDataset,
-                                                         tmp_path: Path) -> None:
+                                                         tmp_path: Path, reseal_model) -> None:
     from bluesky_twin.ins.duq import scale_frames
 
-    model_dir = fitted.save(tmp_path / "old")
+    root = fitted.save(tmp_path / "old")
+    model_dir = current_path(root)
     meta = json.loads((model_dir / "metadata.json").read_text())
     assert meta["preprocessing"]["input_scale"] == "log"
     del meta["preprocessing"]["input_scale"]  # as written before the option existed
     (model_dir / "metadata.json").write_text(json.dumps(meta))
-    old = DUQClassifier.load(model_dir)
+    old = DUQClassifier.load(reseal_model(root).parent.parent)
     assert old.input_scale == "log"
     frames = data.convolved[400:420]
     np.testing.assert_allclose(old.predict_proba(frames), fitted.predict_proba(frames), atol=1e-6)
@@ -146,5 +152,6 @@ def test_classifier_dir_without_input_scale_loads_as_log(fitted: DUQClassifier, 
         np.testing.assert_allclose(old.predict_proba(frames), old._net(x).numpy(), atol=1e-6)
     meta["preprocessing"]["input_scale"] = "sqrt"
     (model_dir / "metadata.json").write_text(json.dumps(meta))
+    reseal_model(root)
     with pytest.raises(ModelFileError, match="input_scale"):
-        DUQClassifier.load(model_dir)
+        DUQClassifier.load(root)

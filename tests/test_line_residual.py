@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bluesky_twin.modeldir import current_path
 from bluesky_twin.errors import ModelFileError
 from bluesky_twin.twin import DigitalTwin, TwinSearchSpace
 from bluesky_twin.twin.line_residual import LineResidual
@@ -92,7 +93,7 @@ SMALL = TwinSearchSpace(n_layers=(2, 2), n_units=(16, 16), lr=(5e-3, 5e-3), max_
                         patience=10, activations=("tanh",), encodings=("raw",))
 
 
-def test_twin_adds_the_correction_and_saves_it(tmp_path) -> None:
+def test_twin_adds_the_correction_and_saves_it(tmp_path, reseal_model) -> None:
     df = map_frame()
     X, y = df[["theta1", "theta2"]].to_numpy(), df["I"].to_numpy()
     space = TwinSearchSpace(**{**SMALL.to_dict(), "line_residual": True})
@@ -107,11 +108,15 @@ def test_twin_adds_the_correction_and_saves_it(tmp_path) -> None:
     twin.save(tmp_path / "m")
     loaded = DigitalTwin.load(tmp_path / "m")
     np.testing.assert_allclose(loaded.predict(X)[0], mean)
-    (tmp_path / "m" / LINE_RESIDUAL_FILE).write_bytes(b"not a zip file")
-    with pytest.raises(ModelFileError, match="line_residual.npz is corrupt"):
+    vdir = current_path(tmp_path / "m")
+    (vdir / LINE_RESIDUAL_FILE).write_bytes(b"not a zip file")
+    with pytest.raises(ModelFileError, match="line_residual.npz does not match its checksum"):
         DigitalTwin.load(tmp_path / "m")
-    (tmp_path / "m" / LINE_RESIDUAL_FILE).unlink()
-    with pytest.raises(ModelFileError, match="no line_residual.npz"):
+    reseal_model(tmp_path / "m")  # a crafted file with a consistent checksum: still refused
+    with pytest.raises(ModelFileError, match="cannot read .*line_residual.npz safely"):
+        DigitalTwin.load(tmp_path / "m")
+    (vdir / LINE_RESIDUAL_FILE).unlink()
+    with pytest.raises(ModelFileError, match="line_residual.npz is missing"):
         DigitalTwin.load(tmp_path / "m")
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from bluesky_twin.errors import InputError, ModelFileError
+from bluesky_twin.modeldir import current_path
 from bluesky_twin.twin import DigitalTwin, TwinSearchSpace
 from bluesky_twin.twin.training import line_folds
 
@@ -105,22 +106,23 @@ def test_save_load_roundtrip_and_corruption(twin: DigitalTwin, tmp_path) -> None
     X = np.array([[25.0, 2.5], [45.0, 0.7]])
     np.testing.assert_array_equal(loaded.predict(X)[0], twin.predict(X)[0])
     assert loaded.version == twin.version
+    path = current_path(path)  # the files of the version just published
     assert (path / "optuna.journal").exists()
 
     meta = json.loads((path / "metadata.json").read_text())
     (path / "metadata.json").write_text("{not json")
     with pytest.raises(ModelFileError, match="corrupt"):
-        DigitalTwin.load(path)
+        DigitalTwin.load(path.parent.parent)
     first = meta["ensemble"][0]
     meta_bad = dict(meta, ensemble=[dict(first, params=dict(first["params"], n_units=first["params"]["n_units"] + 1))]
                     + meta["ensemble"][1:])
     (path / "metadata.json").write_text(json.dumps(meta_bad))
     with pytest.raises(ModelFileError, match="does not match"):
-        DigitalTwin.load(path)
+        DigitalTwin.load(path.parent.parent)
     (path / "metadata.json").write_text(json.dumps(meta))
     (path / "ensemble.pt").write_bytes(b"garbage")
     with pytest.raises(ModelFileError, match="corrupt"):
-        DigitalTwin.load(path)
+        DigitalTwin.load(path.parent.parent)
     with pytest.raises(ModelFileError, match="not found"):
         DigitalTwin.load(tmp_path / "missing")
     (tmp_path / "other").mkdir()
@@ -128,13 +130,17 @@ def test_save_load_roundtrip_and_corruption(twin: DigitalTwin, tmp_path) -> None
         DigitalTwin.load(tmp_path / "other")
 
 
-def test_save_replaces_atomically(twin: DigitalTwin, tmp_path) -> None:
+def test_save_publishes_a_whole_new_version(twin: DigitalTwin, tmp_path) -> None:
     path = tmp_path / "m"
     twin.save(path)
-    (path / "stale.txt").write_text("old")
+    first = current_path(path)
+    (first / "stale.txt").write_text("old")  # a file no save wrote
     twin.save(path)
-    assert not (path / "stale.txt").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.")]
+    second = current_path(path)
+    assert second != first and not (second / "stale.txt").exists()  # nothing of the old version leaks in
+    assert (first / "stale.txt").exists()  # ... and nothing is deleted
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+    assert not [p for p in (path / "versions").iterdir() if p.name.startswith(".")]
 
 
 def test_warm_start_reuses_parameters_and_weights(twin: DigitalTwin) -> None:
@@ -345,7 +351,7 @@ def test_temporary_study_journal_is_removed_with_the_twin(data: pd.DataFrame, tm
     del twin
     gc.collect()
     assert not journal.parent.exists()  # no stray study directories in the temp dir
-    assert (saved / "optuna.journal").exists()  # the saved copy stays
+    assert (current_path(saved) / "optuna.journal").exists()  # the saved copy stays
 
 
 def test_training_precision_is_resolved_and_recorded(data: pd.DataFrame, monkeypatch) -> None:

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bluesky_twin.modeldir import current_path
+
 from bluesky_twin.cli import main
 from test_twin import scan_frame
 
@@ -31,7 +33,7 @@ def model_dir(csv_path, tmp_path_factory) -> str:
 
 
 def test_fit_writes_model_and_prints_scores(model_dir, capsys) -> None:
-    meta = json.loads(open(f"{model_dir}/metadata.json").read())
+    meta = json.loads(open(current_path(model_dir) / "metadata.json").read())
     assert meta["x_names"] == ["T", "H"] and meta["y_name"] == "M"
     assert meta["search_space"]["max_epochs"] == 40
     assert meta["ensemble_size"] == 2
@@ -76,20 +78,20 @@ def test_fit_bad_input_exits_2_and_writes_nothing(csv_path, tmp_path, capsys, ar
 
 
 def test_fit_refuses_to_overwrite(csv_path, model_dir, capsys) -> None:
-    before = open(f"{model_dir}/metadata.json").read()
+    before = open(current_path(model_dir) / "metadata.json").read()
     rc = main(["fit", csv_path, "--x", "T", "--x", "H", "--y", "M", "--out", model_dir, "--trials", "1"])
     assert rc == 2 and "--force" in capsys.readouterr().err
-    assert open(f"{model_dir}/metadata.json").read() == before
+    assert open(current_path(model_dir) / "metadata.json").read() == before
 
 
 def test_predict_bad_inputs(model_dir, tmp_path, capsys) -> None:
     pd.DataFrame({"T": [1.0]}).to_csv(tmp_path / "pts.csv", index=False)
     out = tmp_path / "pred.csv"
     out.write_text("keep me")
-    assert main(["predict", model_dir, str(tmp_path / "pts.csv"), "--out", str(out)]) == 2
+    assert main(["predict", model_dir, str(tmp_path / "pts.csv"), "--out", str(out), "--overwrite"]) == 2
     assert "missing column" in capsys.readouterr().err
-    assert out.read_text() == "keep me"
-    assert main(["predict", str(tmp_path), str(tmp_path / "pts.csv"), "--out", str(out)]) == 2
+    assert out.read_text() == "keep me"  # bad input: nothing written, even with --overwrite
+    assert main(["predict", str(tmp_path), str(tmp_path / "pts.csv"), "--out", str(out), "--overwrite"]) == 2
     assert "not a twin model directory" in capsys.readouterr().err
 
 
@@ -128,7 +130,7 @@ def test_dashboard_opens_the_model_study(model_dir, monkeypatch, capsys) -> None
 
     monkeypatch.setattr(optuna_dashboard, "run_server", fake_run_server)
     assert main(["dashboard", model_dir, "--port", "8099"]) == 0
-    meta = json.loads(open(f"{model_dir}/metadata.json").read())
+    meta = json.loads(open(current_path(model_dir) / "metadata.json").read())
     assert seen["studies"] == [meta["study_name"]]
     assert seen["where"] == ("127.0.0.1", 8099)
     assert "optuna.journal" in capsys.readouterr().out

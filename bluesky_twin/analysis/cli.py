@@ -41,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=("isofield", "isothermal"), default="isofield",
                    help="formula for the twin grid (raw data always use isofield)")
     p.add_argument("--out", required=True, metavar="OUT_PREFIX", help="output prefix: writes OUT.csv, OUT.json, OUT.png")
+    p.add_argument("--overwrite", action="store_true", help="replace existing OUT.csv/.json/.png files")
     p.set_defaults(func=_run_mce)
 
     s = subparsers.add_parser(
@@ -90,7 +91,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="side of the local-maximum neighbourhood in axis units (default 10 finest steps)")
     a.add_argument("--other-step", type=float, default=None, help="grid step along the other axis (default range/400)")
     a.add_argument("--time-per-line-s", type=float, default=None, help="overhead seconds per line (time estimate)")
-    s.add_argument("--out", required=True, metavar="OUT_PREFIX")
+    s.add_argument("--out", required=True, metavar="OUT_PREFIX", help="output prefix: writes OUT.csv, OUT.json, OUT.png")
+    s.add_argument("--overwrite", action="store_true", help="replace existing OUT.csv/.json/.png files")
     s.set_defaults(func=_run_steps)
 
 
@@ -140,14 +142,22 @@ def _grid(lo: float, hi: float, step: float | None, n_default: int, label: str):
     return g if hi - g[-1] < 1e-9 * step else np.append(g, hi)
 
 
-def _out_paths(prefix: str, *suffixes: str) -> list[str]:
+def _out_paths(args: argparse.Namespace, *suffixes: str) -> list[str]:
+    """``OUT_PREFIX + suffix`` for each suffix, checked before anything runs: an existing
+    file is replaced only with ``--overwrite``, an input (``--data``) never."""
     import os
 
     from bluesky_twin.errors import InputError
+    from bluesky_twin.modeldir import check_output_file
 
+    prefix = args.out
     if not prefix or prefix.endswith(os.sep):
         raise InputError(f"--out must be a file prefix, not a directory: {prefix!r}")
-    return [prefix + s for s in suffixes]
+    inputs = tuple(p for p in (getattr(args, "data", None),) if p)
+    paths = [prefix + s for s in suffixes]
+    for path in paths:
+        check_output_file(path, overwrite=args.overwrite, inputs=inputs)
+    return paths
 
 
 # ----------------------------------------------------------------------------- mce
@@ -165,7 +175,7 @@ def _run_mce(args: argparse.Namespace) -> int:
         raise InputError("give a MODEL_DIR, --data DATA.csv, or both")
     if args.x is not None and len(args.x) != 2:
         raise InputError(f"--x must be given exactly twice (temperature column, field column); got {args.x}")
-    csv_path, json_path, png_path = _out_paths(args.out, ".csv", ".json", ".png")
+    csv_path, json_path, png_path = _out_paths(args, ".csv", ".json", ".png")
     results: list[tuple[str, Any]] = []
     summary: dict[str, Any] = {"command": "mce", "field_unit": args.field_unit}
 
@@ -256,7 +266,7 @@ def _run_steps(args: argparse.Namespace) -> int:
     from bluesky_twin.errors import InputError
     from bluesky_twin.io_utils import atomic_path, atomic_write_json
 
-    csv_path, json_path, png_path = _out_paths(args.out, ".csv", ".json", ".png")
+    csv_path, json_path, png_path = _out_paths(args, ".csv", ".json", ".png")
     steps = _parse_steps(args.steps)
     twin = _load_twin(args.model_dir)
     if args.kind == "field":

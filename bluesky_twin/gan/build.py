@@ -432,8 +432,9 @@ def retrain_classifiers(
     ``metadata.json`` (``training.data``: ``generate_dataset(n, seed, geometry, size)``)
     and split as :func:`build_model` splits them (:func:`train_classifiers`, seeded by
     the recorded seed).  The generators, the domain-score reference and its calibration
-    are not touched (their files and checksums stay byte-identical).  Each classifier
-    directory is replaced atomically, then ``metadata.json``: ``classifiers``,
+    are not touched (their files and checksums stay byte-identical).  The result is
+    published as a new version of the model directory (the previous one is kept); its
+    ``metadata.json`` has ``classifiers``,
     ``training.classifier_validation_accuracy`` and ``training.classifiers`` are
     updated and the run is recorded under ``training.classifier_retraining`` (command,
     input scale, epochs, seconds, threads, torch version, time stamp).  The recorded
@@ -472,17 +473,18 @@ def retrain_classifiers(
     import torch
 
     from bluesky_twin.errors import ModelFileError
-    from bluesky_twin.gan.checkpoint import read_metadata
+    from bluesky_twin.gan.checkpoint import FORMAT, check_metadata
     from bluesky_twin.gan.model import CLASSIFIER_DIRS
-    from bluesky_twin.io_utils import atomic_write_json
     from bluesky_twin.ins.duq import INPUT_SCALES
+    from bluesky_twin.modeldir import open_version, write_version
 
     if isinstance(clf_epochs, bool) or not isinstance(clf_epochs, (int, np.integer)) or clf_epochs < 1:
         raise InputError(f"clf_epochs must be an integer >= 1, got {clf_epochs!r}")
     if input_scale is not None and input_scale not in INPUT_SCALES:
         raise InputError(f"input_scale must be one of {INPUT_SCALES}, got {input_scale!r}")
     path = Path(model_dir)
-    meta = read_metadata(path)
+    version = open_version(path, FORMAT)  # held in memory: the files carried over are these bytes
+    meta = dict(check_metadata(version))
     training = meta.get("training")
     if not isinstance(training, dict) or not isinstance(training.get("data"), dict):
         raise ModelFileError(f"{path}/metadata.json records no training data recipe (training.data)")
@@ -500,8 +502,6 @@ def retrain_classifiers(
         threads = torch.get_num_threads()
     finally:
         torch.set_num_threads(old_threads)
-    for kind, clf in classifiers.items():
-        clf.save(path / CLASSIFIER_DIRS[kind])
     record = {
         "command": command,
         "input_scale": next(iter(classifiers.values())).input_scale,
@@ -517,5 +517,16 @@ def retrain_classifiers(
     training["classifier_validation_accuracy"] = {k: c.metadata["validation_accuracy"] for k, c in classifiers.items()}
     training["classifiers"] = _classifier_record(classifiers, clf_epochs)
     training["classifier_retraining"] = record
-    atomic_write_json(path / "metadata.json", meta)
+    replaced = tuple(f"{d}/" for d in CLASSIFIER_DIRS.values())
+
+    def write_files(tmp: Path) -> None:
+        for rel, data in version.files.items():  # everything else, byte for byte
+            if rel == "metadata.json" or rel.startswith(replaced):
+                continue
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_bytes(data)
+        for kind, clf in classifiers.items():
+            clf.write_files(tmp / CLASSIFIER_DIRS[kind])
+
+    write_version(path, {k: v for k, v in meta.items() if k != "files"}, write_files)
     return record

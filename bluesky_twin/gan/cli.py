@@ -78,7 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--n-reference", type=int, default=256, help="domain-score reference frames (default 256)")
     p.add_argument("--n-calibration", type=int, default=200, help="domain-score calibration frames (default 200)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
-    p.add_argument("--force", action="store_true", help="replace an existing model directory")
+    p.add_argument("--overwrite", "--force", dest="force", action="store_true",
+                   help="publish a new version into an existing Exp2SimGAN model directory (the previous "
+                        "versions are kept); a directory or file that holds anything else is never replaced")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_train)
 
@@ -99,6 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--n-domain", type=int, default=200, help="frames per domain-score set")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--sim2exp-unmasked-input", action="store_true",
                    help="models trained with mask_unconvolved=true: also translate the unmasked simulations of the "
@@ -147,8 +150,10 @@ def _parse_recipe(items: list[str]) -> dict[str, object]:
 def _run_train(args: argparse.Namespace) -> int:
     from bluesky_twin.errors import InputError
 
-    if args.out.exists() and not args.force:
-        raise InputError(f"{args.out} exists; pass --force to replace it")
+    from bluesky_twin.gan.checkpoint import FORMAT
+    from bluesky_twin.modeldir import prepare_output_dir
+
+    prepare_output_dir(args.out, FORMAT, overwrite=args.force)
     for name in ("n", "iterations", "batch_size", "size"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1")
@@ -191,25 +196,28 @@ def _run_train(args: argparse.Namespace) -> int:
     from bluesky_twin.gan.build import build_model
 
     command = "bluesky-twin ins train " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["ins", "train"] else None
-    info = build_model(
-        args.out, n=args.n, seed=args.seed, size=args.size, preset=args.preset, iterations=args.iterations,
-        batch_size=args.batch_size, crop=args.crop, lr=args.lr, clf_epochs=args.clf_epochs,
-        clf_input_scale=args.clf_input_scale, geometry=args.geometry, recipe=recipe,
-        n_reference=args.n_reference, n_calibration=args.n_calibration,
-        sim2exp_resolution=args.sim2exp_resolution_layer, resolution_init_sigma=args.resolution_init_sigma,
-        resolution_lr_scale=args.resolution_lr_scale, resolution_instrument=instrument,
-        resolution_residual=residual, resolution_bose=args.resolution_bose,
-        resolution_maps_bounds=args.resolution_maps_bounds, resolution_bounds_margin=args.resolution_bounds_margin,
-        resolution_stochastic=args.resolution_stochastic, resolution_poisson=args.resolution_poisson,
-        resolution_spread_max=args.resolution_spread_max,
-        resolution_column_terms=args.resolution_column_terms, refill_masked=args.refill_masked,
-        pseudo_pair_weight=args.pseudo_pair_weight, pseudo_pair_widths=args.pseudo_pair_widths,
-        pseudo_pair_finetune=args.pseudo_pair_finetune,
-        num_threads=args.threads, progress=not args.quiet, command=command,
-    )
+    from bluesky_twin.modeldir import current_path, writer_lock
+
+    with writer_lock(args.out):
+        info = build_model(
+            args.out, n=args.n, seed=args.seed, size=args.size, preset=args.preset, iterations=args.iterations,
+            batch_size=args.batch_size, crop=args.crop, lr=args.lr, clf_epochs=args.clf_epochs,
+            clf_input_scale=args.clf_input_scale, geometry=args.geometry, recipe=recipe,
+            n_reference=args.n_reference, n_calibration=args.n_calibration,
+            sim2exp_resolution=args.sim2exp_resolution_layer, resolution_init_sigma=args.resolution_init_sigma,
+            resolution_lr_scale=args.resolution_lr_scale, resolution_instrument=instrument,
+            resolution_residual=residual, resolution_bose=args.resolution_bose,
+            resolution_maps_bounds=args.resolution_maps_bounds, resolution_bounds_margin=args.resolution_bounds_margin,
+            resolution_stochastic=args.resolution_stochastic, resolution_poisson=args.resolution_poisson,
+            resolution_spread_max=args.resolution_spread_max,
+            resolution_column_terms=args.resolution_column_terms, refill_masked=args.refill_masked,
+            pseudo_pair_weight=args.pseudo_pair_weight, pseudo_pair_widths=args.pseudo_pair_widths,
+            pseudo_pair_finetune=args.pseudo_pair_finetune,
+            num_threads=args.threads, progress=not args.quiet, command=command,
+        )
     sec = info["seconds"]
     print(f"wrote {args.out} ({sec['total']:.0f} s total, GAN {sec['gan']:.0f} s, "
-          f"{info['s_per_iteration']:.3f} s/iteration); loss curves in {args.out / 'plots'}")
+          f"{info['s_per_iteration']:.3f} s/iteration); loss curves in {current_path(args.out) / 'plots'}")
     return 0
 
 
@@ -219,16 +227,20 @@ def _run_train_classifiers(args: argparse.Namespace) -> int:
     if args.clf_epochs < 1:
         raise InputError("--clf-epochs must be >= 1")
     from bluesky_twin.gan.build import retrain_classifiers
+    from bluesky_twin.gan.checkpoint import read_metadata
+    from bluesky_twin.modeldir import writer_lock
 
+    read_metadata(args.model)  # a readable model, before anything trains
     argv = sys.argv[1:3]
     command = "bluesky-twin ins train-classifiers " + " ".join(sys.argv[3:]) if argv == ["ins", "train-classifiers"] else None
-    rec = retrain_classifiers(args.model, clf_epochs=args.clf_epochs, input_scale=args.input_scale,
-                              num_threads=args.threads, progress=not args.quiet, command=command)
+    with writer_lock(args.model, option="--model"):
+        rec = retrain_classifiers(args.model, clf_epochs=args.clf_epochs, input_scale=args.input_scale,
+                                  num_threads=args.threads, progress=not args.quiet, command=command)
     from bluesky_twin.gan.checkpoint import read_metadata
 
     acc = read_metadata(args.model)["training"]["classifier_validation_accuracy"]
     print(f"retrained the classifiers of {args.model} ({rec['input_scale']} input scale, {rec['epochs']} epochs, "
-          f"{rec['seconds']:.0f} s); validation accuracy "
+          f"{rec['seconds']:.0f} s; new version, the previous one kept); validation accuracy "
           + ", ".join(f"{k} {100 * v:.2f}%" for k, v in acc.items()))
     return 0
 
@@ -245,6 +257,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if args.n < 20 or args.n_domain < 20:
         raise InputError("--n and --n-domain must be >= 20 (20 frames per Sinkhorn repeat)")
     _check_output(args.json)
+    if args.json is not None:
+        from bluesky_twin.modeldir import check_output_file
+
+        check_output_file(args.json, overwrite=args.overwrite, option="--json")
     if args.threads:
         import torch
 

@@ -75,6 +75,8 @@ class Exp2SimModel:
         self.metadata = dict(metadata or {})
         self.classifiers = dict(classifiers or {})
         self.batch_size = batch_size
+        #: the model-directory version it was loaded from (``"v000001"``), else ``None``
+        self.model_version: str | None = None
         self.reference = None if reference is None else np.asarray(reference, dtype=np.float32)
         self.scorer: DomainScorer | None = None
         if self.reference is not None:
@@ -213,23 +215,38 @@ class Exp2SimModel:
         )
         writers = dict(extra_writers or {})
         for kind, clf in self.classifiers.items():
-            writers[CLASSIFIER_DIRS[kind]] = clf.save
+            writers[CLASSIFIER_DIRS[kind]] = clf.write_files
         sds = {"G_A": self.G_A.state_dict(), "G_B": self.G_B.state_dict()}
         return write_model_dir(path, sds, self.reference, meta, writers)
 
     @classmethod
     def load(cls, path: str | Path | None = None, load_classifiers: bool = True) -> "Exp2SimModel":
-        """Load a model directory (default: the shipped model); raises ModelFileError."""
-        from bluesky_twin.gan.checkpoint import read_generators, read_metadata, read_reference
+        """Load the current version of a model directory (default: the shipped model).
+
+        Every file is checked against its sha256, sizes against bounds, and the
+        classifier paths must lie inside the version; raises ModelFileError.
+        """
+        from bluesky_twin.gan.checkpoint import FORMAT
+        from bluesky_twin.modeldir import load_model
 
         path = Path(path) if path is not None else default_model_dir()
-        meta = read_metadata(path)
+        return load_model(path, FORMAT, lambda version: cls._from_version(version, load_classifiers))
+
+    @classmethod
+    def _from_version(cls, version: Any, load_classifiers: bool) -> "Exp2SimModel":
+        from bluesky_twin.gan.checkpoint import check_metadata, read_generators, read_reference
+
+        path = version.path
+        meta = check_metadata(version)
         try:
             config = GanConfig.from_dict(meta["config"])
             scaling = Scaling.from_dict(meta["preprocessing"]["scaling"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{path}/metadata.json has an invalid config: {exc}") from None
-        sds = read_generators(path, meta)
+        reference = read_reference(version)
+        if reference.ndim != config.dims + 1:
+            raise ModelFileError(f"{path}: domain reference has shape {reference.shape}, expected {config.dims + 1} axes")
+        sds = read_generators(version)
         G_A, G_B = make_generators(config, scaling)
         try:
             G_A.load_state_dict(sds["G_A"])
@@ -237,25 +254,26 @@ class Exp2SimModel:
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0:2]
             raise ModelFileError(f"{path}: weights do not match the config in metadata.json: {' '.join(first)}") from None
-        reference = read_reference(path, meta)
-        if reference.ndim != config.dims + 1:
-            raise ModelFileError(f"{path}: domain reference has shape {reference.shape}, expected {config.dims + 1} axes")
         classifiers: dict[str, Any] = {}
         if load_classifiers:
-            for kind, sub in (meta.get("classifiers") or {}).items():
-                classifiers[kind] = _load_classifier(path / sub)
-        return cls(G_A, G_B, config, scaling, reference=reference, domain_settings=meta.get("domain"),
-                   metadata=meta, classifiers=classifiers)
+            listed = meta.get("classifiers") or {}
+            if not isinstance(listed, dict):
+                raise ModelFileError(f"{path}/metadata.json: 'classifiers' is not an object")
+            for kind, sub in listed.items():
+                classifiers[kind] = _load_classifier(version, sub)
+        model = cls(G_A, G_B, config, scaling, reference=reference, domain_settings=meta.get("domain"),
+                    metadata=meta, classifiers=classifiers)
+        model.model_version = version.name
+        return model
 
 
-def _load_classifier(path: Path) -> Any:
+def _load_classifier(version: Any, sub: str) -> Any:
+    from bluesky_twin.ins.duq import DUQClassifier
+
+    view = version.sub(sub)  # refuses a path that leaves the version
     try:
-        from bluesky_twin.ins.duq import DUQClassifier
-    except ImportError as exc:  # pragma: no cover - ins is part of the package
-        raise ModelFileError(f"cannot load classifier {path}: {exc}") from None
-    try:
-        return DUQClassifier.load(path)
+        return DUQClassifier.from_version(view)
     except ModelFileError:
         raise
     except Exception as exc:
-        raise ModelFileError(f"cannot load classifier {path}: {type(exc).__name__}: {exc}") from None
+        raise ModelFileError(f"cannot load classifier {view.path}: {type(exc).__name__}: {exc}") from None

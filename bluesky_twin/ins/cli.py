@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="cut along (h, 1/2, 0) or powder |Q| (default cut)")
     p.add_argument("--size", type=int, default=64, help="frame size in pixels (default 64)")
     p.add_argument("--out", required=True, help="output file, must end in .npz")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.set_defaults(func=_run_generate)
@@ -44,8 +45,9 @@ def _run_generate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".npz":
         raise InputError(f"--out must name an .npz file, got {args.out!r}")
-    if out.exists() and out.is_dir():
-        raise InputError(f"--out {args.out!r} is a directory")
+    from bluesky_twin.modeldir import check_output_file
+
+    check_output_file(out, overwrite=args.overwrite)
 
     from bluesky_twin.ins.dataset import generate_dataset, summarize
 

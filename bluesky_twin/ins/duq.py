@@ -459,56 +459,79 @@ class DUQClassifier:
 
     # ------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``model.pt`` (state_dict) and ``metadata.json`` to directory ``path``.
+        """Publish the classifier as a new version of model directory *path*.
 
-        The directory is replaced atomically; the metadata records the configuration,
-        preprocessing, input shape, training history and the weights' sha256.
+        The layout is that of :mod:`bluesky_twin.modeldir` (checksummed, versioned,
+        previous versions kept until the new one is complete); the metadata records the
+        configuration, preprocessing, input shape and training history.
         """
-        from bluesky_twin.io_utils import atomic_directory, atomic_write_json, sha256_file
+        from bluesky_twin.modeldir import write_version
 
         if self._net is None:
             raise InputError("nothing to save: the DUQ classifier is not fitted")
         dest = Path(path)
-        with atomic_directory(dest) as tmp:
-            torch.save(self._net.state_dict(), tmp / WEIGHTS_FILE)
-            meta = {
-                "format": MODEL_FORMAT,
-                "format_version": MODEL_FORMAT_VERSION,
-                "config": asdict(self.config),
-                "preprocessing": self.preprocessing,
-                "input_shape": list(self.input_shape or ()),
-                "history": asdict(self.history),
-                "weights_sha256": sha256_file(tmp / WEIGHTS_FILE),
-                "torch_version": torch.__version__,
-                "extra": self.metadata,
-            }
-            atomic_write_json(tmp / METADATA_FILE, meta)
+        state = self._net.state_dict()
+        write_version(dest, self._metadata(weights_sha256=None), lambda tmp: torch.save(state, tmp / WEIGHTS_FILE))
         return dest
+
+    def write_files(self, directory: str | os.PathLike) -> None:
+        """Write the classifier's files (``model.pt``, ``metadata.json``) into *directory*.
+
+        For a classifier stored inside another model's version (the Exp2SimGAN model
+        directory), whose checksums cover these files too.
+        """
+        from bluesky_twin.io_utils import sha256_file
+        from bluesky_twin.modeldir import dumps_strict
+
+        if self._net is None:
+            raise InputError("nothing to save: the DUQ classifier is not fitted")
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        torch.save(self._net.state_dict(), d / WEIGHTS_FILE)
+        digest = sha256_file(d / WEIGHTS_FILE)
+        meta = self._metadata(weights_sha256=digest)
+        meta["files"] = {WEIGHTS_FILE: digest}
+        (d / METADATA_FILE).write_text(dumps_strict(meta))
+
+    def _metadata(self, weights_sha256: str | None) -> dict[str, Any]:
+        meta = {
+            "format": MODEL_FORMAT,
+            "format_version": MODEL_FORMAT_VERSION,
+            "config": asdict(self.config),
+            "preprocessing": self.preprocessing,
+            "input_shape": list(self.input_shape or ()),
+            "history": asdict(self.history),
+            "torch_version": torch.__version__,
+            "extra": self.metadata,
+        }
+        if weights_sha256 is not None:
+            meta["weights_sha256"] = weights_sha256
+        return meta
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "DUQClassifier":
-        """Load a classifier written by :meth:`save`.
+        """Load the current version of a classifier directory written by :meth:`save`.
 
         Raises
         ------
         ModelFileError
             If the directory or a file is missing, the metadata is not valid JSON of this
-            format, the weights' checksum does not match, or the weights do not load
-            (``torch.load(weights_only=True)``) into the described architecture.
+            format, a checksum does not match, a size is out of bounds, or the weights do
+            not load (``torch.load(weights_only=True)``) into the described architecture.
         """
-        from bluesky_twin.io_utils import sha256_file
+        from bluesky_twin.modeldir import load_model
 
-        src = Path(path)
-        meta_path, weights_path = src / METADATA_FILE, src / WEIGHTS_FILE
-        if not src.is_dir():
-            raise ModelFileError(f"DUQ model directory {src} does not exist")
-        for p in (meta_path, weights_path):
-            if not p.is_file():
-                raise ModelFileError(f"DUQ model directory {src} lacks {p.name}")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelFileError(f"{meta_path} is not valid JSON: {exc}") from None
+        return load_model(path, MODEL_FORMAT, cls.from_version)
+
+    @classmethod
+    def from_version(cls, version: Any) -> "DUQClassifier":
+        """Build a classifier from a verified :class:`~bluesky_twin.modeldir.ModelVersion` (or a view of one)."""
+        from bluesky_twin.io_utils import sha256_bytes
+        from bluesky_twin.modeldir import check_size
+
+        src = version.path
+        meta_path = src / METADATA_FILE
+        meta = version.metadata
         if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
             raise ModelFileError(f"{src} is not a bluesky-twin DUQ model")
         if meta.get("format_version") != MODEL_FORMAT_VERSION:
@@ -516,14 +539,22 @@ class DUQClassifier:
                 f"{src} has DUQ format version {meta.get('format_version')}, "
                 f"this version reads {MODEL_FORMAT_VERSION}"
             )
-        if sha256_file(weights_path) != meta.get("weights_sha256"):
-            raise ModelFileError(f"{weights_path} does not match the checksum in {METADATA_FILE}")
+        raw = version.read(WEIGHTS_FILE)
+        if "weights_sha256" in meta and sha256_bytes(raw) != meta["weights_sha256"]:
+            raise ModelFileError(f"{src / WEIGHTS_FILE} does not match the checksum in {METADATA_FILE}")
         try:
             config = dict(meta["config"])
-            n_classes = int(config.pop("n_classes"))
-            config["channels"] = tuple(config["channels"])
+            n_classes = check_size("n_classes", config.pop("n_classes"), 1, 1000, source=str(meta_path))
+            channels = config["channels"]
+            check_size("number of channel blocks", len(channels), 1, 16, source=str(meta_path))
+            config["channels"] = tuple(check_size("channels", c, 1, 2048, source=str(meta_path)) for c in channels)
+            for key in ("embedding_dim", "centroid_dim"):
+                if key in config:
+                    config[key] = check_size(key, config[key], 1, 8192, source=str(meta_path))
+            for s in meta.get("input_shape") or ():
+                check_size("input_shape", s, 1, 16384, source=str(meta_path))
             clf = cls(n_classes, **config)
-            state = torch.load(weights_path, map_location="cpu", weights_only=True)
+            state = version.torch_load(WEIGHTS_FILE)
             net = _DUQNet(clf.config)
             net.load_state_dict(state, strict=True)
         except ModelFileError:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from pathlib import Path
 
@@ -40,13 +41,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default=None,
                    help="training precision (default auto: bfloat16 matrix products on large maps "
                         "when the CPU has native bfloat16)")
-    p.add_argument("--force", action="store_true", help="replace an existing MODEL_DIR")
+    p.add_argument("--overwrite", "--force", dest="overwrite", action="store_true",
+                   help="publish a new version into an existing twin MODEL_DIR (the previous versions "
+                        "are kept); a directory or file that holds anything else is never replaced")
     p.set_defaults(func=_fit)
 
     p = sub.add_parser("predict", help="predict with a twin at the points of a CSV")
     p.add_argument("model", metavar="MODEL_DIR")
     p.add_argument("points", metavar="POINTS.csv", help="CSV with the twin's x columns by name")
     p.add_argument("--out", required=True, metavar="PRED.csv")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing PRED.csv (never the input)")
     p.add_argument("--fast", action="store_true",
                    help="answer from a tabulated copy of the twin (for many points; prints its error)")
     p.set_defaults(func=_predict)
@@ -58,15 +62,49 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_dashboard)
 
 
+#: Most Optuna trials one command may ask for.
+MAX_TRIALS = 100_000
+#: Most members of a final ensemble.
+MAX_ENSEMBLE = 64
+
+
+def _check_fit_args(args: argparse.Namespace) -> None:
+    """Refuse impossible fit options with one line, before anything is read or written."""
+    if args.y in args.x:
+        raise InputError(f"--y {args.y} is also given as --x: the measured column cannot be a scan axis")
+    if len(set(args.x)) != len(args.x):
+        raise InputError(f"--x names a column twice: {args.x}")
+    if args.trials is not None and not 1 <= args.trials <= MAX_TRIALS:
+        raise InputError(f"--trials must be between 1 and {MAX_TRIALS}, got {args.trials}")
+    if not 1 <= args.jobs <= 256:
+        raise InputError(f"--jobs must be between 1 and 256, got {args.jobs}")
+    for name in ("timeout", "budget"):
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise InputError(f"--{name} must be a positive number of seconds, got {value}")
+    if args.max_epochs is not None and not 1 <= args.max_epochs <= 1_000_000:
+        raise InputError(f"--max-epochs must be between 1 and 1000000, got {args.max_epochs}")
+    if args.ensemble is not None and not 1 <= args.ensemble <= MAX_ENSEMBLE:
+        raise InputError(f"--ensemble must be between 1 and {MAX_ENSEMBLE}, got {args.ensemble}")
+    if not os.path.isfile(args.data):
+        what = "a directory" if os.path.isdir(args.data) else "not found"
+        raise InputError(f"data file {args.data}: {what}")
+
+
 def _fit(args: argparse.Namespace) -> int:
+    from bluesky_twin.modeldir import prepare_output_dir, writer_lock
+    from bluesky_twin.twin.model import FORMAT
+
     out = Path(args.out)
-    if out.exists() and not args.force and args.warm_start is None:
-        if not out.is_dir() or any(out.iterdir()):
-            raise InputError(f"{out} exists; pass --force to replace it")
-    if args.trials is not None and args.trials < 1:
-        raise InputError("--trials must be >= 1")
-    if args.jobs < 1:
-        raise InputError("--jobs must be >= 1")
+    _check_fit_args(args)
+    prepare_output_dir(out, FORMAT, overwrite=args.overwrite)
+    if args.warm_start is not None and not Path(args.warm_start).is_dir():
+        raise InputError(f"--warm-start {args.warm_start}: not a model directory")
+    with writer_lock(out):
+        return _fit_locked(args, out)
+
+
+def _fit_locked(args: argparse.Namespace, out: Path) -> int:
     import optuna
 
     from bluesky_twin.data import load_scan_table
@@ -104,7 +142,7 @@ def _fit(args: argparse.Namespace) -> int:
               f"noise RMS {lr['noise_rms']:.4g} {m['y_name']} units")
     print(f"trials: {m['n_trials_complete']} complete, {m['n_trials_pruned']} pruned; "
           f"fit {m['fit_seconds']:.1f} s ({m['training_precision']} training); study {m['study_name']!r}")
-    print(f"wrote {out} (version {twin.version})")
+    print(f"wrote {out} (twin {twin.version}, model-directory version {twin.model_version})")
     return 0
 
 
@@ -113,6 +151,9 @@ def _predict(args: argparse.Namespace) -> int:
     from bluesky_twin.io_utils import atomic_path
     from bluesky_twin.twin import DigitalTwin
 
+    from bluesky_twin.modeldir import check_output_file
+
+    check_output_file(args.out, overwrite=args.overwrite, inputs=(args.points,))
     twin = DigitalTwin.load(args.model)
     points = read_csv(args.points)
     pred = twin.predict_frame(points, fast=args.fast)
@@ -135,7 +176,8 @@ def _dashboard(args: argparse.Namespace) -> int:
     if os.path.isdir(target):
         from bluesky_twin.twin import DigitalTwin
 
-        url = DigitalTwin.load(target).storage_url(target)
+        twin = DigitalTwin.load(target)  # holds its private copy of the study journal
+        url = twin.storage_url()
     else:
         url = target
     try:

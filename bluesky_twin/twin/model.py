@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     import torch
 
+    from bluesky_twin.modeldir import ModelVersion
     from bluesky_twin.twin.network import BatchedMLP
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,14 @@ MIN_FINAL_EPOCHS = 20
 #: Trials of a warm-start refit when the caller does not say.
 DEFAULT_WARM_TRIALS = 4
 
+# Bounds on sizes read from a saved twin's metadata, checked before anything is
+# allocated (the search space itself stays far inside them).
+MAX_AXES = 16
+MAX_ENSEMBLE_MEMBERS = 64
+MAX_LAYERS = 64
+MAX_UNITS = 4096
+MAX_PARAMETERS = 50_000_000
+
 
 @dataclass(frozen=True)
 class Scaler:
@@ -79,10 +88,23 @@ class Scaler:
     scale: np.ndarray
 
     @classmethod
-    def fit(cls, values: np.ndarray) -> "Scaler":
+    def fit(cls, values: np.ndarray, name: str = "data") -> "Scaler":
+        """Standardise each column of *values*.
+
+        Raises
+        ------
+        InputError
+            The mean or spread of a column is not finite (readings so large that their
+            variance overflows, e.g. 1e308): nothing can be learned from them.
+        """
         values = np.atleast_2d(values.T).T
-        scale = values.std(axis=0)
-        return cls(values.mean(axis=0), np.where(scale > 0, scale, 1.0))
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean, scale = values.mean(axis=0), values.std(axis=0)
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale))):
+            raise InputError(f"the {name} column(s) hold values too large to standardise "
+                             f"(mean {np.asarray(mean).tolist()}, spread {np.asarray(scale).tolist()}); "
+                             "check the data for absurd readings")
+        return cls(mean, np.where(scale > 0, scale, 1.0))
 
     def transform(self, values: np.ndarray) -> np.ndarray:
         return (values - self.mean) / self.scale
@@ -141,6 +163,8 @@ class DigitalTwin:
         and a hash of data and weights).
     metadata
         Everything recorded about the fit (written to ``metadata.json``).
+    model_version
+        The model-directory version it was loaded from (``"v000003"``), else ``None``.
     """
 
     def __init__(self, models: "torch.nn.ModuleList", x_scaler: Scaler, y_scaler: Scaler,
@@ -154,6 +178,7 @@ class DigitalTwin:
         self._journal = journal
         self._table: Any = None
         self._table_lock = threading.Lock()
+        self.model_version: str | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -401,14 +426,18 @@ class DigitalTwin:
         if warm_start is not None:
             x_scaler, y_scaler = warm_start._x_scaler, warm_start._y_scaler
         else:
-            x_scaler, y_scaler = Scaler.fit(table.X), Scaler.fit(table.y)
+            x_scaler, y_scaler = Scaler.fit(table.X, "x"), Scaler.fit(table.y, table.y_name)
         try:
             space = space.resolved(len(table), LARGE_DATA_ROWS)
         except ValueError as exc:
             raise InputError(str(exc)) from None
         precision = space.precision
-        Xt = torch.from_numpy(x_scaler.transform(table.X).astype(np.float32))
-        yt = torch.from_numpy(y_scaler.transform(table.y.reshape(-1, 1)).astype(np.float32))
+        with np.errstate(over="ignore", invalid="ignore"):
+            Xt = torch.from_numpy(x_scaler.transform(table.X).astype(np.float32))
+            yt = torch.from_numpy(y_scaler.transform(table.y.reshape(-1, 1)).astype(np.float32))
+        if not (bool(torch.isfinite(Xt).all()) and bool(torch.isfinite(yt).all())):
+            raise InputError("the data hold values that overflow once standardised (absurd readings, "
+                             "or far outside a warm-start twin's range)")
         line_axis, folds = _line_folds(table.X, n_folds, seed)
         if search_folds is None:
             search_folds = len(folds) if len(table) < LARGE_DATA_ROWS else 1
@@ -569,103 +598,136 @@ class DigitalTwin:
                                              "network_train_r2": _r2(table.y, fitted)}
                 fitted = fitted + twin._line_residual(table.X)
         metadata["train_r2"] = _r2(table.y, fitted)
+        if not np.all(np.isfinite(fitted)):
+            raise InputError("training diverged: the twin predicts non-finite values on its own data "
+                             "(check the data for absurd readings)")
         metadata["version"] = f"{refit}-{_weights_hash(models, metadata['data_sha256'])[:8]}"
         return twin
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the twin to directory *path* atomically (replacing an old one whole)."""
+    def save(self, path: str | os.PathLike, *, keep: int | None = None) -> Path:
+        """Publish the twin as a new version of model directory *path*.
+
+        The directory layout is that of :mod:`bluesky_twin.modeldir`: the previous
+        versions stay until the new one is complete (the newest ``keep`` are kept), a
+        reader always loads one whole version, and every file is checksummed.  A path
+        that holds anything but a measurement twin is refused with :class:`InputError`.
+        """
         import torch
 
-        from bluesky_twin.io_utils import atomic_directory
+        from bluesky_twin.modeldir import KEEP_VERSIONS, write_version
 
         path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise InputError(f"{path} exists and is not a directory")
         state = {k: v.detach().clone() for k, v in self._models.state_dict().items()}
         meta = dict(self.metadata)
-        with atomic_directory(path) as tmp:
+        meta.pop("files", None)
+        line_residual = self._line_residual
+        journal = self._journal
+
+        def write_files(tmp: Path) -> None:
             torch.save(state, tmp / WEIGHTS_FILE)
-            if self._journal is not None and self._journal.exists():
-                shutil.copyfile(self._journal, tmp / JOURNAL_FILE)
-            elif (path / JOURNAL_FILE).exists() and meta.get("storage") == f"journal:{JOURNAL_FILE}":
-                shutil.copyfile(path / JOURNAL_FILE, tmp / JOURNAL_FILE)
-            if self._line_residual is not None:
+            if journal is not None and journal.exists():
+                shutil.copyfile(journal, tmp / JOURNAL_FILE)
+            if line_residual is not None:
                 with open(tmp / LINE_RESIDUAL_FILE, "wb") as fh:
-                    np.savez(fh, **self._line_residual.arrays())
-            (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+                    np.savez(fh, **line_residual.arrays())
+
+        try:
+            self.model_version = write_version(path, meta, write_files, keep=KEEP_VERSIONS if keep is None else keep)
+        except ValueError as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise ModelFileError(f"cannot save the twin to {path}: {exc}") from None
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "DigitalTwin":
-        """Load a twin saved by :meth:`save`.
+        """Load the current version of a twin model directory written by :meth:`save`.
 
         Raises
         ------
         ModelFileError
-            The directory is missing, its metadata is unreadable or of another
-            format, or the weights do not match the metadata.
+            The directory is missing or of another format, a file is missing, unlisted
+            or does not match its checksum, a size in the metadata is out of bounds,
+            or the weights do not match the metadata.
         """
+        from bluesky_twin.modeldir import load_model
+
+        return load_model(path, FORMAT, cls._from_version)
+
+    @classmethod
+    def _from_version(cls, version: "ModelVersion") -> "DigitalTwin":
         import torch
 
+        from bluesky_twin.modeldir import check_size
         from bluesky_twin.twin.network import BatchedMLP
 
-        path = Path(path)
+        path, meta = version.path, version.metadata
         meta_path = path / METADATA_FILE
-        if not path.is_dir():
-            raise ModelFileError(f"twin model directory not found: {path}")
-        if not meta_path.exists():
-            raise ModelFileError(f"{path} is not a twin model directory (no {METADATA_FILE})")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelFileError(f"{meta_path} is corrupt: {exc}") from exc
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ModelFileError(f"{path} holds no measurement twin (format {meta.get('format') if isinstance(meta, dict) else None!r})")
         if int(meta.get("format_version", -1)) > FORMAT_VERSION:
             raise ModelFileError(f"{path} was written by a newer bluesky-twin (format {meta['format_version']})")
         if int(meta.get("format_version", -1)) < FORMAT_VERSION:
             raise ModelFileError(f"{path} uses the old twin format {meta.get('format_version')}; refit it")
         try:
+            n_in = check_size("number of x axes", len(meta["x_names"]), 1, MAX_AXES)
+            entries = meta["ensemble"]
+            check_size("ensemble entries", len(entries), 1, MAX_ENSEMBLE_MEMBERS)
+            n_params = 0
+            for e in entries:
+                p = e["params"]
+                members = check_size("ensemble members", e["members"], 1, MAX_ENSEMBLE_MEMBERS)
+                layers = check_size("n_layers", p["n_layers"], 1, MAX_LAYERS)
+                units = check_size("n_units", p["n_units"], 1, MAX_UNITS)
+                feats = check_size("fourier_features", p.get("fourier_features", 0), 0, MAX_UNITS)
+                width_in = n_in + 2 * feats
+                n_params += members * (width_in * units + (layers - 1) * units * units + units)
+            if n_params > MAX_PARAMETERS:
+                raise ModelFileError(f"{meta_path}: the ensemble would hold {n_params:.3g} parameters "
+                                     f"(at most {MAX_PARAMETERS:.3g})")
             x_scaler = Scaler.from_dict(meta["x_scaler"])
             y_scaler = Scaler.from_dict(meta["y_scaler"])
-            n_in = len(meta["x_names"])
+            if x_scaler.mean.shape != (n_in,) or y_scaler.mean.shape != (1,):
+                raise ValueError("scaler sizes do not match the axes")
+            if not (np.all(np.isfinite(x_scaler.scale)) and np.all(np.isfinite(y_scaler.scale))):
+                raise ValueError("non-finite scaler statistics")
             models = torch.nn.ModuleList(
-                BatchedMLP.from_params(int(e["members"]), n_in, e["params"]) for e in meta["ensemble"])
-            if not len(models):
-                raise ValueError("empty ensemble")
+                BatchedMLP.from_params(int(e["members"]), n_in, e["params"]) for e in entries)
+        except ModelFileError:
+            raise
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{meta_path} is incomplete or inconsistent: {exc!r}") from exc
+        state = version.torch_load(WEIGHTS_FILE)
         try:
-            state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
             models.load_state_dict(state, strict=True)
-        except FileNotFoundError as exc:
-            raise ModelFileError(f"{path} has no {WEIGHTS_FILE}") from exc
-        except Exception as exc:  # unpickling/shape errors of many kinds
-            raise ModelFileError(f"{path / WEIGHTS_FILE} is corrupt or does not match {METADATA_FILE}: {exc}") from exc
+        except Exception as exc:  # shape/key errors of many kinds
+            raise ModelFileError(f"{path / WEIGHTS_FILE} does not match {METADATA_FILE}: {exc}") from exc
         models.eval()
         line_residual = None
         if meta.get("line_residual"):
+            arrays = version.numpy_load(LINE_RESIDUAL_FILE)
             try:
-                with np.load(path / LINE_RESIDUAL_FILE, allow_pickle=False) as arrays:
-                    line_residual = LineResidual.from_saved(meta["line_residual"], arrays)
-            except FileNotFoundError as exc:
-                raise ModelFileError(f"{path} has no {LINE_RESIDUAL_FILE}, which {METADATA_FILE} lists") from exc
-            except Exception as exc:  # zip/format/shape errors of many kinds
-                raise ModelFileError(f"{path / LINE_RESIDUAL_FILE} is corrupt or does not match "
+                line_residual = LineResidual.from_saved(meta["line_residual"], arrays)
+            except Exception as exc:  # format/shape errors of many kinds
+                raise ModelFileError(f"{path / LINE_RESIDUAL_FILE} does not match "
                                      f"{METADATA_FILE}: {exc}") from exc
-        journal = path / JOURNAL_FILE
-        return cls(models, x_scaler, y_scaler, meta, journal=journal if journal.exists() else None,
-                   line_residual=line_residual)
+        journal = None
+        if version.has(JOURNAL_FILE):
+            # a private copy: optuna may write next to a journal it opens, and a
+            # published version never changes
+            tmpdir = Path(tempfile.mkdtemp(prefix="bluesky-twin-study-"))
+            journal = tmpdir / JOURNAL_FILE
+            journal.write_bytes(version.read(JOURNAL_FILE))
+        twin = cls(models, x_scaler, y_scaler, meta, journal=journal, line_residual=line_residual)
+        if journal is not None:
+            weakref.finalize(twin, shutil.rmtree, journal.parent, True)
+        twin.model_version = version.name
+        return twin
 
     def storage_url(self, model_dir: str | os.PathLike | None = None) -> str:
-        """The Optuna storage URL of the study, resolving a saved journal file."""
+        """The Optuna storage URL of the study (a saved journal: the twin's private copy of it)."""
         url = str(self.metadata["storage"])
-        if url == f"journal:{JOURNAL_FILE}":
-            if model_dir is not None:
-                return f"journal:{Path(model_dir) / JOURNAL_FILE}"
-            if self._journal is not None:
-                return f"journal:{self._journal}"
+        if url == f"journal:{JOURNAL_FILE}" and self._journal is not None:
+            return f"journal:{self._journal}"
         return url
 
 
