@@ -304,7 +304,7 @@ def test_cli_train_records_the_resolution_layer(tmp_path, capsys):
     assert rec["sigma_meV"][0] == pytest.approx(rec["sigma_rows"][0] * 0.25, rel=1e-3)
     assert {"elastic_amplitude", "background", "counts_scale"} <= set(rec) and "temperature" not in rec
     assert cfg["resolution_energy_range"] is None  # no Bose factor unless --resolution-bose
-    assert (out / "plots" / "resolution_width.png").exists()
+    assert (current_path(out) / "plots" / "resolution_width.png").exists()
     m = Exp2SimModel.load(out)
     assert isinstance(m.G_B, ResolutionResnetGenerator) and not m.G_B.residual
     assert m.G_B.resolution.instrument
