@@ -20,7 +20,20 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .stubs import check_limits, clip_to_limits, limits_of, motor_dimensions, wait_for_twin
+from bluesky_twin.errors import InputError
+
+from .stubs import (
+    check_limits,
+    clip_to_limits,
+    limits_of,
+    motor_dimensions,
+    require_common,
+    require_devices,
+    require_int,
+    require_number,
+    require_points,
+    wait_for_twin,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -126,35 +139,65 @@ def twin_adaptive_scan(
     Returns
     -------
     AdaptiveScanResult
+
+    Raises
+    ------
+    InputError
+        A bad argument (one line), before the first message: nothing has moved.  This
+        includes a scan of more than :data:`~bluesky_twin.plans.stubs.MAX_POINTS`
+        readings (``budget * line_num``).
+    LimitError
+        An explicit value (line points, initial lines, ``step_range``) outside the limits.
     """
     import bluesky.plans as bp
     from cycler import cycler
 
-    if not detectors:
-        raise ValueError("detectors must not be empty")
-    if int(line_num) < 3:
-        raise ValueError(f"line_num must be >= 3; got {line_num}")
-    if budget < 1 or batch_size < 1:
-        raise ValueError("budget and batch_size must be >= 1")
+    # ---- argument checks: all of them before the first message (nothing moves before they pass) ----
+    detectors = require_devices(detectors, {"line_motor": line_motor, "step_motor": step_motor})
+    require_common(trainer=trainer, per_step=per_step, md=md, twin_timeout=twin_timeout,
+                   poll_interval=poll_interval)
+    line_start = require_number("line_start", line_start)
+    line_stop = require_number("line_stop", line_stop)
+    if line_start == line_stop:
+        raise InputError(f"line_start and line_stop must differ; both are {line_start}")
+    line_num = require_int("line_num", line_num, minimum=3)
+    budget = require_int("budget", budget, minimum=1)
+    batch_size = require_int("batch_size", batch_size, minimum=1)
+    require_points("the scan", budget * line_num, f"a budget of {budget} lines x {line_num} points per line",
+                   "use a smaller budget or line_num")
     if out_of_limits not in ("clip", "refuse"):
-        raise ValueError(f"out_of_limits must be 'clip' or 'refuse'; got {out_of_limits!r}")
+        raise InputError(f"out_of_limits must be 'clip' or 'refuse'; got {out_of_limits!r}")
+    if agent is None:
+        if acquisition not in ("std", "derived"):
+            raise InputError(f"acquisition must be 'std' or 'derived'; got {acquisition!r}")
+    elif not (callable(getattr(agent, "suggest", None)) and callable(getattr(agent, "ingest", None))):
+        raise InputError(f"agent must have suggest(n) and ingest(points); got {agent!r}")
+    tolerance = require_number("tolerance", tolerance, minimum=0.0)
     for m in (line_motor, step_motor):
         if m.name not in trainer.x_fields:
-            raise ValueError(f"{m.name!r} is not an input of the trainer {trainer.x_fields}")
-    line_points = check_limits(line_motor, np.linspace(line_start, line_stop, int(line_num)), what="line point")
-    initial = check_limits(step_motor, initial_lines, what="initial line")
+            raise InputError(f"{m.name!r} is not an input of the trainer {trainer.x_fields}")
+    if line_motor.name == step_motor.name:
+        raise InputError("line_motor and step_motor must be different positioners")
+    line_points = check_limits(line_motor, np.linspace(line_start, line_stop, line_num), what="line point")
+    if isinstance(initial_lines, (str, bytes)) or not hasattr(initial_lines, "__iter__"):
+        raise InputError(f"initial_lines must be a list of {step_motor.name} values; got {initial_lines!r}")
+    initial = check_limits(step_motor, [require_number("initial line", v) for v in initial_lines],
+                           what="initial line")
     if len(initial) == 0:
-        raise ValueError("initial_lines must not be empty")
+        raise InputError("initial_lines must not be empty")
     lim = limits_of(step_motor)
     if step_range is None:
         if lim is None:
-            raise ValueError(f"{step_motor.name} has no limits: give step_range=(low, high)")
+            raise InputError(f"{step_motor.name} has no limits: give step_range=(low, high)")
         step_range = lim
-    step_range = tuple(float(v) for v in step_range)
+    if isinstance(step_range, (str, bytes)) or not hasattr(step_range, "__iter__") or len(tuple(step_range)) != 2:
+        raise InputError(f"step_range must be (low, high); got {step_range!r}")
+    step_range = tuple(require_number("step_range end", v) for v in step_range)
     check_limits(step_motor, step_range, what="step_range end")
     if not step_range[0] < step_range[1]:
-        raise ValueError(f"step_range must have low < high; got {step_range}")
-    sep = float(min_separation) if min_separation is not None else (step_range[1] - step_range[0]) / 200.0
+        raise InputError(f"step_range must have low < high; got {step_range}")
+    sep = (require_number("min_separation", min_separation, minimum=0.0) if min_separation is not None
+           else (step_range[1] - step_range[0]) / 200.0)
     if agent is None:
         from bluesky_twin.agent import TwinLineAgent
 

@@ -19,7 +19,22 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .stubs import TwinUnavailableError, check_limits, clip_to_limits, limits_of, motor_dimensions, wait_for_twin
+from bluesky_twin.errors import InputError
+
+from .stubs import (
+    MAX_POINTS,
+    TwinUnavailableError,
+    check_limits,
+    clip_to_limits,
+    limits_of,
+    motor_dimensions,
+    require_common,
+    require_devices,
+    require_int,
+    require_number,
+    require_points,
+    wait_for_twin,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +100,33 @@ class CoarseToFineResult:
             "dsm_rmse_pct": self.dsm_rmse_pct,
             "notes": list(self.notes),
         }
+
+
+def _check_candidate_steps(steps: Any, low_T: float, high_T: float, fine_t_num: int) -> np.ndarray:
+    """The candidate field steps (tesla) as a sorted array, refused unless the study can use them.
+
+    Each step must be a positive finite number, the finest must fit in the field range, and
+    the fields they imply (the step study simulates every candidate's fields and the
+    finest-step reference, each at *fine_t_num* temperatures) must stay within
+    :data:`~bluesky_twin.plans.stubs.MAX_POINTS`.
+    """
+    if isinstance(steps, (str, bytes)) or not hasattr(steps, "__iter__"):
+        raise InputError(f"candidate_steps must be a list of field steps in tesla; got {steps!r}")
+    values = sorted({require_number("candidate step", v, minimum=0.0, strict=True) for v in steps})
+    if len(values) < 2:
+        raise InputError("candidate_steps needs at least two distinct steps (the finest is the reference)")
+    span = high_T - low_T
+    if values[0] >= span:
+        raise InputError(f"the finest candidate step {values[0]:g} T does not fit in the field range "
+                         f"[{low_T:g}, {high_T:g}] T")
+    # fields of one step: low, the multiples of the step inside (low, high), high
+    levels = sum(span / v + 3.0 for v in values)
+    require_points("the field-step study", levels * fine_t_num,
+                   f"candidate_steps {values[:3]}{'...' if len(values) > 3 else ''} T over {span:g} T imply "
+                   f"{levels:,.0f} fields x {fine_t_num} temperatures",
+                   f"use candidate steps of at least {span * fine_t_num * len(values) / MAX_POINTS:.3g} T, "
+                   "a narrower field range or a smaller fine_t_num")
+    return np.asarray(values, dtype=float)
 
 
 def _grid_cycler(outer: Any, outer_values: Sequence[float], inner: Any, inner_values: Sequence[float]):
@@ -157,46 +199,63 @@ def coarse_to_fine(
 
     Raises
     ------
-    ValueError, LimitError
-        Bad arguments (before anything moves).
+    InputError
+        A bad argument (one line), before the first message: nothing has moved.  This
+        includes candidate steps (or a field range) that imply more than
+        :data:`~bluesky_twin.plans.stubs.MAX_POINTS` readings or model evaluations,
+        and a bad ``field_unit`` / ``moment_unit`` / ``mass_g``.
+    LimitError
+        An explicit value (temperatures, coarse fields, field range) outside the limits.
     TwinUnavailableError
         The twin did not arrive within *twin_timeout* (after the coarse run).
     """
     import bluesky.plans as bp
 
-    from bluesky_twin.analysis.mce import entropy_change_from_twin, entropy_change_isofield, field_to_tesla
+    from bluesky_twin.analysis.mce import (
+        _si_conversion,
+        entropy_change_from_twin,
+        entropy_change_isofield,
+        field_to_tesla,
+    )
     from bluesky_twin.analysis.steps import DEFAULT_FIELD_STEPS_T, field_levels, field_step_study
 
-    # ---- argument checks (nothing moves before they pass) ----
-    if not detectors:
-        raise ValueError("detectors must not be empty")
-    if int(t_num) < 3:
-        raise ValueError(f"t_num must be >= 3; got {t_num}")
-    fine_t_num = int(fine_t_num) if fine_t_num is not None else 2 * int(t_num)
-    if fine_t_num < 3:
-        raise ValueError(f"fine_t_num must be >= 3; got {fine_t_num}")
+    # ---- argument checks: all of them before the first message (nothing moves before they pass) ----
+    detectors = require_devices(detectors, {"temperature": temperature, "field": field})
+    require_common(trainer=trainer, per_step=per_step, md=md, twin_timeout=twin_timeout,
+                   poll_interval=poll_interval)
+    t_start = require_number("t_start", t_start)
+    t_stop = require_number("t_stop", t_stop)
     if not t_stop > t_start:
-        raise ValueError(f"t_stop ({t_stop}) must exceed t_start ({t_start})")
-    coarse_fields = sorted({float(h) for h in coarse_fields})
+        raise InputError(f"t_stop ({t_stop}) must exceed t_start ({t_start})")
+    t_num = require_int("t_num", t_num, minimum=3)
+    fine_t_num = require_int("fine_t_num", fine_t_num if fine_t_num is not None else 2 * t_num, minimum=3)
+    if isinstance(coarse_fields, (str, bytes)) or not hasattr(coarse_fields, "__iter__"):
+        raise InputError(f"coarse_fields must be a list of fields; got {coarse_fields!r}")
+    coarse_list = [require_number("coarse field", h) for h in coarse_fields]
+    coarse_fields = sorted(set(coarse_list))
     if len(coarse_fields) < 2:
-        raise ValueError("coarse_fields needs at least two distinct fields")
+        raise InputError("coarse_fields needs at least two distinct fields")
+    require_points("the coarse run", len(coarse_fields) * t_num,
+                   f"{len(coarse_fields)} fields x {t_num} temperatures", "use fewer coarse_fields or a smaller t_num")
     t_name, h_name = temperature.name, field.name
     for name in (t_name, h_name):
         if name not in trainer.x_fields:
-            raise ValueError(f"{name!r} is not an input of the trainer {trainer.x_fields}")
-    if not (twin_timeout >= 0 and poll_interval > 0):
-        raise ValueError("twin_timeout must be >= 0 and poll_interval > 0")
-    coarse_T = check_limits(temperature, np.linspace(t_start, t_stop, int(t_num)), what="temperature")
+            raise InputError(f"{name!r} is not an input of the trainer {trainer.x_fields}")
+    tolerance = require_number("tolerance", tolerance, minimum=0.0)
+    to_T = float(field_to_tesla(1.0, field_unit))  # InputError for an unknown unit
+    _si_conversion(moment_unit, require_number("mass_g", mass_g, minimum=0.0, strict=True, optional=True),
+                   trainer.y_field)  # InputError for a bad unit or mass, now rather than after the scans
+    coarse_T = check_limits(temperature, np.linspace(t_start, t_stop, t_num), what="temperature")
     check_limits(field, coarse_fields, what="coarse field")
     fine_T = np.linspace(t_start, t_stop, fine_t_num)
     lim = limits_of(field)
-    h_lo = coarse_fields[0] if field_min is None else float(field_min)
-    h_hi = coarse_fields[-1] if field_max is None else float(field_max)
+    h_lo = coarse_fields[0] if field_min is None else require_number("field_min", field_min)
+    h_hi = coarse_fields[-1] if field_max is None else require_number("field_max", field_max)
     check_limits(field, [h_lo, h_hi], what="field range end")
     if not h_hi > h_lo:
-        raise ValueError(f"field_max ({h_hi}) must exceed field_min ({h_lo})")
-    to_T = float(field_to_tesla(1.0, field_unit))
-    steps_T = np.asarray(candidate_steps if candidate_steps is not None else DEFAULT_FIELD_STEPS_T, dtype=float)
+        raise InputError(f"field_max ({h_hi}) must exceed field_min ({h_lo})")
+    steps_T = _check_candidate_steps(candidate_steps if candidate_steps is not None else DEFAULT_FIELD_STEPS_T,
+                                     h_lo * to_T, h_hi * to_T, fine_t_num)
 
     base_md = {"detectors": [d.name for d in detectors], "motors": [h_name, t_name], "plan_name": "coarse_to_fine",
                "twin_x": list(trainer.x_fields), "twin_y": trainer.y_field,

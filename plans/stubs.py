@@ -5,6 +5,12 @@ loop stays free (pause, resume and Ctrl-C keep working while a refit runs).
 ``limits_of`` / ``check_limits`` / ``clip_to_limits`` make sure no motor is ever
 commanded outside its limits: explicit user values are refused up front with
 :class:`~bluesky_twin.errors.LimitError`, model proposals are clipped (or dropped).
+
+``require_int``, ``require_number``, ``require_points``, ``require_devices`` and
+``require_common`` check plan arguments before a plan yields its first message: a bad
+argument raises :class:`~bluesky_twin.errors.InputError` (one line) and nothing moves.
+``require_points`` bounds the readings a run (or a model evaluation) implies to
+:data:`MAX_POINTS`.
 """
 from __future__ import annotations
 
@@ -15,12 +21,16 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from bluesky_twin.errors import LimitError
+from bluesky_twin.errors import InputError, LimitError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TwinUnavailableError", "check_limits", "clip_to_limits", "limits_of", "motor_dimensions",
-           "wait_for_twin"]
+__all__ = ["MAX_POINTS", "TwinUnavailableError", "check_limits", "clip_to_limits", "limits_of", "motor_dimensions",
+           "require_common", "require_devices", "require_int", "require_number", "require_points", "wait_for_twin"]
+
+#: Most readings one run of a plan may imply, and most model evaluations a step study may
+#: imply (a 1e-9 T step over 3 T would otherwise ask for billions).
+MAX_POINTS = 1_000_000
 
 
 class TwinUnavailableError(RuntimeError):
@@ -57,8 +67,8 @@ def wait_for_twin(
     """
     import bluesky.plan_stubs as bps
 
-    if not (timeout >= 0 and poll_interval > 0):
-        raise ValueError("timeout must be >= 0 and poll_interval > 0")
+    require_number("timeout", timeout, minimum=0.0, allow_inf=True)
+    require_number("poll_interval", poll_interval, minimum=0.0, strict=True)
     deadline = time.monotonic() + timeout
     while True:
         done, twin = trainer.poll(newer_than=newer_than, run_uid=run_uid)
@@ -150,3 +160,95 @@ def motor_dimensions(motors: Sequence[Any], stream: str = "primary") -> list[tup
         fields = list(getattr(m, "hints", {}).get("fields", []) or [m.name])
         dims.append((fields, stream))
     return dims
+
+
+# ----------------------------------------------------------------------------- argument checks
+
+
+def require_int(name: str, value: Any, *, minimum: int = 1, maximum: int = MAX_POINTS) -> int:
+    """*value* as an ``int`` in ``[minimum, maximum]``.
+
+    Raises
+    ------
+    InputError
+        Not an integer (``3.5``, ``True``, ``"3"``), or out of range.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, np.floating)):
+        raise InputError(f"{name} must be an integer; got {value!r}")
+    if isinstance(value, (float, np.floating)) and not (math.isfinite(value) and float(value).is_integer()):
+        raise InputError(f"{name} must be an integer; got {value!r}")
+    v = int(value)
+    if not minimum <= v <= maximum:
+        raise InputError(f"{name} must be between {minimum} and {maximum:,}; got {v}")
+    return v
+
+
+def require_number(name: str, value: Any, *, minimum: float | None = None, strict: bool = False,
+                   allow_inf: bool = False, optional: bool = False) -> float | None:
+    """*value* as a finite ``float`` (``>= minimum``, or ``> minimum`` with *strict*).
+
+    Raises
+    ------
+    InputError
+        Not a number, NaN, infinite (unless *allow_inf*), or below the minimum.
+    """
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputError(f"{name} must be a number; got {value!r}")
+    v = float(value)
+    if math.isnan(v) or (math.isinf(v) and not allow_inf):
+        raise InputError(f"{name} must be a finite number; got {value!r}")
+    if minimum is not None and (v <= minimum if strict else v < minimum):
+        raise InputError(f"{name} must be {'>' if strict else '>='} {minimum:g}; got {value!r}")
+    return v
+
+
+def require_points(what: str, n: float, how: str, advice: str) -> int:
+    """Refuse a run or a model evaluation of more than :data:`MAX_POINTS` points.
+
+    Parameters
+    ----------
+    what
+        What the points are for (``"the coarse run"``).
+    n
+        How many points the arguments imply (may be a huge float).
+    how
+        How *n* comes about (``"4 fields x 10 temperatures"``).
+    advice
+        Which arguments to change.
+    """
+    if not n <= MAX_POINTS:  # also catches inf / nan
+        raise InputError(f"{what} would take {n:,.0f} points ({how}); at most {MAX_POINTS:,}: {advice}")
+    return int(n)
+
+
+def require_devices(detectors: Any, motors: dict[str, Any]) -> list[Any]:
+    """Check that *detectors* is a non-empty sequence of readables and each motor is movable."""
+    from collections.abc import Iterable as _Iterable, Mapping
+
+    if isinstance(detectors, (str, bytes, Mapping)) or not isinstance(detectors, _Iterable):
+        raise InputError(f"detectors must be a list of readable devices; got {detectors!r}")
+    dets = list(detectors)
+    if not dets:
+        raise InputError("detectors must not be empty")
+    for d in dets:
+        if not (hasattr(d, "read") and hasattr(d, "name")):
+            raise InputError(f"detector {d!r} is not a readable device (no read() / name)")
+    for name, m in motors.items():
+        if not (hasattr(m, "set") and isinstance(getattr(m, "name", None), str)):
+            raise InputError(f"{name} {m!r} is not a movable device (no set() / name)")
+    return dets
+
+
+def require_common(*, trainer: Any, per_step: Any, md: Any, twin_timeout: Any, poll_interval: Any) -> None:
+    """Checks shared by the twin-steered plans: the trainer, ``per_step``, ``md`` and the waits."""
+    for attr in ("x_fields", "y_field", "poll", "provenance"):
+        if not hasattr(trainer, attr):
+            raise InputError(f"trainer must be a TwinTrainer (it has no {attr!r}); got {trainer!r}")
+    if per_step is not None and not callable(per_step):
+        raise InputError(f"per_step must be callable or None; got {per_step!r}")
+    if md is not None and not isinstance(md, dict):
+        raise InputError(f"md must be a dict or None; got {type(md).__name__}")
+    require_number("twin_timeout", twin_timeout, minimum=0.0, allow_inf=True)
+    require_number("poll_interval", poll_interval, minimum=0.0, strict=True)
