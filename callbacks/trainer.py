@@ -25,6 +25,12 @@ Semantics
   earlier one (the retaken measurement wins) and is counted in ``n_duplicates``.
 * **Exit status.** Runs whose stop document says ``exit_status != "success"``
   (abort, fail) are skipped unless ``include_failed=True``.
+* **Faults.** A row that the collector fails to take (an exception while reading an
+  event, or events of a training-stream descriptor whose handling failed) is
+  counted in ``RunReport.rows_lost`` and ``status["rows_lost"]``, and the error is
+  kept in :attr:`TwinTrainer.errors`; a run with lost rows is trained on but marked
+  ``"accepted_with_losses"`` instead of ``"accepted"``.  A re-emitted (rewound) row
+  that is then taken successfully is no longer lost.
 * **Runs with no stop document** are never trained on silently: when a new run
   starts while one is still open a warning is logged, and :meth:`TwinTrainer.flush`
   closes all open runs as ``"incomplete"`` (trained on only with
@@ -50,6 +56,12 @@ __all__ = ["RunReport", "TwinTrainer"]
 
 #: Run report states.
 OPEN, ACCEPTED, SKIPPED, INCOMPLETE, NO_DATA = "open", "accepted", "skipped", "incomplete", "no_data"
+#: Error messages kept in ``TwinTrainer.errors`` (all are counted in ``n_errors``).
+MAX_KEPT_ERRORS = 100
+#: State of an accepted run that lost rows to a fault in the collector.
+ACCEPTED_WITH_LOSSES = "accepted_with_losses"
+#: States of runs whose data is part of the training set.
+ACCEPTED_STATES = (ACCEPTED, ACCEPTED_WITH_LOSSES)
 
 
 @dataclass
@@ -62,8 +74,10 @@ class RunReport:
         RunStart uid.
     state
         ``"open"`` (no stop yet), ``"accepted"`` (part of the training data),
-        ``"skipped"`` (failed/aborted run), ``"incomplete"`` (no stop document,
-        closed by :meth:`TwinTrainer.flush`) or ``"no_data"`` (no usable rows).
+        ``"accepted_with_losses"`` (part of the training data, but ``rows_lost``
+        rows were lost to a fault), ``"skipped"`` (failed/aborted run),
+        ``"incomplete"`` (no stop document, closed by :meth:`TwinTrainer.flush`) or
+        ``"no_data"`` (no usable rows).
     exit_status
         The stop document's ``exit_status`` (``None`` while open / if missing).
     n_events
@@ -76,6 +90,9 @@ class RunReport:
         Events that replaced an earlier event with the same ``(descriptor, seq_num)``.
     masked_by_field
         Number of non-finite / non-scalar values per data key.
+    rows_lost
+        Rows of the training stream that the trainer failed to take because of a
+        fault (an exception in the collector); see :attr:`TwinTrainer.errors`.
     reason
         Human-readable explanation when the run was not accepted.
     """
@@ -88,6 +105,7 @@ class RunReport:
     n_masked: int = 0
     n_duplicates: int = 0
     masked_by_field: dict[str, int] = field(default_factory=dict)
+    rows_lost: int = 0
     reason: str = ""
 
 
@@ -128,6 +146,10 @@ class _RunCollector(DocumentRouter):
         # (descriptor uid, seq_num) -> (x tuple, y, time) or None when masked
         self._rows: dict[tuple[str, int], tuple[tuple[float, ...], float, float] | None] = {}
         self._masked_keys: dict[tuple[str, int], list[str]] = {}
+        # rows lost to a fault: keyed ones are recovered if a rewind re-takes them
+        self._lost: set[tuple[str, int]] = set()
+        self._lost_unkeyed = 0
+        self._broken_descriptors: set[str] = set()  # training-stream descriptors whose handling failed
         self.missing_fields: list[str] = []
 
     # -- documents -------------------------------------------------------------
@@ -145,25 +167,61 @@ class _RunCollector(DocumentRouter):
         self._descriptor_order[doc["uid"]] = len(self._descriptor_order)
 
     def event(self, doc):
-        if not self._descriptors.get(doc["descriptor"], False):
+        desc = doc["descriptor"]
+        if not self._descriptors.get(desc, False):
+            if desc in self._broken_descriptors:
+                self.lose_rows(desc, [doc.get("seq_num")])
             return
-        self._add_row(doc["descriptor"], int(doc["seq_num"]), doc["data"], float(doc["time"]))
+        try:
+            self._add_row(desc, int(doc["seq_num"]), doc["data"], float(doc["time"]))
+        except Exception as exc:  # one bad row must not cost the others
+            self.lose_rows(desc, [doc.get("seq_num")], exc)
 
     def event_page(self, doc):
         desc = doc["descriptor"]
         if not self._descriptors.get(desc, False):
+            if desc in self._broken_descriptors:
+                self.lose_rows(desc, list(doc.get("seq_num", [])))
             return
-        data = doc["data"]
-        columns = [data[f] for f in self._fields]
-        for i, seq in enumerate(doc["seq_num"]):
-            row = {f: col[i] for f, col in zip(self._fields, columns)}
-            self._add_row(desc, int(seq), row, float(doc["time"][i]))
+        try:
+            data = doc["data"]
+            columns = [data[f] for f in self._fields]
+            seqs = list(doc["seq_num"])
+            times = list(doc["time"])
+        except Exception as exc:
+            self.lose_rows(desc, list(doc.get("seq_num", [])), exc)
+            return
+        for i, seq in enumerate(seqs):
+            try:
+                row = {f: col[i] for f, col in zip(self._fields, columns)}
+                self._add_row(desc, int(seq), row, float(times[i]))
+            except Exception as exc:
+                self.lose_rows(desc, [seq], exc)
 
     def stop(self, doc):
         self.report.exit_status = doc.get("exit_status")
         self._trainer._finish_run(self, doc)
 
     # -- internals -------------------------------------------------------------
+    def lose_rows(self, desc: str, seqs: Sequence[Any], exc: BaseException | None = None) -> None:
+        """Count rows of descriptor *desc* as lost to a fault (and record *exc*)."""
+        for seq in seqs:
+            try:
+                key = (desc, int(seq))
+            except (TypeError, ValueError):
+                self._lost_unkeyed += 1
+                continue
+            if self._rows.get(key) is None and key not in self._masked_keys:
+                self._lost.add(key)  # never taken (a retaken, stored row is not lost)
+        self.report.rows_lost = len(self._lost) + self._lost_unkeyed
+        if exc is not None:
+            self._trainer._record_error(f"run {self.uid[:8]}: lost {len(seqs)} row(s) of descriptor {desc[:8]}", exc)
+
+    def mark_descriptor_broken(self, desc: str) -> None:
+        """Events of *desc* (a training-stream descriptor whose handling failed) count as lost."""
+        self._descriptors.pop(desc, None)
+        self._broken_descriptors.add(desc)
+
     def _add_row(self, desc: str, seq: int, data: Mapping[str, Any], t: float) -> None:
         self.report.n_events += 1
         key = (desc, seq)
@@ -177,6 +235,9 @@ class _RunCollector(DocumentRouter):
             self._masked_keys[key] = bad
         else:
             self._rows[key] = (tuple(values[:-1]), values[-1], t)
+        if key in self._lost:  # a rewind re-took a row lost earlier
+            self._lost.discard(key)
+            self.report.rows_lost = len(self._lost) + self._lost_unkeyed
 
     def finalize(self) -> _RunData:
         """Freeze the rows (ordered by descriptor, then seq_num) and fill the report."""
@@ -194,6 +255,7 @@ class _RunCollector(DocumentRouter):
         self.report.n_points = len(good)
         self.report.n_masked = len(self._rows) - len(good)
         self.report.masked_by_field = masked_by_field
+        self.report.rows_lost = len(self._lost) + self._lost_unkeyed
         return _RunData(self.uid, x, y, seq, t)
 
 
@@ -301,8 +363,10 @@ class TwinTrainer:
         self._worker_active = False
         self._training = False
         self._attempted_runs: set[str] = set()  # runs covered by a finished (failed) attempt
+        self._fit_failed = False  # the latest fit attempt raised
         self.last_error: BaseException | None = None
-        self.errors: list[str] = []
+        self.errors: list[str] = []  # the first MAX_KEPT_ERRORS faults
+        self.n_errors = 0  # all faults
         self.fit_seconds: list[float] = []
         self._listeners: list[Callable[[Any, "TwinTrainer"], None]] = []
         self._thread: threading.Thread | None = None
@@ -316,7 +380,24 @@ class TwinTrainer:
             self._route(name, doc)
         except Exception as exc:
             self._record_error(f"callback failed on {name!r} document", exc)
+            try:
+                self._account_fault(name, doc)
+            except Exception:  # pragma: no cover - accounting must never add a fault
+                logger.exception("TwinTrainer: could not account for a fault on a %r document", name)
             raise  # make_class_safe logs and swallows it
+
+    def _account_fault(self, name: str, doc: Mapping[str, Any]) -> None:
+        """Attribute the rows a failed document cost to its run (they are counted, not silent)."""
+        if name == "descriptor":
+            collector = self._open.get(doc.get("run_start"))
+            if collector is not None and doc.get("name") == self.stream_name and "uid" in doc:
+                collector.mark_descriptor_broken(doc["uid"])
+                self._by_descriptor[doc["uid"]] = collector
+        elif name in ("event", "event_page"):
+            collector = self._by_descriptor.get(doc.get("descriptor"))
+            if collector is not None:
+                seqs = [doc.get("seq_num")] if name == "event" else list(doc.get("seq_num") or [])
+                collector.lose_rows(doc.get("descriptor"), seqs)
 
     def _route(self, name: str, doc: dict) -> None:
         if name == "start":
@@ -366,12 +447,13 @@ class TwinTrainer:
         return [collector], []
 
     # -- run bookkeeping -----------------------------------------------------------
-    def _finish_run(self, collector: _RunCollector, stop_doc: Mapping[str, Any] | None) -> None:
+    def _finish_run(self, collector: _RunCollector, stop_doc: Mapping[str, Any] | None,
+                    reason: str = "no stop document (closed by flush())") -> None:
         data = collector.finalize()
         report = collector.report
         if stop_doc is None:
             report.state = INCOMPLETE
-            report.reason = "no stop document (closed by flush())"
+            report.reason = reason
             accept = self.include_incomplete
         elif report.exit_status != "success":
             report.state = SKIPPED
@@ -379,16 +461,25 @@ class TwinTrainer:
             accept = self.include_failed
         else:
             accept = True
+        if report.rows_lost:
+            logger.warning("TwinTrainer: run %s lost %d row(s) to faults: %s",
+                           report.uid, report.rows_lost, self.errors[-1] if self.errors else "")
         if accept:
             if report.n_points == 0:
                 report.state = NO_DATA
-                if collector.missing_fields:
+                if report.rows_lost:
+                    report.reason = f"all {report.rows_lost} row(s) lost to faults in the trainer (trainer.errors)"
+                elif collector.missing_fields:
                     report.reason = f"stream {self.stream_name!r} lacks data keys {collector.missing_fields}"
                 elif report.n_events == 0:
                     report.reason = f"no events in stream {self.stream_name!r} with {self.x_fields + [self.y_field]}"
                 else:
                     report.reason = "every reading was masked (NaN/inf)"
                 accept = False
+            elif report.rows_lost:
+                report.state = ACCEPTED_WITH_LOSSES
+                report.reason = (f"{report.rows_lost} row(s) lost to faults in the trainer "
+                                 f"(trainer.errors); trained on the {report.n_points} others")
             else:
                 report.state = ACCEPTED
         if report.n_masked:
@@ -409,8 +500,13 @@ class TwinTrainer:
         if accept and self.auto_refit:
             self._schedule()
 
-    def flush(self) -> list[str]:
+    def flush(self, reason: str = "no stop document (closed by flush())") -> list[str]:
         """Close every run that has no stop document yet as ``"incomplete"``.
+
+        Parameters
+        ----------
+        reason
+            The explanation kept in the runs' reports.
 
         Returns
         -------
@@ -422,7 +518,7 @@ class TwinTrainer:
             pending = list(self._open.values())
         for collector in pending:
             logger.warning("TwinTrainer: run %s never stopped; closing it as incomplete", collector.uid)
-            self._finish_run(collector, None)
+            self._finish_run(collector, None, reason)
         return [c.uid for c in pending]
 
     # -- fitting ---------------------------------------------------------------------
@@ -495,6 +591,7 @@ class TwinTrainer:
         except Exception as exc:  # never propagate: the RunEngine must keep going
             self._record_error(f"twin fit on {n} points from {len(runs)} run(s) failed", exc)
             with self._cond:
+                self._fit_failed = True
                 self._attempted_runs.update(runs)
                 self._cond.notify_all()
             return
@@ -508,6 +605,7 @@ class TwinTrainer:
             self._twin_runs = runs
             self._twin_study = study or kwargs.get("study_name")
             self._n_fits = attempt
+            self._fit_failed = False
             self.fit_seconds.append(seconds)
             self._attempted_runs.update(runs)
             self._cond.notify_all()
@@ -523,8 +621,12 @@ class TwinTrainer:
 
     def _record_error(self, what: str, exc: BaseException) -> None:
         self.last_error = exc
-        self.errors.append(f"{what}: {type(exc).__name__}: {exc}")
-        logger.error("TwinTrainer: %s: %s: %s", what, type(exc).__name__, exc, exc_info=exc)
+        self.n_errors += 1
+        if len(self.errors) < MAX_KEPT_ERRORS:
+            self.errors.append(f"{what}: {type(exc).__name__}: {exc}")
+            logger.error("TwinTrainer: %s: %s: %s", what, type(exc).__name__, exc, exc_info=exc)
+        else:  # a fault on every event must not fill the memory or the log
+            logger.debug("TwinTrainer: %s: %s: %s", what, type(exc).__name__, exc)
 
     def add_refit_listener(self, listener: Callable[[Any, "TwinTrainer"], None]) -> None:
         """Call ``listener(twin, trainer)`` on the worker thread after every successful fit."""
@@ -652,10 +754,17 @@ class TwinTrainer:
 
     @property
     def status(self) -> dict[str, Any]:
-        """A JSON-friendly summary (state, version, counts, last error)."""
+        """A JSON-friendly summary (state, version, counts, last error).
+
+        ``state`` is ``"training"`` while a fit runs, ``"failed"`` when the latest fit
+        attempt raised, else ``"idle"`` (a later successful fit clears ``"failed"``).
+        ``last_error`` and ``n_errors`` keep the history of faults (fits and callback);
+        ``rows_lost`` counts rows lost to callback faults, ``runs_with_losses`` the runs
+        that lost them.
+        """
         with self._cond:
             reports = list(self._reports.values())
-            state = "training" if self._training else ("failed" if self.last_error is not None else "idle")
+            state = "training" if self._training else ("failed" if self._fit_failed else "idle")
             return {
                 "state": state,
                 "version": self.version,
@@ -665,10 +774,13 @@ class TwinTrainer:
                 "n_points": int(sum(len(d.y) for d in self._data.values())),
                 "n_masked": int(sum(r.n_masked for r in reports)),
                 "n_duplicates": int(sum(r.n_duplicates for r in reports)),
+                "rows_lost": int(sum(r.rows_lost for r in reports)),
+                "runs_with_losses": [r.uid for r in reports if r.rows_lost],
                 "skipped_runs": [r.uid for r in reports if r.state == SKIPPED],
                 "incomplete_runs": [r.uid for r in reports if r.state == INCOMPLETE],
                 "open_runs": list(self._open),
                 "last_error": None if self.last_error is None else f"{type(self.last_error).__name__}: {self.last_error}",
+                "n_errors": self.n_errors,
                 "fit_seconds": list(self.fit_seconds),
             }
 
