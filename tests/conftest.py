@@ -285,3 +285,17 @@ def reseal_model_dir(root: Path, *, keep_entries: bool = False) -> Path:
 def reseal_model():
     """:func:`reseal_model_dir` as a fixture (fault tests craft model directories)."""
     return reseal_model_dir
+
+
+_FAULTS_DIR = Path(__file__).parent / "faults"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test of ``tests/faults/`` with ``faults`` (``pytest -m faults`` runs the fault suite).
+
+    Each test there reproduces one way a user could lose data or get a wrong answer silently
+    (docs/reliability.md lists the cases) and asserts what was stored against what was produced.
+    """
+    for item in items:
+        if Path(str(item.fspath)).parent == _FAULTS_DIR:
+            item.add_marker(pytest.mark.faults)

@@ -184,9 +184,9 @@ def _dashboard(args: argparse.Namespace) -> int:
         import optuna_dashboard
     except ImportError as exc:
         raise InputError("optuna-dashboard is not installed: pip install 'bluesky-twin[dashboard]'") from exc
-    from bluesky_twin.twin.storage_url import open_storage
+    from bluesky_twin.twin.storage_url import mask_url, open_storage
 
     storage = open_storage(url)
-    print(f"optuna-dashboard on http://{args.host}:{args.port} for {url} (Ctrl-C to stop)")
+    print(f"optuna-dashboard on http://{args.host}:{args.port} for {mask_url(url)} (Ctrl-C to stop)")
     optuna_dashboard.run_server(storage, host=args.host, port=args.port)
     return 0
