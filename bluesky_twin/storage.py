@@ -12,6 +12,14 @@ not the deprecated copy inside bluesky) and replayed with :func:`iter_run_docume
 which relies on the ``application/json-seq`` exporter registered here for
 ``BlueskyRun`` nodes (without it ``run.documents()`` answers HTTP 406).
 
+Relocation: tiled records the data of a run (rows in ``tabular.db``, arrays under
+``data/``) as absolute URIs in the catalog.  Every recorded path lies inside the
+store directory, so what the catalog holds is, in effect, relative to the directory it
+was written in: when a store is opened from another place (copied, moved, restored
+from a backup), :func:`build_store_app` rebases those URIs onto the directory it is
+opened from before tiled reads them (:func:`rebase_store_paths`).  Stores written
+before this rule work too: their URIs are rebased the same way.
+
 Start-up cost: initialising a tiled catalog runs ``python -m tiled catalog init`` in a
 subprocess (about 5 s). :func:`open_store` does that once per tiled version, caches the
 empty initialised ``catalog.db`` as a template in the user cache directory
@@ -25,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -52,6 +61,7 @@ __all__ = [
     "open_store",
     "open_tiled",
     "read_stream",
+    "rebase_store_paths",
     "replay_comparable",
     "select_runs",
     "serve_store",
@@ -230,7 +240,7 @@ def build_store_app(
         If *directory* is an existing file, holds a file that is not a tiled catalog,
         or a URI has an unsupported scheme.
     """
-    root = Path(directory).expanduser()
+    root = Path(directory).expanduser().absolute()
     if root.exists() and not root.is_dir():
         raise InputError(f"tiled store location {str(root)!r} exists and is not a directory")
     root.mkdir(parents=True, exist_ok=True)
@@ -259,6 +269,7 @@ def build_store_app(
                     f"tiled catalog {str(catalog_path)!r} has schema revision {revision}, this tiled needs "
                     f"{REQUIRED_REVISION}: {hint}"
                 )
+            rebase_store_paths(root)
         catalog_uri = _sqlite_uri(catalog_path)
         initialise = False
     else:
@@ -384,14 +395,17 @@ def open_tiled(uri_or_dir: str | os.PathLike, *, api_key: str | None = None, cre
         ``http(s)://host:port[/api/v1/metadata/path]`` of a tiled server, or a directory
         made by :func:`open_store`.
     api_key
-        API key for a server (ignored for a directory).
+        API key for a server (ignored for a directory); default: the
+        ``TILED_API_KEY`` environment variable.
     create
         Create a new embedded store if the directory does not exist yet.
 
     Raises
     ------
     InputError
-        If the directory does not hold a store (and *create* is False).
+        If the directory does not hold a store (and *create* is False); or the server
+        cannot be reached within :data:`SERVER_PROBE_TIMEOUT` seconds, needs an API key
+        that was not given, or refuses the key (the message never contains the key).
 
     Notes
     -----
@@ -403,15 +417,83 @@ def open_tiled(uri_or_dir: str | os.PathLike, *, api_key: str | None = None, cre
     """
     text = os.fspath(uri_or_dir)
     if text.startswith(("http://", "https://")):
-        from tiled.client import from_uri
-
-        return from_uri(text, api_key=api_key)
+        return _open_server(text, api_key=api_key)
     if text.startswith(("tiled://", "ws://")) or "://" in text:
         raise InputError(f"unsupported tiled location {text!r}: give a directory or an http(s):// URI")
     root = Path(text).expanduser()
     if not create and not (root / CATALOG_FILE).is_file():
         raise InputError(f"no embedded tiled store in {str(root)!r} (expected {CATALOG_FILE} there)")
     return open_store(root)
+
+
+#: Seconds to wait for a tiled server to answer before it counts as unreachable.
+SERVER_PROBE_TIMEOUT = 5.0
+
+
+def _redacted(uri: str) -> str:
+    """*uri* without user info, query and fragment (where an API key could hide)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _open_server(uri: str, *, api_key: str | None) -> Any:
+    """Open a tiled server's catalog, turning connection and authentication failures into one-line InputErrors.
+
+    The server is probed once, without retries, so an unreachable server fails within
+    :data:`SERVER_PROBE_TIMEOUT` seconds instead of after tiled's retry schedule.
+    """
+    from urllib.parse import urlsplit
+
+    import httpx
+
+    shown = _redacted(uri)
+    parts = urlsplit(uri)
+    if not parts.hostname:
+        raise InputError(f"tiled server URI {shown!r} has no host")
+    if api_key is None:
+        api_key = os.environ.get("TILED_API_KEY") or None
+    from urllib.parse import parse_qs
+
+    secrets = [k for k in [api_key, *parse_qs(parts.query).get("api_key", [])] if k]
+
+    def clean(message: str) -> str:
+        for secret in secrets:
+            message = message.replace(secret, "***")
+        return " ".join(message.split())[:300]
+
+    try:
+        with httpx.Client(timeout=SERVER_PROBE_TIMEOUT) as probe:
+            probe.get(f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}/healthz")
+    except httpx.HTTPError as exc:
+        reason = clean(str(exc)) or type(exc).__name__
+        raise InputError(f"cannot reach the tiled server at {shown}: {reason}") from None
+
+    from tiled.client import from_uri
+    from tiled.client.context import CannotPrompt
+
+    no_key = (f"the tiled server at {shown} needs an API key: pass --api-key KEY (api_key=...) "
+              "or set TILED_API_KEY")
+    try:
+        return from_uri(uri, api_key=api_key)
+    except CannotPrompt:
+        raise InputError(no_key) from None
+    except httpx.HTTPStatusError as exc:
+        code = exc.response.status_code
+        if code in (401, 403):
+            if secrets:
+                raise InputError(f"the tiled server at {shown} refused the API key (HTTP {code})") from None
+            raise InputError(no_key) from None
+        raise InputError(f"the tiled server at {shown} answered HTTP {code}: {clean(str(exc))}") from None
+    except httpx.HTTPError as exc:
+        raise InputError(f"cannot read from the tiled server at {shown}: {type(exc).__name__}: "
+                         f"{clean(str(exc))}") from None
+    except RuntimeError as exc:
+        if "API key" in str(exc):
+            raise InputError(no_key) from None
+        raise
 
 
 def close_store(client: Any) -> None:
@@ -481,6 +563,94 @@ class SerializedWriter:
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._writer, attr)
+
+
+_SQL_ASSET = re.compile(r"^((?:sqlite|duckdb)://[^/]*/)(/.*)$")
+_FILE_ASSET = re.compile(r"^(file://[^/]*)(/.*)$")
+
+
+def _split_asset_uri(uri: str) -> tuple[str, str] | None:
+    """``(prefix, absolute path)`` of a local asset URI as tiled records it, else None."""
+    match = _SQL_ASSET.match(uri) or _FILE_ASSET.match(uri)
+    return None if match is None else (match.group(1), match.group(2))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def rebase_store_paths(directory: str | os.PathLike) -> dict[str, str]:
+    """Point the data paths recorded in a copied or moved store at the store's current directory.
+
+    Tiled records the table store (``tabular.db``) and the array files (``data/...``)
+    of every run as absolute URIs.  All of them lie inside the store directory, so the
+    directory they were written in is read off the ``tabular.db`` URI, and every URI
+    under it is rewritten to the same relative place under *directory*.  Nothing
+    changes when the store is opened where it was written (or through a symbolic link
+    to it).  :func:`build_store_app` calls this on every embedded store it opens.
+
+    Parameters
+    ----------
+    directory
+        A store directory holding ``catalog.db``.
+
+    Returns
+    -------
+    dict
+        ``{old directory: new directory}`` for every directory rebased (empty if none).
+
+    Raises
+    ------
+    InputError
+        If the catalog must be rebased but cannot be written (a read-only copy).
+    """
+    root = Path(directory).expanduser().absolute()
+    catalog_path = root / CATALOG_FILE
+    try:
+        connection = sqlite3.connect(f"file:{catalog_path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return {}
+    try:
+        rows = connection.execute("SELECT id, data_uri FROM assets").fetchall()
+    except sqlite3.Error:
+        return {}
+    finally:
+        connection.close()
+    old_roots: set[str] = set()
+    for _, uri in rows:
+        split = _split_asset_uri(str(uri or ""))
+        if split is not None and uri.startswith(("sqlite", "duckdb")) and Path(split[1]).name == TABULAR_FILE:
+            old_roots.add(str(Path(split[1]).parent))
+    moved = {
+        old: str(root)
+        for old in old_roots
+        if old != str(root) and not _same_file(Path(old) / CATALOG_FILE, catalog_path)
+    }
+    if not moved:
+        return {}
+    updates = []
+    for asset_id, uri in rows:
+        split = _split_asset_uri(str(uri or ""))
+        if split is None:
+            continue
+        prefix, path = split
+        for old, new in moved.items():
+            if path == old or path.startswith(old + "/"):
+                updates.append((prefix + new + path[len(old):], asset_id))
+                break
+    try:
+        with sqlite3.connect(catalog_path) as connection:
+            connection.executemany("UPDATE assets SET data_uri = ? WHERE id = ?", updates)
+        connection.close()
+    except sqlite3.Error as exc:
+        raise InputError(
+            f"the store in {str(root)!r} was moved from {sorted(moved)[0]!r} and its data paths cannot be "
+            f"updated ({exc}); make {CATALOG_FILE} writable and open it again"
+        ) from None
+    return moved
 
 
 # ----------------------------------------------------------------------------------------
