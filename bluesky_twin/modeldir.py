@@ -76,18 +76,6 @@ T = TypeVar("T")
 
 
 # --------------------------------------------------------------------- JSON
-def _json_default(obj: Any) -> Any:
-    import numpy as np
-
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
 def dumps_strict(obj: Any) -> str:
     """Indented, sorted, *strict* JSON: NaN and infinities are an error, not ``NaN``.
 
@@ -96,8 +84,10 @@ def dumps_strict(obj: Any) -> str:
     ValueError
         *obj* holds a non-finite float (the message names its key).
     """
+    from bluesky_twin.io_utils import json_default
+
     try:
-        return json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=_json_default) + "\n"
+        return json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=json_default) + "\n"
     except ValueError:
         raise ValueError(f"metadata holds a non-finite number at {_first_nonfinite(obj)}") from None
 
@@ -360,7 +350,7 @@ def open_version(path: str | os.PathLike, fmt: str | None) -> ModelVersion:
     if not root.is_dir():
         if root.exists():
             raise ModelFileError(f"{root} is not a model directory (it is a file)")
-        raise ModelFileError(f"model directory {root} not found: it does not exist")
+        raise ModelFileError(f"model directory not found: {root} does not exist")
     ptr = _read_pointer(root)
     if ptr is None:
         if (root / METADATA_FILE).is_file():

@@ -392,7 +392,7 @@ def test_cli_mce_bad_input_exits_2_and_keeps_old_output(tmp_path, model, capsys,
     out = tmp_path / "result"
     (tmp_path / "result.csv").write_text("previous result\n")
     argv = [a.format(data=data, missing=tmp_path / "missing.csv") for a in argv]
-    rc = main(["mce", *argv, "--out", str(out)])
+    rc = main(["mce", *argv, "--out", str(out), "--overwrite"])  # bad input: nothing written even so
     assert rc == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1

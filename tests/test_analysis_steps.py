@@ -299,7 +299,7 @@ def test_cli_steps_bad_input_exits_2(tmp_path, fake_loader, capsys, argv, messag
     from bluesky_twin.cli import main
 
     (tmp_path / "s.json").write_text("{}")
-    rc = main(["steps", *argv, "--out", str(tmp_path / "s")])
+    rc = main(["steps", *argv, "--out", str(tmp_path / "s"), "--overwrite"])  # bad input: nothing written even so
     assert rc == 2
     assert message in capsys.readouterr().err
     assert (tmp_path / "s.json").read_text() == "{}"
