@@ -240,7 +240,7 @@ def build_store_app(
         If *directory* is an existing file, holds a file that is not a tiled catalog,
         or a URI has an unsupported scheme.
     """
-    root = Path(directory).expanduser().absolute()
+    root = Path(directory).expanduser().resolve()  # tiled matches recorded paths as strings
     if root.exists() and not root.is_dir():
         raise InputError(f"tiled store location {str(root)!r} exists and is not a directory")
     root.mkdir(parents=True, exist_ok=True)
@@ -575,22 +575,16 @@ def _split_asset_uri(uri: str) -> tuple[str, str] | None:
     return None if match is None else (match.group(1), match.group(2))
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 def rebase_store_paths(directory: str | os.PathLike) -> dict[str, str]:
     """Point the data paths recorded in a copied or moved store at the store's current directory.
 
     Tiled records the table store (``tabular.db``) and the array files (``data/...``)
     of every run as absolute URIs.  All of them lie inside the store directory, so the
     directory they were written in is read off the ``tabular.db`` URI, and every URI
-    under it is rewritten to the same relative place under *directory*.  Nothing
-    changes when the store is opened where it was written (or through a symbolic link
-    to it).  :func:`build_store_app` calls this on every embedded store it opens.
+    under it is rewritten to the same relative place under *directory* (with symbolic
+    links resolved, as :func:`build_store_app` opens it).  Nothing changes when the
+    store is opened where it was written, or through a symbolic link to that place.
+    :func:`build_store_app` calls this on every embedded store it opens.
 
     Parameters
     ----------
@@ -607,7 +601,7 @@ def rebase_store_paths(directory: str | os.PathLike) -> dict[str, str]:
     InputError
         If the catalog must be rebased but cannot be written (a read-only copy).
     """
-    root = Path(directory).expanduser().absolute()
+    root = Path(directory).expanduser().resolve()
     catalog_path = root / CATALOG_FILE
     try:
         connection = sqlite3.connect(f"file:{catalog_path}?mode=ro", uri=True)
@@ -624,11 +618,7 @@ def rebase_store_paths(directory: str | os.PathLike) -> dict[str, str]:
         split = _split_asset_uri(str(uri or ""))
         if split is not None and uri.startswith(("sqlite", "duckdb")) and Path(split[1]).name == TABULAR_FILE:
             old_roots.add(str(Path(split[1]).parent))
-    moved = {
-        old: str(root)
-        for old in old_roots
-        if old != str(root) and not _same_file(Path(old) / CATALOG_FILE, catalog_path)
-    }
+    moved = {old: str(root) for old in old_roots if old != str(root)}
     if not moved:
         return {}
     updates = []
