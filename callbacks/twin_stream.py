@@ -200,15 +200,31 @@ class TwinStream:
         self.publish(docs)
 
     def publish(self, docs: list[tuple[str, dict]]) -> None:
-        """Send *docs* to every callback (serialised; errors are logged and kept)."""
+        """Send *docs* to every callback (serialised; errors are logged and kept).
+
+        When a callback fails after it took the start document, it is sent a copy of
+        the stop document with ``exit_status="fail"`` (and the error as ``reason``), so
+        that a store does not keep a derived run that looks crashed; replay then
+        reports it as failed instead of incomplete.
+        """
         with self._lock:
             self.last_documents = docs
             self.emitted_run_uids.append(docs[0][1]["uid"])
             for cb in self.callbacks:
-                for name, doc in docs:
+                for i, (name, doc) in enumerate(docs):
                     try:
                         cb(name, doc)
                     except Exception as exc:  # a sink must not break the trainer
                         self.errors.append(f"{cb!r} on {name}: {type(exc).__name__}: {exc}")
                         logger.exception("TwinStream: callback %r failed on %s", cb, name)
+                        if 0 < i < len(docs) - 1 and docs[-1][0] == "stop":
+                            self._close_failed(cb, docs[-1][1], f"{name} document failed: {type(exc).__name__}: {exc}")
                         break
+
+    def _close_failed(self, cb: DocumentCallback, stop: Mapping[str, Any], reason: str) -> None:
+        failed = dict(stop, exit_status="fail", reason=reason)
+        try:
+            cb("stop", failed)
+        except Exception as exc:
+            self.errors.append(f"{cb!r} on the failure stop: {type(exc).__name__}: {exc}")
+            logger.exception("TwinStream: callback %r failed on the failure stop document", cb)

@@ -257,3 +257,43 @@ def test_tiled_server_without_key_with_wrong_key_or_unreachable_is_one_line_exit
         captured = capsys.readouterr()
         assert rc == 2 and "none of the 1 run(s)" in captured.err and key not in captured.out + captured.err
     assert not out.exists()
+
+
+class _FakeTwin:
+    x_names = ["m"]
+    y_name = "det"
+    version = "1-test"
+
+    def __init__(self):
+        self.metadata: dict = {}
+
+    def predict(self, X):
+        X = np.asarray(X, dtype=float)
+        return X[:, 0] ** 2 + 1.0, np.zeros(len(X))
+
+
+def test_a_derived_run_whose_writer_fails_midway_is_stored_as_failed_not_crashed(RE, motor, det, tiled_store):
+    """TwinStream's writer takes the start document, then fails: the derived run still gets a stop
+    document (exit_status "fail"), so replay reports it as failed instead of as a crash."""
+    from bluesky_twin.callbacks import TwinStream
+
+    writer = make_tiled_writer(tiled_store)
+
+    def flaky_writer(name, doc):
+        if name == "event_page":
+            raise OSError("disk full")
+        return writer(name, doc)
+
+    trainer = TwinTrainer(["m"], "det", fit_function=lambda frame, x, y, **kw: _FakeTwin(), min_points=3)
+    stream = TwinStream(trainer, [flaky_writer])
+    RE.subscribe(trainer)
+    (uid,) = RE(bp.scan([det], motor, -3, 3, 7, md=dict(TWIN_MD)))
+    assert trainer.wait_for_version(None, timeout=20, run_uid=uid) is not None
+    trainer.close(wait=True)  # the refit listener has run
+    (derived,) = stream.emitted_run_uids
+    assert any("disk full" in e for e in stream.errors)
+    assert tiled_store[derived].metadata["stop"]["exit_status"] == "fail"
+    replayed = TwinTrainer(["m"], "det", auto_refit=False, stream_name="twin")
+    reports = replay_runs(select_runs(tiled_store, uids=[derived]), replayed)
+    assert (reports[derived].state, reports[derived].exit_status) == ("skipped", "fail")
+    assert "disk full" in reports[derived].reason
