@@ -150,6 +150,7 @@ def summarize_reports(reports: dict[str, Any]) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
     from bluesky_twin.errors import InputError
@@ -169,8 +170,6 @@ def _run(args: argparse.Namespace) -> int:
 
     from bluesky_twin import storage
     from bluesky_twin.callbacks.trainer import TwinTrainer
-
-    import os
 
     api_key = args.api_key or os.environ.get("TILED_API_KEY") or None
     client = storage.open_tiled(args.tiled, api_key=api_key)
