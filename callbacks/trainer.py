@@ -282,7 +282,7 @@ class TwinTrainer:
         Keyword arguments for warm-start refits (default: ``fit_kwargs`` with
         ``trials`` capped at 5).
     study_name
-        Base name of the Optuna studies.  Fit *k* uses ``f"{study_name}-{k}"`` so a
+        Base name of the Optuna studies.  Fit attempt *k* uses ``f"{study_name}-{k}"`` so a
         persistent storage keeps one study per twin version.  Default: a fresh
         ``"bluesky-twin-<hex>"``.
     stream_name
@@ -353,6 +353,7 @@ class TwinTrainer:
         self._twin_runs: tuple[str, ...] = tuple(getattr(twin, "metadata", {}).get("training_run_uids", ()) or ())
         self._twin_study: str | None = getattr(twin, "metadata", {}).get("study_name") if twin is not None else None
         self._n_fits = 0
+        self._n_attempts = 0  # fit attempts that reached the fit function or its point check
         self._data: dict[str, _RunData] = {}
         self._reports: dict[str, RunReport] = {}
         self._open: dict[str, _RunCollector] = {}
@@ -567,7 +568,11 @@ class TwinTrainer:
             runs = tuple(self._data)
             parts = [self._data[u] for u in runs]
             previous = self._twin
+            # studies are numbered by attempt, not by success: a failed fit may have left
+            # completed trials in a persistent storage, which a study of more data refuses
+            self._n_attempts += 1
             attempt = self._n_fits + 1
+            study_number = self._n_attempts
         n = sum(len(p.y) for p in parts)
         if n < self.min_points:
             msg = f"only {n} usable points from {len(runs)} run(s); need >= {self.min_points} to fit"
@@ -583,7 +588,7 @@ class TwinTrainer:
 
             fit = DigitalTwin.fit
         kwargs = dict(self.refit_kwargs if previous is not None else self.fit_kwargs)
-        kwargs.setdefault("study_name", f"{self.study_name}-{attempt}")
+        kwargs.setdefault("study_name", f"{self.study_name}-{study_number}")
         kwargs.setdefault("progress", False)
         t0 = time.perf_counter()
         try:

@@ -298,3 +298,29 @@ def test_100k_events_through_a_real_run_engine_with_bounded_memory(RE):
     np.testing.assert_array_equal(data["seq_num"], np.arange(1, n + 1))
     np.testing.assert_array_equal(data["x"][:, 0], np.arange(n, dtype=float))
     np.testing.assert_array_equal(data["y"], np.ones(n))
+
+
+def test_a_failed_fit_does_not_reuse_its_study_for_the_retry(RE, motor, det) -> None:
+    """Before: studies were numbered by successful fits, so the retry after a failed fit reused the
+    failed attempt's study, which (with a persistent storage) then refused the new data."""
+    names: list[str] = []
+
+    def fit(frame, x, y, warm_start=None, study_name=None, **kwargs):
+        names.append(study_name)
+        if len(names) == 1:
+            raise RuntimeError("connection lost after two trials")
+        return _Fitted(len(names))
+
+    tr = TwinTrainer(["t"], "det", fit_function=fit, min_points=3, study_name="beam")
+    RE.subscribe(tr)
+    RE(bp.scan([det], motor, 3, 6, 4))  # its stop starts the first fit, which fails
+    import time
+
+    deadline = time.monotonic() + 30
+    while tr.status["state"] != "failed" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert tr.status["state"] == "failed" and names == ["beam-1"]
+    RE(bp.scan([det], motor, 3, 7, 5))  # the next run's fit is attempt 2
+    while tr.status["state"] != "idle" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert names == ["beam-1", "beam-2"] and tr.status["state"] == "idle"
