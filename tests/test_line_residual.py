@@ -9,7 +9,7 @@ from bluesky_twin.modeldir import current_path
 from bluesky_twin.errors import ModelFileError
 from bluesky_twin.twin import DigitalTwin, TwinSearchSpace
 from bluesky_twin.twin.line_residual import LineResidual
-from bluesky_twin.twin.model import LINE_RESIDUAL_FILE
+from bluesky_twin.twin import LINE_RESIDUAL_FILE
 
 LINES = np.arange(0.0, 10.0, 1.0)
 

@@ -253,7 +253,7 @@ def test_per_axis_fourier_scales_shape_the_frequencies() -> None:
 
 
 def test_search_folds_and_final_groups(data: pd.DataFrame) -> None:
-    from bluesky_twin.twin.model import _split_groups
+    from bluesky_twin.twin import split_groups
 
     twin = DigitalTwin.fit(data, ["T", "H"], "M", trials=2, seed=1, search_space=TINY, ensemble_size=2,
                            search_folds=1, jobs=2)
@@ -262,14 +262,14 @@ def test_search_folds_and_final_groups(data: pd.DataFrame) -> None:
     with pytest.raises(InputError, match="search_folds"):
         DigitalTwin.fit(data, ["T", "H"], "M", trials=1, search_space=TINY, search_folds=0)
     # one configuration of 6 members over 2 threads: two groups of 3
-    assert _split_groups([("a", 6)], 2) == [("a", 3), ("a", 3)]
-    assert _split_groups([("a", 1), ("b", 1)], 4) == [("a", 1), ("b", 1)]
-    assert _split_groups([("a", 2), ("b", 2), ("c", 2)], 2) == [("a", 2), ("b", 2), ("c", 2)]
-    from bluesky_twin.twin.model import LARGE_DATA_ROWS, _group_count
+    assert split_groups([("a", 6)], 2) == [("a", 3), ("a", 3)]
+    assert split_groups([("a", 1), ("b", 1)], 4) == [("a", 1), ("b", 1)]
+    assert split_groups([("a", 2), ("b", 2), ("c", 2)], 2) == [("a", 2), ("b", 2), ("c", 2)]
+    from bluesky_twin.twin import LARGE_DATA_ROWS, group_count
 
-    assert _group_count(2, 6, 808) == 2  # small data: members batched per thread
-    assert _group_count(2, 6, LARGE_DATA_ROWS) == 6  # a large map: one member per group
-    assert _split_groups([("a", 2), ("b", 2), ("c", 2)], _group_count(2, 6, 30_000)) == [
+    assert group_count(2, 6, 808) == 2  # small data: members batched per thread
+    assert group_count(2, 6, LARGE_DATA_ROWS) == 6  # a large map: one member per group
+    assert split_groups([("a", 2), ("b", 2), ("c", 2)], group_count(2, 6, 30_000)) == [
         ("a", 1), ("a", 1), ("b", 1), ("b", 1), ("c", 1), ("c", 1)]
 
 
@@ -286,7 +286,7 @@ def test_budget_stops_the_search_in_time_for_the_final_ensemble(data: pd.DataFra
 
 
 def test_budget_time_boxes_a_costly_final_ensemble(data: pd.DataFrame) -> None:
-    from bluesky_twin.twin.model import MIN_FINAL_EPOCHS
+    from bluesky_twin.twin import MIN_FINAL_EPOCHS
 
     # a final ensemble of 20000 epochs cannot fit in 4 s: the search still gets its share
     # and the final members are shortened (schedule included) instead of blowing the budget
@@ -305,12 +305,12 @@ def test_budget_time_boxes_a_costly_final_ensemble(data: pd.DataFrame) -> None:
 def test_final_ensemble_cost_estimate_from_trial_speed() -> None:
     import optuna
 
-    from bluesky_twin.twin.model import _estimate_final_seconds
+    from bluesky_twin.twin import estimate_final_seconds
 
     space = TwinSearchSpace(n_layers=(2, 3), n_units=(16, 32), batch_size=(10, 100), max_steps_per_epoch=0,
                             min_final_epochs=100, encodings=("raw",))
     study = optuna.create_study()
-    assert _estimate_final_seconds(study, space, 4, 2, 1, n_train=200, n_all=300) == 0.0
+    assert estimate_final_seconds(study, space, 4, 2, 1, n_train=200, n_all=300) == 0.0
     dist = {"n_layers": optuna.distributions.IntDistribution(2, 3),
             "n_units": optuna.distributions.IntDistribution(16, 32),
             "batch_size": optuna.distributions.IntDistribution(10, 100),
@@ -326,9 +326,9 @@ def test_final_ensemble_cost_estimate_from_trial_speed() -> None:
     # top 2 within 1.5x of the best (the third is not): 2 members each, epochs max(best, 100),
     # an epoch on 300 rows is 3 steps of 100 against 2 on 200 rows: x 1.5
     expected = (2 * 300 * 0.01 * 1.5 + 2 * 100 * 0.01 * 1.5)
-    assert _estimate_final_seconds(study, space, 4, 2, 1, n_train=200, n_all=300) == pytest.approx(expected)
+    assert estimate_final_seconds(study, space, 4, 2, 1, n_train=200, n_all=300) == pytest.approx(expected)
     # two threads: one group each, so the longer group (the first configuration) sets the time
-    assert _estimate_final_seconds(study, space, 4, 2, 2, n_train=200, n_all=300) == pytest.approx(
+    assert estimate_final_seconds(study, space, 4, 2, 2, n_train=200, n_all=300) == pytest.approx(
         2 * 300 * 0.01 * 1.5)
     # three equal groups on two threads take two groups' time
     three = optuna.create_study()
@@ -338,7 +338,7 @@ def test_final_ensemble_cost_estimate_from_trial_speed() -> None:
                     "activation": "tanh"},
             distributions=dist, value=value, user_attrs={"best_epoch": 100, "seconds_per_member_epoch": 0.01}))
     group = 2 * 100 * 0.01 * 1.5
-    assert _estimate_final_seconds(three, space, 6, 3, 2, n_train=200, n_all=300) == pytest.approx(2 * group)
+    assert estimate_final_seconds(three, space, 6, 3, 2, n_train=200, n_all=300) == pytest.approx(2 * group)
 
 
 def test_temporary_study_journal_is_removed_with_the_twin(data: pd.DataFrame, tmp_path) -> None:
@@ -405,7 +405,7 @@ def test_bfloat16_training_learns_like_float32() -> None:
 def test_final_step_cap_is_used_by_the_cost_estimate() -> None:
     import optuna
 
-    from bluesky_twin.twin.model import _estimate_final_seconds
+    from bluesky_twin.twin import estimate_final_seconds
 
     dist = {"n_layers": optuna.distributions.IntDistribution(2, 3),
             "batch_size": optuna.distributions.IntDistribution(10, 1024)}
@@ -417,24 +417,24 @@ def test_final_step_cap_is_used_by_the_cost_estimate() -> None:
     passes = TwinSearchSpace(max_steps_per_epoch=8, min_final_epochs=100, encodings=("raw",),
                              final_steps_per_epoch=0)
     # a search epoch is 8 steps of 1024; a final full pass over 30000 rows is 30 steps
-    one = _estimate_final_seconds(study, capped, 1, 1, 1, n_train=20_000, n_all=30_000)
+    one = estimate_final_seconds(study, capped, 1, 1, 1, n_train=20_000, n_all=30_000)
     assert one == pytest.approx(100 * 0.01)
-    assert _estimate_final_seconds(study, passes, 1, 1, 1, n_train=20_000, n_all=30_000) == pytest.approx(one * 30 / 8)
+    assert estimate_final_seconds(study, passes, 1, 1, 1, n_train=20_000, n_all=30_000) == pytest.approx(one * 30 / 8)
     # with the optimiser steps timed alone (no validation pass), those are what count
     study.add_trial(optuna.trial.create_trial(
         params={"n_layers": 3, "batch_size": 1024}, distributions=dist, value=0.9,
         user_attrs={"best_epoch": 10, "seconds_per_member_epoch": 0.05, "seconds_per_member_step": 0.001}))
-    assert _estimate_final_seconds(study, passes, 1, 1, 1, n_train=20_000, n_all=30_000) == pytest.approx(
+    assert estimate_final_seconds(study, passes, 1, 1, 1, n_train=20_000, n_all=30_000) == pytest.approx(
         100 * 30 * 0.001)
     # a trial that needed 500 search epochs of 8 steps gets as many steps in full passes:
     # ceil(500 * 8 / 30) = 134 epochs, not 500 (and the capped final keeps its 500 epochs)
-    from bluesky_twin.twin.model import _final_epochs
+    from bluesky_twin.twin import final_epochs
 
     long = optuna.trial.create_trial(params={"n_layers": 2, "batch_size": 1024}, distributions=dist, value=1.0,
                                      user_attrs={"best_epoch": 500})
-    assert _final_epochs(long, passes, False, 8, 30) == 134
-    assert _final_epochs(long, capped, False, 8, 8) == 500
-    assert _final_epochs(long, passes, True, 8, 300) == passes.min_final_epochs // 3  # warm floor
+    assert final_epochs(long, passes, False, 8, 30) == 134
+    assert final_epochs(long, capped, False, 8, 8) == 500
+    assert final_epochs(long, passes, True, 8, 300) == passes.min_final_epochs // 3  # warm floor
     space = TwinSearchSpace(max_steps_per_epoch=8)
     assert space.final_step_cap == 8
     full = TwinSearchSpace(max_steps_per_epoch=8, final_steps_per_epoch=0)

@@ -4,25 +4,71 @@
 >>> twin = DigitalTwin.fit("ErCo2.csv", x=["T", "H"], y="M")      # doctest: +SKIP
 >>> mean, std = twin.predict([[35.0, 2e4]])                       # doctest: +SKIP
 
-Names are imported lazily so that the CLI's ``--help`` does not pay for numpy.
+One concept per module; the public names are re-exported here:
+
+* ``_predictor``: :class:`DigitalTwin`, the trained twin that predicts;
+* ``_scaler``: :class:`Scaler`, the standardisation around the networks;
+* ``_config``: :class:`FitConfig`, the checked options of a fit;
+* ``_search``: the Optuna search of a fit (objective, study, time budget);
+* ``_ensemble``: the final ensemble (:func:`plan_ensemble`, :func:`final_epochs`,
+  :func:`estimate_final_seconds`, :func:`train_ensemble`, ...);
+* ``_persistence``: model directories (:data:`FORMAT`, the file names);
+* ``_protocols``: :class:`TwinLike`, what code that uses a twin needs from it;
+* ``_fit``: one fit from data to twin, composing the above.
+
+The cheap names (no numpy) are imported eagerly; the others on first use, so that
+the CLI's ``--help`` does not pay for numpy.
 """
 from __future__ import annotations
 
 from importlib import import_module
 from typing import Any
 
-__all__ = ["DigitalTwin", "Scaler", "TabulatedTwin", "TwinSearchSpace", "tabulate"]
+from bluesky_twin.twin._config import (
+    DEFAULT_ENSEMBLE_SIZE,
+    DEFAULT_TOP_K,
+    DEFAULT_TRIALS,
+    DEFAULT_WARM_TRIALS,
+    LARGE_DATA_ROWS,
+    FitConfig,
+)
+from bluesky_twin.twin._protocols import CorrectedTwinLike, TwinLike
+from bluesky_twin.twin.space import TwinSearchSpace
 
 _LAZY = {
-    "DigitalTwin": "bluesky_twin.twin.model",
-    "Scaler": "bluesky_twin.twin.model",
-    "TwinSearchSpace": "bluesky_twin.twin.space",
+    "DigitalTwin": "bluesky_twin.twin._predictor",
+    "Scaler": "bluesky_twin.twin._scaler",
     "TabulatedTwin": "bluesky_twin.twin.tabulated",
     "tabulate": "bluesky_twin.twin.tabulated",
+    **{name: "bluesky_twin.twin._ensemble" for name in (
+        "MIN_FINAL_EPOCHS", "TOP_K_SCORE_RATIO", "estimate_final_seconds", "final_epochs", "final_schedule",
+        "group_count", "plan_ensemble", "split_groups", "train_ensemble")},
+    "model_params": "bluesky_twin.twin._params",
+    **{name: "bluesky_twin.twin._persistence" for name in (
+        "FORMAT", "FORMAT_VERSION", "JOURNAL_FILE", "LINE_RESIDUAL_FILE", "METADATA_FILE", "WEIGHTS_FILE")},
 }
+
+__all__ = [
+    "CorrectedTwinLike",
+    "DEFAULT_ENSEMBLE_SIZE",
+    "DEFAULT_TOP_K",
+    "DEFAULT_TRIALS",
+    "DEFAULT_WARM_TRIALS",
+    "FitConfig",
+    "LARGE_DATA_ROWS",
+    "TwinLike",
+    "TwinSearchSpace",
+    *sorted(_LAZY),
+]
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'bluesky_twin.twin' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

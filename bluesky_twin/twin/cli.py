@@ -93,7 +93,7 @@ def _check_fit_args(args: argparse.Namespace) -> None:
 
 def _fit(args: argparse.Namespace) -> int:
     from bluesky_twin.modeldir import prepare_output_dir, writer_lock
-    from bluesky_twin.twin.model import FORMAT
+    from bluesky_twin.twin import FORMAT
 
     out = Path(args.out)
     _check_fit_args(args)

@@ -58,7 +58,7 @@ class TwinSearchSpace:
         ...) instead of one for all: scan data are dense along the swept axis and
         coarse along the stepped one, so the structure a network can follow differs
         per axis.  ``"auto"`` (default): per axis on large maps (at least
-        :data:`~bluesky_twin.twin.model.LARGE_DATA_ROWS` rows, where a line holds
+        :data:`~bluesky_twin.twin.LARGE_DATA_ROWS` rows, where a line holds
         hundreds of points), one scale otherwise.  Measured (docs/twin.md): on the
         30k-point ARPES map it fits the lines better *and* scores better on held-out
         lines; on the 808-point ErCo2 scan the search once picked a per-axis
@@ -78,13 +78,13 @@ class TwinSearchSpace:
         leave-one-out), kept on the line and carried to the space between lines only
         as far as each line's neighbours predict it.  ``"auto"`` (default): on large
         two-axis maps (at least
-        :data:`~bluesky_twin.twin.model.LARGE_DATA_ROWS` rows), where a line holds
+        :data:`~bluesky_twin.twin.LARGE_DATA_ROWS` rows), where a line holds
         hundreds of points and the networks, tuned on held-out lines, leave sharp
         detail along the lines; off on small scans, whose derived quantities
         (dM/dT) want the networks' smoothness.
     precision
         Training precision: ``"auto"`` (bfloat16 matrix products for data sets of at
-        least :data:`~bluesky_twin.twin.model.LARGE_DATA_ROWS` rows on a CPU with native
+        least :data:`~bluesky_twin.twin.LARGE_DATA_ROWS` rows on a CPU with native
         bfloat16, else float32), ``"float32"`` or ``"bfloat16"``.  Weights, optimiser
         state and predictions stay float32 either way.
     """

@@ -19,15 +19,21 @@ from typing import Any, Sequence
 import numpy as np
 
 from bluesky_twin.errors import InputError
+from bluesky_twin.twin._protocols import CorrectedTwinLike, TwinLike
+from bluesky_twin.twin._scaler import as_points
 
 
 class TabulatedTwin:
     """Grid-and-spline stand-in for a :class:`~bluesky_twin.twin.DigitalTwin`.
 
+    It is itself a :class:`~bluesky_twin.twin.TwinLike`.
+
     Parameters
     ----------
     twin
-        The twin to tabulate.
+        The twin to tabulate: any :class:`~bluesky_twin.twin.TwinLike`.  When it also
+        has a line-residual correction (:class:`~bluesky_twin.twin.CorrectedTwinLike`),
+        the grid holds its networks alone and the correction is added exactly.
     shape
         Grid points per axis (default 1000 along the first axis, 200 along others; 3-axis twins
         get 200 x 100 x 100).
@@ -46,7 +52,7 @@ class TabulatedTwin:
         already admit to.
     """
 
-    def __init__(self, twin: Any, shape: Sequence[int] | None = None, *, n_check: int = 2000, seed: int = 0) -> None:
+    def __init__(self, twin: TwinLike, shape: Sequence[int] | None = None, *, n_check: int = 2000, seed: int = 0) -> None:
         from scipy import ndimage
 
         d = len(twin.x_names)
@@ -60,8 +66,11 @@ class TabulatedTwin:
         self.twin = twin
         self.shape = shape
         #: added exactly on top of the tabulated networks (None: nothing to add)
-        self._line_residual = getattr(twin, "line_residual", None)
-        networks = twin.networks_only() if self._line_residual is not None else twin
+        self._line_residual = None
+        networks = twin
+        if isinstance(twin, CorrectedTwinLike) and twin.line_residual is not None:
+            self._line_residual = twin.line_residual
+            networks = twin.networks_only()
         self._lo = twin.x_range[:, 0].astype(float)
         self._hi = twin.x_range[:, 1].astype(float)
         self._step = (self._hi - self._lo) / (np.asarray(shape) - 1)
@@ -104,8 +113,6 @@ class TabulatedTwin:
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and std at *X* (``(n, d)``, original units); the network answers outside the box."""
-        from bluesky_twin.twin.model import as_points
-
         X = as_points(X, self.x_names)
         inside = ((X >= self._lo) & (X <= self._hi)).all(axis=1)
         mean = np.empty(len(X))
@@ -120,6 +127,6 @@ class TabulatedTwin:
         return mean, std
 
 
-def tabulate(twin: Any, shape: Sequence[int] | None = None, **kwargs: Any) -> TabulatedTwin:
+def tabulate(twin: TwinLike, shape: Sequence[int] | None = None, **kwargs: Any) -> TabulatedTwin:
     """Return a :class:`TabulatedTwin` of *twin* (see the module docstring)."""
     return TabulatedTwin(twin, shape, **kwargs)

@@ -1,0 +1,162 @@
+"""The options of one twin fit, checked once: :class:`FitConfig`.
+
+This module imports nothing heavy (no numpy, torch or optuna), so
+``bluesky_twin.twin`` re-exports it eagerly.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any
+
+from bluesky_twin.errors import InputError
+
+#: Optuna trials of a fit when the caller does not say.
+DEFAULT_TRIALS = 30
+#: Trials of a warm-start refit when the caller does not say.
+DEFAULT_WARM_TRIALS = 4
+#: Members of the final ensemble in all (spread over the top-k configurations).
+DEFAULT_ENSEMBLE_SIZE = 6
+#: Configurations in the final ensemble, at most.
+DEFAULT_TOP_K = 3
+#: Cross-validation folds of held-out scan lines.
+DEFAULT_FOLDS = 3
+#: From this many rows on, a search trial trains one cross-validation fold, not all,
+#: and the final ensemble trains one member per thread group.
+LARGE_DATA_ROWS = 10_000
+#: Seeds seed numpy's legacy generator inside Optuna's sampler, which takes 32 bits.
+MAX_SEED = 2**32 - 1
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _positive_seconds(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and value > 0  # NaN fails too
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How :meth:`DigitalTwin.fit <bluesky_twin.twin.DigitalTwin.fit>` searches and trains.
+
+    Every field is checked when the object is made; a bad value raises
+    :class:`~bluesky_twin.errors.InputError` with one line naming the field.
+
+    Parameters
+    ----------
+    trials
+        Optuna trials (``None``: :data:`DEFAULT_TRIALS`, or :data:`DEFAULT_WARM_TRIALS`
+        for a warm start; see :meth:`trial_count`).
+    timeout
+        Seconds for the search: no trial starts after it, and running trials stop at
+        it, keeping the best weights they reached (the final ensemble is trained after it).
+    budget
+        Seconds for the whole fit, search and final ensemble together.  After every
+        trial the final ensemble's cost is estimated from the measured speed of the
+        finished trials, and the search (running trials included) stops early enough
+        to leave it that time.
+    jobs
+        Trials (and final-ensemble groups) run in parallel threads in this process.
+    storage
+        Optuna storage URL (see :mod:`bluesky_twin.twin.storage_url`); ``None``: a
+        journal file that is saved with the model.
+    study_name
+        Optuna study name (``None`` or empty: generated).  With a shared database
+        storage several processes or machines can work on one study.
+    seed
+        Seed of the sampler, the folds and the network initialisation, in
+        ``[0, 2**32 - 1]``.
+    ensemble_size
+        Members of the final ensemble in all.
+    top_k
+        Most configurations in the final ensemble (members are spread over them).
+    n_folds
+        Cross-validation folds of held-out scan lines.
+    search_folds
+        How many of the folds each trial trains (``None``: see :meth:`folds_to_search`).
+    progress
+        Show a tqdm progress bar over trials.
+
+    Raises
+    ------
+    InputError
+        A count is not a positive integer, a time is not a positive number of seconds,
+        the seed is out of range, or a name is not a string.
+
+    Examples
+    --------
+    >>> FitConfig(trials=8, budget=60.0).trial_count(warm_start=False)
+    8
+    >>> FitConfig().trial_count(warm_start=True)
+    4
+    """
+
+    trials: int | None = None
+    timeout: float | None = None
+    budget: float | None = None
+    jobs: int = 1
+    storage: str | None = None
+    study_name: str | None = None
+    seed: int = 0
+    ensemble_size: int = DEFAULT_ENSEMBLE_SIZE
+    top_k: int = DEFAULT_TOP_K
+    n_folds: int = DEFAULT_FOLDS
+    search_folds: int | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("trials", "search_folds"):
+            value = getattr(self, name)
+            if value is not None and not (_is_int(value) and value >= 1):
+                raise InputError(f"{name} must be >= 1")
+        if not (_is_int(self.jobs) and self.jobs >= 1):
+            raise InputError("jobs must be >= 1")
+        if not (_is_int(self.ensemble_size) and _is_int(self.top_k) and self.ensemble_size >= 1 and self.top_k >= 1):
+            raise InputError("ensemble_size and top_k must be >= 1")
+        if not (_is_int(self.n_folds) and self.n_folds >= 1):
+            raise InputError("n_folds must be >= 1")
+        if self.timeout is not None and not _positive_seconds(self.timeout):
+            raise InputError("timeout must be a positive number of seconds")
+        if self.budget is not None and not _positive_seconds(self.budget):
+            raise InputError("budget must be a positive number of seconds")
+        if not (_is_int(self.seed) and 0 <= self.seed <= MAX_SEED):
+            raise InputError(f"seed must be an integer from 0 to {MAX_SEED}, got {self.seed!r}")
+        for name in ("storage", "study_name"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise InputError(f"{name} must be a string")
+
+    def trial_count(self, warm_start: bool) -> int:
+        """Trials to run: :attr:`trials`, else the default for a cold or warm fit.
+
+        Parameters
+        ----------
+        warm_start
+            Whether the fit starts from a previous twin.
+        """
+        if self.trials is not None:
+            return int(self.trials)
+        return DEFAULT_WARM_TRIALS if warm_start else DEFAULT_TRIALS
+
+    def folds_to_search(self, n_folds: int, n_rows: int) -> int:
+        """How many of *n_folds* folds each search trial trains.
+
+        :attr:`search_folds` if given, else all of them below :data:`LARGE_DATA_ROWS`
+        rows, and one from there on: on a large map one fold of every third interior
+        line already holds thousands of validation points, and the search costs a third.
+
+        Parameters
+        ----------
+        n_folds
+            Folds the data were split into.
+        n_rows
+            Rows of the data.
+        """
+        if self.search_folds is not None:
+            return int(self.search_folds)
+        return n_folds if n_rows < LARGE_DATA_ROWS else 1
+
+    def search_seconds(self) -> float:
+        """Seconds the search may run at most: the smaller of :attr:`timeout` and :attr:`budget` (or ``inf``)."""
+        return min(v for v in (self.timeout, self.budget, math.inf) if v is not None)

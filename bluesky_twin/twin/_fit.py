@@ -1,0 +1,215 @@
+"""A whole fit, from data to twin: :func:`fit_twin`.
+
+It standardises the data, splits held-out scan lines into folds, runs the
+search (:class:`~bluesky_twin.twin._search.TwinSearch`), trains the final
+ensemble (:func:`~bluesky_twin.twin.train_ensemble`), adds a line-residual
+correction where the space asks for one, and records everything in the twin's
+metadata.  :meth:`DigitalTwin.fit <bluesky_twin.twin.DigitalTwin.fit>` is the
+entry point.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import shutil
+import time
+import weakref
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
+
+import numpy as np
+
+from bluesky_twin.data import ScanTable, load_scan_table
+from bluesky_twin.errors import InputError
+from bluesky_twin.twin._config import LARGE_DATA_ROWS, FitConfig
+from bluesky_twin.twin._ensemble import train_ensemble
+from bluesky_twin.twin._params import optuna_params
+from bluesky_twin.twin._persistence import FORMAT, FORMAT_VERSION, JOURNAL_FILE
+from bluesky_twin.twin._scaler import Scaler, r2
+from bluesky_twin.twin._search import SearchData, TwinSearch
+from bluesky_twin.twin.line_residual import LineResidual
+from bluesky_twin.twin.space import TwinSearchSpace
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from bluesky_twin.twin._predictor import DigitalTwin
+
+    TwinT = TypeVar("TwinT", bound=DigitalTwin)
+
+logger = logging.getLogger(__name__)
+
+
+def fit_twin(twin_class: "type[TwinT]", data: "pd.DataFrame | str | os.PathLike | ScanTable",
+             x: Sequence[str] | None, y: str | None, config: FitConfig, *,
+             warm_start: "DigitalTwin | None" = None, search_space: TwinSearchSpace | None = None,
+             trial_callback: Callable[[Any, Any], None] | None = None) -> "TwinT":
+    """Tune, train and return a *twin_class* (see :meth:`DigitalTwin.fit` for the arguments)."""
+    import optuna
+    import torch
+
+    from bluesky_twin.twin.storage_url import mask_url
+    from bluesky_twin.twin.training import line_folds
+
+    t0 = time.perf_counter()
+    space = search_space or TwinSearchSpace()
+    if warm_start is not None:
+        x = list(x) if x is not None else warm_start.x_names
+        y = y if y is not None else warm_start.y_name
+        if list(x) != warm_start.x_names or y != warm_start.y_name:
+            raise InputError(
+                f"warm start twin models {warm_start.y_name}({warm_start.x_names}), "
+                f"not {y}({list(x)})")
+        if search_space is None:
+            space = TwinSearchSpace.from_dict(warm_start.metadata["search_space"])
+    if x is None or y is None:
+        raise InputError("x and y column names are required")
+    table = data if isinstance(data, ScanTable) else load_scan_table(data, x, y)
+    trials = config.trial_count(warm_start is not None)
+    if warm_start is not None:
+        x_scaler, y_scaler = warm_start._x_scaler, warm_start._y_scaler
+    else:
+        x_scaler, y_scaler = Scaler.fit(table.X, "x"), Scaler.fit(table.y, table.y_name)
+    try:
+        space = space.resolved(len(table), LARGE_DATA_ROWS)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    with np.errstate(over="ignore", invalid="ignore"):
+        Xt = torch.from_numpy(x_scaler.transform(table.X).astype(np.float32))
+        yt = torch.from_numpy(y_scaler.transform(table.y.reshape(-1, 1)).astype(np.float32))
+    if not (bool(torch.isfinite(Xt).all()) and bool(torch.isfinite(yt).all())):
+        raise InputError("the data hold values that overflow once standardised (absurd readings, "
+                         "or far outside a warm-start twin's range)")
+    line_axis, folds = line_folds(table.X, config.n_folds, config.seed)
+    folds = folds[: config.folds_to_search(len(folds), len(table))]
+    all_rows = np.arange(len(table))
+    data_ = SearchData(Xt, yt, [torch.from_numpy(np.setdiff1d(all_rows, f)) for f in folds],
+                       [torch.from_numpy(f) for f in folds])
+    prev_models = list(warm_start._models) if warm_start is not None else []
+    search = TwinSearch(config, space, data_, table, trials=trials,
+                        warm_params=optuna_params(warm_start.best_params) if warm_start is not None else None,
+                        warm_models=prev_models, trial_callback=trial_callback)
+    with _one_intra_op_thread():
+        result = search.run()
+        try:
+            if result.complete:
+                models, entries = train_ensemble(
+                    result.complete, space, Xt, yt, n_train=data_.n_train, seed=config.seed,
+                    ensemble_size=config.ensemble_size, top_k=config.top_k, jobs=config.jobs,
+                    warm_models=prev_models, precision=space.precision, epoch_scale=result.epoch_scale,
+                    deadline=result.final_deadline)
+        except BaseException:
+            _remove_journal(result.journal)
+            raise
+    try:
+        if not result.complete:
+            raise InputError("no Optuna trial completed (all pruned or failed); raise --trials or --timeout")
+        states = [t.state for t in result.study.trials]
+        parent = warm_start.metadata if warm_start is not None else None
+        refit = (int(parent.get("refit_count", 0)) + 1) if parent else 0
+        metadata: dict[str, Any] = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "x_names": table.x_names,
+            "y_name": table.y_name,
+            "x_scaler": x_scaler.to_dict(),
+            "y_scaler": y_scaler.to_dict(),
+            "x_range": np.column_stack([table.X.min(axis=0), table.X.max(axis=0)]).tolist(),
+            "n_points": len(table),
+            "n_dropped_nonfinite": table.n_dropped,
+            "search_space": space.to_dict(),
+            "best_params": entries[0]["params"],
+            "best_trial": entries[0]["trial"],
+            "best_epoch": entries[0]["epochs"],
+            "ensemble": entries,
+            "selection": "mean squared error on held-out interior scan lines (standardised units), "
+                         f"{len(folds)}-fold" if line_axis >= 0 else
+                         f"mean squared error on random held-out rows, {len(folds)}-fold",
+            "selection_score": float(entries[0]["cv_score"]),
+            "cv_rmse": float(math.sqrt(entries[0]["cv_score"]) * y_scaler.scale[0]),
+            "line_axis": table.x_names[line_axis] if line_axis >= 0 else None,
+            "n_trials_complete": states.count(optuna.trial.TrialState.COMPLETE),
+            "n_trials_pruned": states.count(optuna.trial.TrialState.PRUNED),
+            "n_trials_failed": states.count(optuna.trial.TrialState.FAIL),
+            "fit_seconds": time.perf_counter() - t0,
+            "budget_seconds": config.budget,
+            "final_epoch_scale": result.epoch_scale,
+            "training_precision": space.precision,
+            "study_name": result.study_name,
+            "storage": mask_url(result.storage_url) if config.storage is not None else f"journal:{JOURNAL_FILE}",
+            "data_sha256": table.fingerprint(),
+            "data_source": table.source,
+            "seed": config.seed,
+            "jobs": config.jobs,
+            "ensemble_size": int(sum(m.members for m in models)),
+            "top_k": config.top_k,
+            "refit_count": refit,
+            "parent_version": parent.get("version") if parent else None,
+            "versions": _versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "line_residual": None,
+        }
+        fitted, _ = twin_class(models, x_scaler, y_scaler, metadata).predict(table.X)  # the networks alone
+        line_residual = None
+        if space.line_residual and line_axis >= 0 and table.X.shape[1] == 2:
+            try:
+                line_residual = LineResidual.fit(table.X, table.y - fitted, line_axis)
+            except ValueError as exc:  # e.g. lines of one or two points: keep the networks alone
+                logger.info("no line-residual correction: %s", exc)
+            else:
+                metadata["line_residual"] = {**line_residual.to_metadata(), "network_train_r2": r2(table.y, fitted)}
+                fitted = fitted + line_residual(table.X)
+        metadata["train_r2"] = r2(table.y, fitted)
+        if not np.all(np.isfinite(fitted)):
+            raise InputError("training diverged: the twin predicts non-finite values on its own data "
+                             "(check the data for absurd readings)")
+        metadata["version"] = f"{refit}-{_weights_hash(models, metadata['data_sha256'])[:8]}"
+    except BaseException:
+        _remove_journal(result.journal)
+        raise
+    twin = twin_class(models, x_scaler, y_scaler, metadata, journal=result.journal, line_residual=line_residual)
+    if result.journal is not None:  # the study's journal lives as long as the twin (save() copies it)
+        weakref.finalize(twin, shutil.rmtree, result.journal.parent, True)
+    return twin
+
+
+@contextlib.contextmanager
+def _one_intra_op_thread() -> Iterator[None]:
+    """Train with one torch intra-op thread, restoring the setting afterwards.
+
+    These networks are far too small for OpenMP to pay off, and on a busy machine
+    its spin-waiting makes training an order of magnitude slower.  Parallelism comes
+    from ``jobs`` threads instead.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _remove_journal(journal: Any) -> None:
+    if journal is not None:
+        shutil.rmtree(journal.parent, ignore_errors=True)
+
+
+def _versions() -> dict[str, str]:
+    import optuna
+    import torch
+
+    from bluesky_twin import __version__
+
+    return {"bluesky_twin": __version__, "torch": torch.__version__, "optuna": optuna.__version__,
+            "numpy": np.__version__}
+
+
+def _weights_hash(models: Any, salt: str) -> str:
+    h = hashlib.sha256(salt.encode())
+    for v in models.state_dict().values():
+        h.update(v.detach().numpy().tobytes())
+    return h.hexdigest()

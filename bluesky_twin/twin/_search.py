@@ -1,0 +1,333 @@
+"""The hyper-parameter search of a fit: :class:`TwinSearch`.
+
+Each Optuna trial (:class:`_Objective`) trains one configuration on the
+cross-validation folds at once (one batched model) and is scored by the mean
+squared error on the rows it did not see (whole interior scan lines).  The study
+comes from :func:`bluesky_twin.twin.study.open_study`.  :class:`_Clock` holds the
+time limits: a ``timeout`` ends the search, and a ``budget`` for the whole fit
+ends it early enough to leave the final ensemble the time it needs
+(:func:`~bluesky_twin.twin.estimate_final_seconds`), then time-boxes the final
+ensemble to what is left.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+from bluesky_twin.twin._config import FitConfig
+from bluesky_twin.twin._ensemble import estimate_final_seconds
+from bluesky_twin.twin._params import matching_model
+from bluesky_twin.twin._persistence import JOURNAL_FILE
+from bluesky_twin.twin.space import TwinSearchSpace
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from bluesky_twin.data import ScanTable
+    from bluesky_twin.twin.network import BatchedMLP
+
+#: With a budget, the search keeps at least this share of it, however costly the
+#: final ensemble looks after the first trials (the final ensemble is shortened instead).
+MIN_SEARCH_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class SearchData:
+    """The standardised rows of a fit and its cross-validation folds.
+
+    Attributes
+    ----------
+    X, y
+        ``(n, d)`` and ``(n, 1)`` float32 tensors.
+    train_idx, val_idx
+        Per searched fold, the row indices trained on and held out.
+    """
+
+    X: "torch.Tensor"
+    y: "torch.Tensor"
+    train_idx: list["torch.Tensor"]
+    val_idx: list["torch.Tensor"]
+
+    @property
+    def n_train(self) -> int:
+        """Training rows of the smallest fold (batch-size bounds and epoch lengths)."""
+        return min(len(t) for t in self.train_idx)
+
+    @property
+    def n_rows(self) -> int:
+        """All rows."""
+        return len(self.X)
+
+
+@dataclass
+class SearchResult:
+    """What :meth:`TwinSearch.run` leaves for the final ensemble.
+
+    Attributes
+    ----------
+    study
+        The Optuna study.
+    complete
+        Its completed trials.
+    storage_url
+        The storage URL the study lives in (unmasked).
+    study_name
+        The study's name.
+    journal
+        The temporary journal file of the default storage (``None`` with a given
+        storage); its directory is the caller's to remove.
+    epoch_scale
+        Fraction of its schedule each final member may train (1: all of it).
+    final_deadline
+        :func:`time.monotonic` time at which final training stops (``None``: no budget).
+    """
+
+    study: Any
+    complete: list[Any]
+    storage_url: str
+    study_name: str
+    journal: Path | None
+    epoch_scale: float = 1.0
+    final_deadline: float | None = None
+
+
+class _Clock:
+    """The search's time limits, moved earlier by a budget as trials finish.
+
+    Parameters
+    ----------
+    config
+        The fit's options (``timeout``, ``budget``, ``ensemble_size``, ``top_k``, ``jobs``).
+    space
+        The resolved search space.
+    n_train, n_rows
+        Training rows of a trial, and all rows.
+    """
+
+    def __init__(self, config: FitConfig, space: TwinSearchSpace, n_train: int, n_rows: int) -> None:
+        self.config, self.space, self.n_train, self.n_rows = config, space, n_train, n_rows
+        self.start = time.monotonic()
+        self.search_seconds = config.search_seconds()
+        self.search_end = self.start + self.search_seconds
+
+    def deadline(self) -> float:
+        """When running trials must stop (:func:`time.monotonic`)."""
+        return self.search_end
+
+    def final_seconds(self, study: Any) -> float:
+        """The final ensemble's estimated cost now (see :func:`estimate_final_seconds`)."""
+        c = self.config
+        return estimate_final_seconds(study, self.space, c.ensemble_size, c.top_k, c.jobs, self.n_train, self.n_rows)
+
+    def keep_budget(self, study: Any, trial: Any) -> None:
+        """Optuna callback: leave the final ensemble the time the finished trials say it needs."""
+        budget = self.config.budget
+        assert budget is not None
+        final_s = self.final_seconds(study)
+        # ... but never before MIN_SEARCH_SHARE of the budget: an expensive first
+        # trial must not end the search; the final ensemble is time-boxed instead
+        search_end = max(self.start + MIN_SEARCH_SHARE * budget, self.start + budget - 1.1 * final_s)
+        if final_s:
+            self.search_end = min(self.search_end, search_end)
+        if time.monotonic() >= search_end:
+            study.stop()
+
+    def final_time_box(self, study: Any) -> tuple[float, float | None]:
+        """The final ensemble's epoch scale and deadline: what is left of the budget.
+
+        Returns
+        -------
+        epoch_scale, deadline
+            ``(1.0, None)`` without a budget.
+        """
+        if self.config.budget is None:
+            return 1.0, None
+        deadline = self.start + self.config.budget
+        final_s = self.final_seconds(study)
+        left = deadline - time.monotonic()
+        if final_s > 0 and left < 1.1 * final_s:  # the same margin as the search's stop
+            return max(0.0, left) / (1.1 * final_s), deadline
+        return 1.0, deadline
+
+
+class _Objective:
+    """Optuna objective: cross-validated loss of one configuration on held-out lines."""
+
+    def __init__(self, space: TwinSearchSpace, data: SearchData, seed: int, prev_models: Sequence["BatchedMLP"],
+                 deadline: "float | Callable[[], float | None] | None" = None,
+                 precision: str = "float32") -> None:
+        self.space, self.data, self.seed = space, data, seed
+        self.prev_models, self.deadline, self.precision = prev_models, deadline, precision
+
+    def __call__(self, trial: Any) -> float:
+        import optuna
+        import torch
+
+        from bluesky_twin.twin.network import BatchedMLP
+        from bluesky_twin.twin.training import PruneSignal, deadline_passed, train_members
+
+        X, y, train_idx = self.data.X, self.data.y, self.data.train_idx
+        params = self.space.suggest(trial, self.data.n_train, int(X.shape[1]))
+        if deadline_passed(self.deadline):  # started just as the budget ran out
+            raise optuna.TrialPruned("the search's time is up")
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + trial.number)
+        model = BatchedMLP.from_params(len(train_idx), X.shape[1], params, generator=gen)
+        previous = matching_model(self.prev_models, params)
+        if previous is not None:
+            model.load_members_from(previous)
+            trial.set_user_attr("warm_weights", True)
+
+        def report(epoch: int, value: float) -> None:
+            trial.report(value, epoch)
+            if trial.should_prune():
+                raise PruneSignal
+
+        started = time.perf_counter()
+        try:
+            res = train_members(model, X, y, train_idx, self.data.val_idx, lr=params["lr"],
+                                batch_size=params["batch_size"], weight_decay=params["weight_decay"],
+                                max_epochs=self.space.max_epochs, lr_drop_epoch=self.space.lr_drop_epoch,
+                                lr_drop_factor=self.space.lr_drop_factor, patience=self.space.patience,
+                                generator=gen, report=report,
+                                max_steps_per_epoch=self.space.max_steps_per_epoch, deadline=self.deadline,
+                                precision=self.precision)
+        except PruneSignal:
+            raise optuna.TrialPruned() from None
+        trial.set_user_attr("best_epoch", res.best_epoch)
+        trial.set_user_attr("epochs_run", res.epochs_run)
+        trial.set_user_attr("seconds_per_member_epoch",
+                            (time.perf_counter() - started) / max(1, res.epochs_run * model.members))
+        if res.steps:  # optimiser steps alone: the final ensemble has no validation pass
+            trial.set_user_attr("seconds_per_member_step", res.step_seconds / (res.steps * model.members))
+        if res.time_limited:  # the study's timeout cut this trial short: keep what it reached
+            trial.set_user_attr("time_limited", True)
+        with torch.no_grad():  # training-set fit, recorded to compare selection criteria
+            pred = model(X.unsqueeze(0).expand(model.members, -1, -1))
+            train_mse = [float(((pred[m, idx] - y[idx]) ** 2).mean()) for m, idx in enumerate(train_idx)]
+        trial.set_user_attr("train_mse", float(np.mean(train_mse)))
+        if not math.isfinite(res.best_val_loss):
+            raise optuna.TrialPruned("diverged")
+        return res.best_val_loss
+
+
+class TwinSearch:
+    """One fit's Optuna search over :class:`~bluesky_twin.twin.TwinSearchSpace`.
+
+    Parameters
+    ----------
+    config
+        The fit's options.
+    space
+        The search space, resolved for the data (see :meth:`TwinSearchSpace.resolved`).
+    data
+        The standardised rows and the folds to search on.
+    table
+        The scan table the rows come from (the study records its identity, and a
+        resumed study must hold the same data).
+    trials
+        Trials this worker should have finished in all (see :meth:`FitConfig.trial_count`).
+    warm_params
+        A previous twin's best parameters in Optuna's names: tried first.
+    warm_models
+        A previous twin's networks: a trial whose architecture matches one starts
+        from its weights.
+    trial_callback
+        Called as ``trial_callback(study, trial)`` after every trial.
+    """
+
+    def __init__(self, config: FitConfig, space: TwinSearchSpace, data: SearchData, table: "ScanTable", *,
+                 trials: int, warm_params: dict[str, Any] | None = None,
+                 warm_models: Sequence["BatchedMLP"] = (),
+                 trial_callback: Callable[[Any, Any], None] | None = None) -> None:
+        self.config, self.space, self.data, self.table = config, space, data, table
+        self.trials, self.warm_params, self.warm_models = trials, warm_params, list(warm_models)
+        self.trial_callback = trial_callback
+
+    def _open_study(self, storage_url: str, study_name: str) -> tuple[Any, int]:
+        import optuna
+
+        from bluesky_twin.twin.study import open_study
+
+        c = self.config
+        sampler = optuna.samplers.TPESampler(seed=c.seed, n_startup_trials=min(10, max(1, self.trials // 3)),
+                                             multivariate=True, constant_liar=c.jobs > 1)
+        pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=10, reduction_factor=3)
+        # one study holds one data set (refused otherwise); a re-run resumes it: the
+        # trials this worker already finished count towards `trials`
+        study, trials = open_study(storage_url, study_name, self.table, sampler=sampler, pruner=pruner,
+                                   seed=c.seed, trials=self.trials)
+        if self.warm_params is not None:
+            previous = dict(self.warm_params)
+            lo, hi = self.space.batch_bounds(self.data.n_train)  # the bounds move with the data size
+            if "batch_size" in previous:
+                previous["batch_size"] = int(min(max(previous["batch_size"], lo), hi))
+            study.enqueue_trial(previous, skip_if_exists=False)
+        return study, trials
+
+    def run(self) -> SearchResult:
+        """Run the search (torch should use one intra-op thread meanwhile).
+
+        Returns
+        -------
+        SearchResult
+            With no completed trial, ``complete`` is empty and nothing is time-boxed.
+            Should the search raise, its temporary journal is removed.
+        """
+        c = self.config
+        if c.storage is not None:
+            return self._run(c.storage, None)
+        journal = Path(tempfile.mkdtemp(prefix="bluesky-twin-study-")) / JOURNAL_FILE
+        try:
+            return self._run(f"journal:{journal}", journal)
+        except BaseException:
+            shutil.rmtree(journal.parent, ignore_errors=True)
+            raise
+
+    def _run(self, storage_url: str, journal: Path | None) -> SearchResult:
+        import optuna
+
+        c = self.config
+        study_name = c.study_name or f"twin-{self.table.y_name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        study, trials = self._open_study(storage_url, study_name)
+        clock = _Clock(c, self.space, self.data.n_train, self.data.n_rows)
+        objective = _Objective(self.space, self.data, c.seed, self.warm_models, clock.deadline,
+                               self.space.precision)
+        callbacks: list[Callable[[Any, Any], None]] = []
+        if c.budget is not None:
+            callbacks.append(clock.keep_budget)
+        bar = None
+        if c.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=trials, desc=f"twin {self.table.y_name}", unit="trial")
+
+            def _tick(study: Any, trial: Any) -> None:
+                bar.update(1)
+                try:
+                    bar.set_postfix(best=f"{study.best_value:.4g}", refresh=False)
+                except ValueError:
+                    pass
+
+            callbacks.append(_tick)
+        if self.trial_callback is not None:
+            callbacks.append(self.trial_callback)
+        try:
+            study.optimize(objective, n_trials=trials,
+                           timeout=None if math.isinf(clock.search_seconds) else clock.search_seconds,
+                           n_jobs=c.jobs, callbacks=callbacks, gc_after_trial=False, catch=())
+        finally:
+            if bar is not None:
+                bar.close()
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        result = SearchResult(study, complete, storage_url, study_name, journal)
+        if complete:
+            result.epoch_scale, result.final_deadline = clock.final_time_box(study)
+        return result
