@@ -33,7 +33,7 @@ def compare(key: int, seed: int, trials: int, jobs: int) -> dict:
     import torch
 
     from bluesky_twin.twin import DigitalTwin, TwinSearchSpace
-    from bluesky_twin.twin.model import _model_params
+    from bluesky_twin.twin import model_params as _model_params
     from bluesky_twin.twin.storage_url import open_storage
 
     name, fname, _ = DATASETS[key]

@@ -179,7 +179,7 @@ def _held_out_prediction(twin, X, y, h, prediction):
 def _lofo_one(twin, X, y, lines, params, epochs, seed, lr_drop=None):
     import torch
 
-    from bluesky_twin.twin.model import LARGE_DATA_ROWS
+    from bluesky_twin.twin import LARGE_DATA_ROWS
     from bluesky_twin.twin.network import BatchedMLP
     from bluesky_twin.twin.training import resolve_precision, train_members
 
@@ -267,7 +267,8 @@ def run_dataset(key, trials, jobs, seed, out_rows, figs):
     alt = None
     if by_train.number != m["best_trial"]:
         from bluesky_twin.twin import TwinSearchSpace
-        from bluesky_twin.twin.model import _final_schedule, _model_params
+        from bluesky_twin.twin import final_schedule as _final_schedule
+        from bluesky_twin.twin import model_params as _model_params
 
         space = TwinSearchSpace.from_dict(m["search_space"])
         alt_params = _model_params(by_train.params, space, len(X))
