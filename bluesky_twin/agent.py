@@ -25,16 +25,24 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from bluesky_twin.errors import InputError
+from bluesky_twin.protocols import TwinLike, TwinSource
+
 __all__ = ["TwinLineAgent"]
 
 
 class TwinLineAgent:
     """Propose the stepped-axis values of the next lines from a twin.
 
+    A :class:`~bluesky_twin.protocols.ScoringLineAgent` (and so a
+    :class:`~bluesky_twin.protocols.LineAgent`).
+
     Parameters
     ----------
     twin_source
-        A twin (``predict``, ``x_names``) or a trainer (its current ``.twin`` is used).
+        A :class:`~bluesky_twin.protocols.TwinSource` such as a trainer (its latest
+        ``twin`` is used at every suggestion) or a fixed
+        :class:`~bluesky_twin.protocols.TwinLike`.
     step_axis
         Name of the stepped input (device name = data key, e.g. ``"mpms_field"``).
     line_axis
@@ -52,11 +60,16 @@ class TwinLineAgent:
         proposed (default: 1/200 of the bounds' span).
     fixed
         Values of any further twin inputs, ``{name: value}``.
+
+    Raises
+    ------
+    InputError
+        A bad argument (one line).
     """
 
     def __init__(
         self,
-        twin_source: Any,
+        twin_source: TwinSource | TwinLike,
         *,
         step_axis: str,
         line_axis: str,
@@ -67,23 +80,26 @@ class TwinLineAgent:
         min_separation: float | None = None,
         fixed: Mapping[str, float] | None = None,
     ) -> None:
+        if not isinstance(twin_source, (TwinSource, TwinLike)):
+            raise InputError("twin_source must be a TwinSource (e.g. a TwinTrainer) or a twin with predict(X) "
+                             f"and x_names; got {type(twin_source).__name__}")
         if acquisition not in ("std", "derived"):
-            raise ValueError(f"acquisition must be 'std' or 'derived'; got {acquisition!r}")
+            raise InputError(f"acquisition must be 'std' or 'derived'; got {acquisition!r}")
         low, high = (float(b) for b in bounds)
         if not (np.isfinite(low) and np.isfinite(high) and low < high):
-            raise ValueError(f"bounds must be finite with low < high; got {bounds!r}")
+            raise InputError(f"bounds must be finite with low < high; got {bounds!r}")
         line = np.asarray(line_points, dtype=float).reshape(-1)
         if len(line) < 3 or not np.isfinite(line).all():
-            raise ValueError("line_points must hold at least 3 finite values")
+            raise InputError("line_points must hold at least 3 finite values")
         if isinstance(candidates, (int, np.integer)):
             if candidates < 2:
-                raise ValueError("candidates must be >= 2")
+                raise InputError("candidates must be >= 2")
             cand = np.linspace(low, high, int(candidates))
         else:
             cand = np.asarray(candidates, dtype=float).reshape(-1)
             cand = np.unique(np.clip(cand[np.isfinite(cand)], low, high))
             if len(cand) == 0:
-                raise ValueError("no finite candidate values")
+                raise InputError("no finite candidate values")
         self.twin_source = twin_source
         self.step_axis = str(step_axis)
         self.line_axis = str(line_axis)
@@ -113,7 +129,7 @@ class TwinLineAgent:
         line.  Scores of all candidates are kept in :attr:`last_scores`.
         """
         if num_points < 1:
-            raise ValueError("num_points must be >= 1")
+            raise InputError("num_points must be >= 1")
         scores = self.scores()
         order = np.argsort(-scores, kind="stable")
         chosen: list[float] = []
@@ -131,17 +147,18 @@ class TwinLineAgent:
         return [{self.step_axis: float(np.clip(c, *self.bounds))} for c in chosen]
 
     # -- scoring ----------------------------------------------------------------------------
-    def _twin(self) -> Any:
-        twin = getattr(self.twin_source, "twin", None) if hasattr(self.twin_source, "poll") else self.twin_source
+    def _twin(self) -> TwinLike:
+        source = self.twin_source
+        twin = source.twin if isinstance(source, TwinSource) else source
         if twin is None:
             raise RuntimeError("the agent has no twin yet (the trainer has not finished a fit)")
         return twin
 
-    def _predict_lines(self, twin: Any, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _predict_lines(self, twin: TwinLike, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         names = list(twin.x_names)
         missing = [n for n in names if n not in (self.step_axis, self.line_axis) and n not in self.fixed]
         if self.step_axis not in names or self.line_axis not in names or missing:
-            raise ValueError(f"twin inputs {names} need values for {missing or [self.step_axis, self.line_axis]}")
+            raise InputError(f"twin inputs {names} need values for {missing or [self.step_axis, self.line_axis]}")
         nv, nl = len(values), len(self.line_points)
         X = np.empty((nv * nl, len(names)))
         for i, n in enumerate(names):
@@ -168,7 +185,7 @@ class TwinLineAgent:
         self.last_scores = scores
         return scores
 
-    def _derived_scores(self, twin: Any, mean: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    def _derived_scores(self, twin: TwinLike, mean: np.ndarray, measured: np.ndarray) -> np.ndarray:
         slope = np.gradient(mean, self.line_points, axis=1)  # dM/dT of each candidate line
         m_mean, _ = self._predict_lines(twin, measured)
         m_slope = np.gradient(m_mean, self.line_points, axis=1)

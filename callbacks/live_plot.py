@@ -19,6 +19,9 @@ from typing import Any
 import numpy as np
 from bluesky.callbacks.core import CallbackBase, make_class_safe
 
+from bluesky_twin.errors import InputError
+from bluesky_twin.protocols import Twin, TwinSource
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["TwinLivePlot"]
@@ -31,8 +34,9 @@ class TwinLivePlot(CallbackBase):
     Parameters
     ----------
     source
-        A :class:`~bluesky_twin.callbacks.TwinTrainer` (its current twin is used) or a
-        fixed twin (anything with ``predict``, ``x_names``, ``y_name``).
+        A :class:`~bluesky_twin.protocols.TwinSource` such as a
+        :class:`~bluesky_twin.callbacks.TwinTrainer` (its latest twin is used at every
+        redraw) or a fixed :class:`~bluesky_twin.protocols.Twin`.
     x
         Data key plotted on the horizontal axis; must be one of the twin's inputs.
     y
@@ -50,11 +54,17 @@ class TwinLivePlot(CallbackBase):
         Half-width of the band in standard deviations.
     stream_name
         Stream whose events are plotted.
+
+    Raises
+    ------
+    InputError
+        A source that is neither a ``TwinSource`` nor a ``Twin``, axes that are not
+        inputs of the twin, or bad throttle values (one line).
     """
 
     def __init__(
         self,
-        source: Any,
+        source: TwinSource | Twin,
         x: str,
         *,
         y: str | None = None,
@@ -67,14 +77,19 @@ class TwinLivePlot(CallbackBase):
         stream_name: str = "primary",
     ) -> None:
         super().__init__()
-        self._source = source
+        if not isinstance(source, (TwinSource, Twin)):
+            raise InputError("source must be a TwinSource (e.g. a TwinTrainer) or a Twin (predict, x_names, y_name, "
+                             f"x_range, version); got {type(source).__name__}")
+        # which contract the source follows, decided once (not per event)
+        self._trainer: TwinSource | None = source if isinstance(source, TwinSource) else None
+        self._fixed: Twin | None = None if self._trainer is not None else source
         x_names = self._x_names()
         if x not in x_names:
-            raise ValueError(f"x={x!r} is not an input of the twin/trainer {x_names}")
+            raise InputError(f"x={x!r} is not an input of the twin/trainer {x_names}")
         if group_by is not None and group_by not in x_names:
-            raise ValueError(f"group_by={group_by!r} is not an input of the twin/trainer {x_names}")
+            raise InputError(f"group_by={group_by!r} is not an input of the twin/trainer {x_names}")
         if min_interval < 0 or (every is not None and every < 1):
-            raise ValueError("min_interval must be >= 0 and every >= 1")
+            raise InputError("min_interval must be >= 0 and every >= 1")
         self.x = x
         self.y = y or self._y_name()
         self.group_by = group_by
@@ -93,16 +108,14 @@ class TwinLivePlot(CallbackBase):
         self._reset()
 
     # -- source helpers ----------------------------------------------------------------
-    def _twin(self) -> Any | None:
-        return getattr(self._source, "twin", None) if hasattr(self._source, "wait_for_version") else self._source
+    def _twin(self) -> Twin | None:
+        return self._trainer.twin if self._trainer is not None else self._fixed
 
     def _x_names(self) -> list[str]:
-        names = getattr(self._source, "x_fields", None)
-        return list(names if names is not None else self._source.x_names)
+        return list(self._trainer.x_fields if self._trainer is not None else self._fixed.x_names)
 
     def _y_name(self) -> str:
-        name = getattr(self._source, "y_field", None)
-        return str(name if name is not None else self._source.y_name)
+        return str(self._trainer.y_field if self._trainer is not None else self._fixed.y_name)
 
     # -- documents -----------------------------------------------------------------------
     def _reset(self) -> None:
@@ -195,8 +208,7 @@ class TwinLivePlot(CallbackBase):
                 ax.fill_between(xs, m - self.n_std * s, m + self.n_std * s, color=color, alpha=0.25, lw=0)
         ax.set_xlabel(self.x)
         ax.set_ylabel(self.y)
-        version = getattr(twin, "version", None)
-        self.drawn_version = None if version is None else str(version)
+        self.drawn_version = None if twin is None else str(twin.version)
         if len(X):
             ax.legend(loc="best", fontsize="small", title=f"twin {self.drawn_version or '(none yet)'}")
             ax.relim()

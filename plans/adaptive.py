@@ -15,12 +15,15 @@ the first move.  Every run's start document records the twin that steered it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field as dc_field
-from typing import Any, Callable, Sequence
 
 import numpy as np
+from bluesky.protocols import NamedMovable, Readable
+from bluesky.utils import MsgGenerator
 
 from bluesky_twin.errors import InputError
+from bluesky_twin.protocols import LineAgent, ScoringLineAgent, TwinSource
 
 from .stubs import (
     check_limits,
@@ -74,16 +77,16 @@ class AdaptiveScanResult:
 
 
 def twin_adaptive_scan(
-    detectors: Sequence[Any],
-    line_motor: Any,
+    detectors: Sequence[Readable],
+    line_motor: NamedMovable,
     line_start: float,
     line_stop: float,
     line_num: int,
-    step_motor: Any,
+    step_motor: NamedMovable,
     initial_lines: Sequence[float],
     *,
-    trainer: Any,
-    agent: Any | None = None,
+    trainer: TwinSource,
+    agent: LineAgent | None = None,
     budget: int = 10,
     batch_size: int = 1,
     acquisition: str = "std",
@@ -95,7 +98,7 @@ def twin_adaptive_scan(
     poll_interval: float = 0.25,
     per_step: Callable | None = None,
     md: dict | None = None,
-):
+) -> MsgGenerator[AdaptiveScanResult]:
     """Adaptive line scan steered by the twin's uncertainty (or dS_M error).
 
     Parameters
@@ -110,10 +113,12 @@ def twin_adaptive_scan(
         Step-motor values of the first batch (measured before any twin exists);
         values outside the limits raise ``LimitError``.
     trainer
-        A :class:`~bluesky_twin.callbacks.TwinTrainer` subscribed to the RunEngine.
+        A :class:`~bluesky_twin.protocols.TwinSource` (e.g. a
+        :class:`~bluesky_twin.callbacks.TwinTrainer` subscribed to the RunEngine).
     agent
-        An object with ``suggest(n) -> list[dict]`` and ``ingest(list[dict])`` keyed by
-        device names.  Default: :class:`bluesky_twin.agent.TwinLineAgent`.
+        A :class:`~bluesky_twin.protocols.LineAgent`: ``suggest(n) -> list[dict]`` and
+        ``ingest(list[dict])`` keyed by device names.  Default:
+        :class:`bluesky_twin.agent.TwinLineAgent`.
     budget
         Total number of lines to measure at most (initial ones included).
     batch_size
@@ -121,8 +126,8 @@ def twin_adaptive_scan(
     acquisition
         ``"std"`` or ``"derived"`` for the default agent.
     tolerance
-        Converged when the agent's best score is below it (default agent only: it
-        exposes ``last_scores``).
+        Converged when the agent's best score is below it (agents that are a
+        :class:`~bluesky_twin.protocols.ScoringLineAgent`, as the default one).
     step_range
         ``(low, high)`` for proposals, within the limits (default: the limits).
     out_of_limits
@@ -170,8 +175,8 @@ def twin_adaptive_scan(
     if agent is None:
         if acquisition not in ("std", "derived"):
             raise InputError(f"acquisition must be 'std' or 'derived'; got {acquisition!r}")
-    elif not (callable(getattr(agent, "suggest", None)) and callable(getattr(agent, "ingest", None))):
-        raise InputError(f"agent must have suggest(n) and ingest(points); got {agent!r}")
+    elif not isinstance(agent, LineAgent):
+        raise InputError(f"agent must have suggest(n) and ingest(points) (a LineAgent); got {type(agent).__name__}")
     tolerance = require_number("tolerance", tolerance, minimum=0.0)
     for m in (line_motor, step_motor):
         if m.name not in trainer.x_fields:
@@ -238,7 +243,7 @@ def twin_adaptive_scan(
         batch = []
         for _attempt in range(3):  # proposals all refused/duplicates: ask again, a few times
             proposals = [float(p[name]) for p in agent.suggest(n) if name in p]
-            scores = getattr(agent, "last_scores", None)
+            scores = agent.last_scores if isinstance(agent, ScoringLineAgent) else None
             if scores is not None and len(scores):
                 result.max_scores.append(float(np.nanmax(scores)))
                 if result.max_scores[-1] < tolerance:

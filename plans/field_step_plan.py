@@ -14,12 +14,17 @@ Bluesky plan, for a magnetometer with a temperature and a field positioner:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field as dc_field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
+from bluesky.protocols import NamedMovable, Readable
+from bluesky.utils import MsgGenerator
 
+from bluesky_twin.analysis.config import FieldStepCriteria, FieldTiming, split_options
 from bluesky_twin.errors import InputError
+from bluesky_twin.protocols import RecordingTwinSource, require
 
 from .stubs import (
     MAX_POINTS,
@@ -129,27 +134,30 @@ def _check_candidate_steps(steps: Any, low_T: float, high_T: float, fine_t_num: 
     return np.asarray(values, dtype=float)
 
 
-def _grid_cycler(outer: Any, outer_values: Sequence[float], inner: Any, inner_values: Sequence[float]):
+def _grid_cycler(outer: NamedMovable, outer_values: Sequence[float], inner: NamedMovable,
+                 inner_values: Sequence[float]) -> Any:
     from cycler import cycler
 
     return cycler(outer, list(map(float, outer_values))) * cycler(inner, list(map(float, inner_values)))
 
 
 def coarse_to_fine(
-    detectors: Sequence[Any],
-    temperature: Any,
+    detectors: Sequence[Readable],
+    temperature: NamedMovable,
     t_start: float,
     t_stop: float,
     t_num: int,
-    field: Any,
+    field: NamedMovable,
     coarse_fields: Sequence[float],
     *,
-    trainer: Any,
+    trainer: RecordingTwinSource,
     fine_t_num: int | None = None,
     field_min: float | None = None,
     field_max: float | None = None,
     candidate_steps: Sequence[float] | None = None,
-    tolerance: float = 0.05,
+    tolerance: float | None = None,
+    criteria: FieldStepCriteria | None = None,
+    timing: FieldTiming | None = None,
     field_unit: str = "T",
     mass_g: float | None = None,
     moment_unit: str | None = None,
@@ -157,7 +165,7 @@ def coarse_to_fine(
     poll_interval: float = 0.25,
     per_step: Callable | None = None,
     md: dict | None = None,
-):
+) -> MsgGenerator[CoarseToFineResult]:
     """Coarse grid, twin, field-step study, fine scan at the proposed step, dS_M check.
 
     Parameters
@@ -171,7 +179,8 @@ def coarse_to_fine(
     coarse_fields
         Fields of the coarse isofield sweeps.
     trainer
-        A :class:`~bluesky_twin.callbacks.TwinTrainer` subscribed to the RunEngine,
+        A :class:`~bluesky_twin.protocols.RecordingTwinSource` (a
+        :class:`~bluesky_twin.callbacks.TwinTrainer` subscribed to the RunEngine),
         whose inputs include the temperature and field data keys.
     fine_t_num
         Points per fine sweep (default ``2 * t_num``).
@@ -181,7 +190,14 @@ def coarse_to_fine(
     candidate_steps
         Field steps to study, in tesla (default: the analysis module's).
     tolerance
-        Largest accepted excess total variation of dS_M (0.05 = 5 %).
+        Shortcut for ``criteria=FieldStepCriteria(tolerance=...)``: the largest accepted
+        wiggle of dS_M (default 0.05 = 5 %).
+    criteria
+        When a field step passes the study
+        (:class:`~bluesky_twin.analysis.config.FieldStepCriteria`, as ``bluesky-twin steps``).
+    timing
+        Time model for the study's time estimates and the fine run's start document
+        (:class:`~bluesky_twin.analysis.config.FieldTiming`).
     field_unit
         Unit of the field positioner (``"T"``, ``"Oe"``, ``"A/m"``).
     mass_g, moment_unit
@@ -223,6 +239,7 @@ def coarse_to_fine(
     detectors = require_devices(detectors, {"temperature": temperature, "field": field})
     require_common(trainer=trainer, per_step=per_step, md=md, twin_timeout=twin_timeout,
                    poll_interval=poll_interval)
+    require(trainer, RecordingTwinSource, "trainer", "a TwinTrainer (a TwinSource that keeps its runs' data)")
     t_start = require_number("t_start", t_start)
     t_stop = require_number("t_stop", t_stop)
     if not t_stop > t_start:
@@ -241,7 +258,8 @@ def coarse_to_fine(
     for name in (t_name, h_name):
         if name not in trainer.x_fields:
             raise InputError(f"{name!r} is not an input of the trainer {trainer.x_fields}")
-    tolerance = require_number("tolerance", tolerance, minimum=0.0)
+    criteria, timing = split_options("coarse_to_fine", {} if tolerance is None else {"tolerance": tolerance},
+                                     FieldStepCriteria, criteria, FieldTiming, timing)
     to_T = float(field_to_tesla(1.0, field_unit))  # InputError for an unknown unit
     _si_conversion(moment_unit, require_number("mass_g", mass_g, minimum=0.0, strict=True, optional=True),
                    trainer.y_field)  # InputError for a bad unit or mass, now rather than after the scans
@@ -264,7 +282,7 @@ def coarse_to_fine(
                  "t_stop": t_stop, "t_num": t_num, "field": repr(field), "coarse_fields": list(coarse_fields),
                  "fine_t_num": fine_t_num, "field_min": field_min, "field_max": field_max,
                  "candidate_steps": None if candidate_steps is None else list(map(float, candidate_steps)),
-                 "tolerance": tolerance, "field_unit": field_unit, "trainer": repr(trainer),
+                 "criteria": criteria.to_json_dict(), "timing": timing.to_json_dict(), "field_unit": field_unit, "trainer": repr(trainer),
                  "per_step": repr(per_step)}
     base_md["plan_args"] = plan_args
 
@@ -289,7 +307,7 @@ def coarse_to_fine(
     # ---- 3. step study with the twin ----
     study = field_step_study(
         twin, field_max=h_hi * to_T, field_min=h_lo * to_T, steps=steps_T, T_grid=fine_T, field_unit=field_unit,
-        T_axis=t_name, H_axis=h_name, tolerance=tolerance, mass_g=mass_g, moment_unit=moment_unit,
+        T_axis=t_name, H_axis=h_name, mass_g=mass_g, moment_unit=moment_unit, criteria=criteria, timing=timing,
     )
     step_T = float(study.proposed_step)
     result.step_study, result.proposal_ok = study, bool(study.proposal_ok)
@@ -324,7 +342,7 @@ def coarse_to_fine(
                                            moment_unit=moment_unit, y_name=trainer.y_field)
         predicted = entropy_change_from_twin(twin, measured.T, measured.H, field_unit=field_unit, mass_g=mass_g,
                                              moment_unit=moment_unit, T_axis=t_name, H_axis=h_name)
-    except ValueError as exc:  # InputError: e.g. too few usable readings per field
+    except InputError as exc:  # e.g. too few usable readings per field
         result.notes.append(f"dS_M comparison skipped: {exc}")
         return result
     result.dsm_measured, result.dsm_predicted = measured, predicted

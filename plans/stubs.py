@@ -9,6 +9,9 @@ commanded outside its limits: explicit user values are refused up front with
 ``require_int``, ``require_number``, ``require_points``, ``require_devices`` and
 ``require_common`` check plan arguments before a plan yields its first message: a bad
 argument raises :class:`~bluesky_twin.errors.InputError` (one line) and nothing moves.
+Devices are checked against bluesky's protocols (:class:`~bluesky.protocols.Readable`,
+:class:`~bluesky.protocols.Movable`), the trainer against
+:class:`~bluesky_twin.protocols.TwinSource` (:func:`require_source`).
 ``require_points`` bounds the readings a run (or a model evaluation) implies to
 :data:`MAX_POINTS`.
 """
@@ -17,16 +20,21 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+from bluesky.protocols import HasHints, HasName, Movable, NamedMovable, Readable
+from bluesky.utils import MsgGenerator
 
 from bluesky_twin.errors import InputError, LimitError
+from bluesky_twin.protocols import HasLimits, Twin, TwinSource, require
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["MAX_POINTS", "TwinUnavailableError", "check_limits", "clip_to_limits", "limits_of", "motor_dimensions",
-           "require_common", "require_devices", "require_int", "require_number", "require_points", "wait_for_twin"]
+           "require_common", "require_devices", "require_int", "require_number", "require_points", "require_source",
+           "wait_for_twin"]
 
 #: Most readings one run of a plan may imply, and most model evaluations a step study may
 #: imply (a 1e-9 T step over 3 T would otherwise ask for billions).
@@ -38,19 +46,20 @@ class TwinUnavailableError(RuntimeError):
 
 
 def wait_for_twin(
-    trainer: Any,
+    trainer: TwinSource,
     *,
     run_uid: str | None = None,
     newer_than: str | None = None,
     timeout: float = 60.0,
     poll_interval: float = 0.2,
-):
+) -> MsgGenerator[Twin | None]:
     """Wait (inside a plan) until the trainer has a twin trained on *run_uid*.
 
     Parameters
     ----------
     trainer
-        A :class:`~bluesky_twin.callbacks.TwinTrainer` subscribed to the RunEngine.
+        A :class:`~bluesky_twin.protocols.TwinSource` (e.g. a
+        :class:`~bluesky_twin.callbacks.TwinTrainer` subscribed to the RunEngine).
     run_uid
         Require a twin whose training data includes this run.
     newer_than
@@ -67,6 +76,7 @@ def wait_for_twin(
     """
     import bluesky.plan_stubs as bps
 
+    require_source(trainer)
     require_number("timeout", timeout, minimum=0.0, allow_inf=True)
     require_number("poll_interval", poll_interval, minimum=0.0, strict=True)
     deadline = time.monotonic() + timeout
@@ -84,12 +94,15 @@ def wait_for_twin(
         yield from bps.sleep(min(poll_interval, remaining))
 
 
-def limits_of(motor: Any) -> tuple[float, float] | None:
+def limits_of(motor: NamedMovable) -> tuple[float, float] | None:
     """``(low, high)`` of a positioner, or ``None`` if it declares none.
 
-    Follows ophyd's convention that ``low >= high`` (e.g. ``(0, 0)``) means "no limits".
+    A positioner declares limits by being a :class:`~bluesky_twin.protocols.HasLimits`;
+    ophyd's convention that ``low >= high`` (e.g. ``(0, 0)``) means "no limits" holds.
     """
-    lim = getattr(motor, "limits", None)
+    if not isinstance(motor, HasLimits):
+        return None
+    lim = motor.limits
     if lim is None:
         return None
     low, high = float(lim[0]), float(lim[1])
@@ -98,7 +111,7 @@ def limits_of(motor: Any) -> tuple[float, float] | None:
     return low, high
 
 
-def check_limits(motor: Any, values: Iterable[float], *, what: str = "value") -> np.ndarray:
+def check_limits(motor: NamedMovable, values: Iterable[float], *, what: str = "value") -> np.ndarray:
     """Return *values* as an array, or raise :class:`LimitError` if any lies outside the limits.
 
     Raises
@@ -119,7 +132,7 @@ def check_limits(motor: Any, values: Iterable[float], *, what: str = "value") ->
     return arr
 
 
-def clip_to_limits(motor: Any, values: Sequence[float], *, policy: str = "clip") -> np.ndarray:
+def clip_to_limits(motor: NamedMovable, values: Sequence[float], *, policy: str = "clip") -> np.ndarray:
     """Bring model proposals inside a motor's limits.
 
     Parameters
@@ -135,9 +148,14 @@ def clip_to_limits(motor: Any, values: Sequence[float], *, policy: str = "clip")
     -------
     numpy.ndarray
         Values that are all within the limits (non-finite proposals are dropped).
+
+    Raises
+    ------
+    InputError
+        An unknown *policy*.
     """
     if policy not in ("clip", "refuse"):
-        raise ValueError(f"policy must be 'clip' or 'refuse'; got {policy!r}")
+        raise InputError(f"policy must be 'clip' or 'refuse'; got {policy!r}")
     arr = np.asarray(list(values), dtype=float).reshape(-1)
     dropped = arr[~np.isfinite(arr)]
     arr = arr[np.isfinite(arr)]
@@ -153,11 +171,12 @@ def clip_to_limits(motor: Any, values: Sequence[float], *, policy: str = "clip")
     return arr
 
 
-def motor_dimensions(motors: Sequence[Any], stream: str = "primary") -> list[tuple[list[str], str]]:
+def motor_dimensions(motors: Sequence[HasName], stream: str = "primary") -> list[tuple[list[str], str]]:
     """``hints["dimensions"]`` entries for *motors* (their hinted fields, else their names)."""
     dims = []
     for m in motors:
-        fields = list(getattr(m, "hints", {}).get("fields", []) or [m.name])
+        hinted = m.hints.get("fields", []) if isinstance(m, HasHints) else []
+        fields = list(hinted or [m.name])
         dims.append((fields, stream))
     return dims
 
@@ -223,29 +242,37 @@ def require_points(what: str, n: float, how: str, advice: str) -> int:
     return int(n)
 
 
-def require_devices(detectors: Any, motors: dict[str, Any]) -> list[Any]:
-    """Check that *detectors* is a non-empty sequence of readables and each motor is movable."""
-    from collections.abc import Iterable as _Iterable, Mapping
+def require_devices(detectors: Any, motors: Mapping[str, Any]) -> list[Readable]:
+    """Check that *detectors* is a non-empty sequence of :class:`~bluesky.protocols.Readable`
+    devices and each motor a named :class:`~bluesky.protocols.Movable`.
 
-    if isinstance(detectors, (str, bytes, Mapping)) or not isinstance(detectors, _Iterable):
+    Raises
+    ------
+    InputError
+        One line naming the first argument that does not fit.
+    """
+    if isinstance(detectors, (str, bytes, Mapping)) or not isinstance(detectors, Iterable):
         raise InputError(f"detectors must be a list of readable devices; got {detectors!r}")
     dets = list(detectors)
     if not dets:
         raise InputError("detectors must not be empty")
     for d in dets:
-        if not (hasattr(d, "read") and hasattr(d, "name")):
-            raise InputError(f"detector {d!r} is not a readable device (no read() / name)")
+        require(d, Readable, "each detector", "a readable device (bluesky.protocols.Readable)")
     for name, m in motors.items():
-        if not (hasattr(m, "set") and isinstance(getattr(m, "name", None), str)):
-            raise InputError(f"{name} {m!r} is not a movable device (no set() / name)")
+        require(m, Movable, name, "a movable device (bluesky.protocols.Movable)")
+        require(m, HasName, name, "a named device (bluesky.protocols.HasName)")
     return dets
+
+
+def require_source(trainer: Any) -> TwinSource:
+    """*trainer* if it is a :class:`~bluesky_twin.protocols.TwinSource`, else a one-line
+    :class:`~bluesky_twin.errors.InputError`."""
+    return require(trainer, TwinSource, "trainer", "a TwinTrainer or another TwinSource")
 
 
 def require_common(*, trainer: Any, per_step: Any, md: Any, twin_timeout: Any, poll_interval: Any) -> None:
     """Checks shared by the twin-steered plans: the trainer, ``per_step``, ``md`` and the waits."""
-    for attr in ("x_fields", "y_field", "poll", "provenance"):
-        if not hasattr(trainer, attr):
-            raise InputError(f"trainer must be a TwinTrainer (it has no {attr!r}); got {trainer!r}")
+    require_source(trainer)
     if per_step is not None and not callable(per_step):
         raise InputError(f"per_step must be callable or None; got {per_step!r}")
     if md is not None and not isinstance(md, dict):

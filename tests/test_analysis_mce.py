@@ -58,6 +58,10 @@ class EnsembleOfTransitions(MovingTransition):
         super().__init__()
         self.rates = np.asarray(rates)
 
+    @property
+    def ensemble_size(self) -> int:  # an EnsembleTwin (bluesky_twin.protocols)
+        return len(self.rates)
+
     def predict(self, X, *, return_members: bool = False):
         X = np.asarray(X, dtype=float)
         members = np.stack([f(X[:, 0] - a * X[:, 1] * 1e-4) for a in self.rates])

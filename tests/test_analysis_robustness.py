@@ -37,6 +37,10 @@ class TransitionEnsemble:
         self.x_range = self.members[0].x_range
         self.calls = 0
 
+    @property
+    def ensemble_size(self) -> int:  # an EnsembleTwin (bluesky_twin.protocols)
+        return len(self.members)
+
     def predict(self, X, return_members: bool = False):
         self.calls += 1
         m = np.vstack([t.predict(X)[0] for t in self.members])
@@ -111,6 +115,10 @@ class PeakMapEnsemble:
         X = np.asarray(X, dtype=float)
         return sum(np.exp(-0.5 * (X[:, 0] - c1) ** 2 - 0.5 * ((X[:, 1] - c2 - offset) / 0.5) ** 2)
                    for c1, c2 in self.centres)
+
+    @property
+    def ensemble_size(self) -> int:  # an EnsembleTwin (bluesky_twin.protocols)
+        return len(self.offsets)
 
     def predict(self, X, return_members: bool = False):
         m = np.vstack([self.member(X, o) for o in self.offsets])

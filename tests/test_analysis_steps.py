@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from bluesky_twin.analysis import angle_step_study, field_step_study, oscillation_metric
+from bluesky_twin.analysis.plotting import plot_step_study
 from bluesky_twin.analysis.steps import count_extrema, field_levels, find_peaks_2d, propose_coarsest
 from bluesky_twin.errors import InputError
 
@@ -128,7 +129,7 @@ def test_field_step_study_proposes_the_known_step(tmp_path):
     assert df.loc[df["proposed"], "step"].tolist() == [0.05]
     info = json.loads(json.dumps(study.to_json_dict()))
     assert info["proposed_step"] == 0.05 and info["meta"]["field_max_T"] == 5.0
-    study.plot(str(tmp_path / "field.png"))
+    plot_step_study(study, str(tmp_path / "field.png"))
     assert (tmp_path / "field.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -206,7 +207,7 @@ def test_angle_step_study_keeps_peaks_down_to_the_known_step(tmp_path):
     assert rows[1.0]["recall"] < 0.5 and rows[2.0]["recall"] < 0.5
     assert rows[0.5]["nrmse"] < rows[1.0]["nrmse"] < rows[2.0]["nrmse"]
     assert rows[1.0]["n_lines"] == 31 and rows[1.0]["time_s"] == pytest.approx(31 * 401 * 0.5)
-    study.plot(str(tmp_path / "angle.png"))
+    plot_step_study(study, str(tmp_path / "angle.png"))
     assert (tmp_path / "angle.png").stat().st_size > 1000
     assert json.loads(json.dumps(study.to_json_dict()))["axis"] == "theta2"
 

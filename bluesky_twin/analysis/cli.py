@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from bluesky_twin.errors import InputError
+from bluesky_twin.protocols import Twin
+
 FIELD_UNITS = ("Oe", "T", "A/m")
 MOMENT_UNITS = ("emu", "emu/g", "Am2", "Am2/kg")
 
@@ -102,7 +105,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _load_twin(model_dir: str) -> Any:
     import os
 
-    from bluesky_twin.errors import InputError
     from bluesky_twin.twin import DigitalTwin
 
     if not os.path.isdir(model_dir):
@@ -110,8 +112,17 @@ def _load_twin(model_dir: str) -> Any:
     return DigitalTwin.load(model_dir)
 
 
+def _training_box(twin: Any) -> Any:
+    """The twin's ``(n_axes, 2)`` training range, which the default grids need."""
+    from bluesky_twin.analysis.protocols import x_range_of
+
+    xr = x_range_of(twin)
+    if xr is None:
+        raise InputError("the twin declares no x_range; the default grids need it")
+    return xr
+
+
 def _parse_steps(text: str | None) -> list[float] | None:
-    from bluesky_twin.errors import InputError
 
     if text is None:
         return None
@@ -125,7 +136,6 @@ def _parse_steps(text: str | None) -> list[float] | None:
 def _grid(lo: float, hi: float, step: float | None, n_default: int, label: str):
     import numpy as np
 
-    from bluesky_twin.errors import InputError
 
     if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
         raise InputError(f"{label} range is empty: [{lo:g}, {hi:g}]")
@@ -147,7 +157,6 @@ def _out_paths(args: argparse.Namespace, *suffixes: str) -> list[str]:
     file is replaced only with ``--overwrite``, an input (``--data``) never."""
     import os
 
-    from bluesky_twin.errors import InputError
     from bluesky_twin.modeldir import check_output_file
 
     prefix = args.out
@@ -168,7 +177,6 @@ def _run_mce(args: argparse.Namespace) -> int:
 
     from bluesky_twin.analysis.mce import entropy_change_from_twin, entropy_change_isofield
     from bluesky_twin.analysis.plotting import plot_entropy_change
-    from bluesky_twin.errors import InputError
     from bluesky_twin.io_utils import atomic_path, atomic_write_json
 
     if args.model_dir is None and args.data is None:
@@ -204,7 +212,7 @@ def _run_mce(args: argparse.Namespace) -> int:
         for n in (t_name, h_name):
             if n not in names:
                 raise InputError(f"column {n!r} is not an axis of the twin {names}")
-        xr = np.asarray(twin.x_range, dtype=float)
+        xr = _training_box(twin)
         it, ih = names.index(t_name), names.index(h_name)
         t_lo, t_hi = args.T_range if args.T_range is not None else xr[it]
         T_grid = _grid(t_lo, t_hi, args.T_step, 500, "temperature")
@@ -218,7 +226,7 @@ def _run_mce(args: argparse.Namespace) -> int:
             T_axis=t_name, H_axis=h_name, method=args.method,
         )
         summary["twin"] = {**twin_res.summary(), "model_dir": args.model_dir,
-                           "twin_version": getattr(twin, "version", None), "H": None, "n_H": int(len(H_grid))}
+                           "twin_version": twin.version if isinstance(twin, Twin) else None, "H": None, "n_H": int(len(H_grid))}
         results.append(("twin", twin_res))
     if raw is not None:
         results.append(("raw trapezoid", raw))
@@ -254,66 +262,70 @@ def _run_mce(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- steps
 
 
+def _step_configs(args: argparse.Namespace) -> dict[str, Any]:
+    """The study's criteria and timing from the command line (checked before anything loads)."""
+    from bluesky_twin.analysis.config import AngleStepCriteria, FieldStepCriteria, FieldTiming, LineTiming
+
+    if args.kind == "field":
+        return {
+            "criteria": FieldStepCriteria(tolerance=args.tolerance, extrema_tolerance=args.extrema_tolerance,
+                                          check_fields=args.check_fields),
+            "timing": FieldTiming(time_per_point_s=args.time_per_point_s, points_per_field=args.points_per_field,
+                                  temperature_rate_K_per_min=args.temperature_rate_K_per_min,
+                                  sweep_rate_T_per_min=args.sweep_rate_T_per_min, settle_s_per_field=args.settle_s),
+        }
+    return {
+        "criteria": AngleStepCriteria(tolerance=args.tolerance, min_recall=args.min_recall,
+                                      max_spurious=args.max_spurious, peak_tolerance=args.peak_tolerance,
+                                      peak_threshold=args.peak_threshold, peak_prominence=args.peak_prominence,
+                                      peak_window=args.peak_window),
+        "timing": LineTiming(time_per_point_s=args.time_per_point_s, time_per_line_s=args.time_per_line_s),
+    }
+
+
 def _run_steps(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from bluesky_twin.analysis.plotting import plot_step_study
     from bluesky_twin.analysis.steps import (
         DEFAULT_ANGLE_STEPS,
         DEFAULT_FIELD_STEPS_T,
         angle_step_study,
         field_step_study,
     )
-    from bluesky_twin.errors import InputError
     from bluesky_twin.io_utils import atomic_path, atomic_write_json
 
     csv_path, json_path, png_path = _out_paths(args, ".csv", ".json", ".png")
     steps = _parse_steps(args.steps)
+    configs = _step_configs(args)
     twin = _load_twin(args.model_dir)
     if args.kind == "field":
-        t_axis = args.T_axis
         T_grid = None
         if args.T_step is not None:
             from bluesky_twin.analysis.protocols import axis_index
 
-            it = axis_index(twin, t_axis, 0)
-            xr = np.asarray(twin.x_range, dtype=float)
+            it = axis_index(twin, args.T_axis, 0)
+            xr = _training_box(twin)
             T_grid = _grid(xr[it, 0], xr[it, 1], args.T_step, 500, "temperature")
         study_fn = field_step_study
         study_kwargs = dict(
+            configs,
             field_max=args.field_max,
             field_min=args.field_min,
             steps=steps or DEFAULT_FIELD_STEPS_T,
             T_grid=T_grid,
             field_unit=args.field_unit,
-            T_axis=t_axis,
+            T_axis=args.T_axis,
             H_axis=args.H_axis,
-            tolerance=args.tolerance,
-            extrema_tolerance=args.extrema_tolerance,
-            time_per_point_s=args.time_per_point_s,
-            points_per_field=args.points_per_field,
-            temperature_rate_K_per_min=args.temperature_rate_K_per_min,
-            sweep_rate_T_per_min=args.sweep_rate_T_per_min,
-            settle_s_per_field=args.settle_s,
             mass_g=args.mass_g,
-            check_fields=args.check_fields,
         )
     else:
-        if args.tolerance < 0:
-            raise InputError(f"--tolerance must be non-negative; got {args.tolerance}")
         study_fn = angle_step_study
         study_kwargs = dict(
+            configs,
             axis=args.axis if args.axis is not None else 1,
             steps=steps or DEFAULT_ANGLE_STEPS,
-            tolerance=args.tolerance,
-            min_recall=args.min_recall,
-            max_spurious=args.max_spurious,
-            peak_tolerance=args.peak_tolerance,
-            peak_threshold=args.peak_threshold,
-            peak_prominence=args.peak_prominence,
-            peak_window=args.peak_window,
             other_step=args.other_step,
-            time_per_point_s=args.time_per_point_s,
-            time_per_line_s=args.time_per_line_s,
         )
     study = study_fn(twin, **study_kwargs)
     info = study.to_json_dict()
@@ -323,10 +335,10 @@ def _run_steps(args: argparse.Namespace) -> int:
 
         spread = member_step_proposals(study_fn, twin, ensemble_study=study, **study_kwargs)
         info["member_proposals"] = spread.to_json_dict()
-    info.update(command="steps", model_dir=args.model_dir, twin_version=getattr(twin, "version", None),
+    info.update(command="steps", model_dir=args.model_dir, twin_version=twin.version if isinstance(twin, Twin) else None,
                 outputs={"csv": csv_path, "json": json_path, "png": png_path})
     frame = study.to_frame()
-    study.plot(png_path)
+    plot_step_study(study, png_path)
     with atomic_path(csv_path) as tmp:
         frame.to_csv(tmp, index=False)
     atomic_write_json(json_path, info)

@@ -50,12 +50,14 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from bluesky_twin.analysis.protocols import (
-    TwinLike,
+    ENSEMBLE_EXPECTED,
     axis_index,
     predict_in_batches,
     smooth_model,
     supports_members,
+    x_range_of,
 )
+from bluesky_twin.protocols import EnsembleTwin, Twin, TwinLike, require
 from bluesky_twin.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -504,7 +506,9 @@ def entropy_change_from_twin(
     Parameters
     ----------
     twin
-        Anything with ``predict(X) -> (mean, std)`` and ``x_names``; two axes.
+        A :class:`~bluesky_twin.protocols.TwinLike` of two axes; an
+        :class:`~bluesky_twin.protocols.EnsembleTwin` gives ensemble bands, a
+        :class:`~bluesky_twin.protocols.Twin` its ``y_name`` for the units.
     T_grid, H_grid
         Strictly increasing temperatures and fields (field in ``field_unit``,
         which must be the unit the twin was trained in).
@@ -518,7 +522,8 @@ def entropy_change_from_twin(
         (forward-difference sum).
     use_members
         Uncertainty from the spread (population std, like the twin's own std)
-        of dS_M over ensemble members (requires ``predict(X, return_members=True)``).
+        of dS_M over ensemble members (requires an
+        :class:`~bluesky_twin.protocols.EnsembleTwin`).
         ``None``: use them when available.  Otherwise ``dS_std`` is the upper
         bound ``|L| @ std``, where ``dS = L @ M`` is the linear map of the
         method: valid for any correlation of the errors, but loose -- the
@@ -553,7 +558,7 @@ def entropy_change_from_twin(
             raise InputError(f"{label} must be finite and strictly increasing with at least {need} points")
     if method not in ("isofield", "isothermal"):
         raise InputError(f"method must be 'isofield' or 'isothermal'; got {method!r}")
-    factor, units, notes = _si_conversion(moment_unit, mass_g, getattr(twin, "y_name", "M") or "M")
+    factor, units, notes = _si_conversion(moment_unit, mass_g, (twin.y_name if isinstance(twin, Twin) else "") or "M")
     HH, TT = np.meshgrid(H_grid, T_grid, indexing="ij")  # (n_H, n_T)
     X = np.empty((HH.size, 2))
     X[:, it] = TT.reshape(-1)
@@ -563,8 +568,7 @@ def entropy_change_from_twin(
     if use_members is None:
         use_members = supports_members(twin)
     if use_members:
-        if not supports_members(twin):
-            raise InputError("use_members=True but the twin's predict() has no return_members option")
+        require(twin, EnsembleTwin, "with use_members=True the twin", ENSEMBLE_EXPECTED)
         members = predict_in_batches(twin, X, batch_size=batch_size, members=True)
         M_members = members.reshape(members.shape[0], len(H_grid), len(T_grid))
         dS_members = core(T_grid, B, M_members) * factor
@@ -586,9 +590,8 @@ def entropy_change_from_twin(
             ) * abs(factor)
         std_kind = "bound"
     T_out = T_grid if method == "isofield" else 0.5 * (T_grid[1:] + T_grid[:-1])
-    x_range = getattr(twin, "x_range", None)
-    if x_range is not None:
-        xr = np.asarray(x_range, dtype=float)
+    xr = x_range_of(twin)
+    if xr is not None:
         if T_grid[0] < xr[it, 0] or T_grid[-1] > xr[it, 1] or H_grid[0] < xr[ih, 0] or H_grid[-1] > xr[ih, 1]:
             notes.append("grid extends outside the twin's training range (extrapolation)")
     if H_grid[0] != 0:

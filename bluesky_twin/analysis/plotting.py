@@ -1,4 +1,9 @@
-"""Figures for the analyses (matplotlib, Agg backend, written atomically)."""
+"""Figures for the analyses (matplotlib, Agg backend, written atomically).
+
+The dependency goes one way: this module draws the results of
+:mod:`~bluesky_twin.analysis.mce` and :mod:`~bluesky_twin.analysis.steps`; they do not
+know about it.
+"""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence

@@ -1,53 +1,44 @@
-"""The small interface the analyses need from a digital twin.
+"""What the analyses need from a digital twin, and helpers built on it.
 
-Anything with ``predict(X) -> (mean, std)`` and ``x_names`` works: the real
+The contracts live in :mod:`bluesky_twin.protocols`; this module re-exports the ones
+the analyses use.  Anything that is a :class:`~bluesky_twin.protocols.TwinLike`
+(``predict(X) -> (mean, std)`` and ``x_names``) works: the real
 :class:`bluesky_twin.twin.DigitalTwin`, or an exact analytic function in a test.
+An :class:`~bluesky_twin.protocols.EnsembleTwin` gives ensemble bands; a
+:class:`~bluesky_twin.protocols.HasXRange` twin gives default ranges.
 """
 from __future__ import annotations
-
-from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from bluesky_twin.errors import InputError
+from bluesky_twin.protocols import EnsembleTwin, HasNetworksOnly, HasXRange, Twin, TwinLike, require
 
-__all__ = ["TwinLike", "supports_members", "predict_in_batches", "axis_index", "smooth_model"]
+__all__ = ["EnsembleTwin", "HasXRange", "Twin", "TwinLike", "axis_index", "predict_in_batches", "require_twin",
+           "smooth_model", "supports_members", "x_range_of"]
+
+#: How the errors name an :class:`~bluesky_twin.protocols.EnsembleTwin`.
+ENSEMBLE_EXPECTED = "an ensemble twin (ensemble_size and predict(X, return_members=True))"
 
 
-@runtime_checkable
-class TwinLike(Protocol):
-    """A model of one measured quantity over scan axes.
-
-    Attributes
-    ----------
-    x_names
-        Names of the scan axes, in the column order ``predict`` expects.
-    """
-
-    x_names: Sequence[str]
-
-    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(mean, std)``, each ``(n,)``, for ``X`` of shape ``(n, len(x_names))``."""
-        ...
+def require_twin(twin: object) -> TwinLike:
+    """*twin* if it is a :class:`~bluesky_twin.protocols.TwinLike`, else a one-line :class:`InputError`."""
+    return require(twin, TwinLike, "the twin", "a model with predict(X) -> (mean, std) and x_names")
 
 
 def supports_members(twin: object) -> bool:
-    """True if ``twin.predict`` accepts ``return_members=True`` (an ensemble twin).
+    """True if *twin* is an :class:`~bluesky_twin.protocols.EnsembleTwin`.
 
-    :class:`bluesky_twin.twin.DigitalTwin` does: ``predict(X, return_members=True)``
-    returns the ``(k, n)`` per-member predictions.  Uncertainty bands are then the
-    spread of the analysis result over members instead of a bound from the std.
+    :class:`bluesky_twin.twin.DigitalTwin` is: ``predict(X, return_members=True)``
+    returns the ``(ensemble_size, n)`` per-member predictions.  Uncertainty bands are
+    then the spread of the analysis result over members instead of a bound from the std.
     """
-    import inspect
+    return isinstance(twin, EnsembleTwin)
 
-    predict = getattr(twin, "predict", None)
-    if predict is None:
-        return False
-    try:
-        params = inspect.signature(predict).parameters
-    except (TypeError, ValueError):  # pragma: no cover - builtins / C callables
-        return False
-    return "return_members" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+def x_range_of(twin: object) -> np.ndarray | None:
+    """The twin's ``(n_axes, 2)`` training box as floats, or ``None`` if it declares none."""
+    return np.asarray(twin.x_range, dtype=float) if isinstance(twin, HasXRange) else None
 
 
 def smooth_model(twin: TwinLike) -> TwinLike:
@@ -60,11 +51,17 @@ def smooth_model(twin: TwinLike) -> TwinLike:
     spacing; and it is smoothed only to the noise level along the lines, so a
     derivative along them (dM/dT of the entropy change) would be noise.  The step
     studies and :func:`~bluesky_twin.analysis.mce.entropy_change_from_twin`
-    therefore call ``twin.networks_only()`` when the twin has it.  Other twins are
-    returned as they are.
+    therefore use ``twin.networks_only()`` when the twin is a
+    :class:`~bluesky_twin.protocols.HasNetworksOnly`.  Other twins are returned as
+    they are.
+
+    Raises
+    ------
+    InputError
+        If *twin* is not a :class:`~bluesky_twin.protocols.TwinLike`.
     """
-    networks_only = getattr(twin, "networks_only", None)
-    return networks_only() if callable(networks_only) else twin
+    require_twin(twin)
+    return twin.networks_only() if isinstance(twin, HasNetworksOnly) else twin
 
 
 def axis_index(twin: TwinLike, name: str | int | None, default: int) -> int:
@@ -97,7 +94,8 @@ def predict_in_batches(
     batch_size
         Points per call.
     members
-        If true, call ``predict(X, return_members=True)`` and return a ``(k, n)`` array.
+        If true, call ``predict(X, return_members=True)`` and return a ``(k, n)`` array
+        (the twin must be an :class:`~bluesky_twin.protocols.EnsembleTwin`).
 
     Returns
     -------
@@ -108,7 +106,9 @@ def predict_in_batches(
         raise InputError(f"points must have shape (n, {len(twin.x_names)}); got {X.shape}")
     chunks = [X[i : i + batch_size] for i in range(0, len(X), batch_size)] or [X]
     if members:
-        return np.concatenate([np.asarray(twin.predict(c, return_members=True), dtype=float) for c in chunks], axis=1)  # type: ignore[attr-defined]
+        ensemble = require(twin, EnsembleTwin, "the twin", ENSEMBLE_EXPECTED)
+        return np.concatenate([np.asarray(ensemble.predict(c, return_members=True), dtype=float) for c in chunks],
+                              axis=1)
     means, stds = [], []
     for c in chunks:
         m, s = twin.predict(c)

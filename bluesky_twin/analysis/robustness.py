@@ -17,13 +17,15 @@ from typing import Any, Callable
 
 import numpy as np
 
+from bluesky_twin.analysis.protocols import ENSEMBLE_EXPECTED, smooth_model
 from bluesky_twin.errors import InputError
+from bluesky_twin.protocols import EnsembleTwin, HasXRange, require
 
 
 class _MemberCache:
     """Per-member predictions of a twin, computed once per distinct point set."""
 
-    def __init__(self, twin: Any, max_entries: int = 256) -> None:
+    def __init__(self, twin: EnsembleTwin, max_entries: int = 256) -> None:
         self.twin = twin
         self.max_entries = max_entries
         self._store: OrderedDict[tuple[tuple[int, ...], bytes], np.ndarray] = OrderedDict()
@@ -43,12 +45,13 @@ class _MemberCache:
 
 
 class MemberTwin:
-    """One ensemble member of a twin, behaving as a twin of its own.
+    """One ensemble member of a twin, behaving as a twin of its own (an
+    :class:`~bluesky_twin.protocols.EnsembleTwin` of one member).
 
     Parameters
     ----------
     twin
-        A twin whose ``predict`` accepts ``return_members=True``.
+        An :class:`~bluesky_twin.protocols.EnsembleTwin`.
     index
         The member.
     cache
@@ -56,12 +59,14 @@ class MemberTwin:
         ensemble pass per point set).
     """
 
-    def __init__(self, twin: Any, index: int, cache: _MemberCache | None = None) -> None:
-        self.twin = twin
+    ensemble_size = 1
+
+    def __init__(self, twin: EnsembleTwin, index: int, cache: _MemberCache | None = None) -> None:
+        self.twin = require(twin, EnsembleTwin, "the twin", ENSEMBLE_EXPECTED)
         self.index = int(index)
         self._cache = cache or _MemberCache(twin)
         self.x_names = list(twin.x_names)
-        if hasattr(twin, "x_range"):
+        if isinstance(twin, HasXRange):
             self.x_range = np.asarray(twin.x_range, dtype=float)
 
     def predict(self, X: np.ndarray, *, return_members: bool = False) -> Any:
@@ -104,7 +109,7 @@ class MemberProposals:
                 "median": float(np.median(self.members)), "agreement": self.agreement}
 
 
-def member_step_proposals(study: Callable[..., Any], twin: Any, *, ensemble_study: Any = None,
+def member_step_proposals(study: Callable[..., Any], twin: EnsembleTwin, *, ensemble_study: Any = None,
                           **kwargs: Any) -> MemberProposals:
     """Run *study* for the ensemble and for every member of *twin*.
 
@@ -114,7 +119,7 @@ def member_step_proposals(study: Callable[..., Any], twin: Any, *, ensemble_stud
         :func:`~bluesky_twin.analysis.steps.field_step_study` or
         :func:`~bluesky_twin.analysis.steps.angle_step_study`.
     twin
-        A twin whose ``predict`` accepts ``return_members=True``.
+        An :class:`~bluesky_twin.protocols.EnsembleTwin` that declares its ``x_range``.
     ensemble_study
         The ensemble's study if already computed (its ``proposed_step`` is reused).
     **kwargs
@@ -123,19 +128,13 @@ def member_step_proposals(study: Callable[..., Any], twin: Any, *, ensemble_stud
     Raises
     ------
     InputError
-        If the twin does not expose its members.
+        If the twin is no :class:`~bluesky_twin.protocols.EnsembleTwin` or has no ``x_range``.
     """
-    from bluesky_twin.analysis.protocols import smooth_model, supports_members
-
-    twin = smooth_model(twin)
-    if not supports_members(twin):
-        raise InputError("a member-by-member step study needs a twin with predict(X, return_members=True)")
-    if not hasattr(twin, "x_range"):
-        raise InputError("a member-by-member step study needs the twin's x_range")
+    twin = require(smooth_model(twin), EnsembleTwin, "for a member-by-member step study the twin", ENSEMBLE_EXPECTED)
+    require(twin, HasXRange, "for a member-by-member step study the twin", "a twin that declares its x_range")
     cache = _MemberCache(twin)
-    probe = np.asarray(twin.x_range, dtype=float)[:, 0][None, :]
-    n_members = int(np.asarray(twin.predict(probe, return_members=True)).shape[0])
     if ensemble_study is None:
         ensemble_study = study(twin, **kwargs)
-    proposals = tuple(float(study(MemberTwin(twin, i, cache), **kwargs).proposed_step) for i in range(n_members))
+    proposals = tuple(float(study(MemberTwin(twin, i, cache), **kwargs).proposed_step)
+                      for i in range(int(twin.ensemble_size)))
     return MemberProposals(float(ensemble_study.proposed_step), proposals)

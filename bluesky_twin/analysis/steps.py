@@ -44,14 +44,16 @@ Angle step (2D maps, e.g. ARPES)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from bluesky_twin.analysis.config import AngleStepCriteria, FieldStepCriteria, FieldTiming, LineTiming, split_options
 from bluesky_twin.analysis.mce import entropy_change_from_twin, field_to_tesla
-from bluesky_twin.analysis.protocols import TwinLike, axis_index, predict_in_batches, smooth_model
+from bluesky_twin.analysis.protocols import axis_index, predict_in_batches, smooth_model, x_range_of
 from bluesky_twin.errors import InputError
+from bluesky_twin.protocols import TwinLike
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -59,6 +61,10 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DEFAULT_FIELD_STEPS_T",
     "DEFAULT_ANGLE_STEPS",
+    "AngleStepCriteria",
+    "FieldStepCriteria",
+    "FieldTiming",
+    "LineTiming",
     "OscillationMetric",
     "StepStudy",
     "oscillation_metric",
@@ -215,7 +221,8 @@ class StepStudy:
     proposal_ok
         False if only the reference step passes (add finer candidates).
     criteria
-        The tolerances used.
+        The criteria used (:meth:`FieldStepCriteria.to_json_dict` or
+        :meth:`AngleStepCriteria.to_json_dict`, defaults resolved).
     curves
         Data to plot: for field studies ``{"T": ..., "dS": (n_steps, n_T), "units": ...}``;
         for angle studies ``{"axis_values", "other_values", "reference", "maps": {step: map}}``.
@@ -263,12 +270,6 @@ class StepStudy:
             "meta": _jsonable(self.meta),
         }
 
-    def plot(self, path: str) -> None:
-        """Write a PNG figure of the study to *path* (atomically)."""
-        from bluesky_twin.analysis.plotting import plot_step_study
-
-        plot_step_study(self, path)
-
 
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
@@ -315,28 +316,6 @@ def field_levels(step: float, low: float, high: float) -> np.ndarray:
     return np.concatenate([[low], inner, [high]])
 
 
-def _measurement_time(
-    n_levels: int,
-    points_per_level: int,
-    *,
-    time_per_point_s: float | None,
-    level_sweep_s: float | None,
-    travel: float,
-    travel_rate_per_min: float | None,
-    settle_s: float,
-) -> float:
-    parts = []
-    if time_per_point_s is not None:
-        parts.append(n_levels * points_per_level * time_per_point_s)
-    if level_sweep_s is not None:
-        parts.append(n_levels * level_sweep_s)
-    if travel_rate_per_min is not None:
-        parts.append(travel / travel_rate_per_min * 60.0)
-    if not parts:
-        return float("nan")
-    return float(sum(parts) + n_levels * settle_s)
-
-
 def field_step_study(
     twin: TwinLike,
     *,
@@ -347,17 +326,11 @@ def field_step_study(
     field_unit: str = "Oe",
     T_axis: str | int | None = None,
     H_axis: str | int | None = None,
-    tolerance: float = 0.05,
-    extrema_tolerance: int = 0,
-    prominence_frac: float = 0.01,
-    time_per_point_s: float | None = None,
-    points_per_field: int | None = None,
-    temperature_rate_K_per_min: float | None = None,
-    sweep_rate_T_per_min: float | None = None,
-    settle_s_per_field: float = 0.0,
     mass_g: float | None = None,
     moment_unit: str | None = None,
-    check_fields: str = "top",
+    criteria: FieldStepCriteria | None = None,
+    timing: FieldTiming | None = None,
+    **options: Any,
 ) -> StepStudy:
     """Propose the coarsest field step whose dS_M(T) shows no extrinsic oscillation.
 
@@ -377,27 +350,18 @@ def field_step_study(
         Unit of the twin's field axis (``"Oe"``, ``"T"`` or ``"A/m"``).
     T_axis, H_axis
         Axis names or indices in ``twin.x_names`` (default first = T, second = H).
-    tolerance
-        Largest accepted wiggle (bias-free excess total variation; 0.05 = 5 %).
-    extrema_tolerance
-        Largest accepted number of extra local extrema.
-    prominence_frac
-        Extrema smaller than this fraction of the reference's range are ignored.
-    time_per_point_s, points_per_field
-        Time estimate from readings: ``n_fields * points_per_field * time_per_point_s``
-        (``points_per_field`` defaults to ``len(T_grid)``).
-    temperature_rate_K_per_min
-        Time estimate from temperature sweeps: ``n_fields * T span / rate``.
-    sweep_rate_T_per_min
-        Field ramp rate; adds ``(field_max - field_min) / rate`` (one up-ramp).
-    settle_s_per_field
-        Added per field when any timing is given.
     mass_g, moment_unit
         SI conversion of dS_M (see :mod:`bluesky_twin.analysis.mce`).
-    check_fields
-        ``"top"``: compare the dS_M(T) curve of the top field only.  ``"all"``:
-        compare the curve at every field of the candidate grid (0 -> s, 0 -> 2s,
-        ...) and report the worst; a step passes only if it passes at every field.
+    criteria
+        When a step passes (:class:`~bluesky_twin.analysis.config.FieldStepCriteria`:
+        ``tolerance``, ``extrema_tolerance``, ``prominence_frac``, ``check_fields``).
+    timing
+        Time model of the measurement (:class:`~bluesky_twin.analysis.config.FieldTiming`:
+        ``time_per_point_s``, ``points_per_field``, ``temperature_rate_K_per_min``,
+        ``sweep_rate_T_per_min``, ``settle_s_per_field``).
+    **options
+        Fields of *criteria* or *timing* as keywords, instead of the objects
+        (``tolerance=0.1`` is ``criteria=FieldStepCriteria(tolerance=0.1)``).
 
     Returns
     -------
@@ -406,13 +370,13 @@ def field_step_study(
         worst_field_T, passes, time_s`` (worst over the compared fields).  The reference is the finest step with
         every candidate's fields added, so it has a row at each compared field.
     """
+    criteria, timing = split_options("field_step_study", options, FieldStepCriteria, criteria, FieldTiming, timing)
     twin = smooth_model(twin)  # the networks alone (see smooth_model)
     s = _check_steps(steps, "field steps")
     it = axis_index(twin, T_axis, 0)
     ih = axis_index(twin, H_axis, 1 if it == 0 else 0)
     to_T = float(field_to_tesla(1.0, field_unit))
-    xr = getattr(twin, "x_range", None)
-    xr = None if xr is None else np.asarray(xr, dtype=float)
+    xr = x_range_of(twin)
     if field_max is None:
         if xr is None:
             raise InputError("field_max is required when the twin has no x_range")
@@ -428,19 +392,6 @@ def field_step_study(
             raise InputError("T_grid is required when the twin has no x_range")
         T_grid = np.linspace(xr[it, 0], xr[it, 1], 501)
     T_grid = np.asarray(T_grid, dtype=float)
-    for name, v in (("tolerance", tolerance), ("prominence_frac", prominence_frac)):
-        if not (np.isfinite(v) and v >= 0):
-            raise InputError(f"{name} must be a non-negative number; got {v!r}")
-    for name, v in (
-        ("time_per_point_s", time_per_point_s),
-        ("temperature_rate_K_per_min", temperature_rate_K_per_min),
-        ("sweep_rate_T_per_min", sweep_rate_T_per_min),
-    ):
-        if v is not None and not (np.isfinite(v) and v > 0):
-            raise InputError(f"{name} must be a positive number; got {v!r}")
-
-    if check_fields not in ("top", "all"):
-        raise InputError(f"check_fields must be 'top' or 'all'; got {check_fields!r}")
 
     def simulate(levels_T: np.ndarray):
         return entropy_change_from_twin(
@@ -466,7 +417,7 @@ def field_step_study(
     for step in s:
         lv = levels[float(step)]
         es = simulate(lv)
-        checked = range(1, len(lv)) if check_fields == "all" else [len(lv) - 1]
+        checked = range(1, len(lv)) if criteria.check_fields == "all" else [len(lv) - 1]
         worst: dict[str, Any] = {"wiggle": -np.inf, "excess_tv": -np.inf, "extra_extrema": -(10**9),
                                  "n_extrema": 0, "rms": 0.0, "worst_field_T": float(lv[-1])}
         passes = True
@@ -475,8 +426,8 @@ def field_step_study(
             reference = ref.dS[r_row]
             if np.abs(np.diff(reference)).sum() <= 1e-12 * np.abs(np.diff(ref.dS[-1])).sum():
                 continue  # nothing to compare at this field
-            m = oscillation_metric(es.dS[k], reference, prominence_frac=prominence_frac)
-            passes = passes and m.wiggle <= tolerance and m.extra_extrema <= extrema_tolerance
+            m = oscillation_metric(es.dS[k], reference, prominence_frac=criteria.prominence_frac)
+            passes = passes and m.wiggle <= criteria.tolerance and m.extra_extrema <= criteria.extrema_tolerance
             if m.wiggle > worst["wiggle"]:
                 worst.update(wiggle=m.wiggle, worst_field_T=float(lv[k]))
             worst["excess_tv"] = max(worst["excess_tv"], m.excess_tv)
@@ -494,15 +445,7 @@ def field_step_study(
                 "rms": float(worst["rms"]),
                 "worst_field_T": worst["worst_field_T"],
                 "passes": bool(passes),
-                "time_s": _measurement_time(
-                    len(lv),
-                    points_per_field or len(T_grid),
-                    time_per_point_s=time_per_point_s,
-                    level_sweep_s=None if temperature_rate_K_per_min is None else T_span / temperature_rate_K_per_min * 60,
-                    travel=field_max - field_min,
-                    travel_rate_per_min=sweep_rate_T_per_min,
-                    settle_s=settle_s_per_field,
-                ),
+                "time_s": timing.time_s(len(lv), len(T_grid), T_span, field_max - field_min),
             }
         )
         curves.append(es.dS[-1])
@@ -516,8 +459,7 @@ def field_step_study(
         rows=rows,
         proposed_step=proposed,
         proposal_ok=ok,
-        criteria={"tolerance_wiggle": tolerance, "extrema_tolerance": extrema_tolerance,
-                  "prominence_frac": prominence_frac, "check_fields": check_fields},
+        criteria=criteria.to_json_dict(),
         curves={"T": T_grid, "dS": np.vstack(curves), "dS_ref_std": ref_std, "units": ref.units},
         meta={
             "field_min_T": field_min,
@@ -527,13 +469,7 @@ def field_step_study(
             "T_range": [float(T_grid[0]), float(T_grid[-1])],
             "n_T": int(len(T_grid)),
             "units": ref.units,
-            "timing": {
-                "time_per_point_s": time_per_point_s,
-                "points_per_field": points_per_field or len(T_grid),
-                "temperature_rate_K_per_min": temperature_rate_K_per_min,
-                "sweep_rate_T_per_min": sweep_rate_T_per_min,
-                "settle_s_per_field": settle_s_per_field,
-            },
+            "timing": dict(timing.to_json_dict(), points_per_field=timing.points_per_field or len(T_grid)),
         },
     )
 
@@ -587,16 +523,9 @@ def angle_step_study(
     steps: Sequence[float] = DEFAULT_ANGLE_STEPS,
     ranges: Sequence[Sequence[float]] | None = None,
     other_step: float | None = None,
-    tolerance: float = 0.05,
-    min_recall: float = 0.9,
-    max_spurious: float = 0.1,
-    nrmse_tolerance: float | None = None,
-    peak_tolerance: float | None = None,
-    peak_threshold: float = 0.2,
-    peak_prominence: float = 0.05,
-    peak_window: float | None = None,
-    time_per_point_s: float | None = None,
-    time_per_line_s: float | None = None,
+    criteria: AngleStepCriteria | None = None,
+    timing: LineTiming | None = None,
+    **options: Any,
 ) -> StepStudy:
     """Propose the coarsest step along one axis of a 2D map that keeps its peaks.
 
@@ -612,29 +541,16 @@ def angle_step_study(
         ``[[lo, hi], [lo, hi]]`` per twin axis (default ``twin.x_range``).
     other_step
         Grid step along the other axis (default: its range / 400).
-    tolerance
-        Largest accepted mean peak-height error, relative to the reference map's range.
-    min_recall
-        Smallest accepted fraction of reference peaks recovered within ``peak_tolerance``.
-    max_spurious
-        Largest accepted number of spurious peaks (recovered peaks matching no
-        reference peak), as a fraction of the reference's peak count; linear
-        interpolation of a coarse map makes ridges that peak at the measured lines.
-    nrmse_tolerance
-        Optional cap on the map's RMS error relative to the reference's range.
-    peak_tolerance
-        Distance (in axis units, Euclidean over both axes) within which a peak
-        counts as recovered; default 2.5 reference steps.
-    peak_threshold
-        Peaks must exceed ``min + peak_threshold * (max - min)`` of the reference map.
-    peak_prominence
-        Peaks must stand this fraction of the reference's range above the lowest
-        value in their neighbourhood (drops noise ripples on broad features).
-    peak_window
-        Side of the local-maximum neighbourhood in axis units (default 10
-        reference steps along ``axis``, the same length in the other axis' unit).
-    time_per_point_s, time_per_line_s
-        Time estimate: ``n_lines * (points_per_line * time_per_point_s + time_per_line_s)``.
+    criteria
+        When a step passes (:class:`~bluesky_twin.analysis.config.AngleStepCriteria`:
+        ``tolerance`` on the mean peak-height error, ``min_recall``, ``max_spurious``,
+        ``nrmse_tolerance``, and how peaks are found and matched: ``peak_tolerance``,
+        ``peak_threshold``, ``peak_prominence``, ``peak_window``).
+    timing
+        Time model (:class:`~bluesky_twin.analysis.config.LineTiming`:
+        ``n_lines * (points_per_line * time_per_point_s + time_per_line_s)``).
+    **options
+        Fields of *criteria* or *timing* as keywords, instead of the objects.
 
     Returns
     -------
@@ -644,6 +560,7 @@ def angle_step_study(
     """
     from scipy.interpolate import interp1d
 
+    criteria, timing = split_options("angle_step_study", options, AngleStepCriteria, criteria, LineTiming, timing)
     twin = smooth_model(twin)  # the networks alone (see smooth_model)
     s = _check_steps(steps, "angle steps")
     ia = axis_index(twin, axis, 1)
@@ -651,10 +568,9 @@ def angle_step_study(
         raise InputError(f"the angle study needs a twin of two axes; this one has {list(twin.x_names)}")
     io = 1 - ia
     if ranges is None:
-        xr = getattr(twin, "x_range", None)
-        if xr is None:
+        ranges = x_range_of(twin)
+        if ranges is None:
             raise InputError("ranges are required when the twin has no x_range")
-        ranges = np.asarray(xr, dtype=float)
     ranges = np.asarray(ranges, dtype=float)
     if ranges.shape != (2, 2) or not np.all(ranges[:, 1] > ranges[:, 0]):
         raise InputError(f"ranges must be [[lo, hi], [lo, hi]] with hi > lo; got {ranges.tolist()}")
@@ -662,8 +578,6 @@ def angle_step_study(
     o_lo, o_hi = ranges[io]
     if s[0] * 2 > a_hi - a_lo:
         raise InputError(f"the finest step {s[0]:g} leaves fewer than 3 points in [{a_lo:g}, {a_hi:g}]")
-    if not 0 < min_recall <= 1:
-        raise InputError(f"min_recall must be in (0, 1]; got {min_recall!r}")
     if other_step is not None and not (np.isfinite(other_step) and other_step > 0):
         raise InputError(f"other_step must be a positive number; got {other_step!r}")
     n_other = max(2, int(round((o_hi - o_lo) / (other_step or (o_hi - o_lo) / 400))))
@@ -682,10 +596,12 @@ def angle_step_study(
     span = float(np.ptp(reference))
     if span == 0:
         raise InputError("the simulated reference map is constant; no peaks to keep")
-    thr = float(reference.min()) + peak_threshold * span
-    peak_tolerance = peak_tolerance if peak_tolerance is not None else 2.5 * s[0]
-    window = peak_window if peak_window is not None else 10 * s[0]
-    prom = peak_prominence * span
+    # the defaults that depend on the reference step, resolved (and recorded) once
+    criteria = replace(criteria, peak_tolerance=criteria.peak_tolerance or 2.5 * float(s[0]),
+                       peak_window=criteria.peak_window or 10 * float(s[0]))
+    thr = float(reference.min()) + criteria.peak_threshold * span
+    window = criteria.peak_window
+    prom = criteria.peak_prominence * span
     size = (max(3, int(round(window / s[0])) | 1), max(3, int(round(window / other_step)) | 1))
 
     def peaks_xy(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -704,7 +620,7 @@ def angle_step_study(
         coarse = simulate(levels)
         recon = interp1d(levels, coarse, axis=0, kind="linear", assume_sorted=True)(ref_axis)
         idx, xy = peaks_xy(recon)
-        match = _match_peaks(ref_xy, xy, peak_tolerance)
+        match = _match_peaks(ref_xy, xy, criteria.peak_tolerance)
         found = match >= 0
         if found.any():
             rec_h = recon[idx[match[found], 0], idx[match[found], 1]]
@@ -714,13 +630,10 @@ def angle_step_study(
         recall = float(found.mean())
         nrmse = float(np.sqrt(np.mean((recon - reference) ** 2)) / span)
         spurious = int(len(idx) - found.sum())
-        passes = (recall >= min_recall and np.isfinite(height_error) and height_error <= tolerance
-                  and spurious <= max_spurious * len(ref_idx))
-        if nrmse_tolerance is not None:
-            passes = passes and nrmse <= nrmse_tolerance
-        time_s = float("nan")
-        if time_per_point_s is not None or time_per_line_s is not None:
-            time_s = len(levels) * (len(other) * (time_per_point_s or 0.0) + (time_per_line_s or 0.0))
+        passes = (recall >= criteria.min_recall and np.isfinite(height_error) and height_error <= criteria.tolerance
+                  and spurious <= criteria.max_spurious * len(ref_idx))
+        if criteria.nrmse_tolerance is not None:
+            passes = passes and nrmse <= criteria.nrmse_tolerance
         rows.append(
             {
                 "step": float(step),
@@ -732,7 +645,7 @@ def angle_step_study(
                 "height_error": height_error,
                 "nrmse": nrmse,
                 "passes": bool(passes),
-                "time_s": time_s,
+                "time_s": timing.time_s(len(levels), len(other)),
             }
         )
         maps[float(step)] = recon
@@ -746,16 +659,7 @@ def angle_step_study(
         rows=rows,
         proposed_step=proposed,
         proposal_ok=ok,
-        criteria={
-            "tolerance_height_error": tolerance,
-            "min_recall": min_recall,
-            "max_spurious": max_spurious,
-            "nrmse_tolerance": nrmse_tolerance,
-            "peak_tolerance": peak_tolerance,
-            "peak_threshold": peak_threshold,
-            "peak_prominence": peak_prominence,
-            "peak_window": window,
-        },
+        criteria=criteria.to_json_dict(),
         curves={"axis_values": ref_axis, "other_values": other, "reference": reference, "maps": maps},
         meta={
             "other_axis": names[io],
