@@ -1,26 +1,21 @@
 """bluesky-twin: machine-learned digital twins that steer Bluesky experiments.
 
-The public entry points are imported lazily so that ``import bluesky_twin`` and
-``bluesky-twin --help`` stay fast (torch, optuna and tiled are heavy).
+``DigitalTwin`` and ``TwinSearchSpace`` import torch and optuna, so they resolve on
+first use (:func:`bluesky_twin._lazy.lazy_exports`) and ``import bluesky_twin`` /
+``bluesky-twin --help`` stay fast.  The typed contracts are in
+:mod:`bluesky_twin.protocols`.
 
 >>> from bluesky_twin import DigitalTwin  # doctest: +SKIP
 """
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from bluesky_twin._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
 __all__ = ["DigitalTwin", "TwinSearchSpace", "__version__"]
 
-_LAZY = {
-    "DigitalTwin": "bluesky_twin.twin",
-    "TwinSearchSpace": "bluesky_twin.twin",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'bluesky_twin' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "DigitalTwin": "bluesky_twin.twin",  # torch
+    "TwinSearchSpace": "bluesky_twin.twin",  # optuna
+})

@@ -52,13 +52,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register(module_name: str, sub: argparse._SubParsersAction) -> None:
-    try:
-        module = import_module(module_name)
-    except ModuleNotFoundError as exc:  # a subsystem not installed / not built yet
-        if exc.name and module_name.startswith(exc.name):
-            return
-        raise
+    """Import a subcommand module and let it add its parsers.
+
+    A module that fails to import is a bug and raises (a broken subcommand is never
+    hidden).  Subcommand modules import only the standard library at module level, so
+    a missing *optional* extra shows when the command runs: each command it added is
+    wrapped by :func:`bluesky_twin._lazy.with_install_hint`, which prints the
+    ``pip install 'bluesky-twin[EXTRA]'`` hint as one line and exits 2.
+    """
+    from bluesky_twin._lazy import with_install_hint
+
+    module = import_module(module_name)
+    before = set(sub.choices)
     module.register(sub)
+    todo = [parser for name, parser in sub.choices.items() if name not in before]
+    while todo:  # the commands it added, and their own subcommands
+        parser = todo.pop()
+        func = parser.get_default("func")
+        if func is not None:
+            parser.set_defaults(func=with_install_hint(func, parser.prog))
+        for action in parser._subparsers._group_actions if parser._subparsers else ():
+            todo.extend(action.choices.values())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

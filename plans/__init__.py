@@ -7,14 +7,19 @@
 * Stubs: :func:`wait_for_twin` (polls with ``bps.sleep``), :func:`check_limits`,
   :func:`clip_to_limits`, :func:`limits_of`.
 
+Plans are typed with :data:`bluesky.utils.MsgGenerator`, bluesky's device protocols
+(:class:`~bluesky.protocols.Readable`, :class:`~bluesky.protocols.NamedMovable`) and
+the contracts of :mod:`bluesky_twin.protocols` (``TwinSource``, ``LineAgent``).
+
 Every run a twin steered carries ``twin_version``, ``twin_training_run_uids``,
 ``twin_study_name`` (and ``twin_x``/``twin_y``, used by ``bluesky-twin replay``) in its
 start document.
 """
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from .adaptive import AdaptiveScanResult, twin_adaptive_scan
+from .field_step_plan import CoarseToFineResult, coarse_to_fine
+from .stubs import TwinUnavailableError, check_limits, clip_to_limits, limits_of, wait_for_twin
 
 __all__ = [
     "AdaptiveScanResult",
@@ -27,25 +32,3 @@ __all__ = [
     "twin_adaptive_scan",
     "wait_for_twin",
 ]
-
-_LAZY = {
-    "AdaptiveScanResult": ".adaptive",
-    "twin_adaptive_scan": ".adaptive",
-    "CoarseToFineResult": ".field_step_plan",
-    "coarse_to_fine": ".field_step_plan",
-    "TwinUnavailableError": ".stubs",
-    "check_limits": ".stubs",
-    "clip_to_limits": ".stubs",
-    "limits_of": ".stubs",
-    "wait_for_twin": ".stubs",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)

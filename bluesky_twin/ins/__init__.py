@@ -8,8 +8,7 @@ scipy nor resins:
 """
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from bluesky_twin._lazy import lazy_exports
 
 __all__ = [
     "DUQClassifier",
@@ -22,7 +21,7 @@ __all__ = [
     "simulate_frame",
 ]
 
-_LAZY = {
+__getattr__, __dir__ = lazy_exports(__name__, {
     "DUQClassifier": "bluesky_twin.ins.duq",
     "InsDataset": "bluesky_twin.ins.dataset",
     "digits_control": "bluesky_twin.ins.dataset",
@@ -31,14 +30,4 @@ _LAZY = {
     "near_domain_control": "bluesky_twin.ins.dataset",
     "preprocess_frames": "bluesky_twin.ins.preprocess",
     "simulate_frame": "bluesky_twin.ins.frames",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'bluesky_twin.ins' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+})

@@ -10,13 +10,25 @@ them run unchanged on real hardware with the same component names.
 >>> hw = make_instruments(seed=0)            # doctest: +SKIP
 >>> RE(bp.grid_scan([hw.mpms], hw.mpms.field, 0.5, 2, 4, hw.mpms.temperature, 20, 50, 31))  # doctest: +SKIP
 
-The classes are imported lazily (ophyd is not needed to import this package).
+The package imports ophyd and numpy (both core dependencies) when imported; the INS
+spectrometer loads the spin-wave physics only when it is built.
 """
 from __future__ import annotations
 
-from importlib import import_module
 from types import SimpleNamespace
-from typing import Any
+
+import numpy as np
+
+from bluesky_twin.errors import InputError
+
+from .arpes import ArpesManipulator, ArpesModel
+from .base import SimInstrument
+from .clock import SimClock
+from .ins_spectrometer import InsSpectrometer
+from .magnetometer import ErCo2Model, Magnetometer
+from .positioner import PositionerLimitError, SimPositioner
+from .signals import ConfigSignal, MeasuredSignal
+from .transport import PdHModel, TransportCell
 
 __all__ = [
     "ArpesManipulator",
@@ -35,29 +47,7 @@ __all__ = [
     "make_instruments",
 ]
 
-_LAZY = {
-    "ArpesManipulator": "bluesky_twin.sim.arpes",
-    "ArpesModel": "bluesky_twin.sim.arpes",
-    "ErCo2Model": "bluesky_twin.sim.magnetometer",
-    "InsSpectrometer": "bluesky_twin.sim.ins_spectrometer",
-    "Magnetometer": "bluesky_twin.sim.magnetometer",
-    "MeasuredSignal": "bluesky_twin.sim.signals",
-    "ConfigSignal": "bluesky_twin.sim.signals",
-    "PdHModel": "bluesky_twin.sim.transport",
-    "PositionerLimitError": "bluesky_twin.sim.positioner",
-    "SimClock": "bluesky_twin.sim.clock",
-    "SimInstrument": "bluesky_twin.sim.base",
-    "SimPositioner": "bluesky_twin.sim.positioner",
-    "TransportCell": "bluesky_twin.sim.transport",
-}
-
 INSTRUMENT_NAMES = ("mpms", "ppms", "arpes", "ins")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'bluesky_twin.sim' has no attribute {name!r}")
 
 
 def make_instruments(
@@ -83,24 +73,14 @@ def make_instruments(
         ``arpes`` (:class:`ArpesManipulator`), ``ins`` (:class:`InsSpectrometer`); the
         device names equal the attribute names.
     """
-    from ..errors import InputError
-
     wanted = INSTRUMENT_NAMES if include is None else tuple(include)
     unknown = sorted(set(wanted) - set(INSTRUMENT_NAMES))
     if unknown:
         raise InputError(f"unknown instrument(s) {unknown}; choose from {list(INSTRUMENT_NAMES)}")
-    import numpy as np
-
-    classes = {
-        "mpms": "Magnetometer",
-        "ppms": "TransportCell",
-        "arpes": "ArpesManipulator",
-        "ins": "InsSpectrometer",
-    }
+    classes = {"mpms": Magnetometer, "ppms": TransportCell, "arpes": ArpesManipulator, "ins": InsSpectrometer}
     seeds = dict(zip(INSTRUMENT_NAMES, np.random.SeedSequence(seed).generate_state(len(INSTRUMENT_NAMES))))
     namespace = SimpleNamespace()
     for key in INSTRUMENT_NAMES:
         if key in wanted:
-            cls = __getattr__(classes[key])
-            setattr(namespace, key, cls(name=key, seed=int(seeds[key]), time_scale=time_scale))
+            setattr(namespace, key, classes[key](name=key, seed=int(seeds[key]), time_scale=time_scale))
     return namespace
