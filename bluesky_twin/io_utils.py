@@ -2,14 +2,14 @@
 
 Outputs are written to a temporary file in the destination directory and moved
 into place with :func:`os.replace`, so a crash never leaves a half-written file
-and never destroys the previous version.
+and never destroys the previous version.  Model directories have their own
+versioned format (:mod:`bluesky_twin.modeldir`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,31 +65,6 @@ def json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-@contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a fresh temporary directory; on success it replaces *path* as a whole.
-
-    The previous directory (if any) is kept until the new one is complete, then
-    swapped out, so a reader never sees a mix of old and new files.
-    """
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if dest.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
-        old.rmdir()
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def sha256_bytes(data: bytes) -> str:
