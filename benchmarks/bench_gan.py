@@ -49,8 +49,8 @@ def training_speed(iterations: int = 20) -> dict[str, float]:
     """Seconds per iteration of the small preset (batch 4, 64x64, 1 torch thread)."""
     import torch
 
-    from bluesky_twin.gan.networks import GanConfig
-    from bluesky_twin.gan.train import TrainConfig, train_gan
+    from bluesky_twin.gan.config import GanConfig, TrainConfig
+    from bluesky_twin.gan.train import train_gan
     from bluesky_twin.ins.dataset import generate_dataset
 
     old = torch.get_num_threads()

@@ -34,7 +34,8 @@ def main() -> None:
     from bluesky_twin.gan.cli import _parse_recipe
     from bluesky_twin.gan.losses import masked_l1
     from bluesky_twin.gan.model import Exp2SimModel
-    from bluesky_twin.gan.networks import GanConfig, init_weights, make_generators
+    from bluesky_twin.gan.config import GanConfig
+    from bluesky_twin.gan.networks import init_weights, make_generators
     from bluesky_twin.gan.preprocess import Scaling, to_model_space
     from bluesky_twin.ins.dataset import generate_dataset
 

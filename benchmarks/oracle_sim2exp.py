@@ -32,7 +32,8 @@ def main() -> None:
     from bluesky_twin.gan.build import data_geometry, data_recipe
     from bluesky_twin.gan.evaluate import model_test_set, unmasked_test_set
     from bluesky_twin.gan.model import Exp2SimModel
-    from bluesky_twin.gan.networks import EnergyResolutionLayer, ResolutionResnetGenerator
+    from bluesky_twin.gan.networks import ResolutionResnetGenerator
+    from bluesky_twin.ins.resolution_layer import EnergyResolutionLayer
     from bluesky_twin.gan.preprocess import from_model_space, to_model_space
     from bluesky_twin.ins.frames import Recipe
     from bluesky_twin.ins.resolution import maps_resolution

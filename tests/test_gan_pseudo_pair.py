@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from bluesky_twin.errors import InputError
-from bluesky_twin.gan.networks import EnergyResolutionLayer, GanConfig
-from test_gan_resolution import LOWER16, TINY, TINY_RES, UPPER16, _toy_domains
+from bluesky_twin.gan.config import GanConfig, PseudoPairConfig, ResolutionConfig
+from bluesky_twin.ins.resolution_layer import EnergyResolutionLayer
+from test_gan_resolution import LOWER16, TINY, TINY_RES, UPPER16, _toy_domains, with_resolution
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-BOUNDED = GanConfig(**{**TINY.to_dict(), "sim2exp_resolution": True, "resolution_instrument": True,
-                       "resolution_sigma_bounds": (LOWER16, UPPER16), "resolution_stochastic": True,
-                       "resolution_poisson": True})
+BOUNDED = with_resolution(TINY_RES, instrument=True, sigma_bounds=(LOWER16, UPPER16), stochastic=True,
+                          poisson=True)
 
 
 def test_fraction_sets_each_frames_width_across_the_bounds():
@@ -49,8 +49,8 @@ def test_pseudo_pair_term_trains_exp2sim_only(monkeypatch, widths):
     monkeypatch.setattr(losses, "LOSS_WEIGHTS", {**losses.LOSS_WEIGHTS, "gan": 0.0, "nce": 0.0, "idt": 0.0})
 
     def changes(weight):
-        trainer = Exp2SimTrainer(BOUNDED, TrainConfig(iterations=4, batch_size=2, seed=0, pseudo_pair_weight=weight,
-                                                      pseudo_pair_widths=widths))
+        trainer = Exp2SimTrainer(BOUNDED, TrainConfig(iterations=4, batch_size=2, seed=0,
+                                                      pseudo_pair=PseudoPairConfig(weight=weight, widths=widths)))
         ga = [p.detach().clone() for p in trainer.G_A.parameters()]
         gb = [p.detach().clone() for p in trainer.G_B.parameters()]
         out = trainer.step(ta, valid_a, tb, valid_b)
@@ -70,18 +70,19 @@ def test_train_gan_records_the_term_and_checks_its_options():
     from bluesky_twin.gan.train import PSEUDO_PAIR_KEY, TrainConfig, train_gan
 
     a, b = _toy_domains(n=6)
-    res = train_gan(a, b, BOUNDED, TrainConfig(iterations=3, batch_size=2, seed=0, pseudo_pair_weight=5.0,
-                                               pseudo_pair_widths="uniform"))
+    res = train_gan(a, b, BOUNDED, TrainConfig(iterations=3, batch_size=2, seed=0,
+                                               pseudo_pair=PseudoPairConfig(weight=5.0, widths="uniform")))
     assert len(res.history[PSEUDO_PAIR_KEY]) == 3 and np.isfinite(res.history[PSEUDO_PAIR_KEY]).all()
-    res = train_gan(a, b, TINY_RES, TrainConfig(iterations=2, batch_size=2, seed=0, pseudo_pair_weight=1.0))
+    res = train_gan(a, b, TINY_RES, TrainConfig(iterations=2, batch_size=2, seed=0,
+                                                pseudo_pair=PseudoPairConfig(weight=1.0)))
     assert np.isfinite(res.history[PSEUDO_PAIR_KEY]).all()
     with pytest.raises(InputError, match="bounds"):
-        train_gan(a, b, TINY_RES, TrainConfig(iterations=1, batch_size=2, pseudo_pair_weight=1.0,
-                                               pseudo_pair_widths="uniform"))
-    with pytest.raises(InputError, match="pseudo_pair_widths"):
-        TrainConfig(pseudo_pair_widths="wide")
-    with pytest.raises(InputError, match="pseudo_pair_weight"):
-        TrainConfig(pseudo_pair_weight=-1.0)
+        train_gan(a, b, TINY_RES, TrainConfig(iterations=1, batch_size=2,
+                                              pseudo_pair=PseudoPairConfig(weight=1.0, widths="uniform")))
+    with pytest.raises(InputError, match="PseudoPairConfig.widths"):
+        TrainConfig(pseudo_pair=PseudoPairConfig(widths="wide"))
+    with pytest.raises(InputError, match="PseudoPairConfig.weight"):
+        TrainConfig(pseudo_pair=PseudoPairConfig(weight=-1.0))
 
 
 def test_cli_checks_pseudo_pair_options(tmp_path, capsys):
@@ -115,9 +116,9 @@ def test_column_terms_elastic_line_decays_and_background_rises_along_the_columns
     assert {"elastic_decay", "background_u2"} <= set(layer.learned_values())
     with pytest.raises(ValueError, match="instrument"):
         EnergyResolutionLayer(column_terms=True)
-    with pytest.raises(ValueError, match="resolution_column_terms"):
-        GanConfig(sim2exp_resolution=True, resolution_column_terms=True)
-    cfg = GanConfig(**{**BOUNDED.to_dict(), "resolution_column_terms": True})
+    with pytest.raises(ValueError, match="column_terms"):
+        GanConfig(resolution=ResolutionConfig(instrument=False, column_terms=True))
+    cfg = with_resolution(BOUNDED, column_terms=True)
     assert GanConfig.from_dict(cfg.to_dict()) == cfg
 
 
@@ -126,8 +127,8 @@ def test_pseudo_pair_finetune_trains_exp2sim_alone_after_the_gan(tmp_path):
                                         train_gan)
 
     a, b = _toy_domains(n=6)
-    trainer = Exp2SimTrainer(BOUNDED, TrainConfig(iterations=2, batch_size=2, seed=0, pseudo_pair_finetune=5,
-                                                  pseudo_pair_widths="uniform"))
+    trainer = Exp2SimTrainer(BOUNDED, TrainConfig(iterations=2, batch_size=2, seed=0,
+                                                  pseudo_pair=PseudoPairConfig(finetune=5, widths="uniform")))
     tb = torch.from_numpy(b[:2])[:, None]
     nets = {name: getattr(trainer, name) for name in ("G_A", "G_B", "D_A", "D_B", "F_A", "F_B")}
     before = {name: [p.detach().clone() for p in net.parameters()] for name, net in nets.items()}
@@ -137,13 +138,13 @@ def test_pseudo_pair_finetune_trains_exp2sim_alone_after_the_gan(tmp_path):
              for name, net in nets.items()}
     assert moved == {"G_A": True, "G_B": False, "D_A": False, "D_B": False, "F_A": False, "F_B": False}
 
-    res = train_gan(a, b, BOUNDED, TrainConfig(iterations=2, batch_size=2, seed=0, pseudo_pair_finetune=4,
-                                               pseudo_pair_widths="uniform"))
+    res = train_gan(a, b, BOUNDED, TrainConfig(iterations=2, batch_size=2, seed=0,
+                                               pseudo_pair=PseudoPairConfig(finetune=4, widths="uniform")))
     assert len(res.history[PSEUDO_PAIR_FINETUNE_KEY]) == 4 and len(res.history["G"]) == 2
     assert res.extra["pseudo_pair_finetune_seconds"] > 0
     assert "loss_pseudo_pair.png" in [p.name for p in plot_losses(res.history, tmp_path)]
-    with pytest.raises(InputError, match="pseudo_pair_finetune"):
-        TrainConfig(pseudo_pair_finetune=-1)
+    with pytest.raises(InputError, match="PseudoPairConfig.finetune"):
+        TrainConfig(pseudo_pair=PseudoPairConfig(finetune=-1))
     with pytest.raises(InputError, match="bounds"):  # uniform widths need the bounded layer here too
-        train_gan(a, b, TINY_RES, TrainConfig(iterations=1, batch_size=2, pseudo_pair_finetune=2,
-                                               pseudo_pair_widths="uniform"))
+        train_gan(a, b, TINY_RES, TrainConfig(iterations=1, batch_size=2,
+                                              pseudo_pair=PseudoPairConfig(finetune=2, widths="uniform")))

@@ -9,14 +9,12 @@ import pytest
 from bluesky_twin.modeldir import current_path
 import torch
 
+from dataclasses import replace
+
 from bluesky_twin.errors import InputError
-from bluesky_twin.gan.networks import (
-    EnergyResolutionLayer,
-    GanConfig,
-    ResnetGenerator,
-    ResolutionResnetGenerator,
-    make_generators,
-)
+from bluesky_twin.gan.config import GanConfig, ResolutionConfig
+from bluesky_twin.gan.networks import ResnetGenerator, ResolutionResnetGenerator, make_generators
+from bluesky_twin.ins.resolution_layer import EnergyResolutionLayer
 from bluesky_twin.gan.preprocess import Scaling, to_model_space
 
 
@@ -25,7 +23,14 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = GanConfig(ngf=4, n_blocks=1, ndf=8, n_layers_d=2, nce_layers=("down1", "down2", "res1"),
                  nce_dim=16, num_patches=32)
-TINY_RES = GanConfig(**{**TINY.to_dict(), "sim2exp_resolution": True, "resolution_init_sigma": 2.0})
+#: the resolution layer with a ResNet correction and without instrument terms
+TINY_RES = replace(TINY, resolution=ResolutionConfig(init_sigma=2.0, instrument=False, residual=True))
+
+
+def with_resolution(config: GanConfig, **options) -> GanConfig:
+    """*config* with its resolution layer's options replaced (the layer added if it has none)."""
+    base = config.resolution or ResolutionConfig()
+    return replace(config, resolution=replace(base, **options))
 
 
 def _moments(y: torch.Tensor) -> tuple[float, float, float]:
@@ -123,13 +128,17 @@ def test_untrained_generator_is_the_broadening_and_identity_path_skips_it():
 
 
 def test_config_defaults_and_old_metadata():
-    assert GanConfig().sim2exp_resolution is False
-    old = {k: v for k, v in GanConfig().to_dict().items()
-           if k not in ("sim2exp_resolution", "resolution_degree", "resolution_init_sigma")}
-    assert GanConfig.from_dict(old) == GanConfig()
+    from bluesky_twin.gan.checkpoint import migrate_v1
+
+    assert GanConfig().resolution is None
+    old = {k: v for k, v in GanConfig().to_dict().items() if k != "resolution"}  # format 1, no layer
+    assert GanConfig.from_dict(migrate_v1({"config": old})["config"]) == GanConfig()
     assert GanConfig.from_dict(TINY_RES.to_dict()) == TINY_RES
+    v1_res = {**TINY.to_dict(), "sim2exp_resolution": True, "resolution_init_sigma": 2.0}
+    del v1_res["resolution"]
+    assert GanConfig.from_dict(migrate_v1({"config": v1_res})["config"]) == TINY_RES  # format 1's defaults
     with pytest.raises(ValueError):
-        GanConfig(resolution_init_sigma=0.0)
+        ResolutionConfig(init_sigma=0.0)
     with pytest.raises(ValueError):
         GanConfig.from_dict({**old, "resolution_width": 3})
 
@@ -202,7 +211,7 @@ def test_resolution_model_roundtrip_with_weights_only(tmp_path):
     sds = torch.load(current_path(tmp_path / "model") / "generators.pt", weights_only=True)
     assert "resolution.coeffs" in sds["G_B"] and "gate" in sds["G_B"]
     meta = json.loads((current_path(tmp_path / "model") / "metadata.json").read_text())
-    assert meta["config"]["sim2exp_resolution"] is True
+    assert meta["config"]["resolution"]["residual"] is True
     m2 = Exp2SimModel.load(tmp_path / "model")
     assert isinstance(m2.G_B, ResolutionResnetGenerator)
     b_nan = b.copy()
@@ -257,10 +266,23 @@ def test_cli_rejects_inconsistent_resolution_options(tmp_path, capsys):
     from bluesky_twin.cli import main
 
     out = str(tmp_path / "m")
+    for flag in ("--resolution-init-sigma", "--resolution-poisson"):
+        args = [flag, "2"] if flag == "--resolution-init-sigma" else [flag]
+        assert main(["ins", "train", "--out", out, *args]) == 2
+        assert "need --sim2exp-resolution-layer" in capsys.readouterr().err
+    # the options that left the command line are reachable through --config, validated there
+    for resolution, problem in (({"instrument": False, "poisson": True}, "needs the instrument terms"),
+                                ({"instrument": False, "energy_range": "recipe"}, "needs the instrument terms"),
+                                ({"instrument": False, "column_terms": True}, "needs the instrument terms"),
+                                ({"residual": "yes"}, "must be true or false")):
+        cfg = tmp_path / "c.json"
+        cfg.write_text(json.dumps({"gan": {"resolution": resolution}}))
+        assert main(["ins", "train", "--out", out, "--config", str(cfg)]) == 2
+        assert problem in capsys.readouterr().err
     for flag in ("--resolution-instrument", "--no-resolution-instrument", "--resolution-residual",
                  "--no-resolution-residual", "--resolution-bose"):
-        assert main(["ins", "train", "--out", out, flag]) == 2
-        assert "need --sim2exp-resolution-layer" in capsys.readouterr().err
+        with pytest.raises(SystemExit):
+            main(["ins", "train", "--out", out, flag])  # no longer options of the command line
     assert main(["ins", "train", "--out", out, "--sim2exp-resolution-layer", "--crop", "32"]) == 2
     assert "whole frames" in capsys.readouterr().err
 
@@ -268,7 +290,7 @@ def test_cli_rejects_inconsistent_resolution_options(tmp_path, capsys):
 def test_without_residual_sim2exp_is_the_layer_alone():
     from bluesky_twin.gan.train import Exp2SimTrainer, TrainConfig
 
-    cfg = GanConfig(**{**TINY_RES.to_dict(), "resolution_residual": False, "resolution_instrument": True})
+    cfg = with_resolution(TINY_RES, residual=False, instrument=True)
     torch.manual_seed(0)
     _, G_B = make_generators(cfg)
     G_B.eval()
@@ -296,14 +318,14 @@ def test_cli_train_records_the_resolution_layer(tmp_path, capsys):
                  "--clf-epochs", "1", "--n-reference", "24", "--n-calibration", "20", "--quiet", "--threads", "1",
                  "--sim2exp-resolution-layer", "--resolution-init-sigma", "2.5"]) == 0
     meta = json.loads((current_path(out) / "metadata.json").read_text())
-    cfg = meta["config"]
-    assert cfg["sim2exp_resolution"] and cfg["resolution_instrument"] and not cfg["resolution_residual"]
-    assert cfg["resolution_init_sigma"] == 2.5 and meta["training"]["train_config"]["resolution_lr_scale"] == 50.0
+    cfg = meta["config"]["resolution"]
+    assert cfg and cfg["instrument"] and not cfg["residual"]
+    assert cfg["init_sigma"] == 2.5 and meta["training"]["train_config"]["resolution_lr_scale"] == 50.0
     rec = meta["training"]["sim2exp_resolution"]
     assert len(rec["sigma_rows"]) == 64 and rec["energy_range_meV"] == [0.0, 16.0]
     assert rec["sigma_meV"][0] == pytest.approx(rec["sigma_rows"][0] * 0.25, rel=1e-3)
     assert {"elastic_amplitude", "background", "counts_scale"} <= set(rec) and "temperature" not in rec
-    assert cfg["resolution_energy_range"] is None  # no Bose factor unless --resolution-bose
+    assert cfg["energy_range"] is None  # no Bose factor unless the config asks for one
     assert (current_path(out) / "plots" / "resolution_width.png").exists()
     m = Exp2SimModel.load(out)
     assert isinstance(m.G_B, ResolutionResnetGenerator) and not m.G_B.residual
@@ -324,11 +346,15 @@ def test_bose_factor_term():
     inner = slice(8, 56)  # away from the frame edges, where the broadening loses intensity
     ratio = out[inner] / ref[inner]
     np.testing.assert_allclose(ratio / ratio.mean(), 1.0, rtol=2e-3)
-    cfg = GanConfig(sim2exp_resolution=True, resolution_instrument=True, resolution_energy_range=[0, 16])
-    assert cfg.resolution_energy_range == (0.0, 16.0) and GanConfig.from_dict(cfg.to_dict()) == cfg
+    cfg = GanConfig(resolution=ResolutionConfig(instrument=True, energy_range=[0, 16]))
+    assert cfg.resolution.energy_range == (0.0, 16.0) and GanConfig.from_dict(cfg.to_dict()) == cfg
     assert make_generators(cfg)[1].resolution.energy_range == (0.0, 16.0)
     with pytest.raises(ValueError):
-        GanConfig(resolution_energy_range=(5.0, 1.0))
+        ResolutionConfig(energy_range=(5.0, 1.0))
+    recipe_cfg = ResolutionConfig(energy_range="recipe")  # the recipe's energy axis, resolved by ins train
+    assert recipe_cfg.resolved({"e_range": (0.0, 20.0)}, 64).energy_range == (0.0, 20.0)
+    with pytest.raises(InputError, match="resolved"):
+        make_generators(GanConfig(resolution=recipe_cfg))
 
 
 # --------------------------------------------------------------- bounded and per-frame widths
@@ -351,8 +377,8 @@ def test_bounded_width_stays_in_the_prior_range():
     with pytest.raises(ValueError, match="16 energy rows"):
         layer.sigma(32)
     for bad in ((LOWER16, UPPER16[:-1]), (UPPER16, LOWER16), ((0.0,) * 16, UPPER16), (LOWER16,), "x"):
-        with pytest.raises(ValueError, match="resolution_sigma_bounds"):
-            GanConfig(sim2exp_resolution=True, resolution_sigma_bounds=bad)
+        with pytest.raises(ValueError, match="ResolutionConfig.sigma_bounds"):
+            GanConfig(resolution=ResolutionConfig(sigma_bounds=bad))
 
 
 def test_per_frame_widths_in_training_and_central_values_in_eval():
@@ -407,7 +433,7 @@ def test_per_frame_amplitudes_scale_elastic_and_background():
 
 
 def test_maps_sigma_bounds_follow_the_instrument_resolution():
-    from bluesky_twin.gan.build import maps_sigma_bounds
+    from bluesky_twin.ins.resolution_config import maps_sigma_bounds
     from bluesky_twin.ins.resolution import maps_resolution
 
     recipe = {"e_init": (50.0, 60.0, 70.0), "chopper_frequency": 100}
@@ -418,8 +444,9 @@ def test_maps_sigma_bounds_follow_the_instrument_resolution():
     lo2, hi2 = maps_sigma_bounds(recipe, 64, margin=1.25)
     np.testing.assert_allclose(lo2, np.array(lower) / 1.25, rtol=1e-4)
     np.testing.assert_allclose(hi2, np.array(upper) * 1.25, rtol=1e-4)
-    cfg = GanConfig(sim2exp_resolution=True, resolution_sigma_bounds=(lower, upper))
+    cfg = GanConfig(resolution=ResolutionConfig(sigma_bounds=(lower, upper)))
     assert GanConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert ResolutionConfig(sigma_bounds="maps").resolved(recipe, 64).sigma_bounds == (lower, upper)
     for bad in (dict(n_rows=0), dict(margin=0.9)):
         with pytest.raises(InputError):
             maps_sigma_bounds(recipe, **{"n_rows": 64, **bad})
@@ -431,8 +458,8 @@ def test_bounded_stochastic_model_roundtrip_and_cli_checks(tmp_path, capsys):
     from bluesky_twin.cli import main
     from bluesky_twin.gan.model import Exp2SimModel
 
-    cfg = GanConfig(**{**TINY_RES.to_dict(), "resolution_residual": False, "resolution_instrument": True,
-                       "resolution_sigma_bounds": (LOWER16, UPPER16), "resolution_stochastic": True})
+    cfg = with_resolution(TINY_RES, residual=False, instrument=True, sigma_bounds=(LOWER16, UPPER16),
+                          stochastic=True)
     torch.manual_seed(2)
     G_A, G_B = make_generators(cfg)
     with torch.no_grad():
@@ -454,13 +481,16 @@ def test_bounded_stochastic_model_roundtrip_and_cli_checks(tmp_path, capsys):
     for flags in (["--resolution-maps-bounds"], ["--resolution-stochastic"]):
         assert main(["ins", "train", "--out", out, *flags]) == 2
         assert "need --sim2exp-resolution-layer" in capsys.readouterr().err
-    assert main(["ins", "train", "--out", out, "--sim2exp-resolution-layer", "--resolution-maps-bounds",
-                 "--resolution-bounds-margin", "0.5"]) == 2
-    assert ">= 1" in capsys.readouterr().err
-    assert main(["ins", "train", "--out", out, "--sim2exp-resolution-layer", "--resolution-spread-max", "2"]) == 2
-    assert "needs --resolution-stochastic" in capsys.readouterr().err
-    assert main(["ins", "train", "--out", out, "--sim2exp-resolution-layer", "--resolution-stochastic",
-                 "--resolution-spread-max", "0.5"]) == 2
+    from bluesky_twin.ins.resolution_config import maps_sigma_bounds
+
+    with pytest.raises(InputError, match=">= 1"):  # the margin left the options: the function still checks it
+        maps_sigma_bounds({"e_init": [50, 60, 70], "chopper_frequency": 100}, 64, margin=0.5)
+    cfg_file = tmp_path / "c.json"
+    cfg_file.write_text(json.dumps({"gan": {"resolution": {"spread_max": 2}}}))
+    assert main(["ins", "train", "--out", out, "--config", str(cfg_file)]) == 2
+    assert "needs stochastic" in capsys.readouterr().err
+    cfg_file.write_text(json.dumps({"gan": {"resolution": {"stochastic": True, "spread_max": 0.5}}}))
+    assert main(["ins", "train", "--out", out, "--config", str(cfg_file)]) == 2
     assert "> 1" in capsys.readouterr().err
 
 
@@ -478,10 +508,10 @@ def test_poisson_counting_noise_has_count_values_and_a_gradient():
     y.sum().backward()  # straight-through: the expected frame's gradient reaches the input and the counts
     assert lam_in.grad is not None and float(lam_in.grad.abs().sum()) > 0
     assert layer.log_counts.grad is not None and float(layer.log_counts.grad.abs()) > 0
-    cfg = GanConfig(sim2exp_resolution=True, resolution_instrument=True, resolution_poisson=True)
+    cfg = GanConfig(resolution=ResolutionConfig(instrument=True, poisson=True))
     assert make_generators(cfg)[1].resolution.poisson and GanConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="instrument"):
-        GanConfig(sim2exp_resolution=True, resolution_poisson=True)
+        GanConfig(resolution=ResolutionConfig(instrument=False, poisson=True))
     with pytest.raises(ValueError, match="instrument"):
         EnergyResolutionLayer(poisson=True)
 
@@ -527,10 +557,10 @@ def test_spread_cap():
     with pytest.raises(ValueError):
         EnergyResolutionLayer(stochastic=True, spread_max=0.8)
     with pytest.raises(ValueError):
-        GanConfig(sim2exp_resolution=True, resolution_stochastic=True, resolution_spread_max=0.5)
-    with pytest.raises(ValueError, match="needs resolution_stochastic"):
-        GanConfig(sim2exp_resolution=True, resolution_spread_max=1.5)
-    cfg = GanConfig(sim2exp_resolution=True, resolution_stochastic=True, resolution_spread_max=1.5)
+        ResolutionConfig(stochastic=True, spread_max=0.5)
+    with pytest.raises(ValueError, match="spread_max needs stochastic"):
+        ResolutionConfig(spread_max=1.5)
+    cfg = GanConfig(resolution=ResolutionConfig(stochastic=True, spread_max=1.5))
     assert make_generators(cfg)[1].resolution.spread_max == 1.5 and GanConfig.from_dict(cfg.to_dict()) == cfg
 
 

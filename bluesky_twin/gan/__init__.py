@@ -3,22 +3,28 @@
 Public names are imported lazily (``bluesky_twin.gan.cli`` is imported by the command
 line's ``--help`` and must not pull in torch):
 
-``Exp2SimModel``, ``default_model_dir`` (:mod:`.model`); ``GanConfig``, ``PRESETS``
-(:mod:`.networks`); ``TrainConfig``, ``train_gan`` (:mod:`.train`); ``DomainScorer``
-(:mod:`.domain`); ``evaluate_model`` (:mod:`.evaluate`); ``build_model`` (:mod:`.build`).
+``Exp2SimModel``, ``default_model_dir`` (:mod:`.model`); ``BuildConfig``, ``GanConfig``,
+``ResolutionConfig``, ``TrainConfig``, ``PseudoPairConfig``, ``DataConfig``,
+``ClassifierConfig``, ``PRESETS`` (:mod:`.config`); ``train_gan`` (:mod:`.train`);
+``DomainScorer`` (:mod:`.domain`); ``evaluate_model`` (:mod:`.evaluate`); ``build_model``
+(:mod:`.build`).
 See ``docs/gan.md``.
 """
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from bluesky_twin._lazy import lazy_exports
 
 _EXPORTS = {
     "Exp2SimModel": "model",
     "default_model_dir": "model",
-    "GanConfig": "networks",
-    "PRESETS": "networks",
-    "TrainConfig": "train",
+    "BuildConfig": "config",
+    "ClassifierConfig": "config",
+    "DataConfig": "config",
+    "GanConfig": "config",
+    "PRESETS": "config",
+    "PseudoPairConfig": "config",
+    "ResolutionConfig": "config",
+    "TrainConfig": "config",
     "train_gan": "train",
     "DomainScorer": "domain",
     "evaluate_model": "evaluate",
@@ -27,10 +33,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    try:
-        module = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module 'bluesky_twin.gan' has no attribute {name!r}") from None
-    return getattr(import_module(f"{__name__}.{module}"), name)
+__getattr__, __dir__ = lazy_exports(__name__, {name: f".{module}" for name, module in _EXPORTS.items()})

@@ -11,7 +11,9 @@ This is what ``bluesky-twin ins train`` runs.  Data recipe:
   out-of-distribution one.
 * Two DUQ classifiers (sign of J2) are trained on 80 % of all ``n`` frames:
   one on the unconvolved maps, one on the convolved frames
-  (:func:`train_classifiers`; ``clf_input_scale`` picks their input scaling).
+  (:func:`train_classifiers`; ``ClassifierConfig.input_scale`` picks their input scaling).
+
+What to build is one :class:`~bluesky_twin.gan.config.BuildConfig`.
 
 :func:`retrain_classifiers` (``bluesky-twin ins train-classifiers``) retrains only the
 two classifiers of an existing model directory on its recorded data recipe and leaves
@@ -22,16 +24,17 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bluesky_twin.errors import InputError
+from bluesky_twin.gan.config import BuildConfig, ClassifierConfig, recipe_from_json, recipe_to_json
+from bluesky_twin.ins.resolution_config import recipe_energy_range
 
-__all__ = ["build_model", "maps_sigma_bounds", "retrain_classifiers", "split_indices", "train_classifiers",
-           "training_split"]
+__all__ = ["build_model", "data_geometry", "data_recipe", "recipe_from_json", "recipe_to_json",
+           "retrain_classifiers", "split_indices", "train_classifiers", "training_split"]
 
 log = logging.getLogger(__name__)
 
@@ -121,73 +124,6 @@ def data_recipe(meta: dict[str, Any]) -> dict[str, Any]:
     return recipe_from_json(meta.get("training", {}).get("data", {}).get("recipe") or {})
 
 
-def recipe_to_json(recipe: dict[str, Any]) -> dict[str, Any]:
-    """Recipe overrides as JSON values (tuples become lists); :func:`recipe_from_json` inverts it."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()}
-
-
-def recipe_from_json(recipe: dict[str, Any]) -> dict[str, Any]:
-    """Recipe overrides from JSON values (lists become tuples, as the recipe's ranges are)."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items()}
-
-
-def _energy_range(recipe: dict[str, Any]) -> tuple[float, float]:
-    """The energy axis (meV) of frames generated with *recipe* (rows span it evenly)."""
-    from bluesky_twin.ins.frames import Recipe
-
-    lo, hi = Recipe.from_overrides(recipe).e_range
-    return float(lo), float(hi)
-
-
-def maps_sigma_bounds(recipe: dict[str, Any] | None, n_rows: int,
-                      margin: float = 1.0) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-row bounds (pixels) of the Sim2Exp broadening width from the instrument's resolution.
-
-    For each energy row of a frame generated with *recipe* (``n_rows`` rows spanning its
-    ``e_range``), the MAPS width ``sigma(E)`` of every incident energy in the recipe's
-    ``e_init`` at its chopper setting (:func:`bluesky_twin.ins.resolution.maps_resolution`,
-    what a user of the instrument knows); the lower bound is the smallest of them divided
-    by *margin*, the upper bound the largest times *margin*, both in rows.
-
-    Parameters
-    ----------
-    recipe
-        Experiment-like recipe overrides (``{}`` or ``None``: the defaults).
-    n_rows
-        Energy rows of the frames.
-    margin
-        Widening factor (>= 1) of the range on both sides.
-
-    Returns
-    -------
-    lower, upper
-        Tuples of ``n_rows`` widths in pixels (rows).
-
-    Raises
-    ------
-    InputError
-        For ``n_rows < 1``, ``margin < 1`` or a recipe the resolution model rejects.
-    """
-    from bluesky_twin.ins.frames import Recipe
-    from bluesky_twin.ins.resolution import maps_resolution
-
-    if int(n_rows) < 1:
-        raise InputError(f"n_rows must be >= 1, got {n_rows}")
-    if not (np.isfinite(margin) and margin >= 1.0):
-        raise InputError(f"the width-bound margin must be a number >= 1, got {margin!r}")
-    rec = Recipe.from_overrides(recipe)
-    lo_e, hi_e = rec.e_range
-    row = (hi_e - lo_e) / int(n_rows)
-    energies = lo_e + (np.arange(int(n_rows)) + 0.5) * row
-    sig = np.stack([maps_resolution(ei, rec.chopper_frequency, rec.chopper_package).sigma(energies)
-                    for ei in rec.e_init]) / row
-    lower = sig.min(axis=0) / float(margin)
-    upper = sig.max(axis=0) * float(margin)
-    if len(rec.e_init) == 1 and margin == 1.0:
-        raise InputError("one incident energy and margin 1 leave no range for the width; use a margin > 1")
-    return tuple(round(float(v), 5) for v in lower), tuple(round(float(v), 5) for v in upper)
-
-
 def data_geometry(meta: dict[str, Any]) -> str:
     """The frame geometry a model was trained on (``"cut"`` for models that do not say)."""
     return str(meta.get("training", {}).get("data", {}).get("geometry", "cut"))
@@ -195,37 +131,8 @@ def data_geometry(meta: dict[str, Any]) -> str:
 
 def build_model(
     out_dir: str | Path,
+    config: BuildConfig | None = None,
     *,
-    n: int = 2000,
-    seed: int = 0,
-    size: int = 64,
-    preset: str = "small",
-    iterations: int = 1500,
-    batch_size: int = 8,
-    crop: int | None = None,
-    lr: float = 2e-4,
-    n_reference: int = 256,
-    n_calibration: int = 200,
-    clf_epochs: int = 15,
-    clf_input_scale: str | None = None,
-    geometry: str = "cut",
-    recipe: dict[str, Any] | None = None,
-    sim2exp_resolution: bool = False,
-    resolution_init_sigma: float = 3.0,
-    resolution_lr_scale: float = 50.0,
-    resolution_instrument: bool = True,
-    resolution_residual: bool = False,
-    resolution_bose: bool = False,
-    resolution_maps_bounds: bool = False,
-    resolution_bounds_margin: float = 1.0,
-    resolution_stochastic: bool = False,
-    resolution_poisson: bool = False,
-    resolution_spread_max: float | None = None,
-    resolution_column_terms: bool = False,
-    refill_masked: bool = False,
-    pseudo_pair_weight: float = 0.0,
-    pseudo_pair_widths: str = "learned",
-    pseudo_pair_finetune: int = 0,
     num_threads: int | None = None,
     progress: bool = True,
     command: str | None = None,
@@ -235,57 +142,12 @@ def build_model(
     Parameters
     ----------
     out_dir
-        Model directory to write (replaced atomically at the end).
-    n, seed, size
-        Simulated frames, seed and frame size.
-    preset, iterations, batch_size, crop, lr
-        GAN architecture preset and optimisation.
-    n_reference, n_calibration
-        Domain-score reference bank and calibration set sizes (A frames).
-    clf_epochs
-        DUQ classifier epochs; 0 skips the classifiers.
-    clf_input_scale
-        The classifiers' input scaling, ``"log"`` or ``"linear"``; ``None``: the DUQ
-        default (:data:`bluesky_twin.ins.duq.DEFAULT_INPUT_SCALE`).
-    geometry, recipe
-        ``generate_dataset``'s geometry (``"cut"`` or ``"powder"``) and overrides of
-        its experiment-like recipe (e.g. ``{"e_init": (50, 60, 70),
-        "chopper_frequency": 100}`` for coarser energy resolution); both are recorded
-        in the metadata and reused by ``ins evaluate`` and ``train-classifiers``.
-    sim2exp_resolution, resolution_init_sigma, resolution_lr_scale, resolution_instrument, resolution_residual, resolution_bose
-        Give Sim2Exp the explicit, learnable energy-resolution broadening
-        (``GanConfig(sim2exp_resolution=True, resolution_init_sigma=...)``, widths in
-        pixels), the learning-rate multiplier of its parameters
-        (``TrainConfig.resolution_lr_scale``) and optionally its learnable elastic
-        line, background and counting noise (``GanConfig.resolution_instrument``) and
-        the gated ResNet correction or not (``GanConfig.resolution_residual``), and with
-        the instrument terms a Bose factor on the recipe's energy axis
-        (``resolution_bose``: ``GanConfig.resolution_energy_range``); the
-        learned values are recorded under ``training.sim2exp_resolution``.  The defaults
-        here (and on the command line) are the measured best, instrument terms on and no
-        residual; ``GanConfig``'s own defaults keep older metadata meaning what it meant.
-    resolution_maps_bounds, resolution_bounds_margin
-        Bound the broadening width, row by row, to the MAPS resolution range of the
-        recipe's incident energies widened by the margin (:func:`maps_sigma_bounds`,
-        ``GanConfig.resolution_sigma_bounds``).
-    resolution_stochastic
-        Per-frame widths and instrument amplitudes in training
-        (``GanConfig.resolution_stochastic``).
-    resolution_poisson
-        Poisson-valued counting noise in training (``GanConfig.resolution_poisson``; needs
-        the instrument terms).
-    resolution_spread_max
-        Cap of the per-frame spreads (``GanConfig.resolution_spread_max``; needs
-        ``resolution_stochastic``).
-    resolution_column_terms
-        Elastic line and background that vary along the columns (``|Q|``)
-        (``GanConfig.resolution_column_terms``; needs the instrument terms).
-    refill_masked
-        Fill translations at their input's masked pixels as real frames are filled before
-        the discriminators see them (``TrainConfig.refill_masked``).
-    pseudo_pair_weight, pseudo_pair_widths, pseudo_pair_finetune
-        The pseudo-pair term for Exp2Sim and its Exp2Sim-only fine-tune after the GAN
-        (``TrainConfig.pseudo_pair_weight``, ``pseudo_pair_widths``, ``pseudo_pair_finetune``).
+        Model directory to write (a new version is published atomically at the end).
+    config
+        What to build (:class:`~bluesky_twin.gan.config.BuildConfig`: architecture,
+        training, data recipe, classifiers; validated when it was made).  ``None``: the
+        defaults.  A resolution layer's ``sigma_bounds="maps"`` / ``energy_range="recipe"``
+        are resolved against the data recipe, and the resolved architecture is stored.
     num_threads
         ``torch.set_num_threads`` for the whole build.
     progress
@@ -300,84 +162,60 @@ def build_model(
     """
     import torch
 
-    from bluesky_twin.gan.domain import DomainScorer
     from bluesky_twin.gan.model import Exp2SimModel
-    from bluesky_twin.gan.networks import GanConfig, count_parameters
+    from bluesky_twin.gan.networks import count_parameters
     from bluesky_twin.gan.preprocess import Scaling, to_model_space
-    from bluesky_twin.gan.train import TrainConfig, plot_losses, train_gan
+    from bluesky_twin.gan.train import plot_losses, train_gan
     from bluesky_twin.ins.dataset import digits_control, generate_dataset
 
-    if n < 2 * (n_reference + n_calibration):
-        raise InputError(f"n={n} is too small: need n >= 2 * (n_reference + n_calibration) = "
-                         f"{2 * (n_reference + n_calibration)}")
+    config = config if config is not None else BuildConfig()
+    if not isinstance(config, BuildConfig):
+        raise InputError(f"config must be a BuildConfig, got {type(config).__name__}")
     if num_threads:
         torch.set_num_threads(int(num_threads))
     t_start = time.perf_counter()
-    if (resolution_maps_bounds or resolution_stochastic or resolution_poisson) and not sim2exp_resolution:
-        raise InputError("resolution_maps_bounds, resolution_stochastic and resolution_poisson need "
-                         "sim2exp_resolution")
-    if resolution_spread_max is not None and not resolution_stochastic:
-        raise InputError("resolution_spread_max needs resolution_stochastic")
-    if resolution_column_terms and not (sim2exp_resolution and resolution_instrument):
-        raise InputError("resolution_column_terms needs sim2exp_resolution with the instrument terms")
-    if resolution_poisson and not resolution_instrument:
-        raise InputError("resolution_poisson needs the instrument terms (resolution_instrument)")
-    if sim2exp_resolution:
-        bounds = maps_sigma_bounds(recipe, size, resolution_bounds_margin) if resolution_maps_bounds else None
-        config = GanConfig.preset(preset, sim2exp_resolution=True, resolution_init_sigma=float(resolution_init_sigma),
-                                  resolution_instrument=bool(resolution_instrument),
-                                  resolution_residual=bool(resolution_residual),
-                                  resolution_energy_range=(_energy_range(recipe)
-                                                           if resolution_instrument and resolution_bose else None),
-                                  resolution_sigma_bounds=bounds,
-                                  resolution_stochastic=bool(resolution_stochastic),
-                                  resolution_poisson=bool(resolution_poisson),
-                                  resolution_spread_max=resolution_spread_max,
-                                  resolution_column_terms=bool(resolution_column_terms))
-    else:
-        config = GanConfig.preset(preset)
-    tc = TrainConfig(iterations=iterations, batch_size=batch_size, crop=crop, lr=lr, seed=seed,
-                     resolution_lr_scale=float(resolution_lr_scale), refill_masked=bool(refill_masked),
-                     pseudo_pair_weight=float(pseudo_pair_weight), pseudo_pair_widths=str(pseudo_pair_widths),
-                     pseudo_pair_finetune=int(pseudo_pair_finetune))
+    data, tc = config.data, config.train
+    gan = config.resolved_gan()
     scaling = Scaling()
 
     t0 = time.perf_counter()
-    recipe = dict(recipe or {})
-    ds = generate_dataset(n, seed=seed, geometry=geometry, size=size, progress=progress, **recipe)
+    recipe = data.recipe_overrides()
+    ds = generate_dataset(data.n, seed=data.seed, geometry=data.geometry, size=data.size, progress=progress, **recipe)
     t_data = time.perf_counter() - t0
-    ia, ib = split_indices(n, seed)
-    result = train_gan(ds.convolved[ia], ds.unconvolved[ib], config, tc, scaling, progress=progress)
+    ia, ib = split_indices(data.n, data.seed)
+    result = train_gan(ds.convolved[ia], ds.unconvolved[ib], gan, tc, scaling, progress=progress)
     n_parameters = count_parameters(result.G_A)  # before Exp2SimModel freezes them (count_parameters: trainable)
 
     # domain score: reference bank + calibration (train-vs-train, digits)
-    ref_idx, cal_idx = ia[:n_reference], ia[n_reference : n_reference + n_calibration]
+    ref_idx, cal_idx = ia[: data.n_reference], ia[data.n_reference : data.n_reference + data.n_calibration]
     reference, _ = to_model_space(ds.convolved[ref_idx], scaling)
-    model = Exp2SimModel(result.G_A, result.G_B, config, scaling, reference=reference)
-    digits = digits_control(n_calibration, size=size, seed=seed + 1)
+    model = Exp2SimModel(result.G_A, result.G_B, gan, scaling, reference=reference)
+    digits = digits_control(data.n_calibration, size=data.size, seed=data.seed + 1)
     t0 = time.perf_counter()
-    calibration = model.scorer.calibrate(model.features(ds.convolved[cal_idx]), model.features(digits), seed=seed)
+    calibration = model.scorer.calibrate(model.features(ds.convolved[cal_idx]), model.features(digits),
+                                         seed=data.seed)
     t_cal = time.perf_counter() - t0
 
     # classifiers (sign of J2) on 80 % of the frames
     classifiers: dict[str, Any] = {}
     t_clf = 0.0
-    if clf_epochs > 0:
-        classifiers, t_clf = train_classifiers(ds, seed=seed, epochs=clf_epochs, input_scale=clf_input_scale,
+    clf = config.classifiers
+    if clf.epochs > 0:
+        classifiers, t_clf = train_classifiers(ds, seed=data.seed, epochs=clf.epochs, input_scale=clf.input_scale,
                                                progress=progress)
 
     total = time.perf_counter() - t_start
     final = {k: float(np.mean(v[-50:])) for k, v in result.history.items()}
     training = {
         "command": command,
-        "seed": seed,
-        "data": {"generator": "bluesky_twin.ins.generate_dataset", "n": n, "seed": seed, "geometry": geometry,
-                 "recipe": recipe_to_json(recipe),
-                 "size": size, "split": "disjoint halves: A = convolved[first], B = unconvolved[second]",
-                 "n_reference": n_reference, "n_calibration": n_calibration,
-                 "ood_control": f"digits_control({n_calibration}, size={size}, seed={seed + 1})"},
-        "train_config": asdict(tc),
-        "preset": preset,
+        "seed": data.seed,
+        "data": {"generator": "bluesky_twin.ins.generate_dataset", "n": data.n, "seed": data.seed,
+                 "geometry": data.geometry, "recipe": dict(data.recipe),
+                 "size": data.size, "split": "disjoint halves: A = convolved[first], B = unconvolved[second]",
+                 "n_reference": data.n_reference, "n_calibration": data.n_calibration,
+                 "ood_control": f"digits_control({data.n_calibration}, size={data.size}, seed={data.seed + 1})"},
+        "train_config": tc.to_dict(),
+        "preset": gan.preset_name(),
         "parameters_per_generator": n_parameters,
         "final_losses_last50": final,
         "s_per_iteration": result.s_per_iteration,
@@ -391,19 +229,19 @@ def build_model(
         "classifier_validation_accuracy": {k: c.metadata["validation_accuracy"] for k, c in classifiers.items()},
     }
     if classifiers:
-        training["classifiers"] = _classifier_record(classifiers, clf_epochs)
+        training["classifiers"] = _classifier_record(classifiers, clf.epochs)
     if "resolution" in result.extra:
-        e_lo, e_hi = _energy_range(recipe)
+        e_lo, e_hi = recipe_energy_range(recipe)
         rows = len(result.extra["resolution"]["sigma_rows"])
         training["sim2exp_resolution"] = dict(result.extra["resolution"],
                                               sigma_meV=[round(v * (e_hi - e_lo) / rows, 4)
                                                          for v in result.extra["resolution"]["sigma_rows"]],
                                               energy_range_meV=[e_lo, e_hi])
-        if config.resolution_sigma_bounds is not None:
+        if gan.resolution is not None and gan.resolution.sigma_bounds is not None:
             training["sim2exp_resolution"]["sigma_bounds_meV"] = [
-                [round(v * (e_hi - e_lo) / rows, 4) for v in b] for b in config.resolution_sigma_bounds]
+                [round(v * (e_hi - e_lo) / rows, 4) for v in b] for b in gan.resolution.sigma_bounds]
             training["sim2exp_resolution"]["sigma_bounds_source"] = (
-                f"MAPS resolution over e_init, margin {float(resolution_bounds_margin):g}")
+                "MAPS resolution over e_init" if config.gan.resolution.sigma_bounds == "maps" else "explicit")
     model.metadata = {"training": training}
     model.classifiers = classifiers
     history = result.history
@@ -475,13 +313,11 @@ def retrain_classifiers(
     from bluesky_twin.errors import ModelFileError
     from bluesky_twin.gan.checkpoint import FORMAT, check_metadata
     from bluesky_twin.gan.model import CLASSIFIER_DIRS
-    from bluesky_twin.ins.duq import INPUT_SCALES
     from bluesky_twin.modeldir import open_version, write_version
 
-    if isinstance(clf_epochs, bool) or not isinstance(clf_epochs, (int, np.integer)) or clf_epochs < 1:
+    clf = ClassifierConfig(epochs=clf_epochs, input_scale=input_scale)  # InputError on a bad value
+    if clf.epochs < 1:
         raise InputError(f"clf_epochs must be an integer >= 1, got {clf_epochs!r}")
-    if input_scale is not None and input_scale not in INPUT_SCALES:
-        raise InputError(f"input_scale must be one of {INPUT_SCALES}, got {input_scale!r}")
     path = Path(model_dir)
     version = open_version(path, FORMAT)  # held in memory: the files carried over are these bytes
     meta = dict(check_metadata(version))

@@ -14,74 +14,68 @@ __all__ = ["register"]
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train``, ``train-classifiers``, ``evaluate`` and ``score`` to the ``ins`` sub-command."""
-    p = subparsers.add_parser("train", help="train an Exp2SimGAN model (+ DUQ classifiers, domain calibration)")
-    p.add_argument("--out", required=True, type=Path, help="model directory to write")
-    p.add_argument("--n", type=int, default=2000, help="simulated paired frames (default 2000)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=int, default=64, help="frame size (default 64)")
-    p.add_argument("--preset", choices=["small", "paper"], default="small")
-    p.add_argument("--iterations", type=int, default=1500)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--crop", type=int, default=None, help="train on random crops of this size")
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--clf-epochs", type=int, default=15, help="DUQ classifier epochs (0: no classifiers)")
-    p.add_argument("--clf-input-scale", choices=["log", "linear"], default=None,
-                   help="DUQ classifier input scaling (default: the DUQ default)")
-    p.add_argument("--geometry", choices=["cut", "powder"], default="cut", help="frame geometry (default cut)")
-    p.add_argument("--recipe", action="append", default=[], metavar="KEY=JSON",
+    p = subparsers.add_parser(
+        "train", help="train an Exp2SimGAN model (+ DUQ classifiers, domain calibration)",
+        description="Train an Exp2SimGAN model directory. Every option below sets one field of the build "
+                    "configuration (bluesky_twin.gan.config.BuildConfig); --config FILE gives all of them as "
+                    "JSON, and options given as well override the file. --print-config shows the result.")
+    p.add_argument("--out", type=Path, default=None, help="model directory to write (required unless --print-config)")
+    p.add_argument("--config", type=Path, default=None, metavar="FILE",
+                   help="JSON build configuration {gan, train, data, classifiers} (see docs/gan.md); options given "
+                        "on the command line override it")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the validated build configuration as JSON and exit without training")
+    g = p.add_argument_group("data (DataConfig)")
+    g.add_argument("--n", type=int, default=None, help="simulated paired frames (default 2000)")
+    g.add_argument("--seed", type=int, default=None, help="data, split, classifier and training seed (default 0)")
+    g.add_argument("--size", type=int, default=None, help="frame size (default 64)")
+    g.add_argument("--geometry", choices=["cut", "powder"], default=None, help="frame geometry (default cut)")
+    g.add_argument("--recipe", action="append", default=[], metavar="KEY=JSON",
                    help="override the experiment-like recipe, e.g. --recipe 'e_init=[50,60,70]' "
                         "--recipe chopper_frequency=100 (repeatable); --recipe mask_unconvolved=true gives "
                         "the unconvolved maps the frames' coverage mask")
-    p.add_argument("--sim2exp-resolution-layer", action="store_true",
-                   help="give Sim2Exp an explicit learnable Gaussian broadening along energy (width a smooth "
-                        "function of energy) before its ResNet; needs whole frames (no --crop)")
-    p.add_argument("--resolution-init-sigma", type=float, default=3.0,
+    g.add_argument("--n-reference", type=int, default=None, help="domain-score reference frames (default 256)")
+    g.add_argument("--n-calibration", type=int, default=None, help="domain-score calibration frames (default 200)")
+    g = p.add_argument_group("architecture (GanConfig)")
+    g.add_argument("--preset", choices=["small", "paper"], default=None, help="size preset (default small)")
+    g.add_argument("--sim2exp-resolution-layer", action="store_true", default=None,
+                   help="give Sim2Exp the learnable energy-resolution layer (ResolutionConfig defaults: instrument "
+                        "terms on, no ResNet correction); needs whole frames (no --crop)")
+    g.add_argument("--resolution-init-sigma", type=float, default=None,
                    help="initial broadening width in pixels (rows) (default 3)")
-    p.add_argument("--resolution-lr-scale", type=float, default=50.0,
-                   help="learning-rate multiplier of the broadening widths (default 50)")
-    p.add_argument("--resolution-instrument", action=argparse.BooleanOptionalAction, default=None,
-                   help="with --sim2exp-resolution-layer: also learn an elastic line, a flat background and "
-                        "counting noise (training only); default on")
-    p.add_argument("--resolution-bose", action="store_true",
-                   help="with the instrument terms: also a Bose factor at a learnable temperature (off by default)")
-    p.add_argument("--resolution-residual", action=argparse.BooleanOptionalAction, default=None,
-                   help="with --sim2exp-resolution-layer: add a gated ResNet correction after the broadening; "
-                        "default off (Sim2Exp is the resolution layer alone)")
-    p.add_argument("--resolution-maps-bounds", action="store_true",
-                   help="with --sim2exp-resolution-layer: bound the width, row by row, to the MAPS resolution "
-                        "of the recipe's incident energies (see --resolution-bounds-margin)")
-    p.add_argument("--resolution-bounds-margin", type=float, default=1.0,
-                   help="widen the MAPS width bounds by this factor on both sides (>= 1, default 1)")
-    p.add_argument("--resolution-stochastic", action="store_true",
-                   help="with --sim2exp-resolution-layer: draw a width and instrument amplitudes per frame in "
-                        "training (learnable spreads); translation uses the central values")
-    p.add_argument("--resolution-spread-max", type=float, default=None,
-                   help="with --resolution-stochastic: cap the learnable spreads at this value (> 1; default: no cap)")
-    p.add_argument("--resolution-poisson", action="store_true",
-                   help="with the instrument terms: Poisson-valued counting noise in training (straight-through "
-                        "gradient of the Gaussian approximation)")
-    p.add_argument("--refill-masked", action="store_true",
-                   help="fill each translation at its input's masked pixels with the nearest measured pixel, as "
-                        "the real frames are filled, before the discriminators see it")
-    p.add_argument("--resolution-column-terms", action="store_true",
-                   help="with --sim2exp-resolution-layer: an elastic line decaying and a background rising along "
-                        "the columns (|Q|), as exp(-k u^2) and b0 + b1 u^2 with learnable k, b1")
-    p.add_argument("--pseudo-pair-weight", type=float, default=0.0, metavar="W",
+    g.add_argument("--resolution-maps-bounds", action="store_true", default=None,
+                   help="bound the width, row by row, to the MAPS resolution of the recipe's incident energies")
+    g.add_argument("--resolution-stochastic", action="store_true", default=None,
+                   help="draw a width and instrument amplitudes per frame in training (learnable spreads); "
+                        "translation uses the central values")
+    g.add_argument("--resolution-poisson", action="store_true", default=None,
+                   help="Poisson-valued counting noise in training (straight-through gradient)")
+    g = p.add_argument_group("training (TrainConfig)")
+    g.add_argument("--iterations", type=int, default=None, help="optimiser steps (default 1500)")
+    g.add_argument("--batch-size", type=int, default=None, help="frames per domain and step (default 8)")
+    g.add_argument("--crop", type=int, default=None, help="train on random crops of this size")
+    g.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 2e-4)")
+    g.add_argument("--resolution-lr-scale", type=float, default=None,
+                   help="learning-rate multiplier of the resolution layer (default 50)")
+    g.add_argument("--pseudo-pair-weight", type=float, default=None, metavar="W",
                    help="weight of the pseudo-pair term L1(Exp2Sim(Sim2Exp(b)), b): Exp2Sim learns to undo "
                         "Sim2Exp's output, whose ground truth is known; no real pair is used (default 0: off)")
-    p.add_argument("--pseudo-pair-widths", choices=("learned", "uniform"), default="learned",
+    g.add_argument("--pseudo-pair-widths", choices=("learned", "uniform"), default=None,
                    help="pseudo pairs broadened with Sim2Exp's learned widths, or with widths drawn uniformly "
                         "across the MAPS bounds (needs --resolution-maps-bounds); default learned")
-    p.add_argument("--pseudo-pair-finetune", type=int, default=0, metavar="STEPS",
+    g.add_argument("--pseudo-pair-finetune", type=int, default=None, metavar="STEPS",
                    help="after the GAN, train Exp2Sim alone for STEPS more steps on pseudo pairs of the final "
                         "Sim2Exp (default 0: off)")
-    p.add_argument("--n-reference", type=int, default=256, help="domain-score reference frames (default 256)")
-    p.add_argument("--n-calibration", type=int, default=200, help="domain-score calibration frames (default 200)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads")
-    p.add_argument("--overwrite", "--force", dest="force", action="store_true",
+    g = p.add_argument_group("classifiers (ClassifierConfig)")
+    g.add_argument("--clf-epochs", type=int, default=None, help="DUQ classifier epochs (default 15; 0: none)")
+    g.add_argument("--clf-input-scale", choices=["log", "linear"], default=None,
+                   help="DUQ classifier input scaling (default: the DUQ default)")
+    g = p.add_argument_group("run")
+    g.add_argument("--threads", type=int, default=None, help="torch threads")
+    g.add_argument("--overwrite", "--force", dest="force", action="store_true",
                    help="publish a new version into an existing Exp2SimGAN model directory (the previous "
                         "versions are kept); a directory or file that holds anything else is never replaced")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_train)
 
     p = subparsers.add_parser(
@@ -126,14 +120,19 @@ def _check_output(path: Path | None) -> None:
 
 
 def _parse_recipe(items: list[str]) -> dict[str, object]:
-    """``["e_init=[50,60,70]", "chopper_frequency=100"]`` -> overrides (JSON values, lists as tuples)."""
+    """``["e_init=[50,60,70]", "chopper_frequency=100"]`` -> overrides (JSON values, lists as tuples).
+
+    The option's syntax and key names are checked here; the values are checked by
+    :class:`~bluesky_twin.gan.config.DataConfig` (the recipe's own validation).
+    """
+    import dataclasses
     import json
 
     from bluesky_twin.errors import InputError
-    from bluesky_twin.gan.build import recipe_from_json
+    from bluesky_twin.gan.config import recipe_from_json
     from bluesky_twin.ins.frames import Recipe
 
-    known = set(Recipe.__dataclass_fields__)
+    known = {f.name for f in dataclasses.fields(Recipe)}
     out: dict[str, object] = {}
     for item in items:
         key, sep, text = item.partition("=")
@@ -147,74 +146,111 @@ def _parse_recipe(items: list[str]) -> dict[str, object]:
     return recipe_from_json(out)
 
 
-def _run_train(args: argparse.Namespace) -> int:
-    from bluesky_twin.errors import InputError
+#: ``ins train`` option -> the build-configuration fields it sets (``BuildConfig.to_dict`` paths).
+TRAIN_FLAGS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "n": (("data", "n"),),
+    "seed": (("data", "seed"), ("train", "seed")),
+    "size": (("data", "size"),),
+    "geometry": (("data", "geometry"),),
+    "n_reference": (("data", "n_reference"),),
+    "n_calibration": (("data", "n_calibration"),),
+    "preset": (("gan", "preset"),),
+    "resolution_init_sigma": (("gan", "resolution", "init_sigma"),),
+    "resolution_maps_bounds": (("gan", "resolution", "sigma_bounds"),),
+    "resolution_stochastic": (("gan", "resolution", "stochastic"),),
+    "resolution_poisson": (("gan", "resolution", "poisson"),),
+    "iterations": (("train", "iterations"),),
+    "batch_size": (("train", "batch_size"),),
+    "crop": (("train", "crop"),),
+    "lr": (("train", "lr"),),
+    "resolution_lr_scale": (("train", "resolution_lr_scale"),),
+    "pseudo_pair_weight": (("train", "pseudo_pair", "weight"),),
+    "pseudo_pair_widths": (("train", "pseudo_pair", "widths"),),
+    "pseudo_pair_finetune": (("train", "pseudo_pair", "finetune"),),
+    "clf_epochs": (("classifiers", "epochs"),),
+    "clf_input_scale": (("classifiers", "input_scale"),),
+}
+#: The value a switch sets (``--resolution-maps-bounds`` names the bounds' source).
+_SWITCH_VALUES = {"resolution_maps_bounds": "maps"}
+#: Config class of each path prefix (their error messages start with ``Class.field``).
+_CONFIG_CLASSES = {("data",): "DataConfig", ("gan",): "GanConfig", ("gan", "resolution"): "ResolutionConfig",
+                   ("train",): "TrainConfig", ("train", "pseudo_pair"): "PseudoPairConfig",
+                   ("classifiers",): "ClassifierConfig"}
 
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _train_config(args: argparse.Namespace):
+    """The :class:`~bluesky_twin.gan.config.BuildConfig` of ``ins train``: the ``--config`` file (or the
+    defaults) with the options given on the command line applied; validated once, by the config classes."""
+    from bluesky_twin.errors import InputError
+    from bluesky_twin.gan.config import BuildConfig, read_config_file
+
+    raw = read_config_file(args.config) if args.config is not None else {}
+    given = {dest: getattr(args, dest) for dest in TRAIN_FLAGS if getattr(args, dest) is not None}
+    gan = raw.get("gan") if isinstance(raw.get("gan"), dict) else None
+    has_layer = bool(args.sim2exp_resolution_layer) or (gan is not None and gan.get("resolution") is not None)
+    needs_layer = [_flag(d) for d in given if TRAIN_FLAGS[d][0][:2] == ("gan", "resolution")]
+    if needs_layer and not has_layer:
+        raise InputError(f"{', '.join(needs_layer)} need --sim2exp-resolution-layer (or gan.resolution in --config)")
+    if args.sim2exp_resolution_layer and (gan is None or gan.get("resolution") is None):
+        raw.setdefault("gan", {})
+        if not isinstance(raw["gan"], dict):
+            raise InputError("the 'gan' entry of --config must be an object")
+        raw["gan"]["resolution"] = {}
+    for dest, value in given.items():
+        for path in TRAIN_FLAGS[dest]:
+            node = raw
+            for key in path[:-1]:
+                node = node.setdefault(key, {})
+                if not isinstance(node, dict):
+                    raise InputError(f"the {'.'.join(path[:-1])} entry of --config must be an object")
+            node[path[-1]] = _SWITCH_VALUES.get(dest, value)
+    if args.recipe:
+        data = raw.setdefault("data", {})
+        recipe = data.get("recipe") or {}
+        data["recipe"] = {**recipe, **_parse_recipe(args.recipe)}
+    try:
+        return BuildConfig.from_dict(raw)
+    except InputError as exc:
+        raise InputError(_name_flags(str(exc), given)) from None
+
+
+def _name_flags(message: str, given: dict[str, object]) -> str:
+    """Name the option the user typed in a config error (``PseudoPairConfig.weight must ...`` ->
+    ``--pseudo-pair-weight must ...``)."""
+    for dest in given:
+        for path in TRAIN_FLAGS[dest]:
+            field = f"{_CONFIG_CLASSES.get(path[:-1], '')}.{path[-1]}"
+            if message.startswith(field + " "):
+                return _flag(dest) + message[len(field):]
+    return message
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import json
+
+    from bluesky_twin.errors import InputError
     from bluesky_twin.gan.checkpoint import FORMAT
     from bluesky_twin.modeldir import prepare_output_dir
 
-    prepare_output_dir(args.out, FORMAT, overwrite=args.force)
-    for name in ("n", "iterations", "batch_size", "size"):
-        if getattr(args, name) < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be >= 1")
-    for name in ("n_reference", "n_calibration"):
-        if getattr(args, name) < 20:
-            raise InputError(f"--{name.replace('_', '-')} must be >= 20 (20 frames per Sinkhorn repeat)")
-    if args.size % 4:
-        raise InputError("--size must be divisible by 4")
-    if not args.sim2exp_resolution_layer and (args.resolution_instrument is not None
-                                              or args.resolution_residual is not None or args.resolution_bose
-                                              or args.resolution_maps_bounds or args.resolution_stochastic
-                                              or args.resolution_poisson or args.resolution_column_terms):
-        raise InputError("--[no-]resolution-instrument, --[no-]resolution-residual, --resolution-bose, "
-                         "--resolution-maps-bounds, --resolution-stochastic, --resolution-poisson and "
-                         "--resolution-column-terms need "
-                         "--sim2exp-resolution-layer")
-    if args.resolution_spread_max is not None and not args.resolution_stochastic:
-        raise InputError("--resolution-spread-max needs --resolution-stochastic")
-    if args.resolution_spread_max is not None and not args.resolution_spread_max > 1.0:
-        raise InputError(f"--resolution-spread-max must be > 1, got {args.resolution_spread_max}")
-    if not args.resolution_bounds_margin >= 1.0:
-        raise InputError(f"--resolution-bounds-margin must be >= 1, got {args.resolution_bounds_margin}")
-    instrument = True if args.resolution_instrument is None else args.resolution_instrument
-    if (args.resolution_bose or args.resolution_poisson or args.resolution_column_terms) and not instrument:
-        raise InputError("--resolution-bose, --resolution-poisson and --resolution-column-terms need the instrument terms "
-                         "(drop --no-resolution-instrument)")
-    residual = False if args.resolution_residual is None else args.resolution_residual
-    if args.sim2exp_resolution_layer and args.crop is not None:
-        raise InputError("--sim2exp-resolution-layer needs whole frames; drop --crop")
-    if not (args.resolution_init_sigma > 0.05 and args.resolution_lr_scale > 0):
-        raise InputError("--resolution-init-sigma must be > 0.05 and --resolution-lr-scale > 0")
-    if not args.pseudo_pair_weight >= 0:
-        raise InputError(f"--pseudo-pair-weight must be >= 0, got {args.pseudo_pair_weight}")
-    if args.pseudo_pair_finetune < 0:
-        raise InputError(f"--pseudo-pair-finetune must be >= 0, got {args.pseudo_pair_finetune}")
-    if args.pseudo_pair_widths == "uniform" and not args.resolution_maps_bounds:
-        raise InputError("--pseudo-pair-widths uniform draws widths across the MAPS bounds: add "
-                         "--sim2exp-resolution-layer --resolution-maps-bounds")
-    recipe = _parse_recipe(args.recipe)
+    if args.out is None and not args.print_config:
+        raise InputError("ins train needs --out DIR (or --print-config)")
+    if args.out is not None and not args.print_config:
+        prepare_output_dir(args.out, FORMAT, overwrite=args.force)
+    config = _train_config(args)
+    if args.print_config:
+        print(json.dumps(config.to_dict(), indent=2))
+        return 0
     from bluesky_twin.gan.build import build_model
 
     command = "bluesky-twin ins train " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["ins", "train"] else None
     from bluesky_twin.modeldir import current_path, writer_lock
 
     with writer_lock(args.out):
-        info = build_model(
-            args.out, n=args.n, seed=args.seed, size=args.size, preset=args.preset, iterations=args.iterations,
-            batch_size=args.batch_size, crop=args.crop, lr=args.lr, clf_epochs=args.clf_epochs,
-            clf_input_scale=args.clf_input_scale, geometry=args.geometry, recipe=recipe,
-            n_reference=args.n_reference, n_calibration=args.n_calibration,
-            sim2exp_resolution=args.sim2exp_resolution_layer, resolution_init_sigma=args.resolution_init_sigma,
-            resolution_lr_scale=args.resolution_lr_scale, resolution_instrument=instrument,
-            resolution_residual=residual, resolution_bose=args.resolution_bose,
-            resolution_maps_bounds=args.resolution_maps_bounds, resolution_bounds_margin=args.resolution_bounds_margin,
-            resolution_stochastic=args.resolution_stochastic, resolution_poisson=args.resolution_poisson,
-            resolution_spread_max=args.resolution_spread_max,
-            resolution_column_terms=args.resolution_column_terms, refill_masked=args.refill_masked,
-            pseudo_pair_weight=args.pseudo_pair_weight, pseudo_pair_widths=args.pseudo_pair_widths,
-            pseudo_pair_finetune=args.pseudo_pair_finetune,
-            num_threads=args.threads, progress=not args.quiet, command=command,
-        )
+        info = build_model(args.out, config, num_threads=args.threads, progress=not args.quiet, command=command)
     sec = info["seconds"]
     print(f"wrote {args.out} ({sec['total']:.0f} s total, GAN {sec['gan']:.0f} s, "
           f"{info['s_per_iteration']:.3f} s/iteration); loss curves in {current_path(args.out) / 'plots'}")

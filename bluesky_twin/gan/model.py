@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from bluesky_twin.errors import ModelFileError
+from bluesky_twin.errors import InputError, ModelFileError
 from bluesky_twin.gan.domain import DomainScorer
 from bluesky_twin.gan.networks import GanConfig, ResnetGenerator, ResolutionResnetGenerator, make_generators
 from bluesky_twin.gan.preprocess import Scaling, from_model_space, to_model_space, validate_frames
@@ -90,7 +90,6 @@ class Exp2SimModel:
     def _prepare(self, frames: Any) -> tuple[np.ndarray, np.ndarray]:
         arr = validate_frames(frames, self.config.dims)
         if any(s % 4 for s in arr.shape[1:]):
-            from bluesky_twin.errors import InputError
 
             raise InputError(f"frame sizes must be divisible by 4, got {arr.shape[1:]}")
         return to_model_space(arr, self.scaling)
@@ -205,7 +204,7 @@ class Exp2SimModel:
         from bluesky_twin.gan.checkpoint import write_model_dir
 
         if self.reference is None:
-            raise ValueError("cannot save a model without domain reference frames")
+            raise InputError("cannot save a model without domain reference frames")
         meta = dict(self.metadata)
         meta.update(
             config=self.config.to_dict(),
@@ -234,15 +233,15 @@ class Exp2SimModel:
 
     @classmethod
     def _from_version(cls, version: Any, load_classifiers: bool) -> "Exp2SimModel":
-        from bluesky_twin.gan.checkpoint import check_metadata, read_generators, read_reference
+        from bluesky_twin.gan.checkpoint import check_metadata, read_config, read_generators, read_reference
 
         path = version.path
         meta = check_metadata(version)
+        config = read_config(meta, path)
         try:
-            config = GanConfig.from_dict(meta["config"])
             scaling = Scaling.from_dict(meta["preprocessing"]["scaling"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(f"{path}/metadata.json has an invalid config: {exc}") from None
+            raise ModelFileError(f"{path}/metadata.json has an invalid preprocessing entry: {exc}") from None
         reference = read_reference(version)
         if reference.ndim != config.dims + 1:
             raise ModelFileError(f"{path}: domain reference has shape {reference.shape}, expected {config.dims + 1} axes")

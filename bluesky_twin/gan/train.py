@@ -20,20 +20,20 @@ Each discriminator minimises 0.25 [hinge(real) + hinge(fake) + aux(real) + aux(f
 with the auxiliary head regressed by MSE to 0 on real and 1 on fake; the auxiliary
 head never enters the generator loss.
 
-With ``GanConfig(sim2exp_resolution=True)`` G_B is a
+With ``GanConfig(resolution=ResolutionConfig(...))`` G_B is a
 :class:`~bluesky_twin.gan.networks.ResolutionResnetGenerator` (``b + g R(b)``, ``b`` the
 input broadened along energy).  Then:
 
 * the broadening widths get their gradient from the adversarial term ``GAN_B`` only
   (PatchNCE rewards distinguishable patches and the identity term rewards no
   broadening, so both would pull the widths towards zero); they have their own Adam
-  group with ``lr * resolution_lr_scale`` (a handful of parameters that must move by
+  group with ``lr * TrainConfig.resolution_lr_scale`` (a handful of parameters that must move by
   several units);
 * IDT_A is ``L1(a + g R(a), a)``: the identity of an experiment-like frame skips the
   broadening (it already carries the resolution) and only constrains the correction
-  (exactly 0 without the correction, ``resolution_residual=False``);
+  (exactly 0 without the correction, ``ResolutionConfig.residual=False``);
 * G_B broadens with the validity mask of its input (normalised convolution);
-* with ``GanConfig(resolution_stochastic=True)`` G_B is in training mode during the
+* with ``ResolutionConfig(stochastic=True)`` G_B is in training mode during the
   step, so each simulated frame gets its own width and instrument amplitudes (the
   spreads are trained with the widths, by ``GAN_B`` only); the NCE features of the
   broadened input use the central values.
@@ -47,7 +47,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -56,8 +56,8 @@ import torch
 
 from bluesky_twin.errors import InputError
 from bluesky_twin.gan import losses
+from bluesky_twin.gan.config import GanConfig, PseudoPairConfig, TrainConfig, check_training
 from bluesky_twin.gan.networks import (
-    GanConfig,
     PatchDiscriminator,
     PatchSampleMLP,
     ResnetGenerator,
@@ -67,105 +67,18 @@ from bluesky_twin.gan.networks import (
 )
 from bluesky_twin.gan.preprocess import Scaling, nearest_fill_indices, to_model_space, validate_frames
 
-__all__ = ["TrainConfig", "TrainResult", "Exp2SimTrainer", "train_gan", "plot_losses", "pseudo_pair_frames"]
+__all__ = ["TrainConfig", "PseudoPairConfig", "TrainResult", "Exp2SimTrainer", "train_gan", "plot_losses",
+           "pseudo_pair_frames"]
 
 log = logging.getLogger(__name__)
 
 LOSS_KEYS = ("G", "GAN_A", "GAN_B", "NCE1", "NCE2", "IDT_A", "IDT_B", "D_A", "D_B")
 #: Extra history keys with the Sim2Exp resolution layer (widths in pixels, residual gate).
 RESOLUTION_KEYS = ("sigma_low_E", "sigma_mid_E", "sigma_high_E", "gate")
-#: Extra history key with the pseudo-pair term (``TrainConfig.pseudo_pair_weight > 0``).
+#: Extra history key with the pseudo-pair term (``PseudoPairConfig.weight > 0``).
 PSEUDO_PAIR_KEY = "PAIR"
-#: Choices of ``TrainConfig.pseudo_pair_widths``.
-PSEUDO_PAIR_WIDTHS = ("learned", "uniform")
-#: History key of the Exp2Sim-only pseudo-pair fine-tune (``TrainConfig.pseudo_pair_finetune``).
+#: History key of the Exp2Sim-only pseudo-pair fine-tune (``PseudoPairConfig.finetune``).
 PSEUDO_PAIR_FINETUNE_KEY = "PAIR_FT"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings.
-
-    Parameters
-    ----------
-    iterations
-        Total optimiser steps.
-    batch_size
-        Frames per domain and step (PatchNCE negatives are per image, so the
-        per-sample cost stays flat as the batch grows).
-    lr
-        Adam learning rate (betas 0.5, 0.999) for G, F and D.
-    decay_fraction
-        Final fraction of the iterations over which lr decays linearly to 0
-        (the paper: 200 constant + 200 decaying epochs, i.e. 0.5).
-    crop
-        Train on random square (cubic) crops of this size; ``None`` uses whole frames.
-        Must be divisible by 4.
-    tau
-        PatchNCE temperature.
-    seed
-        Seeds torch and numpy: same seed, same data and threads -> same losses.
-    resolution_lr_scale
-        Learning-rate multiplier of the Sim2Exp broadening widths (only used with
-        ``GanConfig(sim2exp_resolution=True)``).
-    refill_masked
-        Before the discriminators (and the PatchNCE encoders) see a translation, fill its
-        pixels that were masked in the *input* with the nearest measured pixel of the
-        translation -- as the real frames' masked pixels are filled
-        (:func:`~bluesky_twin.gan.preprocess.fill_nan`).  Without it, real frames show the
-        fill pattern in masked regions and translations do not, so the discriminators
-        can tell them apart there whatever the generators do.  ``False`` (default): the
-        behaviour of earlier versions.
-    pseudo_pair_weight
-        Weight of the pseudo-pair term ``L1(G_A(G_B(b).detach()), b)`` on the simulation's
-        measured pixels: Exp2Sim learns to undo Sim2Exp's own output, whose ground truth
-        is the simulation it came from.  No real pair is used.  ``0`` (default): off.
-    pseudo_pair_widths
-        Where the pseudo pairs' broadening comes from: ``"learned"`` (G_B's output of the
-        step, with its learned per-frame draws) or ``"uniform"`` (a second G_B pass with
-        each frame's width drawn uniformly across the layer's width bounds -- the
-        instrument's resolution range over the recipe's incident energies -- so Exp2Sim
-        sees every width a real frame can have; needs a bounded resolution layer).
-        Masked pixels of the pseudo frame are filled by the nearest measured pixel, as
-        the real frames' are.
-    pseudo_pair_finetune
-        After the GAN iterations, train Exp2Sim alone for this many more steps on pseudo
-        pairs of the *final* Sim2Exp (``L1(G_A(G_B(b)), b)``, widths as
-        ``pseudo_pair_widths`` says, a fresh Adam at constant ``lr``); the
-        discriminators, PatchNCE and Sim2Exp are not touched.  Still no real pair is
-        used.  ``0`` (default): off.
-    """
-
-    iterations: int = 2000
-    batch_size: int = 4
-    lr: float = 2e-4
-    decay_fraction: float = 0.5
-    crop: int | None = None
-    tau: float = 0.07
-    seed: int = 0
-    resolution_lr_scale: float = 50.0
-    refill_masked: bool = False
-    pseudo_pair_weight: float = 0.0
-    pseudo_pair_widths: str = "learned"
-    pseudo_pair_finetune: int = 0
-
-    def __post_init__(self) -> None:
-        if self.iterations < 1 or self.batch_size < 1:
-            raise InputError("iterations and batch_size must be >= 1")
-        if not 0.0 <= self.decay_fraction <= 1.0:
-            raise InputError("decay_fraction must be in [0, 1]")
-        if self.crop is not None and (self.crop < 8 or self.crop % 4):
-            raise InputError(f"crop must be >= 8 and divisible by 4, got {self.crop}")
-        if self.lr <= 0:
-            raise InputError("lr must be positive")
-        if not self.resolution_lr_scale > 0:
-            raise InputError("resolution_lr_scale must be positive")
-        if not self.pseudo_pair_weight >= 0:
-            raise InputError(f"pseudo_pair_weight must be >= 0, got {self.pseudo_pair_weight}")
-        if self.pseudo_pair_finetune < 0:
-            raise InputError(f"pseudo_pair_finetune must be >= 0, got {self.pseudo_pair_finetune}")
-        if self.pseudo_pair_widths not in PSEUDO_PAIR_WIDTHS:
-            raise InputError(f"pseudo_pair_widths must be one of {PSEUDO_PAIR_WIDTHS}, got {self.pseudo_pair_widths!r}")
 
 
 @dataclass
@@ -197,17 +110,12 @@ class Exp2SimTrainer:
     """
 
     def __init__(self, config: GanConfig, train_config: TrainConfig, scaling: Scaling | None = None):
+        check_training(config, train_config)
         torch.manual_seed(train_config.seed)
         self.config = config
         self.tc = train_config
         self.G_A, self.G_B = make_generators(config, scaling or Scaling())
         self.resolution = isinstance(self.G_B, ResolutionResnetGenerator)
-        pseudo = train_config.pseudo_pair_weight > 0 or train_config.pseudo_pair_finetune > 0
-        if (pseudo and train_config.pseudo_pair_widths == "uniform"
-                and not (self.resolution and self.G_B.resolution.bounded)):
-            raise InputError("pseudo_pair_widths='uniform' draws widths across the Sim2Exp layer's bounds: it needs "
-                             "GanConfig(sim2exp_resolution=True, resolution_sigma_bounds=...) "
-                             "(ins train --sim2exp-resolution-layer --resolution-maps-bounds)")
         self.D_A = PatchDiscriminator(config)
         self.D_B = PatchDiscriminator(config)
         chans = self.G_A.layer_channels(config.nce_layers)
@@ -307,9 +215,9 @@ class Exp2SimTrainer:
             idt_A = losses.masked_l1(self.G_B(real_A), real_A, valid_A)
         loss_G = w["gan"] * (gan_A + gan_B) + w["nce"] * (nce1 + nce2) + w["idt"] * (idt_A + idt_B)
         pair = None
-        if self.tc.pseudo_pair_weight > 0:
+        if self.tc.pseudo_pair.weight > 0:
             pair = losses.masked_l1(self.G_A(self._pseudo_input(real_B, valid_B, fake_A)), real_B, valid_B)
-            loss_G = loss_G + self.tc.pseudo_pair_weight * pair
+            loss_G = loss_G + self.tc.pseudo_pair.weight * pair
         width_grads = (torch.autograd.grad(w["gan"] * gan_B, self.widths, retain_graph=True)
                        if self.widths else ())
         loss_G.backward()
@@ -331,12 +239,12 @@ class Exp2SimTrainer:
     def _pseudo_input(self, real_B: torch.Tensor, valid_B: torch.Tensor | None,
                       fake_A: torch.Tensor) -> torch.Tensor:
         """The Sim2Exp frame of a pseudo pair (no gradient), masked pixels filled as real frames are."""
-        if self.tc.pseudo_pair_widths == "uniform":
+        if self.tc.pseudo_pair.widths == "uniform":
             return pseudo_pair_frames(self.G_B, real_B, valid_B, uniform_widths=True, generator=self.patch_rng)
         return _fill_masked(fake_A.detach(), valid_B)
 
     def finetune_step(self, real_B: torch.Tensor, valid_B: torch.Tensor | None) -> float:
-        """One Exp2Sim-only step on pseudo pairs of the current Sim2Exp (``pseudo_pair_finetune``)."""
+        """One Exp2Sim-only step on pseudo pairs of the current Sim2Exp (``PseudoPairConfig.finetune``)."""
         if self.opt_finetune is None:
             self.opt_finetune = torch.optim.Adam(self.G_A.parameters(), lr=self.tc.lr, betas=(0.5, 0.999))
         self.G_A.train()
@@ -458,18 +366,13 @@ def train_gan(
     xa, va = to_model_space(fa, scaling)
     xb, vb = to_model_space(fb, scaling)
     va, vb = va.astype(np.float32), vb.astype(np.float32)
-    if config.dims == 2 and train_config.crop is None and any(s % 4 for s in xa.shape[1:]):
-        raise InputError(f"frame sizes must be divisible by 4, got {xa.shape[1:]}")
-
-    if config.sim2exp_resolution and train_config.crop is not None:
-        raise InputError("the Sim2Exp resolution layer needs whole frames (its width depends on the row's "
-                         "energy): use crop=None")
+    check_training(config, train_config, xa.shape[1:])
     rng = np.random.default_rng(train_config.seed)
     trainer = Exp2SimTrainer(config, train_config, scaling)
     keys = LOSS_KEYS
     if trainer.resolution:
         keys = keys + RESOLUTION_KEYS + tuple(trainer.G_B.resolution.learned_values())
-    if train_config.pseudo_pair_weight > 0:
+    if train_config.pseudo_pair.weight > 0:
         keys = keys + (PSEUDO_PAIR_KEY,)
     history: dict[str, list[float]] = {k: [] for k in keys}
     iterator = range(train_config.iterations)
@@ -503,10 +406,10 @@ def train_gan(
     if bar is not None:
         bar.close()
     extra: dict[str, Any] = {}
-    if train_config.pseudo_pair_finetune > 0:
+    if train_config.pseudo_pair.finetune > 0:
         t_ft = time.perf_counter()
         history[PSEUDO_PAIR_FINETUNE_KEY] = []
-        steps = range(train_config.pseudo_pair_finetune)
+        steps = range(train_config.pseudo_pair.finetune)
         if progress:
             from tqdm.auto import tqdm
 

@@ -44,6 +44,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bluesky_twin.errors import InputError
+from bluesky_twin.ins.physics import E_PER_K2, K_B_MEV, bose_factor
 from bluesky_twin.ins.resolution import EnergyResolution, maps_resolution
 from bluesky_twin.ins.spinwave import (
     LATTICE_A,
@@ -56,10 +57,6 @@ from bluesky_twin.ins.spinwave import (
     q_magnitude,
 )
 
-#: Boltzmann constant in meV/K.
-K_B_MEV = 0.08617333262
-#: ``E = 2.0721 k^2`` (meV, 1/A) for neutrons.
-E_PER_K2 = 2.0721
 GEOMETRIES: tuple[str, ...] = ("cut", "powder")
 #: Fine energy sub-bins per output energy bin used for the spreading matrix.
 FINE_PER_BIN = 8
@@ -479,12 +476,6 @@ def percentile_normalise(frame: NDArray, percentile: float = 99.5) -> NDArray:
     return frame / scale
 
 
-def bose_factor(energy: NDArray, temperature: float) -> NDArray[np.float64]:
-    """``n(E) + 1 = 1 / (1 - exp(-E / k_B T))`` for energies ``E > 0`` (meV, K)."""
-    x = np.asarray(energy, dtype=float) / (K_B_MEV * float(temperature))
-    return 1.0 / -np.expm1(-x)
-
-
 def _draw(value: Any, rng: np.random.Generator) -> float:
     vals = np.atleast_1d(np.asarray(value, dtype=float))
     return float(vals[0]) if vals.size == 1 else float(rng.uniform(vals[0], vals[1]))
@@ -694,7 +685,9 @@ def simulate_frame(
 
 
 __all__ = [
+    "E_PER_K2",
     "GEOMETRIES",
+    "K_B_MEV",
     "PHASES",
     "Geometry",
     "Recipe",

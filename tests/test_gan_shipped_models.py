@@ -1,0 +1,125 @@
+"""The two shipped models load (format 1, migrated in memory) and translate exactly as before.
+
+The fingerprints below were computed BEFORE the configuration refactor (nested
+``GanConfig.resolution``, format 2): ``exp2sim`` / ``sim2exp`` of three seeded gamma
+frames with NaN stripes, torch 2.13.0+cpu, one thread.  The float32 outputs are
+deterministic there, so their sha256 is compared exactly on the torch build that
+computed them; the means, standard deviations, sample pixels and domain scores are
+compared with a tolerance everywhere.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+MODELS = Path(__file__).resolve().parents[1] / "bluesky_twin" / "models"
+#: torch build on which the sha256 values were computed (bitwise results depend on it).
+HASH_TORCH = "2.13.0+cpu"
+
+FINGERPRINTS = {
+    ("ins_exp2simgan", "exp2sim"): {
+        "sha256": "038764b7c1f966a9caeccfb63160869951830cf2fcbd5734a08701a19bd68aaf",
+        "mean": [0.007291108, 0.007414545, 0.007380112],
+        "std": [0.02302582, 0.02479377, 0.02632439],
+        "pixels": [0.003309175, 0.0009137471, 0.01736231, 0.003148705, 0.003326672, 0.0004063843, 0.001530536, 0.002060033, 0.02672264, 0.1158728, 0.002148181, 0.006082962],
+    },
+    ("ins_exp2simgan", "sim2exp"): {
+        "sha256": "6056276c9f2fdd6753948dc742fc40d73debaa2c9595debbf1df29b2957a99e1",
+        "mean": [0.09115251, 0.09188583, 0.09501984],
+        "std": [0.1918287, 0.1966523, 0.2349109],
+        "pixels": [1.712516, 0.9785667, 1.425697, 1.21374, 0.01578988, 0.03626576, 0.03344342, 0.01816028, 0.02510515, 0.07363267, 0.05131353, 0.04572759],
+    },
+    ("ins_exp2simgan", "score"): {"scores": [13146.99, 12746.9, 12262.51]},
+    ("ins_exp2simgan_powder", "exp2sim"): {
+        "sha256": "ebe62414737ae3aa4ec4344d1a2394013392fab78f92b17a4e29ae2c1ae687c9",
+        "mean": [0.02712031, 0.05134642, 0.03298062],
+        "std": [0.05191487, 0.08323423, 0.06029455],
+        "pixels": [0.0003742484, 0.001006094, 4.644003e-07, 1.847113e-05, 0.01452068, 0.0002259059, 8.443635e-08, 0.00687677, 0.006817391, 0.0001105938, 0.04702325, 0.003102924],
+    },
+    ("ins_exp2simgan_powder", "sim2exp"): {
+        "sha256": "00a4b7782cee1ca61bf7c4f27a70773eb4951469def4a13ed0622f0f61300b65",
+        "mean": [0.836938, 0.8350429, 0.8204916],
+        "std": [0.2403599, 0.2432495, 0.2464263],
+        "pixels": [1.255215, 1.416965, 1.20883, 1.307709, 0.7521479, 0.852822, 0.7574924, 0.8348881, 0.7134669, 1.007476, 0.7462528, 0.6398562],
+    },
+    ("ins_exp2simgan_powder", "score"): {"scores": [10389.54, 10351.2, 10195.15]},
+}
+
+
+def _frames() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    x = rng.gamma(2.0, 0.5, size=(3, 64, 64)).astype(np.float32)
+    x[0, :, 10] = np.nan
+    x[1, 5:9, :] = np.nan
+    return x
+
+
+@pytest.fixture(scope="module", params=["ins_exp2simgan", "ins_exp2simgan_powder"])
+def shipped(request):
+    from bluesky_twin.gan.model import Exp2SimModel
+
+    return request.param, Exp2SimModel.load(MODELS / request.param, load_classifiers=False)
+
+
+@pytest.mark.parametrize("direction", ["exp2sim", "sim2exp"])
+def test_shipped_outputs_match_the_stored_fingerprints(shipped, direction):
+    import torch
+
+    name, model = shipped
+    torch.manual_seed(0)
+    y = getattr(model, direction)(_frames()).astype(np.float32)
+    ref = FINGERPRINTS[(name, direction)]
+    y64 = y.astype(np.float64)
+    np.testing.assert_allclose(y64.reshape(3, -1).mean(1), ref["mean"], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(y64.reshape(3, -1).std(1), ref["std"], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(y64[:, ::16, ::16].ravel()[:12], ref["pixels"], rtol=1e-4, atol=1e-6)
+    if torch.__version__ == HASH_TORCH:
+        assert hashlib.sha256(np.ascontiguousarray(y).tobytes()).hexdigest() == ref["sha256"]
+
+
+def test_shipped_domain_scores_match(shipped):
+    name, model = shipped
+    scores, _ = model.score(_frames())
+    np.testing.assert_allclose(scores, FINGERPRINTS[(name, "score")]["scores"], rtol=1e-5)
+
+
+def test_shipped_models_are_format_1_on_disk_and_migrated_in_memory(shipped):
+    from bluesky_twin.gan.checkpoint import FORMAT_VERSION
+    from bluesky_twin.gan.config import GanConfig, ResolutionConfig
+    from bluesky_twin.modeldir import current_path
+
+    name, model = shipped
+    on_disk = json.loads((current_path(MODELS / name) / "metadata.json").read_text())
+    assert on_disk["format_version"] == 1 and "resolution" not in on_disk["config"]
+    assert model.metadata["format_version"] == FORMAT_VERSION == 2
+    assert model.metadata["migrated_from_format_version"] == 1
+    pseudo = model.metadata["training"]["train_config"]["pseudo_pair"]
+    if name == "ins_exp2simgan":
+        assert model.config == GanConfig()
+        assert pseudo == {"weight": 0.0, "widths": "learned", "finetune": 0}
+    else:
+        res = model.config.resolution
+        assert res == ResolutionConfig(instrument=True, residual=False, stochastic=True, poisson=True,
+                                       sigma_bounds=res.sigma_bounds)
+        assert len(res.sigma_bounds[0]) == 64 and res.sigma_bounds[0][0] == pytest.approx(7.48194)
+        assert pseudo == {"weight": 10, "widths": "uniform", "finetune": 1500}
+
+
+def test_shipped_powder_command_gives_the_shipped_config():
+    """The recorded command, parsed by today's CLI, names the architecture the model was trained with."""
+    from bluesky_twin.cli import build_parser
+    from bluesky_twin.gan.cli import _train_config
+    from bluesky_twin.gan.model import Exp2SimModel
+
+    model = Exp2SimModel.load(MODELS / "ins_exp2simgan_powder", load_classifiers=False)
+    argv = model.metadata["training"]["command"].split()[1:]
+    args = build_parser().parse_args([a.strip("'") for a in argv])
+    config = _train_config(args)
+    assert config.resolved_gan() == model.config
+    assert config.train.to_dict() == model.metadata["training"]["train_config"]
