@@ -123,3 +123,22 @@ def test_shipped_powder_command_gives_the_shipped_config():
     config = _train_config(args)
     assert config.resolved_gan() == model.config
     assert config.train.to_dict() == model.metadata["training"]["train_config"]
+
+
+def test_format_2_config_must_be_complete_and_config_errors_are_input_errors():
+    from bluesky_twin.errors import InputError, ModelFileError
+    from bluesky_twin.gan.checkpoint import read_config
+    from bluesky_twin.gan.config import CLASSIFIER_INPUT_SCALES, GanConfig, TrainConfig
+    from bluesky_twin.ins.duq import INPUT_SCALES
+
+    full = GanConfig().to_dict()
+    assert read_config({"config": full}, "m") == GanConfig()
+    partial = {k: v for k, v in full.items() if k != "ngf"}
+    with pytest.raises(ModelFileError, match="missing"):
+        read_config({"config": partial}, "m")  # format 2 is not filled from today's defaults
+    with pytest.raises(ModelFileError, match="invalid config"):
+        read_config({"config": {**full, "ngf": 0}}, "m")
+    for make in (lambda: GanConfig(ngf=0), lambda: TrainConfig(iterations=0), lambda: GanConfig.preset("huge")):
+        with pytest.raises(InputError):
+            make()
+    assert CLASSIFIER_INPUT_SCALES == INPUT_SCALES
