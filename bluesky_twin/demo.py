@@ -249,5 +249,7 @@ def _figures(out: Path, mpms: Any, coarse: dict, twin: Any, res: Any, dsm_truth:
     # 3. the step study
     if res.step_study is not None:
         paths.append(str(out / "field_step_study.png"))
-        res.step_study.plot(paths[-1])
+        from bluesky_twin.analysis.plotting import plot_step_study
+
+        plot_step_study(res.step_study, paths[-1])
     return paths
