@@ -4,16 +4,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from storage_helpers import documents_equal, replay_comparable
+
 from bluesky_twin.errors import InputError
 from bluesky_twin.storage import (
     close_store,
-    documents_equal,
     iter_run_documents,
     make_tiled_writer,
     open_store,
     open_tiled,
     read_stream,
-    replay_comparable,
     select_runs,
 )
 
@@ -125,7 +125,7 @@ def test_iter_run_documents_selects_by_uid_and_query(RE, mpms, tiled_store):
 def test_store_persists_and_reopens_without_catalog_init(RE, mpms, tmp_path, monkeypatch):
     import bluesky.plans as bp
 
-    from bluesky_twin import storage
+    from bluesky_twin.storage import _catalog
 
     directory = tmp_path / "store"
     client = open_store(directory)
@@ -139,7 +139,7 @@ def test_store_persists_and_reopens_without_catalog_init(RE, mpms, tmp_path, mon
     def forbidden(uri):
         raise AssertionError(f"catalog init ran for {uri}")
 
-    monkeypatch.setattr(storage, "_initialise_catalog", forbidden)
+    monkeypatch.setattr(_catalog, "_initialise_catalog", forbidden)
     reopened = open_tiled(directory)
     try:
         after = read_stream(reopened[uid])

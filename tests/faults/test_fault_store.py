@@ -19,16 +19,16 @@ bp = pytest.importorskip("bluesky.plans")
 from bluesky_twin.callbacks import TwinTrainer  # noqa: E402
 from bluesky_twin.errors import InputError  # noqa: E402
 from bluesky_twin.replay import replay_runs  # noqa: E402
+from storage_helpers import documents_equal, replay_comparable  # noqa: E402
+
 from bluesky_twin.storage import (  # noqa: E402
     close_store,
-    documents_equal,
     iter_run_documents,
     make_tiled_writer,
     open_store,
     open_tiled,
     read_stream,
     rebase_store_paths,
-    replay_comparable,
     select_runs,
 )
 
@@ -158,7 +158,7 @@ def test_a_read_only_moved_store_is_a_clear_error(written_store, tmp_path, monke
     catalog = copy / "catalog.db"
     os.chmod(catalog, stat.S_IRUSR)
     if os.access(catalog, os.W_OK):  # root ignores file modes: refuse writes to it instead
-        from bluesky_twin import storage
+        from bluesky_twin.storage import _relocate
 
         connect = sqlite3.connect
 
@@ -167,7 +167,7 @@ def test_a_read_only_moved_store_is_a_clear_error(written_store, tmp_path, monke
                 raise sqlite3.OperationalError("attempt to write a readonly database")
             return connect(database, *args, **kwargs)
 
-        monkeypatch.setattr(storage.sqlite3, "connect", read_only)
+        monkeypatch.setattr(_relocate.sqlite3, "connect", read_only)
     with pytest.raises(InputError, match="was moved from .* make catalog.db writable"):
         open_tiled(copy)
     monkeypatch.undo()

@@ -1,0 +1,72 @@
+"""Embedded tiled storage of Bluesky runs, TiledWriter wiring, and replay of stored runs.
+
+The default store is *embedded*: an SQLite catalog (``catalog.db``), an SQLite table
+store (``tabular.db``) and a data directory (``data/``, zarr arrays) inside one
+directory, served in-process by tiled's ASGI app with no socket and no server
+(``Context.from_app``).  A tiled server URI (with an API key) works the same way
+through :func:`open_tiled`.  For several writers on several machines the catalog can
+live in PostgreSQL (``open_store(directory, catalog_uri="postgresql+asyncpg://...")``).
+
+Documents are written with :func:`make_tiled_writer` (``bluesky_tiled_plugins.TiledWriter``;
+not the deprecated copy inside bluesky) and replayed with :func:`iter_run_documents`,
+which relies on the ``application/json-seq`` exporter registered for ``BlueskyRun``
+nodes (without it ``run.documents()`` answers HTTP 406).
+
+Relocation: tiled records the data of a run (rows in ``tabular.db``, arrays under
+``data/``) as absolute URIs in the catalog.  Every recorded path lies inside the
+store directory, so what the catalog holds is, in effect, relative to the directory it
+was written in: when a store is opened from another place (copied, moved, restored
+from a backup), :func:`build_store_app` rebases those URIs onto the directory it is
+opened from before tiled reads them (:func:`rebase_store_paths`).  Stores written
+before this rule work too: their URIs are rebased the same way.
+
+Start-up cost: initialising a tiled catalog runs ``python -m tiled catalog init`` in a
+subprocess (about 5 s). :func:`open_store` does that once per tiled version, caches the
+empty initialised ``catalog.db`` as a template in the user cache directory
+(``$BLUESKY_TWIN_CACHE_DIR``, else ``$XDG_CACHE_HOME/bluesky-twin``, else
+``~/.cache/bluesky-twin``), and copies it into every new store.
+
+Modules, one concept each (all private; use the names re-exported here):
+
+- ``_layout``: file names, the root spec, default directories;
+- ``_catalog``: the cached catalog template and the schema-revision check;
+- ``_relocate``: rebasing the data paths of a copied or moved store;
+- ``_store``: the tiled app of a store, opened in-process, and closing it;
+- ``_server``: serving a store over HTTP, opening a directory or a server URI;
+- ``_writer``: TiledWriter, one writer at a time per store;
+- ``_readback``: selecting runs, replaying documents, reading streams.
+
+All tiled imports are lazy: importing this package is cheap.
+"""
+from __future__ import annotations
+
+from ._catalog import catalog_template
+from ._layout import BLUESKY_CATALOG_SPECS, CATALOG_FILE, DATA_DIR, TABULAR_FILE, default_store_directory
+from ._readback import iter_run_documents, last_scan_id, read_stream, select_runs
+from ._relocate import rebase_store_paths
+from ._server import SERVER_PROBE_TIMEOUT, open_tiled, serve_store
+from ._store import build_store_app, close_store, open_store
+from ._writer import DEFAULT_BATCH_SIZE, SerializedWriter, make_tiled_writer
+
+__all__ = [
+    "BLUESKY_CATALOG_SPECS",
+    "CATALOG_FILE",
+    "DATA_DIR",
+    "DEFAULT_BATCH_SIZE",
+    "SERVER_PROBE_TIMEOUT",
+    "SerializedWriter",
+    "TABULAR_FILE",
+    "build_store_app",
+    "catalog_template",
+    "close_store",
+    "default_store_directory",
+    "iter_run_documents",
+    "last_scan_id",
+    "make_tiled_writer",
+    "open_store",
+    "open_tiled",
+    "read_stream",
+    "rebase_store_paths",
+    "select_runs",
+    "serve_store",
+]
