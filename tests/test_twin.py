@@ -30,6 +30,18 @@ TINY = TwinSearchSpace(n_layers=(2, 3), n_units=(16, 32), lr=(3e-3, 1e-2), batch
                        max_epochs=60, lr_drop_epoch=40, patience=15, activations=("tanh", "silu"))
 
 
+def trial_distributions(units: tuple[int, int], batch: tuple[int, int]) -> dict:
+    """Optuna distributions of a small raw-encoded configuration (for hand-made trials)."""
+    import optuna
+
+    return {"n_layers": optuna.distributions.IntDistribution(2, 3),
+            "n_units": optuna.distributions.IntDistribution(*units),
+            "batch_size": optuna.distributions.IntDistribution(*batch),
+            "lr": optuna.distributions.FloatDistribution(1e-3, 1e-2),
+            "weight_decay": optuna.distributions.FloatDistribution(1e-8, 1e-3),
+            "activation": optuna.distributions.CategoricalDistribution(["tanh"])}
+
+
 @pytest.fixture(scope="module")
 def data() -> pd.DataFrame:
     return scan_frame()
@@ -311,12 +323,7 @@ def test_final_ensemble_cost_estimate_from_trial_speed() -> None:
                             min_final_epochs=100, encodings=("raw",))
     study = optuna.create_study()
     assert estimate_final_seconds(study, space, 4, 2, 1, n_train=200, n_all=300) == 0.0
-    dist = {"n_layers": optuna.distributions.IntDistribution(2, 3),
-            "n_units": optuna.distributions.IntDistribution(16, 32),
-            "batch_size": optuna.distributions.IntDistribution(10, 100),
-            "lr": optuna.distributions.FloatDistribution(1e-3, 1e-2),
-            "weight_decay": optuna.distributions.FloatDistribution(1e-8, 1e-3),
-            "activation": optuna.distributions.CategoricalDistribution(["tanh"])}
+    dist = trial_distributions(units=(16, 32), batch=(10, 100))
     for value, best_epoch in ((1.0, 300), (1.2, 50), (9.0, 400)):
         study.add_trial(optuna.trial.create_trial(
             params={"n_layers": 2, "n_units": 16, "batch_size": 100, "lr": 1e-3, "weight_decay": 1e-6,
@@ -461,3 +468,114 @@ def test_search_space_defaults_settle_with_the_data_size() -> None:
     assert (kept.fourier_per_axis, kept.final_step_cap, kept.precision) == (False, 4, "float32")
     with pytest.raises(ValueError, match="fourier_per_axis"):
         TwinSearchSpace(fourier_per_axis="yes").resolved(10, 10_000)
+
+
+# ---------------------------------------------------------------------- the split modules' public names
+def test_fit_config_checks_every_option_once() -> None:
+    from bluesky_twin.twin import DEFAULT_TRIALS, DEFAULT_WARM_TRIALS, LARGE_DATA_ROWS, FitConfig
+
+    config = FitConfig(trials=8, budget=60.0, jobs=2, seed=3)
+    assert config.trial_count(warm_start=False) == 8 and config.search_seconds() == 60.0
+    assert FitConfig().trial_count(warm_start=False) == DEFAULT_TRIALS
+    assert FitConfig().trial_count(warm_start=True) == DEFAULT_WARM_TRIALS
+    assert FitConfig(timeout=5.0, budget=9.0).search_seconds() == 5.0
+    assert FitConfig().search_seconds() == float("inf")
+    assert FitConfig().folds_to_search(3, LARGE_DATA_ROWS - 1) == 3
+    assert FitConfig().folds_to_search(3, LARGE_DATA_ROWS) == 1
+    assert FitConfig(search_folds=2).folds_to_search(3, LARGE_DATA_ROWS) == 2
+    with pytest.raises(AttributeError):
+        config.trials = 1  # frozen: checked once, never changed
+    bad = [({"trials": 0}, "trials"), ({"trials": 2.5}, "trials"), ({"jobs": 0}, "jobs"),
+           ({"budget": 0.0}, "budget"), ({"budget": float("nan")}, "budget"), ({"timeout": -1}, "timeout"),
+           ({"ensemble_size": 0}, "ensemble_size"), ({"top_k": 0}, "top_k"), ({"n_folds": 0}, "n_folds"),
+           ({"search_folds": 0}, "search_folds"), ({"seed": -1}, "seed"), ({"seed": 2**32}, "seed"),
+           ({"seed": None}, "seed"), ({"storage": 3}, "storage"), ({"study_name": 1}, "study_name")]
+    for kwargs, field in bad:
+        with pytest.raises(InputError, match=field):
+            FitConfig(**kwargs)
+
+
+def test_fit_refuses_bad_options_before_reading_the_data(tmp_path) -> None:
+    missing = tmp_path / "missing.csv"  # never opened: the options are checked first
+    for kwargs, field in (({"seed": -1}, "seed"), ({"timeout": 0}, "timeout"), ({"jobs": 0}, "jobs")):
+        with pytest.raises(InputError, match=field):
+            DigitalTwin.fit(missing, ["T", "H"], "M", search_space=TINY, **kwargs)
+
+
+def test_plan_ensemble_deals_members_to_the_best_configurations() -> None:
+    from types import SimpleNamespace
+
+    from bluesky_twin.twin import TOP_K_SCORE_RATIO, plan_ensemble
+
+    trials = [SimpleNamespace(value=v) for v in (1.3, 1.0, 9.0, 1.2)]
+    chosen, shares = plan_ensemble(trials, 5, 3)
+    assert [t.value for t in chosen] == [1.0, 1.2, 1.3] and shares == [2, 2, 1]
+    chosen, shares = plan_ensemble(trials, 2, 3)  # never more configurations than members
+    assert [t.value for t in chosen] == [1.0, 1.2] and shares == [1, 1]
+    chosen, shares = plan_ensemble(trials, 6, 4)  # the fourth is more than TOP_K_SCORE_RATIO worse
+    assert all(t.value <= TOP_K_SCORE_RATIO * 1.0 for t in chosen) and sum(shares) == 6 and len(chosen) == 3
+
+
+def test_train_ensemble_is_seeded_and_grouped() -> None:
+    import optuna
+    import torch
+
+    from bluesky_twin.twin import MIN_FINAL_EPOCHS, train_ensemble
+
+    dist = trial_distributions(units=(8, 16), batch=(16, 64))
+    complete = [optuna.trial.create_trial(
+        params={"n_layers": 2, "n_units": n, "batch_size": 32, "lr": 5e-3, "weight_decay": 1e-6,
+                "activation": "tanh"}, distributions=dist, value=value, user_attrs={"best_epoch": 3})
+        for n, value in ((8, 1.0), (16, 1.1))]
+    for i, t in enumerate(complete):
+        t.number = i
+    space = TwinSearchSpace(n_layers=(2, 3), n_units=(8, 16), batch_size=(16, 64), encodings=("raw",),
+                            min_final_epochs=30)
+    gen = torch.Generator().manual_seed(0)
+    X = torch.rand(120, 2, generator=gen)
+    y = X[:, :1] ** 2
+    kw = dict(n_train=80, seed=4, ensemble_size=3, top_k=2, jobs=2)
+    models, entries = train_ensemble(complete, space, X, y, **kw)
+    again, _ = train_ensemble(complete, space, X, y, **kw)
+    assert [(e["trial"], e["members"], e["epochs"]) for e in entries] == [(0, 2, 30), (1, 1, 30)]
+    assert sum(m.members for m in models) == 3
+    for a, b in zip(models.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)  # each group has its own seeded generator: thread timing does not matter
+    _, short = train_ensemble(complete, space, X, y, **kw, epoch_scale=0.1)
+    assert all(e["epochs"] == MIN_FINAL_EPOCHS for e in short)  # the time box keeps a floor
+
+
+def test_the_tabulated_copy_takes_any_twin(twin: DigitalTwin) -> None:
+    from bluesky_twin.protocols import CorrectedTwin, Twin
+    from bluesky_twin.twin import TabulatedTwin
+
+    assert isinstance(twin, Twin) and isinstance(twin, CorrectedTwin)
+    table = twin.tabulate((50, 20))
+    assert isinstance(table, Twin) and not isinstance(table, CorrectedTwin)
+
+    class Plane:  # any Twin can be tabulated, not only a DigitalTwin
+        x_names = ["a", "b"]
+        y_name = "z"
+        x_range = np.array([[0.0, 1.0], [0.0, 2.0]])
+        version = "plane"
+
+        def predict(self, X):
+            X = np.asarray(X, dtype=float)
+            return X[:, 0] + 2 * X[:, 1], np.full(len(X), 0.1)
+
+    tab = TabulatedTwin(Plane(), (20, 20))
+    assert isinstance(Plane(), Twin) and tab.version == "plane-tab20x20"
+    np.testing.assert_allclose(tab.predict([[0.5, 1.0]])[0], [2.5], atol=1e-9)
+
+
+def test_model_module_keeps_the_old_names() -> None:
+    import bluesky_twin.twin as package
+    from bluesky_twin.twin import model
+
+    for name in ("DigitalTwin", "Scaler", "FORMAT", "FORMAT_VERSION", "METADATA_FILE", "WEIGHTS_FILE",
+                 "JOURNAL_FILE", "LINE_RESIDUAL_FILE", "DEFAULT_ENSEMBLE_SIZE", "DEFAULT_TOP_K", "LARGE_DATA_ROWS",
+                 "MIN_FINAL_EPOCHS", "TOP_K_SCORE_RATIO", "MIN_SEARCH_SHARE", "DEFAULT_WARM_TRIALS", "MAX_AXES",
+                 "MAX_ENSEMBLE_MEMBERS", "MAX_LAYERS", "MAX_UNITS", "MAX_PARAMETERS", "as_points"):
+        assert hasattr(model, name), name
+    assert model.DigitalTwin is package.DigitalTwin
+    assert set(package.__all__) <= set(dir(package))

@@ -13,10 +13,11 @@ One concept per module; the public names are re-exported here:
 * ``_ensemble``: the final ensemble (:func:`plan_ensemble`, :func:`final_epochs`,
   :func:`estimate_final_seconds`, :func:`train_ensemble`, ...);
 * ``_persistence``: model directories (:data:`FORMAT`, the file names);
-* ``_protocols``: :class:`TwinLike`, what code that uses a twin needs from it;
 * ``_fit``: one fit from data to twin, composing the above.
 
-The cheap names (no numpy) are imported eagerly; the others on first use, so that
+Code that only uses a twin types it with :mod:`bluesky_twin.protocols` (``Twin``,
+``CorrectedTwin``), which :class:`TabulatedTwin` does too.  The cheap names (no numpy)
+are imported eagerly; the others on first use, so that
 the CLI's ``--help`` does not pay for numpy.
 """
 from __future__ import annotations
@@ -32,7 +33,6 @@ from bluesky_twin.twin._config import (
     LARGE_DATA_ROWS,
     FitConfig,
 )
-from bluesky_twin.twin._protocols import CorrectedTwinLike, TwinLike
 from bluesky_twin.twin.space import TwinSearchSpace
 
 _LAZY = {
@@ -49,14 +49,12 @@ _LAZY = {
 }
 
 __all__ = [
-    "CorrectedTwinLike",
     "DEFAULT_ENSEMBLE_SIZE",
     "DEFAULT_TOP_K",
     "DEFAULT_TRIALS",
     "DEFAULT_WARM_TRIALS",
     "FitConfig",
     "LARGE_DATA_ROWS",
-    "TwinLike",
     "TwinSearchSpace",
     *sorted(_LAZY),
 ]

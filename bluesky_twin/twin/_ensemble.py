@@ -12,7 +12,8 @@ that will take while the search is still running.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from bluesky_twin.twin._config import DEFAULT_ENSEMBLE_SIZE, DEFAULT_TOP_K, LARGE_DATA_ROWS
 from bluesky_twin.twin._params import matching_model, model_params
@@ -228,17 +229,17 @@ def estimate_final_seconds(study: Any, space: TwinSearchSpace, ensemble_size: in
         member_seconds[id(t)] = epochs * per_epoch
     # the groups train_ensemble will run, longest first onto the least busy of `jobs` threads
     loads = [0.0] * max(1, jobs)
-    for t, members in sorted(split_groups(list(zip(chosen, shares)), group_count(jobs, ensemble_size, n_all)),
-                             key=lambda g: -g[1] * member_seconds[id(g[0])]):
+    groups = split_groups(list(zip(chosen, shares, strict=True)), group_count(jobs, ensemble_size, n_all))
+    for t, members in sorted(groups, key=lambda g: -g[1] * member_seconds[id(g[0])]):
         loads[loads.index(min(loads))] += members * member_seconds[id(t)]
     return max(loads)
 
 
-def train_ensemble(complete: Sequence[Any], space: TwinSearchSpace, X: "torch.Tensor", y: "torch.Tensor", *,
+def train_ensemble(complete: Sequence[Any], space: TwinSearchSpace, X: torch.Tensor, y: torch.Tensor, *,
                    n_train: int, seed: int = 0, ensemble_size: int = DEFAULT_ENSEMBLE_SIZE,
-                   top_k: int = DEFAULT_TOP_K, jobs: int = 1, warm_models: Sequence["BatchedMLP"] = (),
+                   top_k: int = DEFAULT_TOP_K, jobs: int = 1, warm_models: Sequence[BatchedMLP] = (),
                    precision: str = "float32", epoch_scale: float = 1.0,
-                   deadline: float | None = None) -> tuple["torch.nn.ModuleList", list[dict[str, Any]]]:
+                   deadline: float | None = None) -> tuple[torch.nn.ModuleList, list[dict[str, Any]]]:
     """Refit the top-k configurations on all rows, ``ensemble_size`` members in all.
 
     The members are split into :func:`group_count` groups (a configuration's members
@@ -287,10 +288,10 @@ def train_ensemble(complete: Sequence[Any], space: TwinSearchSpace, X: "torch.Te
     from bluesky_twin.twin.training import train_members
 
     chosen, shares = plan_ensemble(complete, ensemble_size, top_k)
-    groups = split_groups(list(zip(chosen, shares)), group_count(jobs, ensemble_size, len(X)))
+    groups = split_groups(list(zip(chosen, shares, strict=True)), group_count(jobs, ensemble_size, len(X)))
     full = torch.arange(len(X))
 
-    def train_group(index: int) -> tuple["BatchedMLP", dict[str, Any]]:
+    def train_group(index: int) -> tuple[BatchedMLP, dict[str, Any]]:
         trial, members = groups[index]
         gen = torch.Generator().manual_seed(seed * 7919 + 1 + 104_729 * index)
         params = model_params(trial.params, space, n_train)

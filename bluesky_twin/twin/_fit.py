@@ -17,7 +17,8 @@ import os
 import shutil
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -42,10 +43,10 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 
-def fit_twin(twin_class: "type[TwinT]", data: "pd.DataFrame | str | os.PathLike | ScanTable",
+def fit_twin(twin_class: type[TwinT], data: pd.DataFrame | str | os.PathLike | ScanTable,
              x: Sequence[str] | None, y: str | None, config: FitConfig, *,
-             warm_start: "DigitalTwin | None" = None, search_space: TwinSearchSpace | None = None,
-             trial_callback: Callable[[Any, Any], None] | None = None) -> "TwinT":
+             warm_start: DigitalTwin | None = None, search_space: TwinSearchSpace | None = None,
+             trial_callback: Callable[[Any, Any], None] | None = None) -> TwinT:
     """Tune, train and return a *twin_class* (see :meth:`DigitalTwin.fit` for the arguments)."""
     import optuna
     import torch

@@ -2,7 +2,8 @@
 :func:`optuna_params` and :func:`matching_model` (warm starts)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -60,7 +61,7 @@ def optuna_params(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def matching_model(models: Sequence["BatchedMLP"], params: dict[str, Any]) -> "BatchedMLP | None":
+def matching_model(models: Sequence[BatchedMLP], params: dict[str, Any]) -> BatchedMLP | None:
     """The first of *models* with the architecture of *params* (its weights can seed a new one), if any."""
     from bluesky_twin.twin.network import BatchedMLP
 

@@ -44,7 +44,7 @@ MAX_UNITS = 4096
 MAX_PARAMETERS = 50_000_000
 
 
-def save_twin(twin: "DigitalTwin", path: str | os.PathLike, *, keep: int | None = None) -> str:
+def save_twin(twin: DigitalTwin, path: str | os.PathLike, *, keep: int | None = None) -> str:
     """Publish *twin* as a new version of model directory *path*.
 
     Parameters
@@ -95,7 +95,7 @@ def save_twin(twin: "DigitalTwin", path: str | os.PathLike, *, keep: int | None 
         raise ModelFileError(f"cannot save the twin to {path}: {exc}") from None
 
 
-def load_twin(path: str | os.PathLike, twin_class: "type[TwinT]") -> "TwinT":
+def load_twin(path: str | os.PathLike, twin_class: type[TwinT]) -> TwinT:
     """Load the current version of the twin model directory *path* as a *twin_class*.
 
     Raises
@@ -109,7 +109,7 @@ def load_twin(path: str | os.PathLike, twin_class: "type[TwinT]") -> "TwinT":
     return load_model(path, FORMAT, lambda version: twin_from_version(version, twin_class))
 
 
-def twin_from_version(version: "ModelVersion", twin_class: "type[TwinT]") -> "TwinT":
+def twin_from_version(version: ModelVersion, twin_class: type[TwinT]) -> TwinT:
     """Build a twin from a verified model-directory version.
 
     The Optuna journal, if saved, is copied to a private temporary directory that

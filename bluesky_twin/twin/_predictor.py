@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -65,9 +66,9 @@ class DigitalTwin:
         (``"v000003"``), else ``None``.
     """
 
-    def __init__(self, models: "torch.nn.ModuleList", x_scaler: Scaler, y_scaler: Scaler,
+    def __init__(self, models: torch.nn.ModuleList, x_scaler: Scaler, y_scaler: Scaler,
                  metadata: dict[str, Any], journal: Path | None = None,
-                 line_residual: "LineResidual | None" = None, *, model_version: str | None = None) -> None:
+                 line_residual: LineResidual | None = None, *, model_version: str | None = None) -> None:
         self._models = models
         self._line_residual = line_residual
         self._x_scaler = x_scaler
@@ -173,7 +174,7 @@ class DigitalTwin:
             return members
         return members.mean(axis=0), members.std(axis=0)
 
-    def networks_only(self) -> "DigitalTwin":
+    def networks_only(self) -> DigitalTwin:
         """This twin without its line-residual correction (the twin itself when it has none).
 
         The step studies simulate with it: the correction is linear between measured
@@ -204,7 +205,7 @@ class DigitalTwin:
         lo, hi = self.x_range[:, 0], self.x_range[:, 1]
         return ((X < lo) | (X > hi)).any(axis=1)
 
-    def predict_frame(self, points: "pd.DataFrame", *, fast: bool = False) -> "pd.DataFrame":
+    def predict_frame(self, points: pd.DataFrame, *, fast: bool = False) -> pd.DataFrame:
         """Predict for a table holding the x columns by name (``fast`` as in :meth:`predict`).
 
         Returns the input columns plus ``y_name``, ``f"{y_name}_std"`` and a boolean
@@ -222,7 +223,7 @@ class DigitalTwin:
         if outside.any():
             logger.warning("%d of %d point(s) lie outside the training range %s",
                            int(outside.sum()), len(outside),
-                           dict(zip(self.x_names, self.x_range.tolist())))
+                           dict(zip(self.x_names, self.x_range.tolist(), strict=True)))
         return out
 
     def score(self, X: np.ndarray, y: np.ndarray) -> float:
@@ -234,7 +235,7 @@ class DigitalTwin:
     @classmethod
     def fit(
         cls,
-        data: "pd.DataFrame | str | os.PathLike | ScanTable",
+        data: pd.DataFrame | str | os.PathLike | ScanTable,
         x: Sequence[str] | None = None,
         y: str | None = None,
         *,
@@ -245,7 +246,7 @@ class DigitalTwin:
         storage: str | None = None,
         study_name: str | None = None,
         seed: int = 0,
-        warm_start: "DigitalTwin | None" = None,
+        warm_start: DigitalTwin | None = None,
         search_space: TwinSearchSpace | None = None,
         ensemble_size: int = DEFAULT_ENSEMBLE_SIZE,
         top_k: int = DEFAULT_TOP_K,
@@ -253,7 +254,7 @@ class DigitalTwin:
         search_folds: int | None = None,
         progress: bool = False,
         trial_callback: Callable[[Any, Any], None] | None = None,
-    ) -> "DigitalTwin":
+    ) -> DigitalTwin:
         """Tune, train and return a twin.
 
         The options from *trials* to *progress* are those of
@@ -265,45 +266,20 @@ class DigitalTwin:
             A DataFrame, a CSV path or a :class:`~bluesky_twin.data.ScanTable`.
         x, y
             Column names (optional for a warm start: taken from *warm_start*).
-        trials
-            Optuna trials (default 30, or 4 for a warm start).
-        timeout
-            Seconds for the search: no trial starts after it, and running trials
-            stop at it, keeping the best weights they reached (the final ensemble
-            is trained after it).
-        budget
-            Seconds for the whole fit, search and final ensemble together.  After
-            every trial the final ensemble's cost is estimated from the measured speed
-            of the finished trials, and the search (running trials included) stops
-            early enough to leave it that time.
-        jobs
-            Trials run in parallel threads in this process.
-        storage
-            Optuna storage URL (see :mod:`bluesky_twin.twin.storage_url`); default a
-            journal file that is saved with the model.
-        study_name
-            Optuna study name (default: generated).  With a shared database storage
-            several processes or machines can work on one study.
-        seed
-            Seed of the sampler, the folds and the network initialisation.
+        trials, timeout, budget, jobs, storage, study_name, seed
+            Options of the search, as in :class:`~bluesky_twin.twin.FitConfig`
+            (default: 30 trials, or 4 for a warm start; no time limit; one thread; a
+            journal file saved with the model; a generated study name; seed 0).
         warm_start
             A previous twin of the same quantity: its best parameters are tried
             first and its weights initialise matching networks; its scalers are kept.
         search_space
             Ranges and schedule (default: the paper's).
-        ensemble_size
-            Members of the final ensemble in all.
-        top_k
-            Most configurations in the final ensemble (members are spread over them).
-        n_folds
-            Cross-validation folds of held-out scan lines.
-        search_folds
-            How many of the folds each trial trains (default: all of them below
-            :data:`~bluesky_twin.twin.LARGE_DATA_ROWS` rows, else one: on a large map
-            one fold of every third interior line already holds thousands of
-            validation points, and the search costs a third).
-        progress
-            Show a tqdm progress bar over trials.
+        ensemble_size, top_k, n_folds, search_folds, progress
+            Options of the folds and the final ensemble, as in
+            :class:`~bluesky_twin.twin.FitConfig` (default: 6 members of at most 3
+            configurations; 3 folds, all searched below
+            :data:`~bluesky_twin.twin.LARGE_DATA_ROWS` rows, else one; no progress bar).
         trial_callback
             Called as ``trial_callback(study, trial)`` after every trial.
 
@@ -332,7 +308,7 @@ class DigitalTwin:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "DigitalTwin":
+    def load(cls, path: str | os.PathLike) -> DigitalTwin:
         """Load the current version of a twin model directory written by :meth:`save`.
 
         Raises

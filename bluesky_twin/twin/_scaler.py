@@ -2,8 +2,9 @@
 the point check :func:`as_points` and the fit score :func:`r2`."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,7 @@ class Scaler:
     scale: np.ndarray
 
     @classmethod
-    def fit(cls, values: np.ndarray, name: str = "data") -> "Scaler":
+    def fit(cls, values: np.ndarray, name: str = "data") -> Scaler:
         """Standardise each column of *values*.
 
         Parameters
@@ -62,7 +63,7 @@ class Scaler:
         return {"mean": self.mean.tolist(), "scale": self.scale.tolist()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Scaler":
+    def from_dict(cls, d: dict[str, Any]) -> Scaler:
         """A scaler from :meth:`to_dict`'s output."""
         return cls(np.asarray(d["mean"], dtype=float), np.asarray(d["scale"], dtype=float))
 

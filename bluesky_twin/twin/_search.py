@@ -16,9 +16,10 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -51,10 +52,10 @@ class SearchData:
         Per searched fold, the row indices trained on and held out.
     """
 
-    X: "torch.Tensor"
-    y: "torch.Tensor"
-    train_idx: list["torch.Tensor"]
-    val_idx: list["torch.Tensor"]
+    X: torch.Tensor
+    y: torch.Tensor
+    train_idx: list[torch.Tensor]
+    val_idx: list[torch.Tensor]
 
     @property
     def n_train(self) -> int:
@@ -161,8 +162,8 @@ class _Clock:
 class _Objective:
     """Optuna objective: cross-validated loss of one configuration on held-out lines."""
 
-    def __init__(self, space: TwinSearchSpace, data: SearchData, seed: int, prev_models: Sequence["BatchedMLP"],
-                 deadline: "float | Callable[[], float | None] | None" = None,
+    def __init__(self, space: TwinSearchSpace, data: SearchData, seed: int, prev_models: Sequence[BatchedMLP],
+                 deadline: float | Callable[[], float | None] | None = None,
                  precision: str = "float32") -> None:
         self.space, self.data, self.seed = space, data, seed
         self.prev_models, self.deadline, self.precision = prev_models, deadline, precision
@@ -243,9 +244,9 @@ class TwinSearch:
         Called as ``trial_callback(study, trial)`` after every trial.
     """
 
-    def __init__(self, config: FitConfig, space: TwinSearchSpace, data: SearchData, table: "ScanTable", *,
+    def __init__(self, config: FitConfig, space: TwinSearchSpace, data: SearchData, table: ScanTable, *,
                  trials: int, warm_params: dict[str, Any] | None = None,
-                 warm_models: Sequence["BatchedMLP"] = (),
+                 warm_models: Sequence[BatchedMLP] = (),
                  trial_callback: Callable[[Any, Any], None] | None = None) -> None:
         self.config, self.space, self.data, self.table = config, space, data, table
         self.trials, self.warm_params, self.warm_models = trials, warm_params, list(warm_models)

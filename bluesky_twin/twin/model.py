@@ -18,47 +18,11 @@ adds what the networks leave along the measured lines (``TwinSearchSpace.line_re
 """
 from __future__ import annotations
 
-from bluesky_twin.twin._config import (
-    DEFAULT_ENSEMBLE_SIZE,
-    DEFAULT_TOP_K,
-    DEFAULT_TRIALS,
-    DEFAULT_WARM_TRIALS,
-    LARGE_DATA_ROWS,
-    FitConfig,
-)
-from bluesky_twin.twin._ensemble import (
-    MIN_FINAL_EPOCHS,
-    TOP_K_SCORE_RATIO,
-    estimate_final_seconds,
-    final_epochs,
-    final_schedule,
-    group_count,
-    plan_ensemble,
-    split_groups,
-    train_ensemble,
-)
-from bluesky_twin.twin._params import model_params
-from bluesky_twin.twin._persistence import (
-    FORMAT,
-    FORMAT_VERSION,
-    JOURNAL_FILE,
-    LINE_RESIDUAL_FILE,
-    MAX_AXES,
-    MAX_ENSEMBLE_MEMBERS,
-    MAX_LAYERS,
-    MAX_PARAMETERS,
-    MAX_UNITS,
-    METADATA_FILE,
-    WEIGHTS_FILE,
-)
-from bluesky_twin.twin._predictor import DigitalTwin
-from bluesky_twin.twin._scaler import Scaler, as_points
+from bluesky_twin.twin import *  # noqa: F403  (the package's public names)
+from bluesky_twin.twin import __all__ as _public
+from bluesky_twin.twin._persistence import MAX_AXES, MAX_ENSEMBLE_MEMBERS, MAX_LAYERS, MAX_PARAMETERS, MAX_UNITS
+from bluesky_twin.twin._scaler import as_points
 from bluesky_twin.twin._search import MIN_SEARCH_SHARE
 
-__all__ = [
-    "DEFAULT_ENSEMBLE_SIZE", "DEFAULT_TOP_K", "DEFAULT_TRIALS", "DEFAULT_WARM_TRIALS", "FORMAT", "FORMAT_VERSION",
-    "JOURNAL_FILE", "LARGE_DATA_ROWS", "LINE_RESIDUAL_FILE", "MAX_AXES", "MAX_ENSEMBLE_MEMBERS", "MAX_LAYERS",
-    "MAX_PARAMETERS", "MAX_UNITS", "METADATA_FILE", "MIN_FINAL_EPOCHS", "MIN_SEARCH_SHARE", "TOP_K_SCORE_RATIO",
-    "WEIGHTS_FILE", "DigitalTwin", "FitConfig", "Scaler", "as_points", "estimate_final_seconds", "final_epochs",
-    "final_schedule", "group_count", "model_params", "plan_ensemble", "split_groups", "train_ensemble",
-]
+__all__ = [*_public, "MAX_AXES", "MAX_ENSEMBLE_MEMBERS", "MAX_LAYERS", "MAX_PARAMETERS", "MAX_UNITS",
+           "MIN_SEARCH_SHARE", "as_points"]

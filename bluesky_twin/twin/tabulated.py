@@ -14,25 +14,26 @@ already: the grid holds the networks alone and the correction is added exactly.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from bluesky_twin.errors import InputError
-from bluesky_twin.twin._protocols import CorrectedTwinLike, TwinLike
+from bluesky_twin.protocols import CorrectedTwin, Twin
 from bluesky_twin.twin._scaler import as_points
 
 
 class TabulatedTwin:
     """Grid-and-spline stand-in for a :class:`~bluesky_twin.twin.DigitalTwin`.
 
-    It is itself a :class:`~bluesky_twin.twin.TwinLike`.
+    It is itself a :class:`~bluesky_twin.protocols.Twin`.
 
     Parameters
     ----------
     twin
-        The twin to tabulate: any :class:`~bluesky_twin.twin.TwinLike`.  When it also
-        has a line-residual correction (:class:`~bluesky_twin.twin.CorrectedTwinLike`),
+        The twin to tabulate: any :class:`~bluesky_twin.protocols.Twin`.  When it also
+        has a line-residual correction (:class:`~bluesky_twin.protocols.CorrectedTwin`),
         the grid holds its networks alone and the correction is added exactly.
     shape
         Grid points per axis (default 1000 along the first axis, 200 along others; 3-axis twins
@@ -52,7 +53,7 @@ class TabulatedTwin:
         already admit to.
     """
 
-    def __init__(self, twin: TwinLike, shape: Sequence[int] | None = None, *, n_check: int = 2000, seed: int = 0) -> None:
+    def __init__(self, twin: Twin, shape: Sequence[int] | None = None, *, n_check: int = 2000, seed: int = 0) -> None:
         from scipy import ndimage
 
         d = len(twin.x_names)
@@ -68,13 +69,13 @@ class TabulatedTwin:
         #: added exactly on top of the tabulated networks (None: nothing to add)
         self._line_residual = None
         networks = twin
-        if isinstance(twin, CorrectedTwinLike) and twin.line_residual is not None:
+        if isinstance(twin, CorrectedTwin) and twin.line_residual is not None:
             self._line_residual = twin.line_residual
             networks = twin.networks_only()
         self._lo = twin.x_range[:, 0].astype(float)
         self._hi = twin.x_range[:, 1].astype(float)
         self._step = (self._hi - self._lo) / (np.asarray(shape) - 1)
-        axes = [np.linspace(lo, hi, n) for lo, hi, n in zip(self._lo, self._hi, shape)]
+        axes = [np.linspace(lo, hi, n) for lo, hi, n in zip(self._lo, self._hi, shape, strict=True)]
         mesh = np.meshgrid(*axes, indexing="ij")
         grid_pts = np.column_stack([m.ravel() for m in mesh])
         mean, std = networks.predict(grid_pts)
@@ -127,6 +128,6 @@ class TabulatedTwin:
         return mean, std
 
 
-def tabulate(twin: TwinLike, shape: Sequence[int] | None = None, **kwargs: Any) -> TabulatedTwin:
+def tabulate(twin: Twin, shape: Sequence[int] | None = None, **kwargs: Any) -> TabulatedTwin:
     """Return a :class:`TabulatedTwin` of *twin* (see the module docstring)."""
     return TabulatedTwin(twin, shape, **kwargs)
