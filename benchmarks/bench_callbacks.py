@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=4, help="trials of the first (cold) fit")
     p.add_argument("--out", default="docs/benchmarks/callbacks.md")
     args = p.parse_args(argv)
-    cmd = "nice -n 10 .venv/bin/python benchmarks/bench_callbacks.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = ("nice -n 10 .venv/bin/python benchmarks/bench_callbacks.py "
+           + " ".join(argv if argv is not None else sys.argv[1:]))
     load0 = os.getloadavg()
     ov = measure_overhead(args.fields, args.temps, args.repeats)
     print(f"overhead: median ratio {ov['median_ratio']:.4f} over {args.repeats} pairs of {ov['points_per_scan']}-point "
@@ -200,7 +201,8 @@ its worker thread, and the next 20-point run is started at once. Measured: time 
 
 | | value |
 |---|---|
-| time to start document during a refit | {rd['median_start_delay_busy_s'] * 1e3:.1f} ms (max {rd['max_start_delay_busy_s'] * 1e3:.1f} ms) |
+| time to start document during a refit | {rd['median_start_delay_busy_s'] * 1e3:.1f} ms \
+(max {rd['max_start_delay_busy_s'] * 1e3:.1f} ms) |
 | time to start document with the trainer idle | {rd['median_start_delay_idle_s'] * 1e3:.1f} ms |
 | **added delay** | **{rd['added_start_delay_s'] * 1e3:.1f} ms** |
 | refit duration (worker thread) | {rd['median_refit_s']:.2f} s |

@@ -7,21 +7,29 @@ lines (training R^2).  Side by side for each multiplier in one run::
 
     .venv/bin/python benchmarks/bench_final_epochs.py MODEL_DIR DATA.csv [--mult 1 3]
 
+``DATA.csv`` is the file the twin was fitted on (a bare file name is looked up in
+``$BLUESKY_TWIN_DATA``, else in ``../shared/data/terashima2023`` beside the repository).
+
 Prints a markdown table; used for the ARPES note in docs/twin.md.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_twin import default_data_dir  # noqa: E402
 
 
 def main() -> None:
     import torch
 
-    from bluesky_twin.twin import DigitalTwin
+    from bluesky_twin.twin import DigitalTwin, Scaler
     from bluesky_twin.twin.network import BatchedMLP
     from bluesky_twin.twin.training import train_members
 
@@ -33,10 +41,14 @@ def main() -> None:
     torch.set_num_threads(1)
     twin = DigitalTwin.load(args.model)
     meta, space = twin.metadata, twin.metadata["search_space"]
-    df = pd.read_csv(args.data)
+    data = Path(args.data)
+    if not data.exists() and data.name == args.data and default_data_dir() is not None:
+        data = default_data_dir() / args.data
+    df = pd.read_csv(data).dropna(subset=[*twin.x_names, twin.y_name])
     X, y = df[twin.x_names].to_numpy(float), df[twin.y_name].to_numpy(float)
-    Xt = torch.tensor(twin._x_scaler.transform(X), dtype=torch.float32)
-    yt = torch.tensor(twin._y_scaler.transform(y.reshape(-1, 1)), dtype=torch.float32)
+    xs, ys_scaler = Scaler.fit(X, "x"), Scaler.fit(y, "y")  # what the twin's fit standardised with
+    Xt = torch.tensor(xs.transform(X), dtype=torch.float32)
+    yt = torch.tensor(ys_scaler.transform(y.reshape(-1, 1)), dtype=torch.float32)
     ys = yt[:, 0].numpy()
     line_axis = twin.x_names.index(meta["line_axis"])
     lines = np.unique(X[:, line_axis])
@@ -59,7 +71,8 @@ def main() -> None:
         return np.concatenate(preds).mean(axis=0)
 
     print(f"twin {twin.version}: ensemble "
-          + ", ".join(f"{e['params']['n_layers']}x{e['params']['n_units']} ({e['epochs']} epochs)" for e in meta["ensemble"]))
+          + ", ".join(f"{e['params']['n_layers']}x{e['params']['n_units']} ({e['epochs']} epochs)"
+                      for e in meta["ensemble"]))
     print("\n| final epochs | held-out-line NRMSE (every 3rd interior line) | training R^2 (all lines) | time (s) |")
     print("|---|---|---|---|")
     for mult in args.mult:

@@ -8,7 +8,10 @@ refitted without every held-out interior line (the lines of ``bench_twin.py``) a
 scored by the line-averaged RMSE over the data's standard deviation (NRMSE); when they
 are the same configuration the seed is a tie.  Side by side in one run::
 
-    .venv/bin/python benchmarks/bench_selection.py --datasets 1,2,3 --seeds 0 1 2
+    .venv/bin/python benchmarks/bench_selection.py --datasets 1,2,3 --seeds 0 1 2 [--data DIR]
+
+The data directory is found as in ``bench_twin.py`` (``--data``, ``$BLUESKY_TWIN_DATA``,
+``../shared/data/terashima2023``).
 
 Writes ``docs/benchmarks/selection.md`` and ``selection.json`` (``--out NAME``: ``NAME.md`` /
 ``NAME.json``).
@@ -25,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_twin import DATA, DATASETS, ROOT, lofo_lines, lofo_nrmse, twin_lofo  # noqa: E402
+import bench_twin  # noqa: E402
+from bench_twin import DATASETS, ROOT, lofo_lines, lofo_nrmse, twin_lofo  # noqa: E402
 
 
 def compare(key: int, seed: int, trials: int, jobs: int) -> dict:
@@ -37,7 +41,7 @@ def compare(key: int, seed: int, trials: int, jobs: int) -> dict:
     from bluesky_twin.twin.storage_url import open_storage
 
     name, fname, _ = DATASETS[key]
-    df = pd.read_csv(DATA / fname)
+    df = pd.read_csv(bench_twin.DATA / fname)
     xcols, ycol = list(df.columns[:2]), df.columns[2]
     X, y = df[xcols].to_numpy(float), df[ycol].to_numpy(float)
     t0 = time.perf_counter()
@@ -80,10 +84,15 @@ def write(rows: list[dict], command: str, seconds: float, stem: str = "selection
              "|---|---|---|---|---|---|"]
     for r in rows:
         same = r["lines_trial"] == r["train_trial"]
-        better = "same configuration" if same else ("held-out lines" if r["lines_nrmse"] < r["train_nrmse"] else "training fit")
-        lines.append(f"| {r['dataset']} | {r['seed']} | {r['complete']} | {r['lines_nrmse']:.4f} (#{r['lines_trial']}) | "
+        if same:
+            better = "same configuration"
+        else:
+            better = "held-out lines" if r["lines_nrmse"] < r["train_nrmse"] else "training fit"
+        lines.append(f"| {r['dataset']} | {r['seed']} | {r['complete']} | "
+                     f"{r['lines_nrmse']:.4f} (#{r['lines_trial']}) | "
                      f"{r['train_nrmse']:.4f} (#{r['train_trial']}) | {better} |")
-    lines += ["", "| data set | seeds | held-out lines better | training fit better | same | mean NRMSE lines / train |",
+    lines += ["",
+              "| data set | seeds | held-out lines better | training fit better | same | mean NRMSE lines / train |",
               "|---|---|---|---|---|---|"]
     for name in dict.fromkeys(r["dataset"] for r in rows):
         rs = [r for r in rows if r["dataset"] == name]
@@ -104,7 +113,9 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", default="selection", help="file stem under docs/benchmarks/")
+    bench_twin.add_data_option(ap)
     args = ap.parse_args()
+    bench_twin.DATA = bench_twin.resolve_data_dir(args.data)
     command = "benchmarks/bench_selection.py " + " ".join(sys.argv[1:])
     t0 = time.perf_counter()
     rows = []

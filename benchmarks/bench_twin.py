@@ -3,7 +3,11 @@ Terashima et al. (2023) data sets, side by side in one run.
 
 Run::
 
-    .venv/bin/python benchmarks/bench_twin.py [--datasets 1,2,3,4] [--trials 30] [--jobs 2]
+    .venv/bin/python benchmarks/bench_twin.py [--datasets 1,2,3,4] [--trials 30] [--jobs 2] [--data DIR]
+
+The data (the ``traindata_Section3_*.csv`` files) come from ``--data DIR``, else from
+the environment variable ``BLUESKY_TWIN_DATA``, else from ``../shared/data/terashima2023``
+next to the repository if it exists.
 
 It prints the numbers and writes ``docs/benchmarks/twin.md`` plus figures under
 ``docs/figures/``.  Per data set:
@@ -34,13 +38,40 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 ARPES_BUDGET = 180.0
-DATA = ROOT.parent / "shared" / "data" / "terashima2023"
+DATA_ENV = "BLUESKY_TWIN_DATA"
+DATA: Path  # set by main() from --data / $BLUESKY_TWIN_DATA / the default
 DATASETS = {
     1: ("ErCo2 M(T,H)", "traindata_Section3_1.csv", (2.6, 3.9)),
     2: ("Fe3Ga4 M(T,H)", "traindata_Section3_2.csv", (2.5, 4.5)),
     3: ("PdH R(T,H)", "traindata_Section3_3.csv", (2.1, 3.1)),
     4: ("ARPES I(theta1,theta2)", "traindata_Section3_4.csv", (6.8, 13.6)),
 }
+
+
+def default_data_dir() -> Path | None:
+    """``$BLUESKY_TWIN_DATA``, else ``../shared/data/terashima2023`` beside the repository if present."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env).expanduser()
+    candidate = ROOT.parent / "shared" / "data" / "terashima2023"
+    return candidate if candidate.is_dir() else None
+
+
+def add_data_option(ap: argparse.ArgumentParser) -> None:
+    """Add ``--data DIR`` (the directory of the Terashima et al. CSV files)."""
+    ap.add_argument("--data", type=Path, default=None, metavar="DIR",
+                    help=f"directory of the traindata_Section3_*.csv files (default: ${DATA_ENV}, "
+                         "else ../shared/data/terashima2023 beside the repository)")
+
+
+def resolve_data_dir(value: Path | None) -> Path:
+    """The data directory from the option, the environment or the default; exits 2 if there is none."""
+    path = value if value is not None else default_data_dir()
+    if path is None or not path.is_dir():
+        where = path if path is not None else "no --data, no $" + DATA_ENV + ", no ../shared/data/terashima2023"
+        print(f"error: data directory not found ({where})", file=sys.stderr)
+        raise SystemExit(2)
+    return path
 
 
 # ----------------------------------------------------------------------------- baselines
@@ -179,11 +210,11 @@ def _held_out_prediction(twin, X, y, h, prediction):
 def _lofo_one(twin, X, y, lines, params, epochs, seed, lr_drop=None):
     import torch
 
-    from bluesky_twin.twin import LARGE_DATA_ROWS
+    from bluesky_twin.twin import LARGE_DATA_ROWS, Scaler
     from bluesky_twin.twin.network import BatchedMLP
     from bluesky_twin.twin.training import resolve_precision, train_members
 
-    xs, ys = twin._x_scaler, twin._y_scaler
+    xs, ys = Scaler.fit(X, "x"), Scaler.fit(y, "y")  # what the twin's fit standardised with
     Xt = torch.tensor(xs.transform(X), dtype=torch.float32)
     yt = torch.tensor(ys.transform(y.reshape(-1, 1)), dtype=torch.float32)
     gen = torch.Generator().manual_seed(seed)
@@ -291,7 +322,8 @@ def run_dataset(key, trials, jobs, seed, out_rows, figs):
         "complete": m["n_trials_complete"], "pruned": m["n_trials_pruned"],
         "train_r2": m["train_r2"],
         "network_train_r2": (m.get("line_residual") or {}).get("network_train_r2", m["train_r2"]),
-        "lofo_networks_only": net_lofo, "line_residual": m.get("line_residual"), "pred_1e5_ms": pred_ms, "ensemble": m["ensemble"], "lofo": mean_err, "lofo_per_line": per_line,
+        "lofo_networks_only": net_lofo, "line_residual": m.get("line_residual"), "pred_1e5_ms": pred_ms,
+        "ensemble": m["ensemble"], "lofo": mean_err, "lofo_per_line": per_line,
         "lofo_lines": lines.tolist(), "lofo_train_fit_selected": alt, "best_params": m["best_params"],
         "rbf_params": list(rbf.params),
         "command": "benchmarks/bench_twin.py " + " ".join(sys.argv[1:]),
@@ -403,7 +435,8 @@ def write_markdown(rows, figs, args, elapsed):
     if "erco2_dsm" in figs:
         lines += ["", "## ErCo2: |dS_M|(T) at 0->5 T on a 0.1 T field step", "",
                   f"![dS_M comparison](../{figs['erco2_dsm_png'].replace('docs/', '')})", "",
-                  "| method | local extrema (prominence > 1% of range) | total variation / (2 x peak) |", "|---|---|---|"]
+                  "| method | local extrema (prominence > 1% of range) | total variation / (2 x peak) |",
+                  "|---|---|---|"]
         for k, v in figs["erco2_dsm"].items():
             lines.append(f"| {k} | {v['extrema']} | {v['total_variation_over_peak']:.3f} |")
         lines += ["", "A smooth single-peaked curve has 1 extremum and a total-variation ratio of 1."]
@@ -412,7 +445,8 @@ def write_markdown(rows, figs, args, elapsed):
               for r in rows]
     lines += ["", "Raw numbers: `docs/benchmarks/twin.json`."]
     (ROOT / "docs" / "benchmarks" / "twin.md").write_text("\n".join(lines) + "\n")
-    (ROOT / "docs" / "benchmarks" / "twin.json").write_text(json.dumps({"rows": rows, "figs": figs}, indent=1, default=str))
+    (ROOT / "docs" / "benchmarks" / "twin.json").write_text(
+        json.dumps({"rows": rows, "figs": figs}, indent=1, default=str))
 
 
 def main() -> None:
@@ -431,7 +465,10 @@ def main() -> None:
     ap.add_argument("--fourier-per-axis", action="store_true",
                     help="search one Fourier scale per input axis (0.5-16) on every data set (the default "
                          "space does so on large maps only)")
+    add_data_option(ap)
     args = ap.parse_args()
+    global DATA
+    DATA = resolve_data_dir(args.data)
     global PER_AXIS_FOURIER
     PER_AXIS_FOURIER = args.fourier_per_axis
     t0 = time.perf_counter()

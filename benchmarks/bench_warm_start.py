@@ -6,20 +6,27 @@ one (previous best parameters tried first, previous weights, small budget), as
 ``TwinTrainer`` does between runs.  Compared side by side with a cold fit of the
 same budget on the same data.  Writes ``docs/benchmarks/warm_start.md``::
 
-    .venv/bin/python benchmarks/bench_warm_start.py [--repeats 3]
+    .venv/bin/python benchmarks/bench_warm_start.py [--repeats 3] [--data DIR]
+
+The data directory is found as in ``bench_twin.py`` (``--data``, ``$BLUESKY_TWIN_DATA``,
+``../shared/data/terashima2023``); the ErCo2 file is ``traindata_Section3_1.csv``.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_twin import add_data_option, resolve_data_dir  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "terashima2023" / "traindata_Section3_1.csv"
+ERCO2 = "traindata_Section3_1.csv"
 
 
 def main() -> None:
@@ -31,8 +38,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--first-trials", type=int, default=30)
+    add_data_option(ap)
     args = ap.parse_args()
-    df = pd.read_csv(DATA)
+    df = pd.read_csv(resolve_data_dir(args.data) / ERCO2)
     x, y = ["X1_demo1", "X2_demo1"], "Y_demo1"
     held = [5000.0, 30000.0]
     first = df[~df[x[1]].isin(held)]
@@ -41,6 +49,12 @@ def main() -> None:
     base = DigitalTwin.fit(first, x, y, trials=args.first_trials, jobs=2, seed=0)
     base_s = time.perf_counter() - t
     X, Y = df[x].to_numpy(), df[y].to_numpy()
+    sel = df[x[1]].isin(held).to_numpy()
+
+    def err(tw) -> float:
+        """NRMSE of a twin on the new lines."""
+        return float(np.sqrt(np.mean((tw.predict(X[sel])[0] - Y[sel]) ** 2)) / Y.std())
+
     rows = []
     for r in range(args.repeats):
         t = time.perf_counter()
@@ -50,9 +64,8 @@ def main() -> None:
         cold = DigitalTwin.fit(df, x, y, trials=warm.metadata["n_trials_complete"] + warm.metadata["n_trials_pruned"],
                                seed=r)
         cold_s = time.perf_counter() - t
-        sel = df[x[1]].isin(held).to_numpy()
-        err = lambda tw: float(np.sqrt(np.mean((tw.predict(X[sel])[0] - Y[sel]) ** 2)) / Y.std())  # noqa: E731
-        rows.append((warm_s, cold_s, err(base), err(warm), err(cold), warm.metadata["train_r2"], cold.metadata["train_r2"]))
+        rows.append((warm_s, cold_s, err(base), err(warm), err(cold),
+                     warm.metadata["train_r2"], cold.metadata["train_r2"]))
         print(f"repeat {r}: warm {warm_s:.1f} s, cold {cold_s:.1f} s; NRMSE on the new lines: before {err(base):.4f}, "
               f"warm {err(warm):.4f}, cold {err(cold):.4f}", flush=True)
     a = np.array(rows)

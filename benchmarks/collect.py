@@ -25,6 +25,13 @@ def main() -> None:
         "2-core machine, which was shared with other work while they ran: compare the ratios, not",
         "single absolute times. Re-run a section's command, then `.venv/bin/python benchmarks/collect.py`.",
         "",
+        "The twin benchmarks read the Terashima et al. (2023) CSV files from `--data DIR`, else from",
+        "`$BLUESKY_TWIN_DATA`, else from `../shared/data/terashima2023` beside the repository.",
+        "The ARPES exploration scripts quoted in [twin.md](twin.md), `benchmarks/explore_fourier_axes.py`",
+        "(per-axis Fourier scales and final-training length against between-line error) and",
+        "`benchmarks/explore_line_residual.py` (the line-residual correction's effect on the angle-step",
+        "study), were removed once their results were written there; they remain in the git history.",
+        "",
     ]
     for name in names:
         path = sections_dir / name
