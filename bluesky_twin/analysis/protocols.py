@@ -52,15 +52,9 @@ def smooth_model(twin: TwinLike) -> TwinLike:
     derivative along them (dM/dT of the entropy change) would be noise.  The step
     studies and :func:`~bluesky_twin.analysis.mce.entropy_change_from_twin`
     therefore use ``twin.networks_only()`` when the twin is a
-    :class:`~bluesky_twin.protocols.HasNetworksOnly`.  Other twins are returned as
-    they are.
-
-    Raises
-    ------
-    InputError
-        If *twin* is not a :class:`~bluesky_twin.protocols.TwinLike`.
+    :class:`~bluesky_twin.protocols.HasNetworksOnly`.  Anything else is returned as
+    it is (the callers check the twin contract where they use it).
     """
-    require_twin(twin)
     return twin.networks_only() if isinstance(twin, HasNetworksOnly) else twin
 
 
