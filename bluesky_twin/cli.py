@@ -23,6 +23,7 @@ _TOP_LEVEL = [
     "bluesky_twin.replay",
     "bluesky_twin.demo",
     "bluesky_twin.model_cli",
+    "bluesky_twin.store_cli",
     "bluesky_twin.profile_cli",
 ]
 _INS = [

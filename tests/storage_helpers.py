@@ -1,8 +1,9 @@
-"""Test helpers for stored runs: compare live documents with the ones a store gives back.
+"""Test helpers for stored runs: record live documents and compare them with the ones a store gives back.
 
-They used to be public names of ``bluesky_twin.storage``; only tests use them.
+``documents_equal``, ``replay_comparable`` and ``jsonable_document`` used to be public
+names of ``bluesky_twin.storage``; only tests use them.
 ``tests/`` is on ``sys.path`` (``tests/conftest.py`` lives there), so a test imports
-them with ``from storage_helpers import documents_equal, replay_comparable``.
+them with ``from storage_helpers import Recorder, documents_equal, replay_comparable``.
 """
 from __future__ import annotations
 
@@ -10,7 +11,27 @@ import json
 import math
 from typing import Any
 
-__all__ = ["documents_equal", "jsonable_document", "replay_comparable"]
+__all__ = ["Recorder", "documents_equal", "jsonable_document", "replay_comparable"]
+
+
+class Recorder:
+    """A document callback that keeps what the RunEngine produced, to compare with the store."""
+
+    def __init__(self) -> None:
+        self.docs: list[tuple[str, dict]] = []
+
+    def __call__(self, name: str, doc: dict) -> None:
+        self.docs.append((name, doc))
+
+    def run(self, uid: str) -> list[tuple[str, dict]]:
+        """The documents of the run *uid*, from its start document on, in emission order."""
+        out, inside = [], False
+        for name, doc in self.docs:
+            if name == "start":
+                inside = doc["uid"] == uid
+            if inside:
+                out.append((name, doc))
+        return out
 
 
 def jsonable_document(doc: Any) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from storage_helpers import documents_equal, replay_comparable
+from storage_helpers import Recorder, documents_equal, replay_comparable
 
 from bluesky_twin.errors import InputError
 from bluesky_twin.storage import (
@@ -16,25 +16,6 @@ from bluesky_twin.storage import (
     read_stream,
     select_runs,
 )
-
-
-class Recorder:
-    """Collects live documents per run uid."""
-
-    def __init__(self):
-        self.docs = []
-
-    def __call__(self, name, doc):
-        self.docs.append((name, doc))
-
-    def run(self, uid):
-        out, inside = [], False
-        for name, doc in self.docs:
-            if name == "start":
-                inside = doc["uid"] == uid
-            if inside:
-                out.append((name, doc))
-        return out
 
 
 def _live_columns(docs):

@@ -9,8 +9,11 @@ live in PostgreSQL (``open_store(directory, catalog_uri="postgresql+asyncpg://..
 
 Documents are written with :func:`make_tiled_writer` (``bluesky_tiled_plugins.TiledWriter``;
 not the deprecated copy inside bluesky) and replayed with :func:`iter_run_documents`,
-which relies on the ``application/json-seq`` exporter registered for ``BlueskyRun``
-nodes (without it ``run.documents()`` answers HTTP 406).
+which relies on the ``application/json-seq`` exporter that every store's app registers
+for ``BlueskyRun`` nodes (:data:`BLUESKY_MEDIA_TYPES`; without it ``run.documents()``
+answers HTTP 406).  :func:`write_tiled_config` and :func:`write_tiled_profile` give
+tiled's own server and client the same catalog (``tiled serve config``,
+``tiled.client.from_profile``).
 
 Relocation: tiled records the data of a run (rows in ``tabular.db``, arrays under
 ``data/``) as absolute URIs in the catalog.  Every recorded path lies inside the
@@ -33,6 +36,7 @@ Modules, one concept each (all private; use the names re-exported here):
 - ``_relocate``: rebasing the data paths of a copied or moved store;
 - ``_store``: the tiled app of a store, opened in-process, and closing it;
 - ``_server``: serving a store over HTTP, opening a directory or a server URI;
+- ``_config``: a ``tiled serve config`` file and a client profile of a store;
 - ``_writer``: TiledWriter, one writer at a time per store;
 - ``_readback``: selecting runs, replaying documents, reading streams.
 
@@ -41,7 +45,15 @@ All tiled imports are lazy: importing this package is cheap.
 from __future__ import annotations
 
 from ._catalog import catalog_template
-from ._layout import BLUESKY_CATALOG_SPECS, CATALOG_FILE, DATA_DIR, TABULAR_FILE, default_store_directory
+from ._config import tiled_config, write_tiled_config, write_tiled_profile
+from ._layout import (
+    BLUESKY_CATALOG_SPECS,
+    BLUESKY_MEDIA_TYPES,
+    CATALOG_FILE,
+    DATA_DIR,
+    TABULAR_FILE,
+    default_store_directory,
+)
 from ._readback import iter_run_documents, last_scan_id, read_stream, select_runs
 from ._relocate import rebase_store_paths
 from ._server import SERVER_PROBE_TIMEOUT, open_tiled, serve_store
@@ -50,6 +62,7 @@ from ._writer import DEFAULT_BATCH_SIZE, SerializedWriter, make_tiled_writer
 
 __all__ = [
     "BLUESKY_CATALOG_SPECS",
+    "BLUESKY_MEDIA_TYPES",
     "CATALOG_FILE",
     "DATA_DIR",
     "DEFAULT_BATCH_SIZE",
@@ -69,4 +82,7 @@ __all__ = [
     "rebase_store_paths",
     "select_runs",
     "serve_store",
+    "tiled_config",
+    "write_tiled_config",
+    "write_tiled_profile",
 ]

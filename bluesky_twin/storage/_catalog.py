@@ -8,6 +8,7 @@ empty initialised ``catalog.db`` in the user cache directory
 """
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import tempfile
@@ -100,6 +101,20 @@ def _check_revision(catalog_path: Path) -> None:
             f"tiled catalog {str(catalog_path)!r} has schema revision {revision}, this tiled needs "
             f"{REQUIRED_REVISION}: {hint}"
         )
+
+
+def _require_catalog(directory: str | os.PathLike) -> Path:
+    """The ``catalog.db`` of the existing embedded store in *directory*.
+
+    Raises
+    ------
+    InputError
+        If *directory* holds no ``catalog.db``.
+    """
+    catalog_path = Path(directory).expanduser() / CATALOG_FILE
+    if not catalog_path.is_file():
+        raise InputError(f"no embedded tiled store in {str(catalog_path.parent)!r} (expected {CATALOG_FILE} there)")
+    return catalog_path
 
 
 def _ready_catalog(root: Path) -> Path:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 __all__ = [
     "BLUESKY_CATALOG_SPECS",
+    "BLUESKY_MEDIA_TYPES",
     "CATALOG_FILE",
     "DATA_DIR",
     "TABULAR_FILE",
@@ -18,6 +19,13 @@ __all__ = [
 
 #: Specs of the root node: makes the client a ``CatalogOfBlueskyRuns`` (search by ``Key("sample")``, scan ids).
 BLUESKY_CATALOG_SPECS = [{"name": "CatalogOfBlueskyRuns", "version": "3.0"}]
+
+#: Exporters a store's app registers, as a tiled config's ``media_types`` section: the
+#: ``application/json-seq`` exporter of ``BlueskyRun`` nodes, without which
+#: ``run.documents()`` answers HTTP 406.
+BLUESKY_MEDIA_TYPES = {
+    "BlueskyRun": {"application/json-seq": "bluesky_tiled_plugins.exporters:json_seq_exporter"},
+}
 
 #: The catalog database of an embedded store.
 CATALOG_FILE = "catalog.db"

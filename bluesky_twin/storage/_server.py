@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ._layout import CATALOG_FILE
+from ._catalog import _require_catalog
 from ._store import build_store_app, open_store
 
 __all__ = ["SERVER_PROBE_TIMEOUT", "open_tiled", "serve_store"]
@@ -103,8 +103,8 @@ def open_tiled(uri_or_dir: str | os.PathLike, *, api_key: str | None = None, cre
     if text.startswith(("tiled://", "ws://")) or "://" in text:
         raise InputError(f"unsupported tiled location {text!r}: give a directory or an http(s):// URI")
     root = Path(text).expanduser()
-    if not create and not (root / CATALOG_FILE).is_file():
-        raise InputError(f"no embedded tiled store in {str(root)!r} (expected {CATALOG_FILE} there)")
+    if not create:
+        _require_catalog(root)
     return open_store(root)
 
 

@@ -9,7 +9,6 @@ in PostgreSQL (``open_store(directory, catalog_uri="postgresql+asyncpg://...")``
 from __future__ import annotations
 
 import os
-import threading
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,26 +16,35 @@ from typing import Any
 
 from ..errors import InputError
 from ._catalog import _ready_catalog
-from ._layout import BLUESKY_CATALOG_SPECS, DATA_DIR, TABULAR_FILE, _is_postgres, _sqlite_uri, _tabular_for_postgres
+from ._layout import (
+    BLUESKY_CATALOG_SPECS,
+    BLUESKY_MEDIA_TYPES,
+    DATA_DIR,
+    TABULAR_FILE,
+    _is_postgres,
+    _sqlite_uri,
+    _tabular_for_postgres,
+)
 
 __all__ = ["build_store_app", "close_store", "open_store"]
 
-_registry_lock = threading.Lock()
-_json_seq_registered = False
+def _serialization_registry() -> Any:
+    """A copy of tiled's default serialization registry with :data:`BLUESKY_MEDIA_TYPES` added.
 
+    Built the way tiled builds one from a config file's ``media_types`` (tiled's own
+    global registry is left as it is), so an embedded store and ``tiled serve config``
+    on a config from :func:`~bluesky_twin.storage.write_tiled_config` export alike.
+    """
+    import copy
 
-def _ensure_json_seq_exporter() -> Any:
-    """Register the BlueskyRun ``application/json-seq`` exporter; return the registry."""
-    global _json_seq_registered
     from tiled.media_type_registration import default_serialization_registry
+    from tiled.utils import import_object
 
-    with _registry_lock:
-        if not _json_seq_registered:
-            from bluesky_tiled_plugins.exporters import json_seq_exporter
-
-            default_serialization_registry.register("BlueskyRun", "application/json-seq", json_seq_exporter)
-            _json_seq_registered = True
-    return default_serialization_registry
+    registry = copy.deepcopy(default_serialization_registry)
+    for family, exporters in BLUESKY_MEDIA_TYPES.items():
+        for media_type, path in exporters.items():
+            registry.register(family, media_type, import_object(path))
+    return registry
 
 
 def _import_starlette_testclient() -> None:
@@ -105,7 +113,6 @@ def build_store_app(
     from tiled.catalog import from_uri
     from tiled.server.app import build_app
 
-    registry = _ensure_json_seq_exporter()
     adapter = from_uri(
         catalog_uri,
         specs=BLUESKY_CATALOG_SPECS,
@@ -118,7 +125,7 @@ def build_store_app(
         from tiled.config import Authentication
 
         authentication = Authentication(single_user_api_key=api_key)
-    return build_app(adapter, authentication=authentication, serialization_registry=registry)
+    return build_app(adapter, authentication=authentication, serialization_registry=_serialization_registry())
 
 
 def open_store(

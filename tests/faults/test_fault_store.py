@@ -19,7 +19,7 @@ bp = pytest.importorskip("bluesky.plans")
 from bluesky_twin.callbacks import TwinTrainer  # noqa: E402
 from bluesky_twin.errors import InputError  # noqa: E402
 from bluesky_twin.replay import replay_runs  # noqa: E402
-from storage_helpers import documents_equal, replay_comparable  # noqa: E402
+from storage_helpers import Recorder, documents_equal, replay_comparable  # noqa: E402
 
 from bluesky_twin.storage import (  # noqa: E402
     close_store,
@@ -34,23 +34,6 @@ from bluesky_twin.storage import (  # noqa: E402
 
 X_FIELDS = ["mpms_temperature", "mpms_field"]
 Y_FIELD = "mpms_magnetisation"
-
-
-class Recorder:
-    def __init__(self):
-        self.docs: list = []
-
-    def __call__(self, name, doc):
-        self.docs.append((name, doc))
-
-    def run(self, uid):
-        out, inside = [], False
-        for name, doc in self.docs:
-            if name == "start":
-                inside = doc["uid"] == uid
-            if inside:
-                out.append((name, doc))
-        return out
 
 
 def _recorded_paths(directory):
