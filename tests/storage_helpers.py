@@ -33,6 +33,10 @@ class Recorder:
                 out.append((name, doc))
         return out
 
+    def events(self, uid: str) -> list[dict]:
+        """The event documents of the run *uid*."""
+        return [doc for name, doc in self.run(uid) if name == "event"]
+
 
 def jsonable_document(doc: Any) -> Any:
     """*doc* as JSON data (numpy values to Python, tuples to lists, NaN kept as float NaN).

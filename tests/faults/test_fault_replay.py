@@ -24,31 +24,10 @@ from bluesky_twin.callbacks import TwinTrainer  # noqa: E402
 from bluesky_twin.cli import main  # noqa: E402
 from bluesky_twin.replay import replay_runs  # noqa: E402
 from bluesky_twin.storage import make_tiled_writer, open_tiled, read_stream, select_runs  # noqa: E402
+from storage_helpers import Recorder  # noqa: E402  (tests/ is on sys.path)
 
 FIT = ["--trials", "1", "--seed", "1", "--max-epochs", "20"]
 TWIN_MD = {"twin_x": ["m"], "twin_y": "det"}
-
-
-class Recorder:
-    """The documents the RunEngine produced, per run."""
-
-    def __init__(self):
-        self.docs: list = []
-
-    def __call__(self, name, doc):
-        self.docs.append((name, doc))
-
-    def run(self, uid):
-        out, inside = [], False
-        for name, doc in self.docs:
-            if name == "start":
-                inside = doc["uid"] == uid
-            if inside:
-                out.append((name, doc))
-        return out
-
-    def events(self, uid):
-        return [doc for name, doc in self.run(uid) if name == "event"]
 
 
 class FlakyAxis(SynAxis):
