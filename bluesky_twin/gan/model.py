@@ -44,7 +44,7 @@ class Exp2SimModel:
     scaling
         Frame-unit <-> model-space mapping.
     reference
-        Training frames (model space, (M, *spatial)) whose Exp2Sim encoder features
+        Training frames (model space, ``(M, *spatial)``) whose Exp2Sim encoder features
         form the domain-score bank; ``None`` disables scoring.
     domain_settings
         :meth:`DomainScorer.settings` (thresholds etc.); ``None`` -> defaults, uncalibrated.
@@ -151,7 +151,7 @@ class Exp2SimModel:
         Parameters
         ----------
         frames
-            (N, *spatial) or a single frame, NaN where masked.
+            ``(N, *spatial)`` or a single frame, NaN where masked.
         keep_mask
             Put NaN back where the input was masked (default: return the model's fill-in).
         """
@@ -163,7 +163,7 @@ class Exp2SimModel:
         Parameters
         ----------
         frames
-            (N, *spatial) or a single frame, NaN where masked (for example outside the
+            ``(N, *spatial)`` or a single frame, NaN where masked (for example outside the
             instrument's coverage).
         keep_mask
             Put NaN back where the input was masked (default: return the model's fill-in).
@@ -191,7 +191,7 @@ class Exp2SimModel:
         Returns
         -------
         dict
-            ``translated`` (N, *spatial) in frame units, ``scores`` (N,), ``zones`` (list of str).
+            ``translated`` ``(N, *spatial)`` in frame units, ``scores`` (N,), ``zones`` (list of str).
         """
         scorer = self._require_scorer()
         y, feats = self._translate_frames(self.G_A, frames, keep_mask, want_features=True)
