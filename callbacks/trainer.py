@@ -35,16 +35,29 @@ Semantics
   starts while one is still open a warning is logged, and :meth:`TwinTrainer.flush`
   closes all open runs as ``"incomplete"`` (trained on only with
   ``include_incomplete=True``).
+* **Opt-in training.** ``condition`` (like bluesky-adaptive's trigger condition) is
+  applied to every start document; a run it rejects is ignored silently and only
+  counted (``status["ignored_runs"]``).  The default trains on every run;
+  :func:`twin_runs_only` trains only on runs that ask for it (``md["twin"] is True``)
+  or come from a twin plan (:data:`TWIN_PLAN_NAMES`).  A run without the configured
+  data keys is ``"no_data"``, logged at DEBUG only (it was never meant for the twin).
+* **Quiet fits.** Optuna logs one INFO line per trial.  While a fit of the trainer
+  runs, the ``optuna`` logger is raised to WARNING (:func:`quiet_optuna`, reference
+  counted, restored when the last fit ends), so trial logs do not scroll over an
+  IPython prompt.  Each fit attempt instead produces ONE status line, logged at INFO
+  on ``bluesky_twin.callbacks.trainer`` and passed to ``status_callback``, e.g.
+  ``"twin fit 3 -> version 3-1a2b3c4d on 808 points from 4 runs in 12.3 s"``.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from bluesky.callbacks.core import make_class_safe
@@ -52,7 +65,7 @@ from event_model import DocumentRouter, RunRouter
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunReport", "TwinTrainer"]
+__all__ = ["TWIN_PLAN_NAMES", "RunReport", "TwinTrainer", "quiet_optuna", "twin_runs_only"]
 
 #: Run report states.
 OPEN, ACCEPTED, SKIPPED, INCOMPLETE, NO_DATA = "open", "accepted", "skipped", "incomplete", "no_data"
@@ -62,6 +75,83 @@ MAX_KEPT_ERRORS = 100
 ACCEPTED_WITH_LOSSES = "accepted_with_losses"
 #: States of runs whose data is part of the training set.
 ACCEPTED_STATES = (ACCEPTED, ACCEPTED_WITH_LOSSES)
+
+
+#: Plan names whose runs :func:`twin_runs_only` accepts: the twin-steered plans of
+#: :mod:`bluesky_twin.plans`.
+TWIN_PLAN_NAMES: frozenset[str] = frozenset({"coarse_to_fine", "twin_adaptive_scan"})
+
+
+def twin_runs_only(start_doc: Mapping[str, Any]) -> bool:
+    """Trigger condition: train only on runs meant for the twin.
+
+    A run is meant for the twin when its start document carries ``twin=True``
+    (``RE(grid_scan(...), twin=True)`` or ``md={"twin": True}``) or when its
+    ``plan_name`` is one of :data:`TWIN_PLAN_NAMES`.  ``twin=False`` opts a twin plan's
+    run out.  Pass it as ``TwinTrainer(..., condition=twin_runs_only)``.
+
+    Parameters
+    ----------
+    start_doc
+        A RunStart document.
+
+    Returns
+    -------
+    bool
+        Whether the trainer should collect and train on this run.
+    """
+    flag = start_doc.get("twin")
+    if flag is not None:
+        return flag is True
+    return start_doc.get("plan_name") in TWIN_PLAN_NAMES
+
+
+_optuna_quiet_lock = threading.Lock()
+_optuna_quiet_depth = 0
+_optuna_saved_level: int | None = None
+
+
+@contextlib.contextmanager
+def quiet_optuna(level: int = logging.WARNING) -> Iterator[None]:
+    """Raise the ``optuna`` logger to *level* (default WARNING) for the duration of a block.
+
+    Optuna logs one INFO line per trial to stderr.  The level is a property of the
+    process-wide ``optuna`` logger (a per-thread filter cannot catch the trials that
+    ``jobs > 1`` runs in Optuna's own thread pool), so it is raised while at least one
+    block is active -- reference counted across threads -- and the previous level is
+    restored when the last block ends, unless someone else changed it meanwhile.  A
+    logger already at *level* or quieter is left alone.
+
+    Parameters
+    ----------
+    level
+        The least severe level still shown while the block runs.
+    """
+    global _optuna_quiet_depth, _optuna_saved_level
+    try:  # optuna sets its logger to INFO when first imported: import it before reading the level
+        import optuna  # noqa: F401
+    except ImportError:  # pragma: no cover - then nothing logs to it
+        pass
+    optuna_logger = logging.getLogger("optuna")
+    with _optuna_quiet_lock:
+        if _optuna_quiet_depth == 0:
+            current = optuna_logger.level
+            # NOTSET (0) means "inherit": optuna sets INFO when it configures itself
+            if current < level:
+                _optuna_saved_level = current
+                optuna_logger.setLevel(level)
+            else:
+                _optuna_saved_level = None
+        _optuna_quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _optuna_quiet_lock:
+            _optuna_quiet_depth -= 1
+            if _optuna_quiet_depth == 0 and _optuna_saved_level is not None:
+                if optuna_logger.level == level:  # nobody changed it meanwhile
+                    optuna_logger.setLevel(_optuna_saved_level)
+                _optuna_saved_level = None
 
 
 @dataclass
@@ -262,6 +352,10 @@ class _RunCollector(DocumentRouter):
 FitFunction = Callable[..., Any]
 
 
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
+
+
 @make_class_safe(logger=logger)
 class TwinTrainer:
     """Streaming twin trainer; subscribe with ``RE.subscribe(trainer)``.
@@ -299,6 +393,21 @@ class TwinTrainer:
     fit_function
         Callable with ``DigitalTwin.fit``'s signature; defaults to
         ``bluesky_twin.twin.DigitalTwin.fit``.
+    condition
+        Trigger condition applied to every start document: only runs for which it
+        returns true are collected and trained on; the others are ignored silently
+        (counted in ``status["ignored_runs"]``).  ``None`` (default) takes every run;
+        :func:`twin_runs_only` takes the runs marked ``twin=True`` and those of the
+        twin plans.  A condition that raises ignores the run and records the error.
+    status_callback
+        Called on the worker thread with ONE line per fit attempt (success, failure or
+        too few points), e.g. ``"twin fit 3 -> version 3-1a2b3c4d on 808 points from 4
+        runs in 12.3 s"``.  The same line is logged at INFO on
+        ``bluesky_twin.callbacks.trainer`` (failures at ERROR).  ``print`` shows it in
+        an IPython session; exceptions it raises are recorded, never propagated.
+    quiet_optuna
+        Raise the ``optuna`` logger to WARNING while a fit runs (see
+        :func:`quiet_optuna`), so its per-trial INFO lines are not printed.
 
     Notes
     -----
@@ -321,6 +430,9 @@ class TwinTrainer:
         auto_refit: bool = True,
         min_points: int = 8,
         fit_function: FitFunction | None = None,
+        condition: Callable[[Mapping[str, Any]], bool] | None = None,
+        status_callback: Callable[[str], Any] | None = None,
+        quiet_optuna: bool = True,
     ) -> None:
         x_fields = [str(f) for f in x_fields]
         if not x_fields:
@@ -347,6 +459,16 @@ class TwinTrainer:
         self.refit_kwargs: dict[str, Any] = dict(refit_kwargs)
         self.study_name: str = study_name or f"bluesky-twin-{uuid.uuid4().hex[:8]}"
         self._fit_function = fit_function
+        if condition is not None and not callable(condition):
+            raise ValueError(f"condition must be a callable taking the start document, got {condition!r}")
+        if status_callback is not None and not callable(status_callback):
+            raise ValueError(f"status_callback must be callable, got {status_callback!r}")
+        self.condition: Callable[[Mapping[str, Any]], bool] | None = condition
+        self.status_callback: Callable[[str], Any] | None = status_callback
+        self.quiet_optuna = bool(quiet_optuna)
+        self._n_ignored = 0  # runs the condition rejected
+        # open runs the condition rejected: start uid -> their descriptor uids (dropped at stop)
+        self._rejected: dict[str, list[str]] = {}
 
         self._cond = threading.Condition()
         self._twin = twin
@@ -369,6 +491,7 @@ class TwinTrainer:
         self.errors: list[str] = []  # the first MAX_KEPT_ERRORS faults
         self.n_errors = 0  # all faults
         self.fit_seconds: list[float] = []
+        self.last_status: str | None = None  # the latest fit attempt's status line
         self._listeners: list[Callable[[Any, "TwinTrainer"], None]] = []
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -407,6 +530,14 @@ class TwinTrainer:
                 logger.warning("TwinTrainer: run %s was already seen; ignoring its documents", uid)
                 self._ignored_starts.add(uid)
                 return
+            if uid in self._rejected:
+                return
+            if not self._wanted(doc):
+                with self._cond:
+                    self._n_ignored += 1
+                self._rejected[uid] = []
+                self._ignored_starts.add(uid)
+                return
             if self._open:
                 logger.warning(
                     "TwinTrainer: run %s starts while run(s) %s have no stop document yet; "
@@ -417,6 +548,9 @@ class TwinTrainer:
         elif name == "descriptor":
             if doc.get("run_start") in self._ignored_starts:
                 self._ignored_descriptors.add(doc["uid"])
+                rejected = self._rejected.get(doc.get("run_start"))
+                if rejected is not None:
+                    rejected.append(doc["uid"])
                 return
         elif name in ("event", "event_page"):
             desc = doc.get("descriptor")
@@ -430,6 +564,10 @@ class TwinTrainer:
                 return
         elif name == "stop":
             if doc.get("run_start") in self._ignored_starts:
+                rejected = self._rejected.pop(doc.get("run_start"), None)
+                if rejected is not None:  # forget a rejected run: its state must not grow
+                    self._ignored_starts.discard(doc["run_start"])
+                    self._ignored_descriptors.difference_update(rejected)
                 return
         elif name in ("resource", "datum", "datum_page", "stream_resource", "stream_datum"):
             # The twin reads scalar data keys only; external assets are not needed.
@@ -439,6 +577,16 @@ class TwinTrainer:
             collector = self._open.get(doc.get("run_start"))
             if collector is not None:
                 self._by_descriptor[doc["uid"]] = collector
+
+    def _wanted(self, start_doc: Mapping[str, Any]) -> bool:
+        """Apply the trigger condition (a condition that raises rejects the run)."""
+        if self.condition is None:
+            return True
+        try:
+            return bool(self.condition(start_doc))
+        except Exception as exc:
+            self._record_error(f"condition {self.condition!r} failed on run {start_doc.get('uid')}", exc)
+            return False
 
     def _factory(self, name: str, start_doc: dict):
         collector = _RunCollector(self, start_doc)
@@ -489,7 +637,10 @@ class TwinTrainer:
                 report.uid, report.n_masked, report.n_masked + report.n_points, report.masked_by_field,
             )
         if not accept and report.state in (SKIPPED, INCOMPLETE, NO_DATA):
-            logger.warning("TwinTrainer: not training on run %s: %s %s", report.uid, report.state, report.reason)
+            # a run that never had the twin's data keys was never meant for it: DEBUG only
+            unrelated = report.state == NO_DATA and not report.rows_lost and report.n_events == 0
+            logger.log(logging.DEBUG if unrelated else logging.WARNING,
+                       "TwinTrainer: not training on run %s: %s %s", report.uid, report.state, report.reason)
         for key in [k for k, c in self._by_descriptor.items() if c is collector]:
             del self._by_descriptor[key]
         with self._cond:
@@ -575,8 +726,8 @@ class TwinTrainer:
             study_number = self._n_attempts
         n = sum(len(p.y) for p in parts)
         if n < self.min_points:
-            msg = f"only {n} usable points from {len(runs)} run(s); need >= {self.min_points} to fit"
-            logger.info("TwinTrainer: %s", msg)
+            self._status(f"twin fit {attempt} not attempted: only {n} usable points from {_runs(len(runs))}; "
+                         f"need >= {self.min_points}")
             with self._cond:
                 self._attempted_runs.update(runs)
                 self._cond.notify_all()
@@ -592,13 +743,17 @@ class TwinTrainer:
         kwargs.setdefault("progress", False)
         t0 = time.perf_counter()
         try:
-            twin = fit(frame, x=list(self.x_fields), y=self.y_field, warm_start=previous, **kwargs)
+            with quiet_optuna() if self.quiet_optuna else contextlib.nullcontext():
+                twin = fit(frame, x=list(self.x_fields), y=self.y_field, warm_start=previous, **kwargs)
         except Exception as exc:  # never propagate: the RunEngine must keep going
-            self._record_error(f"twin fit on {n} points from {len(runs)} run(s) failed", exc)
+            # the traceback goes to DEBUG; the status line below is the one ERROR line
+            self._record_error(f"twin fit on {n} points from {len(runs)} run(s) failed", exc, logging.DEBUG)
             with self._cond:
                 self._fit_failed = True
                 self._attempted_runs.update(runs)
                 self._cond.notify_all()
+            self._status(f"twin fit {attempt} failed on {n} points from {_runs(len(runs))} after "
+                         f"{time.perf_counter() - t0:.1f} s: {type(exc).__name__}: {exc}", logging.ERROR)
             return
         seconds = time.perf_counter() - t0
         meta = getattr(twin, "metadata", None)
@@ -614,22 +769,31 @@ class TwinTrainer:
             self.fit_seconds.append(seconds)
             self._attempted_runs.update(runs)
             self._cond.notify_all()
-        logger.info(
-            "TwinTrainer: fit %d -> twin version %s on %d points from %d run(s) in %.2f s",
-            attempt, getattr(twin, "version", "?"), n, len(runs), seconds,
-        )
+        self._status(f"twin fit {attempt} -> version {getattr(twin, 'version', '?')} on {n} points "
+                     f"from {_runs(len(runs))} in {seconds:.1f} s")
         for listener in list(self._listeners):
             try:
                 listener(twin, self)
             except Exception as exc:
                 self._record_error(f"refit listener {listener!r} failed", exc)
 
-    def _record_error(self, what: str, exc: BaseException) -> None:
+    def _status(self, line: str, level: int = logging.INFO) -> None:
+        """Report one fit attempt: log *line* and pass it to ``status_callback``."""
+        self.last_status = line
+        logger.log(level, "%s", line)
+        if self.status_callback is not None:
+            try:
+                self.status_callback(line)
+            except Exception as exc:
+                self._record_error(f"status_callback {self.status_callback!r} failed", exc)
+
+    def _record_error(self, what: str, exc: BaseException, level: int = logging.ERROR) -> None:
+        """Keep a fault (``last_error``, ``errors``, ``n_errors``) and log it with its traceback."""
         self.last_error = exc
         self.n_errors += 1
         if len(self.errors) < MAX_KEPT_ERRORS:
             self.errors.append(f"{what}: {type(exc).__name__}: {exc}")
-            logger.error("TwinTrainer: %s: %s: %s", what, type(exc).__name__, exc, exc_info=exc)
+            logger.log(level, "TwinTrainer: %s: %s: %s", what, type(exc).__name__, exc, exc_info=exc)
         else:  # a fault on every event must not fill the memory or the log
             logger.debug("TwinTrainer: %s: %s: %s", what, type(exc).__name__, exc)
 
@@ -765,7 +929,8 @@ class TwinTrainer:
         attempt raised, else ``"idle"`` (a later successful fit clears ``"failed"``).
         ``last_error`` and ``n_errors`` keep the history of faults (fits and callback);
         ``rows_lost`` counts rows lost to callback faults, ``runs_with_losses`` the runs
-        that lost them.
+        that lost them.  ``ignored_runs`` counts the runs that ``condition`` rejected,
+        ``last_status`` is the latest fit attempt's status line.
         """
         with self._cond:
             reports = list(self._reports.values())
@@ -784,6 +949,8 @@ class TwinTrainer:
                 "skipped_runs": [r.uid for r in reports if r.state == SKIPPED],
                 "incomplete_runs": [r.uid for r in reports if r.state == INCOMPLETE],
                 "open_runs": list(self._open),
+                "ignored_runs": self._n_ignored,
+                "last_status": self.last_status,
                 "last_error": None if self.last_error is None else f"{type(self.last_error).__name__}: {self.last_error}",
                 "n_errors": self.n_errors,
                 "fit_seconds": list(self.fit_seconds),
