@@ -746,20 +746,23 @@ class TwinTrainer:
             with quiet_optuna() if self.quiet_optuna else contextlib.nullcontext():
                 twin = fit(frame, x=list(self.x_fields), y=self.y_field, warm_start=previous, **kwargs)
         except Exception as exc:  # never propagate: the RunEngine must keep going
-            # the traceback goes to DEBUG; the status line below is the one ERROR line
+            # the traceback goes to DEBUG; the status line is the one ERROR line
             self._record_error(f"twin fit on {n} points from {len(runs)} run(s) failed", exc, logging.DEBUG)
+            self._status(f"twin fit {attempt} failed on {n} points from {_runs(len(runs))} after "
+                         f"{time.perf_counter() - t0:.1f} s: {type(exc).__name__}: {exc}", logging.ERROR)
             with self._cond:
                 self._fit_failed = True
                 self._attempted_runs.update(runs)
                 self._cond.notify_all()
-            self._status(f"twin fit {attempt} failed on {n} points from {_runs(len(runs))} after "
-                         f"{time.perf_counter() - t0:.1f} s: {type(exc).__name__}: {exc}", logging.ERROR)
             return
         seconds = time.perf_counter() - t0
         meta = getattr(twin, "metadata", None)
         if isinstance(meta, dict):
             meta.setdefault("training_run_uids", list(runs))
         study = (meta or {}).get("study_name") if isinstance(meta, dict) else None
+        # reported before the twin is published: whoever waits for it has the line too
+        self._status(f"twin fit {attempt} -> version {getattr(twin, 'version', '?')} on {n} points "
+                     f"from {_runs(len(runs))} in {seconds:.1f} s")
         with self._cond:
             self._twin = twin
             self._twin_runs = runs
@@ -769,8 +772,6 @@ class TwinTrainer:
             self.fit_seconds.append(seconds)
             self._attempted_runs.update(runs)
             self._cond.notify_all()
-        self._status(f"twin fit {attempt} -> version {getattr(twin, 'version', '?')} on {n} points "
-                     f"from {_runs(len(runs))} in {seconds:.1f} s")
         for listener in list(self._listeners):
             try:
                 listener(twin, self)
