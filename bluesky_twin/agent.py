@@ -1,9 +1,15 @@
 """A twin-driven agent that proposes the next measurement lines (``suggest`` / ``ingest``).
 
-The interface follows bluesky-adaptive, blop and Xopt: ``ingest(points)`` records
-what was measured and ``suggest(n)`` returns the next ``n`` points, both as lists of
-dicts keyed by device names.  Here a *point* is a line: a value of the stepped axis
-(e.g. ``{"mpms_field": 1.25}``) along which the line axis (e.g. temperature) is swept.
+The interface is blop's ``Optimizer`` protocol (also the verbs of Xopt and of
+bluesky-adaptive since its 'tell/ask' rename): ``suggest(n)`` returns the next ``n``
+points as dicts keyed by device names, each with a unique ``"_id"``, and
+``ingest(points)`` records what was measured (dicts with the device keys, or only the
+``"_id"`` of an earlier suggestion, plus any outcomes); ``get_best_points()`` and
+``should_stop()`` complete blop's protocols.  Here a *point* is a line: a value of the
+stepped axis (e.g. ``{"mpms_field": 1.25}``) along which the line axis (e.g.
+temperature) is swept.  :class:`BlueskyAdaptiveAgent` wraps it in bluesky-adaptive's
+shape: ``ingest(independent, dependent)``, ``suggest(batch_size) -> (docs, points)``,
+``report()``.
 
 Acquisition functions
 ---------------------
@@ -21,6 +27,7 @@ Scores are dimensionless, so one ``tolerance`` serves as a convergence test.
 """
 from __future__ import annotations
 
+import itertools
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -28,7 +35,10 @@ import numpy as np
 from bluesky_twin.errors import InputError
 from bluesky_twin.protocols import TwinLike, TwinSource
 
-__all__ = ["TwinLineAgent"]
+__all__ = ["BlueskyAdaptiveAgent", "TwinLineAgent"]
+
+ID_KEY = "_id"
+_ids = itertools.count(1)
 
 
 class TwinLineAgent:
@@ -60,6 +70,9 @@ class TwinLineAgent:
         proposed (default: 1/200 of the bounds' span).
     fixed
         Values of any further twin inputs, ``{name: value}``.
+    tolerance
+        :meth:`should_stop` says stop once the best score of the last suggestion is
+        below it (``None``: never).
 
     Raises
     ------
@@ -79,6 +92,7 @@ class TwinLineAgent:
         acquisition: str = "std",
         min_separation: float | None = None,
         fixed: Mapping[str, float] | None = None,
+        tolerance: float | None = None,
     ) -> None:
         if not isinstance(twin_source, (TwinSource, TwinLike)):
             raise InputError("twin_source must be a TwinSource (e.g. a TwinTrainer) or a twin with predict(X) "
@@ -109,25 +123,50 @@ class TwinLineAgent:
         self.acquisition = acquisition
         self.min_separation = float(min_separation) if min_separation is not None else (high - low) / 200.0
         self.fixed = dict(fixed or {})
+        self.tolerance = None if tolerance is None else float(tolerance)
         self.measured: list[float] = []
         self.last_scores: np.ndarray | None = None
+        #: Suggestions not yet ingested, by ``"_id"``.
+        self.pending: dict[Any, dict[str, Any]] = {}
+        #: ``(_id, parameters, outcomes)`` of every ingested point, in order.
+        self.observations: list[tuple[Any, dict[str, Any], dict[str, Any]]] = []
 
-    # -- the bluesky-adaptive / blop interface ------------------------------------------------
+    # -- blop's Optimizer protocol (the verbs of bluesky-adaptive and Xopt too) -------------------
     def ingest(self, points: Sequence[Mapping[str, Any]]) -> None:
-        """Record measured lines: dicts holding at least ``{step_axis: value}``."""
+        """Record measured lines.
+
+        Each point holds ``{step_axis: value}``, or the ``"_id"`` of an earlier
+        suggestion (its value is then taken from that suggestion); other keys are kept
+        as the line's outcomes (:attr:`observations`).
+
+        Raises
+        ------
+        KeyError
+            A point with neither the step axis nor the ``"_id"`` of a pending suggestion.
+        """
         for p in points:
-            if self.step_axis not in p:
-                raise KeyError(f"ingested point {dict(p)} lacks {self.step_axis!r}")
-            v = float(p[self.step_axis])
+            pid = p.get(ID_KEY)
+            if self.step_axis in p:
+                v = float(p[self.step_axis])
+            elif pid is not None and pid in self.pending:
+                v = float(self.pending[pid][self.step_axis])
+            else:
+                raise KeyError(f"ingested point {dict(p)} lacks {self.step_axis!r} (and the _id of a suggestion)")
+            self.pending.pop(pid, None)
+            outcomes = {k: val for k, val in p.items() if k not in (ID_KEY, self.step_axis)}
+            self.observations.append((pid, {self.step_axis: v}, outcomes))
             if np.isfinite(v):
                 self.measured.append(v)
 
-    def suggest(self, num_points: int = 1) -> list[dict[str, float]]:
+    def suggest(self, num_points: int | None = 1) -> list[dict[str, Any]]:
         """The next *num_points* lines, best first, within bounds and not near measured ones.
 
-        Returns fewer (possibly none) when every candidate is too close to a measured
-        line.  Scores of all candidates are kept in :attr:`last_scores`.
+        Each suggestion is ``{step_axis: value, "_id": id}`` with a unique id (blop
+        ingests outcomes by it).  Returns fewer (possibly none) when every candidate is
+        too close to a measured line.  Scores of all candidates are kept in
+        :attr:`last_scores`.
         """
+        num_points = 1 if num_points is None else num_points
         if num_points < 1:
             raise InputError("num_points must be >= 1")
         scores = self.scores()
@@ -144,7 +183,37 @@ class TwinLineAgent:
             taken.append(c)
             if len(chosen) == num_points:
                 break
-        return [{self.step_axis: float(np.clip(c, *self.bounds))} for c in chosen]
+        out = []
+        for c in chosen:
+            point = {self.step_axis: float(np.clip(c, *self.bounds)), ID_KEY: f"line-{next(_ids)}"}
+            self.pending[point[ID_KEY]] = point
+            out.append(point)
+        return out
+
+    def get_best_points(self) -> list[tuple[Any, dict[str, Any], dict[str, Any]]]:
+        """The line most worth measuring now: ``[(None, {step_axis: value}, {"score": s})]``.
+
+        This agent maps uncertainty rather than optimising an objective, so its "best"
+        point is the highest-scoring candidate not near a measured line (empty when
+        none is left).  Unlike :meth:`suggest` it registers no suggestion.
+        """
+        scores = self.scores()
+        taken = np.asarray(self.measured, dtype=float)
+        for k in np.argsort(-scores, kind="stable"):
+            c = float(self.candidates[k])
+            if not np.isfinite(scores[k]) or (len(taken) and np.min(np.abs(taken - c)) < self.min_separation):
+                continue
+            return [(None, {self.step_axis: c}, {"score": float(scores[k])})]
+        return []
+
+    def should_stop(self) -> tuple[bool, str | None]:
+        """blop's ``SupportsStoppingCriteria``: stop once the best last score is below :attr:`tolerance`."""
+        if self.tolerance is None or self.last_scores is None or not len(self.last_scores):
+            return False, None
+        best = float(np.nanmax(self.last_scores))
+        if best < self.tolerance:
+            return True, f"converged: best score {best:.3g} < tolerance {self.tolerance:.3g}"
+        return False, None
 
     # -- scoring ----------------------------------------------------------------------------
     def _twin(self) -> TwinLike:
@@ -199,3 +268,55 @@ class TwinLineAgent:
         interp[outside] = np.where(c[outside, None] < measured[0], m_slope[0], m_slope[-1])
         typical = float(np.mean(np.abs(slope))) or 1.0
         return np.mean(np.abs(slope - interp), axis=1) / typical
+
+
+class BlueskyAdaptiveAgent:
+    """A line agent (e.g. :class:`TwinLineAgent`) in bluesky-adaptive's shape.
+
+    A :class:`~bluesky_twin.protocols.AdaptiveAgent`: ``ingest(independent,
+    dependent)`` records one measured line, ``suggest(batch_size)`` returns
+    ``(docs, points)`` (a document and a one-element point ``[value]`` per line) and
+    ``report()`` a summary.  :func:`~bluesky_twin.plans.twin_adaptive_scan` accepts it
+    as well as the wrapped agent.
+
+    Parameters
+    ----------
+    agent
+        A :class:`~bluesky_twin.protocols.LineAgent` with a ``step_axis``.
+    """
+
+    def __init__(self, agent: Any) -> None:
+        from bluesky_twin.protocols import LineAgent
+
+        if not isinstance(agent, LineAgent) or not isinstance(getattr(agent, "step_axis", None), str):
+            raise InputError(f"agent must be a LineAgent with a step_axis; got {type(agent).__name__}")
+        self.agent = agent
+        self.step_axis: str = agent.step_axis
+        self.independent: list[float] = []
+        self.dependent: list[Any] = []
+
+    def ingest(self, independent_variable: Any, dependent_variable: Any) -> dict[str, Any]:
+        """Record the line at *independent_variable* (the step value, or a one-element
+        sequence) and what was read along it; returns the ingested point."""
+        x = float(np.asarray(independent_variable, dtype=float).reshape(-1)[0])
+        self.agent.ingest([{self.step_axis: x}])
+        self.independent.append(x)
+        self.dependent.append(dependent_variable)
+        return {self.step_axis: x}
+
+    def suggest(self, batch_size: int = 1) -> tuple[list[dict[str, Any]], list[list[float]]]:
+        """``(docs, points)`` for the next *batch_size* lines."""
+        suggestions = self.agent.suggest(batch_size)
+        scores = getattr(self.agent, "last_scores", None)
+        best = float(np.nanmax(scores)) if scores is not None and len(scores) else float("nan")
+        docs = [{"suggestion": dict(p), "max_score": best} for p in suggestions]
+        points = [[float(p[self.step_axis])] for p in suggestions]
+        return docs, points
+
+    def report(self) -> dict[str, Any]:
+        """A summary: lines measured, the best last score, the twin version (if any)."""
+        scores = getattr(self.agent, "last_scores", None)
+        source = getattr(self.agent, "twin_source", None)
+        return {"step_axis": self.step_axis, "measured": list(self.independent),
+                "max_score": float(np.nanmax(scores)) if scores is not None and len(scores) else None,
+                "twin_version": getattr(source, "version", None)}

@@ -30,7 +30,9 @@ Sources
 Agents
     :class:`LineAgent` (``suggest(num_points)``, ``ingest(points)``) and
     :class:`ScoringLineAgent` (+ ``last_scores``): ``TwinLineAgent``; used by
-    ``twin_adaptive_scan``.
+    ``twin_adaptive_scan``.  :class:`AdaptiveAgent` (``ingest(x, y)``,
+    ``suggest(batch_size) -> (docs, points)``, ``report()``): bluesky-adaptive's
+    shape, which ``twin_adaptive_scan`` also accepts.
 Devices
     :class:`HasLimits` (``limits``): ophyd positioners; the plan stubs keep every
     move inside.
@@ -53,6 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from numpy.typing import ArrayLike
 
 __all__ = [
+    "AdaptiveAgent",
     "CorrectedTwin",
     "EnsembleTwin",
     "HasLimits",
@@ -291,6 +294,31 @@ class ScoringLineAgent(LineAgent, Protocol):
     @abstractmethod
     def last_scores(self) -> np.ndarray | None:
         """Dimensionless score of every candidate at the last :meth:`suggest` (``None`` before)."""
+        ...
+
+
+@runtime_checkable
+class AdaptiveAgent(Protocol):
+    """An agent of bluesky-adaptive's shape (``bluesky_adaptive.agents``).
+
+    ``isinstance`` cannot tell it from a :class:`LineAgent` by its members alone
+    (both have ``ingest`` and ``suggest``): a bluesky-adaptive agent's ``ingest`` takes
+    two required arguments.
+    """
+
+    @abstractmethod
+    def ingest(self, independent_variable: Any, dependent_variable: Any) -> Any:
+        """Record one measurement: the position (*independent*) and what was read there."""
+        ...
+
+    @abstractmethod
+    def suggest(self, batch_size: int = 1) -> tuple[Sequence[Mapping[str, Any]], Sequence[Any]]:
+        """``(docs, points)``: a document per suggestion and the *batch_size* next points."""
+        ...
+
+    @abstractmethod
+    def report(self) -> Mapping[str, Any]:
+        """A summary of the agent's state (bluesky-adaptive writes it as a document)."""
         ...
 
 

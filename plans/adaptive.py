@@ -12,20 +12,21 @@ step motor's limits and de-duplicated against lines already measured *before* an
 move; explicit user values outside the limits are refused with ``LimitError`` before
 the first move.  Every run's start document records the twin that steered it.
 """
-from __future__ import annotations
-
 import logging
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field as dc_field
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 from bluesky.protocols import NamedMovable, Readable
 from bluesky.utils import MsgGenerator
 
 from bluesky_twin.errors import InputError
-from bluesky_twin.protocols import LineAgent, ScoringLineAgent, TwinSource
+from bluesky_twin.protocols import AdaptiveAgent, LineAgent, ScoringLineAgent, TwinSource
 
 from .stubs import (
+    bounded_provenance,
     check_limits,
     clip_to_limits,
     limits_of,
@@ -34,8 +35,12 @@ from .stubs import (
     require_devices,
     require_int,
     require_number,
+    record_decision,
     require_points,
+    resolve_named,
+    twin_uncertainty,
     wait_for_twin,
+    with_decision,
 )
 
 logger = logging.getLogger(__name__)
@@ -61,14 +66,25 @@ class AdaptiveScanResult:
         True if the scores fell below the tolerance.
     reason
         Why the loop stopped: ``"converged"``, ``"budget"``, ``"exhausted"``, ``"no twin"``.
+    proposal
+        The step-motor values the agent proposed last and that were not measured
+        (what it would measure next; empty when the budget ran out first).
+    decisions
+        Every decision, as recorded in the ``decisions`` streams.
+    decision_uid
+        The run that records the last decision when no measurement followed it
+        (``"converged"``, ``"exhausted"``, ``"no twin"``); ``None`` otherwise.
     """
 
     run_uids: list[str] = dc_field(default_factory=list)
     lines: list[list[float]] = dc_field(default_factory=list)
     max_scores: list[float] = dc_field(default_factory=list)
-    twin_versions: list[str | None] = dc_field(default_factory=list)
+    twin_versions: list[Optional[str]] = dc_field(default_factory=list)
     converged: bool = False
     reason: str = ""
+    proposal: list[float] = dc_field(default_factory=list)
+    decisions: list[dict[str, Any]] = dc_field(default_factory=list)
+    decision_uid: Optional[str] = None
 
     @property
     def measured_lines(self) -> list[float]:
@@ -85,19 +101,19 @@ def twin_adaptive_scan(
     step_motor: NamedMovable,
     initial_lines: Sequence[float],
     *,
-    trainer: TwinSource,
-    agent: LineAgent | None = None,
+    trainer: Union[TwinSource, str],
+    agent: Union[LineAgent, AdaptiveAgent, str, None] = None,
     budget: int = 10,
     batch_size: int = 1,
     acquisition: str = "std",
     tolerance: float = 0.02,
-    step_range: tuple[float, float] | None = None,
+    step_range: Optional[tuple[float, float]] = None,
     out_of_limits: str = "clip",
-    min_separation: float | None = None,
+    min_separation: Optional[float] = None,
     twin_timeout: float = 120.0,
     poll_interval: float = 0.25,
-    per_step: Callable | None = None,
-    md: dict | None = None,
+    per_step: Optional[Callable] = None,
+    md: Optional[dict] = None,
 ) -> MsgGenerator[AdaptiveScanResult]:
     """Adaptive line scan steered by the twin's uncertainty (or dS_M error).
 
@@ -155,12 +171,13 @@ def twin_adaptive_scan(
         An explicit value (line points, initial lines, ``step_range``) outside the limits.
     """
     import bluesky.plans as bp
-    from cycler import cycler
+    import bluesky.preprocessors as bpp
 
     # ---- argument checks: all of them before the first message (nothing moves before they pass) ----
     detectors = require_devices(detectors, {"line_motor": line_motor, "step_motor": step_motor})
-    require_common(trainer=trainer, per_step=per_step, md=md, twin_timeout=twin_timeout,
-                   poll_interval=poll_interval)
+    trainer = require_common(trainer=resolve_named(trainer, "trainer"), per_step=per_step, md=md,
+                             twin_timeout=twin_timeout, poll_interval=poll_interval)
+    agent = resolve_named(agent, "agent")
     line_start = require_number("line_start", line_start)
     line_stop = require_number("line_stop", line_stop)
     if line_start == line_stop:
@@ -175,8 +192,13 @@ def twin_adaptive_scan(
     if agent is None:
         if acquisition not in ("std", "derived"):
             raise InputError(f"acquisition must be 'std' or 'derived'; got {acquisition!r}")
-    elif not isinstance(agent, LineAgent):
-        raise InputError(f"agent must have suggest(n) and ingest(points) (a LineAgent); got {type(agent).__name__}")
+        adaptive_shape = False
+    else:
+        adaptive_shape = _is_adaptive_shaped(agent)
+        if not adaptive_shape and not isinstance(agent, LineAgent):
+            raise InputError("agent must have suggest(n) and ingest(points) (a LineAgent, e.g. a blop Optimizer) "
+                             "or bluesky-adaptive's ingest(x, y), suggest(n) -> (docs, points) and report(); "
+                             f"got {type(agent).__name__}")
     tolerance = require_number("tolerance", tolerance, minimum=0.0)
     for m in (line_motor, step_motor):
         if m.name not in trainer.x_fields:
@@ -215,23 +237,32 @@ def twin_adaptive_scan(
                  "initial_lines": initial.tolist(), "trainer": repr(trainer), "agent": repr(agent),
                  "budget": budget, "batch_size": batch_size, "acquisition": acquisition, "tolerance": tolerance,
                  "step_range": list(step_range), "out_of_limits": out_of_limits, "per_step": repr(per_step)}
+    base_md = {"detectors": [d.name for d in detectors], "motors": [name, line_motor.name],
+               "plan_name": "twin_adaptive_scan", "plan_args": plan_args,
+               "hints": {"dimensions": motor_dimensions([step_motor, line_motor])}}
     result = AdaptiveScanResult()
     measured: list[float] = []
     batch = list(dict.fromkeys(initial.tolist()))[:budget]
+    ids: dict[float, Any] = {}  # suggestion ids (blop's "_id") of the lines in the batch
+    decision: dict[str, Any] = {"iteration": 0, "source": "user", "proposed_lines": list(batch),
+                                "twin_version": str(trainer.version or ""), "tolerance": tolerance,
+                                "stop_reason": "budget" if len(batch) >= budget else ""}
     iteration = 0
     while True:
-        _md = {"detectors": [d.name for d in detectors], "motors": [name, line_motor.name],
-               "plan_name": "twin_adaptive_scan", "plan_args": plan_args, "adaptive_iteration": iteration,
-               "hints": {"dimensions": motor_dimensions([step_motor, line_motor])},
-               "twin_steered": trainer.version is not None, **trainer.provenance()}
+        _md = dict(base_md, adaptive_iteration=iteration, twin_steered=trainer.version is not None,
+                   **bounded_provenance(trainer))
+        _md["hints"] = {"dimensions": base_md["hints"]["dimensions"], "gridding": "rectilinear"}
         _md.update(md or {})
-        uid = yield from bp.scan_nd(list(detectors), cycler(step_motor, batch) * cycler(line_motor, line_points),
-                                    per_step=per_step, md=_md)
+        result.decisions.append(decision)
+        uid = yield from with_decision(
+            bp.list_grid_scan(list(detectors), step_motor, list(batch), line_motor, line_points.tolist(),
+                              snake_axes=False, per_step=per_step, md=_md),
+            decision)
         result.run_uids.append(uid)
         result.lines.append(list(batch))
         measured.extend(batch)
-        agent.ingest([{name: v} for v in batch])
         twin = yield from wait_for_twin(trainer, run_uid=uid, timeout=twin_timeout, poll_interval=poll_interval)
+        _ingest(agent, adaptive_shape, name, batch, ids, trainer, uid)
         result.twin_versions.append(trainer.version)
         if twin is None:
             result.reason = "no twin"
@@ -240,28 +271,158 @@ def twin_adaptive_scan(
             result.reason = "budget"
             break
         n = min(batch_size, budget - len(measured))
-        batch = []
+        batch, ids = [], {}
+        suggested: list[float] = []
+        scores = None
         for _attempt in range(3):  # proposals all refused/duplicates: ask again, a few times
-            proposals = [float(p[name]) for p in agent.suggest(n) if name in p]
+            proposals = _suggestions(agent, adaptive_shape, name, n)
+            suggested = [v for v, _ in proposals]
             scores = agent.last_scores if isinstance(agent, ScoringLineAgent) else None
             if scores is not None and len(scores):
                 result.max_scores.append(float(np.nanmax(scores)))
                 if result.max_scores[-1] < tolerance:
                     result.converged, result.reason = True, "converged"
                     break
-            proposals = clip_to_limits(step_motor, proposals, policy=out_of_limits)
-            proposals = np.clip(proposals, *step_range)
-            for v in proposals.tolist():  # de-duplicate against measured lines and the batch
+            kept = clip_to_limits(step_motor, suggested, policy=out_of_limits)
+            kept = np.clip(kept, *step_range)
+            by_value = dict(proposals)
+            for v in kept.tolist():  # de-duplicate against measured lines and the batch
                 if all(abs(v - u) >= sep for u in measured + batch):
                     batch.append(v)
+                    if by_value.get(v) is not None:
+                        ids[v] = by_value[v]
             if batch:
                 break
-        if result.converged:
-            break
-        if not batch:
+        if not result.converged and not batch:
             result.reason = "exhausted"
+        decision = _decision(iteration + 1, agent, name, line_motor.name, line_points, twin, suggested, scores,
+                             batch, tolerance, trainer.version, result.reason)
+        if result.reason:  # converged or exhausted: no run follows, the decision gets a run of its own
+            result.proposal = [v for v in suggested if v not in measured]
             break
+        if len(measured) + len(batch) >= budget:
+            decision["stop_reason"] = "budget"
         iteration += 1
+    if result.reason in ("no twin", "converged", "exhausted"):  # no run follows: the decision gets its own
+        if result.reason == "no twin":
+            decision = {"iteration": iteration + 1, "source": "twin", "proposed_lines": [],
+                        "twin_version": str(trainer.version or ""), "tolerance": tolerance,
+                        "stop_reason": result.reason}
+        result.decisions.append(decision)
+        stop_md = dict(base_md, stage="decision", adaptive_iteration=iteration + 1,
+                       twin_steered=trainer.version is not None, source_run_uids=list(result.run_uids),
+                       **bounded_provenance(trainer))
+        stop_md["hints"] = {}
+        stop_md.update(md or {})
+        result.decision_uid = yield from bpp.run_wrapper(record_decision(decision), md=stop_md)
     logger.info("twin_adaptive_scan: %d line(s) in %d run(s); stopped: %s", len(measured), len(result.run_uids),
                 result.reason)
     return result
+
+
+def _is_adaptive_shaped(agent: Any) -> bool:
+    """True for a bluesky-adaptive agent: ``ingest(independent, dependent)`` takes two required arguments."""
+    ingest = getattr(agent, "ingest", None)
+    if not callable(ingest) or not callable(getattr(agent, "suggest", None)):
+        return False
+    try:
+        params = inspect.signature(ingest).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    required = [p for p in params if p.default is p.empty
+                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(required) >= 2
+
+
+def _number(value: Any, agent: Any, raw: Any) -> float:
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.reshape(-1)[0]
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputError(f"the agent {type(agent).__name__} suggested {raw!r}: not a number of the step motor")
+    return float(value)
+
+
+def _suggestions(agent: Any, adaptive_shape: bool, name: str, n: int) -> list[tuple[float, Any]]:
+    """Ask *agent* for *n* lines: ``[(step value, suggestion id or None)]``.
+
+    Accepts a :class:`~bluesky_twin.protocols.LineAgent` / blop ``Optimizer`` (a list
+    of dicts keyed by device name, with an optional ``"_id"``) and a bluesky-adaptive
+    agent (``(docs, points)``, a point being the step value or a one-element
+    sequence).  Anything else raises :class:`InputError` rather than ending the scan.
+    """
+    raw = agent.suggest(n)
+    if adaptive_shape:
+        if not (isinstance(raw, (tuple, list)) and len(raw) == 2):
+            raise InputError(f"the agent {type(agent).__name__} is a bluesky-adaptive agent (ingest(x, y)) but "
+                             f"suggest({n}) returned {raw!r}, not (docs, points)")
+        points = raw[1]
+        if isinstance(points, np.ndarray):
+            points = list(points)
+        out = []
+        for p in points:
+            if isinstance(p, Mapping):
+                if name not in p:
+                    raise InputError(f"the agent {type(agent).__name__} suggested {dict(p)!r}, which has no {name!r}")
+                out.append((_number(p[name], agent, p), p.get("_id")))
+            else:
+                out.append((_number(p, agent, p), None))
+        return out
+    if isinstance(raw, (str, bytes, Mapping)) or not isinstance(raw, Sequence):
+        raise InputError(f"the agent {type(agent).__name__}: suggest({n}) must return a list of dicts keyed by "
+                         f"device name; got {raw!r}")
+    out = []
+    for p in raw:
+        if not isinstance(p, Mapping) or name not in p:
+            raise InputError(f"the agent {type(agent).__name__} suggested {p!r}: a suggestion must be a dict "
+                             f"holding {name!r}")
+        out.append((_number(p[name], agent, p), p.get("_id")))
+    return out
+
+
+def _ingest(agent: Any, adaptive_shape: bool, name: str, batch: Sequence[float], ids: Mapping[float, Any],
+            trainer: TwinSource, uid: str) -> None:
+    """Tell *agent* which lines were measured (with their readings when the trainer kept them)."""
+    from bluesky_twin.protocols import RecordingTwinSource
+
+    y_by_line: dict[float, list[float]] = {}
+    if isinstance(trainer, RecordingTwinSource):
+        try:
+            data = trainer.run_data(uid)
+            column = np.asarray(data["x"])[:, list(trainer.x_fields).index(name)]
+            for v in batch:
+                y_by_line[v] = np.asarray(data["y"])[np.isclose(column, v)].tolist()
+        except (KeyError, ValueError, IndexError):
+            y_by_line = {}
+    y_name = trainer.y_field
+    if adaptive_shape:
+        for v in batch:
+            agent.ingest(v, y_by_line.get(v, []))
+        return
+    points = []
+    for v in batch:
+        point: dict[str, Any] = {name: v}
+        if ids.get(v) is not None:
+            point["_id"] = ids[v]
+        if y_by_line.get(v):
+            point[f"{y_name}_mean"] = float(np.mean(y_by_line[v]))
+        points.append(point)
+    agent.ingest(points)
+
+
+def _decision(iteration: int, agent: Any, name: str, line_name: str, line_points: np.ndarray, twin: Any,
+              suggested: Sequence[float], scores: Any, batch: Sequence[float], tolerance: float,
+              version: Optional[str], stop_reason: str) -> dict[str, Any]:
+    """The record of one decision (see :func:`twin_adaptive_scan`, Notes)."""
+    candidates = getattr(agent, "candidates", None)
+    score_list = [] if scores is None else np.asarray(scores, dtype=float).reshape(-1).tolist()
+    cand_list = ([] if candidates is None or len(np.asarray(candidates).reshape(-1)) != len(score_list)
+                 else np.asarray(candidates, dtype=float).reshape(-1).tolist())
+    grid = cand_list or list(suggested) or list(batch)
+    unc_abs, unc_rel = twin_uncertainty(twin, {name: grid, line_name: line_points}) if grid else (np.nan, np.nan)
+    return {"iteration": iteration, "source": "agent", "candidates": cand_list, "scores": score_list,
+            "suggestions": list(suggested), "proposed_lines": list(batch),
+            "max_score": float(np.nanmax(score_list)) if score_list else float("nan"), "tolerance": tolerance,
+            "twin_version": str(version or ""), "twin_uncertainty": unc_abs, "twin_uncertainty_rel": unc_rel,
+            "stop_reason": stop_reason}

@@ -11,12 +11,10 @@ Bluesky plan, for a magnetometer with a temperature and a field positioner:
 4. **fine** run: isofield sweeps at the proposed step, inside the positioners' limits;
 5. **report**: dS_M from the fine measurement against the twin's prediction of it.
 """
-from __future__ import annotations
-
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field as dc_field
-from typing import Any
+from typing import Any, Callable as _Callable, Optional, Union
 
 import numpy as np
 from bluesky.protocols import NamedMovable, Readable
@@ -29,6 +27,7 @@ from bluesky_twin.protocols import RecordingTwinSource, require
 from .stubs import (
     MAX_POINTS,
     TwinUnavailableError,
+    bounded_provenance,
     check_limits,
     clip_to_limits,
     limits_of,
@@ -38,7 +37,10 @@ from .stubs import (
     require_int,
     require_number,
     require_points,
+    resolve_named,
+    twin_uncertainty,
     wait_for_twin,
+    with_decision,
 )
 
 logger = logging.getLogger(__name__)
@@ -71,20 +73,23 @@ class CoarseToFineResult:
         RMS difference of the two at the highest field, in % of max |dS_M measured|.
     notes
         Anything that went differently from the plan (clipped fields, missing data...).
+    decisions
+        The decisions recorded in the runs' ``decisions`` streams (one per run).
     """
 
     coarse_uid: str
-    fine_uid: str | None = None
-    proposed_field_step: float | None = None
-    proposal_ok: bool | None = None
+    fine_uid: Optional[str] = None
+    proposed_field_step: Optional[float] = None
+    proposal_ok: Optional[bool] = None
     fine_fields: list[float] = dc_field(default_factory=list)
     fine_temperatures: list[float] = dc_field(default_factory=list)
-    twin_version: str | None = None
+    twin_version: Optional[str] = None
     step_study: Any = None
     dsm_measured: Any = None
     dsm_predicted: Any = None
-    dsm_rmse_pct: float | None = None
+    dsm_rmse_pct: Optional[float] = None
     notes: list[str] = dc_field(default_factory=list)
+    decisions: list[dict[str, Any]] = dc_field(default_factory=list)
 
     @property
     def run_uids(self) -> list[str]:
@@ -134,11 +139,14 @@ def _check_candidate_steps(steps: Any, low_T: float, high_T: float, fine_t_num: 
     return np.asarray(values, dtype=float)
 
 
-def _grid_cycler(outer: NamedMovable, outer_values: Sequence[float], inner: NamedMovable,
-                 inner_values: Sequence[float]) -> Any:
-    from cycler import cycler
+def _grid_scan(detectors: Sequence[Readable], outer: NamedMovable, outer_values: Sequence[float],
+               inner: NamedMovable, inner_values: Sequence[float], *, per_step: Any, md: dict) -> MsgGenerator[str]:
+    """``bp.list_grid_scan`` (outer x inner, no snaking): the start document gets ``shape``,
+    ``extents``, ``hints.gridding`` and ``plan_pattern`` as bluesky writes them."""
+    import bluesky.plans as bp
 
-    return cycler(outer, list(map(float, outer_values))) * cycler(inner, list(map(float, inner_values)))
+    return (yield from bp.list_grid_scan(list(detectors), outer, list(map(float, outer_values)), inner,
+                                         list(map(float, inner_values)), snake_axes=False, per_step=per_step, md=md))
 
 
 def coarse_to_fine(
@@ -150,21 +158,21 @@ def coarse_to_fine(
     field: NamedMovable,
     coarse_fields: Sequence[float],
     *,
-    trainer: RecordingTwinSource,
-    fine_t_num: int | None = None,
-    field_min: float | None = None,
-    field_max: float | None = None,
-    candidate_steps: Sequence[float] | None = None,
-    tolerance: float | None = None,
-    criteria: FieldStepCriteria | None = None,
-    timing: FieldTiming | None = None,
+    trainer: Union[RecordingTwinSource, str],
+    fine_t_num: Optional[int] = None,
+    field_min: Optional[float] = None,
+    field_max: Optional[float] = None,
+    candidate_steps: Optional[Sequence[float]] = None,
+    tolerance: Optional[float] = None,
+    criteria: Optional[FieldStepCriteria] = None,
+    timing: Optional[FieldTiming] = None,
     field_unit: str = "T",
-    mass_g: float | None = None,
-    moment_unit: str | None = None,
+    mass_g: Optional[float] = None,
+    moment_unit: Optional[str] = None,
     twin_timeout: float = 120.0,
     poll_interval: float = 0.25,
-    per_step: Callable | None = None,
-    md: dict | None = None,
+    per_step: Optional[_Callable] = None,
+    md: Optional[dict] = None,
 ) -> MsgGenerator[CoarseToFineResult]:
     """Coarse grid, twin, field-step study, fine scan at the proposed step, dS_M check.
 
@@ -181,7 +189,9 @@ def coarse_to_fine(
     trainer
         A :class:`~bluesky_twin.protocols.RecordingTwinSource` (a
         :class:`~bluesky_twin.callbacks.TwinTrainer` subscribed to the RunEngine),
-        whose inputs include the temperature and field data keys.
+        whose inputs include the temperature and field data keys, or the name it is
+        registered under (:func:`bluesky_twin.registry.register`; bluesky-queueserver
+        passes names).
     fine_t_num
         Points per fine sweep (default ``2 * t_num``).
     field_min, field_max
@@ -203,15 +213,30 @@ def coarse_to_fine(
     mass_g, moment_unit
         Optional SI conversion of dS_M.
     twin_timeout, poll_interval
-        How long to wait for the refit on the coarse run, and how often to look.
+        How long to wait for the refit on the coarse run (at least the fit's own
+        budget plus a margin, see :func:`~bluesky_twin.plans.stubs.wait_for_twin`), and
+        how often to look.
     per_step
-        Passed to :func:`bluesky.plans.scan_nd` for both runs.
+        Passed to :func:`bluesky.plans.list_grid_scan` for both runs.
     md
         Extra metadata for both runs.
 
     Returns
     -------
     CoarseToFineResult
+        The proposal (``proposed_field_step``, ``fine_fields``) and what came of it
+        (``RE(..., call_returns_result=True)`` gives it as ``plan_result``).
+
+    Notes
+    -----
+    Both runs are ``bp.list_grid_scan`` runs (``shape``, ``extents``,
+    ``hints["gridding"]``, ``plan_pattern`` in the start document) with
+    ``plan_name="coarse_to_fine"`` and a ``stage`` (``"coarse"``, ``"fine"``).  Each
+    has a ``decisions`` stream of one event: for the fine run the candidate steps
+    (``decision_candidates``, tesla), their wiggle scores and pass flags, the proposed
+    step and fields, the twin version and its mean uncertainty over the fine grid.
+    Start documents carry a bounded provenance record
+    (:func:`~bluesky_twin.plans.stubs.bounded_provenance`).
 
     Raises
     ------
@@ -225,8 +250,6 @@ def coarse_to_fine(
     TwinUnavailableError
         The twin did not arrive within *twin_timeout* (after the coarse run).
     """
-    import bluesky.plans as bp
-
     from bluesky_twin.analysis.mce import (
         _si_conversion,
         entropy_change_from_twin,
@@ -237,8 +260,8 @@ def coarse_to_fine(
 
     # ---- argument checks: all of them before the first message (nothing moves before they pass) ----
     detectors = require_devices(detectors, {"temperature": temperature, "field": field})
-    require_common(trainer=trainer, per_step=per_step, md=md, twin_timeout=twin_timeout,
-                   poll_interval=poll_interval)
+    trainer = require_common(trainer=resolve_named(trainer, "trainer"), per_step=per_step, md=md,
+                             twin_timeout=twin_timeout, poll_interval=poll_interval)
     require(trainer, RecordingTwinSource, "trainer", "a TwinTrainer (a TwinSource that keeps its runs' data)")
     t_start = require_number("t_start", t_start)
     t_stop = require_number("t_stop", t_stop)
@@ -277,7 +300,7 @@ def coarse_to_fine(
 
     base_md = {"detectors": [d.name for d in detectors], "motors": [h_name, t_name], "plan_name": "coarse_to_fine",
                "twin_x": list(trainer.x_fields), "twin_y": trainer.y_field,
-               "hints": {"dimensions": motor_dimensions([field, temperature])}}
+               "hints": {"dimensions": motor_dimensions([field, temperature]), "gridding": "rectilinear"}}
     plan_args = {"detectors": list(map(repr, detectors)), "temperature": repr(temperature), "t_start": t_start,
                  "t_stop": t_stop, "t_num": t_num, "field": repr(field), "coarse_fields": list(coarse_fields),
                  "fine_t_num": fine_t_num, "field_min": field_min, "field_max": field_max,
@@ -287,12 +310,16 @@ def coarse_to_fine(
     base_md["plan_args"] = plan_args
 
     # ---- 1. coarse isofield sweeps ----
-    coarse_md = dict(base_md, stage="coarse", **{k: v for k, v in trainer.provenance().items() if k not in base_md})
+    coarse_md = dict(base_md, stage="coarse",
+                     **{k: v for k, v in bounded_provenance(trainer).items() if k not in base_md})
     coarse_md["twin_steered"] = False
     coarse_md.update(md or {})
-    coarse_uid = yield from bp.scan_nd(list(detectors), _grid_cycler(field, coarse_fields, temperature, coarse_T),
-                                       per_step=per_step, md=coarse_md)
+    coarse_decision = {"stage": "coarse", "source": "user", "proposed_lines": list(coarse_fields),
+                       "twin_version": str(trainer.version or ""), "stop_reason": ""}
+    coarse_uid = yield from with_decision(_grid_scan(detectors, field, coarse_fields, temperature, coarse_T,
+                                                     per_step=per_step, md=coarse_md), coarse_decision)
     result = CoarseToFineResult(coarse_uid=coarse_uid)
+    result.decisions.append(coarse_decision)
 
     # ---- 2. wait for the twin trained on it ----
     twin = yield from wait_for_twin(trainer, run_uid=coarse_uid, timeout=twin_timeout, poll_interval=poll_interval)
@@ -301,7 +328,7 @@ def coarse_to_fine(
             f"no twin trained on the coarse run {coarse_uid} within {twin_timeout} s "
             f"(trainer: {trainer.status.get('state')}, last error: {trainer.status.get('last_error')})"
         )
-    provenance = trainer.provenance()
+    provenance = bounded_provenance(trainer)
     result.twin_version = provenance["twin_version"]
 
     # ---- 3. step study with the twin ----
@@ -324,9 +351,21 @@ def coarse_to_fine(
     fine_md.update({"proposed_field_step": result.proposed_field_step, "source_run_uid": coarse_uid,
                     "step_study": study.to_json_dict()})
     fine_md.update(md or {})
-    fine_uid = yield from bp.scan_nd(list(detectors), _grid_cycler(field, fine_fields, temperature, fine_T),
-                                     per_step=per_step, md=fine_md)
+    unc_abs, unc_rel = twin_uncertainty(twin, {t_name: fine_T, h_name: fine_fields})
+    fine_decision = {
+        "stage": "fine", "source": "twin", "source_run_uid": coarse_uid,
+        "candidates": [float(v) for v in study.steps],
+        "scores": [float(r.get("wiggle", np.nan)) for r in study.rows],
+        "passes": [float(bool(r.get("passes"))) for r in study.rows],
+        "proposed_step": result.proposed_field_step, "proposed_step_T": step_T,
+        "proposal_ok": bool(study.proposal_ok), "proposed_lines": result.fine_fields,
+        "twin_version": str(result.twin_version or ""), "twin_uncertainty": unc_abs,
+        "twin_uncertainty_rel": unc_rel, "stop_reason": "proposal measured",
+    }
+    fine_uid = yield from with_decision(_grid_scan(detectors, field, fine_fields, temperature, fine_T,
+                                                   per_step=per_step, md=fine_md), fine_decision)
     result.fine_uid = fine_uid
+    result.decisions.append(fine_decision)
 
     # ---- 5. measured vs predicted dS_M ----
     try:

@@ -15,13 +15,12 @@ Devices are checked against bluesky's protocols (:class:`~bluesky.protocols.Read
 ``require_points`` bounds the readings a run (or a model evaluation) implies to
 :data:`MAX_POINTS`.
 """
-from __future__ import annotations
-
+import hashlib
 import logging
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Optional, Union
 
 import numpy as np
 from bluesky.protocols import HasHints, HasName, Movable, NamedMovable, Readable
@@ -32,9 +31,13 @@ from bluesky_twin.protocols import HasLimits, Twin, TwinSource, require
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MAX_POINTS", "TwinUnavailableError", "check_limits", "clip_to_limits", "limits_of", "motor_dimensions",
-           "require_common", "require_devices", "require_int", "require_number", "require_points", "require_source",
-           "wait_for_twin"]
+__all__ = ["MAX_POINTS", "WAIT_MARGIN_S", "TwinUnavailableError", "bounded_provenance", "check_limits",
+           "clip_to_limits", "fit_budget", "limits_of", "motor_dimensions", "record_decision", "require_common",
+           "require_devices", "require_int", "require_number", "require_points", "require_source", "resolve_named",
+           "training_digest", "twin_uncertainty", "wait_for_twin", "with_decision"]
+
+#: Seconds added to a fit's own budget (``timeout``/``budget`` of its kwargs) when waiting for it.
+WAIT_MARGIN_S = 30.0
 
 #: Most readings one run of a plan may imply, and most model evaluations a step study may
 #: imply (a 1e-9 T step over 3 T would otherwise ask for billions).
@@ -45,29 +48,54 @@ class TwinUnavailableError(RuntimeError):
     """No (fresh) twin was available within the timeout, or its fit failed."""
 
 
+def fit_budget(trainer: Any) -> Optional[float]:
+    """The longest time budget (s) the trainer gives its fits, or ``None`` if it sets none.
+
+    Read from ``timeout`` or ``budget`` in the trainer's ``fit_kwargs`` and ``refit_kwargs``
+    (as :class:`~bluesky_twin.callbacks.TwinTrainer` keeps them).
+    """
+    budgets = []
+    for attr in ("fit_kwargs", "refit_kwargs"):
+        kwargs = getattr(trainer, attr, None)
+        if not isinstance(kwargs, Mapping):
+            continue
+        for key in ("timeout", "budget"):
+            v = kwargs.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0:
+                budgets.append(float(v))
+    return max(budgets) if budgets else None
+
+
 def wait_for_twin(
-    trainer: TwinSource,
+    trainer: Union[TwinSource, str],
     *,
-    run_uid: str | None = None,
-    newer_than: str | None = None,
+    run_uid: Optional[str] = None,
+    newer_than: Optional[str] = None,
     timeout: float = 60.0,
     poll_interval: float = 0.2,
-) -> MsgGenerator[Twin | None]:
+) -> MsgGenerator[Optional[Twin]]:
     """Wait (inside a plan) until the trainer has a twin trained on *run_uid*.
+
+    Every poll starts with ``bps.checkpoint()``, so a pause requested while waiting
+    (Ctrl-C, ``RE.request_pause()``) takes effect at once and ``RE.resume()`` goes on
+    waiting.  Time spent paused does not count against *timeout*.
 
     Parameters
     ----------
     trainer
         A :class:`~bluesky_twin.protocols.TwinSource` (e.g. a
-        :class:`~bluesky_twin.callbacks.TwinTrainer` subscribed to the RunEngine).
+        :class:`~bluesky_twin.callbacks.TwinTrainer` subscribed to the RunEngine), or
+        the name it is registered under (:mod:`bluesky_twin.registry`).
     run_uid
         Require a twin whose training data includes this run.
     newer_than
         Require a twin version different from this one.
     timeout
-        Seconds to wait at most.
+        Seconds to wait at least.  When the trainer's fits have a time budget
+        (:func:`fit_budget`), the wait lasts at least that budget plus
+        :data:`WAIT_MARGIN_S`.
     poll_interval
-        Seconds between polls (each poll is a ``bps.sleep``).
+        Seconds between polls (each poll is a ``bps.checkpoint`` and a ``bps.sleep``).
 
     Returns
     -------
@@ -76,25 +104,34 @@ def wait_for_twin(
     """
     import bluesky.plan_stubs as bps
 
-    require_source(trainer)
-    require_number("timeout", timeout, minimum=0.0, allow_inf=True)
-    require_number("poll_interval", poll_interval, minimum=0.0, strict=True)
-    deadline = time.monotonic() + timeout
+    trainer = require_source(resolve_named(trainer, "trainer"))
+    timeout = require_number("timeout", timeout, minimum=0.0, allow_inf=True)
+    poll_interval = require_number("poll_interval", poll_interval, minimum=0.0, strict=True)
+    budget = fit_budget(trainer)
+    if budget is not None:
+        timeout = max(timeout, budget + WAIT_MARGIN_S)
+    waited = 0.0
     while True:
+        yield from bps.checkpoint()
         done, twin = trainer.poll(newer_than=newer_than, run_uid=run_uid)
         if done:
             if twin is None:
                 logger.warning("wait_for_twin: no twin for run %s: %s", run_uid, trainer.status.get("last_error"))
             return twin
-        remaining = deadline - time.monotonic()
+        remaining = timeout - waited
         if remaining <= 0:
             logger.warning("wait_for_twin: timed out after %.1f s (trainer status: %s)", timeout,
                            trainer.status.get("state"))
             return None
-        yield from bps.sleep(min(poll_interval, remaining))
+        step = min(poll_interval, remaining)
+        t0 = time.monotonic()
+        yield from bps.sleep(step)
+        elapsed = time.monotonic() - t0
+        # a pause (or a resume that replays the sleep) shows up as a long sleep: count the step only
+        waited += elapsed if elapsed <= step + 1.0 else step
 
 
-def limits_of(motor: NamedMovable) -> tuple[float, float] | None:
+def limits_of(motor: NamedMovable) -> Optional[tuple[float, float]]:
     """``(low, high)`` of a positioner, or ``None`` if it declares none.
 
     A positioner declares limits by being a :class:`~bluesky_twin.protocols.HasLimits`;
@@ -203,7 +240,7 @@ def require_int(name: str, value: Any, *, minimum: int = 1, maximum: int = MAX_P
 
 
 def require_number(name: str, value: Any, *, minimum: float | None = None, strict: bool = False,
-                   allow_inf: bool = False, optional: bool = False) -> float | None:
+                   allow_inf: bool = False, optional: bool = False) -> Optional[float]:
     """*value* as a finite ``float`` (``>= minimum``, or ``> minimum`` with *strict*).
 
     Raises
@@ -265,17 +302,160 @@ def require_devices(detectors: Any, motors: Mapping[str, Any]) -> list[Readable]
 
 
 def require_source(trainer: Any) -> TwinSource:
-    """*trainer* if it is a :class:`~bluesky_twin.protocols.TwinSource`, else a one-line
+    """*trainer* (or the trainer registered under that name) if it is a
+    :class:`~bluesky_twin.protocols.TwinSource`, else a one-line
     :class:`~bluesky_twin.errors.InputError`."""
+    trainer = resolve_named(trainer, "trainer")
     return require(trainer, TwinSource, "trainer", "a TwinTrainer or another TwinSource")
 
 
-def require_common(*, trainer: Any, per_step: Any, md: Any, twin_timeout: Any, poll_interval: Any) -> None:
-    """Checks shared by the twin-steered plans: the trainer, ``per_step``, ``md`` and the waits."""
-    require_source(trainer)
+def require_common(*, trainer: Any, per_step: Any, md: Any, twin_timeout: Any, poll_interval: Any) -> TwinSource:
+    """Checks shared by the twin-steered plans: the trainer, ``per_step``, ``md`` and the waits.
+
+    Returns the trainer (resolved from its registered name if a string was given).
+    """
+    trainer = require_source(trainer)
     if per_step is not None and not callable(per_step):
         raise InputError(f"per_step must be callable or None; got {per_step!r}")
     if md is not None and not isinstance(md, dict):
         raise InputError(f"md must be a dict or None; got {type(md).__name__}")
     require_number("twin_timeout", twin_timeout, minimum=0.0, allow_inf=True)
     require_number("poll_interval", poll_interval, minimum=0.0, strict=True)
+    return trainer
+
+
+def resolve_named(value: Any, what: str) -> Any:
+    """*value* itself, or the object registered under the name *value* (:mod:`bluesky_twin.registry`).
+
+    bluesky-queueserver passes plan parameters as JSON, so objects that are neither
+    devices nor plans (a trainer, an agent) travel by name.  The caller checks the
+    object against its protocol afterwards.
+
+    Raises
+    ------
+    InputError
+        *value* is a string that names no registered object.
+    """
+    if isinstance(value, str):
+        from bluesky_twin.registry import resolve
+
+        return resolve(value, None, what)
+    return value
+
+
+# ----------------------------------------------------------------------------- provenance and decisions
+
+
+def training_digest(run_uids: Iterable[str]) -> str:
+    """sha256 (hex) of the training runs' uids, one per line in training order."""
+    return hashlib.sha256("\n".join(map(str, run_uids)).encode()).hexdigest()
+
+
+def bounded_provenance(trainer: TwinSource) -> dict[str, Any]:
+    """Start-document provenance of the trainer's current twin, of bounded size.
+
+    ``trainer.provenance()`` with its (ever-growing) ``twin_training_run_uids`` list
+    replaced by ``twin_training_runs`` (their count) and ``twin_training_digest``
+    (:func:`training_digest` of the list): ``twin_version``, ``twin_study_name``,
+    ``twin_x``, ``twin_y``, ``twin_training_runs``, ``twin_training_digest``.
+    """
+    prov = dict(trainer.provenance())
+    uids = list(prov.pop("twin_training_run_uids", None) or [])
+    prov["twin_training_runs"] = len(uids)
+    prov["twin_training_digest"] = training_digest(uids)
+    return prov
+
+
+def _signal_value(value: Any) -> Any:
+    if value is None:
+        return float("nan")
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return np.asarray(value, dtype=float).reshape(-1)
+    return value
+
+
+def record_decision(fields: Mapping[str, Any], *, stream: str = "decisions") -> MsgGenerator[dict[str, Any]]:
+    """Record one decision of a twin-steered plan as an event of the *stream* of the open run.
+
+    Each field becomes an ophyd :class:`~ophyd.Signal` named ``decision_<key>`` and read
+    into one event, so the stream has an ordinary descriptor (numbers, strings, 1-d
+    arrays) and TiledWriter stores it like any stream.  ``None`` becomes NaN, booleans
+    become 0/1, sequences become float arrays.
+
+    Parameters
+    ----------
+    fields
+        ``{key: value}`` of the decision (candidates, scores, proposal, stop reason...).
+    stream
+        Name of the event stream.
+
+    Returns
+    -------
+    dict
+        The reading.
+    """
+    import bluesky.plan_stubs as bps
+    from ophyd import Signal
+
+    signals = [Signal(name=f"decision_{k}", value=_signal_value(v), kind="hinted") for k, v in fields.items()]
+    yield from bps.create(stream)
+    reading: dict[str, Any] = {}
+    for sig in signals:
+        reading.update((yield from bps.read(sig)) or {})
+    yield from bps.save()
+    return reading
+
+
+def with_decision(plan: MsgGenerator[Any], fields: Mapping[str, Any], *,
+                  stream: str = "decisions") -> MsgGenerator[Any]:
+    """Run *plan* (one run) with *fields* recorded right after its ``open_run`` (:func:`record_decision`).
+
+    This is how a plan built on ``bp.list_grid_scan`` (or any plan owning its run)
+    stores the decision that made it, inside the run it made.  The return value of
+    *plan* is passed on.
+    """
+    import bluesky.preprocessors as bpp
+
+    seen = False
+
+    def insert(msg: Any) -> tuple[Any, Any]:
+        nonlocal seen
+        if msg.command == "open_run" and not seen:
+            seen = True
+            return None, record_decision(fields, stream=stream)
+        return None, None
+
+    return (yield from bpp.plan_mutator(plan, insert))
+
+
+def twin_uncertainty(twin: Any, axes: Mapping[str, Sequence[float]], fixed: Optional[Mapping[str, float]] = None
+                     ) -> tuple[float, float]:
+    """Mean predicted standard deviation of *twin* over the grid of *axes*.
+
+    Returns
+    -------
+    (absolute, relative)
+        The mean ``std`` in the unit of the twin's output, and the same divided by the
+        spread (standard deviation) of the predicted means; NaN where the twin cannot
+        be evaluated (missing inputs, no twin).
+    """
+    nan = (float("nan"), float("nan"))
+    if twin is None:
+        return nan
+    try:
+        names = list(twin.x_names)
+        values = dict(fixed or {})
+        grids = np.meshgrid(*[np.asarray(axes[n], dtype=float) if n in axes else np.asarray([values[n]], dtype=float)
+                              for n in names], indexing="ij")
+        X = np.column_stack([g.reshape(-1) for g in grids])
+        mean, std = twin.predict(X)
+    except Exception as exc:  # noqa: BLE001 - a record, never a reason to stop the plan
+        logger.debug("twin_uncertainty: %s", exc)
+        return nan
+    absolute = float(np.nanmean(np.asarray(std, dtype=float)))
+    spread = float(np.nanstd(np.asarray(mean, dtype=float)))
+    return absolute, (absolute / spread if spread > 0 else float("nan"))

@@ -8,6 +8,7 @@ bp = pytest.importorskip("bluesky.plans")
 
 from bluesky_twin.callbacks import TwinTrainer  # noqa: E402
 from bluesky_twin.plans import CoarseToFineResult, coarse_to_fine, twin_adaptive_scan  # noqa: E402
+from bluesky_twin.plans.stubs import training_digest  # noqa: E402
 
 WARM_START_WARNING = "ignore:Fixed parameter .* is out of range:UserWarning"
 pytestmark = pytest.mark.filterwarnings(WARM_START_WARNING)
@@ -61,7 +62,8 @@ def test_coarse_to_fine_proposes_a_step_scans_within_limits_and_reports_dsm(RE, 
     assert coarse_start["twin_x"] == ["mpms_temperature", "mpms_field"] and coarse_start["sample"] == "ErCo2-sim"
     assert fine_start["stage"] == "fine" and fine_start["twin_steered"] is True
     assert fine_start["twin_version"] == res.twin_version
-    assert fine_start["twin_training_run_uids"] == [res.coarse_uid]
+    assert fine_start["twin_training_runs"] == 1 and "twin_training_run_uids" not in fine_start
+    assert fine_start["twin_training_digest"] == training_digest([res.coarse_uid])
     assert fine_start["twin_study_name"] and fine_start["source_run_uid"] == res.coarse_uid
     assert fine_start["proposed_field_step"] == res.proposed_field_step
     assert fine_start["plan_name"] == "coarse_to_fine" and "plan_args" in fine_start
@@ -84,5 +86,5 @@ def test_adaptive_scan_spends_its_budget_on_new_lines_with_provenance(RE, mpms, 
     for k, s in enumerate(starts[1:], start=1):
         assert s["twin_steered"] is True and s["adaptive_iteration"] == k
         assert s["twin_version"] == res.twin_versions[k - 1]
-        assert s["twin_training_run_uids"] == res.run_uids[:k]
+        assert s["twin_training_runs"] == k and s["twin_training_digest"] == training_digest(res.run_uids[:k])
         assert s["twin_study_name"].startswith(trainer.study_name)
