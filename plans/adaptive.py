@@ -130,11 +130,16 @@ def twin_adaptive_scan(
         values outside the limits raise ``LimitError``.
     trainer
         A :class:`~bluesky_twin.protocols.TwinSource` (e.g. a
-        :class:`~bluesky_twin.callbacks.TwinTrainer` subscribed to the RunEngine).
+        :class:`~bluesky_twin.callbacks.TwinTrainer` subscribed to the RunEngine), or
+        the name it is registered under (:func:`bluesky_twin.registry.register`;
+        bluesky-queueserver passes names).
     agent
-        A :class:`~bluesky_twin.protocols.LineAgent`: ``suggest(n) -> list[dict]`` and
-        ``ingest(list[dict])`` keyed by device names.  Default:
-        :class:`bluesky_twin.agent.TwinLineAgent`.
+        A :class:`~bluesky_twin.protocols.LineAgent` or blop ``Optimizer``:
+        ``suggest(n) -> list[dict]`` keyed by device names (an optional ``"_id"`` is
+        passed back to ``ingest``) and ``ingest(list[dict])``; or a bluesky-adaptive
+        agent (:class:`~bluesky_twin.protocols.AdaptiveAgent`: ``ingest(x, y)``,
+        ``suggest(n) -> (docs, points)``, ``report()``); or a registered name.
+        Default: :class:`bluesky_twin.agent.TwinLineAgent`.
     budget
         Total number of lines to measure at most (initial ones included).
     batch_size
@@ -160,13 +165,34 @@ def twin_adaptive_scan(
     Returns
     -------
     AdaptiveScanResult
+        The lines measured, why it stopped and the last proposal
+        (``RE(..., call_returns_result=True)`` gives it as ``plan_result``).
+
+    Notes
+    -----
+    Every line run is a ``bp.list_grid_scan`` (``shape``, ``extents``,
+    ``hints["gridding"]``, ``plan_pattern`` in the start document, so
+    BestEffortCallback draws a LiveGrid) with ``plan_name="twin_adaptive_scan"``, an
+    ``adaptive_iteration`` and bounded provenance
+    (:func:`~bluesky_twin.plans.stubs.bounded_provenance`).  Each run has a
+    ``decisions`` stream of one event, the decision that made it: ``decision_candidates``
+    and ``decision_scores`` (the agent's), ``decision_suggestions`` (what it
+    suggested), ``decision_proposed_lines`` (what was measured after clipping and
+    de-duplication), ``decision_max_score``, ``decision_tolerance``,
+    ``decision_twin_version``, ``decision_twin_uncertainty`` (mean predicted std over
+    the candidate lines; ``_rel``: relative to the spread of the prediction) and
+    ``decision_stop_reason`` (``"budget"`` on the last run of a spent budget).  When
+    the loop stops after a refit (``"converged"``, ``"exhausted"``, ``"no twin"``),
+    that decision is recorded in a run of its own (``stage="decision"``, no readings).
 
     Raises
     ------
     InputError
         A bad argument (one line), before the first message: nothing has moved.  This
         includes a scan of more than :data:`~bluesky_twin.plans.stubs.MAX_POINTS`
-        readings (``budget * line_num``).
+        readings (``budget * line_num``).  Also raised when the agent's suggestions are malformed
+        (not dicts holding the step motor's name, not numbers, not ``(docs, points)``
+        for a bluesky-adaptive agent) rather than ending the scan as "exhausted".
     LimitError
         An explicit value (line points, initial lines, ``step_range``) outside the limits.
     """

@@ -40,6 +40,8 @@ def trainer(RE):
 def test_coarse_to_fine_proposes_a_step_scans_within_limits_and_reports_dsm(RE, mpms, trainer):
     starts: list = []
     RE.subscribe(lambda name, doc: starts.append(doc), "start")
+    docs: list = []
+    RE.subscribe(lambda name, doc: docs.append((name, doc)))
     steps = [0.1, 0.25, 0.5, 1.0]
     out = RE(coarse_to_fine([mpms], mpms.temperature, 26, 44, 19, mpms.field, [0.0, 1.0, 2.0], trainer=trainer,
                             candidate_steps=steps, twin_timeout=120, md={"sample": "ErCo2-sim"}))
@@ -67,6 +69,20 @@ def test_coarse_to_fine_proposes_a_step_scans_within_limits_and_reports_dsm(RE, 
     assert fine_start["twin_study_name"] and fine_start["source_run_uid"] == res.coarse_uid
     assert fine_start["proposed_field_step"] == res.proposed_field_step
     assert fine_start["plan_name"] == "coarse_to_fine" and "plan_args" in fine_start
+    # grid runs as bluesky writes them (BestEffortCallback draws a LiveGrid)
+    assert list(coarse_start["shape"]) == [3, 19] and list(fine_start["shape"]) == [len(res.fine_fields), 38]
+    assert fine_start["hints"]["gridding"] == "rectilinear" and fine_start["plan_pattern"] == "outer_list_product"
+    assert [list(e) for e in coarse_start["extents"]] == [[0.0, 2.0], [26.0, 44.0]]
+    # the decision is a document: the fine run's "decisions" stream
+    desc = [d["uid"] for n, d in docs if n == "descriptor" and d["name"] == "decisions"
+            and d["run_start"] == res.fine_uid]
+    (event,) = [d for n, d in docs if n == "event" and d["descriptor"] in desc]
+    data = event["data"]
+    assert list(data["decision_candidates"]) == steps and len(data["decision_scores"]) == len(steps)
+    assert data["decision_proposed_step"] == res.proposed_field_step
+    assert list(data["decision_proposed_lines"]) == res.fine_fields
+    assert data["decision_twin_version"] == res.twin_version and data["decision_twin_uncertainty"] > 0
+    assert res.decisions[-1]["proposed_step"] == res.proposed_field_step
     assert fine_start["hints"]["dimensions"] == [(["mpms_field"], "primary"), (["mpms_temperature"], "primary")] \
         or fine_start["hints"]["dimensions"] == [[["mpms_field"], "primary"], [["mpms_temperature"], "primary"]]
 
