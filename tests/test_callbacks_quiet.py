@@ -202,3 +202,197 @@ def test_twin_runs_only():
     assert twin_runs_only({"plan_name": "twin_adaptive_scan"})
     assert not twin_runs_only({"plan_name": "grid_scan"}) and not twin_runs_only({})
     assert not twin_runs_only({"twin": "yes", "plan_name": "scan"})
+
+
+# ---------------------------------------------------------------------------- live plot
+
+
+def _axes():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    return fig, ax
+
+
+def _idle(trainer, timeout: float = 10.0) -> None:
+    """Wait until the trainer's worker (and so its refit listeners) is done."""
+    deadline = time.monotonic() + timeout
+    while trainer.training and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _re_thread(RE) -> dict:
+    """Record the thread the RunEngine delivers documents on."""
+    seen: dict = {}
+    RE.subscribe(lambda name, doc: seen.setdefault("ident", threading.get_ident()), "event")
+    return seen
+
+
+def test_live_plot_predicts_off_the_run_engine_thread_and_labels_units(RE, motor, det):
+    import matplotlib.pyplot as plt
+
+    twin = _FakeTwin("fixed-1")
+    fig, ax = _axes()
+    plot = TwinLivePlot(twin, x="t", ax=ax, min_interval=0.0)
+    assert plot.draw_mode == "worker"  # Agg: headless, drawn on the worker
+    seen = _re_thread(RE)
+    RE.subscribe(plot)
+    RE(bp.scan([det], motor, -5, 5, 11))
+    assert plot.wait(10)
+    assert twin.threads and seen["ident"] not in set(twin.threads)
+    assert threading.get_ident() not in set(twin.threads)
+    assert plot.drawn_version == "fixed-1" and plot.n_redraws >= 1
+    assert ax.get_xlabel() == "t [K]" and ax.get_ylabel() == "det"  # the motor's egu
+    (measured,) = [ln for ln in ax.lines if ln.get_linestyle() == "None"]
+    assert len(measured.get_xdata()) == 11  # the final frame has every point
+    plt.close(fig)
+
+
+def test_live_plot_redraws_after_a_refit_of_the_trainer(RE, motor, det):
+    import matplotlib.pyplot as plt
+
+    versions: list = []
+    trainer = TwinTrainer(["t"], "det", fit_function=_fake_fit(versions), min_points=3)
+    fig, ax = _axes()
+    plot = TwinLivePlot(trainer, x="t", ax=ax, min_interval=1e9)
+    RE.subscribe(trainer)
+    RE.subscribe(plot)
+    (uid,) = RE(bp.scan([det], motor, -5, 5, 11))
+    twin = trainer.wait_for_version(None, timeout=10, run_uid=uid)
+    assert twin is not None
+    _idle(trainer)  # the refit listener ran
+    assert plot.wait(10)
+    # first event and stop: frames without a twin, or with it if the refit was quick; then the
+    # refit's own request draws the run again with the new twin, after the run stopped
+    assert plot.n_requests == 3 and plot.drawn_version == twin.version
+    assert len(twin.threads) >= 1 and len(ax.collections) == 1  # the twin's band
+    drawn = plot.n_redraws
+    trainer.refit(wait=True)  # a later refit (no new run) redraws again
+    _idle(trainer)
+    assert plot.wait(10) and plot.n_redraws == drawn + 1 and plot.drawn_version == versions[-1].version
+    plt.close(fig)
+
+
+def test_a_slow_predict_does_not_hold_up_the_run_engine(RE, motor, det):
+    import matplotlib.pyplot as plt
+
+    twin = _FakeTwin("slow-1", delay=0.5)
+    fig, ax = _axes()
+    plot = TwinLivePlot(twin, x="t", ax=ax, min_interval=0.0)  # asks for a frame at every event
+    RE.subscribe(plot)
+    times: list = []
+    RE.subscribe(lambda name, doc: times.append(time.monotonic()), "event")
+    t0 = time.monotonic()
+    RE(bp.scan([det], motor, -5, 5, 21))
+    elapsed = time.monotonic() - t0
+    # 21 synchronous predicts would take 10.5 s; the RunEngine does not wait for any of them
+    assert elapsed < 5.0, elapsed
+    assert plot.n_requests == 22 and len(times) == 21
+    assert plot.wait(30)
+    # requests made while the worker predicted were coalesced: far fewer predicts than requests
+    assert 1 <= plot.n_predicts < 12 and plot.n_predicts == len(twin.threads)
+    (measured,) = [ln for ln in ax.lines if ln.get_linestyle() == "None"]
+    assert len(measured.get_xdata()) == 21  # the last frame is complete
+    plt.close(fig)
+
+
+def test_live_plot_polls_the_version_of_a_source_without_refit_listeners(RE, motor, det):
+    import matplotlib.pyplot as plt
+
+    class Source:
+        """A minimal TwinSource without add_refit_listener."""
+
+        x_fields = ["t"]
+        y_field = "det"
+        twin = None
+
+        @property
+        def version(self):
+            return None if self.twin is None else self.twin.version
+
+        def poll(self, *, newer_than=None, run_uid=None):
+            return self.twin is not None, self.twin
+
+        def wait_for_version(self, newer_than=None, timeout=None, *, run_uid=None):
+            return self.twin
+
+        def provenance(self):
+            return {}
+
+        @property
+        def status(self):
+            return {}
+
+    source = Source()
+    fig, ax = _axes()
+    plot = TwinLivePlot(source, x="t", ax=ax, min_interval=1e9)
+
+    def plan():
+        def per_step(detectors, step, pos_cache):
+            yield from bps.one_nd_step(detectors, step, pos_cache)
+            if step[motor] == 0.0:
+                plot.wait(10)
+                source.twin = _FakeTwin("polled-1")  # "a refit" mid-run
+
+        return (yield from bp.scan([det], motor, -5, 5, 11, per_step=per_step))
+
+    RE.subscribe(plot)
+    RE(plan())
+    assert plot.wait(10)
+    # first event, the event after the new version appeared, stop
+    assert plot.n_requests == 3 and plot.drawn_version == "polled-1"
+    plt.close(fig)
+
+
+def test_with_a_qt_backend_documents_and_frames_are_teleported_to_the_main_thread(RE, motor, det, monkeypatch):
+    """No Qt binding is needed: bluesky's teleporter is replaced by a queue that the test's
+    main thread drains, as Qt's event loop would."""
+    import queue
+
+    import matplotlib.pyplot as plt
+    from bluesky.callbacks import mpl_plotting
+
+    from bluesky_twin.callbacks import live_plot
+
+    delivered: queue.Queue = queue.Queue()
+
+    class Signal:
+        def emit(self, name, doc, obj):
+            delivered.put((name, doc, obj))
+
+    class Teleporter:
+        name_doc_escape = Signal()
+
+    def fake_get_teleporter():
+        return Teleporter
+
+    fake_get_teleporter.cache_info = lambda: type("Info", (), {"currsize": 1})()
+    monkeypatch.setattr(mpl_plotting, "_get_teleporter", fake_get_teleporter)
+    draws: list = []
+    original_apply = live_plot.TwinLivePlot._apply
+
+    def recording_apply(self, frame):
+        draws.append(threading.get_ident())
+        return original_apply(self, frame)
+
+    monkeypatch.setattr(live_plot.TwinLivePlot, "_apply", recording_apply)
+    twin = _FakeTwin("qt-1")
+    fig, ax = _axes()
+    plot = TwinLivePlot(twin, x="t", ax=ax, min_interval=0.0, use_teleporter=True)
+    assert plot.draw_mode == "qt"
+    RE.subscribe(plot)
+    RE(bp.scan([det], motor, -5, 5, 5))
+    assert plot.n_requests == 0 and not draws  # nothing ran yet: documents wait for the main thread
+
+    def drain():
+        while not delivered.empty():
+            name, doc, obj = delivered.get()
+            obj(name, doc, escape=True)
+
+    drain()  # the documents: points stored, frames requested, predicted on the worker
+    assert plot.n_requests == 6 and plot.wait(10)
+    drain()  # the frames
+    assert draws and set(draws) == {threading.get_ident()}  # drawn on the "Qt" main thread only
+    assert threading.get_ident() not in set(twin.threads)
+    assert plot.drawn_version == "qt-1"
+    plt.close(fig)
