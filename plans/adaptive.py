@@ -175,10 +175,13 @@ def twin_adaptive_scan(
     BestEffortCallback draws a LiveGrid) with ``plan_name="twin_adaptive_scan"``, an
     ``adaptive_iteration`` and bounded provenance
     (:func:`~bluesky_twin.plans.stubs.bounded_provenance`).  Each run has a
-    ``decisions`` stream of one event, the decision that made it: ``decision_candidates``
-    and ``decision_scores`` (the agent's), ``decision_suggestions`` (what it
-    suggested), ``decision_proposed_lines`` (what was measured after clipping and
-    de-duplication), ``decision_max_score``, ``decision_tolerance``,
+    ``decisions`` stream, the decision that made it, one event per row (as blop's
+    ``read_step``; scalar columns that tiled's SQL tables store): a row per candidate
+    of the agent, suggestion or measured line with ``decision_value``,
+    ``decision_score``, ``decision_suggested`` and ``decision_proposed`` (0/1), each
+    with ``decision_suggestions`` and ``decision_proposed_lines`` (JSON lists: what the
+    agent suggested, what was measured after clipping and de-duplication),
+    ``decision_max_score``, ``decision_tolerance``,
     ``decision_twin_version``, ``decision_twin_uncertainty`` (mean predicted std over
     the candidate lines; ``_rel``: relative to the spread of the prediction) and
     ``decision_stop_reason`` (``"budget"`` on the last run of a spent budget).  When
@@ -270,9 +273,8 @@ def twin_adaptive_scan(
     measured: list[float] = []
     batch = list(dict.fromkeys(initial.tolist()))[:budget]
     ids: dict[float, Any] = {}  # suggestion ids (blop's "_id") of the lines in the batch
-    decision: dict[str, Any] = {"iteration": 0, "source": "user", "proposed_lines": list(batch),
-                                "twin_version": str(trainer.version or ""), "tolerance": tolerance,
-                                "stop_reason": "budget" if len(batch) >= budget else ""}
+    decision = _record(0, "user", [], [], [], batch, tolerance, trainer.version, (np.nan, np.nan),
+                       "budget" if len(batch) >= budget else "")
     iteration = 0
     while True:
         _md = dict(base_md, adaptive_iteration=iteration, twin_steered=trainer.version is not None,
@@ -283,7 +285,7 @@ def twin_adaptive_scan(
         uid = yield from with_decision(
             bp.list_grid_scan(list(detectors), step_motor, list(batch), line_motor, line_points.tolist(),
                               snake_axes=False, per_step=per_step, md=_md),
-            decision)
+            *_split(decision))
         result.run_uids.append(uid)
         result.lines.append(list(batch))
         measured.extend(batch)
@@ -331,16 +333,15 @@ def twin_adaptive_scan(
         iteration += 1
     if result.reason in ("no twin", "converged", "exhausted"):  # no run follows: the decision gets its own
         if result.reason == "no twin":
-            decision = {"iteration": iteration + 1, "source": "twin", "proposed_lines": [],
-                        "twin_version": str(trainer.version or ""), "tolerance": tolerance,
-                        "stop_reason": result.reason}
+            decision = _record(iteration + 1, "twin", [], [], [], [], tolerance, trainer.version, (np.nan, np.nan),
+                               result.reason)
         result.decisions.append(decision)
         stop_md = dict(base_md, stage="decision", adaptive_iteration=iteration + 1,
                        twin_steered=trainer.version is not None, source_run_uids=list(result.run_uids),
                        **bounded_provenance(trainer))
         stop_md["hints"] = {}
         stop_md.update(md or {})
-        result.decision_uid = yield from bpp.run_wrapper(record_decision(decision), md=stop_md)
+        result.decision_uid = yield from bpp.run_wrapper(record_decision(*_split(decision)), md=stop_md)
     logger.info("twin_adaptive_scan: %d line(s) in %d run(s); stopped: %s", len(measured), len(result.run_uids),
                 result.reason)
     return result
@@ -437,6 +438,33 @@ def _ingest(agent: Any, adaptive_shape: bool, name: str, batch: Sequence[float],
     agent.ingest(points)
 
 
+def _split(decision: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(fields, rows)`` of a decision record (see :func:`~bluesky_twin.plans.stubs.record_decision`)."""
+    return {k: v for k, v in decision.items() if k != "rows"}, decision.get("rows") or {}
+
+
+def _record(iteration: int, source: str, candidates: Sequence[float], scores: Sequence[float],
+            suggested: Sequence[float], batch: Sequence[float], tolerance: float, version: Optional[str],
+            uncertainty: tuple[float, float], stop_reason: str, max_score: Optional[float] = None
+            ) -> dict[str, Any]:
+    """A decision record: scalar fields plus a row per candidate (*scores* matches
+    *candidates*), suggestion or proposed line."""
+    values, score_col = list(candidates), list(scores)
+    if max_score is None:
+        max_score = float(np.nanmax(scores)) if len(scores) else float("nan")
+    for v in list(suggested) + list(batch):
+        if v not in values:
+            values.append(v)
+            score_col.append(float("nan"))
+    return {"iteration": iteration, "source": source, "n_candidates": len(candidates),
+            "suggestions": list(suggested), "proposed_lines": list(batch),
+            "max_score": max_score, "tolerance": tolerance,
+            "twin_version": str(version or ""), "twin_uncertainty": uncertainty[0],
+            "twin_uncertainty_rel": uncertainty[1], "stop_reason": stop_reason,
+            "rows": {"value": values, "score": score_col, "suggested": [int(v in suggested) for v in values],
+                     "proposed": [int(v in batch) for v in values]}}
+
+
 def _decision(iteration: int, agent: Any, name: str, line_name: str, line_points: np.ndarray, twin: Any,
               suggested: Sequence[float], scores: Any, batch: Sequence[float], tolerance: float,
               version: Optional[str], stop_reason: str) -> dict[str, Any]:
@@ -446,9 +474,7 @@ def _decision(iteration: int, agent: Any, name: str, line_name: str, line_points
     cand_list = ([] if candidates is None or len(np.asarray(candidates).reshape(-1)) != len(score_list)
                  else np.asarray(candidates, dtype=float).reshape(-1).tolist())
     grid = cand_list or list(suggested) or list(batch)
-    unc_abs, unc_rel = twin_uncertainty(twin, {name: grid, line_name: line_points}) if grid else (np.nan, np.nan)
-    return {"iteration": iteration, "source": "agent", "candidates": cand_list, "scores": score_list,
-            "suggestions": list(suggested), "proposed_lines": list(batch),
-            "max_score": float(np.nanmax(score_list)) if score_list else float("nan"), "tolerance": tolerance,
-            "twin_version": str(version or ""), "twin_uncertainty": unc_abs, "twin_uncertainty_rel": unc_rel,
-            "stop_reason": stop_reason}
+    unc = twin_uncertainty(twin, {name: grid, line_name: line_points}) if grid else (np.nan, np.nan)
+    best = float(np.nanmax(score_list)) if score_list else float("nan")
+    return _record(iteration, "agent", cand_list, score_list if cand_list else [], suggested, batch, tolerance,
+                   version, unc, stop_reason, max_score=best)

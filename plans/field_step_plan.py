@@ -149,6 +149,12 @@ def _grid_scan(detectors: Sequence[Readable], outer: NamedMovable, outer_values:
                                          list(map(float, inner_values)), snake_axes=False, per_step=per_step, md=md))
 
 
+def _split(decision: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(fields, rows)`` of a decision record (see :func:`~bluesky_twin.plans.stubs.record_decision`)."""
+    fields = {k: v for k, v in decision.items() if k != "rows"}
+    return fields, decision.get("rows") or {}
+
+
 def coarse_to_fine(
     detectors: Sequence[Readable],
     temperature: NamedMovable,
@@ -232,9 +238,11 @@ def coarse_to_fine(
     Both runs are ``bp.list_grid_scan`` runs (``shape``, ``extents``,
     ``hints["gridding"]``, ``plan_pattern`` in the start document) with
     ``plan_name="coarse_to_fine"`` and a ``stage`` (``"coarse"``, ``"fine"``).  Each
-    has a ``decisions`` stream of one event: for the fine run the candidate steps
-    (``decision_candidates``, tesla), their wiggle scores and pass flags, the proposed
-    step and fields, the twin version and its mean uncertainty over the fine grid.
+    has a ``decisions`` stream, one event per row: for the fine run a row per
+    candidate step (``decision_value``, tesla; ``decision_score``, its wiggle;
+    ``decision_passes``; ``decision_proposed``), each with the proposed step, the fine
+    fields (``decision_proposed_lines``, JSON), the twin version and its mean
+    uncertainty over the fine grid.
     Start documents carry a bounded provenance record
     (:func:`~bluesky_twin.plans.stubs.bounded_provenance`).
 
@@ -315,9 +323,10 @@ def coarse_to_fine(
     coarse_md["twin_steered"] = False
     coarse_md.update(md or {})
     coarse_decision = {"stage": "coarse", "source": "user", "proposed_lines": list(coarse_fields),
-                       "twin_version": str(trainer.version or ""), "stop_reason": ""}
+                       "twin_version": str(trainer.version or ""), "stop_reason": "",
+                       "rows": {"value": list(coarse_fields), "proposed": [1] * len(coarse_fields)}}
     coarse_uid = yield from with_decision(_grid_scan(detectors, field, coarse_fields, temperature, coarse_T,
-                                                     per_step=per_step, md=coarse_md), coarse_decision)
+                                                     per_step=per_step, md=coarse_md), *_split(coarse_decision))
     result = CoarseToFineResult(coarse_uid=coarse_uid)
     result.decisions.append(coarse_decision)
 
@@ -352,18 +361,20 @@ def coarse_to_fine(
                     "step_study": study.to_json_dict()})
     fine_md.update(md or {})
     unc_abs, unc_rel = twin_uncertainty(twin, {t_name: fine_T, h_name: fine_fields})
+    steps_list = [float(v) for v in study.steps]
     fine_decision = {
         "stage": "fine", "source": "twin", "source_run_uid": coarse_uid,
-        "candidates": [float(v) for v in study.steps],
-        "scores": [float(r.get("wiggle", np.nan)) for r in study.rows],
-        "passes": [float(bool(r.get("passes"))) for r in study.rows],
         "proposed_step": result.proposed_field_step, "proposed_step_T": step_T,
         "proposal_ok": bool(study.proposal_ok), "proposed_lines": result.fine_fields,
         "twin_version": str(result.twin_version or ""), "twin_uncertainty": unc_abs,
         "twin_uncertainty_rel": unc_rel, "stop_reason": "proposal measured",
+        "rows": {"value": steps_list,  # the candidate steps, in tesla
+                 "score": [float(r.get("wiggle", np.nan)) for r in study.rows],
+                 "passes": [int(bool(r.get("passes"))) for r in study.rows],
+                 "proposed": [int(v == step_T) for v in steps_list]},
     }
     fine_uid = yield from with_decision(_grid_scan(detectors, field, fine_fields, temperature, fine_T,
-                                                   per_step=per_step, md=fine_md), fine_decision)
+                                                   per_step=per_step, md=fine_md), *_split(fine_decision))
     result.fine_uid = fine_uid
     result.decisions.append(fine_decision)
 

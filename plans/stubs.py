@@ -366,52 +366,79 @@ def bounded_provenance(trainer: TwinSource) -> dict[str, Any]:
     return prov
 
 
-def _signal_value(value: Any) -> Any:
+def _scalar(value: Any) -> Any:
+    """A value an event column can hold in any tiled table storage: a number or a string."""
     if value is None:
         return float("nan")
     if isinstance(value, (bool, np.bool_)):
         return int(value)
     if isinstance(value, (np.integer, np.floating)):
         return value.item()
+    if isinstance(value, (int, float, str)):
+        return value
     if isinstance(value, (list, tuple, np.ndarray)):
-        return np.asarray(value, dtype=float).reshape(-1)
-    return value
+        import json
+
+        return json.dumps(np.asarray(value, dtype=float).reshape(-1).tolist())
+    return str(value)
 
 
-def record_decision(fields: Mapping[str, Any], *, stream: str = "decisions") -> MsgGenerator[dict[str, Any]]:
-    """Record one decision of a twin-steered plan as an event of the *stream* of the open run.
+def record_decision(fields: Mapping[str, Any], rows: Optional[Mapping[str, Sequence[Any]]] = None, *,
+                    stream: str = "decisions") -> MsgGenerator[list[dict[str, Any]]]:
+    """Record one decision of a twin-steered plan in the *stream* of the open run.
 
-    Each field becomes an ophyd :class:`~ophyd.Signal` named ``decision_<key>`` and read
-    into one event, so the stream has an ordinary descriptor (numbers, strings, 1-d
-    arrays) and TiledWriter stores it like any stream.  ``None`` becomes NaN, booleans
-    become 0/1, sequences become float arrays.
+    Like blop's ``read_step``, the decision is a small table: one event per row of
+    *rows* (a candidate with its score and flags), each also carrying the scalar
+    *fields* (proposal, stop reason, twin version...).  Every value is a scalar (a
+    number or a string; a list in *fields* becomes a JSON string, ``None`` NaN,
+    booleans 0/1), read from ophyd :class:`~ophyd.Signal` objects named
+    ``decision_<key>``, so the stream has an ordinary descriptor and TiledWriter's
+    SQL tables store it.  Without rows, one event holds the fields.
 
     Parameters
     ----------
     fields
-        ``{key: value}`` of the decision (candidates, scores, proposal, stop reason...).
+        ``{key: value}`` common to the decision.
+    rows
+        ``{key: sequence}``, all sequences of one length (a row per candidate).
     stream
         Name of the event stream.
 
     Returns
     -------
-    dict
-        The reading.
+    list of dict
+        The readings, one per event.
     """
     import bluesky.plan_stubs as bps
     from ophyd import Signal
 
-    signals = [Signal(name=f"decision_{k}", value=_signal_value(v), kind="hinted") for k, v in fields.items()]
-    yield from bps.create(stream)
-    reading: dict[str, Any] = {}
-    for sig in signals:
-        reading.update((yield from bps.read(sig)) or {})
-    yield from bps.save()
-    return reading
+    rows = {k: list(v) for k, v in (rows or {}).items()}
+    lengths = {len(v) for v in rows.values()}
+    if len(lengths) > 1:
+        raise InputError(f"decision rows of different lengths: { {k: len(v) for k, v in rows.items()} }")
+    n = lengths.pop() if lengths else 0
+    clash = set(rows) & set(fields)
+    if clash:
+        raise InputError(f"decision keys both in fields and rows: {sorted(clash)}")
+    common = {k: _scalar(v) for k, v in fields.items()}
+    signals = {k: Signal(name=f"decision_{k}", value=v, kind="hinted") for k, v in common.items()}
+    signals.update({k: Signal(name=f"decision_{k}", value=float("nan"), kind="hinted") for k in rows})
+    readings = []
+    for i in range(max(n, 1)):
+        for k, col in rows.items():
+            signals[k].put(_scalar(col[i]) if n else float("nan"))
+        yield from bps.create(stream)
+        reading: dict[str, Any] = {}
+        for sig in signals.values():
+            reading.update((yield from bps.read(sig)) or {})
+        yield from bps.save()
+        readings.append(reading)
+    return readings
 
 
-def with_decision(plan: MsgGenerator[Any], fields: Mapping[str, Any], *,
-                  stream: str = "decisions") -> MsgGenerator[Any]:
+def with_decision(plan: MsgGenerator[Any], fields: Mapping[str, Any],
+                  rows: Optional[Mapping[str, Sequence[Any]]] = None, *, stream: str = "decisions"
+                  ) -> MsgGenerator[Any]:
     """Run *plan* (one run) with *fields* recorded right after its ``open_run`` (:func:`record_decision`).
 
     This is how a plan built on ``bp.list_grid_scan`` (or any plan owning its run)
@@ -426,7 +453,7 @@ def with_decision(plan: MsgGenerator[Any], fields: Mapping[str, Any], *,
         nonlocal seen
         if msg.command == "open_run" and not seen:
             seen = True
-            return None, record_decision(fields, stream=stream)
+            return None, record_decision(fields, rows, stream=stream)
         return None, None
 
     return (yield from bpp.plan_mutator(plan, insert))

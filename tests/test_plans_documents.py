@@ -1,5 +1,6 @@
 """Twin-steered plans as bluesky writes plans: grid metadata, a ``decisions`` stream, bounded
 provenance, objects by name, agents of blop's and bluesky-adaptive's shapes, pausable waits."""
+import json
 import threading
 import time
 
@@ -79,17 +80,34 @@ def test_adaptive_runs_are_grid_scans_with_decisions_and_bounded_provenance(RE, 
         assert len(s["extents"]) == 2 and s["hints"]["dimensions"][0][0] == ["mpms_field"]
         assert "twin_training_run_uids" not in s
         assert s["twin_training_runs"] == k and s["twin_training_digest"] == training_digest(res.run_uids[:k])
-        (event,) = _decisions(docs, s["uid"])
-        data = event["data"]
-        assert list(data["decision_proposed_lines"]) == pytest.approx(res.lines[k])
+        events = _decisions(docs, s["uid"])
+        rows = [e["data"] for e in events]
+        assert json.loads(rows[0]["decision_proposed_lines"]) == pytest.approx(res.lines[k])
+        assert [r["decision_value"] for r in rows if r["decision_proposed"]] == pytest.approx(res.lines[k])
         if k:
-            assert len(data["decision_candidates"]) == len(data["decision_scores"]) == 201
-            assert data["decision_twin_version"] == res.twin_versions[k - 1]
-            assert np.isfinite(data["decision_twin_uncertainty"])
+            assert len(rows) == 201 and rows[0]["decision_n_candidates"] == 201  # a row per candidate
+            assert max(r["decision_score"] for r in rows) == pytest.approx(rows[0]["decision_max_score"])
+            assert rows[0]["decision_twin_version"] == res.twin_versions[k - 1]
+            assert np.isfinite(rows[0]["decision_twin_uncertainty"])
     assert _decisions(docs, starts[-1]["uid"])[0]["data"]["decision_stop_reason"] == "budget"
     assert res.decisions[-1]["stop_reason"] == "budget"
     desc = [d for n, d in docs if n == "descriptor" and d["name"] == "decisions"][1]
-    assert desc["data_keys"]["decision_scores"]["dtype"] == "array"
+    assert desc["data_keys"]["decision_score"]["dtype"] == "number"  # scalar columns: any table stores them
+
+
+def test_the_decisions_stream_is_stored_by_tiled_writer(RE, mpms, trainer, tiled_store):
+    from bluesky_twin.storage import make_tiled_writer, read_stream
+
+    RE.subscribe(make_tiled_writer(tiled_store))
+    out = RE(twin_adaptive_scan([mpms], mpms.temperature, 30, 40, 4, mpms.field, [0.5], trainer=trainer,
+                                budget=2, tolerance=0.0, step_range=(0.0, 3.0), poll_interval=0.02))
+    res = out.plan_result
+    assert out.exit_status == "success"
+    run = tiled_store[res.run_uids[1]]
+    table = read_stream(run, "decisions")
+    assert len(table["decision_value"]) == 201 and list(np.unique(table["decision_stop_reason"])) == ["budget"]
+    assert np.sum(table["decision_proposed"]) == 1
+    assert run.metadata["start"]["twin_training_runs"] == 1
 
 
 def test_a_stop_without_a_next_run_is_recorded_in_a_decision_run(RE, mpms, trainer):
@@ -98,7 +116,7 @@ def test_a_stop_without_a_next_run_is_recorded_in_a_decision_run(RE, mpms, train
                                 budget=5, tolerance=100.0, poll_interval=0.02))
     res = out.plan_result
     assert res.reason == "converged" and res.decision_uid and res.decision_uid == out.run_start_uids[-1]
-    (event,) = _decisions(docs, res.decision_uid)
+    event = _decisions(docs, res.decision_uid)[0]  # a row per candidate of the agent
     assert event["data"]["decision_stop_reason"] == "converged"
     assert event["data"]["decision_max_score"] < 100.0
     assert res.proposal  # what it would have measured next

@@ -1,6 +1,8 @@
 """coarse_to_fine and twin_adaptive_scan end to end: simulated magnetometer, real (tiny) twin fits."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -76,11 +78,12 @@ def test_coarse_to_fine_proposes_a_step_scans_within_limits_and_reports_dsm(RE, 
     # the decision is a document: the fine run's "decisions" stream
     desc = [d["uid"] for n, d in docs if n == "descriptor" and d["name"] == "decisions"
             and d["run_start"] == res.fine_uid]
-    (event,) = [d for n, d in docs if n == "event" and d["descriptor"] in desc]
-    data = event["data"]
-    assert list(data["decision_candidates"]) == steps and len(data["decision_scores"]) == len(steps)
+    rows = [d["data"] for n, d in docs if n == "event" and d["descriptor"] in desc]  # a row per candidate
+    assert [r["decision_value"] for r in rows] == steps and all(np.isfinite(r["decision_score"]) for r in rows)
+    assert [r["decision_value"] for r in rows if r["decision_proposed"]] == [res.proposed_field_step]
+    data = rows[0]
     assert data["decision_proposed_step"] == res.proposed_field_step
-    assert list(data["decision_proposed_lines"]) == res.fine_fields
+    assert json.loads(data["decision_proposed_lines"]) == res.fine_fields
     assert data["decision_twin_version"] == res.twin_version and data["decision_twin_uncertainty"] > 0
     assert res.decisions[-1]["proposed_step"] == res.proposed_field_step
     assert fine_start["hints"]["dimensions"] == [(["mpms_field"], "primary"), (["mpms_temperature"], "primary")] \
