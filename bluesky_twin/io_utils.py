@@ -51,6 +51,22 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=json_default) + "\n")
 
 
+def finite_json_data(obj: Any) -> Any:
+    """*obj* as plain JSON data: numpy values to Python, tuples to lists, keys to str,
+    and NaN/inf to ``None`` (strict JSON; e.g. an undefined gap or an unreached step)."""
+    import math
+
+    if isinstance(obj, dict):
+        return {str(k): finite_json_data(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json_data(v) for v in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy arrays and scalars
+        return finite_json_data(obj.tolist())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    return obj
+
+
 def json_default(obj: Any) -> Any:
     """``json.dumps(default=...)``: numpy scalars and arrays, paths."""
     try:

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from bluesky_twin.io_utils import finite_json_data
 from bluesky_twin.analysis.config import AngleStepCriteria, FieldStepCriteria, FieldTiming, LineTiming, split_options
 from bluesky_twin.analysis.mce import entropy_change_from_twin, field_to_tesla
 from bluesky_twin.analysis.protocols import axis_index, predict_in_batches, smooth_model, x_range_of
@@ -265,27 +266,10 @@ class StepStudy:
             "proposal_ok": self.proposal_ok,
             "reference_step": float(self.steps[0]),
             "criteria": self.criteria,
-            "proposed_metrics": _jsonable(self.proposed),
-            "steps": [_jsonable(r) for r in self.rows],
-            "meta": _jsonable(self.meta),
+            "proposed_metrics": finite_json_data(self.proposed),
+            "steps": [finite_json_data(r) for r in self.rows],
+            "meta": finite_json_data(self.meta),
         }
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    return obj
 
 
 def _check_steps(steps: Sequence[float], name: str) -> np.ndarray:

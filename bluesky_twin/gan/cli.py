@@ -302,29 +302,16 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     from bluesky_twin.gan.evaluate import evaluate_model, format_table
-    from bluesky_twin.io_utils import atomic_write_json
+    from bluesky_twin.io_utils import atomic_write_json, finite_json_data
 
     model = _load(args.model)
     res = evaluate_model(model, n=args.n, seed=args.seed, n_domain=args.n_domain, progress=True,
                          sim2exp_unmasked_input=args.sim2exp_unmasked_input)
     print(format_table(res))
     if args.json is not None:
-        atomic_write_json(args.json, _finite_or_none(res))
+        atomic_write_json(args.json, finite_json_data(res))
         print(f"wrote {args.json}")
     return 0
-
-
-def _finite_or_none(obj):
-    """Replace NaN/inf floats by None so the JSON is strict (e.g. an undefined gap)."""
-    import math
-
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_none(v) for v in obj]
-    return obj
 
 
 def _check_score_outputs(args: argparse.Namespace) -> None:
@@ -420,7 +407,7 @@ def _run_score(args: argparse.Namespace) -> int:
         with atomic_path(args.translated) as tmp:
             np.save(tmp, out["translated"])
     if args.json is not None:
-        from bluesky_twin.io_utils import atomic_write_json
+        from bluesky_twin.io_utils import atomic_write_json, finite_json_data
 
-        atomic_write_json(args.json, _finite_or_none(res))
+        atomic_write_json(args.json, finite_json_data(res))
     return 0

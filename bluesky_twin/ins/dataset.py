@@ -31,6 +31,7 @@ from bluesky_twin.ins.frames import (
     resolution_table,
     simulate_pair,
 )
+from bluesky_twin.io_utils import json_default
 
 #: Bumped when the on-disk layout changes.
 FORMAT_VERSION = 1
@@ -141,7 +142,7 @@ class InsDataset:
             "seed": np.array(int(self.seed)),
             "axis_names": np.array(list(self.axes["names"]), dtype=str),
             "axis_units": np.array(list(self.axes["units"]), dtype=str),
-            "recipe_json": np.array(json.dumps(self.recipe, sort_keys=True, default=_json_default)),
+            "recipe_json": np.array(json.dumps(self.recipe, sort_keys=True, default=json_default)),
         }
         for key in _AXIS_ARRAYS:
             arrays[f"axis__{key}"] = np.asarray(self.axes[key], dtype=float)
@@ -205,14 +206,6 @@ class InsDataset:
             )
         except InputError as exc:
             raise InputError(f"{src} holds an inconsistent INS dataset: {exc}") from None
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"recipe value of type {type(obj).__name__} is not JSON serialisable")
 
 
 # ------------------------------------------------------------------- parameter draws
