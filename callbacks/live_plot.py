@@ -257,8 +257,11 @@ class TwinLivePlot(QtAwareCallback):
             now = time.monotonic()
             due = now - self._last_draw >= self.min_interval or (
                 self.every is not None and self._since_draw >= self.every)
-        if not due and not self._listens and self._trainer is not None:
-            due = self._trainer.version != self._seen_version  # a refit since the last frame
+        if not self._listens and self._trainer is not None:
+            version = self._trainer.version  # cheap; polled only for sources without listeners
+            if version != self._seen_version:  # a refit since the last request
+                self._seen_version = version
+                due = True
         if due:
             self._request("event")
         super().event(doc)
@@ -373,7 +376,6 @@ class TwinLivePlot(QtAwareCallback):
             ax.set_xlabel(frame["xlabel"])
             ax.set_ylabel(frame["ylabel"])
             self.drawn_version = frame["version"]
-            self._seen_version = frame["version"]
             if frame["n_points"]:
                 ax.legend(loc="best", fontsize="small", title=f"twin {self.drawn_version or '(none yet)'}")
                 ax.relim()
