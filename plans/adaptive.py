@@ -16,7 +16,8 @@ import logging
 import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field as dc_field
-from typing import Any, Callable, Optional, Union
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 from bluesky.protocols import NamedMovable, Readable
@@ -79,12 +80,12 @@ class AdaptiveScanResult:
     run_uids: list[str] = dc_field(default_factory=list)
     lines: list[list[float]] = dc_field(default_factory=list)
     max_scores: list[float] = dc_field(default_factory=list)
-    twin_versions: list[Optional[str]] = dc_field(default_factory=list)
+    twin_versions: list[str | None] = dc_field(default_factory=list)
     converged: bool = False
     reason: str = ""
     proposal: list[float] = dc_field(default_factory=list)
     decisions: list[dict[str, Any]] = dc_field(default_factory=list)
-    decision_uid: Optional[str] = None
+    decision_uid: str | None = None
 
     @property
     def measured_lines(self) -> list[float]:
@@ -101,19 +102,19 @@ def twin_adaptive_scan(
     step_motor: NamedMovable,
     initial_lines: Sequence[float],
     *,
-    trainer: Union[TwinSource, str],
-    agent: Union[LineAgent, AdaptiveAgent, str, None] = None,
+    trainer: TwinSource | str,
+    agent: LineAgent | AdaptiveAgent | str | None = None,
     budget: int = 10,
     batch_size: int = 1,
     acquisition: str = "std",
     tolerance: float = 0.02,
-    step_range: Optional[tuple[float, float]] = None,
+    step_range: tuple[float, float] | None = None,
     out_of_limits: str = "clip",
-    min_separation: Optional[float] = None,
+    min_separation: float | None = None,
     twin_timeout: float = 120.0,
     poll_interval: float = 0.25,
-    per_step: Optional[Callable] = None,
-    md: Optional[dict] = None,
+    per_step: Callable | None = None,
+    md: dict | None = None,
 ) -> MsgGenerator[AdaptiveScanResult]:
     """Adaptive line scan steered by the twin's uncertainty (or dS_M error).
 
@@ -444,8 +445,8 @@ def _split(decision: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _record(iteration: int, source: str, candidates: Sequence[float], scores: Sequence[float],
-            suggested: Sequence[float], batch: Sequence[float], tolerance: float, version: Optional[str],
-            uncertainty: tuple[float, float], stop_reason: str, max_score: Optional[float] = None
+            suggested: Sequence[float], batch: Sequence[float], tolerance: float, version: str | None,
+            uncertainty: tuple[float, float], stop_reason: str, max_score: float | None = None
             ) -> dict[str, Any]:
     """A decision record: scalar fields plus a row per candidate (*scores* matches
     *candidates*), suggestion or proposed line."""
@@ -467,7 +468,7 @@ def _record(iteration: int, source: str, candidates: Sequence[float], scores: Se
 
 def _decision(iteration: int, agent: Any, name: str, line_name: str, line_points: np.ndarray, twin: Any,
               suggested: Sequence[float], scores: Any, batch: Sequence[float], tolerance: float,
-              version: Optional[str], stop_reason: str) -> dict[str, Any]:
+              version: str | None, stop_reason: str) -> dict[str, Any]:
     """The record of one decision (see :func:`twin_adaptive_scan`, Notes)."""
     candidates = getattr(agent, "candidates", None)
     score_list = [] if scores is None else np.asarray(scores, dtype=float).reshape(-1).tolist()

@@ -14,7 +14,8 @@ Bluesky plan, for a magnetometer with a temperature and a field positioner:
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field as dc_field
-from typing import Any, Callable as _Callable, Optional, Union
+from typing import Any
+from collections.abc import Callable as _Callable
 
 import numpy as np
 from bluesky.protocols import NamedMovable, Readable
@@ -78,16 +79,16 @@ class CoarseToFineResult:
     """
 
     coarse_uid: str
-    fine_uid: Optional[str] = None
-    proposed_field_step: Optional[float] = None
-    proposal_ok: Optional[bool] = None
+    fine_uid: str | None = None
+    proposed_field_step: float | None = None
+    proposal_ok: bool | None = None
     fine_fields: list[float] = dc_field(default_factory=list)
     fine_temperatures: list[float] = dc_field(default_factory=list)
-    twin_version: Optional[str] = None
+    twin_version: str | None = None
     step_study: Any = None
     dsm_measured: Any = None
     dsm_predicted: Any = None
-    dsm_rmse_pct: Optional[float] = None
+    dsm_rmse_pct: float | None = None
     notes: list[str] = dc_field(default_factory=list)
     decisions: list[dict[str, Any]] = dc_field(default_factory=list)
 
@@ -164,21 +165,21 @@ def coarse_to_fine(
     field: NamedMovable,
     coarse_fields: Sequence[float],
     *,
-    trainer: Union[RecordingTwinSource, str],
-    fine_t_num: Optional[int] = None,
-    field_min: Optional[float] = None,
-    field_max: Optional[float] = None,
-    candidate_steps: Optional[Sequence[float]] = None,
-    tolerance: Optional[float] = None,
-    criteria: Optional[FieldStepCriteria] = None,
-    timing: Optional[FieldTiming] = None,
+    trainer: RecordingTwinSource | str,
+    fine_t_num: int | None = None,
+    field_min: float | None = None,
+    field_max: float | None = None,
+    candidate_steps: Sequence[float] | None = None,
+    tolerance: float | None = None,
+    criteria: FieldStepCriteria | None = None,
+    timing: FieldTiming | None = None,
     field_unit: str = "T",
-    mass_g: Optional[float] = None,
-    moment_unit: Optional[str] = None,
+    mass_g: float | None = None,
+    moment_unit: str | None = None,
     twin_timeout: float = 120.0,
     poll_interval: float = 0.25,
-    per_step: Optional[_Callable] = None,
-    md: Optional[dict] = None,
+    per_step: _Callable | None = None,
+    md: dict | None = None,
 ) -> MsgGenerator[CoarseToFineResult]:
     """Coarse grid, twin, field-step study, fine scan at the proposed step, dS_M check.
 

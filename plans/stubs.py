@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 from bluesky.protocols import HasHints, HasName, Movable, NamedMovable, Readable
@@ -48,7 +48,7 @@ class TwinUnavailableError(RuntimeError):
     """No (fresh) twin was available within the timeout, or its fit failed."""
 
 
-def fit_budget(trainer: Any) -> Optional[float]:
+def fit_budget(trainer: Any) -> float | None:
     """The longest time budget (s) the trainer gives its fits, or ``None`` if it sets none.
 
     Read from ``timeout`` or ``budget`` in the trainer's ``fit_kwargs`` and ``refit_kwargs``
@@ -67,13 +67,13 @@ def fit_budget(trainer: Any) -> Optional[float]:
 
 
 def wait_for_twin(
-    trainer: Union[TwinSource, str],
+    trainer: TwinSource | str,
     *,
-    run_uid: Optional[str] = None,
-    newer_than: Optional[str] = None,
+    run_uid: str | None = None,
+    newer_than: str | None = None,
     timeout: float = 60.0,
     poll_interval: float = 0.2,
-) -> MsgGenerator[Optional[Twin]]:
+) -> MsgGenerator[Twin | None]:
     """Wait (inside a plan) until the trainer has a twin trained on *run_uid*.
 
     Every poll starts with ``bps.checkpoint()``, so a pause requested while waiting
@@ -131,7 +131,7 @@ def wait_for_twin(
         waited += elapsed if elapsed <= step + 1.0 else step
 
 
-def limits_of(motor: NamedMovable) -> Optional[tuple[float, float]]:
+def limits_of(motor: NamedMovable) -> tuple[float, float] | None:
     """``(low, high)`` of a positioner, or ``None`` if it declares none.
 
     A positioner declares limits by being a :class:`~bluesky_twin.protocols.HasLimits`;
@@ -240,7 +240,7 @@ def require_int(name: str, value: Any, *, minimum: int = 1, maximum: int = MAX_P
 
 
 def require_number(name: str, value: Any, *, minimum: float | None = None, strict: bool = False,
-                   allow_inf: bool = False, optional: bool = False) -> Optional[float]:
+                   allow_inf: bool = False, optional: bool = False) -> float | None:
     """*value* as a finite ``float`` (``>= minimum``, or ``> minimum`` with *strict*).
 
     Raises
@@ -383,7 +383,7 @@ def _scalar(value: Any) -> Any:
     return str(value)
 
 
-def record_decision(fields: Mapping[str, Any], rows: Optional[Mapping[str, Sequence[Any]]] = None, *,
+def record_decision(fields: Mapping[str, Any], rows: Mapping[str, Sequence[Any]] | None = None, *,
                     stream: str = "decisions") -> MsgGenerator[list[dict[str, Any]]]:
     """Record one decision of a twin-steered plan in the *stream* of the open run.
 
@@ -437,7 +437,7 @@ def record_decision(fields: Mapping[str, Any], rows: Optional[Mapping[str, Seque
 
 
 def with_decision(plan: MsgGenerator[Any], fields: Mapping[str, Any],
-                  rows: Optional[Mapping[str, Sequence[Any]]] = None, *, stream: str = "decisions"
+                  rows: Mapping[str, Sequence[Any]] | None = None, *, stream: str = "decisions"
                   ) -> MsgGenerator[Any]:
     """Run *plan* (one run) with *fields* recorded right after its ``open_run`` (:func:`record_decision`).
 
@@ -459,7 +459,7 @@ def with_decision(plan: MsgGenerator[Any], fields: Mapping[str, Any],
     return (yield from bpp.plan_mutator(plan, insert))
 
 
-def twin_uncertainty(twin: Any, axes: Mapping[str, Sequence[float]], fixed: Optional[Mapping[str, float]] = None
+def twin_uncertainty(twin: Any, axes: Mapping[str, Sequence[float]], fixed: Mapping[str, float] | None = None
                      ) -> tuple[float, float]:
     """Mean predicted standard deviation of *twin* over the grid of *axes*.
 
