@@ -22,9 +22,7 @@ the CLI's ``--help`` does not pay for numpy.
 """
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
-
+from bluesky_twin._lazy import lazy_exports
 from bluesky_twin.twin._config import (
     DEFAULT_ENSEMBLE_SIZE,
     DEFAULT_TOP_K,
@@ -60,13 +58,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'bluesky_twin.twin' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from bluesky_twin._lazy import lazy_exports
 from bluesky_twin.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -279,7 +280,5 @@ def _storage_class() -> type:
     return _CLASSES["_TwinRDBStorage"]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "_TwinRDBStorage":
-        return _storage_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the RDB storage class subclasses optuna's, so it is built on first use (optuna is heavy)
+__getattr__, __dir__ = lazy_exports(__name__, {"_TwinRDBStorage": _storage_class})
