@@ -11,6 +11,7 @@ Run::
 
     nice -n 10 .venv/bin/python benchmarks/bench_callbacks.py --out docs/benchmarks/callbacks.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -91,8 +92,12 @@ def measure_refit_delay(repeats: int, trials: int) -> dict:
     torch.set_num_threads(1)
     mpms = Magnetometer(name="mpms", seed=1)
     RE = RunEngine({})
-    trainer = TwinTrainer(["mpms_temperature", "mpms_field"], "mpms_magnetisation",
-                          fit_kwargs={"trials": trials, "seed": 0}, refit_kwargs={"trials": 2, "seed": 0})
+    trainer = TwinTrainer(
+        ["mpms_temperature", "mpms_field"],
+        "mpms_magnetisation",
+        fit_kwargs={"trials": trials, "seed": 0},
+        refit_kwargs={"trials": 2, "seed": 0},
+    )
     RE.subscribe(trainer)
     marks: dict = {}
     RE.subscribe(lambda name, doc: marks.setdefault("start", time.perf_counter()), "start")
@@ -147,20 +152,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=4, help="trials of the first (cold) fit")
     p.add_argument("--out", default="docs/benchmarks/callbacks.md")
     args = p.parse_args(argv)
-    cmd = ("nice -n 10 .venv/bin/python benchmarks/bench_callbacks.py "
-           + " ".join(argv if argv is not None else sys.argv[1:]))
+    cmd = "nice -n 10 .venv/bin/python benchmarks/bench_callbacks.py " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
     load0 = os.getloadavg()
     ov = measure_overhead(args.fields, args.temps, args.repeats)
-    print(f"overhead: median ratio {ov['median_ratio']:.4f} over {args.repeats} pairs of {ov['points_per_scan']}-point "
-          f"scans (plain {ov['median_plain_s']:.3f} s, with trainer {ov['median_with_s']:.3f} s; "
-          f"{ov['per_event_overhead_ms']:.3f} ms/event); ratios {[round(r, 4) for r in ov['ratios']]}; "
-          f"time inside the trainer {ov['in_callback_ms_per_event'] * 1e3:.1f} us/event = "
-          f"{ov['in_callback_share'] * 100:.2f} % of the scans' wall time")
+    print(
+        f"overhead: median ratio {ov['median_ratio']:.4f} over {args.repeats} pairs of {ov['points_per_scan']}-point "
+        f"scans (plain {ov['median_plain_s']:.3f} s, with trainer {ov['median_with_s']:.3f} s; "
+        f"{ov['per_event_overhead_ms']:.3f} ms/event); ratios {[round(r, 4) for r in ov['ratios']]}; "
+        f"time inside the trainer {ov['in_callback_ms_per_event'] * 1e3:.1f} us/event = "
+        f"{ov['in_callback_share'] * 100:.2f} % of the scans' wall time"
+    )
     rd = measure_refit_delay(args.refit_repeats, args.trials)
-    print(f"refit delay: next run's start {rd['median_start_delay_busy_s'] * 1e3:.1f} ms during a refit vs "
-          f"{rd['median_start_delay_idle_s'] * 1e3:.1f} ms idle (added {rd['added_start_delay_s'] * 1e3:.1f} ms, "
-          f"max {rd['max_start_delay_busy_s'] * 1e3:.1f} ms); refit {rd['median_refit_s']:.2f} s; 20-point scan "
-          f"{rd['median_scan_busy_s']:.3f} s during a refit vs {rd['median_scan_idle_s']:.3f} s idle")
+    print(
+        f"refit delay: next run's start {rd['median_start_delay_busy_s'] * 1e3:.1f} ms during a refit vs "
+        f"{rd['median_start_delay_idle_s'] * 1e3:.1f} ms idle (added {rd['added_start_delay_s'] * 1e3:.1f} ms, "
+        f"max {rd['max_start_delay_busy_s'] * 1e3:.1f} ms); refit {rd['median_refit_s']:.2f} s; 20-point scan "
+        f"{rd['median_scan_busy_s']:.3f} s during a refit vs {rd['median_scan_idle_s']:.3f} s idle"
+    )
     load1 = os.getloadavg()
     text = f"""# TwinTrainer callback benchmark
 
@@ -172,20 +182,20 @@ with other jobs, so absolute times are noisy; the ratios alternate the order to 
 
 ## Per-event overhead (target: ratio <= 1.05)
 
-A zero-delay simulated magnetometer grid scan ({ov['points_per_scan']} points,
+A zero-delay simulated magnetometer grid scan ({ov["points_per_scan"]} points,
 `bp.grid_scan([mpms], mpms.field, 0, 2, {args.fields}, mpms.temperature, 26, 44, {args.temps})`),
 with and without `TwinTrainer` subscribed (collection only, `auto_refit=False`), {args.repeats}
 alternating pairs:
 
 | | value |
 |---|---|
-| median wall time without the trainer | {ov['median_plain_s']:.3f} s |
-| median wall time with the trainer | {ov['median_with_s']:.3f} s |
-| **median ratio (with / without)** | **{ov['median_ratio']:.4f}** |
-| per-event overhead (difference of medians / points) | {ov['per_event_overhead_ms']:.3f} ms |
-| ratios of the pairs | {', '.join(f'{r:.3f}' for r in ov['ratios'])} |
-| time spent inside the trainer's `__call__` per event | {ov['in_callback_ms_per_event'] * 1e3:.1f} us |
-| **time inside the trainer / scan wall time** | **{ov['in_callback_share'] * 100:.2f} %** |
+| median wall time without the trainer | {ov["median_plain_s"]:.3f} s |
+| median wall time with the trainer | {ov["median_with_s"]:.3f} s |
+| **median ratio (with / without)** | **{ov["median_ratio"]:.4f}** |
+| per-event overhead (difference of medians / points) | {ov["per_event_overhead_ms"]:.3f} ms |
+| ratios of the pairs | {", ".join(f"{r:.3f}" for r in ov["ratios"])} |
+| time spent inside the trainer's `__call__` per event | {ov["in_callback_ms_per_event"] * 1e3:.1f} us |
+| **time inside the trainer / scan wall time** | **{ov["in_callback_share"] * 100:.2f} %** |
 
 The ratio of wall times is what the target asks for, but on shared cores it scatters far
 more than the effect being measured. The time measured inside the callback itself
@@ -197,16 +207,16 @@ measure of the same overhead.
 A run stops, the trainer starts a warm-start refit of a real `DigitalTwin` (2 trials) in
 its worker thread, and the next 20-point run is started at once. Measured: time from
 `RE(plan)` to that run's start document, against the same with no refit going on
-({rd['repeats']} repeats, medians):
+({rd["repeats"]} repeats, medians):
 
 | | value |
 |---|---|
-| time to start document during a refit | {rd['median_start_delay_busy_s'] * 1e3:.1f} ms \
-(max {rd['max_start_delay_busy_s'] * 1e3:.1f} ms) |
-| time to start document with the trainer idle | {rd['median_start_delay_idle_s'] * 1e3:.1f} ms |
-| **added delay** | **{rd['added_start_delay_s'] * 1e3:.1f} ms** |
-| refit duration (worker thread) | {rd['median_refit_s']:.2f} s |
-| 20-point scan wall time during a refit / idle | {rd['median_scan_busy_s']:.3f} s / {rd['median_scan_idle_s']:.3f} s |
+| time to start document during a refit | {rd["median_start_delay_busy_s"] * 1e3:.1f} ms \
+(max {rd["max_start_delay_busy_s"] * 1e3:.1f} ms) |
+| time to start document with the trainer idle | {rd["median_start_delay_idle_s"] * 1e3:.1f} ms |
+| **added delay** | **{rd["added_start_delay_s"] * 1e3:.1f} ms** |
+| refit duration (worker thread) | {rd["median_refit_s"]:.2f} s |
+| 20-point scan wall time during a refit / idle | {rd["median_scan_busy_s"]:.3f} s / {rd["median_scan_idle_s"]:.3f} s |
 
 The RunEngine never waits for the fit; it shares the CPU with it, which is what the
 last row shows.

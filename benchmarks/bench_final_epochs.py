@@ -12,6 +12,7 @@ lines (training R^2).  Side by side for each multiplier in one run::
 
 Prints a markdown table; used for the ARPES note in docs/twin.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,25 +62,39 @@ def main() -> None:
         for i, e in enumerate(meta["ensemble"]):
             gen = torch.Generator().manual_seed(100 + i)
             model = BatchedMLP.from_params(e["members"], X.shape[1], e["params"], generator=gen)
-            train_members(model, Xt, yt, [idx] * e["members"], None, lr=e["params"]["lr"],
-                          batch_size=min(e["params"]["batch_size"], len(idx)),
-                          weight_decay=e["params"]["weight_decay"], max_epochs=max(1, int(e["epochs"] * mult)),
-                          lr_drop_epoch=space["lr_drop_epoch"], lr_drop_factor=space["lr_drop_factor"],
-                          generator=gen, max_steps_per_epoch=space.get("max_steps_per_epoch", 0))
+            train_members(
+                model,
+                Xt,
+                yt,
+                [idx] * e["members"],
+                None,
+                lr=e["params"]["lr"],
+                batch_size=min(e["params"]["batch_size"], len(idx)),
+                weight_decay=e["params"]["weight_decay"],
+                max_epochs=max(1, int(e["epochs"] * mult)),
+                lr_drop_epoch=space["lr_drop_epoch"],
+                lr_drop_factor=space["lr_drop_factor"],
+                generator=gen,
+                max_steps_per_epoch=space.get("max_steps_per_epoch", 0),
+            )
             with torch.no_grad():
                 preds.append(model(Xt[None].expand(e["members"], -1, -1))[:, :, 0].numpy())
         return np.concatenate(preds).mean(axis=0)
 
-    print(f"twin {twin.version}: ensemble "
-          + ", ".join(f"{e['params']['n_layers']}x{e['params']['n_units']} ({e['epochs']} epochs)"
-                      for e in meta["ensemble"]))
+    print(
+        f"twin {twin.version}: ensemble "
+        + ", ".join(
+            f"{e['params']['n_layers']}x{e['params']['n_units']} ({e['epochs']} epochs)" for e in meta["ensemble"]
+        )
+    )
     print("\n| final epochs | held-out-line NRMSE (every 3rd interior line) | training R^2 (all lines) | time (s) |")
     print("|---|---|---|---|")
     for mult in args.mult:
         t = time.perf_counter()
         p = ensemble_mean(~held, mult)
-        nrmse = np.mean([np.sqrt(np.mean((p[X[:, line_axis] == h] - ys[X[:, line_axis] == h]) ** 2))
-                         for h in held_lines])
+        nrmse = np.mean(
+            [np.sqrt(np.mean((p[X[:, line_axis] == h] - ys[X[:, line_axis] == h]) ** 2)) for h in held_lines]
+        )
         p_all = ensemble_mean(np.ones(len(X), bool), mult)
         r2 = 1.0 - np.mean((p_all - ys) ** 2) / np.var(ys)
         print(f"| x{mult:g} | {nrmse:.4f} | {r2:.4f} | {time.perf_counter() - t:.0f} |", flush=True)

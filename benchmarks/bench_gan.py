@@ -11,6 +11,7 @@ Writes ``docs/benchmarks/gan.md`` (and ``docs/benchmarks/gan.json``)::
 * seconds per training iteration (``small`` preset, batch 4, 64x64) measured over
   20 iterations, next to the value recorded when the model was trained.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,9 @@ def training_speed(iterations: int = 20) -> dict[str, float]:
     torch.set_num_threads(1)
     try:
         ds = generate_dataset(64, seed=5)
-        res = train_gan(ds.convolved[:32], ds.unconvolved[32:], GanConfig(), TrainConfig(iterations=iterations,
-                                                                                        batch_size=4))
+        res = train_gan(
+            ds.convolved[:32], ds.unconvolved[32:], GanConfig(), TrainConfig(iterations=iterations, batch_size=4)
+        )
     finally:
         torch.set_num_threads(old)
     return {"s_per_iteration": res.s_per_iteration, "iterations": iterations, "batch_size": 4}
@@ -68,7 +70,7 @@ def main() -> None:
     import torch
 
     from bluesky_twin.gan.evaluate import evaluate_model, format_table
-    from bluesky_twin.gan.model import Exp2SimModel, default_model_dir
+    from bluesky_twin.gan.model import Exp2SimModel
     from bluesky_twin.ins.dataset import generate_dataset
     from bluesky_twin.io_utils import atomic_write_json, atomic_write_text
 
@@ -97,16 +99,25 @@ def main() -> None:
     train = training_speed()
     load_after = os.getloadavg()
     meta_train = model.metadata.get("training", {})
-    report = {"evaluate": res, "latency_ms": lat, "training_speed": train, "evaluate_seconds": eval_s,
-              "model_training": {k: meta_train.get(k) for k in ("command", "s_per_iteration", "seconds")},
-              "platform": platform.platform(), "torch": torch.__version__,
-              "load_average": {"start": load_before, "end": load_after}}
+    report = {
+        "evaluate": res,
+        "latency_ms": lat,
+        "training_speed": train,
+        "evaluate_seconds": eval_s,
+        "model_training": {k: meta_train.get(k) for k in ("command", "s_per_iteration", "seconds")},
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "load_average": {"start": load_before, "end": load_after},
+    }
 
     def pct(v):
         return "n/a" if v is None or not np.isfinite(v) else f"{100 * v:.1f}%"
 
-    model_args = f" --model {args.model} --out {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}" \
-        if args.model else ""
+    model_args = (
+        f" --model {args.model} --out {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}"
+        if args.model
+        else ""
+    )
     lines = [
         "# Exp2SimGAN benchmark" + (f" ({Path(args.model).name})" if args.model else ""),
         "",
@@ -135,18 +146,28 @@ def main() -> None:
         f"Sim2Exp **{pct(res['gap_closed_sim2exp'])}** (target >= 80%, paper 81%; gap "
         f"{100 * res['gap_sim2exp_points']:.1f} points -- 'n/a' means there is no significant gap to close: "
         f"the gap must exceed two binomial standard errors, here {100 * res['gap_sim2exp_min_points']:.1f} points).",
-        "Classifier input scaling: " + ", ".join(f"{k} {v}" for k, v in res.get("classifier_input_scale", {}).items())
+        "Classifier input scaling: "
+        + ", ".join(f"{k} {v}" for k, v in res.get("classifier_input_scale", {}).items())
         + " (`bluesky_twin.ins.duq.scale_frames`).",
         "",
         "Per |J2| bin (small |J2| is the hard case; U = classifier trained on unconvolved, C = on convolved frames):",
         "",
-        "| abs(J2) (meV) | n | U: unconvolved | U: convolved | U: exp2sim | C: convolved | C: unconvolved | C: sim2exp |",
+        "| abs(J2) (meV) | n | U: unconvolved | U: convolved | U: exp2sim | C: convolved | C: unconvolved "
+        "| C: sim2exp |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in res.get("acc_by_abs_j2", []):
-        cells = " | ".join(pct(r[f"acc_{k}"]) for k in (
-            "unconvolved", "convolved_raw", "convolved_exp2sim", "conv_clf_on_convolved",
-            "conv_clf_on_unconvolved_raw", "conv_clf_on_unconvolved_sim2exp"))
+        cells = " | ".join(
+            pct(r[f"acc_{k}"])
+            for k in (
+                "unconvolved",
+                "convolved_raw",
+                "convolved_exp2sim",
+                "conv_clf_on_convolved",
+                "conv_clf_on_unconvolved_raw",
+                "conv_clf_on_unconvolved_sim2exp",
+            )
+        )
         lines.append(f"| {r['abs_j2_min']:.2f}-{r['abs_j2_max']:.2f} | {r['n']} | {cells} |")
     lines += [
         "",
@@ -167,8 +188,10 @@ def main() -> None:
             continue
         d = res["domain_score"][name]
         fz = d["frame_zone_fractions"]
-        lines.append(f"| {name} | {d['mean']:.0f} | {d['std']:.0f} | {d['zone']} | "
-                     f"{fz['trustworthy']:.2f} / {fz['expert opinion']:.2f} / {fz['untrustworthy']:.2f} |")
+        lines.append(
+            f"| {name} | {d['mean']:.0f} | {d['std']:.0f} | {d['zone']} | "
+            f"{fz['trustworthy']:.2f} / {fz['expert opinion']:.2f} / {fz['untrustworthy']:.2f} |"
+        )
     th = res["domain_thresholds"]
     lines += [
         "",
@@ -177,15 +200,16 @@ def main() -> None:
         f"untrustworthy >= {th['set']['untrustworthy']:.0f}.",
         "Paper (its units): train 73k, test 76k, experimental PCSMO 119k, Rb2MnF4 154k, animals 201k, MNIST 240k.",
         "",
-        "## Latency (one 64x64 frame, median of "
-        f"{args.repeats} repeats)",
+        f"## Latency (one 64x64 frame, median of {args.repeats} repeats)",
         "",
         "| torch threads | translate + score | translate only | score only (from features) |",
         "|---|---|---|---|",
     ]
     for threads, d in lat.items():
-        lines.append(f"| {threads} | {d['translate_and_score']:.1f} ms | {d['translate_only']:.1f} ms | "
-                     f"{d['score_only_from_features']:.1f} ms |")
+        lines.append(
+            f"| {threads} | {d['translate_and_score']:.1f} ms | {d['translate_only']:.1f} ms | "
+            f"{d['score_only_from_features']:.1f} ms |"
+        )
     lines += [
         "",
         "Target: <= 20 ms. The score uses the model's `frame_repeats` reference subsets "
@@ -198,10 +222,16 @@ def main() -> None:
     ]
     if meta_train.get("s_per_iteration"):
         sec = meta_train.get("seconds", {})
-        lines.append(f"Recorded when the shipped model was trained: {meta_train['s_per_iteration']:.2f} s/iteration, "
-                     f"GAN {sec.get('gan', float('nan')) / 60:.1f} min, total {sec.get('total', float('nan')) / 60:.1f} min "
-                     f"(`{meta_train.get('command')}`).")
-    lines += ["", f"Full numbers: `{args.out.with_suffix('.json').name}` beside this section. Evaluation took {eval_s:.0f} s.", ""]
+        lines.append(
+            f"Recorded when the shipped model was trained: {meta_train['s_per_iteration']:.2f} s/iteration, "
+            f"GAN {sec.get('gan', float('nan')) / 60:.1f} min, total {sec.get('total', float('nan')) / 60:.1f} min "
+            f"(`{meta_train.get('command')}`)."
+        )
+    lines += [
+        "",
+        f"Full numbers: `{args.out.with_suffix('.json').name}` beside this section. Evaluation took {eval_s:.0f} s.",
+        "",
+    ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, "\n".join(lines))
     from bluesky_twin.gan.cli import _finite_or_none

@@ -14,6 +14,7 @@ Run (from the repository root)::
 
 The machine is shared: the load average at start and end is recorded with the numbers.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,14 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-powder", type=int, default=500)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--torch-threads", type=int, default=1,
-                        help="intra-op threads for DUQ training (1 is fastest on a busy 2-core box)")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="intra-op threads for DUQ training (1 is fastest on a busy 2-core box)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks" / "ins_sim.md"))
     args = parser.parse_args(argv)
 
-    from bluesky_twin.io_utils import atomic_write_text
     from bluesky_twin.ins import DUQClassifier, generate_dataset
+    from bluesky_twin.io_utils import atomic_write_text
 
     load_start = os.getloadavg()
     generate_dataset(8, seed=99, n_workers=1)  # warm the caches (resins import, quadrature)
@@ -61,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     powder = generate_dataset(args.n_powder, seed=args.seed, geometry="powder", n_workers=args.workers)
     t_powder = time.perf_counter() - t0
-    print(f"generate: {args.n_cut} cut pairs {t_cut:.1f} s, {args.n_powder} powder pairs {t_powder:.1f} s",
-          flush=True)
+    print(f"generate: {args.n_cut} cut pairs {t_cut:.1f} s, {args.n_powder} powder pairs {t_powder:.1f} s", flush=True)
 
     n_train_cut = int(0.8 * len(cut))
     n_train_powder = int(0.8 * len(powder))
@@ -80,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     for train_domain in ("unconvolved", "convolved"):
         t0 = time.perf_counter()
         clf = DUQClassifier().fit(
-            getattr(train, train_domain), train.labels, epochs=args.epochs, seed=args.seed,
+            getattr(train, train_domain),
+            train.labels,
+            epochs=args.epochs,
+            seed=args.seed,
             num_threads=args.torch_threads,
         )
         t_fit = time.perf_counter() - t0
@@ -90,8 +97,11 @@ def main(argv: list[str] | None = None) -> int:
             row[test_domain] = clf.score(frames, test.labels)
             row[f"cert_{test_domain}"] = float(np.mean(clf.certainty(frames)))
         duq_rows.append(row)
-        print(f"DUQ trained on {train_domain} ({t_fit:.0f} s): "
-              f"unconvolved {row['unconvolved']:.3f}, convolved {row['convolved']:.3f}", flush=True)
+        print(
+            f"DUQ trained on {train_domain} ({t_fit:.0f} s): "
+            f"unconvolved {row['unconvolved']:.3f}, convolved {row['convolved']:.3f}",
+            flush=True,
+        )
     load_end = os.getloadavg()
 
     name = {"unconvolved": "unconvolved", "convolved": "experiment-like"}
@@ -99,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         "## INS simulation and DUQ classifier (`benchmarks/bench_ins_sim.py`)",
         "",
         "Command (repository root): `nice -n 10 .venv/bin/python benchmarks/bench_ins_sim.py"
-        + ("" if argv is None else " " + " ".join(argv)) + "`",
+        + ("" if argv is None else " " + " ".join(argv))
+        + "`",
         "",
         f"Machine: {os.cpu_count()} CPU cores, Python {platform.python_version()}, shared with other "
         f"jobs (1-min load average {load_start[0]:.1f} at start, {load_end[0]:.1f} at end); "

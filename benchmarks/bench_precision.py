@@ -8,14 +8,14 @@ ways, interleaved, on one thread, and prints the ratio::
 
     .venv/bin/python benchmarks/bench_precision.py [--repeats 20]
 """
+
 from __future__ import annotations
 
 import argparse
 import time
 
 
-def step_ms(precision: str, members: int, layers: int, units: int, batch: int, features: int,
-            repeats: int) -> float:
+def step_ms(precision: str, members: int, layers: int, units: int, batch: int, features: int, repeats: int) -> float:
     """Median milliseconds of one training step (forward, backward, Adam)."""
     import statistics
 
@@ -24,8 +24,16 @@ def step_ms(precision: str, members: int, layers: int, units: int, batch: int, f
     from bluesky_twin.twin.network import BatchedMLP
 
     gen = torch.Generator().manual_seed(0)
-    net = BatchedMLP(members, 2, 1, layers, units, generator=gen, fourier_features=features,
-                     fourier_scale=[4.0, 1.0] if features else 0.0)
+    net = BatchedMLP(
+        members,
+        2,
+        1,
+        layers,
+        units,
+        generator=gen,
+        fourier_features=features,
+        fourier_scale=[4.0, 1.0] if features else 0.0,
+    )
     opt = torch.optim.Adam(net.parameters(), 1e-3, foreach=True)
     x = torch.randn(members, batch, 2, generator=gen)
     y = torch.randn(members, batch, 1, generator=gen)
@@ -55,12 +63,18 @@ def main() -> None:
     print(f"torch {torch.__version__}, native bfloat16: {native_bfloat16()}, 1 thread")
     print("| members x (layers x units), batch, Fourier features | float32 ms/step | bfloat16 ms/step | ratio |")
     print("|---|---|---|---|")
-    for members, layers, units, batch, features in [(1, 5, 150, 1024, 64), (2, 6, 194, 1024, 64),
-                                                    (1, 10, 200, 1024, 0), (3, 6, 165, 68, 0)]:
+    for members, layers, units, batch, features in [
+        (1, 5, 150, 1024, 64),
+        (2, 6, 194, 1024, 64),
+        (1, 10, 200, 1024, 0),
+        (3, 6, 165, 68, 0),
+    ]:
         fp32 = step_ms("float32", members, layers, units, batch, features, args.repeats)
         bf16 = step_ms("bfloat16", members, layers, units, batch, features, args.repeats)
-        print(f"| {members} x ({layers} x {units}), {batch}, {features} | {fp32:.1f} | {bf16:.1f} | "
-              f"{fp32 / bf16:.2f}x |", flush=True)
+        print(
+            f"| {members} x ({layers} x {units}), {batch}, {features} | {fp32:.1f} | {bf16:.1f} | {fp32 / bf16:.2f}x |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

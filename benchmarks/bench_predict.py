@@ -12,6 +12,7 @@ deviation.  Writes ``docs/benchmarks/predict.md``::
 The data directory is found as in ``bench_twin.py`` (``--data``, ``$BLUESKY_TWIN_DATA``,
 ``../shared/data/terashima2023``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,22 +51,29 @@ def bench_dataset(key: int, trials: int, repeats: int, data_dir: Path) -> list[s
     Q = rng.uniform(twin.x_range[:, 0], twin.x_range[:, 1], size=(100_000, 2))
     net_s = _median_time(lambda: twin.predict(Q), max(1, repeats // 3))
     sd = float(df[y].std())
-    arch = ", ".join(f"{e['params']['n_layers']}x{e['params']['n_units']}"
-                     f"{' fourier' if e['params'].get('fourier_features') else ''} ({e['members']})"
-                     for e in twin.metadata["ensemble"])
-    rows = [f"### {DATASETS[key]} ({len(df)} points; ensemble {arch}, layers x units (members))", "",
-            "| predictor | median time for 1e5 points | network / this | build (s) | max error / data std "
-            "| RMS error / data std | max error / ensemble std |",
-            "|---|---|---|---|---|---|---|",
-            f"| network ensemble (`twin.predict`) | {1e3 * net_s:.0f} ms | 1 | - | 0 | 0 | 0 |"]
+    arch = ", ".join(
+        f"{e['params']['n_layers']}x{e['params']['n_units']}"
+        f"{' fourier' if e['params'].get('fourier_features') else ''} ({e['members']})"
+        for e in twin.metadata["ensemble"]
+    )
+    rows = [
+        f"### {DATASETS[key]} ({len(df)} points; ensemble {arch}, layers x units (members))",
+        "",
+        "| predictor | median time for 1e5 points | network / this | build (s) | max error / data std "
+        "| RMS error / data std | max error / ensemble std |",
+        "|---|---|---|---|---|---|---|",
+        f"| network ensemble (`twin.predict`) | {1e3 * net_s:.0f} ms | 1 | - | 0 | 0 | 0 |",
+    ]
     for shape in GRIDS:
         t = time.perf_counter()
         tab = twin.tabulate(shape)
         build_s = time.perf_counter() - t
         tab_s = _median_time(lambda tab=tab: tab.predict(Q), repeats)
-        rows.append(f"| tabulated {shape[0]} x {shape[1]} (`twin.tabulate({shape})`) | {1e3 * tab_s:.1f} ms | "
-                    f"{net_s / tab_s:.0f}x | {build_s:.1f} | {tab.max_abs_error / sd:.2%} | {tab.rms_error / sd:.3%} "
-                    f"| {tab.max_error_over_std:.2f} |")
+        rows.append(
+            f"| tabulated {shape[0]} x {shape[1]} (`twin.tabulate({shape})`) | {1e3 * tab_s:.1f} ms | "
+            f"{net_s / tab_s:.0f}x | {build_s:.1f} | {tab.max_abs_error / sd:.2%} | {tab.rms_error / sd:.3%} "
+            f"| {tab.max_error_over_std:.2f} |"
+        )
         print(rows[-1], flush=True)
     return rows + [""]
 

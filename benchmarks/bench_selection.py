@@ -16,6 +16,7 @@ The data directory is found as in ``bench_twin.py`` (``--data``, ``$BLUESKY_TWIN
 Writes ``docs/benchmarks/selection.md`` and ``selection.json`` (``--out NAME``: ``NAME.md`` /
 ``NAME.json``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,49 +58,69 @@ def compare(key: int, seed: int, trials: int, jobs: int) -> dict:
 
     def nrmse(trial) -> float:
         params = _model_params(trial.params, space, len(X))
-        preds = twin_lofo(twin, X, y, lines, params=params,
-                          epochs=max(int(trial.user_attrs.get("best_epoch", 150)), 150), seed=seed)
+        preds = twin_lofo(
+            twin, X, y, lines, params=params, epochs=max(int(trial.user_attrs.get("best_epoch", 150)), 150), seed=seed
+        )
         return lofo_nrmse(preds, X, y, lines)
 
-    row = {"dataset": name, "seed": seed, "fit_s": fit_s, "complete": len(complete),
-           "lines_trial": by_lines.number, "train_trial": by_train.number}
+    row = {
+        "dataset": name,
+        "seed": seed,
+        "fit_s": fit_s,
+        "complete": len(complete),
+        "lines_trial": by_lines.number,
+        "train_trial": by_train.number,
+    }
     if by_lines.number == by_train.number:
         row["lines_nrmse"] = row["train_nrmse"] = nrmse(by_lines)
     else:
         row["lines_nrmse"], row["train_nrmse"] = nrmse(by_lines), nrmse(by_train)
-    print(f"{name} seed {seed}: held-out-lines pick #{by_lines.number} {row['lines_nrmse']:.4f}, "
-          f"train-fit pick #{by_train.number} {row['train_nrmse']:.4f} ({len(complete)} complete)", flush=True)
+    print(
+        f"{name} seed {seed}: held-out-lines pick #{by_lines.number} {row['lines_nrmse']:.4f}, "
+        f"train-fit pick #{by_train.number} {row['train_nrmse']:.4f} ({len(complete)} complete)",
+        flush=True,
+    )
     return row
 
 
 def write(rows: list[dict], command: str, seconds: float, stem: str = "selection") -> None:
     out = ROOT / "docs" / "benchmarks"
     (out / f"{stem}.json").write_text(json.dumps({"command": command, "rows": rows}, indent=1))
-    lines = ["# Selection criterion: held-out lines vs training fit", "",
-             f"Command: `.venv/bin/python {command}` ({seconds / 60:.1f} min). Each seed fits a twin (30 trials, "
-             "2 jobs); the best single configuration by held-out-line loss and the best by training loss are "
-             "refitted without each held-out interior line; NRMSE = line-averaged RMSE / std of the data "
-             "(lower is better).", "",
-             "| data set | seed | complete trials | held-out-lines pick | train-fit pick | better |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "# Selection criterion: held-out lines vs training fit",
+        "",
+        f"Command: `.venv/bin/python {command}` ({seconds / 60:.1f} min). Each seed fits a twin (30 trials, "
+        "2 jobs); the best single configuration by held-out-line loss and the best by training loss are "
+        "refitted without each held-out interior line; NRMSE = line-averaged RMSE / std of the data "
+        "(lower is better).",
+        "",
+        "| data set | seed | complete trials | held-out-lines pick | train-fit pick | better |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         same = r["lines_trial"] == r["train_trial"]
         if same:
             better = "same configuration"
         else:
             better = "held-out lines" if r["lines_nrmse"] < r["train_nrmse"] else "training fit"
-        lines.append(f"| {r['dataset']} | {r['seed']} | {r['complete']} | "
-                     f"{r['lines_nrmse']:.4f} (#{r['lines_trial']}) | "
-                     f"{r['train_nrmse']:.4f} (#{r['train_trial']}) | {better} |")
-    lines += ["",
-              "| data set | seeds | held-out lines better | training fit better | same | mean NRMSE lines / train |",
-              "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['dataset']} | {r['seed']} | {r['complete']} | "
+            f"{r['lines_nrmse']:.4f} (#{r['lines_trial']}) | "
+            f"{r['train_nrmse']:.4f} (#{r['train_trial']}) | {better} |"
+        )
+    lines += [
+        "",
+        "| data set | seeds | held-out lines better | training fit better | same | mean NRMSE lines / train |",
+        "|---|---|---|---|---|---|",
+    ]
     for name in dict.fromkeys(r["dataset"] for r in rows):
         rs = [r for r in rows if r["dataset"] == name]
         diff = [r for r in rs if r["lines_trial"] != r["train_trial"]]
         wins = sum(r["lines_nrmse"] < r["train_nrmse"] for r in diff)
-        lines.append(f"| {name} | {len(rs)} | {wins} | {len(diff) - wins} | {len(rs) - len(diff)} | "
-                     f"{np.mean([r['lines_nrmse'] for r in rs]):.4f} / {np.mean([r['train_nrmse'] for r in rs]):.4f} |")
+        lines.append(
+            f"| {name} | {len(rs)} | {wins} | {len(diff) - wins} | {len(rs) - len(diff)} | "
+            f"{np.mean([r['lines_nrmse'] for r in rs]):.4f} / {np.mean([r['train_nrmse'] for r in rs]):.4f} |"
+        )
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 

@@ -24,6 +24,7 @@ It prints the numbers and writes ``docs/benchmarks/twin.md`` plus figures under
   and the total variation (spurious oscillation) of each curve;
 * prediction time of 1e5 points.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,9 +60,14 @@ def default_data_dir() -> Path | None:
 
 def add_data_option(ap: argparse.ArgumentParser) -> None:
     """Add ``--data DIR`` (the directory of the Terashima et al. CSV files)."""
-    ap.add_argument("--data", type=Path, default=None, metavar="DIR",
-                    help=f"directory of the traindata_Section3_*.csv files (default: ${DATA_ENV}, "
-                         "else ../shared/data/terashima2023 beside the repository)")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"directory of the traindata_Section3_*.csv files (default: ${DATA_ENV}, "
+        "else ../shared/data/terashima2023 beside the repository)",
+    )
 
 
 def resolve_data_dir(value: Path | None) -> Path:
@@ -124,8 +130,13 @@ class RBFBaseline:
     def _fit(self, X, y, kernel, smoothing):
         from scipy.interpolate import RBFInterpolator
 
-        return RBFInterpolator((X - self.mu) / self.sd, (y - self.ym) / self.ys, kernel=kernel,
-                               smoothing=smoothing, neighbors=self.neighbors)
+        return RBFInterpolator(
+            (X - self.mu) / self.sd,
+            (y - self.ym) / self.ys,
+            kernel=kernel,
+            smoothing=smoothing,
+            neighbors=self.neighbors,
+        )
 
     def _tune(self, X, y):
         lines = np.unique(X[:, 1])[1:-1]
@@ -185,8 +196,9 @@ def twin_lofo(twin, X, y, lines, params=None, epochs=None, seed=0, lr_drop=None,
         # lists a configuration's members as separate one-member groups
         entries = {e["trial"]: e for e in twin.metadata["ensemble"]}.values()
         weights = [sum(g["members"] for g in twin.metadata["ensemble"] if g["trial"] == e["trial"]) for e in entries]
-        per_config = [_lofo_one(twin, X, y, lines, e["params"], e["epochs"], seed, e.get("lr_drop_epoch"))
-                      for e in entries]
+        per_config = [
+            _lofo_one(twin, X, y, lines, e["params"], e["epochs"], seed, e.get("lr_drop_epoch")) for e in entries
+        ]
         full = {h: np.average([p[h] for p in per_config], axis=0, weights=weights) for h in lines}
     else:
         full = _lofo_one(twin, X, y, lines, params, epochs, seed, lr_drop)
@@ -222,11 +234,22 @@ def _lofo_one(twin, X, y, lines, params, epochs, seed, lr_drop=None):
     train = [torch.from_numpy(np.flatnonzero(X[:, 1] != h)) for h in lines]
     space = twin.metadata["search_space"]
     steps = space.get("final_steps_per_epoch")
-    train_members(model, Xt, yt, train, None, lr=params["lr"], batch_size=params["batch_size"],
-                  weight_decay=params["weight_decay"], max_epochs=epochs,
-                  lr_drop_epoch=lr_drop or space["lr_drop_epoch"], lr_drop_factor=space["lr_drop_factor"],
-                  generator=gen, max_steps_per_epoch=space.get("max_steps_per_epoch", 0) if steps is None else steps,
-                  precision=resolve_precision(space.get("precision", "float32"), len(X), LARGE_DATA_ROWS))
+    train_members(
+        model,
+        Xt,
+        yt,
+        train,
+        None,
+        lr=params["lr"],
+        batch_size=params["batch_size"],
+        weight_decay=params["weight_decay"],
+        max_epochs=epochs,
+        lr_drop_epoch=lr_drop or space["lr_drop_epoch"],
+        lr_drop_factor=space["lr_drop_factor"],
+        generator=gen,
+        max_steps_per_epoch=space.get("max_steps_per_epoch", 0) if steps is None else steps,
+        precision=resolve_precision(space.get("precision", "float32"), len(X), LARGE_DATA_ROWS),
+    )
     with torch.no_grad():  # every refit's prediction on all rows: {held-out line: (n,) values}
         p = model(Xt.unsqueeze(0).expand(len(lines), -1, -1))[:, :, 0].numpy()
     return {h: p[i] * ys.scale[0] + ys.mean[0] for i, h in enumerate(lines)}
@@ -265,12 +288,24 @@ def run_dataset(key, trials, jobs, seed, out_rows, figs):
         from bluesky_twin.twin import TwinSearchSpace
 
         space = TwinSearchSpace(fourier_per_axis=True, fourier_scale=(0.5, 16.0))
-    twin = DigitalTwin.fit(df, xcols, ycol, trials=trials, jobs=jobs, seed=seed, search_space=space,
-                           budget=None if key != 4 else ARPES_BUDGET, progress=False)
+    twin = DigitalTwin.fit(
+        df,
+        xcols,
+        ycol,
+        trials=trials,
+        jobs=jobs,
+        seed=seed,
+        search_space=space,
+        budget=None if key != 4 else ARPES_BUDGET,
+        progress=False,
+    )
     wall = time.perf_counter() - t0
     m = twin.metadata
-    print(f"fit {wall:.1f} s ({m['n_trials_complete']} complete, {m['n_trials_pruned']} pruned), "
-          f"train R^2 {m['train_r2']:.4f}, best {m['best_params']}", flush=True)
+    print(
+        f"fit {wall:.1f} s ({m['n_trials_complete']} complete, {m['n_trials_pruned']} pruned), "
+        f"train R^2 {m['train_r2']:.4f}, best {m['best_params']}",
+        flush=True,
+    )
 
     # prediction speed
     rng = np.random.default_rng(0)
@@ -308,23 +343,40 @@ def run_dataset(key, trials, jobs, seed, out_rows, figs):
         alt_preds = twin_lofo(twin, X, y, lines, params=alt_params, epochs=alt_epochs, seed=seed)
         alt = lofo_nrmse(alt_preds, X, y, lines)
     rbf = RBFBaseline(X, y, neighbors=None if len(X) < 5000 else 64)
-    predictors = {"linear": predict_linear, "spline": predict_spline,
-                  "rbf": rbf.predict, "forest": predict_forest}
+    predictors = {"linear": predict_linear, "spline": predict_spline, "rbf": rbf.predict, "forest": predict_forest}
     mean_err, per_line = lofo_errors(X, y, lines, predictors, twin_preds)
     if net_lofo is not None:
-        print(f"line-residual correction {m['line_residual']}: LOFO NRMSE of the networks alone "
-              f"{net_lofo:.4f}", flush=True)
-    print("LOFO NRMSE:", {k: round(v, 4) for k, v in mean_err.items()},
-          f"(train-fit-selected config: {alt if alt is None else round(alt, 4)})", flush=True)
+        print(
+            f"line-residual correction {m['line_residual']}: LOFO NRMSE of the networks alone {net_lofo:.4f}",
+            flush=True,
+        )
+    print(
+        "LOFO NRMSE:",
+        {k: round(v, 4) for k, v in mean_err.items()},
+        f"(train-fit-selected config: {alt if alt is None else round(alt, 4)})",
+        flush=True,
+    )
     row = {
-        "dataset": name, "points": len(df), "trials": trials, "jobs": jobs, "fit_s": wall,
-        "paper_min": paper_min, "speedup_vs_paper": (60 * np.mean(paper_min)) / wall,
-        "complete": m["n_trials_complete"], "pruned": m["n_trials_pruned"],
+        "dataset": name,
+        "points": len(df),
+        "trials": trials,
+        "jobs": jobs,
+        "fit_s": wall,
+        "paper_min": paper_min,
+        "speedup_vs_paper": (60 * np.mean(paper_min)) / wall,
+        "complete": m["n_trials_complete"],
+        "pruned": m["n_trials_pruned"],
         "train_r2": m["train_r2"],
         "network_train_r2": (m.get("line_residual") or {}).get("network_train_r2", m["train_r2"]),
-        "lofo_networks_only": net_lofo, "line_residual": m.get("line_residual"), "pred_1e5_ms": pred_ms,
-        "ensemble": m["ensemble"], "lofo": mean_err, "lofo_per_line": per_line,
-        "lofo_lines": lines.tolist(), "lofo_train_fit_selected": alt, "best_params": m["best_params"],
+        "lofo_networks_only": net_lofo,
+        "line_residual": m.get("line_residual"),
+        "pred_1e5_ms": pred_ms,
+        "ensemble": m["ensemble"],
+        "lofo": mean_err,
+        "lofo_per_line": per_line,
+        "lofo_lines": lines.tolist(),
+        "lofo_train_fit_selected": alt,
+        "best_params": m["best_params"],
         "rbf_params": list(rbf.params),
         "command": "benchmarks/bench_twin.py " + " ".join(sys.argv[1:]),
     }
@@ -366,8 +418,10 @@ def mce_comparison(twin, X, y, rbf):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, c in curves.items():
         prom = 0.01 * np.ptp(c)
-        stats[name] = {"extrema": int(count_extrema(c, prom)),
-                       "total_variation_over_peak": float(np.abs(np.diff(c)).sum() / (2 * c.max()))}
+        stats[name] = {
+            "extrema": int(count_extrema(c, prom)),
+            "total_variation_over_peak": float(np.abs(np.diff(c)).sum() / (2 * c.max())),
+        }
         ax.plot(T, c, label=f"{name} ({stats[name]['extrema']} extrema)")
     ax.set_xlabel("T (K)")
     ax.set_ylabel("|dS_M| at 5 T (raw units x T / K)")
@@ -406,9 +460,11 @@ def write_markdown(rows, figs, args, elapsed):
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=lambda r: [v[0] for v in DATASETS.values()].index(r["dataset"])):
-        lines.append(f"| {r['dataset']} | {r['points']} | {r['complete']}/{r['pruned']} | {r['fit_s']:.1f} | "
-                     f"{r['paper_min'][0]}-{r['paper_min'][1]} | {r['speedup_vs_paper']:.2f}x | {r['train_r2']:.4f} | "
-                     f"{_networks_only(r, 'network_train_r2')} | {r['pred_1e5_ms']:.0f} |")
+        lines.append(
+            f"| {r['dataset']} | {r['points']} | {r['complete']}/{r['pruned']} | {r['fit_s']:.1f} | "
+            f"{r['paper_min'][0]}-{r['paper_min'][1]} | {r['speedup_vs_paper']:.2f}x | {r['train_r2']:.4f} | "
+            f"{_networks_only(r, 'network_train_r2')} | {r['pred_1e5_ms']:.0f} |"
+        )
     lines += [
         "",
         "## Leave-one-field-out error (held-out interior lines)",
@@ -429,24 +485,34 @@ def write_markdown(rows, figs, args, elapsed):
         e = r["lofo"]
         best_base = min(e["linear"], e["spline"], e["rbf"], e["forest"])
         alt = "same config" if r["lofo_train_fit_selected"] is None else f"{r['lofo_train_fit_selected']:.4f}"
-        lines.append(f"| {r['dataset']} | {e['twin']:.4f} | {_networks_only(r, 'lofo_networks_only')} | {alt} | "
-                     f"{e['linear']:.4f} | {e['spline']:.4f} | "
-                     f"{e['rbf']:.4f} | {e['forest']:.4f} | {e['twin'] / best_base:.2f} |")
+        lines.append(
+            f"| {r['dataset']} | {e['twin']:.4f} | {_networks_only(r, 'lofo_networks_only')} | {alt} | "
+            f"{e['linear']:.4f} | {e['spline']:.4f} | "
+            f"{e['rbf']:.4f} | {e['forest']:.4f} | {e['twin'] / best_base:.2f} |"
+        )
     if "erco2_dsm" in figs:
-        lines += ["", "## ErCo2: |dS_M|(T) at 0->5 T on a 0.1 T field step", "",
-                  f"![dS_M comparison](../{figs['erco2_dsm_png'].replace('docs/', '')})", "",
-                  "| method | local extrema (prominence > 1% of range) | total variation / (2 x peak) |",
-                  "|---|---|---|"]
+        lines += [
+            "",
+            "## ErCo2: |dS_M|(T) at 0->5 T on a 0.1 T field step",
+            "",
+            f"![dS_M comparison](../{figs['erco2_dsm_png'].replace('docs/', '')})",
+            "",
+            "| method | local extrema (prominence > 1% of range) | total variation / (2 x peak) |",
+            "|---|---|---|",
+        ]
         for k, v in figs["erco2_dsm"].items():
             lines.append(f"| {k} | {v['extrema']} | {v['total_variation_over_peak']:.3f} |")
         lines += ["", "A smooth single-peaked curve has 1 extremum and a total-variation ratio of 1."]
     lines += ["", "Invocation behind each row:", ""]
-    lines += [f"* {r['dataset']}: `.venv/bin/python {r.get('command', 'benchmarks/bench_twin.py (not recorded)')}`"
-              for r in rows]
+    lines += [
+        f"* {r['dataset']}: `.venv/bin/python {r.get('command', 'benchmarks/bench_twin.py (not recorded)')}`"
+        for r in rows
+    ]
     lines += ["", "Raw numbers: `docs/benchmarks/twin.json`."]
     (ROOT / "docs" / "benchmarks" / "twin.md").write_text("\n".join(lines) + "\n")
     (ROOT / "docs" / "benchmarks" / "twin.json").write_text(
-        json.dumps({"rows": rows, "figs": figs}, indent=1, default=str))
+        json.dumps({"rows": rows, "figs": figs}, indent=1, default=str)
+    )
 
 
 def main() -> None:
@@ -458,13 +524,23 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--update", action="store_true",
-                    help="keep the other data sets' rows of an earlier run (docs/benchmarks/twin.json)")
-    ap.add_argument("--arpes-budget", type=float, default=180.0,
-                    help="wall-time budget of the whole ARPES fit, search and final ensemble (s)")
-    ap.add_argument("--fourier-per-axis", action="store_true",
-                    help="search one Fourier scale per input axis (0.5-16) on every data set (the default "
-                         "space does so on large maps only)")
+    ap.add_argument(
+        "--update",
+        action="store_true",
+        help="keep the other data sets' rows of an earlier run (docs/benchmarks/twin.json)",
+    )
+    ap.add_argument(
+        "--arpes-budget",
+        type=float,
+        default=180.0,
+        help="wall-time budget of the whole ARPES fit, search and final ensemble (s)",
+    )
+    ap.add_argument(
+        "--fourier-per-axis",
+        action="store_true",
+        help="search one Fourier scale per input axis (0.5-16) on every data set (the default "
+        "space does so on large maps only)",
+    )
     add_data_option(ap)
     args = ap.parse_args()
     global DATA

@@ -11,6 +11,7 @@ same budget on the same data.  Writes ``docs/benchmarks/warm_start.md``::
 The data directory is found as in ``bench_twin.py`` (``--data``, ``$BLUESKY_TWIN_DATA``,
 ``../shared/data/terashima2023``); the ErCo2 file is ``traindata_Section3_1.csv``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,13 +62,18 @@ def main() -> None:
         warm = DigitalTwin.fit(df, warm_start=base, seed=r)
         warm_s = time.perf_counter() - t
         t = time.perf_counter()
-        cold = DigitalTwin.fit(df, x, y, trials=warm.metadata["n_trials_complete"] + warm.metadata["n_trials_pruned"],
-                               seed=r)
+        cold = DigitalTwin.fit(
+            df, x, y, trials=warm.metadata["n_trials_complete"] + warm.metadata["n_trials_pruned"], seed=r
+        )
         cold_s = time.perf_counter() - t
-        rows.append((warm_s, cold_s, err(base), err(warm), err(cold),
-                     warm.metadata["train_r2"], cold.metadata["train_r2"]))
-        print(f"repeat {r}: warm {warm_s:.1f} s, cold {cold_s:.1f} s; NRMSE on the new lines: before {err(base):.4f}, "
-              f"warm {err(warm):.4f}, cold {err(cold):.4f}", flush=True)
+        rows.append(
+            (warm_s, cold_s, err(base), err(warm), err(cold), warm.metadata["train_r2"], cold.metadata["train_r2"])
+        )
+        print(
+            f"repeat {r}: warm {warm_s:.1f} s, cold {cold_s:.1f} s; NRMSE on the new lines: before {err(base):.4f}, "
+            f"warm {err(warm):.4f}, cold {err(cold):.4f}",
+            flush=True,
+        )
     a = np.array(rows)
     med = np.median(a, axis=0)
     md = [

@@ -7,6 +7,7 @@ only concatenates them in a fixed order and shifts their headings down a level::
 
     .venv/bin/python benchmarks/collect.py
 """
+
 from __future__ import annotations
 
 from pathlib import Path

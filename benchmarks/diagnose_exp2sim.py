@@ -14,6 +14,7 @@ Exp2Sim's capacity::
 
     .venv/bin/python benchmarks/diagnose_exp2sim.py MODEL_DIR --n 300 --seed 1234
 """
+
 from __future__ import annotations
 
 import argparse

@@ -22,6 +22,7 @@ frames, ``--seed``), prints the accuracy of the model's *convolved* DUQ classifi
 
 Used for the Sim2Exp section of docs/gan.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,8 +77,10 @@ def main() -> None:
         with torch.inference_mode():
             b = model.G_B.resolution(torch.from_numpy(x)[:, None], torch.from_numpy(valid.astype(np.float32))[:, None])
             sig = model.G_B.resolution.sigma(x.shape[1]).numpy()
-        print(f"learned widths (rows), low/mid/high energy: {sig[0]:.2f} / {sig[len(sig) // 2]:.2f} / {sig[-1]:.2f}; "
-              f"gate {float(model.G_B.gate):.3f}")
+        print(
+            f"learned widths (rows), low/mid/high energy: {sig[0]:.2f} / {sig[len(sig) // 2]:.2f} / {sig[-1]:.2f}; "
+            f"gate {float(model.G_B.gate):.3f}"
+        )
         row("unconvolved -> learned broadening only, mask", masked(from_model_space(b[:, 0].numpy(), model.scaling)))
         layer = model.G_B.resolution
         if getattr(layer, "instrument", False):  # the training-time randomness, applied at translation
@@ -86,10 +89,16 @@ def main() -> None:
                     continue
                 torch.manual_seed(0)
                 with torch.inference_mode():
-                    b = layer(torch.from_numpy(x)[:, None], torch.from_numpy(valid.astype(np.float32))[:, None],
-                              noise=noise, sample=sample)
-                row("layer with counting noise" + (" and per-frame draws" if sample else "") + ", mask",
-                    masked(from_model_space(b[:, 0].numpy(), model.scaling)))
+                    b = layer(
+                        torch.from_numpy(x)[:, None],
+                        torch.from_numpy(valid.astype(np.float32))[:, None],
+                        noise=noise,
+                        sample=sample,
+                    )
+                row(
+                    "layer with counting noise" + (" and per-frame draws" if sample else "") + ", mask",
+                    masked(from_model_space(b[:, 0].numpy(), model.scaling)),
+                )
         if getattr(layer, "bounded", False):
             import copy
             import math
@@ -103,8 +112,10 @@ def main() -> None:
                     fixed.coeffs[0] = math.log(q / (1 - q))
                     b = fixed(torch.from_numpy(x)[:, None], torch.from_numpy(valid.astype(np.float32))[:, None])
                 w = lo + f * (hi - lo)
-                row(f"layer, width at f={f:g} of the bounds ({w[0]:.1f}/{w[len(w) // 2]:.1f}/{w[-1]:.1f} rows)",
-                    masked(from_model_space(b[:, 0].numpy(), model.scaling)))
+                row(
+                    f"layer, width at f={f:g} of the bounds ({w[0]:.1f}/{w[len(w) // 2]:.1f}/{w[-1]:.1f} rows)",
+                    masked(from_model_space(b[:, 0].numpy(), model.scaling)),
+                )
     filled = np.nan_to_num(te.unconvolved)
     for sigma in args.sigmas:
         b = gaussian_filter1d(filled, sigma, axis=1, mode="nearest")

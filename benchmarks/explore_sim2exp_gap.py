@@ -37,35 +37,40 @@ from bluesky_twin.ins.resolution import maps_resolution
 RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
     "default": ("cut", {}, "shipped recipe: MAPS S 200 Hz, Ei 25/30/35 meV, sigma_Q 0.03 1/A"),
     "ei60_200hz": (
-        "cut", {"e_init": (50.0, 60.0, 70.0)},
+        "cut",
+        {"e_init": (50.0, 60.0, 70.0)},
         "higher Ei 50/60/70 meV at 200 Hz (coarser energy resolution)",
     ),
     "ei60_100hz": (
-        "cut", {"e_init": (50.0, 60.0, 70.0), "chopper_frequency": 100},
+        "cut",
+        {"e_init": (50.0, 60.0, 70.0), "chopper_frequency": 100},
         "higher Ei 50/60/70 meV at 100 Hz (relaxed, high-flux setting)",
     ),
     "sigq_0.12": ("cut", {"sigma_q": 0.12}, "sigma_Q 0.12 1/A (coarser Q resolution)"),
     "ei60_100hz_sigq_0.12": (
-        "cut", {"e_init": (50.0, 60.0, 70.0), "chopper_frequency": 100, "sigma_q": 0.12},
+        "cut",
+        {"e_init": (50.0, 60.0, 70.0), "chopper_frequency": 100, "sigma_q": 0.12},
         "coarse E (Ei 50-70, 100 Hz) and coarse Q (0.12 1/A)",
     ),
     "noisy": (
         "cut",
-        {"counts_scale": (5.0, 30.0), "background_b0": (0.05, 0.2),
-         "elastic_amplitude": (2.0, 8.0)},
+        {"counts_scale": (5.0, 30.0), "background_b0": (0.05, 0.2), "elastic_amplitude": (2.0, 8.0)},
         "fewer counts (5-30), 4x background, 4x elastic line",
     ),
     "ei60_100hz_counts": (
-        "cut", {"e_init": (50.0, 60.0, 70.0), "chopper_frequency": 100,
-                "counts_scale": (300.0, 3000.0)},
+        "cut",
+        {"e_init": (50.0, 60.0, 70.0), "chopper_frequency": 100, "counts_scale": (300.0, 3000.0)},
         "Ei 50/60/70 meV at 100 Hz with 10x counts (the relaxed setting's extra flux)",
     ),
     "powder": ("powder", {}, "powder geometry, default instrument"),
     "powder_ei60_200hz": (
-        "powder", {"e_init": (50.0, 60.0, 70.0)}, "powder, Ei 50/60/70 meV at 200 Hz",
+        "powder",
+        {"e_init": (50.0, 60.0, 70.0)},
+        "powder, Ei 50/60/70 meV at 200 Hz",
     ),
     "powder_ei60_100hz": (
-        "powder", {"e_init": (50.0, 60.0, 70.0), "chopper_frequency": 100},
+        "powder",
+        {"e_init": (50.0, 60.0, 70.0), "chopper_frequency": 100},
         "powder, Ei 50/60/70 meV at 100 Hz",
     ),
 }
@@ -75,15 +80,11 @@ def fwhm_range(overrides: dict[str, Any]) -> tuple[float, float]:
     """Energy-resolution FWHM (meV) over 0-16 meV and the recipe's Ei values: (min, max)."""
     eis = overrides.get("e_init", (25.0, 30.0, 35.0))
     freq = int(overrides.get("chopper_frequency", 200))
-    values = np.concatenate(
-        [maps_resolution(float(ei), freq, "S").fwhm(np.array([0.0, 16.0])) for ei in eis]
-    )
+    values = np.concatenate([maps_resolution(float(ei), freq, "S").fwhm(np.array([0.0, 16.0])) for ei in eis])
     return float(values.min()), float(values.max())
 
 
-def run_recipe(
-    name: str, n_train: int, n_test: int, epochs: int, seed: int, threads: int
-) -> dict[str, Any]:
+def run_recipe(name: str, n_train: int, n_test: int, epochs: int, seed: int, threads: int) -> dict[str, Any]:
     """Train on experiment-like frames of one recipe and evaluate on both domains.
 
     Parameters
@@ -109,8 +110,7 @@ def run_recipe(
     train = generate_dataset(n_train, seed=seed, geometry=geometry, **overrides)
     test = generate_dataset(n_test, seed=seed + 1, geometry=geometry, **overrides)
     t_data = time.perf_counter() - t0
-    clf = DUQClassifier().fit(train.convolved, train.labels, epochs=epochs, seed=seed,
-                              num_threads=threads)
+    clf = DUQClassifier().fit(train.convolved, train.labels, epochs=epochs, seed=seed, num_threads=threads)
     t_fit = time.perf_counter() - t0 - t_data
     right_own = clf.predict(test.convolved) == test.labels
     right_raw = clf.predict(test.unconvolved) == test.labels
@@ -124,12 +124,20 @@ def run_recipe(
     gap = acc_own - acc_raw
     se_gap = math.sqrt(max((b + c) / n - ((b - c) / n) ** 2, 0.0) / n)
     return {
-        "recipe": name, "acc_own": acc_own, "acc_raw": acc_raw, "gap": gap,
+        "recipe": name,
+        "acc_own": acc_own,
+        "acc_raw": acc_raw,
+        "gap": gap,
         "acc_raw_masked": acc_raw_masked,
         "se_own": math.sqrt(acc_own * (1 - acc_own) / n),
         "se_raw": math.sqrt(acc_raw * (1 - acc_raw) / n),
-        "se_gap": se_gap, "n_test": n, "b": b, "c": c,
-        "fwhm": fwhm_range(overrides), "t_data": t_data, "t_fit": t_fit,
+        "se_gap": se_gap,
+        "n_test": n,
+        "b": b,
+        "c": c,
+        "fwhm": fwhm_range(overrides),
+        "t_data": t_data,
+        "t_fit": t_fit,
     }
 
 
@@ -163,11 +171,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows = []
     for name in args.recipes:
-        rows.append(run_recipe(name, args.n_train, args.n_test, args.epochs, args.seed,
-                               args.threads))
+        rows.append(run_recipe(name, args.n_train, args.n_test, args.epochs, args.seed, args.threads))
         r = rows[-1]
-        print(f"# {name}: own {100 * r['acc_own']:.1f} %, raw {100 * r['acc_raw']:.1f} %, "
-              f"gap {100 * r['gap']:+.1f} +- {100 * r['se_gap']:.1f}", flush=True)
+        print(
+            f"# {name}: own {100 * r['acc_own']:.1f} %, raw {100 * r['acc_raw']:.1f} %, "
+            f"gap {100 * r['gap']:+.1f} +- {100 * r['se_gap']:.1f}",
+            flush=True,
+        )
     print()
     print(markdown(rows))
     print()

@@ -19,6 +19,7 @@ Command::
     .venv/bin/python benchmarks/oracle_exp2sim.py --n 2000 --seed 0 --iterations 1500 --test-n 500 --test-seed 1234 \
         --geometry powder --recipe 'e_init=[50,60,70]' --recipe chopper_frequency=100 --recipe mask_unconvolved=true
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,9 +33,9 @@ def main() -> None:
 
     from bluesky_twin.gan.build import train_classifiers
     from bluesky_twin.gan.cli import _parse_recipe
+    from bluesky_twin.gan.config import GanConfig
     from bluesky_twin.gan.losses import masked_l1
     from bluesky_twin.gan.model import Exp2SimModel
-    from bluesky_twin.gan.config import GanConfig
     from bluesky_twin.gan.networks import init_weights, make_generators
     from bluesky_twin.gan.preprocess import Scaling, to_model_space
     from bluesky_twin.ins.dataset import generate_dataset
@@ -50,8 +51,12 @@ def main() -> None:
     ap.add_argument("--geometry", default="powder")
     ap.add_argument("--recipe", action="append", default=[], metavar="KEY=JSON")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--pseudo-from", default=None, metavar="MODEL_DIR",
-                    help="train on pseudo pairs made by this model's Sim2Exp instead of the true pairs")
+    ap.add_argument(
+        "--pseudo-from",
+        default=None,
+        metavar="MODEL_DIR",
+        help="train on pseudo pairs made by this model's Sim2Exp instead of the true pairs",
+    )
     ap.add_argument("--widths", choices=("learned", "uniform"), default="uniform")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -19,6 +19,7 @@ the instrument terms do::
 
 Used for the Sim2Exp section of docs/gan.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,18 +34,21 @@ def main() -> None:
     from bluesky_twin.gan.evaluate import model_test_set, unmasked_test_set
     from bluesky_twin.gan.model import Exp2SimModel
     from bluesky_twin.gan.networks import ResolutionResnetGenerator
-    from bluesky_twin.ins.resolution_layer import EnergyResolutionLayer
     from bluesky_twin.gan.preprocess import from_model_space, to_model_space
     from bluesky_twin.ins.frames import Recipe
     from bluesky_twin.ins.resolution import maps_resolution
+    from bluesky_twin.ins.resolution_layer import EnergyResolutionLayer
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model")
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--unmasked-input", action="store_true",
-                    help="broaden the *unmasked* unconvolved maps (the same frames generated with "
-                         "mask_unconvolved=false), then put the mask back")
+    ap.add_argument(
+        "--unmasked-input",
+        action="store_true",
+        help="broaden the *unmasked* unconvolved maps (the same frames generated with "
+        "mask_unconvolved=false), then put the mask back",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     model = Exp2SimModel.load(args.model)
@@ -72,19 +76,27 @@ def main() -> None:
         out = np.empty_like(te.unconvolved)
         for i in range(len(ei)):
             sig = maps_resolution(ei[i], rec.chopper_frequency, rec.chopper_package).sigma(energies) / row
-            amp, bkg = {"learned": (learned["elastic_amplitude"], learned["background"]),
-                        "own": (te.params["elastic_amplitude"][i], te.params["background_b0"][i]),
-                        "recipe mean": (mean(rec.elastic_amplitude), mean(rec.background_b0))}[elastic]
-            layer = EnergyResolutionLayer(degree=0, sigma_bounds=(tuple(sig * 0.999), tuple(sig * 1.001)),
-                                          instrument=True, init_elastic=float(amp), init_background=float(bkg) + 1e-6,
-                                          energy_range=(e_lo, e_hi) if bose else None,
-                                          init_temperature=float(te.params["temperature"][i]) - 0.1).eval()
+            amp, bkg = {
+                "learned": (learned["elastic_amplitude"], learned["background"]),
+                "own": (te.params["elastic_amplitude"][i], te.params["background_b0"][i]),
+                "recipe mean": (mean(rec.elastic_amplitude), mean(rec.background_b0)),
+            }[elastic]
+            layer = EnergyResolutionLayer(
+                degree=0,
+                sigma_bounds=(tuple(sig * 0.999), tuple(sig * 1.001)),
+                instrument=True,
+                init_elastic=float(amp),
+                init_background=float(bkg) + 1e-6,
+                energy_range=(e_lo, e_hi) if bose else None,
+                init_temperature=float(te.params["temperature"][i]) - 0.1,
+            ).eval()
             with torch.no_grad():
-                out[i] = from_model_space(layer(X[i:i + 1], V[i:i + 1])[0, 0].numpy(), model.scaling)
+                out[i] = from_model_space(layer(X[i : i + 1], V[i : i + 1])[0, 0].numpy(), model.scaling)
         out[mask] = np.nan
         pred = clf.predict(out)
-        by_ei = "  ".join(f"Ei {v:g}: {100 * np.mean(pred[ei == v] == te.labels[ei == v]):5.1f} %"
-                          for v in np.unique(ei))
+        by_ei = "  ".join(
+            f"Ei {v:g}: {100 * np.mean(pred[ei == v] == te.labels[ei == v]):5.1f} %" for v in np.unique(ei)
+        )
         print(f"{name:<58} {100 * np.mean(pred == te.labels):5.1f} %   {by_ei}", flush=True)
 
     def run_q(qres: bool) -> None:
@@ -102,31 +114,41 @@ def main() -> None:
             res = maps_resolution(ei[i], rec.chopper_frequency, rec.chopper_package)
             sig = res.sigma(energies) / row
             layer = EnergyResolutionLayer(degree=0, sigma_bounds=(tuple(sig * 0.999), tuple(sig * 1.001))).eval()
-            xi = X[i:i + 1]
+            xi = X[i : i + 1]
             if qres:
                 lin = from_model_space(x[i], model.scaling)
                 lin = gaussian_filter1d(lin, rec.sigma_q / dq, axis=1, mode="nearest")
                 xi = torch.from_numpy(to_model_space(lin[None], model.scaling)[0])[:, None]
             with torch.no_grad():
-                b = from_model_space(layer(xi, V[i:i + 1])[0, 0].numpy(), model.scaling).astype(float)
+                b = from_model_space(layer(xi, V[i : i + 1])[0, 0].numpy(), model.scaling).astype(float)
             s0 = float(res.sigma(0.0))
             elastic = s0 * np.sqrt(2 * np.pi) / row * np.diff(ndtr(e_edges / s0))
             p = {k: float(te.params[k][i]) for k in ("elastic_amplitude", "background_b0", "background_b1")}
-            out[i] = (b + p["elastic_amplitude"] * elastic[:, None] * np.exp(-0.05 * q * q)[None, :]
-                      + (p["background_b0"] + p["background_b1"] * q * q)[None, :])
+            out[i] = (
+                b
+                + p["elastic_amplitude"] * elastic[:, None] * np.exp(-0.05 * q * q)[None, :]
+                + (p["background_b0"] + p["background_b1"] * q * q)[None, :]
+            )
         out[mask] = np.nan
         pred = clf.predict(out)
-        by_ei = "  ".join(f"Ei {v:g}: {100 * np.mean(pred[ei == v] == te.labels[ei == v]):5.1f} %"
-                          for v in np.unique(ei))
+        by_ei = "  ".join(
+            f"Ei {v:g}: {100 * np.mean(pred[ei == v] == te.labels[ei == v]):5.1f} %" for v in np.unique(ei)
+        )
         name = "own-Ei width, own Q-dependent elastic + background" + (" + Q resolution" if qres else "")
         print(f"{name:<58} {100 * np.mean(pred == te.labels):5.1f} %   {by_ei}", flush=True)
 
-    print(f"model {args.model}, n={args.n}, seed={args.seed}, unmasked input {args.unmasked_input}; "
-          f"learned instrument terms {learned}")
+    print(
+        f"model {args.model}, n={args.n}, seed={args.seed}, unmasked input {args.unmasked_input}; "
+        f"learned instrument terms {learned}"
+    )
     pred = clf.predict(te.convolved)
-    print(f"{'experiment-like frames (own domain)':<58} {100 * np.mean(pred == te.labels):5.1f} %   "
-          + "  ".join(f"Ei {v:g}: {100 * np.mean(pred[ei == v] == te.labels[ei == v]):5.1f} % (n {int(np.sum(ei == v))})"
-                      for v in np.unique(ei)))
+    print(
+        f"{'experiment-like frames (own domain)':<58} {100 * np.mean(pred == te.labels):5.1f} %   "
+        + "  ".join(
+            f"Ei {v:g}: {100 * np.mean(pred[ei == v] == te.labels[ei == v]):5.1f} % (n {int(np.sum(ei == v))})"
+            for v in np.unique(ei)
+        )
+    )
     run("own-Ei width, learned elastic + background", "learned")
     run("own-Ei width, the frame's own elastic + b0", "own")
     run("own-Ei width, the frame's own elastic + b0 + Bose factor", "own", bose=True)

@@ -7,6 +7,7 @@ first use (:func:`bluesky_twin._lazy.lazy_exports`) and ``import bluesky_twin`` 
 
 >>> from bluesky_twin import DigitalTwin  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 from bluesky_twin._lazy import lazy_exports
@@ -15,7 +16,10 @@ __version__ = "0.1.0"
 
 __all__ = ["DigitalTwin", "TwinSearchSpace", "__version__"]
 
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "DigitalTwin": "bluesky_twin.twin",  # torch
-    "TwinSearchSpace": "bluesky_twin.twin",  # optuna
-})
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "DigitalTwin": "bluesky_twin.twin",  # torch
+        "TwinSearchSpace": "bluesky_twin.twin",  # optuna
+    },
+)

@@ -18,12 +18,14 @@ into one line on stderr and exit code 2.
 
 This module imports only the standard library.
 """
+
 from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable, Mapping
 from importlib import import_module
-from typing import Any, Callable, Mapping, Union
+from typing import Any
 
 __all__ = ["OPTIONAL_EXTRAS", "MissingExtraError", "install_hint", "lazy_exports", "with_install_hint"]
 
@@ -40,7 +42,7 @@ OPTIONAL_EXTRAS: dict[str, str] = {
 
 #: A lazily exported name resolves to ``"module"`` (the attribute of the same name),
 #: ``"module:attribute"``, or a zero-argument callable that returns the value.
-Target = Union[str, Callable[[], Any]]
+Target = str | Callable[[], Any]
 
 
 class MissingExtraError(ImportError):
@@ -75,8 +77,10 @@ def install_hint(exc: BaseException, what: str | None = None) -> str | None:
     extra = OPTIONAL_EXTRAS.get(top)
     if extra is None:
         return None
-    return (f"{what or 'this feature'} needs {top!r}, which comes with the optional extra {extra!r}: "
-            f"pip install 'bluesky-twin[{extra}]'")
+    return (
+        f"{what or 'this feature'} needs {top!r}, which comes with the optional extra {extra!r}: "
+        f"pip install 'bluesky-twin[{extra}]'"
+    )
 
 
 def _resolve(package: str, name: str, target: Target) -> Any:
@@ -93,9 +97,7 @@ def _resolve(package: str, name: str, target: Target) -> Any:
     return getattr(module, attribute or name)
 
 
-def lazy_exports(
-    package: str, exports: Mapping[str, Target]
-) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+def lazy_exports(package: str, exports: Mapping[str, Target]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """Build a module's ``__getattr__`` and ``__dir__`` from a name -> module mapping.
 
     Parameters

@@ -25,10 +25,12 @@ Acquisition functions
 
 Scores are dimensionless, so one ``tolerance`` serves as a convergence test.
 """
+
 from __future__ import annotations
 
 import itertools
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -95,8 +97,10 @@ class TwinLineAgent:
         tolerance: float | None = None,
     ) -> None:
         if not isinstance(twin_source, (TwinSource, TwinLike)):
-            raise InputError("twin_source must be a TwinSource (e.g. a TwinTrainer) or a twin with predict(X) "
-                             f"and x_names; got {type(twin_source).__name__}")
+            raise InputError(
+                "twin_source must be a TwinSource (e.g. a TwinTrainer) or a twin with predict(X) "
+                f"and x_names; got {type(twin_source).__name__}"
+            )
         if acquisition not in ("std", "derived"):
             raise InputError(f"acquisition must be 'std' or 'derived'; got {acquisition!r}")
         low, high = (float(b) for b in bounds)
@@ -317,6 +321,9 @@ class BlueskyAdaptiveAgent:
         """A summary: lines measured, the best last score, the twin version (if any)."""
         scores = getattr(self.agent, "last_scores", None)
         source = getattr(self.agent, "twin_source", None)
-        return {"step_axis": self.step_axis, "measured": list(self.independent),
-                "max_score": float(np.nanmax(scores)) if scores is not None and len(scores) else None,
-                "twin_version": getattr(source, "version", None)}
+        return {
+            "step_axis": self.step_axis,
+            "measured": list(self.independent),
+            "max_score": float(np.nanmax(scores)) if scores is not None and len(scores) else None,
+            "twin_version": getattr(source, "version", None),
+        }

@@ -8,13 +8,14 @@ heavy libraries are imported inside the ``func`` bodies.
 Exit codes: 0 success, 1 unexpected failure, 2 bad input (one clear line on stderr,
 nothing overwritten).
 """
+
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from importlib import import_module
-from typing import Sequence
 
 # (module, attribute) pairs providing ``register(subparsers)``; order = help order.
 _TOP_LEVEL = [

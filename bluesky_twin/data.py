@@ -4,12 +4,14 @@ A *scan table* is one reading per row: the scan axes (``x`` columns) and the
 measured quantity (``y`` column).  Everything that can be wrong with such a
 table produces an :class:`~bluesky_twin.errors.InputError` naming the problem.
 """
+
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -62,7 +64,7 @@ class ScanTable:
         )
 
 
-def read_csv(path: str | os.PathLike) -> "pd.DataFrame":
+def read_csv(path: str | os.PathLike) -> pd.DataFrame:
     """Read a CSV file with a clear error if it is missing or unreadable."""
     import pandas as pd
 
@@ -75,7 +77,7 @@ def read_csv(path: str | os.PathLike) -> "pd.DataFrame":
 
 
 def load_scan_table(
-    source: "str | os.PathLike | pd.DataFrame",
+    source: str | os.PathLike | pd.DataFrame,
     x: Sequence[str],
     y: str | None,
     *,
@@ -119,18 +121,14 @@ def load_scan_table(
     wanted = x + ([y] if y is not None else [])
     missing = [c for c in wanted if c not in df.columns]
     if missing:
-        raise InputError(
-            f"{name}: missing column(s) {missing}; available: {list(map(str, df.columns))}"
-        )
+        raise InputError(f"{name}: missing column(s) {missing}; available: {list(map(str, df.columns))}")
     values = {}
     for col in wanted:
         converted = pd.to_numeric(df[col], errors="coerce")
         bad = converted.isna() & df[col].notna()
         if bad.any():
             first = df[col][bad].iloc[0]
-            raise InputError(
-                f"{name}: column {col!r} is not numeric ({int(bad.sum())} value(s) like {first!r})"
-            )
+            raise InputError(f"{name}: column {col!r} is not numeric ({int(bad.sum())} value(s) like {first!r})")
         values[col] = converted.to_numpy(dtype=float)
     X = np.column_stack([values[c] for c in x])
     yv = values[y] if y is not None else np.zeros(len(X))
@@ -141,8 +139,7 @@ def load_scan_table(
     X, yv = X[finite], yv[finite]
     if len(X) < min_points:
         raise InputError(
-            f"{name}: only {len(X)} valid row(s) (after dropping {n_dropped} with NaN/inf); "
-            f"need at least {min_points}"
+            f"{name}: only {len(X)} valid row(s) (after dropping {n_dropped} with NaN/inf); need at least {min_points}"
         )
     if y is not None:
         for j, col in enumerate(x):

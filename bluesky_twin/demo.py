@@ -14,6 +14,7 @@
 
 ``bluesky-twin demo --ins`` runs the INS live-translation demo instead.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,12 +69,21 @@ def _check_demo_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is a file; give a directory")
     if out.is_dir() and any(out.iterdir()) and not ((out / "summary.json").is_file() and (out / "tiled").is_dir()):
-        raise InputError(f"--out {out} is a non-empty directory that holds no demo output; "
-                         "refusing to write into it (choose another directory)")
+        raise InputError(
+            f"--out {out} is a non-empty directory that holds no demo output; "
+            "refusing to write into it (choose another directory)"
+        )
 
 
-def run_demo(out_dir: str | Path, *, trials: int = 16, seed: int = 0, t_num: int = 51,
-             fine_t_num: int = 101, twin_timeout: float = 600.0) -> dict[str, Any]:
+def run_demo(
+    out_dir: str | Path,
+    *,
+    trials: int = 16,
+    seed: int = 0,
+    t_num: int = 51,
+    fine_t_num: int = 101,
+    twin_timeout: float = 600.0,
+) -> dict[str, Any]:
     """Run the magnetometer demo; return (and write) the summary.
 
     Parameters
@@ -119,21 +129,46 @@ def run_demo(out_dir: str | Path, *, trials: int = 16, seed: int = 0, t_num: int
     mpms = hw.mpms
     x_fields = [mpms.temperature.name, mpms.field.name]
     y_field = mpms.magnetisation.name
-    trainer = TwinTrainer(x_fields, y_field, fit_kwargs={"trials": trials, "jobs": 2, "seed": seed},
-                          refit_kwargs={"trials": 3, "jobs": 1, "seed": seed}, study_name="demo-erco2")
+    trainer = TwinTrainer(
+        x_fields,
+        y_field,
+        fit_kwargs={"trials": trials, "jobs": 2, "seed": seed},
+        refit_kwargs={"trials": 3, "jobs": 1, "seed": seed},
+        study_name="demo-erco2",
+    )
     RE.subscribe(trainer)
     # the twin's predictions on a fixed grid become a derived run in the same store
-    stream = TwinStream(trainer, [make_tiled_writer(client)],
-                        grid={x_fields[0]: np.linspace(10, 60, 101), x_fields[1]: np.linspace(0.01, 5.0, 51)})
+    stream = TwinStream(
+        trainer,
+        [make_tiled_writer(client)],
+        grid={x_fields[0]: np.linspace(10, 60, 101), x_fields[1]: np.linspace(0.01, 5.0, 51)},
+    )
     fit_log: list[dict[str, Any]] = []
-    trainer.add_refit_listener(lambda twin, tr: fit_log.append(
-        {"version": twin.version, "fit_seconds": twin.metadata["fit_seconds"], "t": time.perf_counter()}))
+    trainer.add_refit_listener(
+        lambda twin, tr: fit_log.append(
+            {"version": twin.version, "fit_seconds": twin.metadata["fit_seconds"], "t": time.perf_counter()}
+        )
+    )
 
     t = time.perf_counter()
-    result = RE(coarse_to_fine([mpms], mpms.temperature, 10.0, 60.0, t_num, mpms.field, COARSE_FIELDS_T,
-                               trainer=trainer, fine_t_num=fine_t_num, candidate_steps=CANDIDATE_STEPS_T,
-                               tolerance=0.05, field_unit="T", twin_timeout=twin_timeout,
-                               md={"sample": "ErCo2 (simulated)", "purpose": "bluesky-twin demo"}))
+    result = RE(
+        coarse_to_fine(
+            [mpms],
+            mpms.temperature,
+            10.0,
+            60.0,
+            t_num,
+            mpms.field,
+            COARSE_FIELDS_T,
+            trainer=trainer,
+            fine_t_num=fine_t_num,
+            candidate_steps=CANDIDATE_STEPS_T,
+            tolerance=0.05,
+            field_unit="T",
+            twin_timeout=twin_timeout,
+            md={"sample": "ErCo2 (simulated)", "purpose": "bluesky-twin demo"},
+        )
+    )
     timings["plan_total_s"] = time.perf_counter() - t
     res = result.plan_result
     if result.exit_status != "success" or res is None:
@@ -153,8 +188,9 @@ def run_demo(out_dir: str | Path, *, trials: int = 16, seed: int = 0, t_num: int
     coarse = trainer.run_data(res.coarse_uid)
     lines = [coarse["x"][coarse["x"][:, 1] == h, 0] for h in np.unique(coarse["x"][:, 1])]
     T_common = T[(T >= max(t.min() for t in lines)) & (T <= min(t.max() for t in lines))]
-    dsm_coarse = entropy_change_isofield(coarse["x"][:, 0], coarse["x"][:, 1], coarse["y"], T_grid=T_common,
-                                         field_unit="T")
+    dsm_coarse = entropy_change_isofield(
+        coarse["x"][:, 0], coarse["x"][:, 1], coarse["y"], T_grid=T_common, field_unit="T"
+    )
     twin = trainer.twin
     ref = dsm_truth.curve(H[-1])[0]
     scale = float(np.max(np.abs(ref)))
@@ -202,8 +238,9 @@ def run_demo(out_dir: str | Path, *, trials: int = 16, seed: int = 0, t_num: int
     return summary
 
 
-def _figures(out: Path, mpms: Any, coarse: dict, twin: Any, res: Any, dsm_truth: Any, dsm_coarse: Any,
-             x_fields: list[str]) -> list[str]:
+def _figures(
+    out: Path, mpms: Any, coarse: dict, twin: Any, res: Any, dsm_truth: Any, dsm_coarse: Any, x_fields: list[str]
+) -> list[str]:
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -232,8 +269,13 @@ def _figures(out: Path, mpms: Any, coarse: dict, twin: Any, res: Any, dsm_truth:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     H = np.asarray(res.fine_fields)
     ax.plot(dsm_truth.T, -dsm_truth.curve(H[-1])[0], "k-", lw=2, label="ground truth")
-    ax.plot(res.dsm_measured.T, -res.dsm_measured.curve(H[-1])[0], ".", ms=4,
-            label=f"fine scan, step {res.proposed_field_step} T")
+    ax.plot(
+        res.dsm_measured.T,
+        -res.dsm_measured.curve(H[-1])[0],
+        ".",
+        ms=4,
+        label=f"fine scan, step {res.proposed_field_step} T",
+    )
     pred, pstd = res.dsm_predicted.curve(H[-1])
     ax.plot(res.dsm_predicted.T, -pred, "C1-", label="twin prediction")
     if pstd is not None:

@@ -3,6 +3,7 @@
 Every error a user can cause with bad input derives from :class:`InputError`
 (a ``ValueError``), so the CLI can turn it into exit code 2 and one clear line.
 """
+
 from __future__ import annotations
 
 

@@ -14,6 +14,7 @@ and a third run reading *digits* from an ophyd ``SynSignal`` in place of the det
 with TiledWriter -- the raw ``primary`` stream and the ``translation`` stream of
 every run -- read back from tiled, and summarised in figures.
 """
+
 from __future__ import annotations
 
 import logging
@@ -89,8 +90,9 @@ def run_ins_demo(
 
         uids: dict[str, str] = {}
         say(f"temperature scan {list(temperatures)} K")
-        (uids["temperature_scan"],) = RE(list_scan([ins], ins.temperature, list(temperatures)),
-                                         purpose="ins demo: temperature scan")
+        (uids["temperature_scan"],) = RE(
+            list_scan([ins], ins.temperature, list(temperatures)), purpose="ins demo: temperature scan"
+        )
         say("short counting")
         normal = float(ins.counting_time.get())
         ins.counting_time.put(normal / 40.0)
@@ -104,10 +106,14 @@ def run_ins_demo(
         translation.close()
 
         say("reading back from tiled")
-        summary: dict[str, Any] = {"uids": uids, "runs": {}, "hidden": {"J1": J1, "J2": J2},
-                                   "stats": dict(translation.stats), "tiled": str(out / "tiled"),
-                                   "thresholds": {k: float(v) for k, v in vars(
-                                       translation.model.scorer.thresholds["frame"]).items()}}
+        summary: dict[str, Any] = {
+            "uids": uids,
+            "runs": {},
+            "hidden": {"J1": J1, "J2": J2},
+            "stats": dict(translation.stats),
+            "tiled": str(out / "tiled"),
+            "thresholds": {k: float(v) for k, v in vars(translation.model.scorer.thresholds["frame"]).items()},
+        }
         panels = []
         for label, uid in uids.items():
             run = client[uid]
@@ -145,8 +151,7 @@ def _figures(panels: list[tuple[str, np.ndarray, np.ndarray, dict]], summary: di
             ax = axes[i, j]
             shown = np.log1p(4 * np.clip(np.nan_to_num(img, nan=0.0), 0, 4))
             ax.imshow(shown, origin="lower", aspect="auto", cmap="viridis")
-            ax.set_title(title if i == 0 else f"{title}: score {info['scores'][0]:.0f}\n{info['zones'][0]}",
-                         fontsize=8)
+            ax.set_title(title if i == 0 else f"{title}: score {info['scores'][0]:.0f}\n{info['zones'][0]}", fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])
     fig.tight_layout()

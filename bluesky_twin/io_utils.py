@@ -5,15 +5,17 @@ into place with :func:`os.replace`, so a crash never leaves a half-written file
 and never destroys the previous version.  Model directories have their own
 versioned format (:mod:`bluesky_twin.modeldir`).
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 @contextmanager

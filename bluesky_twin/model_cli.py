@@ -1,4 +1,5 @@
 """``bluesky-twin upgrade-model``: convert a model directory of an older release."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,10 +8,12 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the model-directory subcommands to *sub*."""
     p = sub.add_parser(
-        "upgrade-model", help="convert a model directory of the unversioned layout (bluesky-twin < 0.2)",
+        "upgrade-model",
+        help="convert a model directory of the unversioned layout (bluesky-twin < 0.2)",
         description="Move the files of a model directory written by an older bluesky-twin into its first "
-                    "version (versions/v000001), list the sha256 of every file and point CURRENT at it. "
-                    "Checksums the old metadata records are verified first; no file is deleted.")
+        "version (versions/v000001), list the sha256 of every file and point CURRENT at it. "
+        "Checksums the old metadata records are verified first; no file is deleted.",
+    )
     p.add_argument("model", metavar="MODEL_DIR")
     p.set_defaults(func=_upgrade)
 

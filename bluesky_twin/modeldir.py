@@ -31,6 +31,7 @@ Every problem with a directory raises :class:`~bluesky_twin.errors.ModelFileErro
 refusals to write (an output that is not a model directory of the same kind, a
 directory another process is writing) raise :class:`~bluesky_twin.errors.InputError`.
 """
+
 from __future__ import annotations
 
 import io
@@ -42,17 +43,30 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from bluesky_twin.errors import InputError, ModelFileError
 
 __all__ = [
-    "LAYOUT_VERSION", "KEEP_VERSIONS", "ModelVersion", "ModelDirInfo", "check_size", "current_path", "describe",
-    "dumps_strict", "load_model", "open_version", "prepare_output_dir", "check_output_file",
-    "upgrade_flat_dir", "writer_lock", "write_version",
+    "LAYOUT_VERSION",
+    "KEEP_VERSIONS",
+    "ModelVersion",
+    "ModelDirInfo",
+    "check_size",
+    "current_path",
+    "describe",
+    "dumps_strict",
+    "load_model",
+    "open_version",
+    "prepare_output_dir",
+    "check_output_file",
+    "upgrade_flat_dir",
+    "writer_lock",
+    "write_version",
 ]
 
 #: Version of the directory layout (``CURRENT`` + ``versions/``).
@@ -220,14 +234,14 @@ class ModelVersion:
         except Exception as exc:
             raise ModelFileError(f"cannot read {self._label(rel)} safely: {type(exc).__name__}: {exc}") from None
 
-    def sub(self, rel: str) -> "ModelVersion":
+    def sub(self, rel: str) -> ModelVersion:
         """A view of the sub-directory *rel* (which must stay inside this version).
 
         The view's metadata is the sub-directory's own ``metadata.json``.
         """
         key = _safe_rel(rel, self._label(rel))
         head = key + "/"
-        files = {k[len(head):]: v for k, v in self.files.items() if k.startswith(head)}
+        files = {k[len(head) :]: v for k, v in self.files.items() if k.startswith(head)}
         if not files:
             raise ModelFileError(f"{self._label(rel)} is missing or empty")
         prefix = f"{self.prefix}/{key}" if self.prefix else key
@@ -252,8 +266,10 @@ def _check_npy_header(data: bytes) -> None:
         raise ValueError("the array holds Python objects (pickles are not loaded)")
     need = math.prod(int(s) for s in shape) * dtype.itemsize
     if need > len(data) - fh.tell():
-        raise ValueError(f"the header declares shape {tuple(shape)} ({need} bytes) but the file holds "
-                         f"{len(data) - fh.tell()} bytes of data")
+        raise ValueError(
+            f"the header declares shape {tuple(shape)} ({need} bytes) but the file holds "
+            f"{len(data) - fh.tell()} bytes of data"
+        )
 
 
 def _safe_rel(rel: str, label: str) -> str:
@@ -279,8 +295,9 @@ def _read_pointer(root: Path) -> dict[str, Any] | None:
     if not isinstance(ptr, dict) or not isinstance(ptr.get("version"), str):
         raise ModelFileError(f"{root / POINTER_FILE} is not a model pointer")
     if ptr.get("layout") != LAYOUT_VERSION:
-        raise ModelFileError(f"{root} uses model-directory layout {ptr.get('layout')!r}; "
-                             f"this bluesky-twin reads layout {LAYOUT_VERSION}")
+        raise ModelFileError(
+            f"{root} uses model-directory layout {ptr.get('layout')!r}; this bluesky-twin reads layout {LAYOUT_VERSION}"
+        )
     name = ptr["version"]
     if "/" in name or name.startswith(".") or not name:
         raise ModelFileError(f"{root / POINTER_FILE} names an invalid version {name!r}")
@@ -303,8 +320,10 @@ def _read_tree(base: Path, label: Path) -> dict[str, bytes]:
             size = os.path.getsize(full)
             total += size
             if total > MAX_VERSION_BYTES or len(files) >= MAX_VERSION_FILES:
-                raise ModelFileError(f"{label} holds more than {MAX_VERSION_BYTES} bytes or "
-                                     f"{MAX_VERSION_FILES} files: not a model directory")
+                raise ModelFileError(
+                    f"{label} holds more than {MAX_VERSION_BYTES} bytes or "
+                    f"{MAX_VERSION_FILES} files: not a model directory"
+                )
             with open(full, "rb") as fh:
                 files[rel] = fh.read()
     return files
@@ -331,8 +350,7 @@ def _verify(files: dict[str, bytes], label: Path, fmt: str | None) -> dict[str, 
         if key not in files:
             raise ModelFileError(f"{label / key} is missing (listed in {METADATA_FILE})")
         if sha256_bytes(files[key]) != digest:
-            raise ModelFileError(f"{label / key} does not match its checksum in {METADATA_FILE} "
-                                 "(corrupt or replaced)")
+            raise ModelFileError(f"{label / key} does not match its checksum in {METADATA_FILE} (corrupt or replaced)")
     return meta
 
 
@@ -356,7 +374,8 @@ def open_version(path: str | os.PathLike, fmt: str | None) -> ModelVersion:
         if (root / METADATA_FILE).is_file():
             raise ModelFileError(
                 f"{root} uses the unversioned layout of an older bluesky-twin; "
-                f"run 'bluesky-twin upgrade-model {root}' once to convert it")
+                f"run 'bluesky-twin upgrade-model {root}' once to convert it"
+            )
         raise ModelFileError(f"{root} is not a {describe(fmt)} directory (no {POINTER_FILE})")
     name = ptr["version"]
     vdir = root / VERSIONS_DIR / name
@@ -368,8 +387,9 @@ def open_version(path: str | os.PathLike, fmt: str | None) -> ModelVersion:
     if METADATA_FILE in files:
         _loads_strict(files[METADATA_FILE], str(vdir / METADATA_FILE))  # a clear message for non-JSON
         if ptr.get("metadata_sha256") != sha256_bytes(files[METADATA_FILE]):
-            raise ModelFileError(f"{vdir / METADATA_FILE} does not match the checksum in {POINTER_FILE} "
-                                 "(corrupt or replaced)")
+            raise ModelFileError(
+                f"{vdir / METADATA_FILE} does not match the checksum in {POINTER_FILE} (corrupt or replaced)"
+            )
     meta = _verify(files, vdir, fmt)
     return ModelVersion(root, name, meta, files)
 
@@ -502,8 +522,12 @@ def write_version(
         raise
     from bluesky_twin.io_utils import atomic_write_text, sha256_bytes
 
-    pointer = {"layout": LAYOUT_VERSION, "format": fmt, "version": name,
-               "metadata_sha256": sha256_bytes(text.encode("utf-8"))}
+    pointer = {
+        "layout": LAYOUT_VERSION,
+        "format": fmt,
+        "version": name,
+        "metadata_sha256": sha256_bytes(text.encode("utf-8")),
+    }
     atomic_write_text(root / POINTER_FILE, json.dumps(pointer, sort_keys=True) + "\n")
     _fsync_dir(root)
     _prune(root, max(1, int(keep)))
@@ -513,8 +537,9 @@ def write_version(
 def _publish_dir(tmp: Path, versions: Path) -> str:
     """Rename *tmp* to the next free ``vNNNNNN`` name (safe against concurrent writers)."""
     for _ in range(1000):
-        n = 1 + max((int(p.name[1:]) for p in versions.iterdir()
-                     if p.name.startswith("v") and p.name[1:].isdigit()), default=0)
+        n = 1 + max(
+            (int(p.name[1:]) for p in versions.iterdir() if p.name.startswith("v") and p.name[1:].isdigit()), default=0
+        )
         name = f"v{n:06d}"
         try:
             os.rename(tmp, versions / name)  # fails if another writer took the name
@@ -529,8 +554,10 @@ def _publish_dir(tmp: Path, versions: Path) -> str:
 
 def _version_names(versions: Path) -> list[str]:
     try:
-        return sorted((p.name for p in versions.iterdir() if p.name.startswith("v") and p.name[1:].isdigit()),
-                      key=lambda s: int(s[1:]))
+        return sorted(
+            (p.name for p in versions.iterdir() if p.name.startswith("v") and p.name[1:].isdigit()),
+            key=lambda s: int(s[1:]),
+        )
     except FileNotFoundError:
         return []
 
@@ -545,8 +572,8 @@ def _prune(root: Path, keep: int) -> None:
     names = _version_names(root / VERSIONS_DIR)
     if ptr is None or ptr["version"] not in names:
         return
-    older = names[:names.index(ptr["version"])]
-    drop = older[:max(0, len(older) - (keep - 1))]
+    older = names[: names.index(ptr["version"])]
+    drop = older[: max(0, len(older) - (keep - 1))]
     for name in drop:
         src = root / VERSIONS_DIR / name
         trash = root / VERSIONS_DIR / f"{_TRASH_PREFIX}{name}-{os.getpid()}-{threading.get_ident()}"
@@ -623,17 +650,27 @@ def _refuse_foreign(root: Path, fmt: str) -> None:
     if info.kind == "file":
         raise InputError(f"{root} exists and is a file, not a {describe(fmt)} directory; nothing was written")
     if info.kind == "other":
-        raise InputError(f"{root} is a non-empty directory that holds no {describe(fmt)}; "
-                         "refusing to write into it (choose another path)")
+        raise InputError(
+            f"{root} is a non-empty directory that holds no {describe(fmt)}; "
+            "refusing to write into it (choose another path)"
+        )
     if info.kind == "model" and info.format != fmt:
         raise InputError(f"{root} holds a {describe(info.format)}, not a {describe(fmt)}; choose another path")
     if info.kind == "model" and info.version is None:
-        raise InputError(f"{root} holds a {describe(fmt)} in the unversioned layout of an older "
-                         f"bluesky-twin; run 'bluesky-twin upgrade-model {root}' first")
+        raise InputError(
+            f"{root} holds a {describe(fmt)} in the unversioned layout of an older "
+            f"bluesky-twin; run 'bluesky-twin upgrade-model {root}' first"
+        )
 
 
-def prepare_output_dir(path: str | os.PathLike, fmt: str, *, overwrite: bool, option: str = "--out",
-                       flag: str = "--overwrite (alias --force)") -> ModelDirInfo:
+def prepare_output_dir(
+    path: str | os.PathLike,
+    fmt: str,
+    *,
+    overwrite: bool,
+    option: str = "--out",
+    flag: str = "--overwrite (alias --force)",
+) -> ModelDirInfo:
     """Check a command's model-directory output before anything runs.
 
     A missing path or an empty directory is fine.  An existing model directory of the
@@ -650,13 +687,16 @@ def prepare_output_dir(path: str | os.PathLike, fmt: str, *, overwrite: bool, op
     _refuse_foreign(root, fmt)
     info = inspect_path(root)
     if info.kind == "model" and not overwrite:
-        raise InputError(f"{option} {root} already holds a {describe(fmt)} (version {info.version}); "
-                         f"pass {flag} to publish a new version (the previous one is kept)")
+        raise InputError(
+            f"{option} {root} already holds a {describe(fmt)} (version {info.version}); "
+            f"pass {flag} to publish a new version (the previous one is kept)"
+        )
     return info
 
 
-def check_output_file(path: str | os.PathLike, *, overwrite: bool, inputs: tuple[str | os.PathLike, ...] = (),
-                      option: str = "--out") -> Path:
+def check_output_file(
+    path: str | os.PathLike, *, overwrite: bool, inputs: tuple[str | os.PathLike, ...] = (), option: str = "--out"
+) -> Path:
     """Check a command's file output before anything runs.
 
     An existing file is replaced only with *overwrite*; a directory, or one of the
@@ -737,9 +777,11 @@ def writer_lock(path: str | os.PathLike, *, option: str = "--out") -> Iterator[P
             if host == me["host"] and pid > 0 and not _pid_alive(pid):
                 lock.unlink(missing_ok=True)  # stale: its owner is gone
                 continue
-            raise InputError(f"{option} {root} is being written by pid {owner.get('pid', '?')} on "
-                             f"{owner.get('host', '?')} since {owner.get('since', '?')}; wait for it to "
-                             f"finish or choose another path (remove {lock} if that process is gone)") from None
+            raise InputError(
+                f"{option} {root} is being written by pid {owner.get('pid', '?')} on "
+                f"{owner.get('host', '?')} since {owner.get('since', '?')}; wait for it to "
+                f"finish or choose another path (remove {lock} if that process is gone)"
+            ) from None
         with os.fdopen(fd, "w") as fh:
             json.dump(me, fh)
         break

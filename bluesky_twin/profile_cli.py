@@ -7,6 +7,7 @@ Existing files are never replaced without ``--overwrite``; bad input exits 2 wit
 line and writes nothing.  ``bluesky-twin profile path`` prints where the shipped
 startup files are.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,15 +17,20 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``profile`` subcommands to *sub*."""
-    p = sub.add_parser("profile", help="the IPython profile collection: install it into a profile directory",
-                       description="The NSLS-II-style IPython profile that sets up the RunEngine, an embedded "
-                                   "tiled store, the simulated instruments, the twin trainer and the plans.")
+    p = sub.add_parser(
+        "profile",
+        help="the IPython profile collection: install it into a profile directory",
+        description="The NSLS-II-style IPython profile that sets up the RunEngine, an embedded "
+        "tiled store, the simulated instruments, the twin trainer and the plans.",
+    )
     psub = p.add_subparsers(dest="profile_command", metavar="PROFILE_COMMAND")
     inst = psub.add_parser(
-        "install", help="copy the startup files into DIR/startup",
+        "install",
+        help="copy the startup files into DIR/startup",
         description="Copy the profile's startup files into DIR/startup (DIR is created if needed). "
-                    "Start the session with `ipython --profile-dir=DIR`. Existing files are kept "
-                    "unless --overwrite is given; then only the profile's own files are replaced.")
+        "Start the session with `ipython --profile-dir=DIR`. Existing files are kept "
+        "unless --overwrite is given; then only the profile's own files are replaced.",
+    )
     inst.add_argument("directory", metavar="DIR", help="IPython profile directory, e.g. ~/.ipython/profile_twin")
     inst.add_argument("--overwrite", action="store_true", help="replace startup files of the same names")
     inst.set_defaults(func=_install)
@@ -95,8 +101,9 @@ def install(directory: str | Path, *, overwrite: bool = False) -> list[Path]:
 def _install(args: argparse.Namespace) -> int:
     written = install(args.directory, overwrite=args.overwrite)
     target = Path(args.directory).expanduser()
-    print(f"installed {len(written)} startup files into {target / 'startup'}; "
-          f"start with: ipython --profile-dir={target}")
+    print(
+        f"installed {len(written)} startup files into {target / 'startup'}; start with: ipython --profile-dir={target}"
+    )
     return 0
 
 

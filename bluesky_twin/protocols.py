@@ -43,10 +43,12 @@ Devices follow bluesky's own protocols (:class:`bluesky.protocols.Readable`,
 
 Importing this module imports neither numpy nor bluesky.
 """
+
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence, TypeVar, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from bluesky_twin.errors import InputError
 
@@ -233,8 +235,9 @@ class TwinSource(Protocol):
         ...
 
     @abstractmethod
-    def wait_for_version(self, newer_than: str | None = None, timeout: float | None = None, *,
-                         run_uid: str | None = None) -> Twin | None:
+    def wait_for_version(
+        self, newer_than: str | None = None, timeout: float | None = None, *, run_uid: str | None = None
+    ) -> Twin | None:
         """Block (never inside a plan) until :meth:`poll` would be done; the twin or ``None``."""
         ...
 

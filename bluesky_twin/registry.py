@@ -12,6 +12,7 @@ name, and the plans accept either the object itself (IPython) or its name
 
 The registry is per process and thread-safe.
 """
+
 from __future__ import annotations
 
 import threading
@@ -70,8 +71,10 @@ def resolve(value: Any, kind: type | None = None, what: str = "object") -> Any:
         with _guard:
             if value not in _objects:
                 known = ", ".join(sorted(_objects)) or "none"
-                raise InputError(f"no {what} is registered as {value!r} (registered: {known}); "
-                                 "register it with bluesky_twin.registry.register(name, obj)")
+                raise InputError(
+                    f"no {what} is registered as {value!r} (registered: {known}); "
+                    "register it with bluesky_twin.registry.register(name, obj)"
+                )
             obj = _objects[value]
     if kind is not None and not isinstance(obj, kind):
         raise InputError(f"the {what} {value!r} is a {type(obj).__name__}, not a {getattr(kind, '__name__', kind)}")

@@ -17,6 +17,7 @@ them.  The API key of a server comes from ``--api-key`` or the ``TILED_API_KEY``
 environment variable; a missing or refused key, or a server that cannot be reached,
 is bad input (exit 2, one line; the key is never printed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,29 +34,64 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train a twin from runs stored in tiled (same collector as the live trainer)",
         description="Replay stored Bluesky runs through the TwinTrainer and save the fitted twin.",
     )
-    p.add_argument("--tiled", required=True, metavar="URI_OR_DIR",
-                   help="embedded tiled store directory or http(s):// tiled server URI")
-    p.add_argument("--api-key", default=None, metavar="KEY",
-                   help="API key for a tiled server (default: the TILED_API_KEY environment variable)")
-    p.add_argument("--uid", action="append", default=None, metavar="UID",
-                   help="run uid (repeatable; a unique prefix of >= 8 characters works)")
-    p.add_argument("--query", action="append", default=None, metavar="KEY=VALUE",
-                   help="start-document equality filter (repeatable; VALUE parsed as JSON if possible)")
-    p.add_argument("--x", action="append", default=None, metavar="FIELD",
-                   help="input data key (repeat for each axis; default: twin_x of the start documents)")
+    p.add_argument(
+        "--tiled",
+        required=True,
+        metavar="URI_OR_DIR",
+        help="embedded tiled store directory or http(s):// tiled server URI",
+    )
+    p.add_argument(
+        "--api-key",
+        default=None,
+        metavar="KEY",
+        help="API key for a tiled server (default: the TILED_API_KEY environment variable)",
+    )
+    p.add_argument(
+        "--uid",
+        action="append",
+        default=None,
+        metavar="UID",
+        help="run uid (repeatable; a unique prefix of >= 8 characters works)",
+    )
+    p.add_argument(
+        "--query",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="start-document equality filter (repeatable; VALUE parsed as JSON if possible)",
+    )
+    p.add_argument(
+        "--x",
+        action="append",
+        default=None,
+        metavar="FIELD",
+        help="input data key (repeat for each axis; default: twin_x of the start documents)",
+    )
     p.add_argument("--y", default=None, metavar="FIELD", help="measured data key (default: twin_y)")
     p.add_argument("--stream", default="primary", help="event stream to read (default: primary)")
     p.add_argument("--include-failed", action="store_true", help="also train on aborted/failed runs")
-    p.add_argument("--include-incomplete", action="store_true",
-                   help="also train on runs that never got a stop document (crashed or killed)")
+    p.add_argument(
+        "--include-incomplete",
+        action="store_true",
+        help="also train on runs that never got a stop document (crashed or killed)",
+    )
     p.add_argument("--out", required=True, metavar="MODEL_DIR", help="directory for the fitted twin")
-    p.add_argument("--overwrite", "--force", dest="overwrite", action="store_true",
-                   help="publish a new version into an existing twin MODEL_DIR (the previous versions are "
-                        "kept); a directory or file that holds anything else is never replaced")
+    p.add_argument(
+        "--overwrite",
+        "--force",
+        dest="overwrite",
+        action="store_true",
+        help="publish a new version into an existing twin MODEL_DIR (the previous versions are "
+        "kept); a directory or file that holds anything else is never replaced",
+    )
     p.add_argument("--trials", type=int, default=30, help="Optuna trials (default 30)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--max-epochs", type=int, default=None,
-                   help="cap on training epochs per trial (default: the twin's search space, 500)")
+    p.add_argument(
+        "--max-epochs",
+        type=int,
+        default=None,
+        help="cap on training epochs per trial (default: the twin's search space, 500)",
+    )
     p.add_argument("--jobs", type=int, default=1, help="parallel trials in this process (default 1)")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: the twin's)")
     p.add_argument("--study", default=None, help="Optuna study name")
@@ -87,7 +123,7 @@ def _fields_from_starts(starts: list[dict]) -> tuple[list[str], str]:
         raise InputError("the selected runs record no twin_x/twin_y in their start documents; pass --x ... --y ...")
     if len(found) > 1:
         raise InputError(f"the selected runs disagree on the twin fields {sorted(found)}; pass --x ... --y ...")
-    (x, y), = found
+    ((x, y),) = found
     return list(x), str(y)
 
 
@@ -189,12 +225,21 @@ def _run(args: argparse.Namespace) -> int:
 
             default = TwinSearchSpace()
             fit_kwargs["search_space"] = TwinSearchSpace(
-                max_epochs=args.max_epochs, lr_drop_epoch=min(default.lr_drop_epoch, args.max_epochs),
-                min_final_epochs=min(DEFAULT_FINAL_EPOCHS, args.max_epochs))
+                max_epochs=args.max_epochs,
+                lr_drop_epoch=min(default.lr_drop_epoch, args.max_epochs),
+                min_final_epochs=min(DEFAULT_FINAL_EPOCHS, args.max_epochs),
+            )
         try:
-            trainer = TwinTrainer(x_fields, y_field, fit_kwargs=fit_kwargs, study_name=args.study,
-                                  stream_name=args.stream, include_failed=args.include_failed,
-                                  include_incomplete=args.include_incomplete, auto_refit=False)
+            trainer = TwinTrainer(
+                x_fields,
+                y_field,
+                fit_kwargs=fit_kwargs,
+                study_name=args.study,
+                stream_name=args.stream,
+                include_failed=args.include_failed,
+                include_incomplete=args.include_incomplete,
+                auto_refit=False,
+            )
         except ValueError as exc:
             raise InputError(str(exc)) from exc
         reports = replay_runs(runs, trainer)
@@ -202,7 +247,9 @@ def _run(args: argparse.Namespace) -> int:
         storage.close_store(client)
     try:
         for uid, rep in reports.items():
-            line = f"run {uid[:8]}: {rep.state:10s} points={rep.n_points} masked={rep.n_masked} retaken={rep.n_duplicates}"
+            line = (
+                f"run {uid[:8]}: {rep.state:10s} points={rep.n_points} masked={rep.n_masked} retaken={rep.n_duplicates}"
+            )
             if rep.rows_lost:
                 line += f" lost={rep.rows_lost}"
             print(line + (f"  ({rep.reason})" if rep.reason else ""))
@@ -210,8 +257,9 @@ def _run(args: argparse.Namespace) -> int:
         if trainer.errors:
             raise InputError(f"reading the runs failed: {trainer.errors[0]}")
         if not trainer.accepted_run_uids:
-            raise InputError(f"none of the {len(reports)} run(s) has usable {x_fields} -> {y_field!r} data "
-                             f"in stream {args.stream!r}")
+            raise InputError(
+                f"none of the {len(reports)} run(s) has usable {x_fields} -> {y_field!r} data in stream {args.stream!r}"
+            )
         twin = trainer.refit(wait=True)
         if twin is None:
             err = trainer.last_error
@@ -226,6 +274,8 @@ def _run(args: argparse.Namespace) -> int:
             twin.save(out)
     finally:
         trainer.close()
-    print(f"twin {twin.version}: {list(x_fields)} -> {y_field!r} from {len(trainer.training_run_uids)} run(s), "
-          f"{trainer.status['n_points']} points; study {trainer.twin_study_name}; saved to {out}")
+    print(
+        f"twin {twin.version}: {list(x_fields)} -> {y_field!r} from {len(trainer.training_run_uids)} run(s), "
+        f"{trainer.status['n_points']} points; study {trainer.twin_study_name}; saved to {out}"
+    )
     return 0

@@ -12,6 +12,7 @@
 The callbacks import bluesky and numpy; torch, matplotlib and tiled are imported only
 where a callback needs them, so this package is imported eagerly.
 """
+
 from __future__ import annotations
 
 from .live_plot import TwinLivePlot

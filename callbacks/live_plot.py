@@ -28,6 +28,7 @@ refit listener) redraws the current run with the new twin, also after the run
 stopped; a source without refit listeners is polled for its ``version`` at each event.
 Axes are labelled with the descriptor's ``units`` (or ``egu``) where present.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,7 +54,7 @@ _DRAW = "twin_live_plot_draw"
 QT, WORKER, CALLER = "qt", "worker", "caller"
 
 
-def _refit_listener(plot: "TwinLivePlot"):
+def _refit_listener(plot: TwinLivePlot):
     """A refit listener that does not keep the plot alive."""
     ref = weakref.ref(plot)
 
@@ -134,8 +135,10 @@ class TwinLivePlot(QtAwareCallback):
         use_teleporter: bool | None = None,
     ) -> None:
         if not isinstance(source, (TwinSource, Twin)):
-            raise InputError("source must be a TwinSource (e.g. a TwinTrainer) or a Twin (predict, x_names, y_name, "
-                             f"x_range, version); got {type(source).__name__}")
+            raise InputError(
+                "source must be a TwinSource (e.g. a TwinTrainer) or a Twin (predict, x_names, y_name, "
+                f"x_range, version); got {type(source).__name__}"
+            )
         # which contract the source follows, decided once (not per event)
         self._trainer: TwinSource | None = source if isinstance(source, TwinSource) else None
         self._fixed: Twin | None = None if self._trainer is not None else source
@@ -256,7 +259,8 @@ class TwinLivePlot(QtAwareCallback):
             self._since_draw += 1
             now = time.monotonic()
             due = now - self._last_draw >= self.min_interval or (
-                self.every is not None and self._since_draw >= self.every)
+                self.every is not None and self._since_draw >= self.every
+            )
         if not self._listens and self._trainer is not None:
             version = self._trainer.version  # cheap; polled only for sources without listeners
             if version != self._seen_version:  # a refit since the last request
@@ -294,9 +298,12 @@ class TwinLivePlot(QtAwareCallback):
                     return
                 self._pending = False
                 points = list(self._points.values())
-                meta = {"run_uid": self.run_uid, "title": self._title,
-                        "xlabel": _label(self.x, self._units.get(self.x)),
-                        "ylabel": _label(self.y, self._units.get(self.y))}
+                meta = {
+                    "run_uid": self.run_uid,
+                    "title": self._title,
+                    "xlabel": _label(self.x, self._units.get(self.x)),
+                    "ylabel": _label(self.y, self._units.get(self.y)),
+                }
             try:
                 frame = self._compute(points, self._twin())
                 frame.update(meta)
@@ -332,9 +339,15 @@ class TwinLivePlot(QtAwareCallback):
             sel = groups == g
             order = np.argsort(X[sel, ix], kind="stable")
             label = f"{self.group_by}={g:g}" if self.group_by is not None else "measured"
-            lines.append({"label": label, "x": X[sel, ix][order], "y": y[sel][order],
-                          "mean": None if mean is None else mean[sel][order],
-                          "std": None if std is None else std[sel][order]})
+            lines.append(
+                {
+                    "label": label,
+                    "x": X[sel, ix][order],
+                    "y": y[sel][order],
+                    "mean": None if mean is None else mean[sel][order],
+                    "std": None if std is None else std[sel][order],
+                }
+            )
         return {"lines": lines, "version": version, "n_points": int(len(X))}
 
     def _deliver(self, frame: dict[str, Any]) -> None:

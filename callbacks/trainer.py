@@ -48,6 +48,7 @@ Semantics
   on ``bluesky_twin.callbacks.trainer`` and passed to ``status_callback``, e.g.
   ``"twin fit 3 -> version 3-1a2b3c4d on 808 points from 4 runs in 12.3 s"``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -56,8 +57,9 @@ import math
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from bluesky.callbacks.core import make_class_safe
@@ -224,7 +226,7 @@ def _scalar(value: Any) -> float:
 class _RunCollector(DocumentRouter):
     """Collect (x, y) rows of one run; built per run by the trainer's RunRouter factory."""
 
-    def __init__(self, trainer: "TwinTrainer", start_doc: Mapping[str, Any]) -> None:
+    def __init__(self, trainer: TwinTrainer, start_doc: Mapping[str, Any]) -> None:
         super().__init__()
         self._trainer = trainer
         self.uid: str = start_doc["uid"]
@@ -492,7 +494,7 @@ class TwinTrainer:
         self.n_errors = 0  # all faults
         self.fit_seconds: list[float] = []
         self.last_status: str | None = None  # the latest fit attempt's status line
-        self._listeners: list[Callable[[Any, "TwinTrainer"], None]] = []
+        self._listeners: list[Callable[[Any, TwinTrainer], None]] = []
         self._thread: threading.Thread | None = None
         self._closed = False
         self._router = RunRouter([self._factory])
@@ -596,8 +598,12 @@ class TwinTrainer:
         return [collector], []
 
     # -- run bookkeeping -----------------------------------------------------------
-    def _finish_run(self, collector: _RunCollector, stop_doc: Mapping[str, Any] | None,
-                    reason: str = "no stop document (closed by flush())") -> None:
+    def _finish_run(
+        self,
+        collector: _RunCollector,
+        stop_doc: Mapping[str, Any] | None,
+        reason: str = "no stop document (closed by flush())",
+    ) -> None:
         data = collector.finalize()
         report = collector.report
         if stop_doc is None:
@@ -611,8 +617,12 @@ class TwinTrainer:
         else:
             accept = True
         if report.rows_lost:
-            logger.warning("TwinTrainer: run %s lost %d row(s) to faults: %s",
-                           report.uid, report.rows_lost, self.errors[-1] if self.errors else "")
+            logger.warning(
+                "TwinTrainer: run %s lost %d row(s) to faults: %s",
+                report.uid,
+                report.rows_lost,
+                self.errors[-1] if self.errors else "",
+            )
         if accept:
             if report.n_points == 0:
                 report.state = NO_DATA
@@ -627,20 +637,30 @@ class TwinTrainer:
                 accept = False
             elif report.rows_lost:
                 report.state = ACCEPTED_WITH_LOSSES
-                report.reason = (f"{report.rows_lost} row(s) lost to faults in the trainer "
-                                 f"(trainer.errors); trained on the {report.n_points} others")
+                report.reason = (
+                    f"{report.rows_lost} row(s) lost to faults in the trainer "
+                    f"(trainer.errors); trained on the {report.n_points} others"
+                )
             else:
                 report.state = ACCEPTED
         if report.n_masked:
             logger.warning(
                 "TwinTrainer: run %s: masked %d of %d rows with non-finite readings %s",
-                report.uid, report.n_masked, report.n_masked + report.n_points, report.masked_by_field,
+                report.uid,
+                report.n_masked,
+                report.n_masked + report.n_points,
+                report.masked_by_field,
             )
         if not accept and report.state in (SKIPPED, INCOMPLETE, NO_DATA):
             # a run that never had the twin's data keys was never meant for it: DEBUG only
             unrelated = report.state == NO_DATA and not report.rows_lost and report.n_events == 0
-            logger.log(logging.DEBUG if unrelated else logging.WARNING,
-                       "TwinTrainer: not training on run %s: %s %s", report.uid, report.state, report.reason)
+            logger.log(
+                logging.DEBUG if unrelated else logging.WARNING,
+                "TwinTrainer: not training on run %s: %s %s",
+                report.uid,
+                report.state,
+                report.reason,
+            )
         for key in [k for k, c in self._by_descriptor.items() if c is collector]:
             del self._by_descriptor[key]
         with self._cond:
@@ -726,8 +746,10 @@ class TwinTrainer:
             study_number = self._n_attempts
         n = sum(len(p.y) for p in parts)
         if n < self.min_points:
-            self._status(f"twin fit {attempt} not attempted: only {n} usable points from {_runs(len(runs))}; "
-                         f"need >= {self.min_points}")
+            self._status(
+                f"twin fit {attempt} not attempted: only {n} usable points from {_runs(len(runs))}; "
+                f"need >= {self.min_points}"
+            )
             with self._cond:
                 self._attempted_runs.update(runs)
                 self._cond.notify_all()
@@ -748,8 +770,11 @@ class TwinTrainer:
         except Exception as exc:  # never propagate: the RunEngine must keep going
             # the traceback goes to DEBUG; the status line is the one ERROR line
             self._record_error(f"twin fit on {n} points from {len(runs)} run(s) failed", exc, logging.DEBUG)
-            self._status(f"twin fit {attempt} failed on {n} points from {_runs(len(runs))} after "
-                         f"{time.perf_counter() - t0:.1f} s: {type(exc).__name__}: {exc}", logging.ERROR)
+            self._status(
+                f"twin fit {attempt} failed on {n} points from {_runs(len(runs))} after "
+                f"{time.perf_counter() - t0:.1f} s: {type(exc).__name__}: {exc}",
+                logging.ERROR,
+            )
             with self._cond:
                 self._fit_failed = True
                 self._attempted_runs.update(runs)
@@ -761,8 +786,10 @@ class TwinTrainer:
             meta.setdefault("training_run_uids", list(runs))
         study = (meta or {}).get("study_name") if isinstance(meta, dict) else None
         # reported before the twin is published: whoever waits for it has the line too
-        self._status(f"twin fit {attempt} -> version {getattr(twin, 'version', '?')} on {n} points "
-                     f"from {_runs(len(runs))} in {seconds:.1f} s")
+        self._status(
+            f"twin fit {attempt} -> version {getattr(twin, 'version', '?')} on {n} points "
+            f"from {_runs(len(runs))} in {seconds:.1f} s"
+        )
         with self._cond:
             self._twin = twin
             self._twin_runs = runs
@@ -798,7 +825,7 @@ class TwinTrainer:
         else:  # a fault on every event must not fill the memory or the log
             logger.debug("TwinTrainer: %s: %s: %s", what, type(exc).__name__, exc)
 
-    def add_refit_listener(self, listener: Callable[[Any, "TwinTrainer"], None]) -> None:
+    def add_refit_listener(self, listener: Callable[[Any, TwinTrainer], None]) -> None:
         """Call ``listener(twin, trainer)`` on the worker thread after every successful fit."""
         self._listeners.append(listener)
 
@@ -952,7 +979,9 @@ class TwinTrainer:
                 "open_runs": list(self._open),
                 "ignored_runs": self._n_ignored,
                 "last_status": self.last_status,
-                "last_error": None if self.last_error is None else f"{type(self.last_error).__name__}: {self.last_error}",
+                "last_error": None
+                if self.last_error is None
+                else f"{type(self.last_error).__name__}: {self.last_error}",
                 "n_errors": self.n_errors,
                 "fit_seconds": list(self.fit_seconds),
             }
@@ -995,5 +1024,7 @@ class TwinTrainer:
             thread.join(timeout)
 
     def __repr__(self) -> str:
-        return (f"TwinTrainer(x_fields={self.x_fields!r}, y_field={self.y_field!r}, "
-                f"version={self.version!r}, runs={len(self._data)})")
+        return (
+            f"TwinTrainer(x_fields={self.x_fields!r}, y_field={self.y_field!r}, "
+            f"version={self.version!r}, runs={len(self._data)})"
+        )

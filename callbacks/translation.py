@@ -78,6 +78,7 @@ can poll).  ``on_untrustworthy(result)`` is called from the worker thread, and
 The class is wrapped with :func:`bluesky.callbacks.core.make_class_safe`: an
 exception in the callback is logged and never aborts the scan.
 """
+
 from __future__ import annotations
 
 import collections
@@ -85,9 +86,10 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from bluesky.callbacks.core import CallbackBase, make_class_safe
@@ -99,8 +101,17 @@ logger = logging.getLogger(__name__)
 #: Why a frame was skipped -> its counter in ``stats`` / ``run_stats``.
 SKIP_REASONS = ("shape", "nonfinite", "dtype", "invalid")
 #: Counters of :attr:`TranslationCallback.stats` and :attr:`TranslationCallback.run_stats`.
-COUNTERS = ("submitted", "processed", "emitted", "dropped", "skipped",
-            *(f"skipped_{r}" for r in SKIP_REASONS), "errors", "unfinished", "emit_errors")
+COUNTERS = (
+    "submitted",
+    "processed",
+    "emitted",
+    "dropped",
+    "skipped",
+    *(f"skipped_{r}" for r in SKIP_REASONS),
+    "errors",
+    "unfinished",
+    "emit_errors",
+)
 #: Skipped frames logged as warnings per run (the rest at debug level, then one summary line).
 _WARN_SKIPS = 5
 
@@ -158,7 +169,7 @@ class _RunState:
         self.event_counters: dict[str, int] = {}
         self.bundle: Any = None  # ComposeDescriptorBundle of the translation stream
         self.counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
-        self.done: "queue.SimpleQueue[TranslationResult]" = queue.SimpleQueue()
+        self.done: queue.SimpleQueue[TranslationResult] = queue.SimpleQueue()
         self.closed = False
 
     def accounted(self) -> int:
@@ -268,7 +279,7 @@ class TranslationCallback(CallbackBase):
         self.results: collections.deque[TranslationResult] = collections.deque(maxlen=self.keep_results)
         self.untrustworthy = threading.Event()
         self._subscribers: list[Callable[[str, dict], Any]] = []
-        self._queue: "queue.Queue[tuple[_RunState, str, int, np.ndarray] | None]" = queue.Queue(maxsize)
+        self._queue: queue.Queue[tuple[_RunState, str, int, np.ndarray] | None] = queue.Queue(maxsize)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._run: _RunState | None = None
@@ -353,15 +364,26 @@ class TranslationCallback(CallbackBase):
             unfinished = run.counts["submitted"] - run.accounted()
         if unfinished > 0:
             self._count(run, "unfinished", unfinished)
-            logger.warning("translation: %d frame(s) not finished within stop_timeout=%.1f s",
-                           unfinished, self.stop_timeout)
+            logger.warning(
+                "translation: %d frame(s) not finished within stop_timeout=%.1f s", unfinished, self.stop_timeout
+            )
         self._emit_ready(run)
         c = run.counts
         if c["skipped"] or c["dropped"] or c["errors"]:
-            logger.warning("translation: run %s: %d frame(s) submitted, %d translated, %d dropped, %d skipped "
-                           "(shape %d, non-finite %d, dtype %d, invalid %d), %d failed", run.uid[:8],
-                           c["submitted"], c["processed"], c["dropped"], c["skipped"], c["skipped_shape"],
-                           c["skipped_nonfinite"], c["skipped_dtype"], c["skipped_invalid"], c["errors"])
+            logger.warning(
+                "translation: run %s: %d frame(s) submitted, %d translated, %d dropped, %d skipped "
+                "(shape %d, non-finite %d, dtype %d, invalid %d), %d failed",
+                run.uid[:8],
+                c["submitted"],
+                c["processed"],
+                c["dropped"],
+                c["skipped"],
+                c["skipped_shape"],
+                c["skipped_nonfinite"],
+                c["skipped_dtype"],
+                c["skipped_invalid"],
+                c["errors"],
+            )
         with self._lock:
             self._last_counts = dict(run.counts)
         self._run = None
@@ -455,8 +477,9 @@ class TranslationCallback(CallbackBase):
             expected = self.frame_shape
             if expected is not None and frame.shape != expected:  # queued before the shape was known
                 outcome = "shape"
-                logger.warning("translation: frame %d has shape %s, the model takes %s; skipped",
-                               seq_num, frame.shape, expected)
+                logger.warning(
+                    "translation: frame %d has shape %s, the model takes %s; skipped", seq_num, frame.shape, expected
+                )
             else:
                 try:
                     result = self._process(run, src_uid, seq_num, frame)
@@ -486,13 +509,23 @@ class TranslationCallback(CallbackBase):
         out = self.model.translate_and_score(frame[None], keep_mask=self.keep_mask)
         translated = out["translated"][0]
         if self.classifier is not None:
-            probs = np.asarray(self.classifier.predict_proba(np.nan_to_num(translated, nan=0.0)[None])[0],
-                               dtype=np.float64)
+            probs = np.asarray(
+                self.classifier.predict_proba(np.nan_to_num(translated, nan=0.0)[None])[0], dtype=np.float64
+            )
             pred = int(np.argmax(probs))
         else:
             probs, pred = np.full(2, np.nan), -1
-        return TranslationResult(run.uid, src_uid, seq_num, translated, float(out["scores"][0]),
-                                 str(out["zones"][0]), probs, pred, time.perf_counter() - t0)
+        return TranslationResult(
+            run.uid,
+            src_uid,
+            seq_num,
+            translated,
+            float(out["scores"][0]),
+            str(out["zones"][0]),
+            probs,
+            pred,
+            time.perf_counter() - t0,
+        )
 
     def _after_result(self, result: TranslationResult) -> None:
         self.results.append(result)
@@ -517,36 +550,67 @@ class TranslationCallback(CallbackBase):
         from event_model import compose_descriptor
 
         data_keys = {
-            f"{self.field}_exp2sim": {"source": f"exp2sim:{self.field}", "dtype": "array",
-                                      "dtype_numpy": "<f4", "shape": list(shape), "units": "arb. units"},
+            f"{self.field}_exp2sim": {
+                "source": f"exp2sim:{self.field}",
+                "dtype": "array",
+                "dtype_numpy": "<f4",
+                "shape": list(shape),
+                "units": "arb. units",
+            },
             "domain_score": {"source": "exp2sim:domain", "dtype": "number", "dtype_numpy": "<f8", "shape": []},
-            "domain_zone": {"source": "exp2sim:domain", "dtype": "string", "shape": [],
-                            "choices": ["trustworthy", "expert opinion", "untrustworthy"]},
-            **{name: {"source": "duq", "dtype": "number", "dtype_numpy": "<f8", "shape": []}
-               for name in _class_keys(n_classes)},
+            "domain_zone": {
+                "source": "exp2sim:domain",
+                "dtype": "string",
+                "shape": [],
+                "choices": ["trustworthy", "expert opinion", "untrustworthy"],
+            },
+            **{
+                name: {"source": "duq", "dtype": "number", "dtype_numpy": "<f8", "shape": []}
+                for name in _class_keys(n_classes)
+            },
             "predicted_class": {"source": "duq", "dtype": "integer", "dtype_numpy": "<i8", "shape": []},
             "source_seq_num": {"source": "translation", "dtype": "integer", "dtype_numpy": "<i8", "shape": []},
             "dropped_frames": {"source": "translation", "dtype": "integer", "dtype_numpy": "<i8", "shape": []},
             "skipped_frames": {"source": "translation", "dtype": "integer", "dtype_numpy": "<i8", "shape": []},
-            "translation_seconds": {"source": "translation", "dtype": "number", "dtype_numpy": "<f8",
-                                    "shape": [], "units": "s"},
+            "translation_seconds": {
+                "source": "translation",
+                "dtype": "number",
+                "dtype_numpy": "<f8",
+                "shape": [],
+                "units": "s",
+            },
         }
         meta = self.model.metadata.get("training", {})
-        configuration = {"exp2sim": {
-            "data": {"model_seed": meta.get("seed", -1), "stop_timeout": self.stop_timeout,
-                     "trust_threshold": self.model.scorer.thresholds["frame"].trustworthy,
-                     "untrust_threshold": self.model.scorer.thresholds["frame"].untrustworthy},
-            "timestamps": {"model_seed": time.time(), "stop_timeout": time.time(),
-                           "trust_threshold": time.time(), "untrust_threshold": time.time()},
-            "data_keys": {
-                "model_seed": {"source": "exp2sim", "dtype": "integer", "shape": []},
-                "stop_timeout": {"source": "exp2sim", "dtype": "number", "shape": []},
-                "trust_threshold": {"source": "exp2sim", "dtype": "number", "shape": []},
-                "untrust_threshold": {"source": "exp2sim", "dtype": "number", "shape": []},
-            }}}
+        configuration = {
+            "exp2sim": {
+                "data": {
+                    "model_seed": meta.get("seed", -1),
+                    "stop_timeout": self.stop_timeout,
+                    "trust_threshold": self.model.scorer.thresholds["frame"].trustworthy,
+                    "untrust_threshold": self.model.scorer.thresholds["frame"].untrustworthy,
+                },
+                "timestamps": {
+                    "model_seed": time.time(),
+                    "stop_timeout": time.time(),
+                    "trust_threshold": time.time(),
+                    "untrust_threshold": time.time(),
+                },
+                "data_keys": {
+                    "model_seed": {"source": "exp2sim", "dtype": "integer", "shape": []},
+                    "stop_timeout": {"source": "exp2sim", "dtype": "number", "shape": []},
+                    "trust_threshold": {"source": "exp2sim", "dtype": "number", "shape": []},
+                    "untrust_threshold": {"source": "exp2sim", "dtype": "number", "shape": []},
+                },
+            }
+        }
         return compose_descriptor(
-            start=run.start, streams=run.streams, event_counters=run.event_counters, name=self.stream_name,
-            data_keys=data_keys, object_keys={"exp2sim": list(data_keys)}, configuration=configuration,
+            start=run.start,
+            streams=run.streams,
+            event_counters=run.event_counters,
+            name=self.stream_name,
+            data_keys=data_keys,
+            object_keys={"exp2sim": list(data_keys)},
+            configuration=configuration,
             hints={"exp2sim": {"fields": ["domain_score"]}},
         )
 
@@ -583,11 +647,15 @@ class TranslationCallback(CallbackBase):
         from event_model import compose_descriptor
 
         keys = [k for k in COUNTERS if k != "emit_errors"]  # emit_errors may still change while emitting
-        data_keys = {k: {"source": "translation", "dtype": "integer", "dtype_numpy": "<i8", "shape": []}
-                     for k in keys}
+        data_keys = {k: {"source": "translation", "dtype": "integer", "dtype_numpy": "<i8", "shape": []} for k in keys}
         bundle = compose_descriptor(
-            start=run.start, streams=run.streams, event_counters=run.event_counters, name=self.summary_stream,
-            data_keys=data_keys, object_keys={"translation": keys}, hints={"translation": {"fields": []}},
+            start=run.start,
+            streams=run.streams,
+            event_counters=run.event_counters,
+            name=self.summary_stream,
+            data_keys=data_keys,
+            object_keys={"translation": keys},
+            hints={"translation": {"fields": []}},
         )
         self._emit("descriptor", bundle.descriptor_doc, run)
         now = time.time()

@@ -17,12 +17,14 @@ The documents go to the callables given as ``callbacks`` -- typically a *dedicat
 is emitted from the trainer's worker thread, concurrently with the RunEngine's
 documents).  The latest documents are also kept in :attr:`TwinStream.last_documents`.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -114,8 +116,12 @@ def compose_prediction_run(
         time=[now] * n,
     )
     stop = bundle.compose_stop(exit_status="success")
-    return [("start", bundle.start_doc), ("descriptor", desc_bundle.descriptor_doc), ("event_page", page),
-            ("stop", stop)]
+    return [
+        ("start", bundle.start_doc),
+        ("descriptor", desc_bundle.descriptor_doc),
+        ("event_page", page),
+        ("stop", stop),
+    ]
 
 
 def _outside(twin: Any, X: np.ndarray) -> np.ndarray:

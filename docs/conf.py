@@ -2,6 +2,7 @@
 
 Build: ``sphinx-build -W --keep-going -b html docs docs/_build/html`` (``.ci/run`` does).
 """
+
 from __future__ import annotations
 
 import os

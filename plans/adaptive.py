@@ -12,12 +12,13 @@ step motor's limits and de-duplicated against lines already measured *before* an
 move; explicit user values outside the limits are refused with ``LimitError`` before
 the first move.  Every run's start document records the twin that steered it.
 """
-import logging
+
 import inspect
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field as dc_field
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any
-from collections.abc import Callable
 
 import numpy as np
 from bluesky.protocols import NamedMovable, Readable
@@ -32,11 +33,11 @@ from .stubs import (
     clip_to_limits,
     limits_of,
     motor_dimensions,
+    record_decision,
     require_common,
     require_devices,
     require_int,
     require_number,
-    record_decision,
     require_points,
     resolve_named,
     twin_uncertainty,
@@ -205,8 +206,13 @@ def twin_adaptive_scan(
 
     # ---- argument checks: all of them before the first message (nothing moves before they pass) ----
     detectors = require_devices(detectors, {"line_motor": line_motor, "step_motor": step_motor})
-    trainer = require_common(trainer=resolve_named(trainer, "trainer"), per_step=per_step, md=md,
-                             twin_timeout=twin_timeout, poll_interval=poll_interval)
+    trainer = require_common(
+        trainer=resolve_named(trainer, "trainer"),
+        per_step=per_step,
+        md=md,
+        twin_timeout=twin_timeout,
+        poll_interval=poll_interval,
+    )
     agent = resolve_named(agent, "agent")
     line_start = require_number("line_start", line_start)
     line_stop = require_number("line_stop", line_stop)
@@ -215,8 +221,12 @@ def twin_adaptive_scan(
     line_num = require_int("line_num", line_num, minimum=3)
     budget = require_int("budget", budget, minimum=1)
     batch_size = require_int("batch_size", batch_size, minimum=1)
-    require_points("the scan", budget * line_num, f"a budget of {budget} lines x {line_num} points per line",
-                   "use a smaller budget or line_num")
+    require_points(
+        "the scan",
+        budget * line_num,
+        f"a budget of {budget} lines x {line_num} points per line",
+        "use a smaller budget or line_num",
+    )
     if out_of_limits not in ("clip", "refuse"):
         raise InputError(f"out_of_limits must be 'clip' or 'refuse'; got {out_of_limits!r}")
     if agent is None:
@@ -226,9 +236,11 @@ def twin_adaptive_scan(
     else:
         adaptive_shape = _is_adaptive_shaped(agent)
         if not adaptive_shape and not isinstance(agent, LineAgent):
-            raise InputError("agent must have suggest(n) and ingest(points) (a LineAgent, e.g. a blop Optimizer) "
-                             "or bluesky-adaptive's ingest(x, y), suggest(n) -> (docs, points) and report(); "
-                             f"got {type(agent).__name__}")
+            raise InputError(
+                "agent must have suggest(n) and ingest(points) (a LineAgent, e.g. a blop Optimizer) "
+                "or bluesky-adaptive's ingest(x, y), suggest(n) -> (docs, points) and report(); "
+                f"got {type(agent).__name__}"
+            )
     tolerance = require_number("tolerance", tolerance, minimum=0.0)
     for m in (line_motor, step_motor):
         if m.name not in trainer.x_fields:
@@ -238,8 +250,7 @@ def twin_adaptive_scan(
     line_points = check_limits(line_motor, np.linspace(line_start, line_stop, line_num), what="line point")
     if isinstance(initial_lines, (str, bytes)) or not hasattr(initial_lines, "__iter__"):
         raise InputError(f"initial_lines must be a list of {step_motor.name} values; got {initial_lines!r}")
-    initial = check_limits(step_motor, [require_number("initial line", v) for v in initial_lines],
-                           what="initial line")
+    initial = check_limits(step_motor, [require_number("initial line", v) for v in initial_lines], what="initial line")
     if len(initial) == 0:
         raise InputError("initial_lines must not be empty")
     lim = limits_of(step_motor)
@@ -253,40 +264,89 @@ def twin_adaptive_scan(
     check_limits(step_motor, step_range, what="step_range end")
     if not step_range[0] < step_range[1]:
         raise InputError(f"step_range must have low < high; got {step_range}")
-    sep = (require_number("min_separation", min_separation, minimum=0.0) if min_separation is not None
-           else (step_range[1] - step_range[0]) / 200.0)
+    sep = (
+        require_number("min_separation", min_separation, minimum=0.0)
+        if min_separation is not None
+        else (step_range[1] - step_range[0]) / 200.0
+    )
     if agent is None:
         from bluesky_twin.agent import TwinLineAgent
 
-        agent = TwinLineAgent(trainer, step_axis=step_motor.name, line_axis=line_motor.name,
-                              line_points=line_points, bounds=step_range, acquisition=acquisition,
-                              min_separation=sep)
+        agent = TwinLineAgent(
+            trainer,
+            step_axis=step_motor.name,
+            line_axis=line_motor.name,
+            line_points=line_points,
+            bounds=step_range,
+            acquisition=acquisition,
+            min_separation=sep,
+        )
     name = step_motor.name
-    plan_args = {"detectors": list(map(repr, detectors)), "line_motor": repr(line_motor), "line_start": line_start,
-                 "line_stop": line_stop, "line_num": line_num, "step_motor": repr(step_motor),
-                 "initial_lines": initial.tolist(), "trainer": repr(trainer), "agent": repr(agent),
-                 "budget": budget, "batch_size": batch_size, "acquisition": acquisition, "tolerance": tolerance,
-                 "step_range": list(step_range), "out_of_limits": out_of_limits, "per_step": repr(per_step)}
-    base_md = {"detectors": [d.name for d in detectors], "motors": [name, line_motor.name],
-               "plan_name": "twin_adaptive_scan", "plan_args": plan_args,
-               "hints": {"dimensions": motor_dimensions([step_motor, line_motor])}}
+    plan_args = {
+        "detectors": list(map(repr, detectors)),
+        "line_motor": repr(line_motor),
+        "line_start": line_start,
+        "line_stop": line_stop,
+        "line_num": line_num,
+        "step_motor": repr(step_motor),
+        "initial_lines": initial.tolist(),
+        "trainer": repr(trainer),
+        "agent": repr(agent),
+        "budget": budget,
+        "batch_size": batch_size,
+        "acquisition": acquisition,
+        "tolerance": tolerance,
+        "step_range": list(step_range),
+        "out_of_limits": out_of_limits,
+        "per_step": repr(per_step),
+    }
+    base_md = {
+        "detectors": [d.name for d in detectors],
+        "motors": [name, line_motor.name],
+        "plan_name": "twin_adaptive_scan",
+        "plan_args": plan_args,
+        "hints": {"dimensions": motor_dimensions([step_motor, line_motor])},
+    }
     result = AdaptiveScanResult()
     measured: list[float] = []
     batch = list(dict.fromkeys(initial.tolist()))[:budget]
     ids: dict[float, Any] = {}  # suggestion ids (blop's "_id") of the lines in the batch
-    decision = _record(0, "user", [], [], [], batch, tolerance, trainer.version, (np.nan, np.nan),
-                       "budget" if len(batch) >= budget else "")
+    decision = _record(
+        0,
+        "user",
+        [],
+        [],
+        [],
+        batch,
+        tolerance,
+        trainer.version,
+        (np.nan, np.nan),
+        "budget" if len(batch) >= budget else "",
+    )
     iteration = 0
     while True:
-        _md = dict(base_md, adaptive_iteration=iteration, twin_steered=trainer.version is not None,
-                   **bounded_provenance(trainer))
+        _md = dict(
+            base_md,
+            adaptive_iteration=iteration,
+            twin_steered=trainer.version is not None,
+            **bounded_provenance(trainer),
+        )
         _md["hints"] = {"dimensions": base_md["hints"]["dimensions"], "gridding": "rectilinear"}
         _md.update(md or {})
         result.decisions.append(decision)
         uid = yield from with_decision(
-            bp.list_grid_scan(list(detectors), step_motor, list(batch), line_motor, line_points.tolist(),
-                              snake_axes=False, per_step=per_step, md=_md),
-            *_split(decision))
+            bp.list_grid_scan(
+                list(detectors),
+                step_motor,
+                list(batch),
+                line_motor,
+                line_points.tolist(),
+                snake_axes=False,
+                per_step=per_step,
+                md=_md,
+            ),
+            *_split(decision),
+        )
         result.run_uids.append(uid)
         result.lines.append(list(batch))
         measured.extend(batch)
@@ -324,8 +384,20 @@ def twin_adaptive_scan(
                 break
         if not result.converged and not batch:
             result.reason = "exhausted"
-        decision = _decision(iteration + 1, agent, name, line_motor.name, line_points, twin, suggested, scores,
-                             batch, tolerance, trainer.version, result.reason)
+        decision = _decision(
+            iteration + 1,
+            agent,
+            name,
+            line_motor.name,
+            line_points,
+            twin,
+            suggested,
+            scores,
+            batch,
+            tolerance,
+            trainer.version,
+            result.reason,
+        )
         if result.reason:  # converged or exhausted: no run follows, the decision gets a run of its own
             result.proposal = [v for v in suggested if v not in measured]
             break
@@ -334,17 +406,24 @@ def twin_adaptive_scan(
         iteration += 1
     if result.reason in ("no twin", "converged", "exhausted"):  # no run follows: the decision gets its own
         if result.reason == "no twin":
-            decision = _record(iteration + 1, "twin", [], [], [], [], tolerance, trainer.version, (np.nan, np.nan),
-                               result.reason)
+            decision = _record(
+                iteration + 1, "twin", [], [], [], [], tolerance, trainer.version, (np.nan, np.nan), result.reason
+            )
         result.decisions.append(decision)
-        stop_md = dict(base_md, stage="decision", adaptive_iteration=iteration + 1,
-                       twin_steered=trainer.version is not None, source_run_uids=list(result.run_uids),
-                       **bounded_provenance(trainer))
+        stop_md = dict(
+            base_md,
+            stage="decision",
+            adaptive_iteration=iteration + 1,
+            twin_steered=trainer.version is not None,
+            source_run_uids=list(result.run_uids),
+            **bounded_provenance(trainer),
+        )
         stop_md["hints"] = {}
         stop_md.update(md or {})
         result.decision_uid = yield from bpp.run_wrapper(record_decision(*_split(decision)), md=stop_md)
-    logger.info("twin_adaptive_scan: %d line(s) in %d run(s); stopped: %s", len(measured), len(result.run_uids),
-                result.reason)
+    logger.info(
+        "twin_adaptive_scan: %d line(s) in %d run(s); stopped: %s", len(measured), len(result.run_uids), result.reason
+    )
     return result
 
 
@@ -357,8 +436,7 @@ def _is_adaptive_shaped(agent: Any) -> bool:
         params = inspect.signature(ingest).parameters.values()
     except (TypeError, ValueError):
         return False
-    required = [p for p in params if p.default is p.empty
-                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     return len(required) >= 2
 
 
@@ -383,8 +461,10 @@ def _suggestions(agent: Any, adaptive_shape: bool, name: str, n: int) -> list[tu
     raw = agent.suggest(n)
     if adaptive_shape:
         if not (isinstance(raw, (tuple, list)) and len(raw) == 2):
-            raise InputError(f"the agent {type(agent).__name__} is a bluesky-adaptive agent (ingest(x, y)) but "
-                             f"suggest({n}) returned {raw!r}, not (docs, points)")
+            raise InputError(
+                f"the agent {type(agent).__name__} is a bluesky-adaptive agent (ingest(x, y)) but "
+                f"suggest({n}) returned {raw!r}, not (docs, points)"
+            )
         points = raw[1]
         if isinstance(points, np.ndarray):
             points = list(points)
@@ -398,19 +478,29 @@ def _suggestions(agent: Any, adaptive_shape: bool, name: str, n: int) -> list[tu
                 out.append((_number(p, agent, p), None))
         return out
     if isinstance(raw, (str, bytes, Mapping)) or not isinstance(raw, Sequence):
-        raise InputError(f"the agent {type(agent).__name__}: suggest({n}) must return a list of dicts keyed by "
-                         f"device name; got {raw!r}")
+        raise InputError(
+            f"the agent {type(agent).__name__}: suggest({n}) must return a list of dicts keyed by "
+            f"device name; got {raw!r}"
+        )
     out = []
     for p in raw:
         if not isinstance(p, Mapping) or name not in p:
-            raise InputError(f"the agent {type(agent).__name__} suggested {p!r}: a suggestion must be a dict "
-                             f"holding {name!r}")
+            raise InputError(
+                f"the agent {type(agent).__name__} suggested {p!r}: a suggestion must be a dict holding {name!r}"
+            )
         out.append((_number(p[name], agent, p), p.get("_id")))
     return out
 
 
-def _ingest(agent: Any, adaptive_shape: bool, name: str, batch: Sequence[float], ids: Mapping[float, Any],
-            trainer: TwinSource, uid: str) -> None:
+def _ingest(
+    agent: Any,
+    adaptive_shape: bool,
+    name: str,
+    batch: Sequence[float],
+    ids: Mapping[float, Any],
+    trainer: TwinSource,
+    uid: str,
+) -> None:
     """Tell *agent* which lines were measured (with their readings when the trainer kept them)."""
     from bluesky_twin.protocols import RecordingTwinSource
 
@@ -444,10 +534,19 @@ def _split(decision: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return {k: v for k, v in decision.items() if k != "rows"}, decision.get("rows") or {}
 
 
-def _record(iteration: int, source: str, candidates: Sequence[float], scores: Sequence[float],
-            suggested: Sequence[float], batch: Sequence[float], tolerance: float, version: str | None,
-            uncertainty: tuple[float, float], stop_reason: str, max_score: float | None = None
-            ) -> dict[str, Any]:
+def _record(
+    iteration: int,
+    source: str,
+    candidates: Sequence[float],
+    scores: Sequence[float],
+    suggested: Sequence[float],
+    batch: Sequence[float],
+    tolerance: float,
+    version: str | None,
+    uncertainty: tuple[float, float],
+    stop_reason: str,
+    max_score: float | None = None,
+) -> dict[str, Any]:
     """A decision record: scalar fields plus a row per candidate (*scores* matches
     *candidates*), suggestion or proposed line."""
     values, score_col = list(candidates), list(scores)
@@ -457,25 +556,62 @@ def _record(iteration: int, source: str, candidates: Sequence[float], scores: Se
         if v not in values:
             values.append(v)
             score_col.append(float("nan"))
-    return {"iteration": iteration, "source": source, "n_candidates": len(candidates),
-            "suggestions": list(suggested), "proposed_lines": list(batch),
-            "max_score": max_score, "tolerance": tolerance,
-            "twin_version": str(version or ""), "twin_uncertainty": uncertainty[0],
-            "twin_uncertainty_rel": uncertainty[1], "stop_reason": stop_reason,
-            "rows": {"value": values, "score": score_col, "suggested": [int(v in suggested) for v in values],
-                     "proposed": [int(v in batch) for v in values]}}
+    return {
+        "iteration": iteration,
+        "source": source,
+        "n_candidates": len(candidates),
+        "suggestions": list(suggested),
+        "proposed_lines": list(batch),
+        "max_score": max_score,
+        "tolerance": tolerance,
+        "twin_version": str(version or ""),
+        "twin_uncertainty": uncertainty[0],
+        "twin_uncertainty_rel": uncertainty[1],
+        "stop_reason": stop_reason,
+        "rows": {
+            "value": values,
+            "score": score_col,
+            "suggested": [int(v in suggested) for v in values],
+            "proposed": [int(v in batch) for v in values],
+        },
+    }
 
 
-def _decision(iteration: int, agent: Any, name: str, line_name: str, line_points: np.ndarray, twin: Any,
-              suggested: Sequence[float], scores: Any, batch: Sequence[float], tolerance: float,
-              version: str | None, stop_reason: str) -> dict[str, Any]:
+def _decision(
+    iteration: int,
+    agent: Any,
+    name: str,
+    line_name: str,
+    line_points: np.ndarray,
+    twin: Any,
+    suggested: Sequence[float],
+    scores: Any,
+    batch: Sequence[float],
+    tolerance: float,
+    version: str | None,
+    stop_reason: str,
+) -> dict[str, Any]:
     """The record of one decision (see :func:`twin_adaptive_scan`, Notes)."""
     candidates = getattr(agent, "candidates", None)
     score_list = [] if scores is None else np.asarray(scores, dtype=float).reshape(-1).tolist()
-    cand_list = ([] if candidates is None or len(np.asarray(candidates).reshape(-1)) != len(score_list)
-                 else np.asarray(candidates, dtype=float).reshape(-1).tolist())
+    cand_list = (
+        []
+        if candidates is None or len(np.asarray(candidates).reshape(-1)) != len(score_list)
+        else np.asarray(candidates, dtype=float).reshape(-1).tolist()
+    )
     grid = cand_list or list(suggested) or list(batch)
     unc = twin_uncertainty(twin, {name: grid, line_name: line_points}) if grid else (np.nan, np.nan)
     best = float(np.nanmax(score_list)) if score_list else float("nan")
-    return _record(iteration, "agent", cand_list, score_list if cand_list else [], suggested, batch, tolerance,
-                   version, unc, stop_reason, max_score=best)
+    return _record(
+        iteration,
+        "agent",
+        cand_list,
+        score_list if cand_list else [],
+        suggested,
+        batch,
+        tolerance,
+        version,
+        unc,
+        stop_reason,
+        max_score=best,
+    )

@@ -11,11 +11,13 @@ Bluesky plan, for a magnetometer with a temperature and a field positioner:
 4. **fine** run: isofield sweeps at the proposed step, inside the positioners' limits;
 5. **report**: dS_M from the fine measurement against the twin's prediction of it.
 """
+
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field as dc_field
-from typing import Any
 from collections.abc import Callable as _Callable
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from typing import Any
 
 import numpy as np
 from bluesky.protocols import NamedMovable, Readable
@@ -128,26 +130,48 @@ def _check_candidate_steps(steps: Any, low_T: float, high_T: float, fine_t_num: 
         raise InputError("candidate_steps needs at least two distinct steps (the finest is the reference)")
     span = high_T - low_T
     if values[0] >= span:
-        raise InputError(f"the finest candidate step {values[0]:g} T does not fit in the field range "
-                         f"[{low_T:g}, {high_T:g}] T")
+        raise InputError(
+            f"the finest candidate step {values[0]:g} T does not fit in the field range [{low_T:g}, {high_T:g}] T"
+        )
     # fields of one step: low, the multiples of the step inside (low, high), high
     levels = sum(span / v + 3.0 for v in values)
-    require_points("the field-step study", levels * fine_t_num,
-                   f"candidate_steps {values[:3]}{'...' if len(values) > 3 else ''} T over {span:g} T imply "
-                   f"{levels:,.0f} fields x {fine_t_num} temperatures",
-                   f"use candidate steps of at least {span * fine_t_num * len(values) / MAX_POINTS:.3g} T, "
-                   "a narrower field range or a smaller fine_t_num")
+    require_points(
+        "the field-step study",
+        levels * fine_t_num,
+        f"candidate_steps {values[:3]}{'...' if len(values) > 3 else ''} T over {span:g} T imply "
+        f"{levels:,.0f} fields x {fine_t_num} temperatures",
+        f"use candidate steps of at least {span * fine_t_num * len(values) / MAX_POINTS:.3g} T, "
+        "a narrower field range or a smaller fine_t_num",
+    )
     return np.asarray(values, dtype=float)
 
 
-def _grid_scan(detectors: Sequence[Readable], outer: NamedMovable, outer_values: Sequence[float],
-               inner: NamedMovable, inner_values: Sequence[float], *, per_step: Any, md: dict) -> MsgGenerator[str]:
+def _grid_scan(
+    detectors: Sequence[Readable],
+    outer: NamedMovable,
+    outer_values: Sequence[float],
+    inner: NamedMovable,
+    inner_values: Sequence[float],
+    *,
+    per_step: Any,
+    md: dict,
+) -> MsgGenerator[str]:
     """``bp.list_grid_scan`` (outer x inner, no snaking): the start document gets ``shape``,
     ``extents``, ``hints.gridding`` and ``plan_pattern`` as bluesky writes them."""
     import bluesky.plans as bp
 
-    return (yield from bp.list_grid_scan(list(detectors), outer, list(map(float, outer_values)), inner,
-                                         list(map(float, inner_values)), snake_axes=False, per_step=per_step, md=md))
+    return (
+        yield from bp.list_grid_scan(
+            list(detectors),
+            outer,
+            list(map(float, outer_values)),
+            inner,
+            list(map(float, inner_values)),
+            snake_axes=False,
+            per_step=per_step,
+            md=md,
+        )
+    )
 
 
 def _split(decision: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -269,8 +293,13 @@ def coarse_to_fine(
 
     # ---- argument checks: all of them before the first message (nothing moves before they pass) ----
     detectors = require_devices(detectors, {"temperature": temperature, "field": field})
-    trainer = require_common(trainer=resolve_named(trainer, "trainer"), per_step=per_step, md=md,
-                             twin_timeout=twin_timeout, poll_interval=poll_interval)
+    trainer = require_common(
+        trainer=resolve_named(trainer, "trainer"),
+        per_step=per_step,
+        md=md,
+        twin_timeout=twin_timeout,
+        poll_interval=poll_interval,
+    )
     require(trainer, RecordingTwinSource, "trainer", "a TwinTrainer (a TwinSource that keeps its runs' data)")
     t_start = require_number("t_start", t_start)
     t_stop = require_number("t_stop", t_stop)
@@ -284,17 +313,28 @@ def coarse_to_fine(
     coarse_fields = sorted(set(coarse_list))
     if len(coarse_fields) < 2:
         raise InputError("coarse_fields needs at least two distinct fields")
-    require_points("the coarse run", len(coarse_fields) * t_num,
-                   f"{len(coarse_fields)} fields x {t_num} temperatures", "use fewer coarse_fields or a smaller t_num")
+    require_points(
+        "the coarse run",
+        len(coarse_fields) * t_num,
+        f"{len(coarse_fields)} fields x {t_num} temperatures",
+        "use fewer coarse_fields or a smaller t_num",
+    )
     t_name, h_name = temperature.name, field.name
     for name in (t_name, h_name):
         if name not in trainer.x_fields:
             raise InputError(f"{name!r} is not an input of the trainer {trainer.x_fields}")
-    criteria, timing = split_options("coarse_to_fine", {} if tolerance is None else {"tolerance": tolerance},
-                                     FieldStepCriteria, criteria, FieldTiming, timing)
+    criteria, timing = split_options(
+        "coarse_to_fine",
+        {} if tolerance is None else {"tolerance": tolerance},
+        FieldStepCriteria,
+        criteria,
+        FieldTiming,
+        timing,
+    )
     to_T = float(field_to_tesla(1.0, field_unit))  # InputError for an unknown unit
-    _si_conversion(moment_unit, require_number("mass_g", mass_g, minimum=0.0, strict=True, optional=True),
-                   trainer.y_field)  # InputError for a bad unit or mass, now rather than after the scans
+    _si_conversion(
+        moment_unit, require_number("mass_g", mass_g, minimum=0.0, strict=True, optional=True), trainer.y_field
+    )  # InputError for a bad unit or mass, now rather than after the scans
     coarse_T = check_limits(temperature, np.linspace(t_start, t_stop, t_num), what="temperature")
     check_limits(field, coarse_fields, what="coarse field")
     fine_T = np.linspace(t_start, t_stop, fine_t_num)
@@ -304,30 +344,56 @@ def coarse_to_fine(
     check_limits(field, [h_lo, h_hi], what="field range end")
     if not h_hi > h_lo:
         raise InputError(f"field_max ({h_hi}) must exceed field_min ({h_lo})")
-    steps_T = _check_candidate_steps(candidate_steps if candidate_steps is not None else DEFAULT_FIELD_STEPS_T,
-                                     h_lo * to_T, h_hi * to_T, fine_t_num)
+    steps_T = _check_candidate_steps(
+        candidate_steps if candidate_steps is not None else DEFAULT_FIELD_STEPS_T, h_lo * to_T, h_hi * to_T, fine_t_num
+    )
 
-    base_md = {"detectors": [d.name for d in detectors], "motors": [h_name, t_name], "plan_name": "coarse_to_fine",
-               "twin_x": list(trainer.x_fields), "twin_y": trainer.y_field,
-               "hints": {"dimensions": motor_dimensions([field, temperature]), "gridding": "rectilinear"}}
-    plan_args = {"detectors": list(map(repr, detectors)), "temperature": repr(temperature), "t_start": t_start,
-                 "t_stop": t_stop, "t_num": t_num, "field": repr(field), "coarse_fields": list(coarse_fields),
-                 "fine_t_num": fine_t_num, "field_min": field_min, "field_max": field_max,
-                 "candidate_steps": None if candidate_steps is None else list(map(float, candidate_steps)),
-                 "criteria": criteria.to_json_dict(), "timing": timing.to_json_dict(), "field_unit": field_unit, "trainer": repr(trainer),
-                 "per_step": repr(per_step)}
+    base_md = {
+        "detectors": [d.name for d in detectors],
+        "motors": [h_name, t_name],
+        "plan_name": "coarse_to_fine",
+        "twin_x": list(trainer.x_fields),
+        "twin_y": trainer.y_field,
+        "hints": {"dimensions": motor_dimensions([field, temperature]), "gridding": "rectilinear"},
+    }
+    plan_args = {
+        "detectors": list(map(repr, detectors)),
+        "temperature": repr(temperature),
+        "t_start": t_start,
+        "t_stop": t_stop,
+        "t_num": t_num,
+        "field": repr(field),
+        "coarse_fields": list(coarse_fields),
+        "fine_t_num": fine_t_num,
+        "field_min": field_min,
+        "field_max": field_max,
+        "candidate_steps": None if candidate_steps is None else list(map(float, candidate_steps)),
+        "criteria": criteria.to_json_dict(),
+        "timing": timing.to_json_dict(),
+        "field_unit": field_unit,
+        "trainer": repr(trainer),
+        "per_step": repr(per_step),
+    }
     base_md["plan_args"] = plan_args
 
     # ---- 1. coarse isofield sweeps ----
-    coarse_md = dict(base_md, stage="coarse",
-                     **{k: v for k, v in bounded_provenance(trainer).items() if k not in base_md})
+    coarse_md = dict(
+        base_md, stage="coarse", **{k: v for k, v in bounded_provenance(trainer).items() if k not in base_md}
+    )
     coarse_md["twin_steered"] = False
     coarse_md.update(md or {})
-    coarse_decision = {"stage": "coarse", "source": "user", "proposed_lines": list(coarse_fields),
-                       "twin_version": str(trainer.version or ""), "stop_reason": "",
-                       "rows": {"value": list(coarse_fields), "proposed": [1] * len(coarse_fields)}}
-    coarse_uid = yield from with_decision(_grid_scan(detectors, field, coarse_fields, temperature, coarse_T,
-                                                     per_step=per_step, md=coarse_md), *_split(coarse_decision))
+    coarse_decision = {
+        "stage": "coarse",
+        "source": "user",
+        "proposed_lines": list(coarse_fields),
+        "twin_version": str(trainer.version or ""),
+        "stop_reason": "",
+        "rows": {"value": list(coarse_fields), "proposed": [1] * len(coarse_fields)},
+    }
+    coarse_uid = yield from with_decision(
+        _grid_scan(detectors, field, coarse_fields, temperature, coarse_T, per_step=per_step, md=coarse_md),
+        *_split(coarse_decision),
+    )
     result = CoarseToFineResult(coarse_uid=coarse_uid)
     result.decisions.append(coarse_decision)
 
@@ -343,8 +409,18 @@ def coarse_to_fine(
 
     # ---- 3. step study with the twin ----
     study = field_step_study(
-        twin, field_max=h_hi * to_T, field_min=h_lo * to_T, steps=steps_T, T_grid=fine_T, field_unit=field_unit,
-        T_axis=t_name, H_axis=h_name, mass_g=mass_g, moment_unit=moment_unit, criteria=criteria, timing=timing,
+        twin,
+        field_max=h_hi * to_T,
+        field_min=h_lo * to_T,
+        steps=steps_T,
+        T_grid=fine_T,
+        field_unit=field_unit,
+        T_axis=t_name,
+        H_axis=h_name,
+        mass_g=mass_g,
+        moment_unit=moment_unit,
+        criteria=criteria,
+        timing=timing,
     )
     step_T = float(study.proposed_step)
     result.step_study, result.proposal_ok = study, bool(study.proposal_ok)
@@ -358,24 +434,39 @@ def coarse_to_fine(
 
     # ---- 4. fine scan at the proposed step ----
     fine_md = dict(base_md, stage="fine", twin_steered=True, **provenance)
-    fine_md.update({"proposed_field_step": result.proposed_field_step, "source_run_uid": coarse_uid,
-                    "step_study": study.to_json_dict()})
+    fine_md.update(
+        {
+            "proposed_field_step": result.proposed_field_step,
+            "source_run_uid": coarse_uid,
+            "step_study": study.to_json_dict(),
+        }
+    )
     fine_md.update(md or {})
     unc_abs, unc_rel = twin_uncertainty(twin, {t_name: fine_T, h_name: fine_fields})
     steps_list = [float(v) for v in study.steps]
     fine_decision = {
-        "stage": "fine", "source": "twin", "source_run_uid": coarse_uid,
-        "proposed_step": result.proposed_field_step, "proposed_step_T": step_T,
-        "proposal_ok": bool(study.proposal_ok), "proposed_lines": result.fine_fields,
-        "twin_version": str(result.twin_version or ""), "twin_uncertainty": unc_abs,
-        "twin_uncertainty_rel": unc_rel, "stop_reason": "proposal measured",
-        "rows": {"value": steps_list,  # the candidate steps, in tesla
-                 "score": [float(r.get("wiggle", np.nan)) for r in study.rows],
-                 "passes": [int(bool(r.get("passes"))) for r in study.rows],
-                 "proposed": [int(v == step_T) for v in steps_list]},
+        "stage": "fine",
+        "source": "twin",
+        "source_run_uid": coarse_uid,
+        "proposed_step": result.proposed_field_step,
+        "proposed_step_T": step_T,
+        "proposal_ok": bool(study.proposal_ok),
+        "proposed_lines": result.fine_fields,
+        "twin_version": str(result.twin_version or ""),
+        "twin_uncertainty": unc_abs,
+        "twin_uncertainty_rel": unc_rel,
+        "stop_reason": "proposal measured",
+        "rows": {
+            "value": steps_list,  # the candidate steps, in tesla
+            "score": [float(r.get("wiggle", np.nan)) for r in study.rows],
+            "passes": [int(bool(r.get("passes"))) for r in study.rows],
+            "proposed": [int(v == step_T) for v in steps_list],
+        },
     }
-    fine_uid = yield from with_decision(_grid_scan(detectors, field, fine_fields, temperature, fine_T,
-                                                   per_step=per_step, md=fine_md), *_split(fine_decision))
+    fine_uid = yield from with_decision(
+        _grid_scan(detectors, field, fine_fields, temperature, fine_T, per_step=per_step, md=fine_md),
+        *_split(fine_decision),
+    )
     result.fine_uid = fine_uid
     result.decisions.append(fine_decision)
 
@@ -389,16 +480,29 @@ def coarse_to_fine(
     T = x[:, trainer.x_fields.index(t_name)]
     H = x[:, trainer.x_fields.index(h_name)]
     try:
-        measured = entropy_change_isofield(T, H, data["y"], field_unit=field_unit, mass_g=mass_g,
-                                           moment_unit=moment_unit, y_name=trainer.y_field)
-        predicted = entropy_change_from_twin(twin, measured.T, measured.H, field_unit=field_unit, mass_g=mass_g,
-                                             moment_unit=moment_unit, T_axis=t_name, H_axis=h_name)
+        measured = entropy_change_isofield(
+            T, H, data["y"], field_unit=field_unit, mass_g=mass_g, moment_unit=moment_unit, y_name=trainer.y_field
+        )
+        predicted = entropy_change_from_twin(
+            twin,
+            measured.T,
+            measured.H,
+            field_unit=field_unit,
+            mass_g=mass_g,
+            moment_unit=moment_unit,
+            T_axis=t_name,
+            H_axis=h_name,
+        )
     except InputError as exc:  # e.g. too few usable readings per field
         result.notes.append(f"dS_M comparison skipped: {exc}")
         return result
     result.dsm_measured, result.dsm_predicted = measured, predicted
     ref = float(np.max(np.abs(measured.dS[-1]))) or 1.0
     result.dsm_rmse_pct = float(np.sqrt(np.mean((predicted.dS[-1] - measured.dS[-1]) ** 2)) / ref * 100.0)
-    logger.info("coarse_to_fine: step %.4g, fine run %s, dS_M rmse %.2f %%", result.proposed_field_step, fine_uid,
-                result.dsm_rmse_pct)
+    logger.info(
+        "coarse_to_fine: step %.4g, fine run %s, dS_M rmse %.2f %%",
+        result.proposed_field_step,
+        fine_uid,
+        result.dsm_rmse_pct,
+    )
     return result

@@ -15,6 +15,7 @@ Devices are checked against bluesky's protocols (:class:`~bluesky.protocols.Read
 ``require_points`` bounds the readings a run (or a model evaluation) implies to
 :data:`MAX_POINTS`.
 """
+
 import hashlib
 import logging
 import math
@@ -31,10 +32,29 @@ from bluesky_twin.protocols import HasLimits, Twin, TwinSource, require
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MAX_POINTS", "WAIT_MARGIN_S", "TwinUnavailableError", "bounded_provenance", "check_limits",
-           "clip_to_limits", "fit_budget", "limits_of", "motor_dimensions", "record_decision", "require_common",
-           "require_devices", "require_int", "require_number", "require_points", "require_source", "resolve_named",
-           "training_digest", "twin_uncertainty", "wait_for_twin", "with_decision"]
+__all__ = [
+    "MAX_POINTS",
+    "WAIT_MARGIN_S",
+    "TwinUnavailableError",
+    "bounded_provenance",
+    "check_limits",
+    "clip_to_limits",
+    "fit_budget",
+    "limits_of",
+    "motor_dimensions",
+    "record_decision",
+    "require_common",
+    "require_devices",
+    "require_int",
+    "require_number",
+    "require_points",
+    "require_source",
+    "resolve_named",
+    "training_digest",
+    "twin_uncertainty",
+    "wait_for_twin",
+    "with_decision",
+]
 
 #: Seconds added to a fit's own budget (``timeout``/``budget`` of its kwargs) when waiting for it.
 WAIT_MARGIN_S = 30.0
@@ -120,8 +140,9 @@ def wait_for_twin(
             return twin
         remaining = timeout - waited
         if remaining <= 0:
-            logger.warning("wait_for_twin: timed out after %.1f s (trainer status: %s)", timeout,
-                           trainer.status.get("state"))
+            logger.warning(
+                "wait_for_twin: timed out after %.1f s (trainer status: %s)", timeout, trainer.status.get("state")
+            )
             return None
         step = min(poll_interval, remaining)
         t0 = time.monotonic()
@@ -200,8 +221,13 @@ def clip_to_limits(motor: NamedMovable, values: Sequence[float], *, policy: str 
     if lim is not None:
         outside = (arr < lim[0]) | (arr > lim[1])
         if outside.any():
-            logger.warning("%s: proposals %s outside limits %s were %s", motor.name, arr[outside].tolist(), lim,
-                           "clipped" if policy == "clip" else "refused")
+            logger.warning(
+                "%s: proposals %s outside limits %s were %s",
+                motor.name,
+                arr[outside].tolist(),
+                lim,
+                "clipped" if policy == "clip" else "refused",
+            )
         arr = np.clip(arr, lim[0], lim[1]) if policy == "clip" else arr[~outside]
     if len(dropped):
         logger.warning("%s: dropped non-finite proposals %s", motor.name, dropped.tolist())
@@ -239,8 +265,15 @@ def require_int(name: str, value: Any, *, minimum: int = 1, maximum: int = MAX_P
     return v
 
 
-def require_number(name: str, value: Any, *, minimum: float | None = None, strict: bool = False,
-                   allow_inf: bool = False, optional: bool = False) -> float | None:
+def require_number(
+    name: str,
+    value: Any,
+    *,
+    minimum: float | None = None,
+    strict: bool = False,
+    allow_inf: bool = False,
+    optional: bool = False,
+) -> float | None:
     """*value* as a finite ``float`` (``>= minimum``, or ``> minimum`` with *strict*).
 
     Raises
@@ -383,8 +416,9 @@ def _scalar(value: Any) -> Any:
     return str(value)
 
 
-def record_decision(fields: Mapping[str, Any], rows: Mapping[str, Sequence[Any]] | None = None, *,
-                    stream: str = "decisions") -> MsgGenerator[list[dict[str, Any]]]:
+def record_decision(
+    fields: Mapping[str, Any], rows: Mapping[str, Sequence[Any]] | None = None, *, stream: str = "decisions"
+) -> MsgGenerator[list[dict[str, Any]]]:
     """Record one decision of a twin-steered plan in the *stream* of the open run.
 
     Like blop's ``read_step``, the decision is a small table: one event per row of
@@ -436,9 +470,13 @@ def record_decision(fields: Mapping[str, Any], rows: Mapping[str, Sequence[Any]]
     return readings
 
 
-def with_decision(plan: MsgGenerator[Any], fields: Mapping[str, Any],
-                  rows: Mapping[str, Sequence[Any]] | None = None, *, stream: str = "decisions"
-                  ) -> MsgGenerator[Any]:
+def with_decision(
+    plan: MsgGenerator[Any],
+    fields: Mapping[str, Any],
+    rows: Mapping[str, Sequence[Any]] | None = None,
+    *,
+    stream: str = "decisions",
+) -> MsgGenerator[Any]:
     """Run *plan* (one run) with *fields* recorded right after its ``open_run`` (:func:`record_decision`).
 
     This is how a plan built on ``bp.list_grid_scan`` (or any plan owning its run)
@@ -459,8 +497,9 @@ def with_decision(plan: MsgGenerator[Any], fields: Mapping[str, Any],
     return (yield from bpp.plan_mutator(plan, insert))
 
 
-def twin_uncertainty(twin: Any, axes: Mapping[str, Sequence[float]], fixed: Mapping[str, float] | None = None
-                     ) -> tuple[float, float]:
+def twin_uncertainty(
+    twin: Any, axes: Mapping[str, Sequence[float]], fixed: Mapping[str, float] | None = None
+) -> tuple[float, float]:
     """Mean predicted standard deviation of *twin* over the grid of *axes*.
 
     Returns
@@ -476,8 +515,10 @@ def twin_uncertainty(twin: Any, axes: Mapping[str, Sequence[float]], fixed: Mapp
     try:
         names = list(twin.x_names)
         values = dict(fixed or {})
-        grids = np.meshgrid(*[np.asarray(axes[n], dtype=float) if n in axes else np.asarray([values[n]], dtype=float)
-                              for n in names], indexing="ij")
+        grids = np.meshgrid(
+            *[np.asarray(axes[n], dtype=float) if n in axes else np.asarray([values[n]], dtype=float) for n in names],
+            indexing="ij",
+        )
         X = np.column_stack([g.reshape(-1) for g in grids])
         mean, std = twin.predict(X)
     except Exception as exc:  # noqa: BLE001 - a record, never a reason to stop the plan

@@ -5,6 +5,7 @@ names of ``bluesky_twin.storage``; only tests use them.
 ``tests/`` is on ``sys.path`` (``tests/conftest.py`` lives there), so a test imports
 them with ``from storage_helpers import Recorder, documents_equal, replay_comparable``.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """TwinLineAgent driven by blop's own ``optimize`` plan (blop's Optimizer protocol, ``_id``s)."""
+
 import numpy as np
 import pytest
 
@@ -28,8 +29,14 @@ def test_blop_optimize_drives_the_twin_agent(mpms):
     starts: list = []
     RE.subscribe(lambda name, doc: starts.append(doc), "start")
 
-    agent = TwinLineAgent(_Twin(), step_axis="mpms_field", line_axis="mpms_temperature",
-                          line_points=np.linspace(20, 40, 5), bounds=(0.0, 3.0), candidates=31)
+    agent = TwinLineAgent(
+        _Twin(),
+        step_axis="mpms_field",
+        line_axis="mpms_temperature",
+        line_points=np.linspace(20, 40, 5),
+        bounds=(0.0, 3.0),
+        candidates=31,
+    )
     assert isinstance(agent, blop_protocols.Optimizer)
 
     def evaluate(uid, suggestions):
@@ -37,8 +44,9 @@ def test_blop_optimize_drives_the_twin_agent(mpms):
         by_field = {round(r["mpms_field"], 6): r["mpms_magnetisation"] for r in rows}
         return [{"_id": s["_id"], "mpms_magnetisation": by_field[round(s["mpms_field"], 6)]} for s in suggestions]
 
-    problem = blop_protocols.OptimizationProblem(optimizer=agent, actuators=[mpms.field], sensors=[mpms],
-                                                 evaluation_function=evaluate)
+    problem = blop_protocols.OptimizationProblem(
+        optimizer=agent, actuators=[mpms.field], sensors=[mpms], evaluation_function=evaluate
+    )
     RE(blop_plans.optimize(problem, iterations=3, n_points=2))
     # every suggestion was acquired and ingested back by its _id
     assert len(agent.observations) == 6 and not agent.pending

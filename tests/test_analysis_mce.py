@@ -7,6 +7,7 @@ The analytic model M(T, H) = f(T - a * mu0H) (a transition that moves by
 
 so every formula can be checked exactly.
 """
+
 from __future__ import annotations
 
 import json
@@ -250,7 +251,9 @@ def test_from_twin_matches_closed_form_and_std_bound(model):
     # uniform grid, constant sigma: interior |G| sigma = 2 * sigma / (2 dT)
     dT = T[1] - T[0]
     expected_bound = model.sigma / dT * (H[:, None] - 100.0) * 1e-4
-    np.testing.assert_allclose(res.dS_std[:, 1:-1], np.broadcast_to(expected_bound, res.dS_std[:, 1:-1].shape), rtol=1e-9)
+    np.testing.assert_allclose(
+        res.dS_std[:, 1:-1], np.broadcast_to(expected_bound, res.dS_std[:, 1:-1].shape), rtol=1e-9
+    )
     iso_t = entropy_change_from_twin(model, T, H, method="isothermal")
     assert iso_t.dS.shape == (len(H), len(T) - 1) and iso_t.std_kind == "bound"
     assert np.all(iso_t.dS_std >= 0)
@@ -336,8 +339,23 @@ def test_cli_mce_from_raw_data(tmp_path, model, capsys):
     data = tmp_path / "scan.csv"
     _write_scan_csv(data, model)
     out = tmp_path / "out" / "erco2"
-    rc = main(["mce", "--data", str(data), "--x", "temp", "--x", "field", "--y", "moment",
-               "--mass-g", "2.0", "--out", str(out)])
+    rc = main(
+        [
+            "mce",
+            "--data",
+            str(data),
+            "--x",
+            "temp",
+            "--x",
+            "field",
+            "--y",
+            "moment",
+            "--mass-g",
+            "2.0",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     table = pd.read_csv(f"{out}.csv")
     assert set(table["source"]) == {"raw trapezoid"}
@@ -363,8 +381,26 @@ def test_cli_mce_twin_and_raw_together(tmp_path, model, monkeypatch):
     data = tmp_path / "scan.csv"
     _write_scan_csv(data, model)
     out = tmp_path / "both"
-    rc = main(["mce", "MODEL", "--data", str(data), "--x", "temp", "--x", "field", "--y", "moment",
-               "--T-step", "0.1", "--H-step", "500", "--out", str(out)])
+    rc = main(
+        [
+            "mce",
+            "MODEL",
+            "--data",
+            str(data),
+            "--x",
+            "temp",
+            "--x",
+            "field",
+            "--y",
+            "moment",
+            "--T-step",
+            "0.1",
+            "--H-step",
+            "500",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     table = pd.read_csv(f"{out}.csv")
     assert set(table["source"]) == {"twin", "raw trapezoid"}
@@ -414,7 +450,8 @@ def test_cli_mce_reports_dropped_nan_rows(tmp_path, model, capsys):
     df = pd.read_csv(data)
     df.loc[[3, 7], "moment"] = np.nan
     df.to_csv(data, index=False)
-    rc = main(["mce", "--data", str(data), "--x", "temp", "--x", "field", "--y", "moment",
-               "--out", str(tmp_path / "r")])
+    rc = main(
+        ["mce", "--data", str(data), "--x", "temp", "--x", "field", "--y", "moment", "--out", str(tmp_path / "r")]
+    )
     assert rc == 0
     assert "dropped 2 row(s)" in capsys.readouterr().out

@@ -1,4 +1,5 @@
 """Step proposals member by member, on analytic ensembles whose members' answers are known."""
+
 from __future__ import annotations
 
 import json
@@ -86,8 +87,19 @@ def test_cli_steps_members(tmp_path, monkeypatch, capsys) -> None:
     from bluesky_twin.cli import main
 
     monkeypatch.setattr(analysis_cli, "_load_twin", lambda path: TransitionEnsemble())
-    rc = main(["steps", "ens", "--kind", "field", "--steps", ",".join(map(str, STEPS)), "--members",
-               "--out", str(tmp_path / "s")])
+    rc = main(
+        [
+            "steps",
+            "ens",
+            "--kind",
+            "field",
+            "--steps",
+            ",".join(map(str, STEPS)),
+            "--members",
+            "--out",
+            str(tmp_path / "s"),
+        ]
+    )
     assert rc == 0
     info = json.loads((tmp_path / "s.json").read_text())
     alone = [field_step_study(t, steps=STEPS).proposed_step for t in TransitionEnsemble().members]
@@ -106,15 +118,17 @@ class PeakMapEnsemble:
 
     def __init__(self, offsets=(0.0, 0.25, 0.0)) -> None:
         rng = np.random.default_rng(3)
-        self.centres = np.column_stack([rng.permutation(np.arange(-18.0, 19.0, 4.0)),
-                                        rng.choice(np.arange(-12, 12) + 0.5, 10, replace=False)])
+        self.centres = np.column_stack(
+            [rng.permutation(np.arange(-18.0, 19.0, 4.0)), rng.choice(np.arange(-12, 12) + 0.5, 10, replace=False)]
+        )
         self.offsets = offsets
         self.x_range = np.array([[-20.0, 20.0], [-15.0, 15.0]])
 
     def member(self, X, offset):
         X = np.asarray(X, dtype=float)
-        return sum(np.exp(-0.5 * (X[:, 0] - c1) ** 2 - 0.5 * ((X[:, 1] - c2 - offset) / 0.5) ** 2)
-                   for c1, c2 in self.centres)
+        return sum(
+            np.exp(-0.5 * (X[:, 0] - c1) ** 2 - 0.5 * ((X[:, 1] - c2 - offset) / 0.5) ** 2) for c1, c2 in self.centres
+        )
 
     @property
     def ensemble_size(self) -> int:  # an EnsembleTwin (bluesky_twin.protocols)

@@ -1,4 +1,5 @@
 """Step studies on analytic twins whose answer is known."""
+
 from __future__ import annotations
 
 import json
@@ -36,10 +37,12 @@ class PeakMap:
 
     def __init__(self, sigma2: float = 0.5):
         rng = np.random.default_rng(3)
-        self.centres = np.column_stack([
-            rng.permutation(np.arange(-18.0, 19.0, 4.0)),
-            rng.choice(np.arange(-12, 12) + 0.5, 10, replace=False),
-        ])
+        self.centres = np.column_stack(
+            [
+                rng.permutation(np.arange(-18.0, 19.0, 4.0)),
+                rng.choice(np.arange(-12, 12) + 0.5, 10, replace=False),
+            ]
+        )
         self.heights = rng.uniform(0.5, 1.0, 10)
         self.sigma2 = sigma2
         self.x_range = np.array([[-20.0, 20.0], [-15.0, 15.0]])
@@ -155,7 +158,8 @@ def test_field_step_study_checking_every_field_is_stricter():
     assert row["extra_extrema"] >= 1 and not row["passes"]
     # the top-field numbers agree between the two modes (same reference row)
     assert {r["step"]: r for r in top.rows}[0.1]["excess_tv"] == pytest.approx(
-        {r["step"]: r for r in every.rows}[0.1]["excess_tv"])
+        {r["step"]: r for r in every.rows}[0.1]["excess_tv"]
+    )
     with pytest.raises(InputError, match="check_fields"):
         field_step_study(twin, steps=steps, check_fields="some")
 
@@ -163,8 +167,12 @@ def test_field_step_study_checking_every_field_is_stricter():
 def test_field_step_study_time_from_rates_and_bad_input():
     twin = MovingTransition()
     study = field_step_study(
-        twin, steps=[0.05, 0.5], T_grid=np.linspace(10, 60, 201),
-        temperature_rate_K_per_min=2.0, sweep_rate_T_per_min=0.5, settle_s_per_field=60.0,
+        twin,
+        steps=[0.05, 0.5],
+        T_grid=np.linspace(10, 60, 201),
+        temperature_rate_K_per_min=2.0,
+        sweep_rate_T_per_min=0.5,
+        settle_s_per_field=60.0,
     )
     n = study.rows[1]["n_fields"]  # 0.01, 0.5, 1.0, ..., 5.0
     assert n == 11
@@ -265,8 +273,22 @@ def test_cli_steps_field_writes_proposal(tmp_path, fake_loader, capsys):
     from bluesky_twin.cli import main
 
     out = tmp_path / "steps"
-    rc = main(["steps", "transition", "--kind", "field", "--steps", "0.02,0.05,0.1,0.3",
-               "--time-per-point-s", "1", "--T-step", "0.2", "--out", str(out)])
+    rc = main(
+        [
+            "steps",
+            "transition",
+            "--kind",
+            "field",
+            "--steps",
+            "0.02,0.05,0.1,0.3",
+            "--time-per-point-s",
+            "1",
+            "--T-step",
+            "0.2",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     info = json.loads((tmp_path / "steps.json").read_text())
     assert info["proposed_step"] == 0.05 and info["kind"] == "field"
@@ -279,8 +301,9 @@ def test_cli_steps_field_writes_proposal(tmp_path, fake_loader, capsys):
 def test_cli_steps_angle_writes_proposal(tmp_path, fake_loader):
     from bluesky_twin.cli import main
 
-    rc = main(["steps", "map", "--kind", "angle", "--axis", "theta2", "--steps", "0.25,0.5,1,2",
-               "--out", str(tmp_path / "a")])
+    rc = main(
+        ["steps", "map", "--kind", "angle", "--axis", "theta2", "--steps", "0.25,0.5,1,2", "--out", str(tmp_path / "a")]
+    )
     assert rc == 0
     info = json.loads((tmp_path / "a.json").read_text())
     assert info["proposed_step"] == 0.5 and info["axis"] == "theta2"

@@ -1,4 +1,5 @@
 """The analyses against a real (small) DigitalTwin fitted on an analytic M(T, H)."""
+
 from __future__ import annotations
 
 import json
@@ -75,8 +76,26 @@ def test_cli_mce_and_steps_with_real_model_dir(model_dir, scan_csv, tmp_path, ca
     from bluesky_twin.cli import main
 
     out = tmp_path / "mce"
-    rc = main(["mce", str(model_dir), "--data", str(scan_csv), "--x", "T", "--x", "H", "--y", "M",
-               "--T-step", "0.25", "--H-step", "2500", "--out", str(out)])
+    rc = main(
+        [
+            "mce",
+            str(model_dir),
+            "--data",
+            str(scan_csv),
+            "--x",
+            "T",
+            "--x",
+            "H",
+            "--y",
+            "M",
+            "--T-step",
+            "0.25",
+            "--H-step",
+            "2500",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     table = pd.read_csv(f"{out}.csv")
     assert set(table["source"]) == {"twin", "raw trapezoid"}
@@ -85,8 +104,22 @@ def test_cli_mce_and_steps_with_real_model_dir(model_dir, scan_csv, tmp_path, ca
     info = json.loads((tmp_path / "mce.json").read_text())
     assert info["twin"]["std_kind"] == "ensemble" and info["twin"]["twin_version"]
 
-    rc = main(["steps", str(model_dir), "--kind", "field", "--steps", "0.05,0.1,1.0", "--T-step", "0.5",
-               "--time-per-point-s", "1", "--out", str(tmp_path / "steps")])
+    rc = main(
+        [
+            "steps",
+            str(model_dir),
+            "--kind",
+            "field",
+            "--steps",
+            "0.05,0.1,1.0",
+            "--T-step",
+            "0.5",
+            "--time-per-point-s",
+            "1",
+            "--out",
+            str(tmp_path / "steps"),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     steps = json.loads((tmp_path / "steps.json").read_text())
     assert steps["proposed_step"] in (0.05, 0.1, 1.0)

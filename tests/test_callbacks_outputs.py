@@ -1,4 +1,5 @@
 """TwinLivePlot (throttled, Agg) and TwinStream (derived twin-prediction runs stored by TiledWriter)."""
+
 from __future__ import annotations
 
 import io
@@ -73,8 +74,9 @@ def test_live_plot_rejects_unknown_axes(twin):
 def test_twin_stream_emits_a_derived_run_that_tiled_stores(RE, mpms, twin, space, tiled_store):
     from bluesky_twin.storage import make_tiled_writer, read_stream
 
-    trainer = TwinTrainer(X_FIELDS, Y_FIELD, twin=twin,
-                          refit_kwargs={"trials": 1, "search_space": space, "ensemble_size": 2})
+    trainer = TwinTrainer(
+        X_FIELDS, Y_FIELD, twin=twin, refit_kwargs={"trials": 1, "search_space": space, "ensemble_size": 2}
+    )
     stream = TwinStream(trainer, [make_tiled_writer(tiled_store)])
     RE.subscribe(make_tiled_writer(tiled_store))
     RE.subscribe(trainer)
@@ -101,8 +103,11 @@ def test_twin_stream_emits_a_derived_run_that_tiled_stores(RE, mpms, twin, space
 def test_twin_stream_grid_mode_has_fixed_shapes(twin):
     trainer = TwinTrainer(X_FIELDS, Y_FIELD, twin=twin, auto_refit=False)
     got: list = []
-    stream = TwinStream(trainer, [lambda name, doc: got.append((name, doc))],
-                        grid={"mpms_temperature": np.linspace(20, 50, 31), "mpms_field": [0.0, 1.0]})
+    stream = TwinStream(
+        trainer,
+        [lambda name, doc: got.append((name, doc))],
+        grid={"mpms_temperature": np.linspace(20, 50, 31), "mpms_field": [0.0, 1.0]},
+    )
     stream._on_refit(twin, trainer)
     names = [n for n, _ in got]
     assert names == ["start", "descriptor", "event_page", "stop"]

@@ -6,6 +6,7 @@
 * ``TwinLivePlot`` predicts on a worker thread, redraws after a refit and keeps up
   with the RunEngine while a slow ``predict`` runs.
 """
+
 from __future__ import annotations
 
 import logging
@@ -77,11 +78,17 @@ def test_a_real_fit_prints_no_optuna_trial_lines_and_one_status_line(RE, motor, 
 
     from bluesky_twin.twin import TwinSearchSpace
 
-    space = TwinSearchSpace(max_epochs=15, min_final_epochs=15, n_layers=(2, 2), n_units=(8, 8), patience=5,
-                            encodings=("raw",))
+    space = TwinSearchSpace(
+        max_epochs=15, min_final_epochs=15, n_layers=(2, 2), n_units=(8, 8), patience=5, encodings=("raw",)
+    )
     lines: list[str] = []
-    trainer = TwinTrainer(["t"], "det", min_points=3, status_callback=lines.append,
-                          fit_kwargs={"trials": 3, "search_space": space, "ensemble_size": 1, "seed": 0})
+    trainer = TwinTrainer(
+        ["t"],
+        "det",
+        min_points=3,
+        status_callback=lines.append,
+        fit_kwargs={"trials": 3, "search_space": space, "ensemble_size": 1, "seed": 0},
+    )
     RE.subscribe(trainer)
     level_before = logging.getLogger("optuna").level
     optuna.logging.enable_propagation()  # let optuna's records reach caplog too, were they emitted
@@ -95,7 +102,9 @@ def test_a_real_fit_prints_no_optuna_trial_lines_and_one_status_line(RE, motor, 
     assert not [r for r in caplog.records if r.name.startswith("optuna") and r.levelno < logging.WARNING]
     assert "Trial 0 finished" not in capfd.readouterr().err
     status = [r.getMessage() for r in caplog.records if r.name == TRAINER_LOGGER and r.levelno == logging.INFO]
-    assert len(status) == 1 and status[0].startswith(f"twin fit 1 -> version {twin.version} on 11 points from 1 run in ")
+    assert len(status) == 1 and status[0].startswith(
+        f"twin fit 1 -> version {twin.version} on 11 points from 1 run in "
+    )
     assert lines == status and trainer.status["last_status"] == status[0]
     assert logging.getLogger("optuna").level == level_before  # restored after the fit
 
@@ -164,8 +173,7 @@ def test_runs_without_the_data_keys_are_not_training_on_at_debug_only(RE, motor,
 
 def test_condition_filters_runs_and_counts_the_ignored_ones(RE, motor, det):
     versions: list = []
-    trainer = TwinTrainer(["t"], "det", fit_function=_fake_fit(versions), min_points=3,
-                          condition=twin_runs_only)
+    trainer = TwinTrainer(["t"], "det", fit_function=_fake_fit(versions), min_points=3, condition=twin_runs_only)
     RE.subscribe(trainer)
     plain = RE(bp.scan([det], motor, -5, 5, 11))
     opted_out = RE(bp.scan([det], motor, -5, 5, 11), twin=False)
@@ -174,7 +182,9 @@ def test_condition_filters_runs_and_counts_the_ignored_ones(RE, motor, det):
     assert "coarse_to_fine" in TWIN_PLAN_NAMES
     twin = trainer.wait_for_version(None, timeout=10, run_uid=twin_plan)
     assert twin is not None
-    assert set(trainer.runs) == {tagged, twin_plan} and plain[0] not in trainer.runs and opted_out[0] not in trainer.runs
+    assert (
+        set(trainer.runs) == {tagged, twin_plan} and plain[0] not in trainer.runs and opted_out[0] not in trainer.runs
+    )
     status = trainer.status
     assert status["ignored_runs"] == 2 and status["n_points"] == 16
     # nothing of a rejected run is kept once it stopped

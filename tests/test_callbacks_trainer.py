@@ -1,4 +1,5 @@
 """TwinTrainer with a real RunEngine: masking, rewinds, exit status, missing stops, faults, waiting."""
+
 from __future__ import annotations
 
 import logging
@@ -218,12 +219,19 @@ def test_event_pages_and_runs_without_stop(caplog):
 
     trainer = TwinTrainer(["t"], "det", auto_refit=False)
     run = compose_run()
-    desc = run.compose_descriptor(name="primary", data_keys={
-        "t": {"dtype": "number", "shape": [], "source": "sim"},
-        "det": {"dtype": "number", "shape": [], "source": "sim"}})
-    page = desc.compose_event_page(data={"t": [1.0, 2.0, 3.0], "det": [1.0, float("nan"), 9.0]},
-                                   timestamps={"t": [0, 0, 0], "det": [0, 0, 0]}, seq_num=[1, 2, 3],
-                                   time=[0.0, 0.0, 0.0])
+    desc = run.compose_descriptor(
+        name="primary",
+        data_keys={
+            "t": {"dtype": "number", "shape": [], "source": "sim"},
+            "det": {"dtype": "number", "shape": [], "source": "sim"},
+        },
+    )
+    page = desc.compose_event_page(
+        data={"t": [1.0, 2.0, 3.0], "det": [1.0, float("nan"), 9.0]},
+        timestamps={"t": [0, 0, 0], "det": [0, 0, 0]},
+        seq_num=[1, 2, 3],
+        time=[0.0, 0.0, 0.0],
+    )
     for name, doc in (("start", run.start_doc), ("descriptor", desc.descriptor_doc), ("event_page", page)):
         trainer(name, doc)  # ... and no stop document
     assert trainer.open_run_uids == [run.start_doc["uid"]]
@@ -274,10 +282,12 @@ def test_real_twin_fit_and_warm_start_on_the_magnetometer(RE, mpms):
     from bluesky_twin.twin import TwinSearchSpace
 
     space = TwinSearchSpace(max_epochs=40, min_final_epochs=40, n_layers=(2, 2), n_units=(16, 24), patience=10)
-    trainer = TwinTrainer(["mpms_temperature", "mpms_field"], "mpms_magnetisation",
-                          fit_kwargs={"trials": 2, "search_space": space, "ensemble_size": 2},
-                          refit_kwargs={"trials": 1, "search_space": space, "ensemble_size": 2,
-                                        "budget": 60.0})
+    trainer = TwinTrainer(
+        ["mpms_temperature", "mpms_field"],
+        "mpms_magnetisation",
+        fit_kwargs={"trials": 2, "search_space": space, "ensemble_size": 2},
+        refit_kwargs={"trials": 1, "search_space": space, "ensemble_size": 2, "budget": 60.0},
+    )
     RE.subscribe(trainer)
     (uid,) = RE(bp.grid_scan([mpms], mpms.field, 0, 2, 3, mpms.temperature, 25, 45, 11))
     twin = trainer.wait_for_version(None, timeout=120, run_uid=uid)

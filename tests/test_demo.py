@@ -1,4 +1,5 @@
 """`bluesky-twin demo`: the full loop on the simulated magnetometer, stored in embedded tiled."""
+
 from __future__ import annotations
 
 import json

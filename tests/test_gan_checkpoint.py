@@ -1,4 +1,5 @@
 """Model directory: roundtrip, safe loading, corrupt and mismatched files."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,14 @@ def _frames(n, seed=0, size=16):
 def tiny_model(seed=0):
     torch.manual_seed(seed)
     ref, _ = to_model_space(_frames(30, seed), Scaling())
-    m = Exp2SimModel(ResnetGenerator(TINY), ResnetGenerator(TINY), TINY, Scaling(), reference=ref,
-                     metadata={"training": {"note": "test"}})
+    m = Exp2SimModel(
+        ResnetGenerator(TINY),
+        ResnetGenerator(TINY),
+        TINY,
+        Scaling(),
+        reference=ref,
+        metadata={"training": {"note": "test"}},
+    )
     m.scorer.frame_repeats = 50
     m.scorer._frame_idx = m.scorer._frame_idx[:50]
     m.scorer.n_repeats = 50

@@ -1,18 +1,18 @@
 """``bluesky-twin ins train | evaluate | score``: outputs and exit codes."""
+
 from __future__ import annotations
 
 import json
 
 import numpy as np
 import pytest
-
-from bluesky_twin.modeldir import current_path
 import torch
 
 from bluesky_twin.cli import main
 from bluesky_twin.gan.model import Exp2SimModel
 from bluesky_twin.gan.networks import GanConfig, ResnetGenerator
 from bluesky_twin.gan.preprocess import Scaling, to_model_space
+from bluesky_twin.modeldir import current_path
 
 TINY = GanConfig(ngf=4, n_blocks=1, ndf=8, nce_layers=("down1", "down2", "res1"), nce_dim=16, num_patches=32)
 
@@ -49,8 +49,9 @@ def test_score_writes_per_frame_scores_and_zones(model_dir, tmp_path, capsys):
     np.save(src, frames)
     out = tmp_path / "scores.json"
     trans = tmp_path / "translated.npy"
-    assert main(["ins", "score", str(src), "--model", str(model_dir), "--json", str(out),
-                 "--translated", str(trans)]) == 0
+    assert (
+        main(["ins", "score", str(src), "--model", str(model_dir), "--json", str(out), "--translated", str(trans)]) == 0
+    )
     res = json.loads(out.read_text())
     assert res["n"] == 5 and len(res["frames"]) == 5
     zones = [f["zone"] for f in res["frames"]]
@@ -61,12 +62,15 @@ def test_score_writes_per_frame_scores_and_zones(model_dir, tmp_path, capsys):
     assert "frame    0" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("content, message", [
-    (np.zeros((64, 64)), "(N, H, W)"),
-    (np.zeros((2, 3, 64, 64)), "(N, H, W)"),
-    (np.full((1, 16, 16), np.inf), "inf"),
-    (np.zeros((1, 18, 18)), "divisible by 4"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (np.zeros((64, 64)), "(N, H, W)"),
+        (np.zeros((2, 3, 64, 64)), "(N, H, W)"),
+        (np.full((1, 16, 16), np.inf), "inf"),
+        (np.zeros((1, 18, 18)), "divisible by 4"),
+    ],
+)
 def test_score_rejects_bad_arrays(model_dir, tmp_path, capsys, content, message):
     src = tmp_path / "bad.npy"
     np.save(src, content)
@@ -88,12 +92,37 @@ def test_score_missing_or_unreadable_inputs(model_dir, tmp_path, capsys):
 
 def test_evaluate_writes_the_table_json(model_dir, tmp_path, capsys):
     out = tmp_path / "eval.json"
-    assert main(["ins", "evaluate", "--model", str(model_dir), "--n", "24", "--n-domain", "20",
-                 "--seed", "5", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "ins",
+                "evaluate",
+                "--model",
+                str(model_dir),
+                "--n",
+                "24",
+                "--n-domain",
+                "20",
+                "--seed",
+                "5",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
-    for key in ("acc_unconvolved", "acc_convolved_raw", "acc_convolved_exp2sim", "gap_closed_exp2sim",
-                "acc_conv_clf_on_convolved", "acc_conv_clf_on_unconvolved_raw",
-                "acc_conv_clf_on_unconvolved_sim2exp", "gap_closed_sim2exp", "ms_per_frame"):
+    for key in (
+        "acc_unconvolved",
+        "acc_convolved_raw",
+        "acc_convolved_exp2sim",
+        "gap_closed_exp2sim",
+        "acc_conv_clf_on_convolved",
+        "acc_conv_clf_on_unconvolved_raw",
+        "acc_conv_clf_on_unconvolved_sim2exp",
+        "gap_closed_sim2exp",
+        "ms_per_frame",
+    ):
         assert key in res
         assert res[key] is None or isinstance(res[key], float)
     for name in ("test", "digits", "near_domain", "experiment_like"):
@@ -126,9 +155,32 @@ def test_evaluate_needs_classifiers(tmp_path, capsys):
 
 def test_train_tiny_end_to_end(tmp_path, capsys):
     out = tmp_path / "model"
-    assert main(["ins", "train", "--out", str(out), "--n", "100", "--iterations", "2", "--batch-size", "2",
-                 "--clf-epochs", "1", "--n-reference", "24", "--n-calibration", "20", "--quiet",
-                 "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "ins",
+                "train",
+                "--out",
+                str(out),
+                "--n",
+                "100",
+                "--iterations",
+                "2",
+                "--batch-size",
+                "2",
+                "--clf-epochs",
+                "1",
+                "--n-reference",
+                "24",
+                "--n-calibration",
+                "20",
+                "--quiet",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     meta = json.loads((current_path(out) / "metadata.json").read_text())
     assert meta["training"]["data"]["n"] == 100
     assert meta["domain"]["thresholds"]["frame"]["trustworthy"] > 0
@@ -147,17 +199,58 @@ def test_train_classifiers_replaces_only_the_classifiers(tmp_path, capsys, resea
     from bluesky_twin.io_utils import sha256_file
 
     out = tmp_path / "model"
-    assert main(["ins", "train", "--out", str(out), "--n", "100", "--iterations", "1", "--batch-size", "2",
-                 "--clf-epochs", "1", "--clf-input-scale", "log", "--n-reference", "24",
-                 "--n-calibration", "20", "--quiet", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "ins",
+                "train",
+                "--out",
+                str(out),
+                "--n",
+                "100",
+                "--iterations",
+                "1",
+                "--batch-size",
+                "2",
+                "--clf-epochs",
+                "1",
+                "--clf-input-scale",
+                "log",
+                "--n-reference",
+                "24",
+                "--n-calibration",
+                "20",
+                "--quiet",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     v1 = current_path(out)
     before = json.loads((v1 / "metadata.json").read_text())
     assert before["training"]["classifiers"]["input_scale"] == "log"
     frozen = {name: sha256_file(v1 / name) for name in ("generators.pt", "domain_reference.npy")}
     (v1 / "MODEL_CARD.md").write_text("card")
     reseal_model(out)  # the card is part of the checksummed version
-    assert main(["ins", "train-classifiers", "--model", str(out), "--clf-epochs", "2", "--input-scale", "linear",
-                 "--threads", "1", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "ins",
+                "train-classifiers",
+                "--model",
+                str(out),
+                "--clf-epochs",
+                "2",
+                "--input-scale",
+                "linear",
+                "--threads",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "linear input scale" in capsys.readouterr().out
     v2 = current_path(out)
     assert v2 != v1 and (v1 / "metadata.json").exists()  # a new version; the previous one is kept
@@ -216,7 +309,9 @@ def test_train_recipe_overrides_are_parsed_and_recorded(tmp_path, capsys) -> Non
     from bluesky_twin.gan.cli import _parse_recipe
 
     assert _parse_recipe(["e_init=[50, 60, 70]", "chopper_frequency=100"]) == {
-        "e_init": (50, 60, 70), "chopper_frequency": 100}
+        "e_init": (50, 60, 70),
+        "chopper_frequency": 100,
+    }
     for bad, message in ((["bogus=1"], "KEY=VALUE"), (["e_init"], "KEY=VALUE"), (["e_init=[50,"], "not JSON")):
         rc = main(["ins", "train", "--out", str(tmp_path / "m"), "--recipe", *bad])
         assert rc == 2 and message in capsys.readouterr().err
@@ -242,10 +337,12 @@ def test_evaluate_keeps_masks_only_when_both_domains_carry_them(model_dir, monke
     monkeypatch.setattr(build, "training_split", lambda meta: {"dataset": calibration, "calibration": np.arange(12)})
     seen = []
     for name in ("exp2sim", "sim2exp"):
+
         def spy(frames, keep_mask=False, _translate=getattr(model, name), _name=name):
             out = _translate(frames, keep_mask=keep_mask)
             seen.append((_name, keep_mask, bool(np.isnan(out).any())))
             return out
+
         monkeypatch.setattr(model, name, spy)
     res = evaluate_model(model, n=24, seed=5, n_domain=20)
     assert res["recipe"] == ({"mask_unconvolved": True} if masked else {})
@@ -264,8 +361,9 @@ def test_evaluate_near_domain_control_follows_the_models_geometry_and_recipe(mod
     size = int(model.reference.shape[-1])
     recipe = {"e_init": [50, 60], "chopper_frequency": 100}
     model.metadata = {**model.metadata, "training": {"data": {"geometry": "powder", "recipe": recipe}}}
-    calibration = dataset.generate_dataset(12, seed=9, size=size, geometry="powder", e_init=(50, 60),
-                                           chopper_frequency=100)
+    calibration = dataset.generate_dataset(
+        12, seed=9, size=size, geometry="powder", e_init=(50, 60), chopper_frequency=100
+    )
     monkeypatch.setattr(build, "training_split", lambda meta: {"dataset": calibration, "calibration": np.arange(12)})
     calls = []
     original = dataset.near_domain_control

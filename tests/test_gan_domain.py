@@ -1,4 +1,5 @@
 """Domain-of-applicability score: Sinkhorn via POT, ordering, calibration, zones."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -54,7 +55,9 @@ def test_calibration_thresholds_and_zones(scorer):
         t = scorer.thresholds[level]
         assert t.trustworthy < t.untrustworthy
         assert not info[level]["overlap"]
-    zones = scorer.frame_zones(scorer.frame_scores(np.concatenate([_features(5, 0.0, seed=10), _features(5, 3.0, seed=11)])))
+    zones = scorer.frame_zones(
+        scorer.frame_scores(np.concatenate([_features(5, 0.0, seed=10), _features(5, 3.0, seed=11)]))
+    )
     assert zones[:5].count("trustworthy") >= 4
     assert zones[5:] == ["untrustworthy"] * 5
     assert scorer.set_summary(_features(40, 3.0, seed=12), n_repeats=50)["zone"] == "untrustworthy"
@@ -72,7 +75,12 @@ def test_settings_roundtrip(scorer):
 def test_zone_of_edges():
     t = Thresholds(1.0, 2.0)
     assert [t.zone(v) for v in (0.5, 1.0, 1.5, 2.0, np.nan)] == [
-        "trustworthy", "trustworthy", "expert opinion", "untrustworthy", "untrustworthy"]
+        "trustworthy",
+        "trustworthy",
+        "expert opinion",
+        "untrustworthy",
+        "untrustworthy",
+    ]
     assert zone_of(5.0, 1.0, 1.0) == "untrustworthy"
 
 

@@ -1,4 +1,5 @@
 """Exp2SimGAN losses: PatchNCE sanity, hinge/aux conventions, masked L1."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Exp2SimGAN networks: shapes (2D and 3D), fully-convolutional inference, presets."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,11 +13,11 @@ from bluesky_twin.gan.networks import (
     count_parameters,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = dict(ngf=4, n_blocks=2, ndf=8, n_layers_d=2, nce_layers=("stem", "down1", "down2", "res2"),
-            nce_dim=16, num_patches=32)
+TINY = dict(
+    ngf=4, n_blocks=2, ndf=8, n_layers_d=2, nce_layers=("stem", "down1", "down2", "res2"), nce_dim=16, num_patches=32
+)
 
 
 @pytest.mark.parametrize("dims", [2, 3])

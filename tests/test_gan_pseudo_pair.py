@@ -1,19 +1,19 @@
 """The pseudo-pair term for Exp2Sim: L1(G_A(G_B(b).detach()), b), with learned or uniform widths."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from test_gan_resolution import LOWER16, TINY_RES, UPPER16, _toy_domains, with_resolution
 
 from bluesky_twin.errors import InputError
 from bluesky_twin.gan.config import GanConfig, PseudoPairConfig, ResolutionConfig
 from bluesky_twin.ins.resolution_layer import EnergyResolutionLayer
-from test_gan_resolution import LOWER16, TINY, TINY_RES, UPPER16, _toy_domains, with_resolution
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-BOUNDED = with_resolution(TINY_RES, instrument=True, sigma_bounds=(LOWER16, UPPER16), stochastic=True,
-                          poisson=True)
+BOUNDED = with_resolution(TINY_RES, instrument=True, sigma_bounds=(LOWER16, UPPER16), stochastic=True, poisson=True)
 
 
 def test_fraction_sets_each_frames_width_across_the_bounds():
@@ -49,8 +49,10 @@ def test_pseudo_pair_term_trains_exp2sim_only(monkeypatch, widths):
     monkeypatch.setattr(losses, "LOSS_WEIGHTS", {**losses.LOSS_WEIGHTS, "gan": 0.0, "nce": 0.0, "idt": 0.0})
 
     def changes(weight):
-        trainer = Exp2SimTrainer(BOUNDED, TrainConfig(iterations=4, batch_size=2, seed=0,
-                                                      pseudo_pair=PseudoPairConfig(weight=weight, widths=widths)))
+        trainer = Exp2SimTrainer(
+            BOUNDED,
+            TrainConfig(iterations=4, batch_size=2, seed=0, pseudo_pair=PseudoPairConfig(weight=weight, widths=widths)),
+        )
         ga = [p.detach().clone() for p in trainer.G_A.parameters()]
         gb = [p.detach().clone() for p in trainer.G_B.parameters()]
         out = trainer.step(ta, valid_a, tb, valid_b)
@@ -70,15 +72,24 @@ def test_train_gan_records_the_term_and_checks_its_options():
     from bluesky_twin.gan.train import PSEUDO_PAIR_KEY, TrainConfig, train_gan
 
     a, b = _toy_domains(n=6)
-    res = train_gan(a, b, BOUNDED, TrainConfig(iterations=3, batch_size=2, seed=0,
-                                               pseudo_pair=PseudoPairConfig(weight=5.0, widths="uniform")))
+    res = train_gan(
+        a,
+        b,
+        BOUNDED,
+        TrainConfig(iterations=3, batch_size=2, seed=0, pseudo_pair=PseudoPairConfig(weight=5.0, widths="uniform")),
+    )
     assert len(res.history[PSEUDO_PAIR_KEY]) == 3 and np.isfinite(res.history[PSEUDO_PAIR_KEY]).all()
-    res = train_gan(a, b, TINY_RES, TrainConfig(iterations=2, batch_size=2, seed=0,
-                                                pseudo_pair=PseudoPairConfig(weight=1.0)))
+    res = train_gan(
+        a, b, TINY_RES, TrainConfig(iterations=2, batch_size=2, seed=0, pseudo_pair=PseudoPairConfig(weight=1.0))
+    )
     assert np.isfinite(res.history[PSEUDO_PAIR_KEY]).all()
     with pytest.raises(InputError, match="bounds"):
-        train_gan(a, b, TINY_RES, TrainConfig(iterations=1, batch_size=2,
-                                              pseudo_pair=PseudoPairConfig(weight=1.0, widths="uniform")))
+        train_gan(
+            a,
+            b,
+            TINY_RES,
+            TrainConfig(iterations=1, batch_size=2, pseudo_pair=PseudoPairConfig(weight=1.0, widths="uniform")),
+        )
     with pytest.raises(InputError, match="PseudoPairConfig.widths"):
         TrainConfig(pseudo_pair=PseudoPairConfig(widths="wide"))
     with pytest.raises(InputError, match="PseudoPairConfig.weight"):
@@ -88,8 +99,9 @@ def test_train_gan_records_the_term_and_checks_its_options():
 def test_cli_checks_pseudo_pair_options(tmp_path, capsys):
     from bluesky_twin.cli import main
 
-    rc = main(["ins", "train", "--out", str(tmp_path / "m"), "--pseudo-pair-weight", "1",
-               "--pseudo-pair-widths", "uniform"])
+    rc = main(
+        ["ins", "train", "--out", str(tmp_path / "m"), "--pseudo-pair-weight", "1", "--pseudo-pair-widths", "uniform"]
+    )
     assert rc != 0
     assert "--resolution-maps-bounds" in capsys.readouterr().err
     rc = main(["ins", "train", "--out", str(tmp_path / "m"), "--pseudo-pair-weight", "-2"])
@@ -123,28 +135,39 @@ def test_column_terms_elastic_line_decays_and_background_rises_along_the_columns
 
 
 def test_pseudo_pair_finetune_trains_exp2sim_alone_after_the_gan(tmp_path):
-    from bluesky_twin.gan.train import (PSEUDO_PAIR_FINETUNE_KEY, Exp2SimTrainer, TrainConfig, plot_losses,
-                                        train_gan)
+    from bluesky_twin.gan.train import PSEUDO_PAIR_FINETUNE_KEY, Exp2SimTrainer, TrainConfig, plot_losses, train_gan
 
     a, b = _toy_domains(n=6)
-    trainer = Exp2SimTrainer(BOUNDED, TrainConfig(iterations=2, batch_size=2, seed=0,
-                                                  pseudo_pair=PseudoPairConfig(finetune=5, widths="uniform")))
+    trainer = Exp2SimTrainer(
+        BOUNDED,
+        TrainConfig(iterations=2, batch_size=2, seed=0, pseudo_pair=PseudoPairConfig(finetune=5, widths="uniform")),
+    )
     tb = torch.from_numpy(b[:2])[:, None]
     nets = {name: getattr(trainer, name) for name in ("G_A", "G_B", "D_A", "D_B", "F_A", "F_B")}
     before = {name: [p.detach().clone() for p in net.parameters()] for name, net in nets.items()}
     value = trainer.finetune_step(tb, torch.ones_like(tb))
     assert np.isfinite(value) and value > 0
-    moved = {name: any(not torch.equal(p.detach(), q) for p, q in zip(net.parameters(), before[name]))
-             for name, net in nets.items()}
+    moved = {
+        name: any(not torch.equal(p.detach(), q) for p, q in zip(net.parameters(), before[name]))
+        for name, net in nets.items()
+    }
     assert moved == {"G_A": True, "G_B": False, "D_A": False, "D_B": False, "F_A": False, "F_B": False}
 
-    res = train_gan(a, b, BOUNDED, TrainConfig(iterations=2, batch_size=2, seed=0,
-                                               pseudo_pair=PseudoPairConfig(finetune=4, widths="uniform")))
+    res = train_gan(
+        a,
+        b,
+        BOUNDED,
+        TrainConfig(iterations=2, batch_size=2, seed=0, pseudo_pair=PseudoPairConfig(finetune=4, widths="uniform")),
+    )
     assert len(res.history[PSEUDO_PAIR_FINETUNE_KEY]) == 4 and len(res.history["G"]) == 2
     assert res.extra["pseudo_pair_finetune_seconds"] > 0
     assert "loss_pseudo_pair.png" in [p.name for p in plot_losses(res.history, tmp_path)]
     with pytest.raises(InputError, match="PseudoPairConfig.finetune"):
         TrainConfig(pseudo_pair=PseudoPairConfig(finetune=-1))
     with pytest.raises(InputError, match="bounds"):  # uniform widths need the bounded layer here too
-        train_gan(a, b, TINY_RES, TrainConfig(iterations=1, batch_size=2,
-                                              pseudo_pair=PseudoPairConfig(finetune=2, widths="uniform")))
+        train_gan(
+            a,
+            b,
+            TINY_RES,
+            TrainConfig(iterations=1, batch_size=2, pseudo_pair=PseudoPairConfig(finetune=2, widths="uniform")),
+        )

@@ -1,28 +1,27 @@
 """The optional Sim2Exp resolution layer: broadening, NaN masks, training hooks, persistence."""
+
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
-
-from bluesky_twin.modeldir import current_path
 import torch
-
-from dataclasses import replace
 
 from bluesky_twin.errors import InputError
 from bluesky_twin.gan.config import GanConfig, ResolutionConfig
 from bluesky_twin.gan.networks import ResnetGenerator, ResolutionResnetGenerator, make_generators
-from bluesky_twin.ins.resolution_layer import EnergyResolutionLayer
 from bluesky_twin.gan.preprocess import Scaling, to_model_space
-
+from bluesky_twin.ins.resolution_layer import EnergyResolutionLayer
+from bluesky_twin.modeldir import current_path
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-TINY = GanConfig(ngf=4, n_blocks=1, ndf=8, n_layers_d=2, nce_layers=("down1", "down2", "res1"),
-                 nce_dim=16, num_patches=32)
+TINY = GanConfig(
+    ngf=4, n_blocks=1, ndf=8, n_layers_d=2, nce_layers=("down1", "down2", "res1"), nce_dim=16, num_patches=32
+)
 #: the resolution layer with a ResNet correction and without instrument terms
 TINY_RES = replace(TINY, resolution=ResolutionConfig(init_sigma=2.0, instrument=False, residual=True))
 
@@ -103,8 +102,14 @@ def test_model_space_broadening_is_linear_and_renormalised():
         assert np.percentile(lin[i][valid[i]], 99.5) == pytest.approx(1.0, rel=2e-3)
     # in linear units it is the plain broadening (up to that scale)
     raw = np.nan_to_num(frames)
-    ref = layer.broaden(torch.from_numpy(scaling.inverse(scaling.forward(raw)))[:, None],
-                        torch.from_numpy(valid.astype(np.float32))[:, None])[:, 0].detach().numpy()
+    ref = (
+        layer.broaden(
+            torch.from_numpy(scaling.inverse(scaling.forward(raw)))[:, None],
+            torch.from_numpy(valid.astype(np.float32))[:, None],
+        )[:, 0]
+        .detach()
+        .numpy()
+    )
     for i in range(3):
         r = ref[i] / np.percentile(ref[i][valid[i]], 99.5)
         np.testing.assert_allclose(lin[i][valid[i]], np.clip(r, 0, 4)[valid[i]], rtol=1e-3, atol=1e-4)
@@ -171,8 +176,10 @@ def test_widths_learn_from_the_adversarial_term_only(monkeypatch):
         before = trainer.G_B.resolution.coeffs.detach().clone()
         gate_before = float(trainer.G_B.gate.detach())
         trainer.step(ta, ones, tb, ones)
-        return (float((trainer.G_B.resolution.coeffs.detach() - before).abs().max()),
-                abs(float(trainer.G_B.gate.detach()) - gate_before))
+        return (
+            float((trainer.G_B.resolution.coeffs.detach() - before).abs().max()),
+            abs(float(trainer.G_B.gate.detach()) - gate_before),
+        )
 
     w_all, g_all = width_change({})
     w_no_gan, g_no_gan = width_change({"gan": 0.0})
@@ -234,8 +241,9 @@ def test_resolution_model_roundtrip_with_weights_only(tmp_path):
 
 def test_instrument_terms_elastic_background_and_noise():
     scaling = Scaling()
-    layer = EnergyResolutionLayer(degree=0, init_sigma=2.0, instrument=True, init_elastic=1.5,
-                                  init_background=0.1, init_counts=50.0).requires_grad_(False)
+    layer = EnergyResolutionLayer(
+        degree=0, init_sigma=2.0, instrument=True, init_elastic=1.5, init_background=0.1, init_counts=50.0
+    ).requires_grad_(False)
     x = torch.full((2, 1, 32, 8), -1.0)  # an empty simulation: zero intensity everywhere
     x[:, :, 20, :] = 0.0  # one line, so the percentile scale is defined
     layer.eval()
@@ -248,8 +256,9 @@ def test_instrument_terms_elastic_background_and_noise():
     # far from the line, the frame is elastic line + background
     np.testing.assert_allclose(y_eval[0, :8, 0], elastic[:8] + 0.1, rtol=1e-3)
     np.testing.assert_allclose(y_eval[0, 30:, 0], elastic[30:] + 0.1, rtol=1e-3)
-    assert layer.instrument_values() == pytest.approx({"elastic_amplitude": 1.5, "background": 0.1,
-                                                       "counts_scale": 50.0}, rel=1e-5)
+    assert layer.instrument_values() == pytest.approx(
+        {"elastic_amplitude": 1.5, "background": 0.1, "counts_scale": 50.0}, rel=1e-5
+    )
     # training mode: Gaussian counting noise of variance lambda / N around the expected frame
     layer.train()
     torch.manual_seed(0)
@@ -271,16 +280,23 @@ def test_cli_rejects_inconsistent_resolution_options(tmp_path, capsys):
         assert main(["ins", "train", "--out", out, *args]) == 2
         assert "need --sim2exp-resolution-layer" in capsys.readouterr().err
     # the options that left the command line are reachable through --config, validated there
-    for resolution, problem in (({"instrument": False, "poisson": True}, "needs the instrument terms"),
-                                ({"instrument": False, "energy_range": "recipe"}, "needs the instrument terms"),
-                                ({"instrument": False, "column_terms": True}, "needs the instrument terms"),
-                                ({"residual": "yes"}, "must be true or false")):
+    for resolution, problem in (
+        ({"instrument": False, "poisson": True}, "needs the instrument terms"),
+        ({"instrument": False, "energy_range": "recipe"}, "needs the instrument terms"),
+        ({"instrument": False, "column_terms": True}, "needs the instrument terms"),
+        ({"residual": "yes"}, "must be true or false"),
+    ):
         cfg = tmp_path / "c.json"
         cfg.write_text(json.dumps({"gan": {"resolution": resolution}}))
         assert main(["ins", "train", "--out", out, "--config", str(cfg)]) == 2
         assert problem in capsys.readouterr().err
-    for flag in ("--resolution-instrument", "--no-resolution-instrument", "--resolution-residual",
-                 "--no-resolution-residual", "--resolution-bose"):
+    for flag in (
+        "--resolution-instrument",
+        "--no-resolution-instrument",
+        "--resolution-residual",
+        "--no-resolution-residual",
+        "--resolution-bose",
+    ):
         with pytest.raises(SystemExit):
             main(["ins", "train", "--out", out, flag])  # no longer options of the command line
     assert main(["ins", "train", "--out", out, "--sim2exp-resolution-layer", "--crop", "32"]) == 2
@@ -314,9 +330,35 @@ def test_cli_train_records_the_resolution_layer(tmp_path, capsys):
     from bluesky_twin.gan.model import Exp2SimModel
 
     out = tmp_path / "model"
-    assert main(["ins", "train", "--out", str(out), "--n", "100", "--iterations", "2", "--batch-size", "2",
-                 "--clf-epochs", "1", "--n-reference", "24", "--n-calibration", "20", "--quiet", "--threads", "1",
-                 "--sim2exp-resolution-layer", "--resolution-init-sigma", "2.5"]) == 0
+    assert (
+        main(
+            [
+                "ins",
+                "train",
+                "--out",
+                str(out),
+                "--n",
+                "100",
+                "--iterations",
+                "2",
+                "--batch-size",
+                "2",
+                "--clf-epochs",
+                "1",
+                "--n-reference",
+                "24",
+                "--n-calibration",
+                "20",
+                "--quiet",
+                "--threads",
+                "1",
+                "--sim2exp-resolution-layer",
+                "--resolution-init-sigma",
+                "2.5",
+            ]
+        )
+        == 0
+    )
     meta = json.loads((current_path(out) / "metadata.json").read_text())
     cfg = meta["config"]["resolution"]
     assert cfg and cfg["instrument"] and not cfg["residual"]
@@ -333,9 +375,19 @@ def test_cli_train_records_the_resolution_layer(tmp_path, capsys):
 
 
 def test_bose_factor_term():
-    layer = EnergyResolutionLayer(degree=0, init_sigma=1.0, instrument=True, init_elastic=1e-6,
-                                  init_background=1e-6, energy_range=(0.0, 16.0),
-                                  init_temperature=12.0).requires_grad_(False).eval()
+    layer = (
+        EnergyResolutionLayer(
+            degree=0,
+            init_sigma=1.0,
+            instrument=True,
+            init_elastic=1e-6,
+            init_background=1e-6,
+            energy_range=(0.0, 16.0),
+            init_temperature=12.0,
+        )
+        .requires_grad_(False)
+        .eval()
+    )
     assert layer.instrument_values()["temperature"] == pytest.approx(12.1, rel=1e-5)  # 0.1 K floor + softplus
     e = (np.arange(64) + 0.5) * 0.25
     ref = 1.0 / (1.0 - np.exp(-e / (0.08617333262 * 12.1)))
@@ -383,8 +435,14 @@ def test_bounded_width_stays_in_the_prior_range():
 
 def test_per_frame_widths_in_training_and_central_values_in_eval():
     torch.manual_seed(0)
-    layer = EnergyResolutionLayer(degree=1, sigma_bounds=(LOWER16, UPPER16), instrument=True, stochastic=True,
-                                  init_spread=1.0, init_amplitude_spread=0.5)
+    layer = EnergyResolutionLayer(
+        degree=1,
+        sigma_bounds=(LOWER16, UPPER16),
+        instrument=True,
+        stochastic=True,
+        init_spread=1.0,
+        init_amplitude_spread=0.5,
+    )
     x = torch.rand(6, 1, 16, 8) * 2 - 1
     layer.eval()
     y0 = layer(x)
@@ -404,7 +462,7 @@ def test_per_frame_widths_in_training_and_central_values_in_eval():
         ref = EnergyResolutionLayer(degree=1, sigma_bounds=(LOWER16, UPPER16), scaling_kind=None)
         with torch.no_grad():
             ref.coeffs.copy_(layer.coeffs + torch.tensor([1.0, 0.0]) * float(z[i, 0]))
-            assert torch.allclose(batch[i], ref.broaden(x[i:i + 1])[0], atol=1e-5)
+            assert torch.allclose(batch[i], ref.broaden(x[i : i + 1])[0], atol=1e-5)
     assert not torch.allclose(ys, y0)
     vals = layer.learned_values()
     assert vals["width_spread"] == pytest.approx(1.0) and vals["counts_spread"] == pytest.approx(0.5)
@@ -416,8 +474,15 @@ def test_per_frame_widths_in_training_and_central_values_in_eval():
 
 
 def test_per_frame_amplitudes_scale_elastic_and_background():
-    layer = EnergyResolutionLayer(degree=0, init_sigma=2.0, instrument=True, stochastic=True, init_elastic=1.0,
-                                  init_background=0.1, init_amplitude_spread=0.7).requires_grad_(False)
+    layer = EnergyResolutionLayer(
+        degree=0,
+        init_sigma=2.0,
+        instrument=True,
+        stochastic=True,
+        init_elastic=1.0,
+        init_background=0.1,
+        init_amplitude_spread=0.7,
+    ).requires_grad_(False)
     lin = torch.zeros(3, 1, 16, 4)
     z = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
     out = layer._add_instrument(lin, noise=False, z=z)
@@ -433,8 +498,8 @@ def test_per_frame_amplitudes_scale_elastic_and_background():
 
 
 def test_maps_sigma_bounds_follow_the_instrument_resolution():
-    from bluesky_twin.ins.resolution_config import maps_sigma_bounds
     from bluesky_twin.ins.resolution import maps_resolution
+    from bluesky_twin.ins.resolution_config import maps_sigma_bounds
 
     recipe = {"e_init": (50.0, 60.0, 70.0), "chopper_frequency": 100}
     lower, upper = maps_sigma_bounds(recipe, 64)
@@ -458,8 +523,7 @@ def test_bounded_stochastic_model_roundtrip_and_cli_checks(tmp_path, capsys):
     from bluesky_twin.cli import main
     from bluesky_twin.gan.model import Exp2SimModel
 
-    cfg = with_resolution(TINY_RES, residual=False, instrument=True, sigma_bounds=(LOWER16, UPPER16),
-                          stochastic=True)
+    cfg = with_resolution(TINY_RES, residual=False, instrument=True, sigma_bounds=(LOWER16, UPPER16), stochastic=True)
     torch.manual_seed(2)
     G_A, G_B = make_generators(cfg)
     with torch.no_grad():
@@ -495,8 +559,9 @@ def test_bounded_stochastic_model_roundtrip_and_cli_checks(tmp_path, capsys):
 
 
 def test_poisson_counting_noise_has_count_values_and_a_gradient():
-    layer = EnergyResolutionLayer(degree=0, init_sigma=2.0, instrument=True, init_counts=40.0, init_elastic=0.5,
-                                  init_background=0.2, poisson=True)
+    layer = EnergyResolutionLayer(
+        degree=0, init_sigma=2.0, instrument=True, init_counts=40.0, init_elastic=0.5, init_background=0.2, poisson=True
+    )
     lam_in = torch.full((16, 1, 16, 8), 0.3, requires_grad=True)
     torch.manual_seed(0)
     y = layer._add_instrument(lam_in, noise=True)
@@ -534,8 +599,9 @@ def test_refill_masked_fills_translations_like_the_real_frames():
     ref[~valid] = np.nan
     np.testing.assert_array_equal(out, fill_nan(ref)[0])
     np.testing.assert_array_equal(out[valid], other[:, 0][valid])
-    np.testing.assert_array_equal(_refill(torch.from_numpy(np.nan_to_num(frames))[:, None],
-                                          torch.from_numpy(idx)).numpy()[:, 0], filled)
+    np.testing.assert_array_equal(
+        _refill(torch.from_numpy(np.nan_to_num(frames))[:, None], torch.from_numpy(idx)).numpy()[:, 0], filled
+    )
     a, b = _toy_domains()
     b[:, :, 0] = np.nan
     res = train_gan(a, b, TINY_RES, TrainConfig(iterations=2, batch_size=2, seed=0, refill_masked=True))
@@ -580,9 +646,22 @@ def test_evaluate_unmasked_input_option_needs_a_masked_recipe(tmp_path):
     m.scorer = _Scorer()
     with pytest.raises(InputError, match="mask_unconvolved"):
         evaluate_model(m, n=20, sim2exp_unmasked_input=True)
-    res = {"acc_unconvolved": 1.0, "acc_convolved_raw": 0.5, "acc_convolved_exp2sim": 0.9, "gap_closed_exp2sim": 0.8,
-           "acc_conv_clf_on_convolved": 0.98, "acc_conv_clf_on_unconvolved_raw": 0.9,
-           "acc_conv_clf_on_unconvolved_sim2exp": 0.95, "gap_closed_sim2exp": 0.625, "gap_exp2sim_points": 0.5,
-           "gap_sim2exp_points": 0.08, "acc_conv_clf_on_unconvolved_sim2exp_unmasked_input": 0.984,
-           "gap_closed_sim2exp_unmasked_input": 1.05, "n": 500, "seed": 1234, "domain_score": {}, "ms_per_frame": 1.0}
+    res = {
+        "acc_unconvolved": 1.0,
+        "acc_convolved_raw": 0.5,
+        "acc_convolved_exp2sim": 0.9,
+        "gap_closed_exp2sim": 0.8,
+        "acc_conv_clf_on_convolved": 0.98,
+        "acc_conv_clf_on_unconvolved_raw": 0.9,
+        "acc_conv_clf_on_unconvolved_sim2exp": 0.95,
+        "gap_closed_sim2exp": 0.625,
+        "gap_exp2sim_points": 0.5,
+        "gap_sim2exp_points": 0.08,
+        "acc_conv_clf_on_unconvolved_sim2exp_unmasked_input": 0.984,
+        "gap_closed_sim2exp_unmasked_input": 1.05,
+        "n": 500,
+        "seed": 1234,
+        "domain_score": {},
+        "ms_per_frame": 1.0,
+    }
     assert "Sim2Exp of the unmasked maps (mask put back):  98.4%, gap closed 105.0%" in format_table(res)

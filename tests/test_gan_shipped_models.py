@@ -7,6 +7,7 @@ deterministic there, so their sha256 is compared exactly on the torch build that
 computed them; the means, standard deviations, sample pixels and domain scores are
 compared with a tolerance everywhere.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,26 +28,78 @@ FINGERPRINTS = {
         "sha256": "038764b7c1f966a9caeccfb63160869951830cf2fcbd5734a08701a19bd68aaf",
         "mean": [0.007291108, 0.007414545, 0.007380112],
         "std": [0.02302582, 0.02479377, 0.02632439],
-        "pixels": [0.003309175, 0.0009137471, 0.01736231, 0.003148705, 0.003326672, 0.0004063843, 0.001530536, 0.002060033, 0.02672264, 0.1158728, 0.002148181, 0.006082962],
+        "pixels": [
+            0.003309175,
+            0.0009137471,
+            0.01736231,
+            0.003148705,
+            0.003326672,
+            0.0004063843,
+            0.001530536,
+            0.002060033,
+            0.02672264,
+            0.1158728,
+            0.002148181,
+            0.006082962,
+        ],
     },
     ("ins_exp2simgan", "sim2exp"): {
         "sha256": "6056276c9f2fdd6753948dc742fc40d73debaa2c9595debbf1df29b2957a99e1",
         "mean": [0.09115251, 0.09188583, 0.09501984],
         "std": [0.1918287, 0.1966523, 0.2349109],
-        "pixels": [1.712516, 0.9785667, 1.425697, 1.21374, 0.01578988, 0.03626576, 0.03344342, 0.01816028, 0.02510515, 0.07363267, 0.05131353, 0.04572759],
+        "pixels": [
+            1.712516,
+            0.9785667,
+            1.425697,
+            1.21374,
+            0.01578988,
+            0.03626576,
+            0.03344342,
+            0.01816028,
+            0.02510515,
+            0.07363267,
+            0.05131353,
+            0.04572759,
+        ],
     },
     ("ins_exp2simgan", "score"): {"scores": [13146.99, 12746.9, 12262.51]},
     ("ins_exp2simgan_powder", "exp2sim"): {
         "sha256": "ebe62414737ae3aa4ec4344d1a2394013392fab78f92b17a4e29ae2c1ae687c9",
         "mean": [0.02712031, 0.05134642, 0.03298062],
         "std": [0.05191487, 0.08323423, 0.06029455],
-        "pixels": [0.0003742484, 0.001006094, 4.644003e-07, 1.847113e-05, 0.01452068, 0.0002259059, 8.443635e-08, 0.00687677, 0.006817391, 0.0001105938, 0.04702325, 0.003102924],
+        "pixels": [
+            0.0003742484,
+            0.001006094,
+            4.644003e-07,
+            1.847113e-05,
+            0.01452068,
+            0.0002259059,
+            8.443635e-08,
+            0.00687677,
+            0.006817391,
+            0.0001105938,
+            0.04702325,
+            0.003102924,
+        ],
     },
     ("ins_exp2simgan_powder", "sim2exp"): {
         "sha256": "00a4b7782cee1ca61bf7c4f27a70773eb4951469def4a13ed0622f0f61300b65",
         "mean": [0.836938, 0.8350429, 0.8204916],
         "std": [0.2403599, 0.2432495, 0.2464263],
-        "pixels": [1.255215, 1.416965, 1.20883, 1.307709, 0.7521479, 0.852822, 0.7574924, 0.8348881, 0.7134669, 1.007476, 0.7462528, 0.6398562],
+        "pixels": [
+            1.255215,
+            1.416965,
+            1.20883,
+            1.307709,
+            0.7521479,
+            0.852822,
+            0.7574924,
+            0.8348881,
+            0.7134669,
+            1.007476,
+            0.7462528,
+            0.6398562,
+        ],
     },
     ("ins_exp2simgan_powder", "score"): {"scores": [10389.54, 10351.2, 10195.15]},
 }
@@ -105,8 +158,9 @@ def test_shipped_models_are_format_1_on_disk_and_migrated_in_memory(shipped):
         assert pseudo == {"weight": 0.0, "widths": "learned", "finetune": 0}
     else:
         res = model.config.resolution
-        assert res == ResolutionConfig(instrument=True, residual=False, stochastic=True, poisson=True,
-                                       sigma_bounds=res.sigma_bounds)
+        assert res == ResolutionConfig(
+            instrument=True, residual=False, stochastic=True, poisson=True, sigma_bounds=res.sigma_bounds
+        )
         assert len(res.sigma_bounds[0]) == 64 and res.sigma_bounds[0][0] == pytest.approx(7.48194)
         assert pseudo == {"weight": 10, "widths": "uniform", "finetune": 1500}
 

@@ -1,4 +1,5 @@
 """Exp2SimGAN training loop: learning, determinism, NaN masks, loss plots."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,11 +9,11 @@ from bluesky_twin.errors import InputError
 from bluesky_twin.gan.networks import GanConfig
 from bluesky_twin.gan.train import LOSS_KEYS, TrainConfig, plot_losses, train_gan
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = GanConfig(ngf=4, n_blocks=1, ndf=8, n_layers_d=2, nce_layers=("down1", "down2", "res1"),
-                 nce_dim=16, num_patches=32)
+TINY = GanConfig(
+    ngf=4, n_blocks=1, ndf=8, n_layers_d=2, nce_layers=("down1", "down2", "res1"), nce_dim=16, num_patches=32
+)
 
 
 def _domains(n=24, size=16, seed=0):
@@ -64,7 +65,9 @@ def test_masked_simulation_pixels_do_not_count_in_the_identity_loss():
     # B frames with NaN train end to end
     b_nan = b.copy()
     b_nan[:, :, :2] = np.nan
-    res = train_gan(*_domains()[:1], np.concatenate([b_nan] * 12), TINY, TrainConfig(iterations=3, batch_size=2, seed=0))
+    res = train_gan(
+        *_domains()[:1], np.concatenate([b_nan] * 12), TINY, TrainConfig(iterations=3, batch_size=2, seed=0)
+    )
     assert all(np.isfinite(v).all() for v in res.history.values())
 
 

@@ -1,4 +1,5 @@
 """``bluesky-twin ins generate``."""
+
 from __future__ import annotations
 
 import subprocess
@@ -13,15 +14,31 @@ from bluesky_twin.ins import InsDataset
 
 def test_generate_writes_a_loadable_dataset(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "cut.npz"
-    rc = main(["ins", "generate", "--n", "6", "--seed", "3", "--geometry", "cut",
-               "--size", "16", "--out", str(out)])
+    rc = main(["ins", "generate", "--n", "6", "--seed", "3", "--geometry", "cut", "--size", "16", "--out", str(out)])
     assert rc == 0
     ds = InsDataset.load(out)
     assert ds.convolved.shape == (6, 16, 16) and ds.labels.sum() == 3 and ds.seed == 3
     assert "wrote" in capsys.readouterr().out
     powder = tmp_path / "powder.npz"
-    assert main(["ins", "generate", "--n", "2", "--geometry", "powder", "--size", "16",
-                 "--out", str(powder), "--workers", "2"]) == 0
+    assert (
+        main(
+            [
+                "ins",
+                "generate",
+                "--n",
+                "2",
+                "--geometry",
+                "powder",
+                "--size",
+                "16",
+                "--out",
+                str(powder),
+                "--workers",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert InsDataset.load(powder).geometry == "powder"
 
 

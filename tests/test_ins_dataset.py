@@ -1,4 +1,5 @@
 """Paired INS datasets, persistence, OOD controls and the shared preprocessing."""
+
 from __future__ import annotations
 
 import zipfile
@@ -140,7 +141,8 @@ def test_preprocess_frames(small_cut: InsDataset) -> None:
     assert np.all(np.diff(preprocess_frames(ramp).ravel()) >= 0)
     np.testing.assert_allclose(
         preprocess_frames(3.7 * small_cut.convolved, renormalise=True),
-        preprocess_frames(small_cut.convolved, renormalise=True), atol=1e-5,
+        preprocess_frames(small_cut.convolved, renormalise=True),
+        atol=1e-5,
     )
     with pytest.raises(InputError, match="infinite"):
         preprocess_frames(np.full((2, 8, 8), np.inf))

@@ -1,4 +1,5 @@
 """DUQ classifier of INS frames: learning sign(J2), uncertainty, persistence."""
+
 from __future__ import annotations
 
 import json
@@ -9,9 +10,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from bluesky_twin.modeldir import current_path
 from bluesky_twin.errors import InputError, ModelFileError  # noqa: E402
 from bluesky_twin.ins import DUQClassifier, InsDataset, digits_control, generate_dataset  # noqa: E402
+from bluesky_twin.modeldir import current_path
 
 SIZE = 32
 
@@ -46,8 +47,9 @@ def test_far_out_of_distribution_inputs_get_low_certainty(fitted: DUQClassifier,
     assert np.median(digits) < np.median(in_dist)
 
 
-def test_save_load_roundtrip_and_corruption(fitted: DUQClassifier, data: InsDataset, tmp_path: Path,
-                                            reseal_model) -> None:
+def test_save_load_roundtrip_and_corruption(
+    fitted: DUQClassifier, data: InsDataset, tmp_path: Path, reseal_model
+) -> None:
     frames = data.unconvolved[400:440]
     root = fitted.save(tmp_path / "duq")
     model_dir = current_path(root)
@@ -102,8 +104,9 @@ def test_linear_scale_is_per_frame_min_max_of_clipped_intensity() -> None:
     np.testing.assert_array_equal(out[2], 0.0)  # constant frame
     assert out.dtype == np.float32
     # a frame that already ends at vmax is scaled like one that overshoots it
-    np.testing.assert_allclose(scale_frames(np.array([[0.5, 4.0]]), "linear")[0],
-                               scale_frames(np.array([[0.5, 40.0]]), "linear")[0])
+    np.testing.assert_allclose(
+        scale_frames(np.array([[0.5, 4.0]]), "linear")[0], scale_frames(np.array([[0.5, 40.0]]), "linear")[0]
+    )
     with pytest.raises(InputError, match="input_scale"):
         scale_frames(frames, "sqrt")
     with pytest.raises(InputError, match="infinite"):
@@ -114,14 +117,15 @@ def test_linear_input_scale_trains_saves_and_loads(data: InsDataset, tmp_path: P
     from bluesky_twin.ins.duq import scale_frames
 
     train, test = data.subset(slice(0, 400)), data.subset(slice(400, None))
-    clf = DUQClassifier(input_scale="linear").fit(train.unconvolved, train.labels, epochs=15, seed=0,
-                                                  num_threads=1)
+    clf = DUQClassifier(input_scale="linear").fit(train.unconvolved, train.labels, epochs=15, seed=0, num_threads=1)
     assert clf.input_scale == "linear"
     assert clf.score(test.unconvolved, test.labels) > 0.8  # chance is 0.5 (0.94 measured)
     loaded = DUQClassifier.load(clf.save(tmp_path / "lin"))
     assert loaded.input_scale == "linear"
-    assert json.loads((current_path(tmp_path / "lin") / "metadata.json").read_text()
-                      )["preprocessing"]["input_scale"] == "linear"
+    assert (
+        json.loads((current_path(tmp_path / "lin") / "metadata.json").read_text())["preprocessing"]["input_scale"]
+        == "linear"
+    )
     frames = test.convolved[:30]
     np.testing.assert_allclose(loaded.predict_proba(frames), clf.predict_proba(frames), atol=1e-6)
     # predict applies the stored scaling: the network sees scale_frames(..., "linear")
@@ -133,8 +137,9 @@ def test_linear_input_scale_trains_saves_and_loads(data: InsDataset, tmp_path: P
         DUQClassifier(input_scale="sqrt")
 
 
-def test_classifier_dir_without_input_scale_loads_as_log(fitted: DUQClassifier, data: InsDataset,
-                                                         tmp_path: Path, reseal_model) -> None:
+def test_classifier_dir_without_input_scale_loads_as_log(
+    fitted: DUQClassifier, data: InsDataset, tmp_path: Path, reseal_model
+) -> None:
     from bluesky_twin.ins.duq import scale_frames
 
     root = fitted.save(tmp_path / "old")

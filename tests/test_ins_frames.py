@@ -1,4 +1,5 @@
 """Unconvolved and experiment-like INS frames."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +12,13 @@ from bluesky_twin.ins.resolution import maps_resolution
 from bluesky_twin.ins.spinwave import dispersion
 
 CLEAN = dict(  # experiment-like recipe without noise, elastic line, background or masks
-    counts_scale=1e9, elastic_amplitude=0.0, background_b0=0.0, background_b1=0.0,
-    n_stripes=0, temperature=5.0, e_init=25.0,
+    counts_scale=1e9,
+    elastic_amplitude=0.0,
+    background_b0=0.0,
+    background_b1=0.0,
+    n_stripes=0,
+    temperature=5.0,
+    e_init=25.0,
 )
 
 
@@ -102,8 +108,9 @@ def test_powder_mask_is_the_two_theta_coverage() -> None:
 def test_mask_unconvolved_gives_the_pair_one_mask(geometry: str) -> None:
     geo = fr.make_geometry(geometry, 32, fr.Recipe())
     plain = fr.simulate_pair(0.6, 0.1, geo, fr.Recipe(), np.random.default_rng(4))
-    masked = fr.simulate_pair(0.6, 0.1, geo, fr.Recipe.from_overrides({"mask_unconvolved": True}),
-                              np.random.default_rng(4))
+    masked = fr.simulate_pair(
+        0.6, 0.1, geo, fr.Recipe.from_overrides({"mask_unconvolved": True}), np.random.default_rng(4)
+    )
     assert np.isfinite(plain[0]).all() and np.isnan(plain[1]).any()
     np.testing.assert_array_equal(np.isnan(masked[0]), np.isnan(masked[1]))
     np.testing.assert_array_equal(masked[1], plain[1], strict=True)  # same frame, only the map changes

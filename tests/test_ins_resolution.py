@@ -1,4 +1,5 @@
 """MAPS energy resolution through resins."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Closed-form linear spin-wave theory of the J1-J2 square-lattice antiferromagnet."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -131,17 +132,23 @@ def _numeric_lswt(h: float, k: float, j1: float, j2: float, phase: str) -> np.nd
 
 @pytest.mark.parametrize(
     "phase, j1, j2, q_order",
-    [("neel", 0.8, 0.15, (0.5, 0.5)), ("neel", 0.6, -0.2, (0.5, 0.5)),
-     ("stripe", 0.5, 0.4, (0.5, 0.0)), ("stripe", 0.9, 0.6, (0.5, 0.0))],
+    [
+        ("neel", 0.8, 0.15, (0.5, 0.5)),
+        ("neel", 0.6, -0.2, (0.5, 0.5)),
+        ("stripe", 0.5, 0.4, (0.5, 0.0)),
+        ("stripe", 0.9, 0.6, (0.5, 0.0)),
+    ],
 )
 def test_closed_form_matches_numeric_multisublattice_lswt(phase, j1, j2, q_order) -> None:
     rng = np.random.default_rng(1)
     for h, k in rng.uniform(-1, 1, (12, 2)):
         numeric = _numeric_lswt(h, k, j1, j2, phase)
-        closed = np.sort([
-            sw.dispersion(h, k, j1, j2, phase=phase),
-            sw.dispersion(h + q_order[0], k + q_order[1], j1, j2, phase=phase),
-        ])
+        closed = np.sort(
+            [
+                sw.dispersion(h, k, j1, j2, phase=phase),
+                sw.dispersion(h + q_order[0], k + q_order[1], j1, j2, phase=phase),
+            ]
+        )
         np.testing.assert_allclose(numeric, closed, rtol=1e-9, atol=1e-9)
 
 
@@ -157,8 +164,9 @@ def _pyspinw_hamiltonian(pyspinw, j1: float, j2: float, phase: str, d: float = 0
     for (x, y), site in index.items():
         for (dx, dy), jval in [((1, 0), j1), ((0, 1), j1), ((1, 1), j2), ((1, -1), j2)]:
             tx, ty = x + dx, y + dy
-            exchanges.append(pyspinw.HeisenbergExchange(
-                site, index[(tx % 2, ty % 2)], j=jval, cell_offset=(tx // 2, ty // 2, 0)))
+            exchanges.append(
+                pyspinw.HeisenbergExchange(site, index[(tx % 2, ty % 2)], j=jval, cell_offset=(tx // 2, ty // 2, 0))
+            )
     anisotropies = [pyspinw.Anisotropy(site, np.diag([0.0, 0.0, -d])) for site in sites] if d else None
     return pyspinw.Hamiltonian(pyspinw.Structure(sites, cell), exchanges, anisotropies)
 

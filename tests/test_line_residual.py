@@ -1,15 +1,15 @@
 """The line-residual correction: smoothing along lines, carrying between lines, persistence."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from bluesky_twin.modeldir import current_path
 from bluesky_twin.errors import ModelFileError
-from bluesky_twin.twin import DigitalTwin, TwinSearchSpace
+from bluesky_twin.modeldir import current_path
+from bluesky_twin.twin import LINE_RESIDUAL_FILE, DigitalTwin, TwinSearchSpace
 from bluesky_twin.twin.line_residual import LineResidual
-from bluesky_twin.twin import LINE_RESIDUAL_FILE
 
 LINES = np.arange(0.0, 10.0, 1.0)
 
@@ -89,13 +89,21 @@ def map_frame(n: int = 150, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame({"theta1": X[:, 0], "theta2": X[:, 1], "I": y})
 
 
-SMALL = TwinSearchSpace(n_layers=(2, 2), n_units=(16, 16), lr=(5e-3, 5e-3), max_epochs=30, lr_drop_epoch=20,
-                        patience=10, activations=("tanh",), encodings=("raw",))
+SMALL = TwinSearchSpace(
+    n_layers=(2, 2),
+    n_units=(16, 16),
+    lr=(5e-3, 5e-3),
+    max_epochs=30,
+    lr_drop_epoch=20,
+    patience=10,
+    activations=("tanh",),
+    encodings=("raw",),
+)
 
 
 def test_twin_adds_the_correction_and_saves_it(tmp_path, reseal_model) -> None:
     df = map_frame()
-    X, y = df[["theta1", "theta2"]].to_numpy(), df["I"].to_numpy()
+    X = df[["theta1", "theta2"]].to_numpy()
     space = TwinSearchSpace(**{**SMALL.to_dict(), "line_residual": True})
     twin = DigitalTwin.fit(df, ["theta1", "theta2"], "I", trials=2, seed=0, search_space=space, ensemble_size=2)
     meta = twin.metadata["line_residual"]

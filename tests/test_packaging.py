@@ -1,13 +1,14 @@
 """The repository layout maps plans/ and callbacks/ into bluesky_twin; both install modes work."""
+
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,8 +60,11 @@ def test_extras() -> None:
 def test_setup_pins_torch_through_the_constraints_file() -> None:
     from packaging.requirements import Requirement
 
-    pins = [Requirement(line) for line in (ROOT / "constraints.txt").read_text().splitlines()
-            if line.strip() and not line.startswith("#")]
+    pins = [
+        Requirement(line)
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     torch = next(r for r in pins if r.name == "torch")
     assert str(torch.specifier) == "==2.13.0"
     setup = (ROOT / "scripts" / "setup.sh").read_text()
@@ -98,20 +102,44 @@ def test_editable_install_imports_the_mapped_packages() -> None:
 def test_regular_wheel_contains_and_imports_the_mapped_packages(tmp_path) -> None:
     """Build a wheel, install it into a scratch target, import from there."""
     wheel_dir = tmp_path / "wheel"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(wheel_dir), str(ROOT)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheel_dir),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
     wheel = next(wheel_dir.glob("bluesky_twin-*.whl"))
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-                   check=True, capture_output=True)
-    code = ("import bluesky_twin.plans as p, bluesky_twin.callbacks as c, bluesky_twin.twin as t; "
-            "from bluesky_twin.profile_cli import startup_source; "
-            "print(p.__file__); print(c.__file__); print(startup_source())")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    code = (
+        "import bluesky_twin.plans as p, bluesky_twin.callbacks as c, bluesky_twin.twin as t; "
+        "from bluesky_twin.profile_cli import startup_source; "
+        "print(p.__file__); print(c.__file__); print(startup_source())"
+    )
     env = dict(os.environ, PYTHONPATH=str(target))
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True,
-                         capture_output=True, text=True).stdout.splitlines()
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, check=True, capture_output=True, text=True
+    ).stdout.splitlines()
     assert all(line.startswith(str(target)) for line in out), out
     startup = Path(out[-1])
-    assert sorted(p.name for p in startup.glob("*.py")) == ["00-base.py", "10-instruments.py", "20-twin.py",
-                                                             "90-plans.py"]
+    assert sorted(p.name for p in startup.glob("*.py")) == [
+        "00-base.py",
+        "10-instruments.py",
+        "20-twin.py",
+        "90-plans.py",
+    ]
     assert list(target.glob("bluesky_twin-*.dist-info/licenses/LICENSE"))

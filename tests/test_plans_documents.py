@@ -1,5 +1,6 @@
 """Twin-steered plans as bluesky writes plans: grid metadata, a ``decisions`` stream, bounded
 provenance, objects by name, agents of blop's and bluesky-adaptive's shapes, pausable waits."""
+
 import json
 import threading
 import time
@@ -67,8 +68,21 @@ def _decisions(docs, run_uid):
 
 def test_adaptive_runs_are_grid_scans_with_decisions_and_bounded_provenance(RE, mpms, trainer):
     docs = _collect(RE)
-    out = RE(twin_adaptive_scan([mpms], mpms.temperature, 30, 40, 4, mpms.field, [0.0, 3.0], trainer=trainer,
-                                budget=4, tolerance=0.0, poll_interval=0.02))
+    out = RE(
+        twin_adaptive_scan(
+            [mpms],
+            mpms.temperature,
+            30,
+            40,
+            4,
+            mpms.field,
+            [0.0, 3.0],
+            trainer=trainer,
+            budget=4,
+            tolerance=0.0,
+            poll_interval=0.02,
+        )
+    )
     res = out.plan_result
     assert isinstance(res, AdaptiveScanResult) and res.reason == "budget" and len(res.measured_lines) == 4
     starts = [d for n, d in docs if n == "start"]
@@ -99,8 +113,22 @@ def test_the_decisions_stream_is_stored_by_tiled_writer(RE, mpms, trainer, tiled
     from bluesky_twin.storage import make_tiled_writer, read_stream
 
     RE.subscribe(make_tiled_writer(tiled_store))
-    out = RE(twin_adaptive_scan([mpms], mpms.temperature, 30, 40, 4, mpms.field, [0.5], trainer=trainer,
-                                budget=2, tolerance=0.0, step_range=(0.0, 3.0), poll_interval=0.02))
+    out = RE(
+        twin_adaptive_scan(
+            [mpms],
+            mpms.temperature,
+            30,
+            40,
+            4,
+            mpms.field,
+            [0.5],
+            trainer=trainer,
+            budget=2,
+            tolerance=0.0,
+            step_range=(0.0, 3.0),
+            poll_interval=0.02,
+        )
+    )
     res = out.plan_result
     assert out.exit_status == "success"
     run = tiled_store[res.run_uids[1]]
@@ -112,8 +140,21 @@ def test_the_decisions_stream_is_stored_by_tiled_writer(RE, mpms, trainer, tiled
 
 def test_a_stop_without_a_next_run_is_recorded_in_a_decision_run(RE, mpms, trainer):
     docs = _collect(RE)
-    out = RE(twin_adaptive_scan([mpms], mpms.temperature, 30, 40, 4, mpms.field, [0.5], trainer=trainer,
-                                budget=5, tolerance=100.0, poll_interval=0.02))
+    out = RE(
+        twin_adaptive_scan(
+            [mpms],
+            mpms.temperature,
+            30,
+            40,
+            4,
+            mpms.field,
+            [0.5],
+            trainer=trainer,
+            budget=5,
+            tolerance=100.0,
+            poll_interval=0.02,
+        )
+    )
     res = out.plan_result
     assert res.reason == "converged" and res.decision_uid and res.decision_uid == out.run_start_uids[-1]
     event = _decisions(docs, res.decision_uid)[0]  # a row per candidate of the agent
@@ -123,13 +164,32 @@ def test_a_stop_without_a_next_run_is_recorded_in_a_decision_run(RE, mpms, train
 
 
 def test_trainer_and_agent_are_passed_by_name(RE, mpms, trainer):
-    agent = TwinLineAgent(trainer, step_axis="mpms_field", line_axis="mpms_temperature",
-                          line_points=np.linspace(30, 40, 4), bounds=(0.0, 3.0))
+    agent = TwinLineAgent(
+        trainer,
+        step_axis="mpms_field",
+        line_axis="mpms_temperature",
+        line_points=np.linspace(30, 40, 4),
+        bounds=(0.0, 3.0),
+    )
     register("test_trainer", trainer)
     register("test_agent", agent)
     try:
-        out = RE(twin_adaptive_scan([mpms], mpms.temperature, 30, 40, 4, mpms.field, [0.5], trainer="test_trainer",
-                                    agent="test_agent", budget=2, tolerance=0.0, poll_interval=0.02))
+        out = RE(
+            twin_adaptive_scan(
+                [mpms],
+                mpms.temperature,
+                30,
+                40,
+                4,
+                mpms.field,
+                [0.5],
+                trainer="test_trainer",
+                agent="test_agent",
+                budget=2,
+                tolerance=0.0,
+                poll_interval=0.02,
+            )
+        )
         assert out.plan_result.reason == "budget" and agent.measured == out.plan_result.measured_lines
         with pytest.raises(InputError, match="no trainer is registered as 'nope'"):
             RE(twin_adaptive_scan([mpms], mpms.temperature, 30, 40, 4, mpms.field, [0.5], trainer="nope"))
@@ -139,11 +199,31 @@ def test_trainer_and_agent_are_passed_by_name(RE, mpms, trainer):
 
 
 def test_a_bluesky_adaptive_shaped_agent_spends_the_whole_budget(RE, mpms, trainer):
-    inner = TwinLineAgent(trainer, step_axis="mpms_field", line_axis="mpms_temperature",
-                          line_points=np.linspace(30, 40, 4), bounds=(0.0, 3.0))
+    inner = TwinLineAgent(
+        trainer,
+        step_axis="mpms_field",
+        line_axis="mpms_temperature",
+        line_points=np.linspace(30, 40, 4),
+        bounds=(0.0, 3.0),
+    )
     agent = BlueskyAdaptiveAgent(inner)
-    out = RE(twin_adaptive_scan([mpms], mpms.temperature, 30, 40, 4, mpms.field, [0.5], trainer=trainer,
-                                agent=agent, budget=3, tolerance=0.0, step_range=(0.0, 3.0), poll_interval=0.02))
+    out = RE(
+        twin_adaptive_scan(
+            [mpms],
+            mpms.temperature,
+            30,
+            40,
+            4,
+            mpms.field,
+            [0.5],
+            trainer=trainer,
+            agent=agent,
+            budget=3,
+            tolerance=0.0,
+            step_range=(0.0, 3.0),
+            poll_interval=0.02,
+        )
+    )
     res = out.plan_result
     assert res.reason == "budget" and len(res.measured_lines) == 3  # not 1 of 3 and "exhausted"
     assert agent.independent == res.measured_lines and len(agent.dependent[0]) == 4  # the line's readings
@@ -160,8 +240,21 @@ def test_malformed_suggestions_raise_instead_of_stopping_as_exhausted(RE, mpms, 
             return bad
 
     with pytest.raises(InputError, match="suggest"):
-        RE(twin_adaptive_scan([mpms], mpms.temperature, 30, 40, 4, mpms.field, [0.5], trainer=trainer,
-                              agent=Agent(), budget=3, poll_interval=0.02))
+        RE(
+            twin_adaptive_scan(
+                [mpms],
+                mpms.temperature,
+                30,
+                40,
+                4,
+                mpms.field,
+                [0.5],
+                trainer=trainer,
+                agent=Agent(),
+                budget=3,
+                poll_interval=0.02,
+            )
+        )
 
 
 def test_adaptive_shaped_agent_must_return_docs_and_points(RE, mpms, trainer):
@@ -176,15 +269,34 @@ def test_adaptive_shaped_agent_must_return_docs_and_points(RE, mpms, trainer):
             return {}
 
     with pytest.raises(InputError, match=r"not \(docs, points\)"):
-        RE(twin_adaptive_scan([mpms], mpms.temperature, 30, 40, 4, mpms.field, [0.5], trainer=trainer,
-                              agent=Agent(), budget=3, poll_interval=0.02))
+        RE(
+            twin_adaptive_scan(
+                [mpms],
+                mpms.temperature,
+                30,
+                40,
+                4,
+                mpms.field,
+                [0.5],
+                trainer=trainer,
+                agent=Agent(),
+                budget=3,
+                poll_interval=0.02,
+            )
+        )
 
 
 def test_twin_line_agent_implements_blop_protocols(trainer):
     blop_protocols = pytest.importorskip("blop.protocols")
     twin = _Fitted(1)
-    agent = TwinLineAgent(twin, step_axis="mpms_field", line_axis="mpms_temperature",
-                          line_points=np.linspace(30, 40, 4), bounds=(0.0, 3.0), tolerance=0.5)
+    agent = TwinLineAgent(
+        twin,
+        step_axis="mpms_field",
+        line_axis="mpms_temperature",
+        line_points=np.linspace(30, 40, 4),
+        bounds=(0.0, 3.0),
+        tolerance=0.5,
+    )
     assert isinstance(agent, blop_protocols.Optimizer)
     assert isinstance(agent, blop_protocols.SupportsStoppingCriteria)
     (best,) = agent.get_best_points()

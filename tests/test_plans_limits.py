@@ -1,4 +1,5 @@
 """Twin-steered plans never command a motor outside its limits; bad arguments fail before any move."""
+
 from __future__ import annotations
 
 import time
@@ -30,10 +31,12 @@ class RecordingPositioner(SimPositioner):
 class RecordingMagnetometer(Magnetometer):
     from ophyd import Component as Cpt
 
-    field = Cpt(RecordingPositioner, limits=(0.0, 3.0), value=0.0, ramp_rate=0.01, settle_time=10.0,
-                egu="T", kind="normal")
-    temperature = Cpt(RecordingPositioner, limits=(20.0, 60.0), value=30.0, ramp_rate=0.2, settle_time=30.0,
-                      egu="K", kind="normal")
+    field = Cpt(
+        RecordingPositioner, limits=(0.0, 3.0), value=0.0, ramp_rate=0.01, settle_time=10.0, egu="T", kind="normal"
+    )
+    temperature = Cpt(
+        RecordingPositioner, limits=(20.0, 60.0), value=30.0, ramp_rate=0.2, settle_time=30.0, egu="K", kind="normal"
+    )
 
 
 class _Fitted:
@@ -47,9 +50,11 @@ class HostileAgent:
 
     def __init__(self):
         self.ingested: list = []
-        self.rounds = [[{"mpms_field": -5.0}, {"mpms_field": 42.0}],
-                       [{"mpms_field": 1.0}, {"mpms_field": 1.0}, {"mpms_field": float("nan")}],
-                       [{"mpms_field": 3.0 + 1e-12}]]
+        self.rounds = [
+            [{"mpms_field": -5.0}, {"mpms_field": 42.0}],
+            [{"mpms_field": 1.0}, {"mpms_field": 1.0}, {"mpms_field": float("nan")}],
+            [{"mpms_field": 3.0 + 1e-12}],
+        ]
 
     def ingest(self, points):
         self.ingested.extend(points)
@@ -85,8 +90,22 @@ def _all_within(motor):
 def test_out_of_limit_proposals_are_clipped_or_refused_never_commanded(RE, mpms, trainer, policy):
     starts: list = []
     RE.subscribe(lambda name, doc: starts.append(doc), "start")
-    RE(twin_adaptive_scan([mpms], mpms.temperature, 30, 40, 3, mpms.field, [0.5], trainer=trainer,
-                          agent=HostileAgent(), budget=10, out_of_limits=policy, poll_interval=0.02))
+    RE(
+        twin_adaptive_scan(
+            [mpms],
+            mpms.temperature,
+            30,
+            40,
+            3,
+            mpms.field,
+            [0.5],
+            trainer=trainer,
+            agent=HostileAgent(),
+            budget=10,
+            out_of_limits=policy,
+            poll_interval=0.02,
+        )
+    )
     assert mpms.field.commanded and _all_within(mpms.field) and _all_within(mpms.temperature)
     lines = [s["plan_args"] for s in starts]
     assert len(lines) >= 2
@@ -125,8 +144,15 @@ def test_the_default_agent_stays_in_bounds_and_skips_measured_lines():
             X = np.asarray(X, float)
             return X[:, 0] * 0 + X[:, 1], np.abs(X[:, 1] - 1.3) + 0.01  # most uncertain far from H=1.3
 
-    agent = TwinLineAgent(FlatStdTwin(), step_axis="H", line_axis="T", line_points=np.linspace(20, 40, 5),
-                          bounds=(0.0, 2.0), candidates=21, min_separation=0.15)
+    agent = TwinLineAgent(
+        FlatStdTwin(),
+        step_axis="H",
+        line_axis="T",
+        line_points=np.linspace(20, 40, 5),
+        bounds=(0.0, 2.0),
+        candidates=21,
+        min_separation=0.15,
+    )
     first = agent.suggest(2)
     assert [{"H": p["H"]} for p in first] == [{"H": 0.0}, {"H": 0.2}]  # greedy, min_separation apart
     assert len({p["_id"] for p in first}) == 2  # blop's Optimizer: a unique _id per suggestion
@@ -150,8 +176,11 @@ def test_wait_for_twin_returns_none_when_the_fit_fails_and_the_plan_continues(RE
 
     tr = TwinTrainer(["mpms_temperature", "mpms_field"], "mpms_magnetisation", fit_function=fit, min_points=3)
     RE.subscribe(tr)
-    result = RE(twin_adaptive_scan([mpms], mpms.temperature, 30, 40, 4, mpms.field, [0.5, 1.0], trainer=tr,
-                                   twin_timeout=30, poll_interval=0.02), )
+    result = RE(
+        twin_adaptive_scan(
+            [mpms], mpms.temperature, 30, 40, 4, mpms.field, [0.5, 1.0], trainer=tr, twin_timeout=30, poll_interval=0.02
+        ),
+    )
     # one measurement run, then it stopped (no twin) instead of waiting 30 s; the second run only
     # records that decision (a "decisions" stream, no readings)
     assert len(result) == 2

@@ -1,4 +1,5 @@
 """coarse_to_fine and twin_adaptive_scan end to end: simulated magnetometer, real (tiny) twin fits."""
+
 from __future__ import annotations
 
 import json
@@ -31,9 +32,12 @@ def trainer(RE):
     from bluesky_twin.twin import TwinSearchSpace
 
     space = TwinSearchSpace(max_epochs=60, min_final_epochs=60, n_layers=(2, 2), n_units=(16, 32), patience=10)
-    tr = TwinTrainer(["mpms_temperature", "mpms_field"], "mpms_magnetisation",
-                     fit_kwargs={"trials": 2, "search_space": space, "ensemble_size": 2},
-                     refit_kwargs={"trials": 1, "search_space": space, "ensemble_size": 2})
+    tr = TwinTrainer(
+        ["mpms_temperature", "mpms_field"],
+        "mpms_magnetisation",
+        fit_kwargs={"trials": 2, "search_space": space, "ensemble_size": 2},
+        refit_kwargs={"trials": 1, "search_space": space, "ensemble_size": 2},
+    )
     RE.subscribe(tr)
     yield tr
     tr.close(wait=True)
@@ -45,8 +49,21 @@ def test_coarse_to_fine_proposes_a_step_scans_within_limits_and_reports_dsm(RE, 
     docs: list = []
     RE.subscribe(lambda name, doc: docs.append((name, doc)))
     steps = [0.1, 0.25, 0.5, 1.0]
-    out = RE(coarse_to_fine([mpms], mpms.temperature, 26, 44, 19, mpms.field, [0.0, 1.0, 2.0], trainer=trainer,
-                            candidate_steps=steps, twin_timeout=120, md={"sample": "ErCo2-sim"}))
+    out = RE(
+        coarse_to_fine(
+            [mpms],
+            mpms.temperature,
+            26,
+            44,
+            19,
+            mpms.field,
+            [0.0, 1.0, 2.0],
+            trainer=trainer,
+            candidate_steps=steps,
+            twin_timeout=120,
+            md={"sample": "ErCo2-sim"},
+        )
+    )
     res = out.plan_result
     assert isinstance(res, CoarseToFineResult) and out.exit_status == "success"
     assert res.run_uids == list(out.run_start_uids)
@@ -76,8 +93,9 @@ def test_coarse_to_fine_proposes_a_step_scans_within_limits_and_reports_dsm(RE, 
     assert fine_start["hints"]["gridding"] == "rectilinear" and fine_start["plan_pattern"] == "outer_list_product"
     assert [list(e) for e in coarse_start["extents"]] == [[0.0, 2.0], [26.0, 44.0]]
     # the decision is a document: the fine run's "decisions" stream
-    desc = [d["uid"] for n, d in docs if n == "descriptor" and d["name"] == "decisions"
-            and d["run_start"] == res.fine_uid]
+    desc = [
+        d["uid"] for n, d in docs if n == "descriptor" and d["name"] == "decisions" and d["run_start"] == res.fine_uid
+    ]
     rows = [d["data"] for n, d in docs if n == "event" and d["descriptor"] in desc]  # a row per candidate
     assert [r["decision_value"] for r in rows] == steps and all(np.isfinite(r["decision_score"]) for r in rows)
     assert [r["decision_value"] for r in rows if r["decision_proposed"]] == [res.proposed_field_step]
@@ -86,16 +104,32 @@ def test_coarse_to_fine_proposes_a_step_scans_within_limits_and_reports_dsm(RE, 
     assert json.loads(data["decision_proposed_lines"]) == res.fine_fields
     assert data["decision_twin_version"] == res.twin_version and data["decision_twin_uncertainty"] > 0
     assert res.decisions[-1]["proposed_step"] == res.proposed_field_step
-    assert fine_start["hints"]["dimensions"] == [(["mpms_field"], "primary"), (["mpms_temperature"], "primary")] \
-        or fine_start["hints"]["dimensions"] == [[["mpms_field"], "primary"], [["mpms_temperature"], "primary"]]
+    assert fine_start["hints"]["dimensions"] == [
+        (["mpms_field"], "primary"),
+        (["mpms_temperature"], "primary"),
+    ] or fine_start["hints"]["dimensions"] == [[["mpms_field"], "primary"], [["mpms_temperature"], "primary"]]
 
 
 def test_adaptive_scan_spends_its_budget_on_new_lines_with_provenance(RE, mpms, trainer):
     starts: list = []
     RE.subscribe(lambda name, doc: starts.append(doc), "start")
-    out = RE(twin_adaptive_scan([mpms], mpms.temperature, 26, 44, 10, mpms.field, [0.0, 3.0], trainer=trainer,
-                                budget=4, step_range=(0.0, 3.0), acquisition="derived", tolerance=0.0,
-                                twin_timeout=120))
+    out = RE(
+        twin_adaptive_scan(
+            [mpms],
+            mpms.temperature,
+            26,
+            44,
+            10,
+            mpms.field,
+            [0.0, 3.0],
+            trainer=trainer,
+            budget=4,
+            step_range=(0.0, 3.0),
+            acquisition="derived",
+            tolerance=0.0,
+            twin_timeout=120,
+        )
+    )
     res = out.plan_result
     assert res.reason == "budget" and len(res.measured_lines) == 4
     assert len(set(np.round(res.measured_lines, 6))) == 4

@@ -1,4 +1,5 @@
 """``bluesky-twin profile install DIR`` copies the shipped startup files and never replaces silently."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """The typed contracts (bluesky_twin.protocols), the step-study configs and the lazy-export helper."""
+
 from __future__ import annotations
 
 import subprocess
@@ -86,16 +87,19 @@ def test_ensemble_bands_need_an_ensemble_twin() -> None:
 # ----------------------------------------------------------------------------- configs
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: FieldStepCriteria(tolerance=-1), "tolerance must be >= 0"),
-    (lambda: FieldStepCriteria(check_fields="some"), "check_fields must be 'top' or 'all'"),
-    (lambda: FieldStepCriteria(extrema_tolerance=0.5), "extrema_tolerance must be an integer"),
-    (lambda: FieldTiming(time_per_point_s=0), "time_per_point_s must be a positive number"),
-    (lambda: FieldTiming(sweep_rate_T_per_min=float("nan")), "must be a finite number"),
-    (lambda: AngleStepCriteria(min_recall=1.5), "min_recall must be <= 1"),
-    (lambda: AngleStepCriteria(peak_tolerance="near"), "peak_tolerance must be a number"),
-    (lambda: LineTiming(time_per_line_s=-1.0), "time_per_line_s must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: FieldStepCriteria(tolerance=-1), "tolerance must be >= 0"),
+        (lambda: FieldStepCriteria(check_fields="some"), "check_fields must be 'top' or 'all'"),
+        (lambda: FieldStepCriteria(extrema_tolerance=0.5), "extrema_tolerance must be an integer"),
+        (lambda: FieldTiming(time_per_point_s=0), "time_per_point_s must be a positive number"),
+        (lambda: FieldTiming(sweep_rate_T_per_min=float("nan")), "must be a finite number"),
+        (lambda: AngleStepCriteria(min_recall=1.5), "min_recall must be <= 1"),
+        (lambda: AngleStepCriteria(peak_tolerance="near"), "peak_tolerance must be a number"),
+        (lambda: LineTiming(time_per_line_s=-1.0), "time_per_line_s must be >= 0"),
+    ],
+)
 def test_configs_refuse_bad_values_in_one_line(make, message) -> None:
     with pytest.raises(InputError) as err:
         make()
@@ -103,8 +107,9 @@ def test_configs_refuse_bad_values_in_one_line(make, message) -> None:
 
 
 def test_timing_models() -> None:
-    t = FieldTiming(time_per_point_s=2.0, temperature_rate_K_per_min=2.0, sweep_rate_T_per_min=0.5,
-                    settle_s_per_field=60.0)
+    t = FieldTiming(
+        time_per_point_s=2.0, temperature_rate_K_per_min=2.0, sweep_rate_T_per_min=0.5, settle_s_per_field=60.0
+    )
     assert t.time_s(11, 201, 50.0, 4.99) == pytest.approx(11 * 201 * 2 + 11 * 25 * 60 + 4.99 / 0.5 * 60 + 11 * 60)
     assert np.isnan(FieldTiming().time_s(11, 201, 50.0, 5.0))
     assert LineTiming(time_per_point_s=0.5).time_s(31, 401) == pytest.approx(31 * 401 * 0.5)
@@ -113,8 +118,9 @@ def test_timing_models() -> None:
 
 
 def test_split_options_builds_configs_from_keywords() -> None:
-    criteria, timing = split_options("study", {"tolerance": 0.2, "time_per_point_s": 1.0},
-                                     FieldStepCriteria, None, FieldTiming, None)
+    criteria, timing = split_options(
+        "study", {"tolerance": 0.2, "time_per_point_s": 1.0}, FieldStepCriteria, None, FieldTiming, None
+    )
     assert criteria == FieldStepCriteria(tolerance=0.2) and timing == FieldTiming(time_per_point_s=1.0)
     with pytest.raises(InputError, match="not both"):
         split_options("study", {"tolerance": 0.2}, FieldStepCriteria, FieldStepCriteria(), FieldTiming, None)
@@ -132,11 +138,15 @@ def test_a_study_takes_config_objects_or_keywords_alike() -> None:
 
         def predict(self, X):
             X = np.asarray(X, dtype=float)
-            return 0.5 * (1.0 - np.tanh((X[:, 0] - 30.0 - 10.0 * X[:, 1] * 1e-4))), np.zeros(len(X))
+            return 0.5 * (1.0 - np.tanh(X[:, 0] - 30.0 - 10.0 * X[:, 1] * 1e-4)), np.zeros(len(X))
 
     a = field_step_study(Transition(), steps=[0.05, 0.1, 0.3], tolerance=0.5, time_per_point_s=1.0)
-    b = field_step_study(Transition(), steps=[0.05, 0.1, 0.3], criteria=FieldStepCriteria(tolerance=0.5),
-                         timing=FieldTiming(time_per_point_s=1.0))
+    b = field_step_study(
+        Transition(),
+        steps=[0.05, 0.1, 0.3],
+        criteria=FieldStepCriteria(tolerance=0.5),
+        timing=FieldTiming(time_per_point_s=1.0),
+    )
     assert a.to_json_dict() == b.to_json_dict()
     assert a.criteria["tolerance_wiggle"] == 0.5 and a.meta["timing"]["time_per_point_s"] == 1.0
 
@@ -148,8 +158,9 @@ def test_lazy_exports_resolve_once_and_list_names(monkeypatch) -> None:
     module = types.ModuleType("fake_pkg")
     monkeypatch.setitem(sys.modules, "fake_pkg", module)
     calls = []
-    module.__getattr__, module.__dir__ = lazy_exports("fake_pkg", {
-        "sqrt": "math", "pi_value": "math:pi", "made": lambda: calls.append(1) or "value"})
+    module.__getattr__, module.__dir__ = lazy_exports(
+        "fake_pkg", {"sqrt": "math", "pi_value": "math:pi", "made": lambda: calls.append(1) or "value"}
+    )
     assert module.sqrt(4.0) == 2.0 and module.pi_value == pytest.approx(3.14159, abs=1e-5)
     assert module.made == "value" and module.made == "value" and calls == [1]  # cached in the module
     assert {"sqrt", "pi_value", "made"} <= set(dir(module))
@@ -184,7 +195,9 @@ def test_a_broken_subcommand_module_is_not_hidden(monkeypatch) -> None:
 
 
 def test_packages_stay_light_where_help_needs_them() -> None:
-    code = ("import sys, bluesky_twin, bluesky_twin.analysis, bluesky_twin.protocols, bluesky_twin.gan; "
-            "print([m for m in ('torch', 'numpy', 'bluesky', 'scipy') if m in sys.modules])")
+    code = (
+        "import sys, bluesky_twin, bluesky_twin.analysis, bluesky_twin.protocols, bluesky_twin.gan; "
+        "print([m for m in ('torch', 'numpy', 'bluesky', 'scipy') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

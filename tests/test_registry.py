@@ -1,4 +1,5 @@
 """Named objects for plans run through queueserver."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Replaying stored runs gives the trainer exactly what it saw live; ``bluesky-twin replay`` CLI."""
+
 from __future__ import annotations
 
 import threading
@@ -54,12 +55,38 @@ def stored_runs(RE, mpms, tiled_store):
     RE.subscribe(live)
     (u1,) = RE(bp.grid_scan([mpms], mpms.field, 0, 2, 3, mpms.temperature, 26, 44, 10, md=dict(TWIN_MD)))
     with pytest.raises(RunEngineInterrupted):
-        RE(bp.grid_scan([mpms], mpms.field, 0.5, 1.5, 2, mpms.temperature, 26, 44, 6,
-                        per_step=_pause_once_at(4, RE), md=dict(TWIN_MD, sample="retake")))
+        RE(
+            bp.grid_scan(
+                [mpms],
+                mpms.field,
+                0.5,
+                1.5,
+                2,
+                mpms.temperature,
+                26,
+                44,
+                6,
+                per_step=_pause_once_at(4, RE),
+                md=dict(TWIN_MD, sample="retake"),
+            )
+        )
     (u2,) = RE.resume()
     with pytest.raises(RunEngineInterrupted):
-        RE(bp.grid_scan([mpms], mpms.field, 0, 1, 2, mpms.temperature, 26, 44, 6,
-                        per_step=_pause_once_at(3, RE), md=dict(TWIN_MD)))
+        RE(
+            bp.grid_scan(
+                [mpms],
+                mpms.field,
+                0,
+                1,
+                2,
+                mpms.temperature,
+                26,
+                44,
+                6,
+                per_step=_pause_once_at(3, RE),
+                md=dict(TWIN_MD),
+            )
+        )
     (u3,) = RE.abort("operator abort")
     return live, (u1, u2, u3)
 
@@ -87,12 +114,40 @@ def test_replay_cli_trains_from_start_document_fields(stored_runs, tiled_store_d
 
     live, (u1, u2, u3) = stored_runs
     out = tmp_path / "model"
-    rc = main(["replay", "--tiled", str(tiled_store_dir), "--query", "sample=retake", "--uid", u1[:8],
-               "--out", str(out), "--trials", "1", "--seed", "1"])
+    rc = main(
+        [
+            "replay",
+            "--tiled",
+            str(tiled_store_dir),
+            "--query",
+            "sample=retake",
+            "--uid",
+            u1[:8],
+            "--out",
+            str(out),
+            "--trials",
+            "1",
+            "--seed",
+            "1",
+        ]
+    )
     # the query narrows the selection: u1 (no sample) does not match
     assert rc == 2 and "no stored run" in capsys.readouterr().err
-    rc = main(["replay", "--tiled", str(tiled_store_dir), "--out", str(out), "--trials", "1", "--seed", "1",
-               "--max-epochs", "30"])
+    rc = main(
+        [
+            "replay",
+            "--tiled",
+            str(tiled_store_dir),
+            "--out",
+            str(out),
+            "--trials",
+            "1",
+            "--seed",
+            "1",
+            "--max-epochs",
+            "30",
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0, text
     lines = {ln.split(":")[0][4:]: ln for ln in text.splitlines() if ln.startswith("run ")}

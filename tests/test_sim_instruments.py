@@ -1,4 +1,5 @@
 """Simulated instruments: limits, noise statistics, physics, ground truth, time model."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -84,7 +85,7 @@ def test_magnetometer_transition_seen_in_noisy_scan(RE, mpms):
     found = {}
     for field in (0.5, 4.0):
         rows = []
-        token = RE.subscribe(lambda name, doc: rows.append(doc["data"]) if name == "event" else None)
+        token = RE.subscribe(lambda name, doc, rows=rows: rows.append(doc["data"]) if name == "event" else None)
         RE(bp.grid_scan([mpms], mpms.field, field, field, 1, mpms.temperature, 25.0, 50.0, 101))
         t = np.array([r["mpms_temperature"] for r in rows])
         m = np.array([r["mpms_magnetisation"] for r in rows])
@@ -232,8 +233,10 @@ def test_point_time_model(mpms):
     rate_t = mpms.temperature.ramp_rate
     rate_h = mpms.field.ramp_rate
     expected = (
-        10.0 / rate_t + mpms.temperature.settle_time.get()
-        + 0.5 / rate_h + mpms.field.settle_time.get()
+        10.0 / rate_t
+        + mpms.temperature.settle_time.get()
+        + 0.5 / rate_h
+        + mpms.field.settle_time.get()
         + mpms.averaging_time.get()
     )
     assert mpms.point_time((20.0, 1.0), (30.0, 1.5)) == pytest.approx(expected)

@@ -1,9 +1,9 @@
 """Embedded tiled storage: real RunEngine scans of every simulated instrument, read back and replayed."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from storage_helpers import Recorder, documents_equal, replay_comparable
 
 from bluesky_twin.errors import InputError
@@ -88,7 +88,8 @@ def test_iter_run_documents_selects_by_uid_and_query(RE, mpms, tiled_store):
     by_mapping = [d["uid"] for n, d in iter_run_documents(tiled_store, query={"sample": "ErCo2"}) if n == "start"]
     assert sorted(by_mapping) == sorted([first, second])
     by_query = [
-        d["uid"] for n, d in iter_run_documents(tiled_store, query=[Key("sample") == "ErCo2", Key("purpose") == "fine"])
+        d["uid"]
+        for n, d in iter_run_documents(tiled_store, query=[Key("sample") == "ErCo2", Key("purpose") == "fine"])
         if n == "start"
     ]
     assert by_query == [second]
@@ -173,6 +174,7 @@ def test_bad_locations_are_clear_errors(tmp_path):
 
 def test_http_server_with_api_key_works_like_the_embedded_store(RE, mpms, tmp_path):
     import bluesky.plans as bp
+
     from bluesky_twin.storage import serve_store
 
     recorder = Recorder()

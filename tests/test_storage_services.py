@@ -1,11 +1,11 @@
 """The service fixtures of conftest: throw-away databases, skip-or-fail policy."""
+
 from __future__ import annotations
 
 import socket
 
-import pytest
-
 import conftest
+import pytest
 
 
 def _closed_port() -> int:
@@ -34,7 +34,10 @@ def test_fresh_postgres_database_is_private_and_usable(fresh_postgres_url, postg
     engine = sqlalchemy.create_engine(fresh_postgres_url)
     try:
         with engine.begin() as conn:
-            assert conn.execute(sqlalchemy.text("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")).scalar() == 0
+            assert (
+                conn.execute(sqlalchemy.text("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")).scalar()
+                == 0
+            )
             conn.execute(sqlalchemy.text("CREATE TABLE probe (x integer)"))
             conn.execute(sqlalchemy.text("INSERT INTO probe VALUES (42)"))
             assert conn.execute(sqlalchemy.text("SELECT x FROM probe")).scalar() == 42

@@ -6,6 +6,7 @@ tiled-profile`` a profile that ``tiled.client.from_profile`` opens in-process.  
 standard tiled client, ``c[-1]``, ``c[scan_id]``, ``run.documents()`` and
 ``run["primary"].read()`` give back what was written.
 """
+
 from __future__ import annotations
 
 import os
@@ -102,7 +103,9 @@ def test_tiled_serve_config_gives_a_catalog_of_bluesky_runs(two_runs, tmp_path, 
     with open(log, "wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "tiled", "serve", "config", str(config), "--host", "127.0.0.1", "--port", str(port)],
-            stdout=sink, stderr=subprocess.STDOUT, env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -151,11 +154,12 @@ def test_bad_input_is_one_line_and_exit_2(tiled_store, tiled_store_dir, tmp_path
     assert main(["store", "serve-config", str(tiled_store_dir), "--out", str(config)]) == 2
     err = capsys.readouterr().err
     assert "--overwrite" in err and len(err.strip().splitlines()) == 1 and config.read_text() == before
-    assert main(["store", "serve-config", str(tiled_store_dir), "--out", str(config), "--overwrite",
-                 "--writable"]) == 0
+    assert main(["store", "serve-config", str(tiled_store_dir), "--out", str(config), "--overwrite", "--writable"]) == 0
     assert "writable_storage" in config.read_text()
     catalog_db = tiled_store_dir / "catalog.db"
     assert main(["store", "serve-config", str(tiled_store_dir), "--out", str(catalog_db), "--overwrite"]) == 2
-    assert main(["store", "tiled-profile", str(tiled_store_dir), "--name", "no spaces", "--out",
-                 str(tmp_path / "p.yml")]) == 2
+    assert (
+        main(["store", "tiled-profile", str(tiled_store_dir), "--name", "no spaces", "--out", str(tmp_path / "p.yml")])
+        == 2
+    )
     assert not (tmp_path / "p.yml").exists()

@@ -1,4 +1,5 @@
 """Live translation callback with a real RunEngine, ophyd devices and embedded tiled."""
+
 from __future__ import annotations
 
 import threading

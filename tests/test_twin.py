@@ -1,4 +1,5 @@
 """The measurement twin: fitting, selection on held-out lines, warm start, persistence."""
+
 from __future__ import annotations
 
 import json
@@ -26,20 +27,30 @@ def scan_frame(fields=FIELDS, n_t: int = 40, noise: float = 0.0, seed: int = 0) 
     return pd.concat(rows, ignore_index=True)
 
 
-TINY = TwinSearchSpace(n_layers=(2, 3), n_units=(16, 32), lr=(3e-3, 1e-2), batch_size=(32, 256),
-                       max_epochs=60, lr_drop_epoch=40, patience=15, activations=("tanh", "silu"))
+TINY = TwinSearchSpace(
+    n_layers=(2, 3),
+    n_units=(16, 32),
+    lr=(3e-3, 1e-2),
+    batch_size=(32, 256),
+    max_epochs=60,
+    lr_drop_epoch=40,
+    patience=15,
+    activations=("tanh", "silu"),
+)
 
 
 def trial_distributions(units: tuple[int, int], batch: tuple[int, int]) -> dict:
     """Optuna distributions of a small raw-encoded configuration (for hand-made trials)."""
     import optuna
 
-    return {"n_layers": optuna.distributions.IntDistribution(2, 3),
-            "n_units": optuna.distributions.IntDistribution(*units),
-            "batch_size": optuna.distributions.IntDistribution(*batch),
-            "lr": optuna.distributions.FloatDistribution(1e-3, 1e-2),
-            "weight_decay": optuna.distributions.FloatDistribution(1e-8, 1e-3),
-            "activation": optuna.distributions.CategoricalDistribution(["tanh"])}
+    return {
+        "n_layers": optuna.distributions.IntDistribution(2, 3),
+        "n_units": optuna.distributions.IntDistribution(*units),
+        "batch_size": optuna.distributions.IntDistribution(*batch),
+        "lr": optuna.distributions.FloatDistribution(1e-3, 1e-2),
+        "weight_decay": optuna.distributions.FloatDistribution(1e-8, 1e-3),
+        "activation": optuna.distributions.CategoricalDistribution(["tanh"]),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +66,23 @@ def twin(data: pd.DataFrame) -> DigitalTwin:
 def test_fit_learns_and_records_metadata(twin: DigitalTwin, data: pd.DataFrame) -> None:
     assert twin.score(data[["T", "H"]].to_numpy(), data["M"].to_numpy()) > 0.9
     m = twin.metadata
-    for key in ("x_names", "y_name", "x_scaler", "y_scaler", "search_space", "best_params", "train_r2",
-                "selection_score", "n_trials_complete", "n_trials_pruned", "fit_seconds", "study_name",
-                "storage", "data_sha256", "versions"):
+    for key in (
+        "x_names",
+        "y_name",
+        "x_scaler",
+        "y_scaler",
+        "search_space",
+        "best_params",
+        "train_r2",
+        "selection_score",
+        "n_trials_complete",
+        "n_trials_pruned",
+        "fit_seconds",
+        "study_name",
+        "storage",
+        "data_sha256",
+        "versions",
+    ):
         assert key in m, key
     assert m["line_axis"] == "H"
     assert m["n_trials_complete"] + m["n_trials_pruned"] == 4
@@ -126,8 +151,11 @@ def test_save_load_roundtrip_and_corruption(twin: DigitalTwin, tmp_path) -> None
     with pytest.raises(ModelFileError, match="corrupt"):
         DigitalTwin.load(path.parent.parent)
     first = meta["ensemble"][0]
-    meta_bad = dict(meta, ensemble=[dict(first, params=dict(first["params"], n_units=first["params"]["n_units"] + 1))]
-                    + meta["ensemble"][1:])
+    meta_bad = dict(
+        meta,
+        ensemble=[dict(first, params=dict(first["params"], n_units=first["params"]["n_units"] + 1))]
+        + meta["ensemble"][1:],
+    )
     (path / "metadata.json").write_text(json.dumps(meta_bad))
     with pytest.raises(ModelFileError, match="does not match"):
         DigitalTwin.load(path.parent.parent)
@@ -221,8 +249,15 @@ def test_tabulated_twin_matches_the_network(twin: DigitalTwin) -> None:
 
 
 def test_fourier_encoding_roundtrips_and_warm_starts(data: pd.DataFrame, tmp_path) -> None:
-    space = TwinSearchSpace(**{**TINY.to_dict(), "encodings": ["fourier"], "fourier_scale": [1.0, 2.0],
-                               "fourier_features": 8, "fourier_per_axis": True})
+    space = TwinSearchSpace(
+        **{
+            **TINY.to_dict(),
+            "encodings": ["fourier"],
+            "fourier_scale": [1.0, 2.0],
+            "fourier_features": 8,
+            "fourier_per_axis": True,
+        }
+    )
     twin = DigitalTwin.fit(data, ["T", "H"], "M", trials=2, seed=3, search_space=space, ensemble_size=2)
     params = twin.best_params
     assert params["encoding"] == "fourier" and params["fourier_features"] == 8
@@ -267,8 +302,9 @@ def test_per_axis_fourier_scales_shape_the_frequencies() -> None:
 def test_search_folds_and_final_groups(data: pd.DataFrame) -> None:
     from bluesky_twin.twin import split_groups
 
-    twin = DigitalTwin.fit(data, ["T", "H"], "M", trials=2, seed=1, search_space=TINY, ensemble_size=2,
-                           search_folds=1, jobs=2)
+    twin = DigitalTwin.fit(
+        data, ["T", "H"], "M", trials=2, seed=1, search_space=TINY, ensemble_size=2, search_folds=1, jobs=2
+    )
     assert "1-fold" in twin.metadata["selection"]
     assert twin.ensemble_size == 2
     with pytest.raises(InputError, match="search_folds"):
@@ -282,12 +318,17 @@ def test_search_folds_and_final_groups(data: pd.DataFrame) -> None:
     assert group_count(2, 6, 808) == 2  # small data: members batched per thread
     assert group_count(2, 6, LARGE_DATA_ROWS) == 6  # a large map: one member per group
     assert split_groups([("a", 2), ("b", 2), ("c", 2)], group_count(2, 6, 30_000)) == [
-        ("a", 1), ("a", 1), ("b", 1), ("b", 1), ("c", 1), ("c", 1)]
+        ("a", 1),
+        ("a", 1),
+        ("b", 1),
+        ("b", 1),
+        ("c", 1),
+        ("c", 1),
+    ]
 
 
 def test_budget_stops_the_search_in_time_for_the_final_ensemble(data: pd.DataFrame) -> None:
-    twin = DigitalTwin.fit(data, ["T", "H"], "M", trials=500, budget=3.0, seed=0, search_space=TINY,
-                           ensemble_size=2)
+    twin = DigitalTwin.fit(data, ["T", "H"], "M", trials=500, budget=3.0, seed=0, search_space=TINY, ensemble_size=2)
     m = twin.metadata
     assert m["budget_seconds"] == 3.0
     assert m["n_trials_complete"] >= 1
@@ -303,8 +344,7 @@ def test_budget_time_boxes_a_costly_final_ensemble(data: pd.DataFrame) -> None:
     # a final ensemble of 20000 epochs cannot fit in 4 s: the search still gets its share
     # and the final members are shortened (schedule included) instead of blowing the budget
     costly = TwinSearchSpace(**{**TINY.to_dict(), "min_final_epochs": 20_000})
-    twin = DigitalTwin.fit(data, ["T", "H"], "M", trials=500, budget=4.0, seed=0, search_space=costly,
-                           ensemble_size=2)
+    twin = DigitalTwin.fit(data, ["T", "H"], "M", trials=500, budget=4.0, seed=0, search_space=costly, ensemble_size=2)
     m = twin.metadata
     assert 0 < m["final_epoch_scale"] < 0.5
     assert all(MIN_FINAL_EPOCHS <= e["epochs"] < 20_000 for e in m["ensemble"])
@@ -319,31 +359,57 @@ def test_final_ensemble_cost_estimate_from_trial_speed() -> None:
 
     from bluesky_twin.twin import estimate_final_seconds
 
-    space = TwinSearchSpace(n_layers=(2, 3), n_units=(16, 32), batch_size=(10, 100), max_steps_per_epoch=0,
-                            min_final_epochs=100, encodings=("raw",))
+    space = TwinSearchSpace(
+        n_layers=(2, 3),
+        n_units=(16, 32),
+        batch_size=(10, 100),
+        max_steps_per_epoch=0,
+        min_final_epochs=100,
+        encodings=("raw",),
+    )
     study = optuna.create_study()
     assert estimate_final_seconds(study, space, 4, 2, 1, n_train=200, n_all=300) == 0.0
     dist = trial_distributions(units=(16, 32), batch=(10, 100))
     for value, best_epoch in ((1.0, 300), (1.2, 50), (9.0, 400)):
-        study.add_trial(optuna.trial.create_trial(
-            params={"n_layers": 2, "n_units": 16, "batch_size": 100, "lr": 1e-3, "weight_decay": 1e-6,
-                    "activation": "tanh"},
-            distributions=dist, value=value,
-            user_attrs={"best_epoch": best_epoch, "seconds_per_member_epoch": 0.01}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={
+                    "n_layers": 2,
+                    "n_units": 16,
+                    "batch_size": 100,
+                    "lr": 1e-3,
+                    "weight_decay": 1e-6,
+                    "activation": "tanh",
+                },
+                distributions=dist,
+                value=value,
+                user_attrs={"best_epoch": best_epoch, "seconds_per_member_epoch": 0.01},
+            )
+        )
     # top 2 within 1.5x of the best (the third is not): 2 members each, epochs max(best, 100),
     # an epoch on 300 rows is 3 steps of 100 against 2 on 200 rows: x 1.5
-    expected = (2 * 300 * 0.01 * 1.5 + 2 * 100 * 0.01 * 1.5)
+    expected = 2 * 300 * 0.01 * 1.5 + 2 * 100 * 0.01 * 1.5
     assert estimate_final_seconds(study, space, 4, 2, 1, n_train=200, n_all=300) == pytest.approx(expected)
     # two threads: one group each, so the longer group (the first configuration) sets the time
-    assert estimate_final_seconds(study, space, 4, 2, 2, n_train=200, n_all=300) == pytest.approx(
-        2 * 300 * 0.01 * 1.5)
+    assert estimate_final_seconds(study, space, 4, 2, 2, n_train=200, n_all=300) == pytest.approx(2 * 300 * 0.01 * 1.5)
     # three equal groups on two threads take two groups' time
     three = optuna.create_study()
     for value in (1.0, 1.1, 1.2):
-        three.add_trial(optuna.trial.create_trial(
-            params={"n_layers": 2, "n_units": 16, "batch_size": 100, "lr": 1e-3, "weight_decay": 1e-6,
-                    "activation": "tanh"},
-            distributions=dist, value=value, user_attrs={"best_epoch": 100, "seconds_per_member_epoch": 0.01}))
+        three.add_trial(
+            optuna.trial.create_trial(
+                params={
+                    "n_layers": 2,
+                    "n_units": 16,
+                    "batch_size": 100,
+                    "lr": 1e-3,
+                    "weight_decay": 1e-6,
+                    "activation": "tanh",
+                },
+                distributions=dist,
+                value=value,
+                user_attrs={"best_epoch": 100, "seconds_per_member_epoch": 0.01},
+            )
+        )
     group = 2 * 100 * 0.01 * 1.5
     assert estimate_final_seconds(three, space, 6, 3, 2, n_train=200, n_all=300) == pytest.approx(2 * group)
 
@@ -376,8 +442,15 @@ def test_training_precision_is_resolved_and_recorded(data: pd.DataFrame, monkeyp
         resolve_precision("float16", 10, 10_000)
     with pytest.raises(InputError, match="precision"):
         DigitalTwin.fit(data, ["T", "H"], "M", trials=1, search_space=TwinSearchSpace(precision="half"))
-    twin = DigitalTwin.fit(data, ["T", "H"], "M", trials=1, seed=0, ensemble_size=1,
-                           search_space=TwinSearchSpace(**{**TINY.to_dict(), "precision": "bfloat16"}))
+    twin = DigitalTwin.fit(
+        data,
+        ["T", "H"],
+        "M",
+        trials=1,
+        seed=0,
+        ensemble_size=1,
+        search_space=TwinSearchSpace(**{**TINY.to_dict(), "precision": "bfloat16"}),
+    )
     assert twin.metadata["training_precision"] == "bfloat16"
     assert twin.metadata["search_space"]["precision"] == "bfloat16"
     assert all(p.dtype.is_floating_point and p.dtype.itemsize == 4 for p in twin._models.parameters())
@@ -397,16 +470,27 @@ def test_bfloat16_training_learns_like_float32() -> None:
     losses = {}
     for precision in ("float32", "bfloat16"):
         net = BatchedMLP(2, 2, 1, 3, 64, activation="silu", generator=torch.Generator().manual_seed(1))
-        res = train_members(net, X, y, [idx, idx], [val, val], lr=3e-3, batch_size=128, max_epochs=60,
-                            generator=torch.Generator().manual_seed(2), precision=precision)
+        res = train_members(
+            net,
+            X,
+            y,
+            [idx, idx],
+            [val, val],
+            lr=3e-3,
+            batch_size=128,
+            max_epochs=60,
+            generator=torch.Generator().manual_seed(2),
+            precision=precision,
+        )
         losses[precision] = res.best_val_loss
         assert all(p.dtype == torch.float32 for p in net.parameters())
     var = float(y[val].var())
     # both learn the function (a constant would score ~var), and bf16 costs little accuracy
     assert losses["float32"] < 0.02 * var and losses["bfloat16"] < 0.04 * var
     with pytest.raises(ValueError, match="precision"):
-        train_members(BatchedMLP(1, 2, 1, 2, 8), X, y, [idx], None, lr=1e-3, batch_size=64, max_epochs=1,
-                      precision="float16")
+        train_members(
+            BatchedMLP(1, 2, 1, 2, 8), X, y, [idx], None, lr=1e-3, batch_size=64, max_epochs=1, precision="float16"
+        )
 
 
 def test_final_step_cap_is_used_by_the_cost_estimate() -> None:
@@ -414,31 +498,44 @@ def test_final_step_cap_is_used_by_the_cost_estimate() -> None:
 
     from bluesky_twin.twin import estimate_final_seconds
 
-    dist = {"n_layers": optuna.distributions.IntDistribution(2, 3),
-            "batch_size": optuna.distributions.IntDistribution(10, 1024)}
+    dist = {
+        "n_layers": optuna.distributions.IntDistribution(2, 3),
+        "batch_size": optuna.distributions.IntDistribution(10, 1024),
+    }
     study = optuna.create_study()
-    study.add_trial(optuna.trial.create_trial(
-        params={"n_layers": 2, "batch_size": 1024}, distributions=dist, value=1.0,
-        user_attrs={"best_epoch": 10, "seconds_per_member_epoch": 0.01}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"n_layers": 2, "batch_size": 1024},
+            distributions=dist,
+            value=1.0,
+            user_attrs={"best_epoch": 10, "seconds_per_member_epoch": 0.01},
+        )
+    )
     capped = TwinSearchSpace(max_steps_per_epoch=8, min_final_epochs=100, encodings=("raw",))
-    passes = TwinSearchSpace(max_steps_per_epoch=8, min_final_epochs=100, encodings=("raw",),
-                             final_steps_per_epoch=0)
+    passes = TwinSearchSpace(max_steps_per_epoch=8, min_final_epochs=100, encodings=("raw",), final_steps_per_epoch=0)
     # a search epoch is 8 steps of 1024; a final full pass over 30000 rows is 30 steps
     one = estimate_final_seconds(study, capped, 1, 1, 1, n_train=20_000, n_all=30_000)
     assert one == pytest.approx(100 * 0.01)
     assert estimate_final_seconds(study, passes, 1, 1, 1, n_train=20_000, n_all=30_000) == pytest.approx(one * 30 / 8)
     # with the optimiser steps timed alone (no validation pass), those are what count
-    study.add_trial(optuna.trial.create_trial(
-        params={"n_layers": 3, "batch_size": 1024}, distributions=dist, value=0.9,
-        user_attrs={"best_epoch": 10, "seconds_per_member_epoch": 0.05, "seconds_per_member_step": 0.001}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"n_layers": 3, "batch_size": 1024},
+            distributions=dist,
+            value=0.9,
+            user_attrs={"best_epoch": 10, "seconds_per_member_epoch": 0.05, "seconds_per_member_step": 0.001},
+        )
+    )
     assert estimate_final_seconds(study, passes, 1, 1, 1, n_train=20_000, n_all=30_000) == pytest.approx(
-        100 * 30 * 0.001)
+        100 * 30 * 0.001
+    )
     # a trial that needed 500 search epochs of 8 steps gets as many steps in full passes:
     # ceil(500 * 8 / 30) = 134 epochs, not 500 (and the capped final keeps its 500 epochs)
     from bluesky_twin.twin import final_epochs
 
-    long = optuna.trial.create_trial(params={"n_layers": 2, "batch_size": 1024}, distributions=dist, value=1.0,
-                                     user_attrs={"best_epoch": 500})
+    long = optuna.trial.create_trial(
+        params={"n_layers": 2, "batch_size": 1024}, distributions=dist, value=1.0, user_attrs={"best_epoch": 500}
+    )
     assert final_epochs(long, passes, False, 8, 30) == 134
     assert final_epochs(long, capped, False, 8, 8) == 500
     assert final_epochs(long, passes, True, 8, 300) == passes.min_final_epochs // 3  # warm floor
@@ -485,11 +582,23 @@ def test_fit_config_checks_every_option_once() -> None:
     assert FitConfig(search_folds=2).folds_to_search(3, LARGE_DATA_ROWS) == 2
     with pytest.raises(AttributeError):
         config.trials = 1  # frozen: checked once, never changed
-    bad = [({"trials": 0}, "trials"), ({"trials": 2.5}, "trials"), ({"jobs": 0}, "jobs"),
-           ({"budget": 0.0}, "budget"), ({"budget": float("nan")}, "budget"), ({"timeout": -1}, "timeout"),
-           ({"ensemble_size": 0}, "ensemble_size"), ({"top_k": 0}, "top_k"), ({"n_folds": 0}, "n_folds"),
-           ({"search_folds": 0}, "search_folds"), ({"seed": -1}, "seed"), ({"seed": 2**32}, "seed"),
-           ({"seed": None}, "seed"), ({"storage": 3}, "storage"), ({"study_name": 1}, "study_name")]
+    bad = [
+        ({"trials": 0}, "trials"),
+        ({"trials": 2.5}, "trials"),
+        ({"jobs": 0}, "jobs"),
+        ({"budget": 0.0}, "budget"),
+        ({"budget": float("nan")}, "budget"),
+        ({"timeout": -1}, "timeout"),
+        ({"ensemble_size": 0}, "ensemble_size"),
+        ({"top_k": 0}, "top_k"),
+        ({"n_folds": 0}, "n_folds"),
+        ({"search_folds": 0}, "search_folds"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 2**32}, "seed"),
+        ({"seed": None}, "seed"),
+        ({"storage": 3}, "storage"),
+        ({"study_name": 1}, "study_name"),
+    ]
     for kwargs, field in bad:
         with pytest.raises(InputError, match=field):
             FitConfig(**kwargs)
@@ -523,14 +632,27 @@ def test_train_ensemble_is_seeded_and_grouped() -> None:
     from bluesky_twin.twin import MIN_FINAL_EPOCHS, train_ensemble
 
     dist = trial_distributions(units=(8, 16), batch=(16, 64))
-    complete = [optuna.trial.create_trial(
-        params={"n_layers": 2, "n_units": n, "batch_size": 32, "lr": 5e-3, "weight_decay": 1e-6,
-                "activation": "tanh"}, distributions=dist, value=value, user_attrs={"best_epoch": 3})
-        for n, value in ((8, 1.0), (16, 1.1))]
+    complete = [
+        optuna.trial.create_trial(
+            params={
+                "n_layers": 2,
+                "n_units": n,
+                "batch_size": 32,
+                "lr": 5e-3,
+                "weight_decay": 1e-6,
+                "activation": "tanh",
+            },
+            distributions=dist,
+            value=value,
+            user_attrs={"best_epoch": 3},
+        )
+        for n, value in ((8, 1.0), (16, 1.1))
+    ]
     for i, t in enumerate(complete):
         t.number = i
-    space = TwinSearchSpace(n_layers=(2, 3), n_units=(8, 16), batch_size=(16, 64), encodings=("raw",),
-                            min_final_epochs=30)
+    space = TwinSearchSpace(
+        n_layers=(2, 3), n_units=(8, 16), batch_size=(16, 64), encodings=("raw",), min_final_epochs=30
+    )
     gen = torch.Generator().manual_seed(0)
     X = torch.rand(120, 2, generator=gen)
     y = X[:, :1] ** 2
@@ -572,10 +694,29 @@ def test_model_module_keeps_the_old_names() -> None:
     import bluesky_twin.twin as package
     from bluesky_twin.twin import model
 
-    for name in ("DigitalTwin", "Scaler", "FORMAT", "FORMAT_VERSION", "METADATA_FILE", "WEIGHTS_FILE",
-                 "JOURNAL_FILE", "LINE_RESIDUAL_FILE", "DEFAULT_ENSEMBLE_SIZE", "DEFAULT_TOP_K", "LARGE_DATA_ROWS",
-                 "MIN_FINAL_EPOCHS", "TOP_K_SCORE_RATIO", "MIN_SEARCH_SHARE", "DEFAULT_WARM_TRIALS", "MAX_AXES",
-                 "MAX_ENSEMBLE_MEMBERS", "MAX_LAYERS", "MAX_UNITS", "MAX_PARAMETERS", "as_points"):
+    for name in (
+        "DigitalTwin",
+        "Scaler",
+        "FORMAT",
+        "FORMAT_VERSION",
+        "METADATA_FILE",
+        "WEIGHTS_FILE",
+        "JOURNAL_FILE",
+        "LINE_RESIDUAL_FILE",
+        "DEFAULT_ENSEMBLE_SIZE",
+        "DEFAULT_TOP_K",
+        "LARGE_DATA_ROWS",
+        "MIN_FINAL_EPOCHS",
+        "TOP_K_SCORE_RATIO",
+        "MIN_SEARCH_SHARE",
+        "DEFAULT_WARM_TRIALS",
+        "MAX_AXES",
+        "MAX_ENSEMBLE_MEMBERS",
+        "MAX_LAYERS",
+        "MAX_UNITS",
+        "MAX_PARAMETERS",
+        "as_points",
+    ):
         assert hasattr(model, name), name
     assert model.DigitalTwin is package.DigitalTwin
     assert set(package.__all__) <= set(dir(package))

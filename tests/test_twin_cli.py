@@ -1,4 +1,5 @@
 """`bluesky-twin fit` / `predict` / `dashboard`: the exact CLI contract."""
+
 from __future__ import annotations
 
 import json
@@ -9,11 +10,10 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-
-from bluesky_twin.modeldir import current_path
+from test_twin import scan_frame
 
 from bluesky_twin.cli import main
-from test_twin import scan_frame
+from bluesky_twin.modeldir import current_path
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,28 @@ def csv_path(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def model_dir(csv_path, tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("models") / "twin"
-    rc = main(["fit", csv_path, "--x", "T", "--x", "H", "--y", "M", "--out", str(out), "--trials", "2",
-               "--max-epochs", "40", "--ensemble", "2", "--seed", "3"])
+    rc = main(
+        [
+            "fit",
+            csv_path,
+            "--x",
+            "T",
+            "--x",
+            "H",
+            "--y",
+            "M",
+            "--out",
+            str(out),
+            "--trials",
+            "2",
+            "--max-epochs",
+            "40",
+            "--ensemble",
+            "2",
+            "--seed",
+            "3",
+        ]
+    )
     assert rc == 0
     return str(out)
 
@@ -99,16 +119,36 @@ def test_nan_rows_are_reported(tmp_path, capsys) -> None:
     df = scan_frame()
     df.loc[[1, 2], "M"] = np.nan
     df.to_csv(tmp_path / "d.csv", index=False)
-    rc = main(["fit", str(tmp_path / "d.csv"), "--x", "T", "--x", "H", "--y", "M", "--out", str(tmp_path / "m"),
-               "--trials", "1", "--max-epochs", "10", "--ensemble", "1"])
+    rc = main(
+        [
+            "fit",
+            str(tmp_path / "d.csv"),
+            "--x",
+            "T",
+            "--x",
+            "H",
+            "--y",
+            "M",
+            "--out",
+            str(tmp_path / "m"),
+            "--trials",
+            "1",
+            "--max-epochs",
+            "10",
+            "--ensemble",
+            "1",
+        ]
+    )
     assert rc == 0
     assert "dropped 2 row(s)" in capsys.readouterr().out
 
 
 def test_help_is_fast_and_lazy() -> None:
-    code = ("import sys, time; t=time.perf_counter(); from bluesky_twin.cli import build_parser; build_parser(); "
-            "heavy=[m for m in ('torch','optuna','tiled','bluesky','matplotlib','numpy') if m in sys.modules]; "
-            "print(heavy, time.perf_counter()-t)")
+    code = (
+        "import sys, time; t=time.perf_counter(); from bluesky_twin.cli import build_parser; build_parser(); "
+        "heavy=[m for m in ('torch','optuna','tiled','bluesky','matplotlib','numpy') if m in sys.modules]; "
+        "print(heavy, time.perf_counter()-t)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     heavy, seconds = out.rsplit(" ", 1)
     assert heavy == "[]", f"--help imports heavy modules: {heavy}"

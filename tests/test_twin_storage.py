@@ -1,4 +1,5 @@
 """Shared Optuna storage: several workers on one study (PostgreSQL, MariaDB, journal file)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -7,11 +8,11 @@ import textwrap
 
 import optuna
 import pytest
+from test_twin import TINY, scan_frame
 
 from bluesky_twin.errors import InputError
 from bluesky_twin.twin import DigitalTwin
 from bluesky_twin.twin.storage_url import open_storage
-from test_twin import TINY, scan_frame
 
 WORKER = textwrap.dedent(
     """
@@ -28,8 +29,9 @@ WORKER = textwrap.dedent(
 
 def _run_two_workers(url: str, tests_dir: str) -> None:
     code = WORKER.format(tests=tests_dir, url=url)
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(seed)], stderr=subprocess.PIPE, text=True)
-             for seed in (1, 2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(seed)], stderr=subprocess.PIPE, text=True) for seed in (1, 2)
+    ]
     errors = []
     for p in procs:
         _, err = p.communicate(timeout=300)
@@ -66,8 +68,18 @@ def test_two_processes_share_a_mariadb_study(fresh_mariadb_url, request) -> None
 
 @pytest.mark.services
 def test_parallel_threads_on_postgres_and_dashboard_url(fresh_postgres_url, tmp_path) -> None:
-    twin = DigitalTwin.fit(scan_frame(), ["T", "H"], "M", trials=4, jobs=2, seed=0, search_space=TINY,
-                           ensemble_size=1, storage=fresh_postgres_url, study_name="threads")
+    twin = DigitalTwin.fit(
+        scan_frame(),
+        ["T", "H"],
+        "M",
+        trials=4,
+        jobs=2,
+        seed=0,
+        search_space=TINY,
+        ensemble_size=1,
+        storage=fresh_postgres_url,
+        study_name="threads",
+    )
     assert twin.storage_url() == fresh_postgres_url
     assert twin.metadata["n_trials_complete"] + twin.metadata["n_trials_pruned"] == 4
 

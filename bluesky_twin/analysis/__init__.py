@@ -20,6 +20,7 @@ Public names resolve on first use (:func:`bluesky_twin._lazy.lazy_exports`) so t
 importing ``bluesky_twin.analysis.cli`` for ``bluesky-twin --help`` loads neither
 numpy nor scipy.
 """
+
 from __future__ import annotations
 
 from bluesky_twin._lazy import lazy_exports
@@ -47,25 +48,28 @@ __all__ = [
     "supports_members",
 ]
 
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "AngleStepCriteria": ".config",
-    "FieldStepCriteria": ".config",
-    "FieldTiming": ".config",
-    "LineTiming": ".config",
-    "EntropyChange": ".mce",
-    "entropy_change_from_twin": ".mce",
-    "entropy_change_isofield": ".mce",
-    "entropy_change_isothermal": ".mce",
-    "field_to_tesla": ".mce",
-    "TwinLike": "bluesky_twin.protocols",
-    "supports_members": ".protocols",
-    "MemberProposals": ".robustness",
-    "member_step_proposals": ".robustness",
-    "OscillationMetric": ".steps",
-    "StepStudy": ".steps",
-    "angle_step_study": ".steps",
-    "field_step_study": ".steps",
-    "oscillation_metric": ".steps",
-    "plot_entropy_change": ".plotting",
-    "plot_step_study": ".plotting",
-})
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "AngleStepCriteria": ".config",
+        "FieldStepCriteria": ".config",
+        "FieldTiming": ".config",
+        "LineTiming": ".config",
+        "EntropyChange": ".mce",
+        "entropy_change_from_twin": ".mce",
+        "entropy_change_isofield": ".mce",
+        "entropy_change_isothermal": ".mce",
+        "field_to_tesla": ".mce",
+        "TwinLike": "bluesky_twin.protocols",
+        "supports_members": ".protocols",
+        "MemberProposals": ".robustness",
+        "member_step_proposals": ".robustness",
+        "OscillationMetric": ".steps",
+        "StepStudy": ".steps",
+        "angle_step_study": ".steps",
+        "field_step_study": ".steps",
+        "oscillation_metric": ".steps",
+        "plot_entropy_change": ".plotting",
+        "plot_step_study": ".plotting",
+    },
+)

@@ -5,6 +5,7 @@ numpy, pandas, torch and matplotlib are imported inside the commands.  Every
 input is validated and every result computed before the first file is written,
 and files are written atomically, so a failed command never overwrites output.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,20 +31,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model_dir", nargs="?", metavar="MODEL_DIR", help="twin model directory (from `bluesky-twin fit`)")
     p.add_argument("--data", metavar="DATA.csv", help="raw scan data; M(T) sweeps at a few fixed fields")
-    p.add_argument("--x", action="append", metavar="COL", default=None,
-                   help="temperature column then field column (give twice); default for a twin: its axis order")
+    p.add_argument(
+        "--x",
+        action="append",
+        metavar="COL",
+        default=None,
+        help="temperature column then field column (give twice); default for a twin: its axis order",
+    )
     p.add_argument("--y", metavar="COL", help="magnetisation column of --data")
     p.add_argument("--field-unit", choices=FIELD_UNITS, default="Oe", help="unit of the field column (T means mu0*H)")
     p.add_argument("--mass-g", type=float, default=None, help="sample mass in g: report J/(kg K) (M assumed in emu)")
     p.add_argument("--moment-unit", choices=MOMENT_UNITS, default=None, help="unit of M for SI conversion")
-    p.add_argument("--T-step", type=float, default=None, metavar="K", help="twin temperature grid step (default: range/500)")
+    p.add_argument(
+        "--T-step", type=float, default=None, metavar="K", help="twin temperature grid step (default: range/500)"
+    )
     p.add_argument("--T-range", type=float, nargs=2, default=None, metavar=("LO", "HI"), help="twin temperature range")
-    p.add_argument("--H-step", type=float, default=None, metavar="H",
-                   help="twin field grid step in --field-unit (default: range/200)")
+    p.add_argument(
+        "--H-step",
+        type=float,
+        default=None,
+        metavar="H",
+        help="twin field grid step in --field-unit (default: range/200)",
+    )
     p.add_argument("--H-max", type=float, default=None, metavar="H", help="top field for the twin in --field-unit")
-    p.add_argument("--method", choices=("isofield", "isothermal"), default="isofield",
-                   help="formula for the twin grid (raw data always use isofield)")
-    p.add_argument("--out", required=True, metavar="OUT_PREFIX", help="output prefix: writes OUT.csv, OUT.json, OUT.png")
+    p.add_argument(
+        "--method",
+        choices=("isofield", "isothermal"),
+        default="isofield",
+        help="formula for the twin grid (raw data always use isofield)",
+    )
+    p.add_argument(
+        "--out", required=True, metavar="OUT_PREFIX", help="output prefix: writes OUT.csv, OUT.json, OUT.png"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing OUT.csv/.json/.png files")
     p.set_defaults(func=_run_mce)
 
@@ -58,13 +77,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     s.add_argument("model_dir", metavar="MODEL_DIR")
     s.add_argument("--kind", choices=("field", "angle"), required=True)
-    s.add_argument("--steps", default=None, metavar="S1,S2,...",
-                   help="candidate steps (field: tesla, mu0*H; angle: axis unit); the finest is the reference")
-    s.add_argument("--tolerance", type=float, default=0.05,
-                   help="field: max excess total variation; angle: max mean peak-height error (fraction of range)")
+    s.add_argument(
+        "--steps",
+        default=None,
+        metavar="S1,S2,...",
+        help="candidate steps (field: tesla, mu0*H; angle: axis unit); the finest is the reference",
+    )
+    s.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.05,
+        help="field: max excess total variation; angle: max mean peak-height error (fraction of range)",
+    )
     s.add_argument("--time-per-point-s", type=float, default=None, help="seconds per reading (time estimate)")
-    s.add_argument("--members", action="store_true",
-                   help="repeat the study for every ensemble member and report the spread of proposals")
+    s.add_argument(
+        "--members",
+        action="store_true",
+        help="repeat the study for every ensemble member and report the spread of proposals",
+    )
     g = s.add_argument_group("field study")
     g.add_argument("--field-unit", choices=FIELD_UNITS, default="Oe", help="unit of the twin's field axis")
     g.add_argument("--T-axis", default=None, help="temperature axis name (default: first twin axis)")
@@ -73,28 +103,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--field-min", type=float, default=None, metavar="TESLA", help="lowest field (default: twin range)")
     g.add_argument("--T-step", type=float, default=None, metavar="K", help="temperature grid step (default: range/500)")
     g.add_argument("--extrema-tolerance", type=int, default=0, help="accepted number of extra local extrema")
-    g.add_argument("--check-fields", choices=("top", "all"), default="top",
-                   help="compare dS_M(T) at the top field only, or at every field of each candidate grid")
+    g.add_argument(
+        "--check-fields",
+        choices=("top", "all"),
+        default="top",
+        help="compare dS_M(T) at the top field only, or at every field of each candidate grid",
+    )
     g.add_argument("--points-per-field", type=int, default=None, help="readings per temperature sweep (time estimate)")
-    g.add_argument("--temperature-rate-K-per-min", type=float, default=None, help="temperature sweep rate (time estimate)")
+    g.add_argument(
+        "--temperature-rate-K-per-min", type=float, default=None, help="temperature sweep rate (time estimate)"
+    )
     g.add_argument("--sweep-rate-T-per-min", type=float, default=None, help="field ramp rate (time estimate)")
     g.add_argument("--settle-s", type=float, default=0.0, help="settling time per field (time estimate)")
     g.add_argument("--mass-g", type=float, default=None, help="sample mass in g (M in emu) for J/(kg K)")
     a = s.add_argument_group("angle study")
     a.add_argument("--axis", default=None, help="stepped axis name (default: second twin axis)")
     a.add_argument("--min-recall", type=float, default=0.9, help="min fraction of reference peaks recovered")
-    a.add_argument("--max-spurious", type=float, default=0.1,
-                   help="max spurious peaks as a fraction of the reference peak count")
-    a.add_argument("--peak-tolerance", type=float, default=None,
-                   help="distance (axis units) within which a peak counts as recovered (default 2.5 finest steps)")
+    a.add_argument(
+        "--max-spurious", type=float, default=0.1, help="max spurious peaks as a fraction of the reference peak count"
+    )
+    a.add_argument(
+        "--peak-tolerance",
+        type=float,
+        default=None,
+        help="distance (axis units) within which a peak counts as recovered (default 2.5 finest steps)",
+    )
     a.add_argument("--peak-threshold", type=float, default=0.2, help="peaks must exceed this fraction of the map range")
-    a.add_argument("--peak-prominence", type=float, default=0.05,
-                   help="peaks must stand this fraction of the map range above their neighbourhood minimum")
-    a.add_argument("--peak-window", type=float, default=None,
-                   help="side of the local-maximum neighbourhood in axis units (default 10 finest steps)")
+    a.add_argument(
+        "--peak-prominence",
+        type=float,
+        default=0.05,
+        help="peaks must stand this fraction of the map range above their neighbourhood minimum",
+    )
+    a.add_argument(
+        "--peak-window",
+        type=float,
+        default=None,
+        help="side of the local-maximum neighbourhood in axis units (default 10 finest steps)",
+    )
     a.add_argument("--other-step", type=float, default=None, help="grid step along the other axis (default range/400)")
     a.add_argument("--time-per-line-s", type=float, default=None, help="overhead seconds per line (time estimate)")
-    s.add_argument("--out", required=True, metavar="OUT_PREFIX", help="output prefix: writes OUT.csv, OUT.json, OUT.png")
+    s.add_argument(
+        "--out", required=True, metavar="OUT_PREFIX", help="output prefix: writes OUT.csv, OUT.json, OUT.png"
+    )
     s.add_argument("--overwrite", action="store_true", help="replace existing OUT.csv/.json/.png files")
     s.set_defaults(func=_run_steps)
 
@@ -135,7 +186,6 @@ def _parse_steps(text: str | None) -> list[float] | None:
 
 def _grid(lo: float, hi: float, step: float | None, n_default: int, label: str):
     import numpy as np
-
 
     if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
         raise InputError(f"{label} range is empty: [{lo:g}, {hi:g}]")
@@ -197,8 +247,13 @@ def _run_mce(args: argparse.Namespace) -> int:
         if table.n_dropped:
             print(f"dropped {table.n_dropped} row(s) with NaN/inf from {args.data}")
         raw = entropy_change_isofield(
-            table.X[:, 0], table.X[:, 1], table.y,
-            field_unit=args.field_unit, mass_g=args.mass_g, moment_unit=args.moment_unit, y_name=args.y,
+            table.X[:, 0],
+            table.X[:, 1],
+            table.y,
+            field_unit=args.field_unit,
+            mass_g=args.mass_g,
+            moment_unit=args.moment_unit,
+            y_name=args.y,
         )
         summary["raw"] = {**raw.summary(), "data": args.data, "n_rows": len(table), "n_dropped": table.n_dropped}
 
@@ -208,7 +263,7 @@ def _run_mce(args: argparse.Namespace) -> int:
         names = list(twin.x_names)
         if len(names) != 2:
             raise InputError(f"the twin in {args.model_dir} has axes {names}; mce needs two (T, H)")
-        t_name, h_name = (args.x if args.x is not None else names)
+        t_name, h_name = args.x if args.x is not None else names
         for n in (t_name, h_name):
             if n not in names:
                 raise InputError(f"column {n!r} is not an axis of the twin {names}")
@@ -222,11 +277,23 @@ def _run_mce(args: argparse.Namespace) -> int:
         if raw is not None:  # make the measured fields exact rows of the twin grid
             H_grid = np.unique(np.concatenate([H_grid, raw.H[(raw.H >= h_lo) & (raw.H <= h_hi)]]))
         twin_res = entropy_change_from_twin(
-            twin, T_grid, H_grid, field_unit=args.field_unit, mass_g=args.mass_g, moment_unit=args.moment_unit,
-            T_axis=t_name, H_axis=h_name, method=args.method,
+            twin,
+            T_grid,
+            H_grid,
+            field_unit=args.field_unit,
+            mass_g=args.mass_g,
+            moment_unit=args.moment_unit,
+            T_axis=t_name,
+            H_axis=h_name,
+            method=args.method,
         )
-        summary["twin"] = {**twin_res.summary(), "model_dir": args.model_dir,
-                           "twin_version": twin.version if isinstance(twin, Twin) else None, "H": None, "n_H": int(len(H_grid))}
+        summary["twin"] = {
+            **twin_res.summary(),
+            "model_dir": args.model_dir,
+            "twin_version": twin.version if isinstance(twin, Twin) else None,
+            "H": None,
+            "n_H": int(len(H_grid)),
+        }
         results.append(("twin", twin_res))
     if raw is not None:
         results.append(("raw trapezoid", raw))
@@ -244,8 +311,11 @@ def _run_mce(args: argparse.Namespace) -> int:
     summary["outputs"] = {"csv": csv_path, "json": json_path, "png": png_path}
     # top-field peak of -dS_M for a quick look
     summary["peaks"] = {
-        label: {"H_max": float(res.H[-1]), "T_at_max": float(res.T[np.argmax(-res.dS[-1])]),
-                "max_minus_dS": float(np.max(-res.dS[-1]))}
+        label: {
+            "H_max": float(res.H[-1]),
+            "T_at_max": float(res.T[np.argmax(-res.dS[-1])]),
+            "max_minus_dS": float(np.max(-res.dS[-1])),
+        }
         for label, res in results
     }
     plot_entropy_change(results, png_path, fields=fields)
@@ -253,8 +323,10 @@ def _run_mce(args: argparse.Namespace) -> int:
         table_out.to_csv(tmp, index=False)
     atomic_write_json(json_path, summary)
     for label, info in summary["peaks"].items():
-        print(f"{label}: max -dS_M = {info['max_minus_dS']:.4g} {summary['units']} at T = {info['T_at_max']:.2f} K "
-              f"for {results[0][1].H_start:g} -> {info['H_max']:g} {args.field_unit}")
+        print(
+            f"{label}: max -dS_M = {info['max_minus_dS']:.4g} {summary['units']} at T = {info['T_at_max']:.2f} K "
+            f"for {results[0][1].H_start:g} -> {info['H_max']:g} {args.field_unit}"
+        )
     print(f"wrote {csv_path}, {json_path}, {png_path}")
     return 0
 
@@ -268,17 +340,27 @@ def _step_configs(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.kind == "field":
         return {
-            "criteria": FieldStepCriteria(tolerance=args.tolerance, extrema_tolerance=args.extrema_tolerance,
-                                          check_fields=args.check_fields),
-            "timing": FieldTiming(time_per_point_s=args.time_per_point_s, points_per_field=args.points_per_field,
-                                  temperature_rate_K_per_min=args.temperature_rate_K_per_min,
-                                  sweep_rate_T_per_min=args.sweep_rate_T_per_min, settle_s_per_field=args.settle_s),
+            "criteria": FieldStepCriteria(
+                tolerance=args.tolerance, extrema_tolerance=args.extrema_tolerance, check_fields=args.check_fields
+            ),
+            "timing": FieldTiming(
+                time_per_point_s=args.time_per_point_s,
+                points_per_field=args.points_per_field,
+                temperature_rate_K_per_min=args.temperature_rate_K_per_min,
+                sweep_rate_T_per_min=args.sweep_rate_T_per_min,
+                settle_s_per_field=args.settle_s,
+            ),
         }
     return {
-        "criteria": AngleStepCriteria(tolerance=args.tolerance, min_recall=args.min_recall,
-                                      max_spurious=args.max_spurious, peak_tolerance=args.peak_tolerance,
-                                      peak_threshold=args.peak_threshold, peak_prominence=args.peak_prominence,
-                                      peak_window=args.peak_window),
+        "criteria": AngleStepCriteria(
+            tolerance=args.tolerance,
+            min_recall=args.min_recall,
+            max_spurious=args.max_spurious,
+            peak_tolerance=args.peak_tolerance,
+            peak_threshold=args.peak_threshold,
+            peak_prominence=args.peak_prominence,
+            peak_window=args.peak_window,
+        ),
         "timing": LineTiming(time_per_point_s=args.time_per_point_s, time_per_line_s=args.time_per_line_s),
     }
 
@@ -335,8 +417,12 @@ def _run_steps(args: argparse.Namespace) -> int:
 
         spread = member_step_proposals(study_fn, twin, ensemble_study=study, **study_kwargs)
         info["member_proposals"] = spread.to_json_dict()
-    info.update(command="steps", model_dir=args.model_dir, twin_version=twin.version if isinstance(twin, Twin) else None,
-                outputs={"csv": csv_path, "json": json_path, "png": png_path})
+    info.update(
+        command="steps",
+        model_dir=args.model_dir,
+        twin_version=twin.version if isinstance(twin, Twin) else None,
+        outputs={"csv": csv_path, "json": json_path, "png": png_path},
+    )
     frame = study.to_frame()
     plot_step_study(study, png_path)
     with atomic_path(csv_path) as tmp:
@@ -348,8 +434,10 @@ def _run_steps(args: argparse.Namespace) -> int:
     note = "" if study.proposal_ok else " (only the finest candidate passes: try finer steps)"
     print(f"proposed {study.kind} step: {study.proposed_step:g} {unit}{extra}{note}")
     if spread is not None:
-        print(f"per member: {', '.join(f'{v:g}' for v in spread.members)} {unit}; every member accepts "
-              f"{spread.conservative:g} {unit}; {spread.agreement:.0%} agree with the ensemble")
+        print(
+            f"per member: {', '.join(f'{v:g}' for v in spread.members)} {unit}; every member accepts "
+            f"{spread.conservative:g} {unit}; {spread.agreement:.0%} agree with the ensemble"
+        )
     print(frame.to_string(index=False))
     print(f"wrote {csv_path}, {json_path}, {png_path}")
     return 0

@@ -11,12 +11,14 @@ with one :class:`~bluesky_twin.errors.InputError` line before anything runs.
 
 This module imports neither numpy nor scipy.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from numbers import Integral, Real
-from typing import Any, Literal, Mapping, TypeVar
+from typing import Any, Literal, TypeVar
 
 from bluesky_twin.errors import InputError
 
@@ -26,8 +28,15 @@ C = TypeVar("C")
 D = TypeVar("D")
 
 
-def _number(name: str, value: Any, *, positive: bool = False, optional: bool = False,
-            integer: bool = False, at_most: float | None = None) -> None:
+def _number(
+    name: str,
+    value: Any,
+    *,
+    positive: bool = False,
+    optional: bool = False,
+    integer: bool = False,
+    at_most: float | None = None,
+) -> None:
     """Refuse *value* unless it is a finite number ``>= 0`` (``> 0`` with *positive*)."""
     if value is None and optional:
         return

@@ -42,6 +42,7 @@ so any guess would add an unknown error.  The missing slice contributes about
 ``mu0 * H_0 * dM/dT(T, H_0)``, which is small when H_0 is a small fraction of
 the top field (100 Oe of 5 T in the paper's ErCo2 data).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -57,8 +58,8 @@ from bluesky_twin.analysis.protocols import (
     supports_members,
     x_range_of,
 )
-from bluesky_twin.protocols import EnsembleTwin, Twin, TwinLike, require
 from bluesky_twin.errors import InputError
+from bluesky_twin.protocols import EnsembleTwin, Twin, TwinLike, require
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -132,7 +133,7 @@ class EntropyChange:
         k = int(np.argmin(np.abs(self.H - H_max)))
         return self.dS[k], (None if self.dS_std is None else self.dS_std[k])
 
-    def to_frame(self) -> "pd.DataFrame":
+    def to_frame(self) -> pd.DataFrame:
         """Long table: one row per (H_max, T) with columns
         ``H_max, mu0H_max_T, T, dS_M, dS_M_std``; units in ``df.attrs``."""
         import pandas as pd
@@ -144,9 +145,7 @@ class EntropyChange:
                 "mu0H_max_T": np.repeat(self.mu0H, n_T),
                 "T": np.tile(self.T, n_H),
                 "dS_M": self.dS.reshape(-1),
-                "dS_M_std": (
-                    self.dS_std.reshape(-1) if self.dS_std is not None else np.full(n_H * n_T, np.nan)
-                ),
+                "dS_M_std": (self.dS_std.reshape(-1) if self.dS_std is not None else np.full(n_H * n_T, np.nan)),
             }
         )
         df.attrs.update(units=self.units, field_unit=self.field_unit, method=self.method)
@@ -371,9 +370,7 @@ def entropy_change_isofield(
         tg, inv = np.unique(T[sel], return_inverse=True)
         mg = np.bincount(inv, weights=M[sel]) / np.bincount(inv)  # average repeated temperatures
         if len(tg) < 3:
-            raise InputError(
-                f"field {levels[g]:g} {field_unit} has {len(tg)} distinct temperature(s); need at least 3"
-            )
+            raise InputError(f"field {levels[g]:g} {field_unit} has {len(tg)} distinct temperature(s); need at least 3")
         curves.append((tg, mg))
     lo = max(c[0][0] for c in curves)
     hi = min(c[0][-1] for c in curves)
@@ -389,8 +386,7 @@ def entropy_change_isofield(
             raise InputError("T_grid must be strictly increasing with at least 3 points")
         if T_grid[0] < lo - span_tol or T_grid[-1] > hi + span_tol:
             raise InputError(
-                f"T_grid [{T_grid[0]:g}, {T_grid[-1]:g}] leaves the range covered by every field "
-                f"[{lo:g}, {hi:g}]"
+                f"T_grid [{T_grid[0]:g}, {T_grid[-1]:g}] leaves the range covered by every field [{lo:g}, {hi:g}]"
             )
     M_grid = np.vstack([np.interp(T_grid, tg, mg) for tg, mg in curves])
     B = np.array([np.median(B_all[labels == g]) for g in range(len(levels))])
@@ -484,7 +480,9 @@ def entropy_change_isothermal(
     T_out = 0.5 * (t_levels[1:] + t_levels[:-1]) if position == "midpoint" else t_levels[:-1]
     if h_levels[0] != 0:
         notes.append(f"sum starts at the lowest field {h_levels[0]:g} {field_unit}, not 0")
-    return EntropyChange(T=T_out, H=h_levels, dS=dS, units=units, field_unit=field_unit, method="isothermal", notes=notes)
+    return EntropyChange(
+        T=T_out, H=h_levels, dS=dS, units=units, field_unit=field_unit, method="isothermal", notes=notes
+    )
 
 
 def entropy_change_from_twin(

@@ -4,9 +4,11 @@ The dependency goes one way: this module draws the results of
 :mod:`~bluesky_twin.analysis.mce` and :mod:`~bluesky_twin.analysis.steps`; they do not
 know about it.
 """
+
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,7 +36,7 @@ def _save(fig, path: str) -> None:
 
 
 def plot_entropy_change(
-    results: "Sequence[tuple[str, EntropyChange]]",
+    results: Sequence[tuple[str, EntropyChange]],
     path: str,
     *,
     fields: Sequence[float] | None = None,
@@ -69,13 +71,22 @@ def plot_entropy_change(
         color = cmap(c / max(len(fields) - 1, 1))
         ref = results[0][1]
         k0 = int(np.argmin(np.abs(ref.H - H)))
-        handles.append(Line2D([], [], color=color, lw=2, label=f"{ref.H_start:g} -> {ref.H[k0]:g} {ref.field_unit} ({ref.mu0H[k0]:.3g} T)"))
-        for r, (label, res) in enumerate(results):
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color=color,
+                lw=2,
+                label=f"{ref.H_start:g} -> {ref.H[k0]:g} {ref.field_unit} ({ref.mu0H[k0]:.3g} T)",
+            )
+        )
+        for r, (_label, res) in enumerate(results):
             k = int(np.argmin(np.abs(res.H - H)))
             ax.plot(res.T, -res.dS[k], styles[r % len(styles)], color=color, lw=1.3)
             if res.dS_std is not None and np.any(res.dS_std[k] > 0):
-                ax.fill_between(res.T, -res.dS[k] - res.dS_std[k], -res.dS[k] + res.dS_std[k],
-                                color=color, alpha=0.2, lw=0)
+                ax.fill_between(
+                    res.T, -res.dS[k] - res.dS_std[k], -res.dS[k] + res.dS_std[k], color=color, alpha=0.2, lw=0
+                )
     for r, (label, res) in enumerate(results):
         band = f" (band: {res.std_kind} std)" if res.dS_std is not None else ""
         handles.append(Line2D([], [], color="0.3", ls=styles[r % len(styles)], label=f"{label}{band}"))
@@ -89,7 +100,7 @@ def plot_entropy_change(
     _save(fig, path)
 
 
-def plot_step_study(study: "StepStudy", path: str) -> None:
+def plot_step_study(study: StepStudy, path: str) -> None:
     """Write the figure of a field or angle step study."""
     if study.kind == "field":
         _plot_field(study, path)
@@ -97,7 +108,7 @@ def plot_step_study(study: "StepStudy", path: str) -> None:
         _plot_angle(study, path)
 
 
-def _plot_field(study: "StepStudy", path: str) -> None:
+def _plot_field(study: StepStudy, path: str) -> None:
     import matplotlib as mpl
 
     fig = _figure(figsize=(11, 4.5))
@@ -107,9 +118,14 @@ def _plot_field(study: "StepStudy", path: str) -> None:
     for k, step in enumerate(study.steps):
         row = study.rows[k]
         lw = 2.2 if np.isclose(step, study.proposed_step) else 1.0
-        ax.plot(T, -dS[k], color=cmap(k / max(len(study.steps) - 1, 1)), lw=lw,
-                label=f"{step:g} T{' (ref)' if k == 0 else ''}{' *' if np.isclose(step, study.proposed_step) else ''}"
-                      f"{'' if row['passes'] else ' x'}")
+        ax.plot(
+            T,
+            -dS[k],
+            color=cmap(k / max(len(study.steps) - 1, 1)),
+            lw=lw,
+            label=f"{step:g} T{' (ref)' if k == 0 else ''}{' *' if np.isclose(step, study.proposed_step) else ''}"
+            f"{'' if row['passes'] else ' x'}",
+        )
     ax.set_xlabel(f"{study.meta.get('T_axis', 'T')} (K)")
     ax.set_ylabel(f"$-\\Delta S_M$ ({study.curves.get('units', '')})")
     ax.set_title(f"{study.meta['field_min_T']:g} -> {study.meta['field_max_T']:g} T, per field step")
@@ -133,14 +149,17 @@ def _plot_field(study: "StepStudy", path: str) -> None:
     _save(fig, path)
 
 
-def _plot_angle(study: "StepStudy", path: str) -> None:
+def _plot_angle(study: StepStudy, path: str) -> None:
     fig = _figure(figsize=(13, 4.2))
     axv, oth = study.curves["axis_values"], study.curves["other_values"]
     ref = study.curves["reference"]
     coarsest_failing = next((float(s) for s, r in zip(study.steps, study.rows) if not r["passes"]), None)
-    panels = [("reference %g" % study.steps[0], ref), ("proposed %g" % study.proposed_step, study.curves["maps"][study.proposed_step])]
+    panels = [
+        (f"reference {study.steps[0]:g}", ref),
+        (f"proposed {study.proposed_step:g}", study.curves["maps"][study.proposed_step]),
+    ]
     if coarsest_failing is not None:
-        panels.append(("first failing %g" % coarsest_failing, study.curves["maps"][coarsest_failing]))
+        panels.append((f"first failing {coarsest_failing:g}", study.curves["maps"][coarsest_failing]))
     extent = [oth[0], oth[-1], axv[0], axv[-1]]
     vmin, vmax = float(ref.min()), float(ref.max())
     peaks = np.asarray(study.meta["reference_peaks"]).reshape(-1, 2)

@@ -7,6 +7,7 @@ the analyses use.  Anything that is a :class:`~bluesky_twin.protocols.TwinLike`
 An :class:`~bluesky_twin.protocols.EnsembleTwin` gives ensemble bands; a
 :class:`~bluesky_twin.protocols.HasXRange` twin gives default ranges.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,8 +15,18 @@ import numpy as np
 from bluesky_twin.errors import InputError
 from bluesky_twin.protocols import EnsembleTwin, HasNetworksOnly, HasXRange, Twin, TwinLike, require
 
-__all__ = ["EnsembleTwin", "HasXRange", "Twin", "TwinLike", "axis_index", "predict_in_batches", "require_twin",
-           "smooth_model", "supports_members", "x_range_of"]
+__all__ = [
+    "EnsembleTwin",
+    "HasXRange",
+    "Twin",
+    "TwinLike",
+    "axis_index",
+    "predict_in_batches",
+    "require_twin",
+    "smooth_model",
+    "supports_members",
+    "x_range_of",
+]
 
 #: How the errors name an :class:`~bluesky_twin.protocols.EnsembleTwin`.
 ENSEMBLE_EXPECTED = "an ensemble twin (ensemble_size and predict(X, return_members=True))"
@@ -101,8 +112,9 @@ def predict_in_batches(
     chunks = [X[i : i + batch_size] for i in range(0, len(X), batch_size)] or [X]
     if members:
         ensemble = require(twin, EnsembleTwin, "the twin", ENSEMBLE_EXPECTED)
-        return np.concatenate([np.asarray(ensemble.predict(c, return_members=True), dtype=float) for c in chunks],
-                              axis=1)
+        return np.concatenate(
+            [np.asarray(ensemble.predict(c, return_members=True), dtype=float) for c in chunks], axis=1
+        )
     means, stds = [], []
     for c in chunks:
         m, s = twin.predict(c)

@@ -9,16 +9,17 @@ member (each member answering alone, as if it were the twin) and reports the
 spread of the proposals next to the ensemble's own.  The finest member proposal
 is the *conservative* step: every member accepts it.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from bluesky_twin.analysis.protocols import ENSEMBLE_EXPECTED, smooth_model
-from bluesky_twin.errors import InputError
 from bluesky_twin.protocols import EnsembleTwin, HasXRange, require
 
 
@@ -105,12 +106,18 @@ class MemberProposals:
         return float(np.mean(np.isclose(self.members, self.ensemble)))
 
     def to_json_dict(self) -> dict[str, Any]:
-        return {"ensemble": self.ensemble, "members": list(self.members), "conservative": self.conservative,
-                "median": float(np.median(self.members)), "agreement": self.agreement}
+        return {
+            "ensemble": self.ensemble,
+            "members": list(self.members),
+            "conservative": self.conservative,
+            "median": float(np.median(self.members)),
+            "agreement": self.agreement,
+        }
 
 
-def member_step_proposals(study: Callable[..., Any], twin: EnsembleTwin, *, ensemble_study: Any = None,
-                          **kwargs: Any) -> MemberProposals:
+def member_step_proposals(
+    study: Callable[..., Any], twin: EnsembleTwin, *, ensemble_study: Any = None, **kwargs: Any
+) -> MemberProposals:
     """Run *study* for the ensemble and for every member of *twin*.
 
     Parameters
@@ -135,6 +142,7 @@ def member_step_proposals(study: Callable[..., Any], twin: EnsembleTwin, *, ense
     cache = _MemberCache(twin)
     if ensemble_study is None:
         ensemble_study = study(twin, **kwargs)
-    proposals = tuple(float(study(MemberTwin(twin, i, cache), **kwargs).proposed_step)
-                      for i in range(int(twin.ensemble_size)))
+    proposals = tuple(
+        float(study(MemberTwin(twin, i, cache), **kwargs).proposed_step) for i in range(int(twin.ensemble_size))
+    )
     return MemberProposals(float(ensemble_study.proposed_step), proposals)

@@ -41,19 +41,21 @@ Angle step (2D maps, e.g. ARPES)
     at most ``max_spurious`` x (reference peaks) spurious peaks (and, if given,
     NRMSE <= ``nrmse_tolerance``); the proposal rule is the same.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bluesky_twin.io_utils import finite_json_data
 from bluesky_twin.analysis.config import AngleStepCriteria, FieldStepCriteria, FieldTiming, LineTiming, split_options
 from bluesky_twin.analysis.mce import entropy_change_from_twin, field_to_tesla
 from bluesky_twin.analysis.protocols import axis_index, predict_in_batches, smooth_model, x_range_of
 from bluesky_twin.errors import InputError
+from bluesky_twin.io_utils import finite_json_data
 from bluesky_twin.protocols import TwinLike
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -135,9 +137,7 @@ def _wiggle(y: np.ndarray, breakpoints: np.ndarray) -> float:
     return float(np.abs(np.diff(y)).sum() - np.abs(np.diff(y[breakpoints])).sum())
 
 
-def oscillation_metric(
-    curve: np.ndarray, reference: np.ndarray, *, prominence_frac: float = 0.01
-) -> OscillationMetric:
+def oscillation_metric(curve: np.ndarray, reference: np.ndarray, *, prominence_frac: float = 0.01) -> OscillationMetric:
     """Compare a dS_M(T) curve with the finest-step reference on the same T grid.
 
     Parameters
@@ -248,7 +248,7 @@ class StepStudy:
         k = int(np.argmin(np.abs(self.steps - self.proposed_step)))
         return self.rows[k]
 
-    def to_frame(self) -> "pd.DataFrame":
+    def to_frame(self) -> pd.DataFrame:
         """One row per candidate step."""
         import pandas as pd
 
@@ -402,8 +402,14 @@ def field_step_study(
         lv = levels[float(step)]
         es = simulate(lv)
         checked = range(1, len(lv)) if criteria.check_fields == "all" else [len(lv) - 1]
-        worst: dict[str, Any] = {"wiggle": -np.inf, "excess_tv": -np.inf, "extra_extrema": -(10**9),
-                                 "n_extrema": 0, "rms": 0.0, "worst_field_T": float(lv[-1])}
+        worst: dict[str, Any] = {
+            "wiggle": -np.inf,
+            "excess_tv": -np.inf,
+            "extra_extrema": -(10**9),
+            "n_extrema": 0,
+            "rms": 0.0,
+            "worst_field_T": float(lv[-1]),
+        }
         passes = True
         for k in checked:
             r_row = int(np.argmin(np.abs(union - lv[k])))
@@ -461,9 +467,7 @@ def field_step_study(
 # ----------------------------------------------------------------------------- angle study
 
 
-def find_peaks_2d(
-    image: np.ndarray, *, size: tuple[int, int], threshold: float, prominence: float = 0.0
-) -> np.ndarray:
+def find_peaks_2d(image: np.ndarray, *, size: tuple[int, int], threshold: float, prominence: float = 0.0) -> np.ndarray:
     """Local maxima of a 2D map.
 
     A pixel is a peak if it equals the maximum of the ``size`` neighbourhood
@@ -581,8 +585,11 @@ def angle_step_study(
     if span == 0:
         raise InputError("the simulated reference map is constant; no peaks to keep")
     # the defaults that depend on the reference step, resolved (and recorded) once
-    criteria = replace(criteria, peak_tolerance=criteria.peak_tolerance or 2.5 * float(s[0]),
-                       peak_window=criteria.peak_window or 10 * float(s[0]))
+    criteria = replace(
+        criteria,
+        peak_tolerance=criteria.peak_tolerance or 2.5 * float(s[0]),
+        peak_window=criteria.peak_window or 10 * float(s[0]),
+    )
     thr = float(reference.min()) + criteria.peak_threshold * span
     window = criteria.peak_window
     prom = criteria.peak_prominence * span
@@ -614,8 +621,12 @@ def angle_step_study(
         recall = float(found.mean())
         nrmse = float(np.sqrt(np.mean((recon - reference) ** 2)) / span)
         spurious = int(len(idx) - found.sum())
-        passes = (recall >= criteria.min_recall and np.isfinite(height_error) and height_error <= criteria.tolerance
-                  and spurious <= criteria.max_spurious * len(ref_idx))
+        passes = (
+            recall >= criteria.min_recall
+            and np.isfinite(height_error)
+            and height_error <= criteria.tolerance
+            and spurious <= criteria.max_spurious * len(ref_idx)
+        )
         if criteria.nrmse_tolerance is not None:
             passes = passes and nrmse <= criteria.nrmse_tolerance
         rows.append(

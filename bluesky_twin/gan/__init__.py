@@ -10,6 +10,7 @@ line's ``--help`` and must not pull in torch):
 (:mod:`.build`).
 See ``docs/gan.md``.
 """
+
 from __future__ import annotations
 
 from bluesky_twin._lazy import lazy_exports

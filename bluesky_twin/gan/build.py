@@ -19,6 +19,7 @@ What to build is one :class:`~bluesky_twin.gan.config.BuildConfig`.
 two classifiers of an existing model directory on its recorded data recipe and leaves
 the generators, the domain-score reference and calibration untouched.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,8 +34,17 @@ from bluesky_twin.errors import InputError
 from bluesky_twin.gan.config import BuildConfig, ClassifierConfig, recipe_from_json, recipe_to_json
 from bluesky_twin.ins.resolution_config import recipe_energy_range
 
-__all__ = ["build_model", "data_geometry", "data_recipe", "recipe_from_json", "recipe_to_json",
-           "retrain_classifiers", "split_indices", "train_classifiers", "training_split"]
+__all__ = [
+    "build_model",
+    "data_geometry",
+    "data_recipe",
+    "recipe_from_json",
+    "recipe_to_json",
+    "retrain_classifiers",
+    "split_indices",
+    "train_classifiers",
+    "training_split",
+]
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +67,9 @@ def training_split(meta: dict[str, Any]) -> dict[str, np.ndarray]:
     from bluesky_twin.ins.dataset import generate_dataset
 
     info = meta["training"]["data"]
-    ds = generate_dataset(int(info["n"]), seed=int(info["seed"]), geometry=info["geometry"], size=int(info["size"]),
-                          **data_recipe(meta))
+    ds = generate_dataset(
+        int(info["n"]), seed=int(info["seed"]), geometry=info["geometry"], size=int(info["size"]), **data_recipe(meta)
+    )
     ia, ib = split_indices(len(ds), int(info["seed"]))
     n_ref, n_cal = int(info["n_reference"]), int(info["n_calibration"])
     return {"dataset": ds, "A": ia, "B": ib, "reference": ia[:n_ref], "calibration": ia[n_ref : n_ref + n_cal]}
@@ -106,8 +117,9 @@ def train_classifiers(
     classifiers: dict[str, Any] = {}
     t0 = time.perf_counter()
     for kind, frames in (("unconvolved", dataset.unconvolved), ("convolved", dataset.convolved)):
-        clf = DUQClassifier(input_scale=input_scale).fit(frames[tr], dataset.labels[tr], epochs=epochs,
-                                                         seed=seed, progress=progress)
+        clf = DUQClassifier(input_scale=input_scale).fit(
+            frames[tr], dataset.labels[tr], epochs=epochs, seed=seed, progress=progress
+        )
         clf.metadata = {"trained_on": kind, "validation_accuracy": float(clf.score(frames[val], dataset.labels[val]))}
         classifiers[kind] = clf
     return classifiers, time.perf_counter() - t0
@@ -115,8 +127,12 @@ def train_classifiers(
 
 def _classifier_record(classifiers: dict[str, Any], epochs: int) -> dict[str, Any]:
     first = next(iter(classifiers.values()))
-    return {"epochs": int(epochs), "input_scale": first.input_scale, "split": "SeedSequence([seed, 102]) 80/20",
-            "validation_accuracy": {k: c.metadata["validation_accuracy"] for k, c in classifiers.items()}}
+    return {
+        "epochs": int(epochs),
+        "input_scale": first.input_scale,
+        "split": "SeedSequence([seed, 102]) 80/20",
+        "validation_accuracy": {k: c.metadata["validation_accuracy"] for k, c in classifiers.items()},
+    }
 
 
 def data_recipe(meta: dict[str, Any]) -> dict[str, Any]:
@@ -192,8 +208,7 @@ def build_model(
     model = Exp2SimModel(result.G_A, result.G_B, gan, scaling, reference=reference)
     digits = digits_control(data.n_calibration, size=data.size, seed=data.seed + 1)
     t0 = time.perf_counter()
-    calibration = model.scorer.calibrate(model.features(ds.convolved[cal_idx]), model.features(digits),
-                                         seed=data.seed)
+    calibration = model.scorer.calibrate(model.features(ds.convolved[cal_idx]), model.features(digits), seed=data.seed)
     t_cal = time.perf_counter() - t0
 
     # classifiers (sign of J2) on 80 % of the frames
@@ -201,27 +216,40 @@ def build_model(
     t_clf = 0.0
     clf = config.classifiers
     if clf.epochs > 0:
-        classifiers, t_clf = train_classifiers(ds, seed=data.seed, epochs=clf.epochs, input_scale=clf.input_scale,
-                                               progress=progress)
+        classifiers, t_clf = train_classifiers(
+            ds, seed=data.seed, epochs=clf.epochs, input_scale=clf.input_scale, progress=progress
+        )
 
     total = time.perf_counter() - t_start
     final = {k: float(np.mean(v[-50:])) for k, v in result.history.items()}
     training = {
         "command": command,
         "seed": data.seed,
-        "data": {"generator": "bluesky_twin.ins.generate_dataset", "n": data.n, "seed": data.seed,
-                 "geometry": data.geometry, "recipe": dict(data.recipe),
-                 "size": data.size, "split": "disjoint halves: A = convolved[first], B = unconvolved[second]",
-                 "n_reference": data.n_reference, "n_calibration": data.n_calibration,
-                 "ood_control": f"digits_control({data.n_calibration}, size={data.size}, seed={data.seed + 1})"},
+        "data": {
+            "generator": "bluesky_twin.ins.generate_dataset",
+            "n": data.n,
+            "seed": data.seed,
+            "geometry": data.geometry,
+            "recipe": dict(data.recipe),
+            "size": data.size,
+            "split": "disjoint halves: A = convolved[first], B = unconvolved[second]",
+            "n_reference": data.n_reference,
+            "n_calibration": data.n_calibration,
+            "ood_control": f"digits_control({data.n_calibration}, size={data.size}, seed={data.seed + 1})",
+        },
         "train_config": tc.to_dict(),
         "preset": gan.preset_name(),
         "parameters_per_generator": n_parameters,
         "final_losses_last50": final,
         "s_per_iteration": result.s_per_iteration,
-        "seconds": {"data": t_data, "gan": result.seconds,
-                    "pseudo_pair_finetune": result.extra.get("pseudo_pair_finetune_seconds", 0.0),
-                    "calibration": t_cal, "classifiers": t_clf, "total": total},
+        "seconds": {
+            "data": t_data,
+            "gan": result.seconds,
+            "pseudo_pair_finetune": result.extra.get("pseudo_pair_finetune_seconds", 0.0),
+            "calibration": t_cal,
+            "classifiers": t_clf,
+            "total": total,
+        },
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "platform": platform.platform(),
@@ -233,15 +261,18 @@ def build_model(
     if "resolution" in result.extra:
         e_lo, e_hi = recipe_energy_range(recipe)
         rows = len(result.extra["resolution"]["sigma_rows"])
-        training["sim2exp_resolution"] = dict(result.extra["resolution"],
-                                              sigma_meV=[round(v * (e_hi - e_lo) / rows, 4)
-                                                         for v in result.extra["resolution"]["sigma_rows"]],
-                                              energy_range_meV=[e_lo, e_hi])
+        training["sim2exp_resolution"] = dict(
+            result.extra["resolution"],
+            sigma_meV=[round(v * (e_hi - e_lo) / rows, 4) for v in result.extra["resolution"]["sigma_rows"]],
+            energy_range_meV=[e_lo, e_hi],
+        )
         if gan.resolution is not None and gan.resolution.sigma_bounds is not None:
             training["sim2exp_resolution"]["sigma_bounds_meV"] = [
-                [round(v * (e_hi - e_lo) / rows, 4) for v in b] for b in gan.resolution.sigma_bounds]
+                [round(v * (e_hi - e_lo) / rows, 4) for v in b] for b in gan.resolution.sigma_bounds
+            ]
             training["sim2exp_resolution"]["sigma_bounds_source"] = (
-                "MAPS resolution over e_init" if config.gan.resolution.sigma_bounds == "maps" else "explicit")
+                "MAPS resolution over e_init" if config.gan.resolution.sigma_bounds == "maps" else "explicit"
+            )
     model.metadata = {"training": training}
     model.classifiers = classifiers
     history = result.history
@@ -333,8 +364,9 @@ def retrain_classifiers(
     if num_threads:
         torch.set_num_threads(int(num_threads))
     try:
-        classifiers, seconds = train_classifiers(split["dataset"], seed=seed, epochs=int(clf_epochs),
-                                                 input_scale=input_scale, progress=progress)
+        classifiers, seconds = train_classifiers(
+            split["dataset"], seed=seed, epochs=int(clf_epochs), input_scale=input_scale, progress=progress
+        )
         threads = torch.get_num_threads()
     finally:
         torch.set_num_threads(old_threads)

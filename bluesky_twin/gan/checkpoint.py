@@ -24,17 +24,28 @@ Weights load with ``torch.load(weights_only=True)`` only; there is no pickle
 fallback.  Every failure to read or verify a directory raises
 :class:`~bluesky_twin.errors.ModelFileError` with the path and the reason.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from bluesky_twin.errors import ModelFileError
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "write_model_dir", "read_metadata", "check_metadata", "migrate_v1",
-           "read_config", "read_generators", "read_reference"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "write_model_dir",
+    "read_metadata",
+    "check_metadata",
+    "migrate_v1",
+    "read_config",
+    "read_generators",
+    "read_reference",
+]
 
 FORMAT = "bluesky-twin/exp2simgan"
 #: Version written; :data:`READABLE_VERSIONS` are read (older ones migrated).
@@ -44,15 +55,31 @@ GENERATORS_FILE = "generators.pt"
 REFERENCE_FILE = "domain_reference.npy"
 
 #: Bounds on the sizes a GAN metadata may ask for (checked before any allocation).
-CONFIG_BOUNDS = {"dims": (1, 3), "ngf": (1, 512), "ndf": (1, 512), "n_blocks": (0, 64),
-                 "n_layers_d": (1, 16), "nce_dim": (1, 4096), "num_patches": (1, 65536)}
+CONFIG_BOUNDS = {
+    "dims": (1, 3),
+    "ngf": (1, 512),
+    "ndf": (1, 512),
+    "n_blocks": (0, 64),
+    "n_layers_d": (1, 16),
+    "nce_dim": (1, 4096),
+    "num_patches": (1, 65536),
+}
 RESOLUTION_BOUNDS = {"degree": (0, 16)}
 
 #: Format 1's GanConfig defaults of the resolution options (a key missing from a version-1
 #: ``config`` meant this value).
-V1_RESOLUTION_DEFAULTS = {"degree": 2, "init_sigma": 3.0, "instrument": False, "residual": True,
-                          "energy_range": None, "sigma_bounds": None, "stochastic": False, "poisson": False,
-                          "spread_max": None, "column_terms": False}
+V1_RESOLUTION_DEFAULTS = {
+    "degree": 2,
+    "init_sigma": 3.0,
+    "instrument": False,
+    "residual": True,
+    "energy_range": None,
+    "sigma_bounds": None,
+    "stochastic": False,
+    "poisson": False,
+    "spread_max": None,
+    "column_terms": False,
+}
 #: Format 1's TrainConfig defaults of the options added after the first models.
 V1_TRAIN_DEFAULTS = {"resolution_lr_scale": 50.0, "refill_masked": False}
 V1_PSEUDO_PAIR_DEFAULTS = {"weight": 0.0, "widths": "learned", "finetune": 0}
@@ -123,7 +150,7 @@ def migrate_v1(meta: dict[str, Any]) -> dict[str, Any]:
     if flat.pop("sim2exp_resolution", False):
         resolution = dict(V1_RESOLUTION_DEFAULTS)
         for key, value in flat.items():
-            name = key[len("resolution_"):]
+            name = key[len("resolution_") :]
             if name not in resolution:
                 raise ModelFileError(f"format-1 config has an unknown key {key!r}")
             resolution[name] = value
@@ -160,7 +187,8 @@ def check_metadata(version: Any) -> dict[str, Any]:
     if meta.get("format_version") not in READABLE_VERSIONS:
         raise ModelFileError(
             f"{meta_path} has format_version {meta.get('format_version')!r}; this version reads "
-            f"{', '.join(map(str, READABLE_VERSIONS))}")
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
+        )
     for key in ("config", "preprocessing", "files"):
         if key not in meta:
             raise ModelFileError(f"{meta_path} lacks the '{key}' entry")

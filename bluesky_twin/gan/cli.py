@@ -3,6 +3,7 @@
 Only argparse is imported at module level; torch, POT and the INS simulation are
 imported inside the command functions.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,76 +16,142 @@ __all__ = ["register"]
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train``, ``train-classifiers``, ``evaluate`` and ``score`` to the ``ins`` sub-command."""
     p = subparsers.add_parser(
-        "train", help="train an Exp2SimGAN model (+ DUQ classifiers, domain calibration)",
+        "train",
+        help="train an Exp2SimGAN model (+ DUQ classifiers, domain calibration)",
         description="Train an Exp2SimGAN model directory. Every option below sets one field of the build "
-                    "configuration (bluesky_twin.gan.config.BuildConfig); --config FILE gives all of them as "
-                    "JSON, and options given as well override the file. --print-config shows the result.")
+        "configuration (bluesky_twin.gan.config.BuildConfig); --config FILE gives all of them as "
+        "JSON, and options given as well override the file. --print-config shows the result.",
+    )
     p.add_argument("--out", type=Path, default=None, help="model directory to write (required unless --print-config)")
-    p.add_argument("--config", type=Path, default=None, metavar="FILE",
-                   help="JSON build configuration {gan, train, data, classifiers} (see docs/gan.md); options given "
-                        "on the command line override it")
-    p.add_argument("--print-config", action="store_true",
-                   help="print the validated build configuration as JSON and exit without training")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="JSON build configuration {gan, train, data, classifiers} (see docs/gan.md); options given "
+        "on the command line override it",
+    )
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the validated build configuration as JSON and exit without training",
+    )
     g = p.add_argument_group("data (DataConfig)")
     g.add_argument("--n", type=int, default=None, help="simulated paired frames (default 2000)")
     g.add_argument("--seed", type=int, default=None, help="data, split, classifier and training seed (default 0)")
     g.add_argument("--size", type=int, default=None, help="frame size (default 64)")
     g.add_argument("--geometry", choices=["cut", "powder"], default=None, help="frame geometry (default cut)")
-    g.add_argument("--recipe", action="append", default=[], metavar="KEY=JSON",
-                   help="override the experiment-like recipe, e.g. --recipe 'e_init=[50,60,70]' "
-                        "--recipe chopper_frequency=100 (repeatable); --recipe mask_unconvolved=true gives "
-                        "the unconvolved maps the frames' coverage mask")
+    g.add_argument(
+        "--recipe",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="override the experiment-like recipe, e.g. --recipe 'e_init=[50,60,70]' "
+        "--recipe chopper_frequency=100 (repeatable); --recipe mask_unconvolved=true gives "
+        "the unconvolved maps the frames' coverage mask",
+    )
     g.add_argument("--n-reference", type=int, default=None, help="domain-score reference frames (default 256)")
     g.add_argument("--n-calibration", type=int, default=None, help="domain-score calibration frames (default 200)")
     g = p.add_argument_group("architecture (GanConfig)")
     g.add_argument("--preset", choices=["small", "paper"], default=None, help="size preset (default small)")
-    g.add_argument("--sim2exp-resolution-layer", action="store_true", default=None,
-                   help="give Sim2Exp the learnable energy-resolution layer (ResolutionConfig defaults: instrument "
-                        "terms on, no ResNet correction); needs whole frames (no --crop)")
-    g.add_argument("--resolution-init-sigma", type=float, default=None,
-                   help="initial broadening width in pixels (rows) (default 3)")
-    g.add_argument("--resolution-maps-bounds", action="store_true", default=None,
-                   help="bound the width, row by row, to the MAPS resolution of the recipe's incident energies")
-    g.add_argument("--resolution-stochastic", action="store_true", default=None,
-                   help="draw a width and instrument amplitudes per frame in training (learnable spreads); "
-                        "translation uses the central values")
-    g.add_argument("--resolution-poisson", action="store_true", default=None,
-                   help="Poisson-valued counting noise in training (straight-through gradient)")
+    g.add_argument(
+        "--sim2exp-resolution-layer",
+        action="store_true",
+        default=None,
+        help="give Sim2Exp the learnable energy-resolution layer (ResolutionConfig defaults: instrument "
+        "terms on, no ResNet correction); needs whole frames (no --crop)",
+    )
+    g.add_argument(
+        "--resolution-init-sigma",
+        type=float,
+        default=None,
+        help="initial broadening width in pixels (rows) (default 3)",
+    )
+    g.add_argument(
+        "--resolution-maps-bounds",
+        action="store_true",
+        default=None,
+        help="bound the width, row by row, to the MAPS resolution of the recipe's incident energies",
+    )
+    g.add_argument(
+        "--resolution-stochastic",
+        action="store_true",
+        default=None,
+        help="draw a width and instrument amplitudes per frame in training (learnable spreads); "
+        "translation uses the central values",
+    )
+    g.add_argument(
+        "--resolution-poisson",
+        action="store_true",
+        default=None,
+        help="Poisson-valued counting noise in training (straight-through gradient)",
+    )
     g = p.add_argument_group("training (TrainConfig)")
     g.add_argument("--iterations", type=int, default=None, help="optimiser steps (default 1500)")
     g.add_argument("--batch-size", type=int, default=None, help="frames per domain and step (default 8)")
     g.add_argument("--crop", type=int, default=None, help="train on random crops of this size")
     g.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 2e-4)")
-    g.add_argument("--resolution-lr-scale", type=float, default=None,
-                   help="learning-rate multiplier of the resolution layer (default 50)")
-    g.add_argument("--pseudo-pair-weight", type=float, default=None, metavar="W",
-                   help="weight of the pseudo-pair term L1(Exp2Sim(Sim2Exp(b)), b): Exp2Sim learns to undo "
-                        "Sim2Exp's output, whose ground truth is known; no real pair is used (default 0: off)")
-    g.add_argument("--pseudo-pair-widths", choices=("learned", "uniform"), default=None,
-                   help="pseudo pairs broadened with Sim2Exp's learned widths, or with widths drawn uniformly "
-                        "across the MAPS bounds (needs --resolution-maps-bounds); default learned")
-    g.add_argument("--pseudo-pair-finetune", type=int, default=None, metavar="STEPS",
-                   help="after the GAN, train Exp2Sim alone for STEPS more steps on pseudo pairs of the final "
-                        "Sim2Exp (default 0: off)")
+    g.add_argument(
+        "--resolution-lr-scale",
+        type=float,
+        default=None,
+        help="learning-rate multiplier of the resolution layer (default 50)",
+    )
+    g.add_argument(
+        "--pseudo-pair-weight",
+        type=float,
+        default=None,
+        metavar="W",
+        help="weight of the pseudo-pair term L1(Exp2Sim(Sim2Exp(b)), b): Exp2Sim learns to undo "
+        "Sim2Exp's output, whose ground truth is known; no real pair is used (default 0: off)",
+    )
+    g.add_argument(
+        "--pseudo-pair-widths",
+        choices=("learned", "uniform"),
+        default=None,
+        help="pseudo pairs broadened with Sim2Exp's learned widths, or with widths drawn uniformly "
+        "across the MAPS bounds (needs --resolution-maps-bounds); default learned",
+    )
+    g.add_argument(
+        "--pseudo-pair-finetune",
+        type=int,
+        default=None,
+        metavar="STEPS",
+        help="after the GAN, train Exp2Sim alone for STEPS more steps on pseudo pairs of the final "
+        "Sim2Exp (default 0: off)",
+    )
     g = p.add_argument_group("classifiers (ClassifierConfig)")
     g.add_argument("--clf-epochs", type=int, default=None, help="DUQ classifier epochs (default 15; 0: none)")
-    g.add_argument("--clf-input-scale", choices=["log", "linear"], default=None,
-                   help="DUQ classifier input scaling (default: the DUQ default)")
+    g.add_argument(
+        "--clf-input-scale",
+        choices=["log", "linear"],
+        default=None,
+        help="DUQ classifier input scaling (default: the DUQ default)",
+    )
     g = p.add_argument_group("run")
     g.add_argument("--threads", type=int, default=None, help="torch threads")
-    g.add_argument("--overwrite", "--force", dest="force", action="store_true",
-                   help="publish a new version into an existing Exp2SimGAN model directory (the previous "
-                        "versions are kept); a directory or file that holds anything else is never replaced")
+    g.add_argument(
+        "--overwrite",
+        "--force",
+        dest="force",
+        action="store_true",
+        help="publish a new version into an existing Exp2SimGAN model directory (the previous "
+        "versions are kept); a directory or file that holds anything else is never replaced",
+    )
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_train)
 
     p = subparsers.add_parser(
-        "train-classifiers",
-        help="retrain only the DUQ classifiers of a model directory (generators unchanged)")
+        "train-classifiers", help="retrain only the DUQ classifiers of a model directory (generators unchanged)"
+    )
     p.add_argument("--model", required=True, type=Path, help="model directory to update in place")
     p.add_argument("--clf-epochs", type=int, default=15, help="DUQ classifier epochs (default 15)")
-    p.add_argument("--input-scale", choices=["log", "linear"], default=None,
-                   help="classifier input scaling (default: the DUQ default)")
+    p.add_argument(
+        "--input-scale",
+        choices=["log", "linear"],
+        default=None,
+        help="classifier input scaling (default: the DUQ default)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_train_classifiers)
@@ -97,9 +164,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
-    p.add_argument("--sim2exp-unmasked-input", action="store_true",
-                   help="models trained with mask_unconvolved=true: also translate the unmasked simulations of the "
-                        "test frames (mask put back afterwards)")
+    p.add_argument(
+        "--sim2exp-unmasked-input",
+        action="store_true",
+        help="models trained with mask_unconvolved=true: also translate the unmasked simulations of the "
+        "test frames (mask put back afterwards)",
+    )
     p.set_defaults(func=_run_evaluate)
 
     p = subparsers.add_parser("score", help="domain-of-applicability score of frames in a .npy file")
@@ -107,8 +177,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, default=None, help="model directory (default: the shipped model)")
     p.add_argument("--json", type=Path, default=None, help="write per-frame scores and zones here")
     p.add_argument("--translated", type=Path, default=None, help="also write the Exp2Sim frames (.npy)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace existing --json / --translated files (never the input frames file)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing --json / --translated files (never the input frames file)",
+    )
     p.set_defaults(func=_run_score)
 
 
@@ -173,9 +246,14 @@ TRAIN_FLAGS: dict[str, tuple[tuple[str, ...], ...]] = {
 #: The value a switch sets (``--resolution-maps-bounds`` names the bounds' source).
 _SWITCH_VALUES = {"resolution_maps_bounds": "maps"}
 #: Config class of each path prefix (their error messages start with ``Class.field``).
-_CONFIG_CLASSES = {("data",): "DataConfig", ("gan",): "GanConfig", ("gan", "resolution"): "ResolutionConfig",
-                   ("train",): "TrainConfig", ("train", "pseudo_pair"): "PseudoPairConfig",
-                   ("classifiers",): "ClassifierConfig"}
+_CONFIG_CLASSES = {
+    ("data",): "DataConfig",
+    ("gan",): "GanConfig",
+    ("gan", "resolution"): "ResolutionConfig",
+    ("train",): "TrainConfig",
+    ("train", "pseudo_pair"): "PseudoPairConfig",
+    ("classifiers",): "ClassifierConfig",
+}
 
 
 def _flag(dest: str) -> str:
@@ -225,7 +303,7 @@ def _name_flags(message: str, given: dict[str, object]) -> str:
         for path in TRAIN_FLAGS[dest]:
             field = f"{_CONFIG_CLASSES.get(path[:-1], '')}.{path[-1]}"
             if message.startswith(field + " "):
-                return _flag(dest) + message[len(field):]
+                return _flag(dest) + message[len(field) :]
     return message
 
 
@@ -252,8 +330,10 @@ def _run_train(args: argparse.Namespace) -> int:
     with writer_lock(args.out):
         info = build_model(args.out, config, num_threads=args.threads, progress=not args.quiet, command=command)
     sec = info["seconds"]
-    print(f"wrote {args.out} ({sec['total']:.0f} s total, GAN {sec['gan']:.0f} s, "
-          f"{info['s_per_iteration']:.3f} s/iteration); loss curves in {current_path(args.out) / 'plots'}")
+    print(
+        f"wrote {args.out} ({sec['total']:.0f} s total, GAN {sec['gan']:.0f} s, "
+        f"{info['s_per_iteration']:.3f} s/iteration); loss curves in {current_path(args.out) / 'plots'}"
+    )
     return 0
 
 
@@ -268,16 +348,26 @@ def _run_train_classifiers(args: argparse.Namespace) -> int:
 
     read_metadata(args.model)  # a readable model, before anything trains
     argv = sys.argv[1:3]
-    command = "bluesky-twin ins train-classifiers " + " ".join(sys.argv[3:]) if argv == ["ins", "train-classifiers"] else None
+    command = (
+        "bluesky-twin ins train-classifiers " + " ".join(sys.argv[3:]) if argv == ["ins", "train-classifiers"] else None
+    )
     with writer_lock(args.model, option="--model"):
-        rec = retrain_classifiers(args.model, clf_epochs=args.clf_epochs, input_scale=args.input_scale,
-                                  num_threads=args.threads, progress=not args.quiet, command=command)
+        rec = retrain_classifiers(
+            args.model,
+            clf_epochs=args.clf_epochs,
+            input_scale=args.input_scale,
+            num_threads=args.threads,
+            progress=not args.quiet,
+            command=command,
+        )
     from bluesky_twin.gan.checkpoint import read_metadata
 
     acc = read_metadata(args.model)["training"]["classifier_validation_accuracy"]
-    print(f"retrained the classifiers of {args.model} ({rec['input_scale']} input scale, {rec['epochs']} epochs, "
-          f"{rec['seconds']:.0f} s; new version, the previous one kept); validation accuracy "
-          + ", ".join(f"{k} {100 * v:.2f}%" for k, v in acc.items()))
+    print(
+        f"retrained the classifiers of {args.model} ({rec['input_scale']} input scale, {rec['epochs']} epochs, "
+        f"{rec['seconds']:.0f} s; new version, the previous one kept); validation accuracy "
+        + ", ".join(f"{k} {100 * v:.2f}%" for k, v in acc.items())
+    )
     return 0
 
 
@@ -305,8 +395,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from bluesky_twin.io_utils import atomic_write_json, finite_json_data
 
     model = _load(args.model)
-    res = evaluate_model(model, n=args.n, seed=args.seed, n_domain=args.n_domain, progress=True,
-                         sim2exp_unmasked_input=args.sim2exp_unmasked_input)
+    res = evaluate_model(
+        model,
+        n=args.n,
+        seed=args.seed,
+        n_domain=args.n_domain,
+        progress=True,
+        sim2exp_unmasked_input=args.sim2exp_unmasked_input,
+    )
     print(format_table(res))
     if args.json is not None:
         atomic_write_json(args.json, finite_json_data(res))
@@ -320,14 +416,16 @@ def _check_score_outputs(args: argparse.Namespace) -> None:
 
     from bluesky_twin.errors import InputError
 
-    outputs = [(flag, path) for flag, path in (("--json", args.json), ("--translated", args.translated))
-               if path is not None]
+    outputs = [
+        (flag, path) for flag, path in (("--json", args.json), ("--translated", args.translated)) if path is not None
+    ]
     for flag, path in outputs:
         _check_output(path)
         if path.is_dir():
             raise InputError(f"{flag} {path} is a directory; give a file name")
         same_as_input = os.path.abspath(path) == os.path.abspath(args.frames) or (
-            path.exists() and args.frames.exists() and os.path.samefile(path, args.frames))
+            path.exists() and args.frames.exists() and os.path.samefile(path, args.frames)
+        )
         if same_as_input:
             raise InputError(f"{flag} {path} is the input frames file; write the output elsewhere")
         if path.exists() and not args.overwrite:
@@ -388,14 +486,17 @@ def _run_score(args: argparse.Namespace) -> int:
     expected = _model_frame_shape(model)
     if expected is not None and frames.shape[1:] != expected:
         size = "x".join(map(str, expected))
-        raise InputError(f"{args.frames} holds {'x'.join(map(str, frames.shape[1:]))} frames; the model takes "
-                         f"{size} frames")
+        raise InputError(
+            f"{args.frames} holds {'x'.join(map(str, frames.shape[1:]))} frames; the model takes {size} frames"
+        )
     out = model.translate_and_score(frames, keep_mask=True)
     res = {
         "model": str(args.model) if args.model else "shipped",
         "n": int(len(frames)),
         "thresholds": model.scorer.settings()["thresholds"],
-        "frames": [{"index": i, "score": float(s), "zone": z} for i, (s, z) in enumerate(zip(out["scores"], out["zones"]))],
+        "frames": [
+            {"index": i, "score": float(s), "zone": z} for i, (s, z) in enumerate(zip(out["scores"], out["zones"]))
+        ],
     }
     for item in res["frames"][:20]:
         print(f"frame {item['index']:4d}  score {item['score']:12.1f}  {item['zone']}")

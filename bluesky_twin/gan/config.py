@@ -19,14 +19,16 @@ defaults (configuration files); model metadata is complete and versioned
 
 This module does not import torch.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +50,7 @@ __all__ = [
     "recipe_from_json",
     "recipe_to_json",
 ]
+
 
 def encoder_layer_names(n_blocks: int) -> list[str]:
     """Names of the encoder layers whose outputs a generator can return, in order."""
@@ -71,8 +74,7 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return (isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
-            and math.isfinite(float(value)))
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(float(value))
 
 
 def _check_int(owner: str, obj: Any, name: str, lo: int) -> None:
@@ -179,12 +181,12 @@ class GanConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "GanConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> GanConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise InputError, missing ones take the defaults."""
         return _from_mapping(cls, d, {"resolution": ResolutionConfig.from_dict})
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "GanConfig":
+    def preset(cls, name: str, **overrides: Any) -> GanConfig:
         """A named size preset (``small`` or ``paper``) with optional overrides."""
         try:
             base = dict(PRESETS[name])
@@ -203,10 +205,26 @@ class GanConfig:
 
 #: Size presets: ``small`` (default, 2 CPU cores) and ``paper`` (the published network).
 PRESETS: dict[str, dict[str, Any]] = {
-    "small": dict(ngf=16, n_blocks=3, ndf=32, n_layers_d=2, antialias=False,
-                  nce_layers=("down1", "down2", "res1", "res3"), nce_dim=128, num_patches=256),
-    "paper": dict(ngf=64, n_blocks=9, ndf=64, n_layers_d=3, antialias=True,
-                  nce_layers=("down1", "down2", "res1", "res5"), nce_dim=256, num_patches=256),
+    "small": dict(
+        ngf=16,
+        n_blocks=3,
+        ndf=32,
+        n_layers_d=2,
+        antialias=False,
+        nce_layers=("down1", "down2", "res1", "res3"),
+        nce_dim=128,
+        num_patches=256,
+    ),
+    "paper": dict(
+        ngf=64,
+        n_blocks=9,
+        ndf=64,
+        n_layers_d=3,
+        antialias=True,
+        nce_layers=("down1", "down2", "res1", "res5"),
+        nce_dim=256,
+        num_patches=256,
+    ),
 }
 
 
@@ -251,7 +269,7 @@ class PseudoPairConfig:
         return self.weight > 0 or self.finetune > 0
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "PseudoPairConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> PseudoPairConfig:
         """From a mapping; unknown keys raise InputError, missing ones take the defaults."""
         return _from_mapping(cls, d)
 
@@ -324,7 +342,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise InputError, missing ones take the defaults."""
         return _from_mapping(cls, d, {"pseudo_pair": PseudoPairConfig.from_dict})
 
@@ -348,21 +366,27 @@ def check_training(gan: GanConfig, train: TrainConfig, frame_shape: tuple[int, .
     """
     res = gan.resolution
     if res is not None and train.crop is not None:
-        raise InputError("the Sim2Exp resolution layer needs whole frames (its width depends on the row's "
-                         "energy): use crop=None (drop --crop)")
+        raise InputError(
+            "the Sim2Exp resolution layer needs whole frames (its width depends on the row's "
+            "energy): use crop=None (drop --crop)"
+        )
     pseudo = train.pseudo_pair
     if pseudo.enabled and pseudo.widths == "uniform" and (res is None or res.sigma_bounds is None):
-        raise InputError("PseudoPairConfig.widths='uniform' draws widths across the Sim2Exp layer's bounds: it "
-                         "needs GanConfig.resolution with sigma_bounds (ins train --sim2exp-resolution-layer "
-                         "--resolution-maps-bounds)")
+        raise InputError(
+            "PseudoPairConfig.widths='uniform' draws widths across the Sim2Exp layer's bounds: it "
+            "needs GanConfig.resolution with sigma_bounds (ins train --sim2exp-resolution-layer "
+            "--resolution-maps-bounds)"
+        )
     if frame_shape is not None:
         if train.crop is None and any(int(s) % 4 for s in frame_shape):
             raise InputError(f"frame sizes must be divisible by 4, got {tuple(frame_shape)}")
         if train.crop is not None and any(int(s) < train.crop for s in frame_shape):
             raise InputError(f"crop {train.crop} is larger than the frames {tuple(frame_shape)}")
         if res is not None and isinstance(res.sigma_bounds, tuple) and len(res.sigma_bounds[0]) != frame_shape[0]:
-            raise InputError(f"ResolutionConfig.sigma_bounds are for {len(res.sigma_bounds[0])} energy rows, the "
-                             f"frames have {frame_shape[0]}")
+            raise InputError(
+                f"ResolutionConfig.sigma_bounds are for {len(res.sigma_bounds[0])} energy rows, the "
+                f"frames have {frame_shape[0]}"
+            )
 
 
 # ----------------------------------------------------------------------------- the build
@@ -411,8 +435,12 @@ class DataConfig:
             if not _is_int(value) or value < 20:
                 raise _fail(owner, name, f"must be >= 20 (20 frames per Sinkhorn repeat), got {value!r}")
         if self.n < 2 * (self.n_reference + self.n_calibration):
-            raise _fail(owner, "n", f"is too small ({self.n}): need n >= 2 * (n_reference + n_calibration) = "
-                                    f"{2 * (self.n_reference + self.n_calibration)}")
+            raise _fail(
+                owner,
+                "n",
+                f"is too small ({self.n}): need n >= 2 * (n_reference + n_calibration) = "
+                f"{2 * (self.n_reference + self.n_calibration)}",
+            )
         if not isinstance(self.recipe, Mapping):
             raise _fail(owner, "recipe", f"must be an object of recipe overrides, got {self.recipe!r}")
         from bluesky_twin.ins.frames import Recipe
@@ -426,7 +454,7 @@ class DataConfig:
         return recipe_from_json(self.recipe)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "DataConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> DataConfig:
         """From a mapping; unknown keys raise InputError, missing ones take the defaults."""
         return _from_mapping(cls, d)
 
@@ -460,11 +488,14 @@ class ClassifierConfig:
     def __post_init__(self) -> None:
         _check_int("ClassifierConfig", self, "epochs", 0)
         if self.input_scale is not None and self.input_scale not in CLASSIFIER_INPUT_SCALES:
-            raise _fail("ClassifierConfig", "input_scale",
-                        f"must be one of {CLASSIFIER_INPUT_SCALES} or null, got {self.input_scale!r}")
+            raise _fail(
+                "ClassifierConfig",
+                "input_scale",
+                f"must be one of {CLASSIFIER_INPUT_SCALES} or null, got {self.input_scale!r}",
+            )
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ClassifierConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> ClassifierConfig:
         """From a mapping; unknown keys raise InputError, missing ones take the defaults."""
         return _from_mapping(cls, d)
 
@@ -488,8 +519,12 @@ class BuildConfig:
     classifiers: ClassifierConfig = field(default_factory=ClassifierConfig)
 
     def __post_init__(self) -> None:
-        for name, cls in (("gan", GanConfig), ("train", TrainConfig), ("data", DataConfig),
-                          ("classifiers", ClassifierConfig)):
+        for name, cls in (
+            ("gan", GanConfig),
+            ("train", TrainConfig),
+            ("data", DataConfig),
+            ("classifiers", ClassifierConfig),
+        ):
             if not isinstance(getattr(self, name), cls):
                 raise _fail("BuildConfig", name, f"must be a {cls.__name__}, got {getattr(self, name)!r}")
         check_training(self.gan, self.train, (self.data.size, self.data.size))
@@ -507,12 +542,15 @@ class BuildConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (``--config FILE``)."""
-        return {"gan": self.gan.to_dict(), "train": self.train.to_dict(),
-                "data": {**dataclasses.asdict(self.data), "recipe": dict(self.data.recipe)},
-                "classifiers": dataclasses.asdict(self.classifiers)}
+        return {
+            "gan": self.gan.to_dict(),
+            "train": self.train.to_dict(),
+            "data": {**dataclasses.asdict(self.data), "recipe": dict(self.data.recipe)},
+            "classifiers": dataclasses.asdict(self.classifiers),
+        }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "BuildConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> BuildConfig:
         """From the JSON form; unknown keys raise InputError, missing ones take the defaults."""
         if not isinstance(d, Mapping):
             raise InputError(f"a build configuration must be a JSON object, got {type(d).__name__}")
@@ -524,8 +562,16 @@ class BuildConfig:
             if name not in PRESETS:
                 raise InputError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
             d["gan"] = {**PRESETS[name], **gan}
-        return _from_mapping(cls, d, {"gan": GanConfig.from_dict, "train": TrainConfig.from_dict,
-                                      "data": DataConfig.from_dict, "classifiers": ClassifierConfig.from_dict})
+        return _from_mapping(
+            cls,
+            d,
+            {
+                "gan": GanConfig.from_dict,
+                "train": TrainConfig.from_dict,
+                "data": DataConfig.from_dict,
+                "classifiers": ClassifierConfig.from_dict,
+            },
+        )
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

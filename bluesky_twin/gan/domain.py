@@ -31,6 +31,7 @@ Thresholds are calibrated per level and stored with the model: a score is
 the 5th percentile of an out-of-distribution control (digits), otherwise 'expert
 opinion'.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -143,8 +144,9 @@ class DomainScorer:
         """Batched entropic OT cost <T, C> for (B, n, m) costs in original units."""
         import ot
 
-        res = ot.solve_batch(costs / self.cost_scale, reg=self.eps, method="log_sinkhorn",
-                             max_iter=self.max_iter, tol=1e-6)
+        res = ot.solve_batch(
+            costs / self.cost_scale, reg=self.eps, method="log_sinkhorn", max_iter=self.max_iter, tol=1e-6
+        )
         return np.asarray(res.value_linear, dtype=np.float64) * self.cost_scale
 
     # ------------------------------------------------------------------ scores
@@ -164,8 +166,14 @@ class DomainScorer:
         """(N,) per-frame scores (mean over the repeats)."""
         return self.frame_score_repeats(feats).mean(axis=1)
 
-    def set_distribution(self, feats: np.ndarray, n_repeats: int | None = None, seed: int = 0,
-                         n_query: int | None = None, chunk: int = 250) -> np.ndarray:
+    def set_distribution(
+        self,
+        feats: np.ndarray,
+        n_repeats: int | None = None,
+        seed: int = 0,
+        n_query: int | None = None,
+        chunk: int = 250,
+    ) -> np.ndarray:
         """Sinkhorn values between 20 random reference vectors and 20 random frames of the set.
 
         Parameters
@@ -234,24 +242,35 @@ class DomainScorer:
             if overlap:
                 untrust = trust
             self.thresholds[level] = Thresholds(trust, untrust)
-            info[level] = {"trustworthy": trust, "untrustworthy": untrust, "overlap": overlap,
-                           "train_mean": float(tr.mean()), "ood_mean": float(od.mean()), "n_train": len(tr),
-                           "n_ood": len(od)}
+            info[level] = {
+                "trustworthy": trust,
+                "untrustworthy": untrust,
+                "overlap": overlap,
+                "train_mean": float(tr.mean()),
+                "ood_mean": float(od.mean()),
+                "n_train": len(tr),
+                "n_ood": len(od),
+            }
         return info
 
     # ------------------------------------------------------------- persistence
     def settings(self) -> dict[str, Any]:
         """JSON-serialisable settings (everything but the bank)."""
         return {
-            "eps": self.eps, "n_ref": self.n_ref, "n_repeats": self.n_repeats,
-            "frame_repeats": self.frame_repeats, "max_iter": self.max_iter, "seed": self.seed,
-            "cost_scale": self.cost_scale, "cost": "squared euclidean",
+            "eps": self.eps,
+            "n_ref": self.n_ref,
+            "n_repeats": self.n_repeats,
+            "frame_repeats": self.frame_repeats,
+            "max_iter": self.max_iter,
+            "seed": self.seed,
+            "cost_scale": self.cost_scale,
+            "cost": "squared euclidean",
             "solver": "ot.solve_batch(method='log_sinkhorn')",
             "thresholds": {k: asdict(v) for k, v in self.thresholds.items()},
         }
 
     @classmethod
-    def from_settings(cls, bank: np.ndarray, settings: dict[str, Any], **overrides: Any) -> "DomainScorer":
+    def from_settings(cls, bank: np.ndarray, settings: dict[str, Any], **overrides: Any) -> DomainScorer:
         """Rebuild from :meth:`settings` and the bank."""
         kw = {k: settings[k] for k in ("eps", "n_ref", "n_repeats", "frame_repeats", "max_iter", "seed", "cost_scale")}
         kw.update(overrides)

@@ -39,6 +39,7 @@ temperature and background, stronger elastic line: the stand-in for real data
 that differs from the simulation recipe), ``near_domain`` (stripe-phase frames,
 another Hamiltonian, in the model's geometry and recipe), ``digits``.
 """
+
 from __future__ import annotations
 
 import time
@@ -48,8 +49,15 @@ import numpy as np
 
 from bluesky_twin.errors import InputError, ModelFileError
 
-__all__ = ["evaluate_model", "format_table", "measure_ms_per_frame", "model_test_set", "unmasked_test_set",
-           "SHIFTED_RECIPE", "ABS_J2_BINS"]
+__all__ = [
+    "evaluate_model",
+    "format_table",
+    "measure_ms_per_frame",
+    "model_test_set",
+    "unmasked_test_set",
+    "SHIFTED_RECIPE",
+    "ABS_J2_BINS",
+]
 
 #: Edges (meV) of the |J2| bins of ``acc_by_abs_j2``: the sign of a small J2 is the hard case.
 ABS_J2_BINS: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2 + 1e-9)
@@ -99,8 +107,13 @@ def model_test_set(model: Any, n: int, seed: int, **overrides: Any) -> Any:
     from bluesky_twin.gan.build import data_geometry, data_recipe
     from bluesky_twin.ins.dataset import generate_dataset
 
-    return generate_dataset(n, seed=seed, size=int(model.reference.shape[-1]), geometry=data_geometry(model.metadata),
-                            **{**data_recipe(model.metadata), **overrides})
+    return generate_dataset(
+        n,
+        seed=seed,
+        size=int(model.reference.shape[-1]),
+        geometry=data_geometry(model.metadata),
+        **{**data_recipe(model.metadata), **overrides},
+    )
 
 
 def unmasked_test_set(model: Any, test_set: Any, n: int, seed: int) -> Any:
@@ -113,14 +126,22 @@ def unmasked_test_set(model: Any, test_set: Any, n: int, seed: int) -> Any:
     """
     full = model_test_set(model, n, seed, mask_unconvolved=False)
     mask = np.isnan(test_set.convolved)
-    if not (np.array_equal(np.isnan(full.convolved), mask)
-            and np.allclose(np.nan_to_num(full.convolved), np.nan_to_num(test_set.convolved))):
+    if not (
+        np.array_equal(np.isnan(full.convolved), mask)
+        and np.allclose(np.nan_to_num(full.convolved), np.nan_to_num(test_set.convolved))
+    ):
         raise RuntimeError("the unmasked regeneration of the test set does not reproduce its frames")
     return full
 
 
-def evaluate_model(model: Any, n: int = 500, seed: int = 1234, n_domain: int = 200,
-                   progress: bool = False, sim2exp_unmasked_input: bool = False) -> dict[str, Any]:
+def evaluate_model(
+    model: Any,
+    n: int = 500,
+    seed: int = 1234,
+    n_domain: int = 200,
+    progress: bool = False,
+    sim2exp_unmasked_input: bool = False,
+) -> dict[str, Any]:
     """Run the full evaluation of a loaded :class:`~bluesky_twin.gan.model.Exp2SimModel`.
 
     Parameters
@@ -179,8 +200,9 @@ def evaluate_model(model: Any, n: int = 500, seed: int = 1234, n_domain: int = 2
     exp2sim = model.exp2sim(te.convolved, keep_mask=keep_mask)
     sim2exp = model.sim2exp(te.unconvolved, keep_mask=keep_mask)
     out: dict[str, Any] = {"n": n, "seed": seed, "geometry": geometry, "recipe": recipe_to_json(recipe)}
-    out["classifier_input_scale"] = {k: str(getattr(c, "input_scale", "log")) for k, c in
-                                     (("unconvolved", clf_u), ("convolved", clf_c))}
+    out["classifier_input_scale"] = {
+        k: str(getattr(c, "input_scale", "log")) for k, c in (("unconvolved", clf_u), ("convolved", clf_c))
+    }
     out["acc_unconvolved"] = float(clf_u.score(te.unconvolved, te.labels))
     out["acc_convolved_raw"] = float(clf_u.score(te.convolved, te.labels))
     out["acc_convolved_exp2sim"] = float(clf_u.score(exp2sim, te.labels))
@@ -190,8 +212,12 @@ def evaluate_model(model: Any, n: int = 500, seed: int = 1234, n_domain: int = 2
     out["acc_conv_clf_on_unconvolved_sim2exp"] = float(clf_c.score(sim2exp, te.labels))
     out["gap_exp2sim_points"] = out["acc_unconvolved"] - out["acc_convolved_raw"]
     out["gap_sim2exp_points"] = out["acc_conv_clf_on_convolved"] - out["acc_conv_clf_on_unconvolved_raw"]
-    out["gap_closed_sim2exp"] = _gap(out["acc_conv_clf_on_unconvolved_sim2exp"],
-                                     out["acc_conv_clf_on_unconvolved_raw"], out["acc_conv_clf_on_convolved"], n)
+    out["gap_closed_sim2exp"] = _gap(
+        out["acc_conv_clf_on_unconvolved_sim2exp"],
+        out["acc_conv_clf_on_unconvolved_raw"],
+        out["acc_conv_clf_on_convolved"],
+        n,
+    )
     if sim2exp_unmasked_input:
         say("translating the unmasked maps")
         full = unmasked_test_set(model, te, n, seed)
@@ -199,15 +225,22 @@ def evaluate_model(model: Any, n: int = 500, seed: int = 1234, n_domain: int = 2
         s2e_full = model.sim2exp(full.unconvolved)
         s2e_full[mask] = np.nan
         out["acc_conv_clf_on_unconvolved_sim2exp_unmasked_input"] = float(clf_c.score(s2e_full, te.labels))
-        out["gap_closed_sim2exp_unmasked_input"] = _gap(out["acc_conv_clf_on_unconvolved_sim2exp_unmasked_input"],
-                                                         out["acc_conv_clf_on_unconvolved_raw"],
-                                                         out["acc_conv_clf_on_convolved"], n)
+        out["gap_closed_sim2exp_unmasked_input"] = _gap(
+            out["acc_conv_clf_on_unconvolved_sim2exp_unmasked_input"],
+            out["acc_conv_clf_on_unconvolved_raw"],
+            out["acc_conv_clf_on_convolved"],
+            n,
+        )
     out["gap_exp2sim_min_points"] = _min_gap(out["acc_convolved_raw"], out["acc_unconvolved"], n)
-    out["gap_sim2exp_min_points"] = _min_gap(out["acc_conv_clf_on_unconvolved_raw"], out["acc_conv_clf_on_convolved"], n)
+    out["gap_sim2exp_min_points"] = _min_gap(
+        out["acc_conv_clf_on_unconvolved_raw"], out["acc_conv_clf_on_convolved"], n
+    )
     # the same six accuracies per |J2| bin (small |J2|: the hard case)
     preds = {
-        "unconvolved": clf_u.predict(te.unconvolved), "convolved_raw": clf_u.predict(te.convolved),
-        "convolved_exp2sim": clf_u.predict(exp2sim), "conv_clf_on_convolved": clf_c.predict(te.convolved),
+        "unconvolved": clf_u.predict(te.unconvolved),
+        "convolved_raw": clf_u.predict(te.convolved),
+        "convolved_exp2sim": clf_u.predict(exp2sim),
+        "conv_clf_on_convolved": clf_c.predict(te.convolved),
         "conv_clf_on_unconvolved_raw": clf_c.predict(te.unconvolved),
         "conv_clf_on_unconvolved_sim2exp": clf_c.predict(sim2exp),
     }
@@ -226,8 +259,10 @@ def evaluate_model(model: Any, n: int = 500, seed: int = 1234, n_domain: int = 2
     u_ms, _ = to_model_space(te.unconvolved, model.scaling)
     c_ms, valid = to_model_space(te.convolved, model.scaling)
     y_ms, _ = to_model_space(exp2sim, model.scaling)
-    out["l1_model_space"] = {"convolved_vs_truth": float(np.abs(c_ms - u_ms)[valid].mean()),
-                             "exp2sim_vs_truth": float(np.abs(y_ms - u_ms)[valid].mean())}
+    out["l1_model_space"] = {
+        "convolved_vs_truth": float(np.abs(c_ms - u_ms)[valid].mean()),
+        "exp2sim_vs_truth": float(np.abs(y_ms - u_ms)[valid].mean()),
+    }
 
     say("domain scores")
     scorer = model.scorer
@@ -249,8 +284,9 @@ def evaluate_model(model: Any, n: int = 500, seed: int = 1234, n_domain: int = 2
         fs = scorer.frame_scores(feats)
         zones = scorer.frame_zones(fs)
         summary["frame_score_median"] = float(np.median(fs))
-        summary["frame_zone_fractions"] = {z: float(np.mean([q == z for q in zones]))
-                                           for z in ("trustworthy", "expert opinion", "untrustworthy")}
+        summary["frame_zone_fractions"] = {
+            z: float(np.mean([q == z for q in zones])) for z in ("trustworthy", "expert opinion", "untrustworthy")
+        }
         domain[name] = summary
     out["domain_score"] = domain
     out["domain_thresholds"] = scorer.settings()["thresholds"]
@@ -274,6 +310,7 @@ def format_table(res: dict[str, Any]) -> str:
     ]
     lines = [f"{'classifier trained on':<22} {'evaluated on':<28} accuracy", "-" * 60]
     lines += [f"{a:<22} {b:<28} {pct(v)}" for a, b, v in rows]
+
     def gap(key: str, points: str) -> str:
         v = res[key]
         if v is None or v != v:
@@ -282,17 +319,30 @@ def format_table(res: dict[str, Any]) -> str:
             return f"undefined (no significant gap: reference - raw = {100 * res[points]:+.1f} points{need})"
         return pct(v)
 
-    lines.append(f"gap closed: Exp2Sim {gap('gap_closed_exp2sim', 'gap_exp2sim_points')}, "
-                 f"Sim2Exp {gap('gap_closed_sim2exp', 'gap_sim2exp_points')}   (n={res['n']}, seed={res['seed']})")
+    lines.append(
+        f"gap closed: Exp2Sim {gap('gap_closed_exp2sim', 'gap_exp2sim_points')}, "
+        f"Sim2Exp {gap('gap_closed_sim2exp', 'gap_sim2exp_points')}   (n={res['n']}, seed={res['seed']})"
+    )
     if "acc_conv_clf_on_unconvolved_sim2exp_unmasked_input" in res:
-        lines.append(f"Sim2Exp of the unmasked maps (mask put back): "
-                     f"{pct(res['acc_conv_clf_on_unconvolved_sim2exp_unmasked_input'])}, gap closed "
-                     f"{gap('gap_closed_sim2exp_unmasked_input', 'gap_sim2exp_points')}")
+        lines.append(
+            f"Sim2Exp of the unmasked maps (mask put back): "
+            f"{pct(res['acc_conv_clf_on_unconvolved_sim2exp_unmasked_input'])}, gap closed "
+            f"{gap('gap_closed_sim2exp_unmasked_input', 'gap_sim2exp_points')}"
+        )
     if res.get("acc_by_abs_j2"):
         lines.append("by |J2| (meV)      n   U:unconv  U:conv  U:exp2sim   C:conv  C:unconv  C:sim2exp")
         for r in res["acc_by_abs_j2"]:
-            vals = [r[f"acc_{k}"] for k in ("unconvolved", "convolved_raw", "convolved_exp2sim", "conv_clf_on_convolved",
-                                            "conv_clf_on_unconvolved_raw", "conv_clf_on_unconvolved_sim2exp")]
+            vals = [
+                r[f"acc_{k}"]
+                for k in (
+                    "unconvolved",
+                    "convolved_raw",
+                    "convolved_exp2sim",
+                    "conv_clf_on_convolved",
+                    "conv_clf_on_unconvolved_raw",
+                    "conv_clf_on_unconvolved_sim2exp",
+                )
+            ]
             cells = " ".join(f"{'-' if v is None or v != v else f'{100 * v:.1f}%':>8}" for v in vals)
             lines.append(f"{r['abs_j2_min']:.2f}-{r['abs_j2_max']:.2f}  {r['n']:6d}  {cells}")
     scales = res.get("classifier_input_scale")

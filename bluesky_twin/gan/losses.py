@@ -2,9 +2,10 @@
 
 All functions are pure: tensors in, scalar tensor out.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch.nn import functional as F
@@ -52,7 +53,9 @@ def patch_nce_loss(query: torch.Tensor, key: torch.Tensor, tau: float = 0.07) ->
     return F.cross_entropy(logits.reshape(batch * n_pos, n_pos), target.reshape(-1))
 
 
-def multilayer_nce_loss(queries: Sequence[torch.Tensor], keys: Sequence[torch.Tensor], tau: float = 0.07) -> torch.Tensor:
+def multilayer_nce_loss(
+    queries: Sequence[torch.Tensor], keys: Sequence[torch.Tensor], tau: float = 0.07
+) -> torch.Tensor:
     """Mean of :func:`patch_nce_loss` over encoder layers."""
     losses = [patch_nce_loss(q, k, tau) for q, k in zip(queries, keys)]
     return torch.stack(losses).mean()

@@ -4,6 +4,7 @@
 >>> out = model.translate_and_score(frames)     # (N, H, W), NaN allowed
 >>> out["translated"], out["scores"], out["zones"]
 """
+
 from __future__ import annotations
 
 import logging
@@ -90,7 +91,6 @@ class Exp2SimModel:
     def _prepare(self, frames: Any) -> tuple[np.ndarray, np.ndarray]:
         arr = validate_frames(frames, self.config.dims)
         if any(s % 4 for s in arr.shape[1:]):
-
             raise InputError(f"frame sizes must be divisible by 4, got {arr.shape[1:]}")
         return to_model_space(arr, self.scaling)
 
@@ -110,8 +110,9 @@ class Exp2SimModel:
                 out.append(f.flatten(1).numpy())
         return np.concatenate(out)
 
-    def _translate(self, G: ResnetGenerator, x: np.ndarray, want_features: bool,
-                   valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    def _translate(
+        self, G: ResnetGenerator, x: np.ndarray, want_features: bool, valid: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         import torch
 
         ys, fs = [], []
@@ -120,7 +121,9 @@ class Exp2SimModel:
             for s, xb in self._batches(x):
                 kwargs = {}
                 if use_mask:  # the resolution layer broadens measured pixels only
-                    kwargs["valid"] = torch.from_numpy(np.ascontiguousarray(valid[s : s + self.batch_size], dtype=np.float32))[:, None]
+                    kwargs["valid"] = torch.from_numpy(
+                        np.ascontiguousarray(valid[s : s + self.batch_size], dtype=np.float32)
+                    )[:, None]
                 if want_features:
                     y, (f,) = G.forward_with_features(xb, [self.config.feature_layer], **kwargs)
                     fs.append(f.flatten(1).numpy())
@@ -129,8 +132,9 @@ class Exp2SimModel:
                 ys.append(y[:, 0].numpy())
         return np.concatenate(ys), (np.concatenate(fs) if want_features else None)
 
-    def _translate_frames(self, G: ResnetGenerator, frames: Any, keep_mask: bool,
-                          want_features: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    def _translate_frames(
+        self, G: ResnetGenerator, frames: Any, keep_mask: bool, want_features: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Frames -> translated frames in frame units (NaN put back if *keep_mask*), and features."""
         x, valid = self._prepare(frames)
         y, feats = self._translate(G, x, want_features, valid)
@@ -219,7 +223,7 @@ class Exp2SimModel:
         return write_model_dir(path, sds, self.reference, meta, writers)
 
     @classmethod
-    def load(cls, path: str | Path | None = None, load_classifiers: bool = True) -> "Exp2SimModel":
+    def load(cls, path: str | Path | None = None, load_classifiers: bool = True) -> Exp2SimModel:
         """Load the current version of a model directory (default: the shipped model).
 
         Every file is checked against its sha256, sizes against bounds, and the
@@ -232,7 +236,7 @@ class Exp2SimModel:
         return load_model(path, FORMAT, lambda version: cls._from_version(version, load_classifiers))
 
     @classmethod
-    def _from_version(cls, version: Any, load_classifiers: bool) -> "Exp2SimModel":
+    def _from_version(cls, version: Any, load_classifiers: bool) -> Exp2SimModel:
         from bluesky_twin.gan.checkpoint import check_metadata, read_config, read_generators, read_reference
 
         path = version.path
@@ -244,7 +248,9 @@ class Exp2SimModel:
             raise ModelFileError(f"{path}/metadata.json has an invalid preprocessing entry: {exc}") from None
         reference = read_reference(version)
         if reference.ndim != config.dims + 1:
-            raise ModelFileError(f"{path}: domain reference has shape {reference.shape}, expected {config.dims + 1} axes")
+            raise ModelFileError(
+                f"{path}: domain reference has shape {reference.shape}, expected {config.dims + 1} axes"
+            )
         sds = read_generators(version)
         G_A, G_B = make_generators(config, scaling)
         try:
@@ -252,7 +258,9 @@ class Exp2SimModel:
             G_B.load_state_dict(sds["G_B"])
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0:2]
-            raise ModelFileError(f"{path}: weights do not match the config in metadata.json: {' '.join(first)}") from None
+            raise ModelFileError(
+                f"{path}: weights do not match the config in metadata.json: {' '.join(first)}"
+            ) from None
         classifiers: dict[str, Any] = {}
         if load_classifiers:
             listed = meta.get("classifiers") or {}
@@ -260,8 +268,16 @@ class Exp2SimModel:
                 raise ModelFileError(f"{path}/metadata.json: 'classifiers' is not an object")
             for kind, sub in listed.items():
                 classifiers[kind] = _load_classifier(version, sub)
-        model = cls(G_A, G_B, config, scaling, reference=reference, domain_settings=meta.get("domain"),
-                    metadata=meta, classifiers=classifiers)
+        model = cls(
+            G_A,
+            G_B,
+            config,
+            scaling,
+            reference=reference,
+            domain_settings=meta.get("domain"),
+            metadata=meta,
+            classifiers=classifiers,
+        )
         model.model_version = version.name
         return model
 

@@ -20,9 +20,11 @@ first spatial axis, rows of a frame) with the INS resolution layer
 (:class:`bluesky_twin.ins.resolution_layer.EnergyResolutionLayer`) and optionally adds a
 gated ResNet correction.  The architecture is :class:`bluesky_twin.gan.config.GanConfig`.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -87,8 +89,13 @@ class ResnetBlock(nn.Module):
         super().__init__()
         t = layer_types(dims)
         self.body = nn.Sequential(
-            t["pad"](1), t["conv"](channels, channels, 3), t["norm"](channels), nn.ReLU(True),
-            t["pad"](1), t["conv"](channels, channels, 3), t["norm"](channels),
+            t["pad"](1),
+            t["conv"](channels, channels, 3),
+            t["norm"](channels),
+            nn.ReLU(True),
+            t["pad"](1),
+            t["conv"](channels, channels, 3),
+            t["norm"](channels),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
@@ -98,18 +105,25 @@ class ResnetBlock(nn.Module):
 def _down(cin: int, cout: int, dims: int, antialias: bool) -> nn.Sequential:
     t = layer_types(dims)
     if antialias:
-        return nn.Sequential(t["conv"](cin, cout, 3, padding=1), t["norm"](cout), nn.ReLU(True),
-                             Blur(cout, dims, stride=2))
+        return nn.Sequential(
+            t["conv"](cin, cout, 3, padding=1), t["norm"](cout), nn.ReLU(True), Blur(cout, dims, stride=2)
+        )
     return nn.Sequential(t["conv"](cin, cout, 3, stride=2, padding=1), t["norm"](cout), nn.ReLU(True))
 
 
 def _up(cin: int, cout: int, dims: int, antialias: bool) -> nn.Sequential:
     t = layer_types(dims)
     if antialias:
-        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), Blur(cin, dims),
-                             t["conv"](cin, cout, 3, padding=1), t["norm"](cout), nn.ReLU(True))
-    return nn.Sequential(t["convT"](cin, cout, 3, stride=2, padding=1, output_padding=1),
-                         t["norm"](cout), nn.ReLU(True))
+        return nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            Blur(cin, dims),
+            t["conv"](cin, cout, 3, padding=1),
+            t["norm"](cout),
+            nn.ReLU(True),
+        )
+    return nn.Sequential(
+        t["convT"](cin, cout, 3, stride=2, padding=1, output_padding=1), t["norm"](cout), nn.ReLU(True)
+    )
 
 
 class ResnetGenerator(nn.Module):
@@ -157,7 +171,7 @@ class ResnetGenerator(nn.Module):
         last = max(order.index(n) for n in layers)
         out: dict[str, torch.Tensor] = {}
         h = x
-        for i, name in enumerate(order[: last + 1]):
+        for name in order[: last + 1]:
             if name == "stem":
                 h = self.stem(h)
             elif name == "down1":
@@ -215,11 +229,18 @@ class PatchDiscriminator(nn.Module):
         mult = 1
         for n in range(1, config.n_layers_d):
             prev, mult = mult, min(2**n, 8)
-            layers += [t["conv"](ndf * prev, ndf * mult, 4, stride=2, padding=1), t["norm"](ndf * mult),
-                       nn.LeakyReLU(0.2, True)]
+            layers += [
+                t["conv"](ndf * prev, ndf * mult, 4, stride=2, padding=1),
+                t["norm"](ndf * mult),
+                nn.LeakyReLU(0.2, True),
+            ]
         prev, mult = mult, min(2**config.n_layers_d, 8)
-        layers += [t["conv"](ndf * prev, ndf * mult, 4, stride=1, padding=1), t["norm"](ndf * mult),
-                   nn.LeakyReLU(0.2, True), t["conv"](ndf * mult, 2, 4, stride=1, padding=1)]
+        layers += [
+            t["conv"](ndf * prev, ndf * mult, 4, stride=1, padding=1),
+            t["norm"](ndf * mult),
+            nn.LeakyReLU(0.2, True),
+            t["conv"](ndf * mult, 2, 4, stride=1, padding=1),
+        ]
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -346,8 +367,9 @@ class ResolutionResnetGenerator(ResnetGenerator):
     def encode(self, x: torch.Tensor, layers: Sequence[str]) -> list[torch.Tensor]:  # noqa: D102
         return super().encode(self.resolution(x, noise=False, sample=False), layers)
 
-    def forward_with_features(self, x: torch.Tensor, layers: Sequence[str],
-                              valid: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward_with_features(
+        self, x: torch.Tensor, layers: Sequence[str], valid: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Translate *x* (broadening with the validity mask *valid*) and return encoder features of ``b``."""
         b = self.resolution(x, valid)
         if not self.residual:
@@ -355,8 +377,13 @@ class ResolutionResnetGenerator(ResnetGenerator):
         r, feats = super().forward_with_features(b, layers)
         return self._correct(b, r), feats
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None, broaden: bool = True,
-                fraction: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        broaden: bool = True,
+        fraction: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Translate *x*; *fraction* (B,) fixes each frame's width in the bounds (see
         :meth:`EnergyResolutionLayer.sigma`)."""
         _check_spatial(x, self.config.dims)

@@ -19,6 +19,7 @@ percentile; they are put on the package's shared clipped log scale in [0, 1]
 in the paper (min-max to [0, 1], then [-1, 1]).  Generator output is mapped back
 to frame units by the exact inverse.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -56,7 +57,7 @@ class Scaling:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Scaling":  # noqa: D102
+    def from_dict(cls, d: dict[str, Any]) -> Scaling:  # noqa: D102
         return cls(kind=str(d["kind"]), gain=float(d["gain"]), vmax=float(d["vmax"]))
 
     def forward(self, x: np.ndarray) -> np.ndarray:

@@ -42,14 +42,16 @@ With ``TrainConfig(refill_masked=True)`` each translation is filled at its input
 pixels with its own nearest measured pixel (as the real frames are filled) before the
 discriminators and PatchNCE see it.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,8 +69,15 @@ from bluesky_twin.gan.networks import (
 )
 from bluesky_twin.gan.preprocess import Scaling, nearest_fill_indices, to_model_space, validate_frames
 
-__all__ = ["TrainConfig", "PseudoPairConfig", "TrainResult", "Exp2SimTrainer", "train_gan", "plot_losses",
-           "pseudo_pair_frames"]
+__all__ = [
+    "TrainConfig",
+    "PseudoPairConfig",
+    "TrainResult",
+    "Exp2SimTrainer",
+    "train_gan",
+    "plot_losses",
+    "pseudo_pair_frames",
+]
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +136,18 @@ class Exp2SimTrainer:
         if self.resolution:
             self.widths = self.G_B.width_parameters()
             self.opt_G = torch.optim.Adam(
-                [{"params": [*self.G_A.parameters(), *self.G_B.residual_parameters()]},
-                 {"params": self.widths, "lr": train_config.lr * train_config.resolution_lr_scale}],
-                lr=train_config.lr, betas=betas)
+                [
+                    {"params": [*self.G_A.parameters(), *self.G_B.residual_parameters()]},
+                    {"params": self.widths, "lr": train_config.lr * train_config.resolution_lr_scale},
+                ],
+                lr=train_config.lr,
+                betas=betas,
+            )
         else:
             self.widths = []
-            self.opt_G = torch.optim.Adam([*self.G_A.parameters(), *self.G_B.parameters()], lr=train_config.lr,
-                                          betas=betas)
+            self.opt_G = torch.optim.Adam(
+                [*self.G_A.parameters(), *self.G_B.parameters()], lr=train_config.lr, betas=betas
+            )
         self.opt_F = torch.optim.Adam([*self.F_A.parameters(), *self.F_B.parameters()], lr=train_config.lr, betas=betas)
         self.opt_D = torch.optim.Adam([*self.D_A.parameters(), *self.D_B.parameters()], lr=train_config.lr, betas=betas)
         n_decay = int(round(train_config.iterations * train_config.decay_fraction))
@@ -152,15 +166,26 @@ class Exp2SimTrainer:
         for p in (*self.D_A.parameters(), *self.D_B.parameters()):
             p.requires_grad_(flag)
 
-    def _nce(self, enc_src: list[torch.Tensor], enc_tgt: list[torch.Tensor],
-             proj_src: PatchSampleMLP, proj_tgt: PatchSampleMLP) -> torch.Tensor:
+    def _nce(
+        self,
+        enc_src: list[torch.Tensor],
+        enc_tgt: list[torch.Tensor],
+        proj_src: PatchSampleMLP,
+        proj_tgt: PatchSampleMLP,
+    ) -> torch.Tensor:
         keys, ids = proj_src(enc_src, self.config.num_patches, generator=self.patch_rng)
         queries, _ = proj_tgt(enc_tgt, self.config.num_patches, patch_ids=ids)
         return losses.multilayer_nce_loss(queries, keys, self.tc.tau)
 
-    def step(self, real_A: torch.Tensor, valid_A: torch.Tensor, real_B: torch.Tensor,
-             valid_B: torch.Tensor | None = None, fill_A: torch.Tensor | None = None,
-             fill_B: torch.Tensor | None = None) -> dict[str, float]:
+    def step(
+        self,
+        real_A: torch.Tensor,
+        valid_A: torch.Tensor,
+        real_B: torch.Tensor,
+        valid_B: torch.Tensor | None = None,
+        fill_A: torch.Tensor | None = None,
+        fill_B: torch.Tensor | None = None,
+    ) -> dict[str, float]:
         """One optimisation step on a batch of each domain (model space, (B, 1, *spatial)).
 
         ``valid_A`` / ``valid_B`` are 1 where a pixel was measured (the identity L1
@@ -218,8 +243,7 @@ class Exp2SimTrainer:
         if self.tc.pseudo_pair.weight > 0:
             pair = losses.masked_l1(self.G_A(self._pseudo_input(real_B, valid_B, fake_A)), real_B, valid_B)
             loss_G = loss_G + self.tc.pseudo_pair.weight * pair
-        width_grads = (torch.autograd.grad(w["gan"] * gan_B, self.widths, retain_graph=True)
-                       if self.widths else ())
+        width_grads = torch.autograd.grad(w["gan"] * gan_B, self.widths, retain_graph=True) if self.widths else ()
         loss_G.backward()
         for p, g in zip(self.widths, width_grads):  # the widths learn from the adversarial term only
             p.grad = g
@@ -227,8 +251,16 @@ class Exp2SimTrainer:
         self.opt_F.step()
         for s in self.schedulers:
             s.step()
-        values = {"G": loss_G, "GAN_A": gan_A, "GAN_B": gan_B, "NCE1": nce1, "NCE2": nce2,
-                  "IDT_A": idt_A, "IDT_B": idt_B, **d_terms}
+        values = {
+            "G": loss_G,
+            "GAN_A": gan_A,
+            "GAN_B": gan_B,
+            "NCE1": nce1,
+            "NCE2": nce2,
+            "IDT_A": idt_A,
+            "IDT_B": idt_B,
+            **d_terms,
+        }
         if pair is not None:
             values[PSEUDO_PAIR_KEY] = pair
         out = {k: float(v.detach()) for k, v in values.items()}
@@ -236,8 +268,7 @@ class Exp2SimTrainer:
             out.update(self.resolution_state(real_B.shape[2]))
         return out
 
-    def _pseudo_input(self, real_B: torch.Tensor, valid_B: torch.Tensor | None,
-                      fake_A: torch.Tensor) -> torch.Tensor:
+    def _pseudo_input(self, real_B: torch.Tensor, valid_B: torch.Tensor | None, fake_A: torch.Tensor) -> torch.Tensor:
         """The Sim2Exp frame of a pseudo pair (no gradient), masked pixels filled as real frames are."""
         if self.tc.pseudo_pair.widths == "uniform":
             return pseudo_pair_frames(self.G_B, real_B, valid_B, uniform_widths=True, generator=self.patch_rng)
@@ -264,13 +295,22 @@ class Exp2SimTrainer:
         """Broadening width (pixels) at the lowest, middle and highest row, and the gate."""
         with torch.no_grad():
             sig = self.G_B.resolution.sigma(n_rows)
-        return {"sigma_low_E": float(sig[0]), "sigma_mid_E": float(sig[n_rows // 2]),
-                "sigma_high_E": float(sig[-1]), "gate": float(self.G_B.gate.detach()),
-                **self.G_B.resolution.learned_values()}
+        return {
+            "sigma_low_E": float(sig[0]),
+            "sigma_mid_E": float(sig[n_rows // 2]),
+            "sigma_high_E": float(sig[-1]),
+            "gate": float(self.G_B.gate.detach()),
+            **self.G_B.resolution.learned_values(),
+        }
 
 
-def pseudo_pair_frames(G_B: ResnetGenerator, real_B: torch.Tensor, valid_B: torch.Tensor | None,
-                       uniform_widths: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+def pseudo_pair_frames(
+    G_B: ResnetGenerator,
+    real_B: torch.Tensor,
+    valid_B: torch.Tensor | None,
+    uniform_widths: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Sim2Exp frames of pseudo pairs: ``G_B(real_B)`` without gradient, masked pixels filled.
 
     Parameters
@@ -389,17 +429,24 @@ def train_gan(
         ib = rng.integers(0, len(xb), bs)
         a, v = _random_crop(rng, [xa[ia], va[ia]], train_config.crop)
         b, vb_batch = _random_crop(rng, [xb[ib], vb[ib]], train_config.crop)
-        fills = ((torch.from_numpy(nearest_fill_indices(v > 0.5)), torch.from_numpy(nearest_fill_indices(vb_batch > 0.5)))
-                 if train_config.refill_masked else (None, None))
-        values = trainer.step(_as_batch_tensor(a), _as_batch_tensor(v), _as_batch_tensor(b),
-                              _as_batch_tensor(vb_batch), *fills)
+        fills = (
+            (torch.from_numpy(nearest_fill_indices(v > 0.5)), torch.from_numpy(nearest_fill_indices(vb_batch > 0.5)))
+            if train_config.refill_masked
+            else (None, None)
+        )
+        values = trainer.step(
+            _as_batch_tensor(a), _as_batch_tensor(v), _as_batch_tensor(b), _as_batch_tensor(vb_batch), *fills
+        )
         if not all(math.isfinite(x) for x in values.values()):
             raise RuntimeError(f"non-finite loss at iteration {it}: {values}")
         for k in keys:
             history[k].append(values[k])
         if bar is not None and (it % 10 == 0 or it == train_config.iterations - 1):
-            bar.set_postfix(G=f"{values['G']:.3f}", NCE=f"{values['NCE1'] + values['NCE2']:.3f}",
-                            D=f"{values['D_A'] + values['D_B']:.3f}")
+            bar.set_postfix(
+                G=f"{values['G']:.3f}",
+                NCE=f"{values['NCE1'] + values['NCE2']:.3f}",
+                D=f"{values['D_A'] + values['D_B']:.3f}",
+            )
         if on_step is not None:
             on_step(it, values)
     seconds = time.perf_counter() - t0
@@ -426,14 +473,22 @@ def train_gan(
     if trainer.resolution:
         with torch.no_grad():
             sig = trainer.G_B.resolution.sigma(int(xb.shape[1]))
-        extra["resolution"] = {"sigma_rows": [round(float(v), 4) for v in sig],
-                               "coefficients": [float(v) for v in trainer.G_B.resolution.coeffs.detach()],
-                               "gate": float(trainer.G_B.gate.detach()),
-                               **trainer.G_B.resolution.learned_values()}
+        extra["resolution"] = {
+            "sigma_rows": [round(float(v), 4) for v in sig],
+            "coefficients": [float(v) for v in trainer.G_B.resolution.coeffs.detach()],
+            "gate": float(trainer.G_B.gate.detach()),
+            **trainer.G_B.resolution.learned_values(),
+        }
     return TrainResult(
-        G_A=trainer.G_A, G_B=trainer.G_B, history=history, seconds=seconds,
-        s_per_iteration=seconds / train_config.iterations, config=config,
-        train_config=train_config, scaling=scaling, extra=extra,
+        G_A=trainer.G_A,
+        G_B=trainer.G_B,
+        history=history,
+        seconds=seconds,
+        s_per_iteration=seconds / train_config.iterations,
+        config=config,
+        train_config=train_config,
+        scaling=scaling,
+        extra=extra,
     )
 
 
@@ -466,8 +521,10 @@ def plot_losses(history: dict[str, list[float]], out_dir: str | Path, smooth: in
         "loss_discriminator.png": ("discriminator losses", ["D_A", "D_B"]),
     }
     if history.get(PSEUDO_PAIR_KEY) or history.get(PSEUDO_PAIR_FINETUNE_KEY):
-        groups["loss_pseudo_pair.png"] = ("Exp2Sim pseudo-pair L1 (GAN steps; then the fine-tune steps)",
-                                          [PSEUDO_PAIR_KEY, PSEUDO_PAIR_FINETUNE_KEY])
+        groups["loss_pseudo_pair.png"] = (
+            "Exp2Sim pseudo-pair L1 (GAN steps; then the fine-tune steps)",
+            [PSEUDO_PAIR_KEY, PSEUDO_PAIR_FINETUNE_KEY],
+        )
     if any(history.get(k) for k in RESOLUTION_KEYS):
         groups["resolution_width.png"] = ("Sim2Exp broadening width (pixels) and gate", list(RESOLUTION_KEYS))
     for fname, (title, keys) in groups.items():

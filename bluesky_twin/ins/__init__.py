@@ -6,6 +6,7 @@ scipy nor resins:
 >>> from bluesky_twin.ins import generate_dataset, simulate_frame  # doctest: +SKIP
 >>> ds = generate_dataset(2000, seed=0, geometry="cut", n_workers=2)  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 from bluesky_twin._lazy import lazy_exports
@@ -21,13 +22,16 @@ __all__ = [
     "simulate_frame",
 ]
 
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "DUQClassifier": "bluesky_twin.ins.duq",
-    "InsDataset": "bluesky_twin.ins.dataset",
-    "digits_control": "bluesky_twin.ins.dataset",
-    "generate_dataset": "bluesky_twin.ins.dataset",
-    "maps_resolution": "bluesky_twin.ins.resolution",
-    "near_domain_control": "bluesky_twin.ins.dataset",
-    "preprocess_frames": "bluesky_twin.ins.preprocess",
-    "simulate_frame": "bluesky_twin.ins.frames",
-})
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "DUQClassifier": "bluesky_twin.ins.duq",
+        "InsDataset": "bluesky_twin.ins.dataset",
+        "digits_control": "bluesky_twin.ins.dataset",
+        "generate_dataset": "bluesky_twin.ins.dataset",
+        "maps_resolution": "bluesky_twin.ins.resolution",
+        "near_domain_control": "bluesky_twin.ins.dataset",
+        "preprocess_frames": "bluesky_twin.ins.preprocess",
+        "simulate_frame": "bluesky_twin.ins.frames",
+    },
+)

@@ -2,6 +2,7 @@
 
 Only argparse is imported at registration; numpy/scipy/resins load when the command runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--n", type=int, required=True, help="number of frames")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--geometry", choices=("cut", "powder"), default="cut",
-                   help="cut along (h, 1/2, 0) or powder |Q| (default cut)")
+    p.add_argument(
+        "--geometry", choices=("cut", "powder"), default="cut", help="cut along (h, 1/2, 0) or powder |Q| (default cut)"
+    )
     p.add_argument("--size", type=int, default=64, help="frame size in pixels (default 64)")
     p.add_argument("--out", required=True, help="output file, must end in .npz")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -52,8 +54,12 @@ def _run_generate(args: argparse.Namespace) -> int:
     from bluesky_twin.ins.dataset import generate_dataset, summarize
 
     ds = generate_dataset(
-        args.n, seed=args.seed, geometry=args.geometry, size=args.size,
-        n_workers=args.workers, progress=args.progress,
+        args.n,
+        seed=args.seed,
+        geometry=args.geometry,
+        size=args.size,
+        n_workers=args.workers,
+        progress=args.progress,
     )
     ds.save(out)
     info = summarize(ds)

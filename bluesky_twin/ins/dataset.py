@@ -8,17 +8,19 @@ unconvolved map and an experiment-like frame (:mod:`bluesky_twin.ins.frames`).
 Every frame gets its own random stream spawned from ``numpy.random.SeedSequence(seed)``,
 so a dataset depends on ``seed`` only, not on ``n_workers``.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
 import zipfile
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -42,8 +44,13 @@ MAX_J2_OVER_J1 = 0.4
 #: Stripe-phase control: ``J2 / J1`` drawn from this range (stable above 1/2).
 STRIPE_J2_OVER_J1 = (0.6, 1.0)
 NUISANCE_KEYS = (
-    "e_init", "temperature", "elastic_amplitude", "background_b0", "background_b1",
-    "counts_scale", "masked_fraction",
+    "e_init",
+    "temperature",
+    "elastic_amplitude",
+    "background_b0",
+    "background_b1",
+    "counts_scale",
+    "masked_fraction",
 )
 _AXIS_ARRAYS = ("x", "y", "x_edges", "y_edges")
 
@@ -102,9 +109,7 @@ class InsDataset:
             if arr.ndim != 3 or arr.shape[0] != n:
                 raise InputError(f"{name} must have shape (n={n}, H, W), got {arr.shape}")
         if self.unconvolved.shape != self.convolved.shape:
-            raise InputError(
-                f"unconvolved {self.unconvolved.shape} and convolved {self.convolved.shape} differ"
-            )
+            raise InputError(f"unconvolved {self.unconvolved.shape} and convolved {self.convolved.shape} differ")
         if n and not np.isin(self.labels, (0, 1)).all():
             raise InputError("labels must be 0 (J2 < 0) or 1 (J2 > 0)")
         for key, arr in self.params.items():
@@ -116,13 +121,18 @@ class InsDataset:
         if self.geometry not in GEOMETRIES:
             raise InputError(f"geometry must be one of {GEOMETRIES}, got {self.geometry!r}")
 
-    def subset(self, index: Any) -> "InsDataset":
+    def subset(self, index: Any) -> InsDataset:
         """A new dataset with the frames selected by ``index`` (slice, mask or indices)."""
         idx = np.arange(len(self))[index]
         return InsDataset(
-            self.unconvolved[idx], self.convolved[idx], self.labels[idx],
-            {k: v[idx] for k, v in self.params.items()}, dict(self.axes), self.geometry,
-            self.seed, dict(self.recipe),
+            self.unconvolved[idx],
+            self.convolved[idx],
+            self.labels[idx],
+            {k: v[idx] for k, v in self.params.items()},
+            dict(self.axes),
+            self.geometry,
+            self.seed,
+            dict(self.recipe),
         )
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -154,7 +164,7 @@ class InsDataset:
         return dest
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "InsDataset":
+    def load(cls, path: str | os.PathLike) -> InsDataset:
         """Read a dataset written by :meth:`save`.
 
         Raises
@@ -171,24 +181,31 @@ class InsDataset:
                 data = {key: npz[key] for key in npz.files}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
             raise InputError(f"{src} is not a readable INS dataset (.npz): {exc}") from None
-        required = ["format_version", "unconvolved", "convolved", "labels", "geometry",
-                    "axis_names", "axis_units", "param__J1", "param__J2"]
+        required = [
+            "format_version",
+            "unconvolved",
+            "convolved",
+            "labels",
+            "geometry",
+            "axis_names",
+            "axis_units",
+            "param__J1",
+            "param__J2",
+        ]
         required += [f"axis__{k}" for k in _AXIS_ARRAYS]
         missing = [key for key in required if key not in data]
         if missing:
             raise InputError(f"{src} is not an INS dataset: missing arrays {missing}")
         version = int(data["format_version"])
         if version != FORMAT_VERSION:
-            raise InputError(
-                f"{src} has INS dataset format {version}, this version reads {FORMAT_VERSION}"
-            )
+            raise InputError(f"{src} has INS dataset format {version}, this version reads {FORMAT_VERSION}")
         axes: dict[str, Any] = {
             "names": tuple(str(v) for v in data["axis_names"]),
             "units": tuple(str(v) for v in data["axis_units"]),
         }
         for key in _AXIS_ARRAYS:
             axes[key] = data[f"axis__{key}"]
-        params = {k[len("param__"):]: v for k, v in data.items() if k.startswith("param__")}
+        params = {k[len("param__") :]: v for k, v in data.items() if k.startswith("param__")}
         try:
             recipe = json.loads(str(data["recipe_json"])) if "recipe_json" in data else {}
         except json.JSONDecodeError:
@@ -235,6 +252,7 @@ def _work(task: tuple) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     (j1, j2, seeds, geometry_kind, size, recipe, resolutions, phase, want_unconv) = task
     try:
         from threadpoolctl import threadpool_limits
+
         limiter = threadpool_limits(1)  # small matmuls: BLAS threads only add contention
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
         limiter = nullcontext()
@@ -247,7 +265,12 @@ def _work(task: tuple) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         for i in range(n):
             rng = np.random.default_rng(seeds[i])
             u, c, info = simulate_pair(
-                float(j1[i]), float(j2[i]), geometry, recipe, rng, phase=phase,
+                float(j1[i]),
+                float(j2[i]),
+                geometry,
+                recipe,
+                rng,
+                phase=phase,
                 resolutions=resolutions,
             )
             if want_unconv:
@@ -270,8 +293,16 @@ def _check_common(n: Any, size: Any, geometry: Any, n_workers: Any) -> None:
 
 
 def _simulate_many(
-    j1: NDArray, j2: NDArray, seed: int, geometry: str, size: int, n_workers: int,
-    recipe: Recipe, phase: str, want_unconv: bool = True, progress: bool = False,
+    j1: NDArray,
+    j2: NDArray,
+    seed: int,
+    geometry: str,
+    size: int,
+    n_workers: int,
+    recipe: Recipe,
+    phase: str,
+    want_unconv: bool = True,
+    progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     n = len(j1)
     make_geometry(geometry, size, recipe)  # validates before any work starts
@@ -281,7 +312,8 @@ def _simulate_many(
     bounds = np.linspace(0, n, n_chunks + 1).astype(int)
     tasks = [
         (j1[a:b], j2[a:b], seeds[a:b], geometry, size, recipe, resolutions, phase, want_unconv)
-        for a, b in zip(bounds[:-1], bounds[1:]) if b > a
+        for a, b in zip(bounds[:-1], bounds[1:])
+        if b > a
     ]
     if n_workers == 1:
         results = [_work(t) for t in _progress(tasks, progress)]
@@ -412,8 +444,16 @@ def near_domain_control(
     j1 = rng.uniform(*J1_RANGE, size=int(n))
     j2 = j1 * rng.uniform(*STRIPE_J2_OVER_J1, size=int(n))
     unconv, conv, _ = _simulate_many(
-        j1, j2, int(seed) + 7919, geometry, int(size), int(n_workers), recipe, "stripe",
-        True, False,
+        j1,
+        j2,
+        int(seed) + 7919,
+        geometry,
+        int(size),
+        int(n_workers),
+        recipe,
+        "stripe",
+        True,
+        False,
     )
     return conv if experiment_like else unconv
 
@@ -448,8 +488,11 @@ def digits_control(n: int, size: int = 64, seed: int = 0) -> NDArray[np.float32]
 def summarize(ds: InsDataset) -> Mapping[str, Any]:
     """Summary of a dataset (counts, geometry, parameter ranges) for logs and reports."""
     summary: dict[str, Any] = {
-        "n": len(ds), "geometry": ds.geometry, "shape": tuple(ds.unconvolved.shape[1:]),
-        "n_positive_J2": int(ds.labels.sum()), "seed": ds.seed,
+        "n": len(ds),
+        "geometry": ds.geometry,
+        "shape": tuple(ds.unconvolved.shape[1:]),
+        "n_positive_J2": int(ds.labels.sum()),
+        "seed": ds.seed,
         "masked_fraction": float(np.isnan(ds.convolved).mean()) if len(ds) else math.nan,
     }
     for key, arr in ds.params.items():

@@ -39,9 +39,9 @@ as ``"log"``.
 Inference (:meth:`DUQClassifier.predict_proba`) is read-only and may run in a worker
 thread; do not call :meth:`DUQClassifier.fit` concurrently with it.
 """
+
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -191,9 +191,7 @@ class _DUQNet(nn.Module):
         super().__init__()
         self.config = config
         self.features = _Features(tuple(config.channels), config.embedding_dim)
-        self.W = nn.Parameter(
-            torch.normal(0.0, 0.05, (config.centroid_dim, config.n_classes, config.embedding_dim))
-        )
+        self.W = nn.Parameter(torch.normal(0.0, 0.05, (config.centroid_dim, config.n_classes, config.embedding_dim)))
         n0 = torch.full((config.n_classes,), 13.0)
         self.register_buffer("N", n0)
         # as in the reference implementation: small random centroids, so that the initial
@@ -272,8 +270,12 @@ class DUQClassifier:
         if not cfg.channels or any(int(c) < 1 for c in cfg.channels):
             raise InputError(f"channels must be positive integers, got {cfg.channels!r}")
         self.config = DUQConfig(**{**asdict(cfg), "channels": tuple(int(c) for c in cfg.channels)})
-        self.preprocessing: dict[str, Any] = {"input_scale": input_scale, "gain": DEFAULT_GAIN,
-                                              "vmax": DEFAULT_VMAX, "fill_value": 0.0}
+        self.preprocessing: dict[str, Any] = {
+            "input_scale": input_scale,
+            "gain": DEFAULT_GAIN,
+            "vmax": DEFAULT_VMAX,
+            "fill_value": 0.0,
+        }
         self.input_shape: tuple[int, int] | None = None
         self.history = TrainingHistory()
         self.metadata: dict[str, Any] = {}
@@ -299,12 +301,11 @@ class DUQClassifier:
         if min(arr.shape[1:]) < 8:
             raise InputError(f"frames must be at least 8 x 8 pixels, got {arr.shape[1:]}")
         if check_shape and self.input_shape is not None and tuple(arr.shape[1:]) != self.input_shape:
-            raise InputError(
-                f"this classifier was trained on {self.input_shape} frames, got {tuple(arr.shape[1:])}"
-            )
+            raise InputError(f"this classifier was trained on {self.input_shape} frames, got {tuple(arr.shape[1:])}")
         pre = self.preprocessing
-        x = scale_frames(arr, self.input_scale, gain=float(pre["gain"]), vmax=float(pre["vmax"]),
-                         fill_value=float(pre["fill_value"]))
+        x = scale_frames(
+            arr, self.input_scale, gain=float(pre["gain"]), vmax=float(pre["vmax"]), fill_value=float(pre["fill_value"])
+        )
         return torch.from_numpy(x).unsqueeze(1)
 
     # ----------------------------------------------------------------- training
@@ -320,7 +321,7 @@ class DUQClassifier:
         seed: int = 0,
         progress: bool = False,
         num_threads: int | None = None,
-    ) -> "DUQClassifier":
+    ) -> DUQClassifier:
         """Train from scratch on ``frames`` (``(n, H, W)``, NaN allowed) and ``labels``.
 
         Parameters
@@ -363,15 +364,32 @@ class DUQClassifier:
         if num_threads is not None:
             torch.set_num_threads(int(num_threads))
         try:
-            self._fit(x, torch.from_numpy(y.astype(np.int64)), int(epochs), int(batch_size),
-                      float(lr), float(weight_decay), int(seed), progress)
+            self._fit(
+                x,
+                torch.from_numpy(y.astype(np.int64)),
+                int(epochs),
+                int(batch_size),
+                float(lr),
+                float(weight_decay),
+                int(seed),
+                progress,
+            )
         finally:
             torch.set_num_threads(old_threads)
         self.input_shape = (int(x.shape[2]), int(x.shape[3]))
         return self
 
-    def _fit(self, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int,
-             lr: float, weight_decay: float, seed: int, progress: bool) -> None:
+    def _fit(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        epochs: int,
+        batch_size: int,
+        lr: float,
+        weight_decay: float,
+        seed: int,
+        progress: bool,
+    ) -> None:
         torch.manual_seed(seed)
         net = _DUQNet(self.config)
         opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
@@ -509,7 +527,7 @@ class DUQClassifier:
         return meta
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "DUQClassifier":
+    def load(cls, path: str | os.PathLike) -> DUQClassifier:
         """Load the current version of a classifier directory written by :meth:`save`.
 
         Raises
@@ -524,7 +542,7 @@ class DUQClassifier:
         return load_model(path, MODEL_FORMAT, cls.from_version)
 
     @classmethod
-    def from_version(cls, version: Any) -> "DUQClassifier":
+    def from_version(cls, version: Any) -> DUQClassifier:
         """Build a classifier from a verified :class:`~bluesky_twin.modeldir.ModelVersion` (or a view of one)."""
         from bluesky_twin.io_utils import sha256_bytes
         from bluesky_twin.modeldir import check_size
@@ -536,8 +554,7 @@ class DUQClassifier:
             raise ModelFileError(f"{src} is not a bluesky-twin DUQ model")
         if meta.get("format_version") != MODEL_FORMAT_VERSION:
             raise ModelFileError(
-                f"{src} has DUQ format version {meta.get('format_version')}, "
-                f"this version reads {MODEL_FORMAT_VERSION}"
+                f"{src} has DUQ format version {meta.get('format_version')}, this version reads {MODEL_FORMAT_VERSION}"
             )
         raw = version.read(WEIGHTS_FILE)
         if "weights_sha256" in meta and sha256_bytes(raw) != meta["weights_sha256"]:
@@ -567,8 +584,12 @@ class DUQClassifier:
         # written before the input_scale option existed: the log scale
         pre = {"input_scale": "log", **(pre if isinstance(pre, dict) else {})}
         try:
-            pre = {"input_scale": str(pre["input_scale"]), "gain": float(pre["gain"]),
-                   "vmax": float(pre["vmax"]), "fill_value": float(pre["fill_value"])}
+            pre = {
+                "input_scale": str(pre["input_scale"]),
+                "gain": float(pre["gain"]),
+                "vmax": float(pre["vmax"]),
+                "fill_value": float(pre["fill_value"]),
+            }
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{meta_path} has invalid preprocessing settings: {exc!r}") from None
         if pre["input_scale"] not in INPUT_SCALES:

@@ -32,13 +32,15 @@ millisecond.
 Limitation: energy and Q resolution are separate Gaussians, so the tilted resolution
 ellipsoid that Horace/Tobyfit capture is missed.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -136,7 +138,7 @@ class Recipe:
     q_range: Range = (0.2, 3.0)
 
     @classmethod
-    def from_overrides(cls, overrides: Mapping[str, Any] | None = None) -> "Recipe":
+    def from_overrides(cls, overrides: Mapping[str, Any] | None = None) -> Recipe:
         """Default recipe with validated ``overrides`` applied.
 
         Raises
@@ -161,6 +163,7 @@ class Recipe:
 
     def validate(self) -> None:
         """Raise :class:`InputError` if a parameter is out of its physical range."""
+
         def positive(name: str, value: float) -> None:
             if not (isinstance(value, (int, float, np.number)) and math.isfinite(value) and value > 0):
                 raise InputError(f"recipe parameter {name} must be a positive number, got {value!r}")
@@ -169,8 +172,7 @@ class Recipe:
             vals = np.atleast_1d(np.asarray(value, dtype=float))
             if vals.size not in (1, 2) or not np.all(np.isfinite(vals)) or vals.min() < lo:
                 raise InputError(
-                    f"recipe parameter {name} must be a number >= {lo} or a (low, high) pair, "
-                    f"got {value!r}"
+                    f"recipe parameter {name} must be a number >= {lo} or a (low, high) pair, got {value!r}"
                 )
             if vals.size == 2 and vals[0] > vals[1]:
                 raise InputError(f"recipe parameter {name}: low > high in {value!r}")
@@ -350,9 +352,7 @@ def _points(
     u, wu = _gauss_legendre(n_u, 0.0, 1.0)
     polarisation = (1 + u * u) / 2
     r_pts = q_sub[:, :, None] * np.sqrt(1 - u * u)[None, None, :]  # (n_x, n_sub, n_u)
-    w_pts = (wq[None, :, None] * (wu * polarisation)[None, None, :]) * (
-        mn2_form_factor(q_sub) ** 2
-    )[:, :, None]
+    w_pts = (wq[None, :, None] * (wu * polarisation)[None, None, :]) * (mn2_form_factor(q_sub) ** 2)[:, :, None]
     pos = r_pts / (radii[1] - radii[0])
     i0 = np.minimum(np.floor(pos).astype(np.int64), n_r - 2)
     frac = pos - i0
@@ -372,8 +372,15 @@ def _points(
 def _points_for(geometry: Geometry, recipe: Recipe, broadened: bool) -> _Points:
     x_range = (float(geometry.x_edges[0]), float(geometry.x_edges[-1]))
     return _points(
-        geometry.kind, geometry.size, x_range, float(geometry.k_cut), float(recipe.sigma_q),
-        int(recipe.n_gh_along), int(recipe.n_gh_across), int(recipe.n_u), int(recipe.n_phi),
+        geometry.kind,
+        geometry.size,
+        x_range,
+        float(geometry.k_cut),
+        float(recipe.sigma_q),
+        int(recipe.n_gh_along),
+        int(recipe.n_gh_across),
+        int(recipe.n_u),
+        int(recipe.n_phi),
         broadened,
     )
 
@@ -440,9 +447,7 @@ def _histogram(omega: NDArray, weight: NDArray, spreader: _Spreader) -> NDArray[
     return hist.reshape(n_rows, spreader.n_fine)
 
 
-def _spectrum(
-    j1: float, j2: float, points: _Points, spreader: _Spreader, phase: str
-) -> NDArray[np.float64]:
+def _spectrum(j1: float, j2: float, points: _Points, spreader: _Spreader, phase: str) -> NDArray[np.float64]:
     """Spin-wave intensity ``(n_E, n_x)`` for one parameter set."""
     domains = [(points.cos_h, points.cos_k)]
     if phase == "stripe":  # twinned sample: (1/2, 0) and (0, 1/2) domains in equal parts
@@ -549,7 +554,9 @@ def unconvolved_map(
     """Spin-wave map without instrument resolution, scaled by its 99.5th percentile."""
     points = _points_for(geometry, recipe, broadened=False)
     spreader = _spreader(
-        float(geometry.e_edges[0]), float(geometry.e_edges[-1]), geometry.size,
+        float(geometry.e_edges[0]),
+        float(geometry.e_edges[-1]),
+        geometry.size,
         ("const", float(recipe.intrinsic_sigma_e)),
     )
     return percentile_normalise(_spectrum(j1, j2, points, spreader, phase), recipe.percentile)
@@ -575,9 +582,7 @@ def experiment_like_frame(
     nuisance = sample_nuisance(recipe, rng)
     resolution = _resolution_for(recipe, nuisance["e_init"], resolutions)
     points = _points_for(geometry, recipe, broadened=True)
-    spreader = _spreader(
-        float(geometry.e_edges[0]), float(geometry.e_edges[-1]), geometry.size, ("maps", resolution)
-    )
+    spreader = _spreader(float(geometry.e_edges[0]), float(geometry.e_edges[-1]), geometry.size, ("maps", resolution))
     e = geometry.e_centres
     signal = _spectrum(j1, j2, points, spreader, phase)
     signal *= bose_factor(e, nuisance["temperature"])[:, None]
@@ -623,9 +628,7 @@ def simulate_pair(
     With ``recipe.mask_unconvolved`` the unconvolved map carries the frame's NaN mask.
     """
     unconv = unconvolved_map(j1, j2, geometry, recipe, phase=phase)
-    conv, nuisance = experiment_like_frame(
-        j1, j2, geometry, recipe, rng, phase=phase, resolutions=resolutions
-    )
+    conv, nuisance = experiment_like_frame(j1, j2, geometry, recipe, rng, phase=phase, resolutions=resolutions)
     if recipe.mask_unconvolved:
         unconv[np.isnan(conv)] = np.nan
     return unconv.astype(np.float32), conv.astype(np.float32), nuisance

@@ -4,6 +4,7 @@ Used by the simulator (:mod:`bluesky_twin.ins.frames`, numpy) and by the learnab
 resolution layer (:mod:`bluesky_twin.ins.resolution_layer`, torch): :func:`bose_factor`
 takes either numpy arrays or torch tensors.
 """
+
 from __future__ import annotations
 
 from typing import Any

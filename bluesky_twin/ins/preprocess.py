@@ -15,6 +15,7 @@ Frames that are not percentile-normalised (real data, arbitrary units) should be
 with ``renormalise=True``: each frame is then first divided by the 99.5th percentile of
 its finite values.
 """
+
 from __future__ import annotations
 
 from typing import Literal, overload
@@ -46,15 +47,27 @@ def frame_array(frames: ArrayLike) -> NDArray[np.float64]:
 
 @overload
 def preprocess_frames(
-    frames: ArrayLike, *, return_mask: Literal[False] = ..., renormalise: bool = ...,
-    percentile: float = ..., gain: float = ..., vmax: float = ..., fill_value: float = ...,
+    frames: ArrayLike,
+    *,
+    return_mask: Literal[False] = ...,
+    renormalise: bool = ...,
+    percentile: float = ...,
+    gain: float = ...,
+    vmax: float = ...,
+    fill_value: float = ...,
 ) -> NDArray[np.float32]: ...
 
 
 @overload
 def preprocess_frames(
-    frames: ArrayLike, *, return_mask: Literal[True], renormalise: bool = ...,
-    percentile: float = ..., gain: float = ..., vmax: float = ..., fill_value: float = ...,
+    frames: ArrayLike,
+    *,
+    return_mask: Literal[True],
+    renormalise: bool = ...,
+    percentile: float = ...,
+    gain: float = ...,
+    vmax: float = ...,
+    fill_value: float = ...,
 ) -> tuple[NDArray[np.float32], NDArray[np.bool_]]: ...
 
 

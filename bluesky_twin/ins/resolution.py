@@ -8,6 +8,7 @@ energy transfers ``0 <= E < Ei``.  Building the model costs a few milliseconds a
 object itself is a small picklable numpy polynomial, so worker processes never import
 ``resins``.
 """
+
 from __future__ import annotations
 
 import math
@@ -81,9 +82,7 @@ class EnergyResolution:
         return FWHM_PER_SIGMA * self.sigma(energy)
 
 
-def maps_resolution(
-    e_init: float, chopper_frequency: int = 200, chopper_package: str = "S"
-) -> EnergyResolution:
+def maps_resolution(e_init: float, chopper_frequency: int = 200, chopper_package: str = "S") -> EnergyResolution:
     """MAPS energy resolution for one (Ei, chopper frequency, chopper package) setting.
 
     Parameters
@@ -116,14 +115,10 @@ def maps_resolution(
         if isinstance(chopper_frequency, float) and chopper_frequency.is_integer():
             chopper_frequency = int(chopper_frequency)
         else:
-            raise InputError(
-                f"chopper frequency must be an integer number of Hz, got {chopper_frequency!r}"
-            )
+            raise InputError(f"chopper frequency must be an integer number of Hz, got {chopper_frequency!r}")
     freq = int(chopper_frequency)
     if freq not in MAPS_FREQUENCIES:
-        raise InputError(
-            f"MAPS chopper frequency must be a multiple of 50 Hz in [50, 600], got {freq}"
-        )
+        raise InputError(f"MAPS chopper frequency must be a multiple of 50 Hz in [50, 600], got {freq}")
     return _cached_resolution(e_init_f, freq, str(chopper_package))
 
 

@@ -17,12 +17,14 @@ recipe by :meth:`ResolutionConfig.resolved` (what ``ins train`` does before trai
 Configuration errors raise :class:`~bluesky_twin.errors.InputError` whose message starts
 with ``ResolutionConfig.<field>``.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -99,8 +101,11 @@ class ResolutionConfig:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        if isinstance(self.degree, bool) or not isinstance(self.degree, (int, np.integer)) \
-                or not 0 <= int(self.degree) <= MAX_DEGREE:
+        if (
+            isinstance(self.degree, bool)
+            or not isinstance(self.degree, (int, np.integer))
+            or not 0 <= int(self.degree) <= MAX_DEGREE
+        ):
             raise _fail("degree", f"must be an integer in 0..{MAX_DEGREE}, got {self.degree!r}")
         set_(self, "degree", int(self.degree))
         if not (_is_number(self.init_sigma) and float(self.init_sigma) > MIN_SIGMA):
@@ -114,8 +119,9 @@ class ResolutionConfig:
             try:
                 lo, hi = (float(v) for v in self.energy_range)
             except (TypeError, ValueError):
-                raise _fail("energy_range", f"must be (lo, hi) in meV, 'recipe' or null, got "
-                                            f"{self.energy_range!r}") from None
+                raise _fail(
+                    "energy_range", f"must be (lo, hi) in meV, 'recipe' or null, got {self.energy_range!r}"
+                ) from None
             if not (0.0 <= lo < hi and math.isfinite(hi)):
                 raise _fail("energy_range", f"must be (lo, hi) with 0 <= lo < hi meV, got {self.energy_range!r}")
             set_(self, "energy_range", (lo, hi))
@@ -131,8 +137,9 @@ class ResolutionConfig:
             if not self.stochastic:
                 raise _fail("spread_max", "needs stochastic=true")
             if not (_is_number(self.spread_max) and float(self.spread_max) > 1.0):
-                raise _fail("spread_max", f"must be a number > 1 (the initial spreads are 1 and 0.5), "
-                                          f"got {self.spread_max!r}")
+                raise _fail(
+                    "spread_max", f"must be a number > 1 (the initial spreads are 1 and 0.5), got {self.spread_max!r}"
+                )
             set_(self, "spread_max", float(self.spread_max))
 
     @property
@@ -140,7 +147,7 @@ class ResolutionConfig:
         """Whether no field names a source (``"maps"``, ``"recipe"``) still to be resolved."""
         return not isinstance(self.sigma_bounds, str) and not isinstance(self.energy_range, str)
 
-    def resolved(self, recipe: Mapping[str, Any] | None, n_rows: int) -> "ResolutionConfig":
+    def resolved(self, recipe: Mapping[str, Any] | None, n_rows: int) -> ResolutionConfig:
         """A copy with ``sigma_bounds="maps"`` and ``energy_range="recipe"`` replaced by values.
 
         Parameters
@@ -167,20 +174,21 @@ class ResolutionConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ResolutionConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> ResolutionConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise InputError, missing ones take the defaults."""
         if not isinstance(d, Mapping):
             raise InputError(f"ResolutionConfig must be an object, got {d!r}")
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise InputError(f"unknown ResolutionConfig keys {sorted(unknown)}; valid: "
-                             f"{sorted(f.name for f in dataclasses.fields(cls))}")
+            raise InputError(
+                f"unknown ResolutionConfig keys {sorted(unknown)}; valid: "
+                f"{sorted(f.name for f in dataclasses.fields(cls))}"
+            )
         return cls(**d)
 
 
 def _is_number(value: Any) -> bool:
-    return (isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
-            and math.isfinite(float(value)))
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(float(value))
 
 
 def check_sigma_bounds(bounds: Any) -> Bounds:
@@ -197,11 +205,13 @@ def check_sigma_bounds(bounds: Any) -> Bounds:
         lower = tuple(float(v) for v in lower)
         upper = tuple(float(v) for v in upper)
     except (TypeError, ValueError):
-        raise _fail("sigma_bounds", "must be (lower, upper), two sequences of widths in pixels, or 'maps', "
-                                    f"got {bounds!r}") from None
+        raise _fail(
+            "sigma_bounds", f"must be (lower, upper), two sequences of widths in pixels, or 'maps', got {bounds!r}"
+        ) from None
     if not lower or len(lower) != len(upper):
-        raise _fail("sigma_bounds", f"lower and upper need one width per row each, got {len(lower)} and "
-                                    f"{len(upper)} values")
+        raise _fail(
+            "sigma_bounds", f"lower and upper need one width per row each, got {len(lower)} and {len(upper)} values"
+        )
     lo, hi = np.asarray(lower), np.asarray(upper)
     if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
         raise _fail("sigma_bounds", "must be finite")
@@ -258,8 +268,10 @@ def maps_sigma_bounds(recipe: Mapping[str, Any] | None, n_rows: int, margin: flo
     lo_e, hi_e = rec.e_range
     row = (hi_e - lo_e) / int(n_rows)
     energies = lo_e + (np.arange(int(n_rows)) + 0.5) * row
-    sig = np.stack([maps_resolution(ei, rec.chopper_frequency, rec.chopper_package).sigma(energies)
-                    for ei in rec.e_init]) / row
+    sig = (
+        np.stack([maps_resolution(ei, rec.chopper_frequency, rec.chopper_package).sigma(energies) for ei in rec.e_init])
+        / row
+    )
     lower = sig.min(axis=0) / float(margin)
     upper = sig.max(axis=0) * float(margin)
     if len(rec.e_init) == 1 and margin == 1.0:

@@ -10,10 +10,12 @@ the Exp2SimGAN's Sim2Exp generator
 (:class:`~bluesky_twin.gan.networks.ResolutionResnetGenerator`) builds it with
 :meth:`EnergyResolutionLayer.from_config`.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -117,21 +119,46 @@ class EnergyResolutionLayer(nn.Module):
 
     MIN_SIGMA = MIN_SIGMA
 
-    def __init__(self, degree: int = 2, init_sigma: float = 3.0, scaling_kind: str | None = "log1p",
-                 gain: float = 4.0, vmax: float = 4.0, percentile: float = 99.5, instrument: bool = False,
-                 init_elastic: float = 1.0, init_background: float = 0.02, init_counts: float = 100.0,
-                 energy_range: tuple[float, float] | None = None, init_temperature: float = 8.0,
-                 sigma_bounds: tuple[Sequence[float], Sequence[float]] | None = None, stochastic: bool = False,
-                 init_spread: float = 1.0, init_amplitude_spread: float = 0.5, poisson: bool = False,
-                 spread_max: float | None = None, column_terms: bool = False):
+    def __init__(
+        self,
+        degree: int = 2,
+        init_sigma: float = 3.0,
+        scaling_kind: str | None = "log1p",
+        gain: float = 4.0,
+        vmax: float = 4.0,
+        percentile: float = 99.5,
+        instrument: bool = False,
+        init_elastic: float = 1.0,
+        init_background: float = 0.02,
+        init_counts: float = 100.0,
+        energy_range: tuple[float, float] | None = None,
+        init_temperature: float = 8.0,
+        sigma_bounds: tuple[Sequence[float], Sequence[float]] | None = None,
+        stochastic: bool = False,
+        init_spread: float = 1.0,
+        init_amplitude_spread: float = 0.5,
+        poisson: bool = False,
+        spread_max: float | None = None,
+        column_terms: bool = False,
+    ):
         super().__init__()
         # the options are validated once, by ResolutionConfig (InputError)
-        config = ResolutionConfig(degree=degree, init_sigma=init_sigma, instrument=instrument,
-                                  energy_range=energy_range, sigma_bounds=sigma_bounds, stochastic=stochastic,
-                                  poisson=poisson, spread_max=spread_max, column_terms=column_terms)
+        config = ResolutionConfig(
+            degree=degree,
+            init_sigma=init_sigma,
+            instrument=instrument,
+            energy_range=energy_range,
+            sigma_bounds=sigma_bounds,
+            stochastic=stochastic,
+            poisson=poisson,
+            spread_max=spread_max,
+            column_terms=column_terms,
+        )
         if not config.is_resolved:
-            raise InputError("ResolutionConfig.sigma_bounds='maps' / energy_range='recipe' must be resolved "
-                             "against the training recipe first (ResolutionConfig.resolved)")
+            raise InputError(
+                "ResolutionConfig.sigma_bounds='maps' / energy_range='recipe' must be resolved "
+                "against the training recipe first (ResolutionConfig.resolved)"
+            )
         if scaling_kind not in (None, "log1p", "linear"):
             raise InputError(f"unknown scaling kind {scaling_kind!r}")
         if instrument and scaling_kind is None:
@@ -141,8 +168,12 @@ class EnergyResolutionLayer(nn.Module):
         self.spread_max = config.spread_max
         if self.spread_max is not None and not self.spread_max > max(init_spread, init_amplitude_spread):
             raise InputError(f"spread_max ({spread_max}) must exceed the initial spreads")
-        degree, init_sigma, sigma_bounds, energy_range = (config.degree, config.init_sigma, config.sigma_bounds,
-                                                          config.energy_range)
+        degree, init_sigma, sigma_bounds, energy_range = (
+            config.degree,
+            config.init_sigma,
+            config.sigma_bounds,
+            config.energy_range,
+        )
         coeffs = torch.zeros(int(degree) + 1)
         self.bounded = sigma_bounds is not None
         if self.bounded:  # all coefficients 0: the middle of the range
@@ -176,7 +207,7 @@ class EnergyResolutionLayer(nn.Module):
         self.percentile = float(percentile)
 
     @classmethod
-    def from_config(cls, config: ResolutionConfig, scaling: Any = None) -> "EnergyResolutionLayer":
+    def from_config(cls, config: ResolutionConfig, scaling: Any = None) -> EnergyResolutionLayer:
         """The layer of a (resolved) :class:`ResolutionConfig`.
 
         Parameters
@@ -190,10 +221,20 @@ class EnergyResolutionLayer(nn.Module):
         kind, gain, vmax = "log1p", 4.0, 4.0
         if scaling is not None:
             kind, gain, vmax = scaling.kind, scaling.gain, scaling.vmax
-        return cls(config.degree, config.init_sigma, scaling_kind=kind, gain=gain, vmax=vmax,
-                   instrument=config.instrument, energy_range=config.energy_range,
-                   sigma_bounds=config.sigma_bounds, stochastic=config.stochastic, poisson=config.poisson,
-                   spread_max=config.spread_max, column_terms=config.column_terms)
+        return cls(
+            config.degree,
+            config.init_sigma,
+            scaling_kind=kind,
+            gain=gain,
+            vmax=vmax,
+            instrument=config.instrument,
+            energy_range=config.energy_range,
+            sigma_bounds=config.sigma_bounds,
+            stochastic=config.stochastic,
+            poisson=config.poisson,
+            spread_max=config.spread_max,
+            column_terms=config.column_terms,
+        )
 
     # ------------------------------------------------------------------ width
     def _raw_spread(self, value: float) -> float:
@@ -206,8 +247,7 @@ class EnergyResolutionLayer(nn.Module):
         """Spread(s) from the raw parameter: ``exp(raw)``, or ``spread_max * sigmoid(raw)`` with a cap."""
         return torch.exp(raw) if self.spread_max is None else self.spread_max * torch.sigmoid(raw)
 
-    def sigma(self, n_rows: int, z: torch.Tensor | None = None,
-              fraction: torch.Tensor | None = None) -> torch.Tensor:
+    def sigma(self, n_rows: int, z: torch.Tensor | None = None, fraction: torch.Tensor | None = None) -> torch.Tensor:
         """Width in pixels of each of *n_rows* source rows.
 
         Parameters
@@ -244,13 +284,13 @@ class EnergyResolutionLayer(nn.Module):
                 return self.MIN_SIGMA + F.softplus(arg)
             position = torch.sigmoid(arg)
         if n_rows != self.sigma_lower.numel():
-            raise InputError(f"the width bounds are for frames of {self.sigma_lower.numel()} energy rows, "
-                             f"got {n_rows} rows")
+            raise InputError(
+                f"the width bounds are for frames of {self.sigma_lower.numel()} energy rows, got {n_rows} rows"
+            )
         lo, hi = self.sigma_lower.to(position.dtype), self.sigma_upper.to(position.dtype)
         return lo + (hi - lo) * position
 
-    def kernel(self, n_rows: int, z: torch.Tensor | None = None,
-               fraction: torch.Tensor | None = None) -> torch.Tensor:
+    def kernel(self, n_rows: int, z: torch.Tensor | None = None, fraction: torch.Tensor | None = None) -> torch.Tensor:
         """``K[i, j]``: the share of source row ``j`` landing in output row ``i`` (bin-integrated);
         ``(B, n_rows, n_rows)`` with per-frame draws *z* or *fraction* (see :meth:`sigma`)."""
         sig = self.sigma(n_rows, z, fraction)
@@ -268,11 +308,20 @@ class EnergyResolutionLayer(nn.Module):
 
     def _from_linear(self, y: torch.Tensor) -> torch.Tensor:
         y = y.clamp(0.0, self.vmax)
-        v = y / self.vmax if self.scaling_kind == "linear" else torch.log1p(self.gain * y) / math.log1p(self.gain * self.vmax)
+        v = (
+            y / self.vmax
+            if self.scaling_kind == "linear"
+            else torch.log1p(self.gain * y) / math.log1p(self.gain * self.vmax)
+        )
         return 2.0 * v - 1.0
 
-    def broaden(self, x: torch.Tensor, valid: torch.Tensor | None = None,
-                z: torch.Tensor | None = None, fraction: torch.Tensor | None = None) -> torch.Tensor:
+    def broaden(
+        self,
+        x: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        z: torch.Tensor | None = None,
+        fraction: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Broaden *x* (B, C, E, ...) along axis 2 as it is (no scaling), mask-aware.
 
         Parameters
@@ -297,14 +346,23 @@ class EnergyResolutionLayer(nn.Module):
         num = torch.einsum(eq, K, x0 * m)
         den = torch.einsum(eq, K, m)
         row_weight = K.sum(dim=-1)
-        row_weight = (row_weight.view(-1, *([1] * (x.dim() - 3))) if K.dim() == 2
-                      else row_weight.view(x.shape[0], 1, -1, *([1] * (x.dim() - 3))))
-        has_valid = (m.sum(dim=2, keepdim=True) > 0)
+        row_weight = (
+            row_weight.view(-1, *([1] * (x.dim() - 3)))
+            if K.dim() == 2
+            else row_weight.view(x.shape[0], 1, -1, *([1] * (x.dim() - 3)))
+        )
+        has_valid = m.sum(dim=2, keepdim=True) > 0
         normalised = num / den.clamp_min(1e-6) * row_weight
         return torch.where(has_valid & (den > 1e-6), normalised, full)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None, noise: bool | None = None,
-                sample: bool | None = None, fraction: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        noise: bool | None = None,
+        sample: bool | None = None,
+        fraction: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Broaden model-space frames (B, C, E, ...); returns model space.
 
         Parameters
@@ -340,10 +398,12 @@ class EnergyResolutionLayer(nn.Module):
         scale = torch.nan_to_num(torch.nanquantile(flat, self.percentile / 100.0, dim=1), nan=1.0).clamp_min(1e-6)
         lin = lin / scale.view(-1, *([1] * (x.dim() - 1)))
         if self.instrument:
-            lin = self._add_instrument(lin, noise=self.training if noise is None else noise,
-                                       z=None if z is None else z[:, 1:],
-                                       sigma0=(None if zw is None and fraction is None
-                                               else self.sigma(x.shape[2], zw, fraction)[:, 0]))
+            lin = self._add_instrument(
+                lin,
+                noise=self.training if noise is None else noise,
+                z=None if z is None else z[:, 1:],
+                sigma0=(None if zw is None and fraction is None else self.sigma(x.shape[2], zw, fraction)[:, 0]),
+            )
         return self._from_linear(lin)
 
     def bose_factor(self, n_rows: int) -> torch.Tensor:
@@ -358,9 +418,11 @@ class EnergyResolutionLayer(nn.Module):
         if not self.instrument:
             return {}
         with torch.no_grad():
-            out = {"elastic_amplitude": float(F.softplus(self.elastic_raw)),
-                   "background": float(F.softplus(self.background_raw)),
-                   "counts_scale": float(torch.exp(self.log_counts))}
+            out = {
+                "elastic_amplitude": float(F.softplus(self.elastic_raw)),
+                "background": float(F.softplus(self.background_raw)),
+                "counts_scale": float(torch.exp(self.log_counts)),
+            }
             if self.column_terms:
                 out["elastic_decay"] = float(F.softplus(self.elastic_decay_raw))
                 out["background_u2"] = float(F.softplus(self.background_slope_raw))
@@ -377,13 +439,16 @@ class EnergyResolutionLayer(nn.Module):
             with torch.no_grad():
                 out["width_spread"] = float(self._spread(self.log_spread))
                 if self.instrument:
-                    for name, v in zip(("elastic_spread", "background_spread", "counts_spread"),
-                                       self._spread(self.log_amplitude_spreads)):
+                    for name, v in zip(
+                        ("elastic_spread", "background_spread", "counts_spread"),
+                        self._spread(self.log_amplitude_spreads),
+                    ):
                         out[name] = float(v)
         return out
 
-    def _add_instrument(self, lin: torch.Tensor, noise: bool, z: torch.Tensor | None = None,
-                        sigma0: torch.Tensor | None = None) -> torch.Tensor:
+    def _add_instrument(
+        self, lin: torch.Tensor, noise: bool, z: torch.Tensor | None = None, sigma0: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Elastic line, background and (with *noise*) counting noise.
 
         *z* ``(B, 3)``: per-frame draws for the elastic amplitude, background and counts
@@ -430,7 +495,9 @@ class EnergyResolutionLayer(nn.Module):
         return gauss + (exact - gauss).detach()  # Poisson values, Gaussian gradient
 
     def extra_repr(self) -> str:  # noqa: D102
-        return (f"degree={self.coeffs.numel() - 1}, scaling={self.scaling_kind}, percentile={self.percentile}, "
-                f"instrument={self.instrument}, column_terms={self.column_terms}, bounded={self.bounded}, "
-                f"stochastic={self.stochastic}, "
-                f"poisson={self.poisson}")
+        return (
+            f"degree={self.coeffs.numel() - 1}, scaling={self.scaling_kind}, percentile={self.percentile}, "
+            f"instrument={self.instrument}, column_terms={self.column_terms}, bounded={self.bounded}, "
+            f"stochastic={self.stochastic}, "
+            f"poisson={self.poisson}"
+        )

@@ -34,6 +34,7 @@ anisotropy matrix ``diag(0, 0, -D)``) enters as ``A += 2 S D``.  It reproduces t
 textbook uniaxial-antiferromagnet gap ``sqrt(2 H_E H_A + H_A^2)`` and pyspinw's energies
 and intensities (tested); the dataset generators keep ``D = 0`` as in the project's model.
 """
+
 from __future__ import annotations
 
 from typing import Literal

@@ -13,6 +13,7 @@ them run unchanged on real hardware with the same component names.
 The package imports ophyd and numpy (both core dependencies) when imported; the INS
 spectrometer loads the spin-wave physics only when it is built.
 """
+
 from __future__ import annotations
 
 from types import SimpleNamespace

@@ -12,6 +12,7 @@ Physics model (see ``docs/instruments.md``), angles in degrees, intensity in cou
   (0.4-degree wide) sits on the edge itself, as in the measured map of Terashima et al.
 * Rates are counts per second; a reading is ``Poisson(rate * dwell_time)``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -90,12 +91,26 @@ class ArpesManipulator(SimInstrument):
     """
 
     theta1 = Cpt(
-        SimPositioner, limits=(-25.0, 25.0), value=0.0, ramp_rate=2.0,
-        settle_time=0.5, stability=0.002, egu="deg", precision=4, kind="normal",
+        SimPositioner,
+        limits=(-25.0, 25.0),
+        value=0.0,
+        ramp_rate=2.0,
+        settle_time=0.5,
+        stability=0.002,
+        egu="deg",
+        precision=4,
+        kind="normal",
     )
     theta2 = Cpt(
-        SimPositioner, limits=(-15.0, 15.0), value=0.0, ramp_rate=1.0,
-        settle_time=1.0, stability=0.002, egu="deg", precision=4, kind="normal",
+        SimPositioner,
+        limits=(-15.0, 15.0),
+        value=0.0,
+        ramp_rate=1.0,
+        settle_time=1.0,
+        stability=0.002,
+        egu="deg",
+        precision=4,
+        kind="normal",
     )
     intensity = Cpt(MeasuredSignal, value=0, units="counts", kind="hinted")
     elapsed = Cpt(MeasuredSignal, value=0.0, units="s", precision=1, kind="normal")

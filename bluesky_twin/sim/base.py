@@ -9,10 +9,12 @@ positions and write them into the signals) and
 rest, so the readings change on every trigger (ophyd's frozen-``SynSignal``
 trap cannot happen).
 """
+
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 from ophyd import Device
@@ -75,9 +77,7 @@ class SimInstrument(Device):
     def positioners(self) -> dict[str, SimPositioner]:
         """The instrument's positioners, by attribute name, in component order."""
         return {
-            attr: getattr(self, attr)
-            for attr in self.component_names
-            if isinstance(getattr(self, attr), SimPositioner)
+            attr: getattr(self, attr) for attr in self.component_names if isinstance(getattr(self, attr), SimPositioner)
         }
 
     @property
@@ -89,7 +89,8 @@ class SimInstrument(Device):
             "fields": [
                 getattr(self, attr).name
                 for attr in self.component_names
-                if isinstance(getattr(self, attr), MeasuredSignal) and (getattr(self, attr).kind & Kind.hinted) == Kind.hinted
+                if isinstance(getattr(self, attr), MeasuredSignal)
+                and (getattr(self, attr).kind & Kind.hinted) == Kind.hinted
             ]
         }
 

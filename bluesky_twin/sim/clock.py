@@ -7,6 +7,7 @@ With ``time_scale=0`` (the default) nothing sleeps: the zero-delay mode used by
 tests and benchmarks.  With ``time_scale=s > 0`` every simulated second costs
 ``s`` wall-clock seconds (``1.0`` is real time, ``1e-3`` a 1000x fast-forward).
 """
+
 from __future__ import annotations
 
 import math

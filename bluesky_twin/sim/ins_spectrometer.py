@@ -17,6 +17,7 @@ once from the instrument's seed).  Per frame only the counting statistics change
 The sample temperature is a :class:`~bluesky_twin.sim.positioner.SimPositioner`
 (the Bose factor depends on it).
 """
+
 from __future__ import annotations
 
 import threading
@@ -65,8 +66,15 @@ class InsSpectrometer(SimInstrument):
     """
 
     temperature = Cpt(
-        SimPositioner, limits=(1.5, 300.0), value=5.0, ramp_rate=0.05,
-        settle_time=120.0, stability=0.01, egu="K", precision=3, kind="normal",
+        SimPositioner,
+        limits=(1.5, 300.0),
+        value=5.0,
+        ramp_rate=0.05,
+        settle_time=120.0,
+        stability=0.01,
+        egu="K",
+        precision=3,
+        kind="normal",
     )
     frame = Cpt(MeasuredSignal, value=np.zeros((64, 64), dtype=np.float32), units="arb. units", kind="hinted")
     elapsed = Cpt(MeasuredSignal, value=0.0, units="s", precision=1, kind="normal")
@@ -127,9 +135,16 @@ class InsSpectrometer(SimInstrument):
             cached = self._truth_cache.get(key)
             if cached is None:
                 cached = _simulate_frame(
-                    self._j1, self._j2, geometry=self._geometry, size=self._size, experiment_like=True,
-                    rng=np.random.default_rng(self._mask_seed), temperature=t, e_init=key[1],
-                    counts_scale=_TRUTH_COUNTS_SCALE, **self._setup,
+                    self._j1,
+                    self._j2,
+                    geometry=self._geometry,
+                    size=self._size,
+                    experiment_like=True,
+                    rng=np.random.default_rng(self._mask_seed),
+                    temperature=t,
+                    e_init=key[1],
+                    counts_scale=_TRUTH_COUNTS_SCALE,
+                    **self._setup,
                 ).astype(np.float64)
                 if len(self._truth_cache) > 64:
                     self._truth_cache.clear()

@@ -25,6 +25,7 @@ Time model: ``point_time(a, b)`` = temperature ramp (``|dT| / rate`` + settle)
 + field ramp (``|dH| / rate`` + settle) + averaging time.  Moves are serialised, as an
 MPMS sequence does them (stabilise the temperature, then set the field).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -120,12 +121,26 @@ class Magnetometer(SimInstrument):
     """
 
     temperature = Cpt(
-        SimPositioner, limits=(2.0, 400.0), value=300.0, ramp_rate=10.0 / 60.0,
-        settle_time=30.0, stability=0.005, egu="K", precision=4, kind="normal",
+        SimPositioner,
+        limits=(2.0, 400.0),
+        value=300.0,
+        ramp_rate=10.0 / 60.0,
+        settle_time=30.0,
+        stability=0.005,
+        egu="K",
+        precision=4,
+        kind="normal",
     )
     field = Cpt(
-        SimPositioner, limits=(0.0, 7.0), value=0.0, ramp_rate=0.01,
-        settle_time=10.0, stability=0.0, egu="T", precision=5, kind="normal",
+        SimPositioner,
+        limits=(0.0, 7.0),
+        value=0.0,
+        ramp_rate=0.01,
+        settle_time=10.0,
+        stability=0.0,
+        egu="T",
+        precision=5,
+        kind="normal",
     )
     magnetisation = Cpt(MeasuredSignal, value=0.0, units="emu (raw)", precision=6, kind="hinted")
     elapsed = Cpt(MeasuredSignal, value=0.0, units="s", precision=1, kind="normal")

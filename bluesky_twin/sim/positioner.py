@@ -15,6 +15,7 @@ adds what a real temperature controller, magnet power supply or goniometer has:
   zero-delay mode (then the readback ramps in steps in a background thread, so the
   RunEngine is never blocked).
 """
+
 from __future__ import annotations
 
 import math
@@ -142,8 +143,7 @@ class SimPositioner(SynAxis):
             raise PositionerLimitError(f"{self.name}: target {value!r} is not finite")
         if not low <= target <= high:
             raise PositionerLimitError(
-                f"{self.name}: target {target:g} {self.egu} is outside the limits "
-                f"[{low:g}, {high:g}] {self.egu}"
+                f"{self.name}: target {target:g} {self.egu} is outside the limits [{low:g}, {high:g}] {self.egu}"
             )
         return target
 

@@ -5,6 +5,7 @@
 ``describe()``, so the descriptors that TiledWriter stores and replays are the
 descriptors the RunEngine emitted, field for field.
 """
+
 from __future__ import annotations
 
 from typing import Any

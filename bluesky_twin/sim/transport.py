@@ -12,6 +12,7 @@ Physics model (see ``docs/instruments.md``), T in K, H in T, R in ohm:
 Noise: Gaussian, ``sigma = sigma0 / sqrt(t_avg / 1 s)``, about 1 % of Rn as in the PdH
 scans of Terashima et al. (2023).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -85,12 +86,26 @@ class TransportCell(SimInstrument):
     """
 
     temperature = Cpt(
-        SimPositioner, limits=(1.8, 400.0), value=300.0, ramp_rate=12.0 / 60.0,
-        settle_time=20.0, stability=0.003, egu="K", precision=4, kind="normal",
+        SimPositioner,
+        limits=(1.8, 400.0),
+        value=300.0,
+        ramp_rate=12.0 / 60.0,
+        settle_time=20.0,
+        stability=0.003,
+        egu="K",
+        precision=4,
+        kind="normal",
     )
     field = Cpt(
-        SimPositioner, limits=(0.0, 9.0), value=0.0, ramp_rate=0.01,
-        settle_time=5.0, stability=0.0, egu="T", precision=5, kind="normal",
+        SimPositioner,
+        limits=(0.0, 9.0),
+        value=0.0,
+        ramp_rate=0.01,
+        settle_time=5.0,
+        stability=0.0,
+        egu="T",
+        precision=5,
+        kind="normal",
     )
     resistance = Cpt(MeasuredSignal, value=0.0, units="ohm", precision=6, kind="hinted")
     elapsed = Cpt(MeasuredSignal, value=0.0, units="s", precision=1, kind="normal")

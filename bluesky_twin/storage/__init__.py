@@ -42,6 +42,7 @@ Modules, one concept each (all private; use the names re-exported here):
 
 All tiled imports are lazy: importing this package is cheap.
 """
+
 from __future__ import annotations
 
 from ._catalog import catalog_template

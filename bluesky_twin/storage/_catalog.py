@@ -6,6 +6,7 @@ empty initialised ``catalog.db`` in the user cache directory
 (``$BLUESKY_TWIN_CACHE_DIR``, else ``$XDG_CACHE_HOME/bluesky-twin``, else
 ``~/.cache/bluesky-twin``), and every new store gets a copy of it.
 """
+
 from __future__ import annotations
 
 import os

@@ -15,6 +15,7 @@ directory lacks:
 No API key is written: ``tiled serve config`` takes ``--api-key KEY`` or
 ``$TILED_SINGLE_USER_API_KEY`` (else it prints a random one).
 """
+
 from __future__ import annotations
 
 import copy
@@ -99,8 +100,9 @@ def _write_yaml(path: Path, content: dict[str, Any], header: str) -> Path:
     return path
 
 
-def write_tiled_config(directory: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False,
-                       writable: bool = False) -> Path:
+def write_tiled_config(
+    directory: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False, writable: bool = False
+) -> Path:
     """Write a ``tiled serve config`` file for the embedded store in *directory*.
 
     Parameters
@@ -128,15 +130,18 @@ def write_tiled_config(directory: str | os.PathLike, out: str | os.PathLike, *, 
     """
     path = _checked_out(out, directory, overwrite=overwrite)
     content = tiled_config(directory, writable=writable)
-    header = (f"tiled server config of the embedded store {Path(directory).expanduser().resolve()}\n"
-              "(written by `bluesky-twin store serve-config`).  Serve it with\n"
-              "    tiled serve config THIS_FILE --host 127.0.0.1 --port 8000 --api-key KEY\n"
-              "or set TILED_SINGLE_USER_API_KEY instead of --api-key.")
+    header = (
+        f"tiled server config of the embedded store {Path(directory).expanduser().resolve()}\n"
+        "(written by `bluesky-twin store serve-config`).  Serve it with\n"
+        "    tiled serve config THIS_FILE --host 127.0.0.1 --port 8000 --api-key KEY\n"
+        "or set TILED_SINGLE_USER_API_KEY instead of --api-key."
+    )
     return _write_yaml(path, content, header)
 
 
-def write_tiled_profile(directory: str | os.PathLike, out: str | os.PathLike, *, name: str,
-                        overwrite: bool = False, writable: bool = False) -> Path:
+def write_tiled_profile(
+    directory: str | os.PathLike, out: str | os.PathLike, *, name: str, overwrite: bool = False, writable: bool = False
+) -> Path:
     """Write a tiled client profile that opens the embedded store in *directory* in-process.
 
     The profile holds the config of :func:`tiled_config` under ``direct:``, so
@@ -171,7 +176,9 @@ def write_tiled_profile(directory: str | os.PathLike, out: str | os.PathLike, *,
         raise InputError(f"profile name {name!r}: use letters, digits, '_', '.' and '-'")
     path = _checked_out(out, directory, overwrite=overwrite)
     content = {name: {"direct": tiled_config(directory, writable=writable)}}
-    header = (f"tiled client profile {name!r}: the embedded store {Path(directory).expanduser().resolve()}\n"
-              "served in-process (written by `bluesky-twin store tiled-profile`).  Open it with\n"
-              f"    from tiled.client import from_profile; catalog = from_profile({name!r})")
+    header = (
+        f"tiled client profile {name!r}: the embedded store {Path(directory).expanduser().resolve()}\n"
+        "served in-process (written by `bluesky-twin store tiled-profile`).  Open it with\n"
+        f"    from tiled.client import from_profile; catalog = from_profile({name!r})"
+    )
     return _write_yaml(path, content, header)

@@ -3,6 +3,7 @@
 An embedded store is one directory holding an SQLite catalog (``catalog.db``), an
 SQLite table store (``tabular.db``) and a data directory (``data/``, zarr arrays).
 """
+
 from __future__ import annotations
 
 import os

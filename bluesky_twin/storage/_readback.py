@@ -1,4 +1,5 @@
 """Reading runs back: select runs, replay their documents, read their streams."""
+
 from __future__ import annotations
 
 import math
@@ -24,6 +25,7 @@ def last_scan_id(client: Any) -> int:
     scan_id = start.get("scan_id", 0)
     return int(scan_id) if isinstance(scan_id, (int, float)) and math.isfinite(scan_id) else 0
 
+
 def _as_query_list(query: Any) -> list[Any]:
     if query is None:
         return []
@@ -34,9 +36,7 @@ def _as_query_list(query: Any) -> list[Any]:
     if isinstance(query, (list, tuple)):
         return [q for item in query for q in _as_query_list(item)]
     if isinstance(query, str):
-        raise InputError(
-            f"query {query!r}: pass a tiled query object or a mapping {{start-document key: value}}"
-        )
+        raise InputError(f"query {query!r}: pass a tiled query object or a mapping {{start-document key: value}}")
     return [query]
 
 

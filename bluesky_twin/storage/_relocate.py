@@ -7,6 +7,7 @@ when a store is opened from another place (copied, moved, restored from a backup
 :func:`rebase_store_paths` rewrites those URIs onto the directory it is opened from
 before tiled reads them.  Stores written before this rule are rebased the same way.
 """
+
 from __future__ import annotations
 
 import os
@@ -83,7 +84,7 @@ def rebase_store_paths(directory: str | os.PathLike) -> dict[str, str]:
         prefix, path = split
         for old, new in moved.items():
             if path == old or path.startswith(old + "/"):
-                updates.append((prefix + new + path[len(old):], asset_id))
+                updates.append((prefix + new + path[len(old) :], asset_id))
                 break
     try:
         with sqlite3.connect(catalog_path) as connection:

@@ -1,4 +1,5 @@
 """Serving a store over HTTP, and opening a store or a tiled server by location."""
+
 from __future__ import annotations
 
 import os
@@ -67,6 +68,7 @@ def serve_store(
                     raise RuntimeError(f"tiled server for {directory} did not become ready")
                 time.sleep(0.05)
         yield f"{base_url}/api/v1"
+
 
 def open_tiled(uri_or_dir: str | os.PathLike, *, api_key: str | None = None, create: bool = False) -> Any:
     """Open a tiled catalog of runs: an embedded store directory or a tiled server URI.
@@ -152,8 +154,7 @@ def _open_server(uri: str, *, api_key: str | None) -> Any:
     from tiled.client import from_uri
     from tiled.client.context import CannotPrompt
 
-    no_key = (f"the tiled server at {shown} needs an API key: pass --api-key KEY (api_key=...) "
-              "or set TILED_API_KEY")
+    no_key = f"the tiled server at {shown} needs an API key: pass --api-key KEY (api_key=...) or set TILED_API_KEY"
     try:
         return from_uri(uri, api_key=api_key)
     except CannotPrompt:
@@ -166,8 +167,9 @@ def _open_server(uri: str, *, api_key: str | None) -> Any:
             raise InputError(no_key) from None
         raise InputError(f"the tiled server at {shown} answered HTTP {code}: {clean(str(exc))}") from None
     except httpx.HTTPError as exc:
-        raise InputError(f"cannot read from the tiled server at {shown}: {type(exc).__name__}: "
-                         f"{clean(str(exc))}") from None
+        raise InputError(
+            f"cannot read from the tiled server at {shown}: {type(exc).__name__}: {clean(str(exc))}"
+        ) from None
     except RuntimeError as exc:
         if "API key" in str(exc):
             raise InputError(no_key) from None

@@ -6,6 +6,7 @@ directory, served in-process by tiled's ASGI app with no socket and no server
 (``Context.from_app``).  For several writers on several machines the catalog can live
 in PostgreSQL (``open_store(directory, catalog_uri="postgresql+asyncpg://...")``).
 """
+
 from __future__ import annotations
 
 import os
@@ -27,6 +28,7 @@ from ._layout import (
 )
 
 __all__ = ["build_store_app", "close_store", "open_store"]
+
 
 def _serialization_registry() -> Any:
     """A copy of tiled's default serialization registry with :data:`BLUESKY_MEDIA_TYPES` added.

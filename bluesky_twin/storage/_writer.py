@@ -1,4 +1,5 @@
 """Writing runs into a store: ``bluesky_tiled_plugins.TiledWriter``, one writer at a time per store."""
+
 from __future__ import annotations
 
 import threading

@@ -20,6 +20,7 @@ Code that only uses a twin types it with :mod:`bluesky_twin.protocols` (``Twin``
 are imported eagerly; the others on first use, so that
 the CLI's ``--help`` does not pay for numpy.
 """
+
 from __future__ import annotations
 
 from bluesky_twin._lazy import lazy_exports
@@ -38,12 +39,25 @@ _LAZY = {
     "Scaler": "bluesky_twin.twin._scaler",
     "TabulatedTwin": "bluesky_twin.twin.tabulated",
     "tabulate": "bluesky_twin.twin.tabulated",
-    **{name: "bluesky_twin.twin._ensemble" for name in (
-        "MIN_FINAL_EPOCHS", "TOP_K_SCORE_RATIO", "estimate_final_seconds", "final_epochs", "final_schedule",
-        "group_count", "plan_ensemble", "split_groups", "train_ensemble")},
+    **{
+        name: "bluesky_twin.twin._ensemble"
+        for name in (
+            "MIN_FINAL_EPOCHS",
+            "TOP_K_SCORE_RATIO",
+            "estimate_final_seconds",
+            "final_epochs",
+            "final_schedule",
+            "group_count",
+            "plan_ensemble",
+            "split_groups",
+            "train_ensemble",
+        )
+    },
     "model_params": "bluesky_twin.twin._params",
-    **{name: "bluesky_twin.twin._persistence" for name in (
-        "FORMAT", "FORMAT_VERSION", "JOURNAL_FILE", "LINE_RESIDUAL_FILE", "METADATA_FILE", "WEIGHTS_FILE")},
+    **{
+        name: "bluesky_twin.twin._persistence"
+        for name in ("FORMAT", "FORMAT_VERSION", "JOURNAL_FILE", "LINE_RESIDUAL_FILE", "METADATA_FILE", "WEIGHTS_FILE")
+    },
 }
 
 __all__ = [

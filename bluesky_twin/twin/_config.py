@@ -3,6 +3,7 @@
 This module imports nothing heavy (no numpy, torch or optuna), so
 ``bluesky_twin.twin`` re-exports it eagerly.
 """
+
 from __future__ import annotations
 
 import math

@@ -9,6 +9,7 @@ After the search, the best few configurations (at most ``top_k``, each within
 :func:`final_schedule`).  A fit's budget asks :func:`estimate_final_seconds` how long
 that will take while the search is still running.
 """
+
 from __future__ import annotations
 
 import math
@@ -118,8 +119,7 @@ def split_groups(shares: Sequence[tuple[Any, int]], groups: int) -> list[tuple[A
     return out
 
 
-def final_epochs(trial: Any, space: TwinSearchSpace, warm: bool, search_steps: int = 1,
-                 final_steps: int = 1) -> int:
+def final_epochs(trial: Any, space: TwinSearchSpace, warm: bool, search_steps: int = 1, final_steps: int = 1) -> int:
     """Epochs of a final-ensemble member: the search's best epoch, with a floor.
 
     The floor is :attr:`TwinSearchSpace.min_final_epochs` (default
@@ -149,8 +149,9 @@ def final_epochs(trial: Any, space: TwinSearchSpace, warm: bool, search_steps: i
     return int(max(best, floor))
 
 
-def final_schedule(trial: Any, space: TwinSearchSpace, batch: int, n_train: int, n_all: int,
-                   warm: bool = False) -> tuple[int, int]:
+def final_schedule(
+    trial: Any, space: TwinSearchSpace, batch: int, n_train: int, n_all: int, warm: bool = False
+) -> tuple[int, int]:
     """Epochs of a final member of *trial*'s configuration, and its optimiser steps per epoch.
 
     A final epoch runs over all *n_all* rows (capped by
@@ -180,8 +181,9 @@ def final_schedule(trial: Any, space: TwinSearchSpace, batch: int, n_train: int,
     return final_epochs(trial, space, warm, search_steps, final_steps), final_steps
 
 
-def estimate_final_seconds(study: Any, space: TwinSearchSpace, ensemble_size: int, top_k: int, jobs: int,
-                           n_train: int, n_all: int) -> float:
+def estimate_final_seconds(
+    study: Any, space: TwinSearchSpace, ensemble_size: int, top_k: int, jobs: int, n_train: int, n_all: int
+) -> float:
     """Wall seconds the final ensemble would take if the search stopped now.
 
     Uses each chosen trial's measured seconds per member and optimiser step (older
@@ -211,8 +213,11 @@ def estimate_final_seconds(study: Any, space: TwinSearchSpace, ensemble_size: in
 
     from bluesky_twin.twin.training import steps_per_epoch
 
-    complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                if "seconds_per_member_epoch" in t.user_attrs]
+    complete = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if "seconds_per_member_epoch" in t.user_attrs
+    ]
     if not complete:
         return 0.0
     chosen, shares = plan_ensemble(complete, ensemble_size, top_k)
@@ -224,8 +229,11 @@ def estimate_final_seconds(study: Any, space: TwinSearchSpace, ensemble_size: in
         if "seconds_per_member_step" in t.user_attrs:
             per_epoch = final_steps * float(t.user_attrs["seconds_per_member_step"])
         else:  # trials recorded before step timing: whole epochs, validation included
-            per_epoch = (float(t.user_attrs["seconds_per_member_epoch"]) * final_steps
-                         / steps_per_epoch(n_train, batch, space.max_steps_per_epoch))
+            per_epoch = (
+                float(t.user_attrs["seconds_per_member_epoch"])
+                * final_steps
+                / steps_per_epoch(n_train, batch, space.max_steps_per_epoch)
+            )
         member_seconds[id(t)] = epochs * per_epoch
     # the groups train_ensemble will run, longest first onto the least busy of `jobs` threads
     loads = [0.0] * max(1, jobs)
@@ -235,11 +243,22 @@ def estimate_final_seconds(study: Any, space: TwinSearchSpace, ensemble_size: in
     return max(loads)
 
 
-def train_ensemble(complete: Sequence[Any], space: TwinSearchSpace, X: torch.Tensor, y: torch.Tensor, *,
-                   n_train: int, seed: int = 0, ensemble_size: int = DEFAULT_ENSEMBLE_SIZE,
-                   top_k: int = DEFAULT_TOP_K, jobs: int = 1, warm_models: Sequence[BatchedMLP] = (),
-                   precision: str = "float32", epoch_scale: float = 1.0,
-                   deadline: float | None = None) -> tuple[torch.nn.ModuleList, list[dict[str, Any]]]:
+def train_ensemble(
+    complete: Sequence[Any],
+    space: TwinSearchSpace,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    n_train: int,
+    seed: int = 0,
+    ensemble_size: int = DEFAULT_ENSEMBLE_SIZE,
+    top_k: int = DEFAULT_TOP_K,
+    jobs: int = 1,
+    warm_models: Sequence[BatchedMLP] = (),
+    precision: str = "float32",
+    epoch_scale: float = 1.0,
+    deadline: float | None = None,
+) -> tuple[torch.nn.ModuleList, list[dict[str, Any]]]:
     """Refit the top-k configurations on all rows, ``ensemble_size`` members in all.
 
     The members are split into :func:`group_count` groups (a configuration's members
@@ -299,20 +318,37 @@ def train_ensemble(complete: Sequence[Any], space: TwinSearchSpace, X: torch.Ten
         previous = matching_model(warm_models, params)
         if previous is not None:
             model.load_members_from(previous)
-        epochs, _ = final_schedule(trial, space, int(params["batch_size"]), n_train, len(X),
-                                   warm=previous is not None)
+        epochs, _ = final_schedule(trial, space, int(params["batch_size"]), n_train, len(X), warm=previous is not None)
         lr_drop = space.lr_drop_epoch
         short = max(MIN_FINAL_EPOCHS, math.ceil(epochs * epoch_scale))
         if short < epochs:  # a budget's time box: the whole schedule shrinks, drop included
             lr_drop = max(1, round(lr_drop * short / epochs))
             epochs = short
-        train_members(model, X, y, [full] * members, None, lr=params["lr"],
-                      batch_size=min(params["batch_size"], len(X)), weight_decay=params["weight_decay"],
-                      max_epochs=epochs, lr_drop_epoch=lr_drop,
-                      lr_drop_factor=space.lr_drop_factor, generator=gen,
-                      max_steps_per_epoch=space.final_step_cap, precision=precision, deadline=deadline)
-        return model, {"trial": trial.number, "params": params, "members": members, "epochs": epochs,
-                       "lr_drop_epoch": lr_drop, "cv_score": float(trial.value)}
+        train_members(
+            model,
+            X,
+            y,
+            [full] * members,
+            None,
+            lr=params["lr"],
+            batch_size=min(params["batch_size"], len(X)),
+            weight_decay=params["weight_decay"],
+            max_epochs=epochs,
+            lr_drop_epoch=lr_drop,
+            lr_drop_factor=space.lr_drop_factor,
+            generator=gen,
+            max_steps_per_epoch=space.final_step_cap,
+            precision=precision,
+            deadline=deadline,
+        )
+        return model, {
+            "trial": trial.number,
+            "params": params,
+            "members": members,
+            "epochs": epochs,
+            "lr_drop_epoch": lr_drop,
+            "cv_score": float(trial.value),
+        }
 
     with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(groups)))) as pool:
         results = list(pool.map(train_group, range(len(groups))))

@@ -7,6 +7,7 @@ correction where the space asks for one, and records everything in the twin's
 metadata.  :meth:`DigitalTwin.fit <bluesky_twin.twin.DigitalTwin.fit>` is the
 entry point.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,10 +44,17 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 
-def fit_twin(twin_class: type[TwinT], data: pd.DataFrame | str | os.PathLike | ScanTable,
-             x: Sequence[str] | None, y: str | None, config: FitConfig, *,
-             warm_start: DigitalTwin | None = None, search_space: TwinSearchSpace | None = None,
-             trial_callback: Callable[[Any, Any], None] | None = None) -> TwinT:
+def fit_twin(
+    twin_class: type[TwinT],
+    data: pd.DataFrame | str | os.PathLike | ScanTable,
+    x: Sequence[str] | None,
+    y: str | None,
+    config: FitConfig,
+    *,
+    warm_start: DigitalTwin | None = None,
+    search_space: TwinSearchSpace | None = None,
+    trial_callback: Callable[[Any, Any], None] | None = None,
+) -> TwinT:
     """Tune, train and return a *twin_class* (see :meth:`DigitalTwin.fit` for the arguments)."""
     import optuna
     import torch
@@ -60,9 +68,7 @@ def fit_twin(twin_class: type[TwinT], data: pd.DataFrame | str | os.PathLike | S
         x = list(x) if x is not None else warm_start.x_names
         y = y if y is not None else warm_start.y_name
         if list(x) != warm_start.x_names or y != warm_start.y_name:
-            raise InputError(
-                f"warm start twin models {warm_start.y_name}({warm_start.x_names}), "
-                f"not {y}({list(x)})")
+            raise InputError(f"warm start twin models {warm_start.y_name}({warm_start.x_names}), not {y}({list(x)})")
         if search_space is None:
             space = TwinSearchSpace.from_dict(warm_start.metadata["search_space"])
     if x is None or y is None:
@@ -81,26 +87,46 @@ def fit_twin(twin_class: type[TwinT], data: pd.DataFrame | str | os.PathLike | S
         Xt = torch.from_numpy(x_scaler.transform(table.X).astype(np.float32))
         yt = torch.from_numpy(y_scaler.transform(table.y.reshape(-1, 1)).astype(np.float32))
     if not (bool(torch.isfinite(Xt).all()) and bool(torch.isfinite(yt).all())):
-        raise InputError("the data hold values that overflow once standardised (absurd readings, "
-                         "or far outside a warm-start twin's range)")
+        raise InputError(
+            "the data hold values that overflow once standardised (absurd readings, "
+            "or far outside a warm-start twin's range)"
+        )
     line_axis, folds = line_folds(table.X, config.n_folds, config.seed)
     folds = folds[: config.folds_to_search(len(folds), len(table))]
     all_rows = np.arange(len(table))
-    data_ = SearchData(Xt, yt, [torch.from_numpy(np.setdiff1d(all_rows, f)) for f in folds],
-                       [torch.from_numpy(f) for f in folds])
+    data_ = SearchData(
+        Xt, yt, [torch.from_numpy(np.setdiff1d(all_rows, f)) for f in folds], [torch.from_numpy(f) for f in folds]
+    )
     prev_models = list(warm_start._models) if warm_start is not None else []
-    search = TwinSearch(config, space, data_, table, trials=trials,
-                        warm_params=optuna_params(warm_start.best_params) if warm_start is not None else None,
-                        warm_models=prev_models, trial_callback=trial_callback)
+    search = TwinSearch(
+        config,
+        space,
+        data_,
+        table,
+        trials=trials,
+        warm_params=optuna_params(warm_start.best_params) if warm_start is not None else None,
+        warm_models=prev_models,
+        trial_callback=trial_callback,
+    )
     with _one_intra_op_thread():
         result = search.run()
         try:
             if result.complete:
                 models, entries = train_ensemble(
-                    result.complete, space, Xt, yt, n_train=data_.n_train, seed=config.seed,
-                    ensemble_size=config.ensemble_size, top_k=config.top_k, jobs=config.jobs,
-                    warm_models=prev_models, precision=space.precision, epoch_scale=result.epoch_scale,
-                    deadline=result.final_deadline)
+                    result.complete,
+                    space,
+                    Xt,
+                    yt,
+                    n_train=data_.n_train,
+                    seed=config.seed,
+                    ensemble_size=config.ensemble_size,
+                    top_k=config.top_k,
+                    jobs=config.jobs,
+                    warm_models=prev_models,
+                    precision=space.precision,
+                    epoch_scale=result.epoch_scale,
+                    deadline=result.final_deadline,
+                )
         except BaseException:
             _remove_journal(result.journal)
             raise
@@ -125,9 +151,9 @@ def fit_twin(twin_class: type[TwinT], data: pd.DataFrame | str | os.PathLike | S
             "best_trial": entries[0]["trial"],
             "best_epoch": entries[0]["epochs"],
             "ensemble": entries,
-            "selection": "mean squared error on held-out interior scan lines (standardised units), "
-                         f"{len(folds)}-fold" if line_axis >= 0 else
-                         f"mean squared error on random held-out rows, {len(folds)}-fold",
+            "selection": f"mean squared error on held-out interior scan lines (standardised units), {len(folds)}-fold"
+            if line_axis >= 0
+            else f"mean squared error on random held-out rows, {len(folds)}-fold",
             "selection_score": float(entries[0]["cv_score"]),
             "cv_rmse": float(math.sqrt(entries[0]["cv_score"]) * y_scaler.scale[0]),
             "line_axis": table.x_names[line_axis] if line_axis >= 0 else None,
@@ -164,8 +190,10 @@ def fit_twin(twin_class: type[TwinT], data: pd.DataFrame | str | os.PathLike | S
                 fitted = fitted + line_residual(table.X)
         metadata["train_r2"] = r2(table.y, fitted)
         if not np.all(np.isfinite(fitted)):
-            raise InputError("training diverged: the twin predicts non-finite values on its own data "
-                             "(check the data for absurd readings)")
+            raise InputError(
+                "training diverged: the twin predicts non-finite values on its own data "
+                "(check the data for absurd readings)"
+            )
         metadata["version"] = f"{refit}-{_weights_hash(models, metadata['data_sha256'])[:8]}"
     except BaseException:
         _remove_journal(result.journal)
@@ -205,8 +233,12 @@ def _versions() -> dict[str, str]:
 
     from bluesky_twin import __version__
 
-    return {"bluesky_twin": __version__, "torch": torch.__version__, "optuna": optuna.__version__,
-            "numpy": np.__version__}
+    return {
+        "bluesky_twin": __version__,
+        "torch": torch.__version__,
+        "optuna": optuna.__version__,
+        "numpy": np.__version__,
+    }
 
 
 def _weights_hash(models: Any, salt: str) -> str:

@@ -1,5 +1,6 @@
 """Between Optuna's suggested parameters and a network's: :func:`model_params`,
 :func:`optuna_params` and :func:`matching_model` (warm starts)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -54,8 +55,7 @@ def model_params(optuna_params: dict[str, Any], space: TwinSearchSpace, n_train:
 
 def optuna_params(params: dict[str, Any]) -> dict[str, Any]:
     """Network parameters (:func:`model_params`) back to the names and values Optuna suggested."""
-    out = {k: v for k, v in params.items()
-           if not (k == "dropout" and v == 0.0) and k != "fourier_features"}
+    out = {k: v for k, v in params.items() if not (k == "dropout" and v == 0.0) and k != "fourier_features"}
     if isinstance(out.get("fourier_scale"), (list, tuple)):
         out.update({f"fourier_scale_{i}": float(v) for i, v in enumerate(out.pop("fourier_scale"))})
     return out
@@ -65,5 +65,4 @@ def matching_model(models: Sequence[BatchedMLP], params: dict[str, Any]) -> Batc
     """The first of *models* with the architecture of *params* (its weights can seed a new one), if any."""
     from bluesky_twin.twin.network import BatchedMLP
 
-    return next((m for m in models
-                 if m.architecture == BatchedMLP.from_params(1, m.n_in, params).architecture), None)
+    return next((m for m in models if m.architecture == BatchedMLP.from_params(1, m.n_in, params).architecture), None)

@@ -7,6 +7,7 @@ study when it used the default storage, and ``line_residual.npz`` when it has a
 line-residual correction.  Sizes read from the metadata are checked against the
 ``MAX_*`` bounds before anything is allocated.
 """
+
 from __future__ import annotations
 
 import os
@@ -148,16 +149,16 @@ def twin_from_version(version: ModelVersion, twin_class: type[TwinT]) -> TwinT:
             width_in = n_in + 2 * feats
             n_params += members * (width_in * units + (layers - 1) * units * units + units)
         if n_params > MAX_PARAMETERS:
-            raise ModelFileError(f"{meta_path}: the ensemble would hold {n_params:.3g} parameters "
-                                 f"(at most {MAX_PARAMETERS:.3g})")
+            raise ModelFileError(
+                f"{meta_path}: the ensemble would hold {n_params:.3g} parameters (at most {MAX_PARAMETERS:.3g})"
+            )
         x_scaler = Scaler.from_dict(meta["x_scaler"])
         y_scaler = Scaler.from_dict(meta["y_scaler"])
         if x_scaler.mean.shape != (n_in,) or y_scaler.mean.shape != (1,):
             raise ValueError("scaler sizes do not match the axes")
         if not (np.all(np.isfinite(x_scaler.scale)) and np.all(np.isfinite(y_scaler.scale))):
             raise ValueError("non-finite scaler statistics")
-        models = torch.nn.ModuleList(
-            BatchedMLP.from_params(int(e["members"]), n_in, e["params"]) for e in entries)
+        models = torch.nn.ModuleList(BatchedMLP.from_params(int(e["members"]), n_in, e["params"]) for e in entries)
     except ModelFileError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
@@ -174,15 +175,15 @@ def twin_from_version(version: ModelVersion, twin_class: type[TwinT]) -> TwinT:
         try:
             line_residual = LineResidual.from_saved(meta["line_residual"], arrays)
         except Exception as exc:  # format/shape errors of many kinds
-            raise ModelFileError(f"{path / LINE_RESIDUAL_FILE} does not match "
-                                 f"{METADATA_FILE}: {exc}") from exc
+            raise ModelFileError(f"{path / LINE_RESIDUAL_FILE} does not match {METADATA_FILE}: {exc}") from exc
     journal = None
     if version.has(JOURNAL_FILE):
         tmpdir = Path(tempfile.mkdtemp(prefix="bluesky-twin-study-"))
         journal = tmpdir / JOURNAL_FILE
         journal.write_bytes(version.read(JOURNAL_FILE))
-    twin = twin_class(models, x_scaler, y_scaler, meta, journal=journal, line_residual=line_residual,
-                      model_version=version.name)
+    twin = twin_class(
+        models, x_scaler, y_scaler, meta, journal=journal, line_residual=line_residual, model_version=version.name
+    )
     if journal is not None:
         weakref.finalize(twin, shutil.rmtree, journal.parent, True)
     return twin

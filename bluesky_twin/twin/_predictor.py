@@ -6,6 +6,7 @@ lives in :mod:`bluesky_twin.twin._fit` (search, final ensemble), reading and
 writing in :mod:`bluesky_twin.twin._persistence`; :meth:`DigitalTwin.fit`,
 :meth:`DigitalTwin.save` and :meth:`DigitalTwin.load` delegate to them.
 """
+
 from __future__ import annotations
 
 import logging
@@ -66,9 +67,17 @@ class DigitalTwin:
         (``"v000003"``), else ``None``.
     """
 
-    def __init__(self, models: torch.nn.ModuleList, x_scaler: Scaler, y_scaler: Scaler,
-                 metadata: dict[str, Any], journal: Path | None = None,
-                 line_residual: LineResidual | None = None, *, model_version: str | None = None) -> None:
+    def __init__(
+        self,
+        models: torch.nn.ModuleList,
+        x_scaler: Scaler,
+        y_scaler: Scaler,
+        metadata: dict[str, Any],
+        journal: Path | None = None,
+        line_residual: LineResidual | None = None,
+        *,
+        model_version: str | None = None,
+    ) -> None:
         self._models = models
         self._line_residual = line_residual
         self._x_scaler = x_scaler
@@ -123,12 +132,15 @@ class DigitalTwin:
 
     def __repr__(self) -> str:
         m = self.metadata
-        return (f"<DigitalTwin {self.y_name}({', '.join(self.x_names)}) version={self.version} "
-                f"cv_rmse={m.get('selection_score', float('nan')):.3g} train_r2={m.get('train_r2', float('nan')):.4f}>")
+        return (
+            f"<DigitalTwin {self.y_name}({', '.join(self.x_names)}) version={self.version} "
+            f"cv_rmse={m.get('selection_score', float('nan')):.3g} train_r2={m.get('train_r2', float('nan')):.4f}>"
+        )
 
     # ------------------------------------------------------------------ prediction
-    def predict(self, X: np.ndarray, *, return_members: bool = False, fast: bool = False,
-                chunk: int = 200_000) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
+    def predict(
+        self, X: np.ndarray, *, return_members: bool = False, fast: bool = False, chunk: int = 200_000
+    ) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
         """Predict the measured quantity at *X*.
 
         Parameters
@@ -183,8 +195,7 @@ class DigitalTwin:
         """
         if self._line_residual is None:
             return self
-        meta = dict(self.metadata, line_residual=None,
-                    version=f"{self.metadata.get('version', '')}-networks")
+        meta = dict(self.metadata, line_residual=None, version=f"{self.metadata.get('version', '')}-networks")
         return type(self)(self._models, self._x_scaler, self._y_scaler, meta, journal=self._journal)
 
     @property
@@ -221,9 +232,12 @@ class DigitalTwin:
         outside = self.outside_training_range(table.X)
         out["outside_training_range"] = outside
         if outside.any():
-            logger.warning("%d of %d point(s) lie outside the training range %s",
-                           int(outside.sum()), len(outside),
-                           dict(zip(self.x_names, self.x_range.tolist(), strict=True)))
+            logger.warning(
+                "%d of %d point(s) lie outside the training range %s",
+                int(outside.sum()),
+                len(outside),
+                dict(zip(self.x_names, self.x_range.tolist(), strict=True)),
+            )
         return out
 
     def score(self, X: np.ndarray, y: np.ndarray) -> float:
@@ -288,11 +302,23 @@ class DigitalTwin:
         InputError
             A bad option, unusable data, a study of other data, or no trial completed.
         """
-        config = FitConfig(trials=trials, timeout=timeout, budget=budget, jobs=jobs, storage=storage,
-                           study_name=study_name, seed=seed, ensemble_size=ensemble_size, top_k=top_k,
-                           n_folds=n_folds, search_folds=search_folds, progress=progress)
-        return fit_twin(cls, data, x, y, config, warm_start=warm_start, search_space=search_space,
-                        trial_callback=trial_callback)
+        config = FitConfig(
+            trials=trials,
+            timeout=timeout,
+            budget=budget,
+            jobs=jobs,
+            storage=storage,
+            study_name=study_name,
+            seed=seed,
+            ensemble_size=ensemble_size,
+            top_k=top_k,
+            n_folds=n_folds,
+            search_folds=search_folds,
+            progress=progress,
+        )
+        return fit_twin(
+            cls, data, x, y, config, warm_start=warm_start, search_space=search_space, trial_callback=trial_callback
+        )
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike, *, keep: int | None = None) -> Path:

@@ -1,5 +1,6 @@
 """The numbers around a twin's networks: the column standardisation :class:`Scaler`,
 the point check :func:`as_points` and the fit score :func:`r2`."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -45,9 +46,11 @@ class Scaler:
         with np.errstate(over="ignore", invalid="ignore"):
             mean, scale = values.mean(axis=0), values.std(axis=0)
         if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale))):
-            raise InputError(f"the {name} column(s) hold values too large to standardise "
-                             f"(mean {np.asarray(mean).tolist()}, spread {np.asarray(scale).tolist()}); "
-                             "check the data for absurd readings")
+            raise InputError(
+                f"the {name} column(s) hold values too large to standardise "
+                f"(mean {np.asarray(mean).tolist()}, spread {np.asarray(scale).tolist()}); "
+                "check the data for absurd readings"
+            )
         return cls(mean, np.where(scale > 0, scale, 1.0))
 
     def transform(self, values: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ ends it early enough to leave the final ensemble the time it needs
 (:func:`~bluesky_twin.twin.estimate_final_seconds`), then time-boxes the final
 ensemble to what is left.
 """
+
 from __future__ import annotations
 
 import math
@@ -162,9 +163,15 @@ class _Clock:
 class _Objective:
     """Optuna objective: cross-validated loss of one configuration on held-out lines."""
 
-    def __init__(self, space: TwinSearchSpace, data: SearchData, seed: int, prev_models: Sequence[BatchedMLP],
-                 deadline: float | Callable[[], float | None] | None = None,
-                 precision: str = "float32") -> None:
+    def __init__(
+        self,
+        space: TwinSearchSpace,
+        data: SearchData,
+        seed: int,
+        prev_models: Sequence[BatchedMLP],
+        deadline: float | Callable[[], float | None] | None = None,
+        precision: str = "float32",
+    ) -> None:
         self.space, self.data, self.seed = space, data, seed
         self.prev_models, self.deadline, self.precision = prev_models, deadline, precision
 
@@ -193,19 +200,32 @@ class _Objective:
 
         started = time.perf_counter()
         try:
-            res = train_members(model, X, y, train_idx, self.data.val_idx, lr=params["lr"],
-                                batch_size=params["batch_size"], weight_decay=params["weight_decay"],
-                                max_epochs=self.space.max_epochs, lr_drop_epoch=self.space.lr_drop_epoch,
-                                lr_drop_factor=self.space.lr_drop_factor, patience=self.space.patience,
-                                generator=gen, report=report,
-                                max_steps_per_epoch=self.space.max_steps_per_epoch, deadline=self.deadline,
-                                precision=self.precision)
+            res = train_members(
+                model,
+                X,
+                y,
+                train_idx,
+                self.data.val_idx,
+                lr=params["lr"],
+                batch_size=params["batch_size"],
+                weight_decay=params["weight_decay"],
+                max_epochs=self.space.max_epochs,
+                lr_drop_epoch=self.space.lr_drop_epoch,
+                lr_drop_factor=self.space.lr_drop_factor,
+                patience=self.space.patience,
+                generator=gen,
+                report=report,
+                max_steps_per_epoch=self.space.max_steps_per_epoch,
+                deadline=self.deadline,
+                precision=self.precision,
+            )
         except PruneSignal:
             raise optuna.TrialPruned() from None
         trial.set_user_attr("best_epoch", res.best_epoch)
         trial.set_user_attr("epochs_run", res.epochs_run)
-        trial.set_user_attr("seconds_per_member_epoch",
-                            (time.perf_counter() - started) / max(1, res.epochs_run * model.members))
+        trial.set_user_attr(
+            "seconds_per_member_epoch", (time.perf_counter() - started) / max(1, res.epochs_run * model.members)
+        )
         if res.steps:  # optimiser steps alone: the final ensemble has no validation pass
             trial.set_user_attr("seconds_per_member_step", res.step_seconds / (res.steps * model.members))
         if res.time_limited:  # the study's timeout cut this trial short: keep what it reached
@@ -244,10 +264,18 @@ class TwinSearch:
         Called as ``trial_callback(study, trial)`` after every trial.
     """
 
-    def __init__(self, config: FitConfig, space: TwinSearchSpace, data: SearchData, table: ScanTable, *,
-                 trials: int, warm_params: dict[str, Any] | None = None,
-                 warm_models: Sequence[BatchedMLP] = (),
-                 trial_callback: Callable[[Any, Any], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: FitConfig,
+        space: TwinSearchSpace,
+        data: SearchData,
+        table: ScanTable,
+        *,
+        trials: int,
+        warm_params: dict[str, Any] | None = None,
+        warm_models: Sequence[BatchedMLP] = (),
+        trial_callback: Callable[[Any, Any], None] | None = None,
+    ) -> None:
         self.config, self.space, self.data, self.table = config, space, data, table
         self.trials, self.warm_params, self.warm_models = trials, warm_params, list(warm_models)
         self.trial_callback = trial_callback
@@ -258,13 +286,15 @@ class TwinSearch:
         from bluesky_twin.twin.study import open_study
 
         c = self.config
-        sampler = optuna.samplers.TPESampler(seed=c.seed, n_startup_trials=min(10, max(1, self.trials // 3)),
-                                             multivariate=True, constant_liar=c.jobs > 1)
+        sampler = optuna.samplers.TPESampler(
+            seed=c.seed, n_startup_trials=min(10, max(1, self.trials // 3)), multivariate=True, constant_liar=c.jobs > 1
+        )
         pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=10, reduction_factor=3)
         # one study holds one data set (refused otherwise); a re-run resumes it: the
         # trials this worker already finished count towards `trials`
-        study, trials = open_study(storage_url, study_name, self.table, sampler=sampler, pruner=pruner,
-                                   seed=c.seed, trials=self.trials)
+        study, trials = open_study(
+            storage_url, study_name, self.table, sampler=sampler, pruner=pruner, seed=c.seed, trials=self.trials
+        )
         if self.warm_params is not None:
             previous = dict(self.warm_params)
             lo, hi = self.space.batch_bounds(self.data.n_train)  # the bounds move with the data size
@@ -299,8 +329,7 @@ class TwinSearch:
         study_name = c.study_name or f"twin-{self.table.y_name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         study, trials = self._open_study(storage_url, study_name)
         clock = _Clock(c, self.space, self.data.n_train, self.data.n_rows)
-        objective = _Objective(self.space, self.data, c.seed, self.warm_models, clock.deadline,
-                               self.space.precision)
+        objective = _Objective(self.space, self.data, c.seed, self.warm_models, clock.deadline, self.space.precision)
         callbacks: list[Callable[[Any, Any], None]] = []
         if c.budget is not None:
             callbacks.append(clock.keep_budget)
@@ -321,9 +350,15 @@ class TwinSearch:
         if self.trial_callback is not None:
             callbacks.append(self.trial_callback)
         try:
-            study.optimize(objective, n_trials=trials,
-                           timeout=None if math.isinf(clock.search_seconds) else clock.search_seconds,
-                           n_jobs=c.jobs, callbacks=callbacks, gc_after_trial=False, catch=())
+            study.optimize(
+                objective,
+                n_trials=trials,
+                timeout=None if math.isinf(clock.search_seconds) else clock.search_seconds,
+                n_jobs=c.jobs,
+                callbacks=callbacks,
+                gc_after_trial=False,
+                catch=(),
+            )
         finally:
             if bar is not None:
                 bar.close()

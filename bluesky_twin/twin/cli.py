@@ -1,4 +1,5 @@
 """``bluesky-twin fit``, ``predict`` and ``dashboard``."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,38 +13,66 @@ from bluesky_twin.errors import InputError
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the twin subcommands to *sub*."""
-    p = sub.add_parser("fit", help="tune and train a twin on scan data (CSV)",
-                       description="Tune an MLP twin with Optuna and write a model directory.")
+    p = sub.add_parser(
+        "fit",
+        help="tune and train a twin on scan data (CSV)",
+        description="Tune an MLP twin with Optuna and write a model directory.",
+    )
     p.add_argument("data", help="CSV file, one reading per row")
-    p.add_argument("--x", action="append", required=True, metavar="COL",
-                   help="scan-axis column (repeat for each axis, swept axis first)")
+    p.add_argument(
+        "--x",
+        action="append",
+        required=True,
+        metavar="COL",
+        help="scan-axis column (repeat for each axis, swept axis first)",
+    )
     p.add_argument("--y", required=True, metavar="COL", help="measured column")
     p.add_argument("--out", required=True, metavar="MODEL_DIR", help="model directory to write")
     p.add_argument("--trials", type=int, default=None, help="Optuna trials (default 30; 4 with --warm-start)")
     p.add_argument("--timeout", type=float, default=None, help="stop starting trials after S seconds")
-    p.add_argument("--budget", type=float, default=None, metavar="S",
-                   help="seconds for the whole fit: the search stops early enough for the final ensemble")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds for the whole fit: the search stops early enough for the final ensemble",
+    )
     p.add_argument("--jobs", type=int, default=1, help="parallel trials (threads)")
     # the URL may carry a password: take it from the environment rather than the command line
-    p.add_argument("--storage", default=os.environ.get("BLUESKY_TWIN_STORAGE") or None,
-                   help="Optuna storage: journal:PATH, postgresql://..., mysql+pymysql://... "
-                        "(default: $BLUESKY_TWIN_STORAGE, else a journal file saved in MODEL_DIR); "
-                        "a password is never stored or printed (metadata keeps user:***@), so pass a "
-                        "URL with a password through BLUESKY_TWIN_STORAGE")
-    p.add_argument("--study", default=None,
-                   help="Optuna study name: share it between workers; one study holds one data set "
-                        "(another data set's study is refused); re-running the same command resumes "
-                        "it, this worker's finished trials counting towards --trials")
+    p.add_argument(
+        "--storage",
+        default=os.environ.get("BLUESKY_TWIN_STORAGE") or None,
+        help="Optuna storage: journal:PATH, postgresql://..., mysql+pymysql://... "
+        "(default: $BLUESKY_TWIN_STORAGE, else a journal file saved in MODEL_DIR); "
+        "a password is never stored or printed (metadata keeps user:***@), so pass a "
+        "URL with a password through BLUESKY_TWIN_STORAGE",
+    )
+    p.add_argument(
+        "--study",
+        default=None,
+        help="Optuna study name: share it between workers; one study holds one data set "
+        "(another data set's study is refused); re-running the same command resumes "
+        "it, this worker's finished trials counting towards --trials",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ensemble", type=int, default=None, help="members of the final ensemble (default 6)")
     p.add_argument("--warm-start", default=None, metavar="MODEL_DIR", help="refit from this twin")
     p.add_argument("--max-epochs", type=int, default=None, help="override the 500-epoch cap")
-    p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default=None,
-                   help="training precision (default auto: bfloat16 matrix products on large maps "
-                        "when the CPU has native bfloat16)")
-    p.add_argument("--overwrite", "--force", dest="overwrite", action="store_true",
-                   help="publish a new version into an existing twin MODEL_DIR (the previous versions "
-                        "are kept); a directory or file that holds anything else is never replaced")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "float32", "bfloat16"],
+        default=None,
+        help="training precision (default auto: bfloat16 matrix products on large maps "
+        "when the CPU has native bfloat16)",
+    )
+    p.add_argument(
+        "--overwrite",
+        "--force",
+        dest="overwrite",
+        action="store_true",
+        help="publish a new version into an existing twin MODEL_DIR (the previous versions "
+        "are kept); a directory or file that holds anything else is never replaced",
+    )
     p.set_defaults(func=_fit)
 
     p = sub.add_parser("predict", help="predict with a twin at the points of a CSV")
@@ -51,8 +80,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("points", metavar="POINTS.csv", help="CSV with the twin's x columns by name")
     p.add_argument("--out", required=True, metavar="PRED.csv")
     p.add_argument("--overwrite", action="store_true", help="replace an existing PRED.csv (never the input)")
-    p.add_argument("--fast", action="store_true",
-                   help="answer from a tabulated copy of the twin (for many points; prints its error)")
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="answer from a tabulated copy of the twin (for many points; prints its error)",
+    )
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("dashboard", help="open optuna-dashboard on a twin's study")
@@ -126,10 +158,22 @@ def _fit_locked(args: argparse.Namespace, out: Path) -> int:
     kw = {}
     if args.ensemble is not None:
         kw["ensemble_size"] = args.ensemble
-    twin = DigitalTwin.fit(table, args.x, args.y, trials=args.trials, timeout=args.timeout, budget=args.budget,
-                           jobs=args.jobs,
-                           storage=args.storage, study_name=args.study, seed=args.seed, warm_start=warm,
-                           search_space=space, progress=True, **kw)
+    twin = DigitalTwin.fit(
+        table,
+        args.x,
+        args.y,
+        trials=args.trials,
+        timeout=args.timeout,
+        budget=args.budget,
+        jobs=args.jobs,
+        storage=args.storage,
+        study_name=args.study,
+        seed=args.seed,
+        warm_start=warm,
+        search_space=space,
+        progress=True,
+        **kw,
+    )
     twin.save(out)
     m = twin.metadata
     print(f"best params: {json.dumps(m['best_params'])}")
@@ -137,11 +181,15 @@ def _fit_locked(args: argparse.Namespace, out: Path) -> int:
     print(f"train R^2: {m['train_r2']:.5f}")
     if m.get("line_residual"):
         lr = m["line_residual"]
-        print(f"  networks alone {lr['network_train_r2']:.5f}; line-residual correction: "
-              f"kernel width {lr['bandwidth']:.4g}, half-way weight {lr['alpha']:.3f}, "
-              f"noise RMS {lr['noise_rms']:.4g} {m['y_name']} units")
-    print(f"trials: {m['n_trials_complete']} complete, {m['n_trials_pruned']} pruned; "
-          f"fit {m['fit_seconds']:.1f} s ({m['training_precision']} training); study {m['study_name']!r}")
+        print(
+            f"  networks alone {lr['network_train_r2']:.5f}; line-residual correction: "
+            f"kernel width {lr['bandwidth']:.4g}, half-way weight {lr['alpha']:.3f}, "
+            f"noise RMS {lr['noise_rms']:.4g} {m['y_name']} units"
+        )
+    print(
+        f"trials: {m['n_trials_complete']} complete, {m['n_trials_pruned']} pruned; "
+        f"fit {m['fit_seconds']:.1f} s ({m['training_precision']} training); study {m['study_name']!r}"
+    )
     print(f"wrote {out} (twin {twin.version}, model-directory version {twin.model_version})")
     return 0
 
@@ -149,9 +197,8 @@ def _fit_locked(args: argparse.Namespace, out: Path) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from bluesky_twin.data import read_csv
     from bluesky_twin.io_utils import atomic_path
-    from bluesky_twin.twin import DigitalTwin
-
     from bluesky_twin.modeldir import check_output_file
+    from bluesky_twin.twin import DigitalTwin
 
     check_output_file(args.out, overwrite=args.overwrite, inputs=(args.points,))
     twin = DigitalTwin.load(args.model)
@@ -159,12 +206,16 @@ def _predict(args: argparse.Namespace) -> int:
     pred = twin.predict_frame(points, fast=args.fast)
     if args.fast:
         t = twin.table
-        print(f"tabulated copy {t.shape}: max error {t.max_abs_error:.4g} {twin.y_name} "
-              f"({t.max_error_over_std:.2f} x the ensemble std at worst)")
+        print(
+            f"tabulated copy {t.shape}: max error {t.max_abs_error:.4g} {twin.y_name} "
+            f"({t.max_error_over_std:.2f} x the ensemble std at worst)"
+        )
     n_out = int(pred["outside_training_range"].sum())
     if n_out:
-        print(f"warning: {n_out} of {len(pred)} point(s) lie outside the training range "
-              f"(flagged in column outside_training_range)")
+        print(
+            f"warning: {n_out} of {len(pred)} point(s) lie outside the training range "
+            f"(flagged in column outside_training_range)"
+        )
     with atomic_path(args.out, suffix=".csv") as tmp:
         pred.to_csv(tmp, index=False)
     print(f"wrote {len(pred)} prediction(s) of {twin.y_name} to {args.out}")

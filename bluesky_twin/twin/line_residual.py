@@ -39,10 +39,12 @@ along the line axis must be, so the step studies (:mod:`bluesky_twin.analysis.st
 use the networks alone (``DigitalTwin.networks_only``).  It applies to two-axis
 scans with a line structure (see :func:`bluesky_twin.twin.training.line_folds`).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -106,8 +108,15 @@ class LineResidual:
 
     # ------------------------------------------------------------------ fitting
     @classmethod
-    def fit(cls, X: np.ndarray, residual: np.ndarray, line_axis: int, *,
-            bandwidths: Sequence[float] = BANDWIDTHS, max_grid: int = 4096) -> "LineResidual":
+    def fit(
+        cls,
+        X: np.ndarray,
+        residual: np.ndarray,
+        line_axis: int,
+        *,
+        bandwidths: Sequence[float] = BANDWIDTHS,
+        max_grid: int = 4096,
+    ) -> LineResidual:
         """Fit the correction to the networks' *residual* (measured minus predicted).
 
         Parameters
@@ -148,8 +157,9 @@ class LineResidual:
             raise ValueError("points along a line share one coordinate; no swept axis to smooth along")
         # smoothing width: leave-one-out, but never below the noise level (discrepancy principle)
         # (in-sample, leave-one-out) squared error per candidate width, summed over the lines
-        errors = np.array([np.sum([_smoothing_errors(x, r, h * spacing) for x, r in per_line], axis=0)
-                           for h in bandwidths])
+        errors = np.array(
+            [np.sum([_smoothing_errors(x, r, h * spacing) for x, r in per_line], axis=0) for h in bandwidths]
+        )
         loo = errors[:, 1]
         noise_var = _noise_variance(per_line)
         n = sum(len(x) for x, _ in per_line)
@@ -171,16 +181,22 @@ class LineResidual:
     # ------------------------------------------------------------------ persistence
     def to_metadata(self) -> dict[str, Any]:
         """The scalar settings, for ``metadata.json`` (the arrays go to :meth:`arrays`)."""
-        return {"line_axis": self.line_axis, "dense_axis": self.dense_axis, "bandwidth": self.bandwidth,
-                "alpha": self.alpha, "noise_rms": self.noise_rms, "n_lines": int(len(self.lines)),
-                "n_grid": int(len(self.grid))}
+        return {
+            "line_axis": self.line_axis,
+            "dense_axis": self.dense_axis,
+            "bandwidth": self.bandwidth,
+            "alpha": self.alpha,
+            "noise_rms": self.noise_rms,
+            "n_lines": int(len(self.lines)),
+            "n_grid": int(len(self.grid)),
+        }
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays, for ``numpy.savez``."""
         return {"lines": self.lines, "grid": self.grid, "values": self.values}
 
     @classmethod
-    def from_saved(cls, meta: dict[str, Any], arrays: Any) -> "LineResidual":
+    def from_saved(cls, meta: dict[str, Any], arrays: Any) -> LineResidual:
         """Rebuild from :meth:`to_metadata` and :meth:`arrays` output.
 
         Raises
@@ -191,16 +207,30 @@ class LineResidual:
         lines = np.asarray(arrays["lines"], dtype=float)
         grid = np.asarray(arrays["grid"], dtype=float)
         values = np.asarray(arrays["values"], dtype=float)
-        if (values.shape != (len(lines), len(grid)) or len(lines) != int(meta["n_lines"])
-                or len(grid) != int(meta["n_grid"]) or len(lines) < 2 or len(grid) < 2
-                or not np.all(np.isfinite(values))):
+        if (
+            values.shape != (len(lines), len(grid))
+            or len(lines) != int(meta["n_lines"])
+            or len(grid) != int(meta["n_grid"])
+            or len(lines) < 2
+            or len(grid) < 2
+            or not np.all(np.isfinite(values))
+        ):
             raise ValueError("line-residual arrays do not match their metadata")
-        return cls(int(meta["line_axis"]), int(meta["dense_axis"]), lines, grid, values,
-                   float(meta["bandwidth"]), float(meta["alpha"]), float(meta.get("noise_rms", "nan")))
+        return cls(
+            int(meta["line_axis"]),
+            int(meta["dense_axis"]),
+            lines,
+            grid,
+            values,
+            float(meta["bandwidth"]),
+            float(meta["alpha"]),
+            float(meta.get("noise_rms", "nan")),
+        )
 
 
 def _window(x: np.ndarray, at: np.ndarray, bandwidth: float) -> tuple[np.ndarray, np.ndarray]:
-    """Index matrix ``(len(at), m)`` of the points of sorted *x* within the kernel support of each *at*, and its validity."""
+    """Index matrix ``(len(at), m)`` of the points of sorted *x* within the kernel support of each *at*,
+    and its validity."""
     lo = np.searchsorted(x, at - _SUPPORT * bandwidth, side="left")
     hi = np.searchsorted(x, at + _SUPPORT * bandwidth, side="right")
     m = max(1, int((hi - lo).max()))
@@ -248,12 +278,17 @@ def _noise_variance(per_line: list[tuple[np.ndarray, np.ndarray]]) -> float:
         w1 = 1.0 - w2
         dev = r[1:-1] - (w1 * r[:-2] + w2 * r[2:])
         sse += float(np.sum(dev[ok] ** 2))
-        weight += float(np.sum((1.0 + w1 ** 2 + w2 ** 2)[ok]))
+        weight += float(np.sum((1.0 + w1**2 + w2**2)[ok]))
     return sse / weight if weight > 0 else 0.0
 
 
-def _between_line_weight(lines: np.ndarray, per_line: list[tuple[np.ndarray, np.ndarray]],
-                         own: list[np.ndarray], grid: np.ndarray, values: np.ndarray) -> float:
+def _between_line_weight(
+    lines: np.ndarray,
+    per_line: list[tuple[np.ndarray, np.ndarray]],
+    own: list[np.ndarray],
+    grid: np.ndarray,
+    values: np.ndarray,
+) -> float:
     """Least-squares ``alpha`` predicting each interior line's smoothed residual from its neighbours.
 
     This is the correction's half-way weight: a left-out line lies at ``t = 1/2``

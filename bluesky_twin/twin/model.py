@@ -16,6 +16,7 @@ et al., Digital Discovery 2023, 2, 339, with two changes a scan needs:
 On large two-axis maps a :class:`~bluesky_twin.twin.line_residual.LineResidual`
 adds what the networks leave along the measured lines (``TwinSearchSpace.line_residual``).
 """
+
 from __future__ import annotations
 
 from bluesky_twin.twin import *  # noqa: F403  (the package's public names)
@@ -24,5 +25,13 @@ from bluesky_twin.twin._persistence import MAX_AXES, MAX_ENSEMBLE_MEMBERS, MAX_L
 from bluesky_twin.twin._scaler import as_points
 from bluesky_twin.twin._search import MIN_SEARCH_SHARE
 
-__all__ = [*_public, "MAX_AXES", "MAX_ENSEMBLE_MEMBERS", "MAX_LAYERS", "MAX_PARAMETERS", "MAX_UNITS",
-           "MIN_SEARCH_SHARE", "as_points"]
+__all__ = [
+    *_public,
+    "MAX_AXES",
+    "MAX_ENSEMBLE_MEMBERS",
+    "MAX_LAYERS",
+    "MAX_PARAMETERS",
+    "MAX_UNITS",
+    "MIN_SEARCH_SHARE",
+    "as_points",
+]

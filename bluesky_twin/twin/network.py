@@ -14,11 +14,13 @@ lines, so a scale that only memorises the measured lines is not selected.  The s
 may differ per input axis: scan data are dense along the swept axis and coarse along
 the stepped one, and the finest structure a network can justify differs accordingly.
 """
+
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -84,7 +86,8 @@ class BatchedMLP(nn.Module):
         self.fourier_features = int(fourier_features)
         #: per-axis scale (a float when every axis has the same one, as in older models)
         self.fourier_scale: float | tuple[float, ...] = (
-            (scales[0] if len(set(scales)) == 1 else scales) if fourier_features else 0.0)
+            (scales[0] if len(set(scales)) == 1 else scales) if fourier_features else 0.0
+        )
         if self.fourier_features:
             freqs = torch.randn(members, n_in, self.fourier_features, generator=generator)
             freqs *= torch.tensor(scales, dtype=freqs.dtype)[None, :, None]
@@ -103,19 +106,27 @@ class BatchedMLP(nn.Module):
         self._act = {"relu": torch.relu, "silu": nn.functional.silu, "tanh": torch.tanh}[activation]
 
     @classmethod
-    def from_params(cls, members: int, n_in: int, params: Mapping[str, Any],
-                    generator: torch.Generator | None = None) -> "BatchedMLP":
+    def from_params(
+        cls, members: int, n_in: int, params: Mapping[str, Any], generator: torch.Generator | None = None
+    ) -> BatchedMLP:
         """Build from a twin parameter dict (``n_layers``, ``n_units``, ``activation``, ...)."""
-        return cls(members, n_in, 1, int(params["n_layers"]), int(params["n_units"]),
-                   float(params.get("dropout", 0.0)), str(params.get("activation", "relu")),
-                   generator=generator, fourier_features=int(params.get("fourier_features", 0)),
-                   fourier_scale=params.get("fourier_scale", 0.0))
+        return cls(
+            members,
+            n_in,
+            1,
+            int(params["n_layers"]),
+            int(params["n_units"]),
+            float(params.get("dropout", 0.0)),
+            str(params.get("activation", "relu")),
+            generator=generator,
+            fourier_features=int(params.get("fourier_features", 0)),
+            fourier_scale=params.get("fourier_scale", 0.0),
+        )
 
     @property
     def architecture(self) -> tuple[Any, ...]:
         """Everything that must match for weights to be shared between two models."""
-        return (self.n_in, self.n_layers, self.n_units, self.activation, self.fourier_features,
-                self.fourier_scale)
+        return (self.n_in, self.n_layers, self.n_units, self.activation, self.fourier_features, self.fourier_scale)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The input encoding: *x* itself, plus its Fourier features when enabled."""
@@ -135,11 +146,19 @@ class BatchedMLP(nn.Module):
                     x = nn.functional.dropout(x, self.dropout, training=True)
         return x
 
-    def select(self, index: int) -> "BatchedMLP":
+    def select(self, index: int) -> BatchedMLP:
         """Return a one-member copy of member *index* (used for warm starts)."""
-        out = BatchedMLP(1, self.n_in, self.weights[-1].shape[2], self.n_layers, self.n_units,
-                         self.dropout, self.activation, fourier_features=self.fourier_features,
-                         fourier_scale=self.fourier_scale)
+        out = BatchedMLP(
+            1,
+            self.n_in,
+            self.weights[-1].shape[2],
+            self.n_layers,
+            self.n_units,
+            self.dropout,
+            self.activation,
+            fourier_features=self.fourier_features,
+            fourier_scale=self.fourier_scale,
+        )
         with torch.no_grad():
             if self.fourier_b is not None:
                 out.fourier_b.copy_(self.fourier_b[index : index + 1])
@@ -149,7 +168,7 @@ class BatchedMLP(nn.Module):
                 dst.copy_(src[index : index + 1])
         return out
 
-    def load_members_from(self, other: "BatchedMLP") -> None:
+    def load_members_from(self, other: BatchedMLP) -> None:
         """Initialise every member from *other*'s members, cycling if it has fewer."""
         if other.architecture != self.architecture:
             raise ValueError("architectures differ")

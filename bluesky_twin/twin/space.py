@@ -1,4 +1,5 @@
 """The hyper-parameter search space of the twin (Terashima et al. 2023 defaults)."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
@@ -111,7 +112,7 @@ class TwinSearchSpace:
     line_residual: bool | str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def resolved(self, n_rows: int, large_rows: int) -> "TwinSearchSpace":
+    def resolved(self, n_rows: int, large_rows: int) -> TwinSearchSpace:
         """A copy with the data-dependent defaults settled for *n_rows* rows.
 
         ``fourier_per_axis="auto"``, ``final_steps_per_epoch=None``,
@@ -168,13 +169,17 @@ class TwinSearchSpace:
             "weight_decay": trial.suggest_float("weight_decay", *self.weight_decay, log=True),
             "activation": trial.suggest_categorical("activation", list(self.activations)),
         }
-        encoding = (trial.suggest_categorical("encoding", list(self.encodings)) if len(self.encodings) > 1
-                    else self.encodings[0])
+        encoding = (
+            trial.suggest_categorical("encoding", list(self.encodings))
+            if len(self.encodings) > 1
+            else self.encodings[0]
+        )
         if encoding == "fourier":
             params["fourier_features"] = int(self.fourier_features)
             if self.fourier_per_axis is True and n_in > 1:  # "auto" is settled by resolved()
-                params["fourier_scale"] = [trial.suggest_float(f"fourier_scale_{i}", *self.fourier_scale, log=True)
-                                           for i in range(n_in)]
+                params["fourier_scale"] = [
+                    trial.suggest_float(f"fourier_scale_{i}", *self.fourier_scale, log=True) for i in range(n_in)
+                ]
             else:
                 params["fourier_scale"] = trial.suggest_float("fourier_scale", *self.fourier_scale, log=True)
         elif encoding != "raw":
@@ -193,7 +198,7 @@ class TwinSearchSpace:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TwinSearchSpace":
+    def from_dict(cls, d: dict[str, Any]) -> TwinSearchSpace:
         kw = {}
         for k, v in d.items():
             if k not in cls.__dataclass_fields__:

@@ -15,6 +15,7 @@ URL can come from the environment variable :data:`STORAGE_ENV` (``bluesky-twin f
 uses it when ``--storage`` is not given), and a masked URL read back from a twin's
 metadata is resolved through that variable.
 """
+
 from __future__ import annotations
 
 import logging
@@ -63,7 +64,7 @@ def is_journal(url: str) -> bool:
 
 def journal_path(url: str) -> Path:
     """The file behind a journal storage URL."""
-    return Path(url[len("journal:"):] if url.startswith("journal:") else url)
+    return Path(url[len("journal:") :] if url.startswith("journal:") else url)
 
 
 def _passwords(url: str) -> list[str]:
@@ -117,7 +118,8 @@ def scrub(text: str, url: str | None = None) -> str:
 def has_masked_password(url: str) -> bool:
     """Whether *url* carries a password masked by :func:`mask_url`."""
     return any(m.group("pw") == MASK for m in _URL_PASSWORD.finditer(url)) or any(
-        m.group("pw") == MASK for m in _QUERY_PASSWORD.finditer(url))
+        m.group("pw") == MASK for m in _QUERY_PASSWORD.finditer(url)
+    )
 
 
 def one_line(exc: BaseException, url: str | None = None) -> str:
@@ -231,8 +233,7 @@ def _rdb_with_retry(url: str, attempts: int = 4) -> Any:
     for attempt in range(attempts):
         try:
             return _rdb(url)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
-                sqlalchemy.exc.OperationalError) as exc:
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as exc:
             # two workers creating optuna's tables at once: one loses the race
             if attempt == attempts - 1 or "connect" in str(exc).lower() and "refused" in str(exc).lower():
                 raise
@@ -244,12 +245,12 @@ def _rdb(url: str) -> Any:
     import optuna
 
     return _storage_class()(
-            url,
-            heartbeat_interval=HEARTBEAT_INTERVAL_S,
-            grace_period=GRACE_PERIOD_S,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
-            engine_kwargs={"pool_pre_ping": True},
-        )
+        url,
+        heartbeat_interval=HEARTBEAT_INTERVAL_S,
+        grace_period=GRACE_PERIOD_S,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+        engine_kwargs={"pool_pre_ping": True},
+    )
 
 
 _CLASSES: dict[str, type] = {}
@@ -271,8 +272,7 @@ def _storage_class() -> type:
                 except Exception as exc:  # the study's next storage call reports it, in one line
                     if connection_error(exc) is None:
                         raise
-                    logger.debug("heartbeat of trial %s not recorded: %s", trial_id,
-                                 one_line(exc, self.url))
+                    logger.debug("heartbeat of trial %s not recorded: %s", trial_id, one_line(exc, self.url))
 
         _TwinRDBStorage.__module__ = __name__
         _TwinRDBStorage.__qualname__ = "_TwinRDBStorage"

@@ -21,11 +21,13 @@ A database connection lost while the study runs ends it with
 :class:`~bluesky_twin.twin.storage_url.StorageLostError` (one line, no password);
 the finished trials stay in the database.
 """
+
 from __future__ import annotations
 
 import contextlib
 import socket
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from bluesky_twin.errors import InputError
 from bluesky_twin.twin.storage_url import (
@@ -56,7 +58,7 @@ def study_identity(table: Any) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def storage_errors(url: str, study_name: str, done: "Any | None" = None) -> Iterator[None]:
+def storage_errors(url: str, study_name: str, done: Any | None = None) -> Iterator[None]:
     """Turn a storage failure inside the block into one line without the password.
 
     Parameters
@@ -89,11 +91,11 @@ def storage_errors(url: str, study_name: str, done: "Any | None" = None) -> Iter
             raise StorageLostError(
                 f"lost the connection to Optuna storage {shown} in study {study_name!r} "
                 f"({one_line(lost, url)}); the finished trials{kept} are kept there: "
-                "run the same command again to resume the study") from None
+                "run the same command again to resume the study"
+            ) from None
         db = _database_error(exc)
         if db is not None:
-            raise StorageError(f"Optuna storage {shown} failed in study {study_name!r}: "
-                               f"{one_line(db, url)}") from None
+            raise StorageError(f"Optuna storage {shown} failed in study {study_name!r}: {one_line(db, url)}") from None
         raise
 
 
@@ -102,8 +104,11 @@ def _database_error(exc: BaseException) -> BaseException | None:
 
     sa_exc = sys.modules.get("sqlalchemy.exc")
     optuna_exc = sys.modules.get("optuna.exceptions")
-    kinds = tuple(k for k in (getattr(sa_exc, "SQLAlchemyError", None),
-                              getattr(optuna_exc, "StorageInternalError", None)) if k is not None)
+    kinds = tuple(
+        k
+        for k in (getattr(sa_exc, "SQLAlchemyError", None), getattr(optuna_exc, "StorageInternalError", None))
+        if k is not None
+    )
     e: BaseException | None = exc
     while e is not None and kinds:
         if isinstance(e, kinds):
@@ -154,8 +159,9 @@ def _study_class() -> type:
     return _CLASSES["TwinStudy"]
 
 
-def open_study(storage_url: str, study_name: str, table: Any, *, sampler: Any, pruner: Any, seed: int,
-               trials: int) -> tuple[Any, int]:
+def open_study(
+    storage_url: str, study_name: str, table: Any, *, sampler: Any, pruner: Any, seed: int, trials: int
+) -> tuple[Any, int]:
     """Create or load the twin's study, check that it belongs to *table*, count what is done.
 
     Parameters
@@ -193,8 +199,14 @@ def open_study(storage_url: str, study_name: str, table: Any, *, sampler: Any, p
     worker = worker_id(seed)
     with storage_errors(storage_url, study_name):
         try:
-            base = optuna.create_study(study_name=study_name, storage=storage, direction="minimize",
-                                       sampler=sampler, pruner=pruner, load_if_exists=True)
+            base = optuna.create_study(
+                study_name=study_name,
+                storage=storage,
+                direction="minimize",
+                sampler=sampler,
+                pruner=pruner,
+                load_if_exists=True,
+            )
         except (UnicodeDecodeError, KeyError, TypeError) as exc:  # a journal written by something else
             raise InputError(f"Optuna storage {shown} is not readable: {one_line(exc, storage_url)}") from None
         study = _study_class()(study_name=study_name, storage=base._storage, sampler=sampler, pruner=pruner)
@@ -208,13 +220,17 @@ def open_study(storage_url: str, study_name: str, table: Any, *, sampler: Any, p
                 raise InputError(
                     f"study {study_name!r} in {shown} holds {len(complete)} completed trial(s) of "
                     f"{_difference(have, want)}: its model would be built from them; "
-                    "choose another study name (or give the same data to resume it)")
+                    "choose another study name (or give the same data to resume it)"
+                )
         for key, value in want.items():
             if attrs.get(key) != value:
                 study.set_user_attr(key, value)
-        done = sum(1 for t in trials_now
-                   if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-                   and t.user_attrs.get(WORKER_ATTR) == worker)
+        done = sum(
+            1
+            for t in trials_now
+            if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+            and t.user_attrs.get(WORKER_ATTR) == worker
+        )
     study._twin_done = done
     return study, max(0, int(trials) - done)
 
@@ -223,6 +239,8 @@ def _difference(have: dict[str, Any], want: dict[str, Any]) -> str:
     if have.get("data_sha256") is None:
         return "unknown data (no data fingerprint recorded)"
     if (have.get("x_names"), have.get("y_name")) != (want["x_names"], want["y_name"]):
-        return (f"{have.get('y_name')}({', '.join(map(str, have.get('x_names') or []))}), "
-                f"not {want['y_name']}({', '.join(want['x_names'])})")
+        return (
+            f"{have.get('y_name')}({', '.join(map(str, have.get('x_names') or []))}), "
+            f"not {want['y_name']}({', '.join(want['x_names'])})"
+        )
     return f"other data (sha256 {str(have['data_sha256'])[:12]}..., not {want['data_sha256'][:12]}...)"

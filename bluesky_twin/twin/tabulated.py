@@ -12,6 +12,7 @@ table is built and kept as :attr:`TabulatedTwin.max_abs_error`.  A twin's
 line-residual correction (:mod:`bluesky_twin.twin.line_residual`) is a table lookup
 already: the grid holds the networks alone and the correction is added exactly.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -86,7 +87,7 @@ class TabulatedTwin:
         net_mean, net_std = networks.predict(check)
         err = self._interp(self._mean, check) - net_mean
         self.max_abs_error = float(np.max(np.abs(err)))
-        self.rms_error = float(np.sqrt(np.mean(err ** 2)))
+        self.rms_error = float(np.sqrt(np.mean(err**2)))
         tiny = np.finfo(float).tiny
         self.max_error_over_std = float(np.max(np.abs(err) / np.maximum(net_std, tiny)))
 

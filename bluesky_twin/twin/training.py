@@ -5,12 +5,13 @@ cross-validation fold during the search, all rows for the final ensemble).  The
 whole data set stays in memory as one tensor; mini-batches are gathered by
 index, so there is no DataLoader and no per-sample Python.
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch

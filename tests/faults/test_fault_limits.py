@@ -1,13 +1,14 @@
 """Out-of-limit proposals (a case that already held): never commanded, and every move is stored."""
+
 from __future__ import annotations
 
 import pytest
 
-from bluesky_twin.callbacks import TwinTrainer
-from bluesky_twin.plans import twin_adaptive_scan
-
 # the recording magnetometer and the hostile agent of the plan tests (tests/ is on sys.path)
 from test_plans_limits import HostileAgent, RecordingMagnetometer  # noqa: E402
+
+from bluesky_twin.callbacks import TwinTrainer
+from bluesky_twin.plans import twin_adaptive_scan
 
 
 class _Fitted:
@@ -29,8 +30,22 @@ def test_hostile_proposals_stay_inside_the_limits_and_every_move_is_stored(RE, p
     RE.subscribe(trainer)
     events: list[dict] = []
     RE.subscribe(lambda name, doc: events.append(doc), "event")
-    RE(twin_adaptive_scan([mpms], mpms.temperature, 30, 40, 3, mpms.field, [0.5], trainer=trainer,
-                          agent=HostileAgent(), budget=10, out_of_limits=policy, poll_interval=0.02))
+    RE(
+        twin_adaptive_scan(
+            [mpms],
+            mpms.temperature,
+            30,
+            40,
+            3,
+            mpms.field,
+            [0.5],
+            trainer=trainer,
+            agent=HostileAgent(),
+            budget=10,
+            out_of_limits=policy,
+            poll_interval=0.02,
+        )
+    )
     lo, hi = mpms.field.limits
     assert mpms.field.commanded and all(lo <= v <= hi for v in mpms.field.commanded)
     events = [e for e in events if "mpms_field" in e["data"]]  # readings, not the "decisions" stream

@@ -3,6 +3,7 @@
 Every test here failed on the code before the versioned model directory
 (``bluesky_twin.modeldir``) landed, except where a docstring says the case already held.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,17 @@ from bluesky_twin.errors import InputError, ModelFileError
 from bluesky_twin.modeldir import current_path, writer_lock
 from bluesky_twin.twin import DigitalTwin, TwinSearchSpace
 
-TINY = TwinSearchSpace(n_layers=(2, 2), n_units=(8, 12), lr=(3e-3, 1e-2), batch_size=(32, 64),
-                       max_epochs=15, lr_drop_epoch=10, patience=5, activations=("tanh",), encodings=("raw",))
+TINY = TwinSearchSpace(
+    n_layers=(2, 2),
+    n_units=(8, 12),
+    lr=(3e-3, 1e-2),
+    batch_size=(32, 64),
+    max_epochs=15,
+    lr_drop_epoch=10,
+    patience=5,
+    activations=("tanh",),
+    encodings=("raw",),
+)
 FIT_TAIL = ["--x", "T", "--x", "H", "--y", "M", "--trials", "1", "--max-epochs", "10", "--ensemble", "1"]
 
 
@@ -163,8 +173,9 @@ def test_interleaved_saves_never_give_a_reader_a_mixed_model(twins, tmp_path) ->
     a.save(dest)
     X = np.array([[20.0, 1.0], [35.0, 2.5], [50.0, 4.0]])
     expected = {a.version: a.predict(X)[0], b.version: b.predict(X)[0]}
-    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(b_dir), str(dest), "80"],
-                              stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(b_dir), str(dest), "80"], stdout=subprocess.PIPE, text=True
+    )
     assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
     errors: list[BaseException] = []
 
@@ -250,10 +261,10 @@ def _gan(tmp_path: Path, with_classifier: bool = True) -> Path:
     if with_classifier:
         clf = DUQClassifier(channels=(4, 4), embedding_dim=8, centroid_dim=4)
         labels = np.arange(24) % 2
-        classifiers["unconvolved"] = clf.fit(frames + labels[:, None, None], labels, epochs=1, seed=0,
-                                             num_threads=1, progress=False)
-    m = Exp2SimModel(ResnetGenerator(cfg), ResnetGenerator(cfg), cfg, Scaling(), reference=ref,
-                     classifiers=classifiers)
+        classifiers["unconvolved"] = clf.fit(
+            frames + labels[:, None, None], labels, epochs=1, seed=0, num_threads=1, progress=False
+        )
+    m = Exp2SimModel(ResnetGenerator(cfg), ResnetGenerator(cfg), cfg, Scaling(), reference=ref, classifiers=classifiers)
     return m.save(tmp_path / "gan")
 
 
@@ -264,7 +275,8 @@ def _duq(tmp_path: Path) -> Path:
     frames = rng.random((16, 16, 16)).astype(np.float32)
     labels = np.arange(16) % 2
     clf = DUQClassifier(channels=(4, 4), embedding_dim=8, centroid_dim=4).fit(
-        frames + labels[:, None, None], labels, epochs=1, seed=0, num_threads=1, progress=False)
+        frames + labels[:, None, None], labels, epochs=1, seed=0, num_threads=1, progress=False
+    )
     return clf.save(tmp_path / "duq")
 
 
@@ -314,15 +326,18 @@ def _craft(root: Path, reseal, edit) -> None:
     reseal(root)
 
 
-@pytest.mark.parametrize("kind, edit", [
-    ("twin", lambda m: m["ensemble"][0]["params"].update(n_units=1_000_000)),
-    ("twin", lambda m: m["ensemble"][0].update(members=100_000)),
-    ("twin", lambda m: m["ensemble"][0]["params"].update(n_layers=10_000)),
-    ("gan", lambda m: m["config"].update(ngf=100_000)),
-    ("gan", lambda m: m["config"].update(n_blocks=1_000_000)),
-    ("duq", lambda m: m["config"].update(channels=[4, 10**7])),
-    ("duq", lambda m: m["config"].update(embedding_dim=10**9)),
-])
+@pytest.mark.parametrize(
+    "kind, edit",
+    [
+        ("twin", lambda m: m["ensemble"][0]["params"].update(n_units=1_000_000)),
+        ("twin", lambda m: m["ensemble"][0].update(members=100_000)),
+        ("twin", lambda m: m["ensemble"][0]["params"].update(n_layers=10_000)),
+        ("gan", lambda m: m["config"].update(ngf=100_000)),
+        ("gan", lambda m: m["config"].update(n_blocks=1_000_000)),
+        ("duq", lambda m: m["config"].update(channels=[4, 10**7])),
+        ("duq", lambda m: m["config"].update(embedding_dim=10**9)),
+    ],
+)
 def test_sizes_in_metadata_are_bounded_before_allocation(kind, edit, model_dirs, reseal_model) -> None:
     """Before: a crafted metadata.json asked for 16 GB and 2.9 TB."""
     root = model_dirs[kind]
@@ -415,14 +430,17 @@ def test_absurd_readings_are_refused_and_metadata_is_strict_json(tmp_path, capsy
         dumps_strict({"a": {"b": float("inf")}})
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--x", "T", "--x", "M", "--y", "M"], "cannot be a scan axis"),
-    (["--x", "T", "--x", "H", "--y", "M", "--max-epochs", "0"], "--max-epochs"),
-    (["--x", "T", "--x", "H", "--y", "M", "--timeout", "-5"], "--timeout"),
-    (["--x", "T", "--x", "H", "--y", "M", "--budget", "nan"], "--budget"),
-    (["--x", "T", "--x", "H", "--y", "M", "--trials", "1000000000"], "--trials"),
-    (["--x", "T", "--x", "H", "--y", "M", "--ensemble", "100000"], "--ensemble"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--x", "T", "--x", "M", "--y", "M"], "cannot be a scan axis"),
+        (["--x", "T", "--x", "H", "--y", "M", "--max-epochs", "0"], "--max-epochs"),
+        (["--x", "T", "--x", "H", "--y", "M", "--timeout", "-5"], "--timeout"),
+        (["--x", "T", "--x", "H", "--y", "M", "--budget", "nan"], "--budget"),
+        (["--x", "T", "--x", "H", "--y", "M", "--trials", "1000000000"], "--trials"),
+        (["--x", "T", "--x", "H", "--y", "M", "--ensemble", "100000"], "--ensemble"),
+    ],
+)
 def test_fit_options_are_checked_before_anything_runs(argv, message, csv_path, tmp_path, capsys) -> None:
     out = tmp_path / "twin"
     assert main(["fit", str(csv_path), *argv, "--out", str(out)]) == 2

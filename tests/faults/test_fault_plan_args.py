@@ -5,6 +5,7 @@ Each case runs the plan in a RunEngine with a ``msg_hook`` that records every me
 plan yields, and asserts that none was yielded (no ``open_run``, no ``set``) and that the
 motors stand where they stood.
 """
+
 from __future__ import annotations
 
 import math
@@ -85,18 +86,33 @@ C2F_BAD = [
 ]
 
 
-@pytest.mark.parametrize("bad, message", C2F_BAD, ids=[f"{next(iter(b))}={list(b.values())[0]!r}"[:40]
-                                                        for b, _ in C2F_BAD])
+@pytest.mark.parametrize(
+    "bad, message", C2F_BAD, ids=[f"{next(iter(b))}={list(b.values())[0]!r}"[:40] for b, _ in C2F_BAD]
+)
 def test_coarse_to_fine_refuses_bad_arguments_before_anything_moves(RE, mpms, trainer, bad, message) -> None:
-    kw = {"detectors": [mpms], "temperature": mpms.temperature, "t_start": 20.0, "t_stop": 40.0, "t_num": 5,
-          "field": mpms.field, "coarse_fields": [0.5, 1.0, 2.0], "trainer": trainer, "poll_interval": 0.01}
+    kw = {
+        "detectors": [mpms],
+        "temperature": mpms.temperature,
+        "t_start": 20.0,
+        "t_stop": 40.0,
+        "t_num": 5,
+        "field": mpms.field,
+        "coarse_fields": [0.5, 1.0, 2.0],
+        "trainer": trainer,
+        "poll_interval": 0.01,
+    }
     kw.update(bad)
     assert message in _refused(RE, mpms, coarse_to_fine(**kw))
 
 
 def test_the_grid_size_check_names_the_cause(RE, mpms, trainer) -> None:
-    text = _refused(RE, mpms, coarse_to_fine([mpms], mpms.temperature, 20, 40, 5, mpms.field, [0, 3], trainer=trainer,
-                                             candidate_steps=[1e-9, 0.5]))
+    text = _refused(
+        RE,
+        mpms,
+        coarse_to_fine(
+            [mpms], mpms.temperature, 20, 40, 5, mpms.field, [0, 3], trainer=trainer, candidate_steps=[1e-9, 0.5]
+        ),
+    )
     assert "field-step study" in text and "candidate steps of at least" in text
 
 
@@ -123,12 +139,21 @@ ADAPTIVE_BAD = [
 ]
 
 
-@pytest.mark.parametrize("bad, message", ADAPTIVE_BAD, ids=[f"{next(iter(b))}={list(b.values())[0]!r}"[:40]
-                                                            for b, _ in ADAPTIVE_BAD])
+@pytest.mark.parametrize(
+    "bad, message", ADAPTIVE_BAD, ids=[f"{next(iter(b))}={list(b.values())[0]!r}"[:40] for b, _ in ADAPTIVE_BAD]
+)
 def test_twin_adaptive_scan_refuses_bad_arguments_before_anything_moves(RE, mpms, trainer, bad, message) -> None:
-    kw = {"detectors": [mpms], "line_motor": mpms.temperature, "line_start": 20.0, "line_stop": 40.0,
-          "line_num": 5, "step_motor": mpms.field, "initial_lines": [0.5, 1.0], "trainer": trainer,
-          "poll_interval": 0.01}
+    kw = {
+        "detectors": [mpms],
+        "line_motor": mpms.temperature,
+        "line_start": 20.0,
+        "line_stop": 40.0,
+        "line_num": 5,
+        "step_motor": mpms.field,
+        "initial_lines": [0.5, 1.0],
+        "trainer": trainer,
+        "poll_interval": 0.01,
+    }
     kw.update(bad)
     assert message in _refused(RE, mpms, twin_adaptive_scan(**kw))
 

@@ -4,6 +4,7 @@ Each test compares what the RunEngine produced with what the store holds and wit
 replay reports: a broken run is named and counted, never dropped silently, and never
 stops the other runs from replaying.
 """
+
 from __future__ import annotations
 
 import socket
@@ -19,12 +20,12 @@ bps = pytest.importorskip("bluesky.plan_stubs")
 from bluesky.utils import FailedStatus, RunEngineInterrupted  # noqa: E402
 from ophyd.sim import SynAxis, SynSignal  # noqa: E402
 from ophyd.status import Status  # noqa: E402
+from storage_helpers import Recorder  # noqa: E402  (tests/ is on sys.path)
 
 from bluesky_twin.callbacks import TwinTrainer  # noqa: E402
 from bluesky_twin.cli import main  # noqa: E402
 from bluesky_twin.replay import replay_runs  # noqa: E402
 from bluesky_twin.storage import make_tiled_writer, open_tiled, read_stream, select_runs  # noqa: E402
-from storage_helpers import Recorder  # noqa: E402  (tests/ is on sys.path)
 
 FIT = ["--trials", "1", "--seed", "1", "--max-epochs", "20"]
 TWIN_MD = {"twin_x": ["m"], "twin_y": "det"}
@@ -81,8 +82,7 @@ def crashed_store(RE, motor, det, tiled_store):
     return recorder, (u1, u2, u3)
 
 
-def test_a_crashed_run_is_noted_and_the_others_replay(crashed_store, tiled_store, tiled_store_dir, tmp_path,
-                                                      capsys):
+def test_a_crashed_run_is_noted_and_the_others_replay(crashed_store, tiled_store, tiled_store_dir, tmp_path, capsys):
     from bluesky_twin.twin import DigitalTwin
 
     recorder, (u1, u2, u3) = crashed_store
@@ -99,8 +99,7 @@ def test_a_crashed_run_is_noted_and_the_others_replay(crashed_store, tiled_store
     assert DigitalTwin.load(out).metadata["training_run_uids"] == [u1, u3]
 
 
-def test_include_incomplete_trains_on_the_crashed_run(crashed_store, tiled_store, tiled_store_dir, tmp_path,
-                                                      capsys):
+def test_include_incomplete_trains_on_the_crashed_run(crashed_store, tiled_store, tiled_store_dir, tmp_path, capsys):
     from bluesky_twin.twin import DigitalTwin
 
     recorder, (u1, u2, u3) = crashed_store
@@ -141,8 +140,9 @@ def _pause_after(k, RE):
     return per_step
 
 
-def test_failed_move_and_abort_are_reported_and_not_trained_unless_asked(RE, motor, det, tiled_store,
-                                                                         tiled_store_dir, tmp_path, capsys):
+def test_failed_move_and_abort_are_reported_and_not_trained_unless_asked(
+    RE, motor, det, tiled_store, tiled_store_dir, tmp_path, capsys
+):
     from bluesky_twin.twin import DigitalTwin
 
     recorder = Recorder()
@@ -192,8 +192,9 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_tiled_server_without_key_with_wrong_key_or_unreachable_is_one_line_exit_2(RE, motor, det, tmp_path,
-                                                                                    monkeypatch, capsys):
+def test_tiled_server_without_key_with_wrong_key_or_unreachable_is_one_line_exit_2(
+    RE, motor, det, tmp_path, monkeypatch, capsys
+):
     from bluesky_twin.storage import close_store, serve_store
 
     key, wrong = "rightkey0123456789", "wrongkey9876543210"

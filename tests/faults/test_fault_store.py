@@ -4,6 +4,7 @@ Runs are written with a real RunEngine (scalar tables in ``tabular.db`` and INS 
 as zarr arrays under ``data/``), the whole store directory is copied elsewhere and the
 original is renamed away; what the copy gives back is compared with what was produced.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,11 +17,11 @@ import pytest
 
 bp = pytest.importorskip("bluesky.plans")
 
+from storage_helpers import Recorder, documents_equal, replay_comparable  # noqa: E402
+
 from bluesky_twin.callbacks import TwinTrainer  # noqa: E402
 from bluesky_twin.errors import InputError  # noqa: E402
 from bluesky_twin.replay import replay_runs  # noqa: E402
-from storage_helpers import Recorder, documents_equal, replay_comparable  # noqa: E402
-
 from bluesky_twin.storage import (  # noqa: E402
     close_store,
     iter_run_documents,

@@ -4,6 +4,7 @@ a lost database keeps its trials and the same command resumes, a garbage journal
 Each test runs ``bluesky-twin fit`` (or ``DigitalTwin.fit``) on a tiny synthetic scan with a
 tiny search (``--max-epochs 12``) and asserts on what the study and the model directory hold.
 """
+
 from __future__ import annotations
 
 import re
@@ -24,8 +25,9 @@ from bluesky_twin.twin.storage_url import STORAGE_ENV, StorageLostError, mask_ur
 SECRET = "s3cret-Pw"
 # finished trials of a short, seeded search: pruned or complete, both count as done
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-SMALL = TwinSearchSpace(n_layers=(2, 2), n_units=(8, 16), batch_size=(32, 64), max_epochs=12, min_final_epochs=12,
-                        patience=5)
+SMALL = TwinSearchSpace(
+    n_layers=(2, 2), n_units=(8, 16), batch_size=(32, 64), max_epochs=12, min_final_epochs=12, patience=5
+)
 
 
 def _scan(path: Path, seed: int = 0, y: str = "M") -> Path:
@@ -40,16 +42,37 @@ def _scan(path: Path, seed: int = 0, y: str = "M") -> Path:
 
 
 def _fit_args(data: Path, out: Path, storage: str | None, study: str, trials: int, y: str = "M") -> list[str]:
-    args = ["fit", str(data), "--x", "T", "--x", "H", "--y", y, "--out", str(out), "--study", study,
-            "--trials", str(trials), "--max-epochs", "12", "--ensemble", "1"]
+    args = [
+        "fit",
+        str(data),
+        "--x",
+        "T",
+        "--x",
+        "H",
+        "--y",
+        y,
+        "--out",
+        str(out),
+        "--study",
+        study,
+        "--trials",
+        str(trials),
+        "--max-epochs",
+        "12",
+        "--ensemble",
+        "1",
+    ]
     return args + (["--storage", storage] if storage is not None else [])
 
 
 def _error_lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
     err = capsys.readouterr().err
     # tqdm redraws its bar on stderr with carriage returns; what the user reads is the rest
-    return [ln for ln in err.splitlines() if ln.strip() and "trial/s]" not in ln and "it/s]" not in ln
-            and not re.match(r"^twin \w+:", ln.split("\r")[-1])]
+    return [
+        ln
+        for ln in err.splitlines()
+        if ln.strip() and "trial/s]" not in ln and "it/s]" not in ln and not re.match(r"^twin \w+:", ln.split("\r")[-1])
+    ]
 
 
 def _finished(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
@@ -73,8 +96,7 @@ def test_reusing_a_study_on_other_data_is_refused(tmp_path: Path, capsys: pytest
     assert len(_finished(url, "shared")) == 2  # and nothing added to the study
 
 
-def test_reusing_a_study_for_another_quantity_is_refused(tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_reusing_a_study_for_another_quantity_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"journal:{tmp_path / 'studies.journal'}"
     data = _scan(tmp_path / "a.csv")
     frame = pd.read_csv(data)
@@ -114,8 +136,16 @@ def test_a_study_with_no_completed_trial_takes_the_new_data(tmp_path: Path) -> N
     study.set_user_attr("x_names", ["T", "H"])
     study.set_user_attr("y_name", "M")
     study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
-    twin = DigitalTwin.fit(pd.read_csv(_scan(tmp_path / "a.csv")), ["T", "H"], "M", trials=2, storage=url,
-                           study_name="retry", search_space=SMALL, ensemble_size=1)
+    twin = DigitalTwin.fit(
+        pd.read_csv(_scan(tmp_path / "a.csv")),
+        ["T", "H"],
+        "M",
+        trials=2,
+        storage=url,
+        study_name="retry",
+        search_space=SMALL,
+        ensemble_size=1,
+    )
     attrs = optuna.load_study(study_name="retry", storage=open_storage(url)).user_attrs
     assert attrs["data_sha256"] == twin.metadata["data_sha256"]
 
@@ -124,16 +154,16 @@ def test_a_study_with_no_completed_trial_takes_the_new_data(tmp_path: Path) -> N
 
 
 def test_mask_url_hides_passwords() -> None:
-    assert mask_url(f"postgresql://user:{SECRET}@db.example:5432/optuna") == \
-        "postgresql://user:***@db.example:5432/optuna"
+    assert (
+        mask_url(f"postgresql://user:{SECRET}@db.example:5432/optuna") == "postgresql://user:***@db.example:5432/optuna"
+    )
     assert mask_url("postgresql://user@host/db") == "postgresql://user@host/db"
     assert SECRET not in mask_url(f"mysql+pymysql://u:{SECRET}@h/db?charset=utf8")
     assert SECRET not in mask_url(f"postgresql://u@h/db?sslmode=require&password={SECRET}")
     assert SECRET not in mask_url(f"postgresql://u:p@{SECRET}@h/db")  # an unescaped '@' in the password
 
 
-def test_an_unreachable_storage_never_echoes_its_password(tmp_path: Path,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unreachable_storage_never_echoes_its_password(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -149,8 +179,8 @@ def test_an_unreachable_storage_never_echoes_its_password(tmp_path: Path,
 
 @pytest.mark.services
 def test_the_password_is_not_stored_and_comes_from_the_environment(
-        fresh_postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    fresh_postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # trust authentication ignores the password: a URL with one still connects
     url = re.sub(r"//([^@/:]+)@", rf"//\1:{SECRET}@", fresh_postgres_url)
     assert SECRET in url
@@ -264,8 +294,8 @@ def _cut_after(fwd: Forwarder, n: int, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.services
 def test_a_lost_database_is_one_line_keeps_the_trials_and_the_same_command_resumes(
-        forwarded_postgres, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    forwarded_postgres, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     direct, url, fwd = forwarded_postgres
     args = _fit_args(_scan(tmp_path / "a.csv"), tmp_path / "m", url, "lost", trials=4)
     _cut_after(fwd, 2, monkeypatch)
@@ -291,8 +321,9 @@ def test_a_lost_database_is_one_line_keeps_the_trials_and_the_same_command_resum
 
 
 @pytest.mark.services
-def test_a_database_lost_inside_a_trial_is_one_line(forwarded_postgres, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_database_lost_inside_a_trial_is_one_line(
+    forwarded_postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     direct, url, fwd = forwarded_postgres
     original = optuna.trial.Trial.report
 
@@ -303,8 +334,16 @@ def test_a_database_lost_inside_a_trial_is_one_line(forwarded_postgres, tmp_path
 
     monkeypatch.setattr(optuna.trial.Trial, "report", report)
     with pytest.raises(StorageLostError) as err:
-        DigitalTwin.fit(pd.read_csv(_scan(tmp_path / "a.csv")), ["T", "H"], "M", trials=3, storage=url,
-                        study_name="inside", search_space=SMALL, ensemble_size=1)
+        DigitalTwin.fit(
+            pd.read_csv(_scan(tmp_path / "a.csv")),
+            ["T", "H"],
+            "M",
+            trials=3,
+            storage=url,
+            study_name="inside",
+            search_space=SMALL,
+            ensemble_size=1,
+        )
     msg = str(err.value)
     assert "\n" not in msg and "lost the connection" in msg and SECRET not in msg
     assert len(_finished(direct, "inside")) == 1
@@ -313,10 +352,12 @@ def test_a_database_lost_inside_a_trial_is_one_line(forwarded_postgres, tmp_path
 # --------------------------------------------------------------------------- a garbage journal
 
 
-@pytest.mark.parametrize("content", [bytes(range(256)) * 4, b'{"op_code": 0,\n\xff\xfe not json\n'],
-                         ids=["random-bytes", "broken-utf8-json"])
-def test_a_garbage_journal_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                              content: bytes) -> None:
+@pytest.mark.parametrize(
+    "content", [bytes(range(256)) * 4, b'{"op_code": 0,\n\xff\xfe not json\n'], ids=["random-bytes", "broken-utf8-json"]
+)
+def test_a_garbage_journal_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes
+) -> None:
     journal = tmp_path / "garbage.journal"
     journal.write_bytes(content)
     rc = main(_fit_args(_scan(tmp_path / "a.csv"), tmp_path / "m", f"journal:{journal}", "s", trials=1))

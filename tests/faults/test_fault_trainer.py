@@ -4,6 +4,7 @@ Every test compares what was produced (the RunEngine's documents, or what TiledW
 stored) with what the trainer kept, counted as masked, or counted as lost: nothing may
 go missing silently.
 """
+
 from __future__ import annotations
 
 import math
@@ -96,27 +97,39 @@ def test_event_page_fault_loses_only_the_bad_row():
 
     trainer = TwinTrainer(["t"], "det", auto_refit=False)
     run = compose_run()
-    desc = run.compose_descriptor(name="primary", data_keys={
-        "t": {"dtype": "number", "shape": [], "source": "sim"},
-        "det": {"dtype": "number", "shape": [], "source": "sim"}})
+    desc = run.compose_descriptor(
+        name="primary",
+        data_keys={
+            "t": {"dtype": "number", "shape": [], "source": "sim"},
+            "det": {"dtype": "number", "shape": [], "source": "sim"},
+        },
+    )
+
     # the third row's reading is an object whose conversion raises inside the collector
     class Exploding:
         def __float__(self):
             raise RuntimeError("driver returned garbage")
 
-    page = desc.compose_event_page(data={"t": [1.0, 2.0, Exploding(), 4.0], "det": [1.0, 4.0, 9.0, 16.0]},
-                                   timestamps={"t": [0] * 4, "det": [0] * 4}, seq_num=[1, 2, 3, 4],
-                                   time=[0.0] * 4, validate=False)
-    for name, doc in (("start", run.start_doc), ("descriptor", desc.descriptor_doc), ("event_page", page),
-                      ("stop", run.compose_stop())):
+    page = desc.compose_event_page(
+        data={"t": [1.0, 2.0, Exploding(), 4.0], "det": [1.0, 4.0, 9.0, 16.0]},
+        timestamps={"t": [0] * 4, "det": [0] * 4},
+        seq_num=[1, 2, 3, 4],
+        time=[0.0] * 4,
+        validate=False,
+    )
+    for name, doc in (
+        ("start", run.start_doc),
+        ("descriptor", desc.descriptor_doc),
+        ("event_page", page),
+        ("stop", run.compose_stop()),
+    ):
         trainer(name, doc)
     rep = trainer.runs[run.start_doc["uid"]]
     assert (rep.state, rep.n_points, rep.rows_lost) == ("accepted_with_losses", 3, 1)
     assert trainer.run_data(rep.uid)["seq_num"].tolist() == [1, 2, 4]
 
 
-def test_a_raising_trainer_does_not_end_the_scan_and_its_losses_are_counted(RE, motor, det, tiled_store,
-                                                                               monkeypatch):
+def test_a_raising_trainer_does_not_end_the_scan_and_its_losses_are_counted(RE, motor, det, tiled_store, monkeypatch):
     """Every event handler of the trainer raises: the scan still succeeds, TiledWriter stores
     every event, and the trainer reports each of them as lost (not an empty success)."""
     from bluesky_twin.storage import make_tiled_writer, read_stream
@@ -246,8 +259,8 @@ def test_100k_events_through_a_real_run_engine_with_bounded_memory(RE):
     """100,000 events, one per step, into a TwinTrainer: while the run is open the trainer
     holds one small row per event (what a rewind may replace); after the stop it keeps only
     the compact arrays, and the per-run collector is released."""
-    from bluesky.utils import Msg
     import bluesky.preprocessors as bpp
+    from bluesky.utils import Msg
 
     n = 100_000
     x = Signal(name="x", value=0.0)
@@ -279,6 +292,7 @@ def test_100k_events_through_a_real_run_engine_with_bounded_memory(RE):
                 yield Msg("read", x)
                 yield Msg("read", y)
                 yield Msg("save")
+
         return (yield from inner())
 
     try:

@@ -4,6 +4,7 @@ Every frame a run produces is either translated and emitted, or counted (dropped
 skipped, failed, unfinished) in ``stats`` and in the emitted documents; bad input
 to ``ins score`` exits 2 with one line and overwrites nothing.
 """
+
 from __future__ import annotations
 
 import threading
@@ -140,10 +141,12 @@ def test_the_summary_stream_holds_the_runs_final_counts(RE, model, frames):
 
 
 def test_frames_of_another_size_wrong_axes_or_dtype_are_skipped_and_counted(RE, model, frames):
-    bad = [np.ones((128, 128), dtype=np.float32),  # divisible by 4, but not the model's size
-           np.ones(64, dtype=np.float32),  # one axis
-           np.full((64, 64), "x"),  # not numeric
-           np.ones((64, 64), dtype=complex)]
+    bad = [
+        np.ones((128, 128), dtype=np.float32),  # divisible by 4, but not the model's size
+        np.ones(64, dtype=np.float32),  # one axis
+        np.full((64, 64), "x"),  # not numeric
+        np.ones((64, 64), dtype=complex),
+    ]
     cb = TranslationCallback(model, stop_timeout=30, summary_stream="translation_summary")
     docs, stop = _run(RE, cb, [frames[0], *bad, frames[1]])
     assert stop["exit_status"] == "success"
@@ -223,14 +226,21 @@ def test_a_thousand_frames_through_the_bounded_queue_are_all_accounted_for(model
     n, maxsize = 1000, 4
     gate = threading.Event()  # the model makes no progress until every frame has been pushed
     slow = _Gated(model, delay=0.01, gate=gate)
-    cb = TranslationCallback(slow, maxsize=maxsize, drop_policy=policy, stop_timeout=120, keep_results=3,
-                             summary_stream="translation_summary")
+    cb = TranslationCallback(
+        slow,
+        maxsize=maxsize,
+        drop_policy=policy,
+        stop_timeout=120,
+        keep_results=3,
+        summary_stream="translation_summary",
+    )
     docs = []
     cb.subscribe(lambda name, doc: docs.append((name, doc)))
     bundle = compose_run()
     cb("start", bundle.start_doc)
     desc = bundle.compose_descriptor(
-        name="primary", data_keys={"ins_frame": {"source": "sim", "dtype": "array", "shape": [64, 64]}})
+        name="primary", data_keys={"ins_frame": {"source": "sim", "dtype": "array", "shape": [64, 64]}}
+    )
     cb("descriptor", desc.descriptor_doc)
     bad = set(range(50, n, 100))  # 10 non-finite frames among them
     inf = np.full((64, 64), np.inf, dtype=np.float32)
@@ -276,8 +286,7 @@ def test_frames_still_queued_at_a_stop_timeout_are_counted_unfinished(RE, model,
             release.wait(60)
             return super().translate_and_score(frames, keep_mask)
 
-    cb = TranslationCallback(_Blocked(model, 0.0), maxsize=8, stop_timeout=0.2,
-                             summary_stream="translation_summary")
+    cb = TranslationCallback(_Blocked(model, 0.0), maxsize=8, stop_timeout=0.2, summary_stream="translation_summary")
     docs, stop = _run(RE, cb, list(frames[:3]))
     release.set()
     cb.close()
