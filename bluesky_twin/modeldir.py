@@ -304,28 +304,33 @@ def _read_pointer(root: Path) -> dict[str, Any] | None:
     return ptr
 
 
-def _read_tree(base: Path, label: Path) -> dict[str, bytes]:
-    """Every regular file under *base* (no symlinks), bounded in count and bytes."""
-    files: dict[str, bytes] = {}
-    total = 0
+def _regular_files(base: Path, error: Callable[[str], Exception]) -> Iterator[tuple[str, str]]:
+    """``(relative posix path, full path)`` of every file under *base*; a symbolic link or a
+    special file raises ``error(message)``."""
     for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
         for d in dirnames:
             if os.path.islink(os.path.join(dirpath, d)):
-                raise ModelFileError(f"{label}: {os.path.join(dirpath, d)} is a symbolic link")
+                raise error(f"{base}: {os.path.join(dirpath, d)} is a symbolic link")
         for fn in filenames:
             full = os.path.join(dirpath, fn)
             rel = os.path.relpath(full, base).replace(os.sep, "/")
             if os.path.islink(full) or not os.path.isfile(full):
-                raise ModelFileError(f"{label}: {rel} is not a regular file")
-            size = os.path.getsize(full)
-            total += size
-            if total > MAX_VERSION_BYTES or len(files) >= MAX_VERSION_FILES:
-                raise ModelFileError(
-                    f"{label} holds more than {MAX_VERSION_BYTES} bytes or "
-                    f"{MAX_VERSION_FILES} files: not a model directory"
-                )
-            with open(full, "rb") as fh:
-                files[rel] = fh.read()
+                raise error(f"{base}: {rel} is a symbolic link or not a regular file")
+            yield rel, full
+
+
+def _read_tree(base: Path, label: Path) -> dict[str, bytes]:
+    """Every regular file under *base* (no symlinks), bounded in count and bytes."""
+    files: dict[str, bytes] = {}
+    total = 0
+    for rel, full in _regular_files(base, ModelFileError):
+        total += os.path.getsize(full)
+        if total > MAX_VERSION_BYTES or len(files) >= MAX_VERSION_FILES:
+            raise ModelFileError(
+                f"{label} holds more than {MAX_VERSION_BYTES} bytes or {MAX_VERSION_FILES} files: not a model directory"
+            )
+        with open(full, "rb") as fh:
+            files[rel] = fh.read()
     return files
 
 
@@ -451,23 +456,16 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _manifest(tmp: Path) -> dict[str, str]:
+    """The sha256 of every file under *tmp* but ``metadata.json``, each fsynced first."""
     from bluesky_twin.io_utils import sha256_file
 
     out: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(tmp, followlinks=False):
-        for d in dirnames:
-            if os.path.islink(os.path.join(dirpath, d)):
-                raise ValueError(f"a model version may not hold symbolic links ({d})")
-        for fn in filenames:
-            full = os.path.join(dirpath, fn)
-            rel = os.path.relpath(full, tmp).replace(os.sep, "/")
-            if os.path.islink(full):
-                raise ValueError(f"a model version may not hold symbolic links ({rel})")
-            if rel == METADATA_FILE:
-                continue
-            with open(full, "rb+") as fh:
-                os.fsync(fh.fileno())
-            out[rel] = sha256_file(full)
+    for rel, full in _regular_files(tmp, ValueError):
+        if rel == METADATA_FILE:
+            continue
+        with open(full, "rb+") as fh:
+            os.fsync(fh.fileno())
+        out[rel] = sha256_file(full)
     return dict(sorted(out.items()))
 
 
