@@ -69,7 +69,7 @@ def training_speed(iterations: int = 20) -> dict[str, float]:
 def main() -> None:
     import torch
 
-    from bluesky_twin.gan.evaluate import evaluate_model, format_table
+    from bluesky_twin.gan.evaluate import BIN_ACCURACY_KEYS, evaluate_model, format_table
     from bluesky_twin.gan.model import Exp2SimModel
     from bluesky_twin.ins.dataset import generate_dataset
     from bluesky_twin.io_utils import atomic_write_json, atomic_write_text
@@ -157,17 +157,7 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in res.get("acc_by_abs_j2", []):
-        cells = " | ".join(
-            pct(r[f"acc_{k}"])
-            for k in (
-                "unconvolved",
-                "convolved_raw",
-                "convolved_exp2sim",
-                "conv_clf_on_convolved",
-                "conv_clf_on_unconvolved_raw",
-                "conv_clf_on_unconvolved_sim2exp",
-            )
-        )
+        cells = " | ".join(pct(r[f"acc_{k}"]) for k in BIN_ACCURACY_KEYS)
         lines.append(f"| {r['abs_j2_min']:.2f}-{r['abs_j2_max']:.2f} | {r['n']} | {cells} |")
     lines += [
         "",

@@ -71,6 +71,19 @@ SHIFTED_RECIPE: dict[str, Any] = {
 }
 
 
+
+#: The accuracies reported per |J2| bin (``acc_by_abs_j2``), in table order: the
+#: unconvolved-trained classifier on unconvolved, convolved and Exp2Sim frames, then the
+#: convolved-trained classifier on convolved, raw unconvolved and Sim2Exp frames.
+BIN_ACCURACY_KEYS = (
+    "unconvolved",
+    "convolved_raw",
+    "convolved_exp2sim",
+    "conv_clf_on_convolved",
+    "conv_clf_on_unconvolved_raw",
+    "conv_clf_on_unconvolved_sim2exp",
+)
+
 def _min_gap(raw: float, reference: float, n: int) -> float:
     """Twice the binomial standard error of ``reference - raw`` (accuracies on ``n`` frames each)."""
     return 2.0 * float(np.sqrt((reference * (1 - reference) + raw * (1 - raw)) / max(int(n), 1)))
@@ -332,17 +345,7 @@ def format_table(res: dict[str, Any]) -> str:
     if res.get("acc_by_abs_j2"):
         lines.append("by |J2| (meV)      n   U:unconv  U:conv  U:exp2sim   C:conv  C:unconv  C:sim2exp")
         for r in res["acc_by_abs_j2"]:
-            vals = [
-                r[f"acc_{k}"]
-                for k in (
-                    "unconvolved",
-                    "convolved_raw",
-                    "convolved_exp2sim",
-                    "conv_clf_on_convolved",
-                    "conv_clf_on_unconvolved_raw",
-                    "conv_clf_on_unconvolved_sim2exp",
-                )
-            ]
+            vals = [r[f"acc_{k}"] for k in BIN_ACCURACY_KEYS]
             cells = " ".join(f"{'-' if v is None or v != v else f'{100 * v:.1f}%':>8}" for v in vals)
             lines.append(f"{r['abs_j2_min']:.2f}-{r['abs_j2_max']:.2f}  {r['n']:6d}  {cells}")
     scales = res.get("classifier_input_scale")
