@@ -28,10 +28,12 @@ def main() -> None:
         "",
         "The twin benchmarks read the Terashima et al. (2023) CSV files from `--data DIR`, else from",
         "`$BLUESKY_TWIN_DATA`, else from `../shared/data/terashima2023` beside the repository.",
-        "The ARPES exploration scripts quoted in [twin.md](twin.md), `benchmarks/explore_fourier_axes.py`",
-        "(per-axis Fourier scales and final-training length against between-line error) and",
-        "`benchmarks/explore_line_residual.py` (the line-residual correction's effect on the angle-step",
-        "study), were removed once their results were written there; they remain in the git history.",
+        "Some ARPES results in [twin.md](twin.md) come from two exploration scripts kept in the git",
+        "history, not in the tree: `benchmarks/explore_fourier_axes.py` (per-axis Fourier scales and",
+        "final-training length against between-line error) and `benchmarks/explore_line_residual.py`",
+        "(the line-residual correction's effect on the angle-step study), at commit cb83bc5^",
+        "(`git show cb83bc5^:benchmarks/explore_fourier_axes.py`). The GAN research scripts behind",
+        "[gan.md](gan.md) (oracles, diagnostics) are in `benchmarks/research/`.",
         "",
     ]
     for name in names:
