@@ -33,7 +33,8 @@ Fixtures
     an ``alembic_version`` table).
 
 ``require_service(kind)``
-    The function behind those fixtures (``kind`` is ``"postgres"`` or ``"mariadb"``);
+    The function behind those fixtures (``kind`` is ``"postgres"``, ``"mariadb"`` or
+    ``"redis"``, which gives ``"127.0.0.1:6379"`` for bluesky-queueserver);
     returns the URL, or skips the test when the service is unreachable -- unless the
     environment sets ``BLUESKY_TWIN_REQUIRE_SERVICES=1``, in which case an unreachable
     service *fails* the test loudly.  Mark such tests ``@pytest.mark.services``.
@@ -52,6 +53,7 @@ import pytest
 SERVICES = {
     "postgres": {"host": "127.0.0.1", "port": 5432, "database": "test", "users": ("postgres", "root")},
     "mariadb": {"host": "127.0.0.1", "port": 3306, "database": "test", "users": ("root",)},
+    "redis": {"host": "127.0.0.1", "port": 6379, "database": "", "users": ()},  # bluesky-queueserver
 }
 _service_cache: dict[str, tuple[str | None, str]] = {}
 
@@ -64,8 +66,12 @@ def _probe(kind: str) -> tuple[str | None, str]:
     """Return ``(url, "")`` if the service accepts a login, else ``(None, reason)``."""
     spec = SERVICES[kind]
     try:
-        with socket.create_connection((spec["host"], spec["port"]), timeout=2):
-            pass
+        with socket.create_connection((spec["host"], spec["port"]), timeout=2) as sock:
+            if kind == "redis":  # a Redis server answers PING with +PONG
+                sock.sendall(b"PING\r\n")
+                if not sock.recv(64).startswith(b"+PONG"):
+                    return None, f"redis at {spec['host']}:{spec['port']} did not answer PING"
+                return f"{spec['host']}:{spec['port']}", ""
     except OSError as err:
         return None, f"{kind} not reachable at {spec['host']}:{spec['port']} ({err})"
     errors = []
@@ -97,7 +103,7 @@ def require_service(kind: str) -> str:
     Parameters
     ----------
     kind
-        ``"postgres"`` or ``"mariadb"``.
+        ``"postgres"``, ``"mariadb"`` or ``"redis"`` (gives ``host:port``).
     """
     if kind not in SERVICES:
         raise ValueError(f"unknown service {kind!r}; known: {sorted(SERVICES)}")
