@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import require_service
 
 pytest.importorskip("bluesky_queueserver")
