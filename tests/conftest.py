@@ -39,6 +39,7 @@ Fixtures
     environment sets ``BLUESKY_TWIN_REQUIRE_SERVICES=1``, in which case an unreachable
     service *fails* the test loudly.  Mark such tests ``@pytest.mark.services``.
 """
+
 from __future__ import annotations
 
 import os

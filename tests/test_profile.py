@@ -1,4 +1,5 @@
 """The IPython profile collection loads headless, and a scan run in it lands in tiled."""
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,8 @@ def test_startup_files_are_the_nsls2_layout():
     assert names == ["00-base.py", "10-instruments.py", "20-twin.py", "90-plans.py"]
     for path in (PROFILE / "startup").glob("*.py"):
         compile(path.read_text(), str(path), "exec")  # valid Python
-        # thin: the code lives in the package (00-base.py holds the profile's lazy helpers)
-        assert len(path.read_text().splitlines()) < (200 if path.name == "00-base.py" else 80)
+        # thin: the code lives in the package
+        assert len(path.read_text().splitlines()) < 80
 
 
 #: Small fits for tests (the profile reads BLUESKY_TWIN_PROFILE_FIT).
@@ -79,10 +80,19 @@ def _run_profile(tmp_path: Path, code: str, timeout: float = 300) -> tuple[subpr
     env.pop("BLUESKY_TWIN_TILED_URI", None)
     proc = subprocess.run(
         [
-            _ipython(), f"--profile-dir={profile}", "--HistoryManager.hist_file=:memory:",
-            "--no-banner", "--colors=NoColor", "-c", code,
+            _ipython(),
+            f"--profile-dir={profile}",
+            "--HistoryManager.hist_file=:memory:",
+            "--no-banner",
+            "--colors=NoColor",
+            "-c",
+            code,
         ],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     return proc, store
 
@@ -96,7 +106,10 @@ def test_profile_loads_headless_and_a_scan_lands_in_tiled(tmp_path):
     report = json.loads(lines[-1].split(" ", 1)[1])
     assert report["RE"] == ["TwinRunEngine", "RunEngine"]  # a RunEngine that summarises twin plans' results
     assert report["instruments"] == {
-        "mpms": "Magnetometer", "ppms": "TransportCell", "arpes": "ArpesManipulator", "ins": "InsSpectrometer",
+        "mpms": "Magnetometer",
+        "ppms": "TransportCell",
+        "arpes": "ArpesManipulator",
+        "ins": "InsSpectrometer",
     }
     assert report["limits"] == [0.0, 7.0]
     assert report["store"] == str(store) and report["n_runs"] == 1
@@ -134,7 +147,9 @@ def _docs_session() -> str:
 def test_the_ipython_session_of_the_docs_runs_in_the_profile(tmp_path):
     session = _docs_session()
     assert "coarse_to_fine(" in session and "catalog[" in session
-    check = session + """
+    check = (
+        session
+        + """
 import json
 print("SESSION-REPORT " + json.dumps({
     "step": out.plan_result.proposed_field_step, "proposed": [float(v) for v in proposed],
@@ -143,6 +158,7 @@ print("SESSION-REPORT " + json.dumps({
     "ignored": twin_trainer.status["ignored_runs"], "trainer_errors": twin_trainer.n_errors,
 }))
 """
+    )
     proc, _ = _run_profile(tmp_path, check, timeout=600)
     output = proc.stdout + proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.startswith("SESSION-REPORT ")]

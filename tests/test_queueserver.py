@@ -5,6 +5,7 @@ Needs Redis at 127.0.0.1:6379 (skips otherwise, fails with BLUESKY_TWIN_REQUIRE_
 The manager gets its own Redis name prefix and free 0MQ ports, the profile a temporary
 tiled store (BLUESKY_TWIN_TILED_DIR) and quick fits (BLUESKY_TWIN_PROFILE_FIT).
 """
+
 from __future__ import annotations
 
 import os
@@ -55,24 +56,44 @@ def test_queue_runs_coarse_to_fine_and_grid_scan_and_stores_the_proposal(tmp_pat
     shutil.copytree(PROFILE / "startup", startup)
     store = tmp_path / "tiled"
     control, info = _free_port(), _free_port()
-    env = dict(os.environ, MPLBACKEND="Agg", BLUESKY_TWIN_TILED_DIR=str(store), BLUESKY_TWIN_SIM_SEED="0",
-               BLUESKY_TWIN_PROFILE_FIT=QUICK_FIT)
+    env = dict(
+        os.environ,
+        MPLBACKEND="Agg",
+        BLUESKY_TWIN_TILED_DIR=str(store),
+        BLUESKY_TWIN_SIM_SEED="0",
+        BLUESKY_TWIN_PROFILE_FIT=QUICK_FIT,
+    )
     env.pop("BLUESKY_TWIN_TILED_URI", None)
     log = tmp_path / "manager.log"
     cmd = [
-        str(manager), "--startup-dir", str(startup),
-        "--user-group-permissions", str(PROFILE / "user_group_permissions.yaml"),
-        "--existing-plans-devices", str(tmp_path / "existing_plans_and_devices.yaml"),
-        "--redis-addr", redis_addr, "--redis-name-prefix", f"bluesky_twin_test_{uuid.uuid4().hex[:8]}",
-        "--zmq-control-addr", f"tcp://127.0.0.1:{control}", "--zmq-info-addr", f"tcp://127.0.0.1:{info}",
-        "--zmq-publish-console", "ON",
+        str(manager),
+        "--startup-dir",
+        str(startup),
+        "--user-group-permissions",
+        str(PROFILE / "user_group_permissions.yaml"),
+        "--existing-plans-devices",
+        str(tmp_path / "existing_plans_and_devices.yaml"),
+        "--redis-addr",
+        redis_addr,
+        "--redis-name-prefix",
+        f"bluesky_twin_test_{uuid.uuid4().hex[:8]}",
+        "--zmq-control-addr",
+        f"tcp://127.0.0.1:{control}",
+        "--zmq-info-addr",
+        f"tcp://127.0.0.1:{info}",
+        "--zmq-publish-console",
+        "ON",
     ]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
     api = None
     try:
-        api = REManagerAPI(zmq_control_addr=f"tcp://127.0.0.1:{control}", zmq_info_addr=f"tcp://127.0.0.1:{info}",
-                           timeout_recv=10, timeout_send=10)
+        api = REManagerAPI(
+            zmq_control_addr=f"tcp://127.0.0.1:{control}",
+            zmq_info_addr=f"tcp://127.0.0.1:{info}",
+            timeout_recv=10,
+            timeout_send=10,
+        )
 
         def manager_up() -> bool:
             assert proc.poll() is None, log.read_text()[-4000:]
@@ -90,8 +111,21 @@ def test_queue_runs_coarse_to_fine_and_grid_scan_and_stores_the_proposal(tmp_pat
         assert {"coarse_to_fine", "twin_adaptive_scan", "count", "scan", "grid_scan"} <= set(allowed)
         assert {"mpms", "ins"} <= set(api.devices_allowed()["devices_allowed"])
 
-        api.item_add(BPlan("coarse_to_fine", ["mpms"], "mpms.temperature", 26, 44, 7, "mpms.field", [0.0, 1.0, 2.0],
-                           trainer="twin_trainer", candidate_steps=[0.25, 0.5, 1.0], twin_timeout=120))
+        api.item_add(
+            BPlan(
+                "coarse_to_fine",
+                ["mpms"],
+                "mpms.temperature",
+                26,
+                44,
+                7,
+                "mpms.field",
+                [0.0, 1.0, 2.0],
+                trainer="twin_trainer",
+                candidate_steps=[0.25, 0.5, 1.0],
+                twin_timeout=120,
+            )
+        )
         api.item_add(BPlan("grid_scan", ["mpms"], "mpms.field", 0.5, 2.0, 3, "mpms.temperature", 20, 50, 6))
         api.queue_start()
         api.wait_for_idle(timeout=240)

@@ -71,7 +71,6 @@ SHIFTED_RECIPE: dict[str, Any] = {
 }
 
 
-
 #: The accuracies reported per |J2| bin (``acc_by_abs_j2``), in table order: the
 #: unconvolved-trained classifier on unconvolved, convolved and Exp2Sim frames, then the
 #: convolved-trained classifier on convolved, raw unconvolved and Sim2Exp frames.
@@ -83,6 +82,7 @@ BIN_ACCURACY_KEYS = (
     "conv_clf_on_unconvolved_raw",
     "conv_clf_on_unconvolved_sim2exp",
 )
+
 
 def _min_gap(raw: float, reference: float, n: int) -> float:
     """Twice the binomial standard error of ``reference - raw`` (accuracies on ``n`` frames each)."""

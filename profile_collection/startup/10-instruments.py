@@ -4,6 +4,7 @@ Environment:
     BLUESKY_TWIN_SIM_SEED         noise seed (default: fresh randomness)
     BLUESKY_TWIN_SIM_TIME_SCALE   wall seconds per simulated second (default 0: no waiting)
 """
+
 import os
 
 from bluesky_twin.sim import make_instruments

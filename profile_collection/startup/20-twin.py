@@ -12,6 +12,7 @@ Environment:
                                      e.g. '{"trials": 2, "budget": 20, "search_space": {"max_epochs": 50}}'
                                      (default: first fit {"trials": 20, "timeout": 300}, refits the trainer's)
 """
+
 import json
 import os
 
@@ -34,8 +35,12 @@ if os.environ.get("BLUESKY_TWIN_PROFILE_TRAINER", "1") != "0":
                 _fit["search_space"] = TwinSearchSpace(**_fit["search_space"])
             _refit = dict(_fit)
         twin_trainer = TwinTrainer(
-            ["mpms_temperature", "mpms_field"], "mpms_magnetisation", fit_kwargs=_fit, refit_kwargs=_refit,
-            condition=twin_runs_only, status_callback=print,
+            ["mpms_temperature", "mpms_field"],
+            "mpms_magnetisation",
+            fit_kwargs=_fit,
+            refit_kwargs=_refit,
+            condition=twin_runs_only,
+            status_callback=print,
         )
         twin_trainer_token = RE.subscribe(twin_trainer)
         register("twin_trainer", twin_trainer)
@@ -48,5 +53,7 @@ if os.environ.get("BLUESKY_TWIN_PROFILE_TRAINER", "1") != "0":
         else:
             if not HEADLESS:
                 RE.subscribe(twin_plot)
-        print("[bluesky-twin] twin_trainer (registered as 'twin_trainer'): (mpms_temperature, mpms_field) -> "
-              "mpms_magnetisation, on twin plans' runs and runs started with twin=True")
+        print(
+            "[bluesky-twin] twin_trainer (registered as 'twin_trainer'): (mpms_temperature, mpms_field) -> "
+            "mpms_magnetisation, on twin plans' runs and runs started with twin=True"
+        )

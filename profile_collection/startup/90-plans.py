@@ -3,6 +3,7 @@
 bluesky-queueserver lists only names bound to plan functions, so the standard plans are
 imported by name here (``import bluesky.plans as bp`` in 00-base.py is for IPython users).
 """
+
 from bluesky.plans import (  # noqa: F401 - the plans queueserver lists
     count,
     grid_scan,
