@@ -26,6 +26,9 @@ DEFAULT_FOLDS = 3
 #: From this many rows on, a search trial trains one cross-validation fold, not all,
 #: and the final ensemble trains one member per thread group.
 LARGE_DATA_ROWS = 10_000
+#: Trials asked and told together in a search without a time limit, at least
+#: (see :meth:`FitConfig.batch_width`): ``jobs`` 1 and 2 give the same twin.
+DEFAULT_TRIAL_BATCH = 2
 #: Seeds seed numpy's legacy generator inside Optuna's sampler, which takes 32 bits.
 MAX_SEED = 2**32 - 1
 
@@ -60,6 +63,8 @@ class FitConfig:
         to leave it that time.
     jobs
         Trials (and final-ensemble groups) run in parallel threads in this process.
+        Without ``timeout`` and ``budget`` the twin does not depend on it beyond
+        :meth:`batch_width`.
     storage
         Optuna storage URL (see :mod:`bluesky_twin.twin.storage_url`); ``None``: a
         journal file that is saved with the model.
@@ -79,6 +84,9 @@ class FitConfig:
         How many of the folds each trial trains (``None``: see :meth:`folds_to_search`).
     progress
         Show a tqdm progress bar over trials.
+    trial_batch
+        Trials the search asks for and tells back together, and the final ensemble's
+        training groups on small data (``None``: see :meth:`batch_width`).
 
     Raises
     ------
@@ -106,9 +114,10 @@ class FitConfig:
     n_folds: int = DEFAULT_FOLDS
     search_folds: int | None = None
     progress: bool = False
+    trial_batch: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("trials", "search_folds"):
+        for name in ("trials", "search_folds", "trial_batch"):
             value = getattr(self, name)
             if value is not None and not (_is_int(value) and value >= 1):
                 raise InputError(f"{name} must be >= 1")
@@ -161,3 +170,27 @@ class FitConfig:
     def search_seconds(self) -> float:
         """Seconds the search may run at most: the smaller of :attr:`timeout` and :attr:`budget` (or ``inf``)."""
         return min(v for v in (self.timeout, self.budget, math.inf) if v is not None)
+
+    @property
+    def reproducible(self) -> bool:
+        """Whether the fit depends on its inputs alone: no ``timeout`` and no ``budget``.
+
+        Then the search runs in synchronous batches of :meth:`batch_width` trials and
+        takes no decision from the clock, so a seed gives the same twin on a busy or an
+        idle machine, whatever ``jobs`` is (up to :meth:`batch_width`).
+        """
+        return self.timeout is None and self.budget is None
+
+    def batch_width(self) -> int:
+        """Trials per synchronous search batch, and final-ensemble groups on small data.
+
+        :attr:`trial_batch` if given, else the larger of :data:`DEFAULT_TRIAL_BATCH`
+        and :attr:`jobs`: ``jobs=1`` and ``jobs=2`` search and train the same way, one
+        batch trial after the other or both at once.
+
+        Examples
+        --------
+        >>> FitConfig(jobs=1).batch_width(), FitConfig(jobs=2).batch_width(), FitConfig(jobs=4).batch_width()
+        (2, 2, 4)
+        """
+        return int(self.trial_batch) if self.trial_batch is not None else max(DEFAULT_TRIAL_BATCH, self.jobs)

@@ -182,7 +182,14 @@ def final_schedule(
 
 
 def estimate_final_seconds(
-    study: Any, space: TwinSearchSpace, ensemble_size: int, top_k: int, jobs: int, n_train: int, n_all: int
+    study: Any,
+    space: TwinSearchSpace,
+    ensemble_size: int,
+    top_k: int,
+    jobs: int,
+    n_train: int,
+    n_all: int,
+    width: int | None = None,
 ) -> float:
     """Wall seconds the final ensemble would take if the search stopped now.
 
@@ -203,6 +210,8 @@ def estimate_final_seconds(
         As for :func:`train_ensemble`.
     n_train, n_all
         Training rows of a search trial, and rows of the data.
+    width
+        As for :func:`train_ensemble`.
 
     Returns
     -------
@@ -237,7 +246,7 @@ def estimate_final_seconds(
         member_seconds[id(t)] = epochs * per_epoch
     # the groups train_ensemble will run, longest first onto the least busy of `jobs` threads
     loads = [0.0] * max(1, jobs)
-    groups = split_groups(list(zip(chosen, shares, strict=True)), group_count(jobs, ensemble_size, n_all))
+    groups = split_groups(list(zip(chosen, shares, strict=True)), group_count(width or jobs, ensemble_size, n_all))
     for t, members in sorted(groups, key=lambda g: -g[1] * member_seconds[id(g[0])]):
         loads[loads.index(min(loads))] += members * member_seconds[id(t)]
     return max(loads)
@@ -258,12 +267,14 @@ def train_ensemble(
     precision: str = "float32",
     epoch_scale: float = 1.0,
     deadline: float | None = None,
+    width: int | None = None,
 ) -> tuple[torch.nn.ModuleList, list[dict[str, Any]]]:
     """Refit the top-k configurations on all rows, ``ensemble_size`` members in all.
 
     The members are split into :func:`group_count` groups (a configuration's members
     may form several groups) that train in up to ``jobs`` parallel threads, each with
-    its own seeded generator, so the result does not depend on thread timing.
+    its own generator seeded from the fit's seed and the group's index, so the result
+    does not depend on thread timing, nor on ``jobs`` once *width* is given.
 
     Parameters
     ----------
@@ -291,6 +302,9 @@ def train_ensemble(
         included, shrinks to that fraction (at least :data:`MIN_FINAL_EPOCHS` epochs).
     deadline
         A :func:`time.monotonic` time at which training stops outright.
+    width
+        What :func:`group_count` counts groups from (``None``: ``jobs``); a fit passes
+        :meth:`FitConfig.batch_width <bluesky_twin.twin.FitConfig.batch_width>`.
 
     Returns
     -------
@@ -307,7 +321,7 @@ def train_ensemble(
     from bluesky_twin.twin.training import train_members
 
     chosen, shares = plan_ensemble(complete, ensemble_size, top_k)
-    groups = split_groups(list(zip(chosen, shares, strict=True)), group_count(jobs, ensemble_size, len(X)))
+    groups = split_groups(list(zip(chosen, shares, strict=True)), group_count(width or jobs, ensemble_size, len(X)))
     full = torch.arange(len(X))
 
     def train_group(index: int) -> tuple[BatchedMLP, dict[str, Any]]:

@@ -126,6 +126,7 @@ def fit_twin(
                     precision=space.precision,
                     epoch_scale=result.epoch_scale,
                     deadline=result.final_deadline,
+                    width=config.batch_width(),
                 )
         except BaseException:
             _remove_journal(result.journal)
@@ -170,6 +171,8 @@ def fit_twin(
             "data_source": table.source,
             "seed": config.seed,
             "jobs": config.jobs,
+            "trial_batch": config.batch_width(),
+            "reproducible": config.reproducible,
             "ensemble_size": int(sum(m.members for m in models)),
             "top_k": config.top_k,
             "refit_count": refit,

@@ -8,15 +8,26 @@ time limits: a ``timeout`` ends the search, and a ``budget`` for the whole fit
 ends it early enough to leave the final ensemble the time it needs
 (:func:`~bluesky_twin.twin.estimate_final_seconds`), then time-boxes the final
 ensemble to what is left.
+
+Without a time limit the search is reproducible (:meth:`TwinSearch._run_batches`):
+it runs in synchronous batches of :meth:`FitConfig.batch_width` trials, asked one
+after the other with their parameters drawn at once, trained in up to ``jobs``
+threads, and told in trial-number order; a trial's pruning decisions compare it with
+the trials of earlier batches only (:class:`_BatchPruner`).  So neither thread
+timing nor ``jobs`` (up to the batch width) changes the twin.  With a time limit,
+Optuna's own ``optimize`` runs the trials as threads free it, and the clock decides.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
 import tempfile
+import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +46,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from bluesky_twin.data import ScanTable
     from bluesky_twin.twin.network import BatchedMLP
+
+logger = logging.getLogger(__name__)
 
 #: With a budget, the search keeps at least this share of it, however costly the
 #: final ensemble looks after the first trials (the final ensemble is shortened instead).
@@ -127,7 +140,9 @@ class _Clock:
     def final_seconds(self, study: Any) -> float:
         """The final ensemble's estimated cost now (see :func:`estimate_final_seconds`)."""
         c = self.config
-        return estimate_final_seconds(study, self.space, c.ensemble_size, c.top_k, c.jobs, self.n_train, self.n_rows)
+        return estimate_final_seconds(
+            study, self.space, c.ensemble_size, c.top_k, c.jobs, self.n_train, self.n_rows, c.batch_width()
+        )
 
     def keep_budget(self, study: Any, trial: Any) -> None:
         """Optuna callback: leave the final ensemble the time the finished trials say it needs."""
@@ -175,6 +190,10 @@ class _Objective:
         self.space, self.data, self.seed = space, data, seed
         self.prev_models, self.deadline, self.precision = prev_models, deadline, precision
 
+    def suggest(self, trial: Any) -> dict[str, Any]:
+        """Draw (or, once drawn, read back) *trial*'s configuration."""
+        return self.space.suggest(trial, self.data.n_train, int(self.data.X.shape[1]))
+
     def __call__(self, trial: Any) -> float:
         import optuna
         import torch
@@ -183,7 +202,7 @@ class _Objective:
         from bluesky_twin.twin.training import PruneSignal, deadline_passed, train_members
 
         X, y, train_idx = self.data.X, self.data.y, self.data.train_idx
-        params = self.space.suggest(trial, self.data.n_train, int(X.shape[1]))
+        params = self.suggest(trial)
         if deadline_passed(self.deadline):  # started just as the budget ran out
             raise optuna.TrialPruned("the search's time is up")
         gen = torch.Generator().manual_seed(self.seed * 100_003 + trial.number)
@@ -239,6 +258,66 @@ class _Objective:
         return res.best_val_loss
 
 
+class _StudyView:
+    """A study as one trial of a synchronous batch may see it: earlier batches and itself.
+
+    Parameters
+    ----------
+    study
+        The Optuna study.
+    before
+        The batch's first trial number: trials numbered below it are seen.
+    number
+        The trial judged (seen as well).
+    """
+
+    def __init__(self, study: Any, before: int, number: int) -> None:
+        self._study, self._before, self._number = study, before, number
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[Any]:
+        """The study's trials numbered below the batch, and the judged trial."""
+        trials = self._study.get_trials(deepcopy=deepcopy, states=states)
+        return [t for t in trials if t.number < self._before or t.number == self._number]
+
+    @property
+    def trials(self) -> list[Any]:
+        """As :meth:`get_trials`, deep-copied."""
+        return self.get_trials()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+
+class _BatchPruner:
+    """Pruner wrapper: a batch's trial is judged against earlier batches only.
+
+    Optuna's :class:`~optuna.pruners.SuccessiveHalvingPruner` compares a trial with
+    every trial that reached the same rung, so trials running side by side would see
+    each other or not as their threads happen to run.  Here a trial of a batch
+    registered with :meth:`start_batch` sees the study through a :class:`_StudyView`;
+    any other trial (a search with a time limit) sees the whole study.
+
+    Parameters
+    ----------
+    pruner
+        The Optuna pruner wrapped.
+    """
+
+    def __init__(self, pruner: Any) -> None:
+        self.pruner = pruner
+        self._first: dict[int, int] = {}
+
+    def start_batch(self, numbers: Sequence[int]) -> None:
+        """Register a batch's trial numbers before its trials run."""
+        first = min(numbers)
+        self._first.update(dict.fromkeys(numbers, first))
+
+    def prune(self, study: Any, trial: Any) -> bool:
+        """Whether to prune *trial* (an :class:`optuna.trial.FrozenTrial`) now."""
+        first = self._first.get(trial.number)
+        return self.pruner.prune(study if first is None else _StudyView(study, first, trial.number), trial)
+
+
 class TwinSearch:
     """One fit's Optuna search over :class:`~bluesky_twin.twin.TwinSearchSpace`.
 
@@ -286,10 +365,11 @@ class TwinSearch:
         from bluesky_twin.twin.study import open_study
 
         c = self.config
+        parallel = c.batch_width() > 1 if c.reproducible else c.jobs > 1
         sampler = optuna.samplers.TPESampler(
-            seed=c.seed, n_startup_trials=min(10, max(1, self.trials // 3)), multivariate=True, constant_liar=c.jobs > 1
+            seed=c.seed, n_startup_trials=min(10, max(1, self.trials // 3)), multivariate=True, constant_liar=parallel
         )
-        pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=10, reduction_factor=3)
+        pruner = _BatchPruner(optuna.pruners.SuccessiveHalvingPruner(min_resource=10, reduction_factor=3))
         # one study holds one data set (refused otherwise); a re-run resumes it: the
         # trials this worker already finished count towards `trials`
         study, trials = open_study(
@@ -350,15 +430,18 @@ class TwinSearch:
         if self.trial_callback is not None:
             callbacks.append(self.trial_callback)
         try:
-            study.optimize(
-                objective,
-                n_trials=trials,
-                timeout=None if math.isinf(clock.search_seconds) else clock.search_seconds,
-                n_jobs=c.jobs,
-                callbacks=callbacks,
-                gc_after_trial=False,
-                catch=(),
-            )
+            if c.reproducible:
+                self._run_batches(study, objective, trials, callbacks, storage_url)
+            else:
+                study.optimize(
+                    objective,
+                    n_trials=trials,
+                    timeout=None if math.isinf(clock.search_seconds) else clock.search_seconds,
+                    n_jobs=c.jobs,
+                    callbacks=callbacks,
+                    gc_after_trial=False,
+                    catch=(),
+                )
         finally:
             if bar is not None:
                 bar.close()
@@ -367,3 +450,129 @@ class TwinSearch:
         if complete:
             result.epoch_scale, result.final_deadline = clock.final_time_box(study)
         return result
+
+    def _run_batches(
+        self,
+        study: Any,
+        objective: _Objective,
+        trials: int,
+        callbacks: Sequence[Callable[[Any, Any], None]],
+        storage_url: str,
+    ) -> None:
+        """Run *trials* trials in synchronous batches: the same twin whatever the timing.
+
+        Each batch asks :meth:`FitConfig.batch_width` trials one after the other and
+        draws all their parameters at once, so the seeded sampler sees the same history
+        every time (finished batches, and the batch's earlier trials as running ones
+        under ``constant_liar``).  Up to ``jobs`` threads then train them, and they are
+        told (and the callbacks called) in trial-number order as they finish; a callback
+        that calls ``study.stop()`` ends the search after the batch.  Should a
+        trial fail, the rest of its batch stops at its next epoch and is told failed,
+        and the failure is raised (as Optuna's ``optimize`` does with ``catch=()``).
+
+        Parameters
+        ----------
+        study
+            The study (from :func:`~bluesky_twin.twin.study.open_study`).
+        objective
+            The trial objective.
+        trials
+            Trials to run.
+        callbacks
+            Called as ``callback(study, frozen_trial)`` after each trial is told.
+        storage_url
+            The study's storage URL (for one-line storage errors).
+        """
+        from concurrent.futures import Future, ThreadPoolExecutor, wait
+
+        import optuna
+        from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
+
+        from bluesky_twin.twin.study import storage_errors
+
+        state = optuna.trial.TrialState
+        optuna_log = optuna.logging.get_logger("optuna.study")  # where Optuna's optimize logs trials
+        width = self.config.batch_width()
+        workers = min(self.config.jobs, width)
+        pruner = study.pruner
+        halt = threading.Event()
+        deadline = objective.deadline
+        # a failure or Ctrl-C stops the batch's other trials at their next epoch
+        objective.deadline = lambda: -math.inf if halt.is_set() else _limit(deadline)
+
+        def run(trial: Any) -> tuple[float | None, Any, BaseException | None]:
+            if halt.is_set():
+                return None, state.FAIL, None
+            with get_heartbeat_thread(trial._trial_id, study._storage):
+                try:
+                    return objective(trial), None, None
+                except optuna.TrialPruned as exc:
+                    return None, state.PRUNED, exc
+                except Exception as exc:
+                    return None, state.FAIL, exc
+
+        done = getattr(study, "_finished", None)
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="twin-trial") if workers > 1 else None
+        told = 0
+        # as inside Optuna's optimize: ask() expects heartbeats, a callback may call study.stop()
+        study._thread_local.in_optimize_loop, study._stop_flag = True, False
+        try:
+            with storage_errors(storage_url, study.study_name, done):
+                while told < trials and not study._stop_flag:
+                    if is_heartbeat_enabled(study._storage):
+                        with warnings.catch_warnings():  # as Optuna's optimize does
+                            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                            optuna.storages.fail_stale_trials(study)
+                    batch = []
+                    for _ in range(min(width, trials - told)):
+                        trial = study.ask()
+                        batch.append(trial)
+                        objective.suggest(trial)  # drawn here, in order: the threads only read them
+                    if isinstance(pruner, _BatchPruner):
+                        pruner.start_batch([t.number for t in batch])
+                    futures: list[Future] = [pool.submit(run, t) for t in batch] if pool is not None else []
+                    pending = list(batch)
+                    error: BaseException | None = None
+                    try:
+                        for i, trial in enumerate(batch):
+                            value, end, exc = futures[i].result() if futures else run(trial)
+                            pending.remove(trial)
+                            if error is not None:  # abandoned after an earlier failure
+                                value, end = None, state.FAIL
+                            frozen = study.tell(trial, value) if end is None else study.tell(trial, state=end)
+                            told += 1
+                            if frozen.state == state.COMPLETE:
+                                study._log_completed_trial(frozen.values, frozen.number, frozen.params)
+                            elif frozen.state == state.PRUNED:
+                                optuna_log.info("Trial %d pruned. %s", frozen.number, exc or "")
+                            elif exc is not None:
+                                optuna_log.warning("Trial %d failed: %r", frozen.number, exc)
+                            if end == state.FAIL and exc is not None and error is None:
+                                error = exc
+                                halt.set()
+                            if frozen.state in (state.COMPLETE, state.PRUNED) and hasattr(study, "_twin_done"):
+                                study._twin_done += 1
+                            for callback in callbacks:
+                                callback(study, frozen)
+                    except BaseException:
+                        halt.set()
+                        wait(futures)
+                        for trial in pending:  # best effort: the storage may be what failed
+                            try:
+                                study.tell(trial, state=state.FAIL)
+                            except Exception:  # noqa: BLE001
+                                logger.debug("trial %d left unfinished", trial.number, exc_info=True)
+                        raise
+                    if error is not None:
+                        raise error
+        finally:
+            study._thread_local.in_optimize_loop = False
+            objective.deadline = deadline
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _limit(deadline: float | Callable[[], float | None] | None) -> float:
+    """A deadline (a time, a callable giving one, or ``None``) as a time (``inf``: none)."""
+    limit = deadline() if callable(deadline) else deadline
+    return math.inf if limit is None else limit
