@@ -232,7 +232,7 @@ def coarse_to_fine(
         Field steps to study, in tesla (default: the analysis module's).
     tolerance
         Shortcut for ``criteria=FieldStepCriteria(tolerance=...)``: the largest accepted
-        wiggle of dS_M (default 0.05 = 5 %).
+        wiggle of dS_M and deviation from the reference (default 0.02 = 2 %).
     criteria
         When a field step passes the study
         (:class:`~bluesky_twin.analysis.config.FieldStepCriteria`, as ``bluesky-twin steps``).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -151,8 +152,9 @@ class BroadeningTransition(MovingTransition):
 def test_field_step_study_checking_every_field_is_stricter():
     twin = BroadeningTransition()
     steps = [0.01, 0.02, 0.05, 0.1, 0.2]
-    top = field_step_study(twin, steps=steps, check_fields="top")
-    every = field_step_study(twin, steps=steps, check_fields="all")
+    wiggle_only = {"tolerance": 0.05, "deviation_tolerance": math.inf}  # the wiggle part of the criterion
+    top = field_step_study(twin, steps=steps, check_fields="top", **wiggle_only)
+    every = field_step_study(twin, steps=steps, check_fields="all", **wiggle_only)
     assert top.proposed_step == 0.05 and every.proposed_step == 0.02
     row = {r["step"]: r for r in every.rows}[0.05]
     assert row["extra_extrema"] >= 1 and not row["passes"]
@@ -328,3 +330,26 @@ def test_cli_steps_bad_input_exits_2(tmp_path, fake_loader, capsys, argv, messag
     assert message in capsys.readouterr().err
     assert (tmp_path / "s.json").read_text() == "{}"
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_the_deviation_sees_a_shoulder_that_the_wiggle_misses():
+    """A coarse step first goes wrong at low field, where the peak moves fastest; the error
+    is carried into every higher-field curve as a shoulder on a slope, which has no
+    oscillation to count.  The deviation (any field, over the top-field peak) sees it."""
+    twin = BroadeningTransition()
+    steps = [0.01, 0.02, 0.05, 0.1, 0.2]
+    study = field_step_study(twin, steps=steps, tolerance=0.05)
+    rows = {r["step"]: r for r in study.rows}
+    assert study.criteria["deviation_tolerance"] == study.criteria["tolerance_wiggle"] == 0.05
+    assert rows[0.05]["wiggle"] <= 0.05 < rows[0.05]["deviation"]  # the wiggle alone passes 0.05 T
+    assert rows[0.05]["deviation_field_T"] == pytest.approx(0.05) and 29 < rows[0.05]["deviation_T"] < 32
+    wiggle_only = field_step_study(twin, steps=steps, tolerance=0.05, deviation_tolerance=math.inf)
+    assert study.proposed_step == 0.02 < wiggle_only.proposed_step == 0.05
+    assert all(rows[a]["deviation"] <= rows[b]["deviation"] for a, b in zip(steps, steps[1:]))
+    # the defaults: 2 % for both parts
+    assert field_step_study(twin, steps=steps).criteria["deviation_tolerance"] == 0.02
+    # the known-answer case keeps its answers: 0.05 T at 5 %, 0.1 T at 50 %
+    assert field_step_study(MovingTransition(), steps=[0.02, 0.05, 0.1, 0.3], tolerance=0.05).proposed_step == 0.05
+    assert field_step_study(MovingTransition(), steps=[0.02, 0.05, 0.1, 0.3], tolerance=0.5).proposed_step == 0.1
+    with pytest.raises(InputError, match="deviation_tolerance"):
+        field_step_study(twin, steps=steps, deviation_tolerance=-1)

@@ -86,8 +86,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--tolerance",
         type=float,
-        default=0.05,
-        help="field: max excess total variation; angle: max mean peak-height error (fraction of range)",
+        default=None,
+        help="field: max wiggle of dS_M(T) and, unless --deviation-tolerance, max deviation from the "
+        "reference (fraction of the top-field peak; default 0.02); angle: max mean peak-height error "
+        "(fraction of range; default 0.05)",
     )
     s.add_argument("--time-per-point-s", type=float, default=None, help="seconds per reading (time estimate)")
     s.add_argument(
@@ -103,6 +105,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--field-min", type=float, default=None, metavar="TESLA", help="lowest field (default: twin range)")
     g.add_argument("--T-step", type=float, default=None, metavar="K", help="temperature grid step (default: range/500)")
     g.add_argument("--extrema-tolerance", type=int, default=0, help="accepted number of extra local extrema")
+    g.add_argument(
+        "--deviation-tolerance",
+        type=float,
+        default=None,
+        help="max deviation of dS_M(T, H) from the reference at any field, as a fraction of the top-field "
+        "peak (default: --tolerance; inf: the wiggle alone decides)",
+    )
     g.add_argument(
         "--check-fields",
         choices=("top", "all"),
@@ -341,7 +350,10 @@ def _step_configs(args: argparse.Namespace) -> dict[str, Any]:
     if args.kind == "field":
         return {
             "criteria": FieldStepCriteria(
-                tolerance=args.tolerance, extrema_tolerance=args.extrema_tolerance, check_fields=args.check_fields
+                **({} if args.tolerance is None else {"tolerance": args.tolerance}),
+                deviation_tolerance=args.deviation_tolerance,
+                extrema_tolerance=args.extrema_tolerance,
+                check_fields=args.check_fields,
             ),
             "timing": FieldTiming(
                 time_per_point_s=args.time_per_point_s,
@@ -353,7 +365,7 @@ def _step_configs(args: argparse.Namespace) -> dict[str, Any]:
         }
     return {
         "criteria": AngleStepCriteria(
-            tolerance=args.tolerance,
+            **({} if args.tolerance is None else {"tolerance": args.tolerance}),
             min_recall=args.min_recall,
             max_spurious=args.max_spurious,
             peak_tolerance=args.peak_tolerance,

@@ -350,8 +350,11 @@ def field_step_study(
     Returns
     -------
     StepStudy
-        Rows with ``step, n_fields, wiggle, excess_tv, extra_extrema, n_extrema, rms,
-        worst_field_T, passes, time_s`` (worst over the compared fields).  The reference is the finest step with
+        Rows with ``step, n_fields, deviation, deviation_field_T, deviation_T, wiggle,
+        excess_tv, extra_extrema, n_extrema, rms, worst_field_T, passes, time_s``: the
+        deviation is the largest over every field of the grid (where and at which T it
+        is), the wiggle metrics the worst over the compared fields (see
+        :class:`~bluesky_twin.analysis.config.FieldStepCriteria`).  The reference is the finest step with
         every candidate's fields added, so it has a row at each compared field.
     """
     criteria, timing = split_options("field_step_study", options, FieldStepCriteria, criteria, FieldTiming, timing)
@@ -396,11 +399,13 @@ def field_step_study(
     union = np.unique(np.concatenate(list(levels.values())))
     union = union[np.concatenate([[True], np.diff(union) > 1e-9 * s[0]])]
     ref = simulate(union)
+    peak = float(np.max(np.abs(ref.dS[-1])))  # the deviation's scale: the top-field peak
     T_span = float(T_grid[-1] - T_grid[0])
     rows, curves = [], []
     for step in s:
         lv = levels[float(step)]
         es = simulate(lv)
+        deviation, dev_field, dev_T = _deviation(es.dS, lv, ref.dS, union, T_grid, peak)
         checked = range(1, len(lv)) if criteria.check_fields == "all" else [len(lv) - 1]
         worst: dict[str, Any] = {
             "wiggle": -np.inf,
@@ -424,10 +429,14 @@ def field_step_study(
             if m.extra_extrema > worst["extra_extrema"]:
                 worst.update(extra_extrema=m.extra_extrema, n_extrema=m.n_extrema)
             worst["rms"] = max(worst["rms"], m.rms)
+        passes = passes and deviation <= criteria.deviation_limit
         rows.append(
             {
                 "step": float(step),
                 "n_fields": int(len(lv)),
+                "deviation": deviation,
+                "deviation_field_T": dev_field,
+                "deviation_T": dev_T,
                 "wiggle": float(worst["wiggle"]),
                 "excess_tv": float(worst["excess_tv"]),
                 "extra_extrema": int(worst["extra_extrema"]),
@@ -462,6 +471,24 @@ def field_step_study(
             "timing": dict(timing.to_json_dict(), points_per_field=timing.points_per_field or len(T_grid)),
         },
     )
+
+
+def _deviation(
+    dS: np.ndarray, levels: np.ndarray, ref_dS: np.ndarray, ref_levels: np.ndarray, T: np.ndarray, peak: float
+) -> tuple[float, float, float]:
+    """Largest |dS(T, H_k) - dS_ref(T, H_k)| over T and the fields ``levels[1:]``, over *peak*.
+
+    Returns ``(deviation, field where it is, temperature where it is)``.
+    """
+    if not peak > 0:
+        return 0.0, float(levels[-1]), float("nan")
+    worst, at_field, at_T = 0.0, float(levels[-1]), float("nan")
+    for k in range(1, len(levels)):
+        err = np.abs(dS[k] - ref_dS[int(np.argmin(np.abs(ref_levels - levels[k])))])
+        i = int(np.nanargmax(err)) if np.any(np.isfinite(err)) else 0
+        if err[i] / peak > worst:
+            worst, at_field, at_T = float(err[i] / peak), float(levels[k]), float(T[i])
+    return worst, at_field, at_T
 
 
 # ----------------------------------------------------------------------------- angle study
