@@ -150,3 +150,16 @@ def test_a_batch_trial_is_pruned_against_earlier_batches_only() -> None:
     pruner.prune(Study(), T(number=3))
     pruner.prune(Study(), T(number=5))  # not in a batch (a search with a time limit): the whole study
     assert seen == [[0, 1, 3], [0, 1, 2, 3, 4, 5]]
+
+
+def test_a_batch_width_fixes_the_result_whatever_the_jobs(tmp_path: Path, capsys) -> None:
+    """``trial_batch`` (``--trial-batch``) sets the result; ``jobs`` only how many trials run at once."""
+    kw = dict(trials=4, seed=3, search_space=TINY, ensemble_size=2)
+    three = DigitalTwin.fit(scan_frame(), ["T", "H"], "M", jobs=3, trial_batch=2, **kw)
+    one = DigitalTwin.fit(scan_frame(), ["T", "H"], "M", jobs=1, **kw)
+    assert three.metadata["trial_batch"] == 2 and three.version == one.version
+    csv = tmp_path / "scan.csv"
+    scan_frame().to_csv(csv, index=False)
+    args = ["fit", str(csv), "--x", "T", "--x", "H", "--y", "M", "--out", str(tmp_path / "m")]
+    assert main([*args, "--trial-batch", "0"]) == 2
+    assert "--trial-batch" in capsys.readouterr().err and not (tmp_path / "m").exists()

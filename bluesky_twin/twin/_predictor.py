@@ -268,6 +268,7 @@ class DigitalTwin:
         search_folds: int | None = None,
         progress: bool = False,
         trial_callback: Callable[[Any, Any], None] | None = None,
+        trial_batch: int | None = None,
     ) -> DigitalTwin:
         """Tune, train and return a twin.
 
@@ -296,6 +297,10 @@ class DigitalTwin:
             :data:`~bluesky_twin.twin.LARGE_DATA_ROWS` rows, else one; no progress bar).
         trial_callback
             Called as ``trial_callback(study, trial)`` after every trial.
+        trial_batch
+            Trials asked and told together when there is no time limit (default: the
+            larger of 2 and *jobs*).  The result depends on it, never on timing: fits
+            with the same seed and batch width are identical whatever *jobs* is.
 
         Raises
         ------
@@ -315,6 +320,7 @@ class DigitalTwin:
             n_folds=n_folds,
             search_folds=search_folds,
             progress=progress,
+            trial_batch=trial_batch,
         )
         return fit_twin(
             cls, data, x, y, config, warm_start=warm_start, search_space=search_space, trial_callback=trial_callback

@@ -37,7 +37,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="S",
         help="seconds for the whole fit: the search stops early enough for the final ensemble",
     )
-    p.add_argument("--jobs", type=int, default=1, help="parallel trials (threads)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="parallel trials (threads); without --timeout/--budget the result does not depend on it",
+    )
+    p.add_argument(
+        "--trial-batch",
+        type=int,
+        default=None,
+        metavar="B",
+        help="trials asked and told together without a time limit (default: max(2, --jobs)); "
+        "a seeded fit is reproducible for a given B",
+    )
     # the URL may carry a password: take it from the environment rather than the command line
     p.add_argument(
         "--storage",
@@ -108,6 +121,8 @@ def _check_fit_args(args: argparse.Namespace) -> None:
         raise InputError(f"--x names a column twice: {args.x}")
     if args.trials is not None and not 1 <= args.trials <= MAX_TRIALS:
         raise InputError(f"--trials must be between 1 and {MAX_TRIALS}, got {args.trials}")
+    if args.trial_batch is not None and not 1 <= args.trial_batch <= 256:
+        raise InputError(f"--trial-batch must be between 1 and 256, got {args.trial_batch}")
     if not 1 <= args.jobs <= 256:
         raise InputError(f"--jobs must be between 1 and 256, got {args.jobs}")
     for name in ("timeout", "budget"):
@@ -166,6 +181,7 @@ def _fit_locked(args: argparse.Namespace, out: Path) -> int:
         timeout=args.timeout,
         budget=args.budget,
         jobs=args.jobs,
+        trial_batch=args.trial_batch,
         storage=args.storage,
         study_name=args.study,
         seed=args.seed,
