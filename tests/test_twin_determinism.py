@@ -163,3 +163,18 @@ def test_a_batch_width_fixes_the_result_whatever_the_jobs(tmp_path: Path, capsys
     args = ["fit", str(csv), "--x", "T", "--x", "H", "--y", "M", "--out", str(tmp_path / "m")]
     assert main([*args, "--trial-batch", "0"]) == 2
     assert "--trial-batch" in capsys.readouterr().err and not (tmp_path / "m").exists()
+
+
+def test_dropout_masks_do_not_depend_on_the_global_generator() -> None:
+    """Dropout draws from each model's own generator: parallel trials never race on torch's global one."""
+    from bluesky_twin.twin.network import BatchedMLP
+
+    def forward() -> torch.Tensor:
+        model = BatchedMLP(2, 2, 1, 2, 8, dropout=0.3, generator=torch.Generator().manual_seed(3))
+        model.train()
+        return model(torch.randn(2, 5, 2, generator=torch.Generator().manual_seed(1)))
+
+    first = forward()
+    torch.manual_seed(99)  # another thread's draws in between
+    torch.rand(10)
+    assert torch.equal(first, forward())

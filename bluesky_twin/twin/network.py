@@ -104,6 +104,12 @@ class BatchedMLP(nn.Module):
             self.weights.append(nn.Parameter(w))
             self.biases.append(nn.Parameter(b))
         self._act = {"relu": torch.relu, "silu": nn.functional.silu, "tanh": torch.tanh}[activation]
+        # dropout masks come from the model's own generator, seeded from *generator* after the
+        # weights, so that parallel trials never share (and race on) torch's global one
+        self._dropout_generator: torch.Generator | None = None
+        if self.dropout > 0:
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if generator is not None else 0
+            self._dropout_generator = torch.Generator().manual_seed(seed)
 
     @classmethod
     def from_params(
@@ -143,7 +149,10 @@ class BatchedMLP(nn.Module):
             if i < n - 1:
                 x = self._act(x)
                 if self.dropout > 0 and self.training:
-                    x = nn.functional.dropout(x, self.dropout, training=True)
+                    keep = 1.0 - self.dropout
+                    draw = torch.rand(x.shape, generator=self._dropout_generator, device=x.device)
+                    mask = (draw < keep).to(x.dtype)
+                    x = x * mask / keep
         return x
 
     def select(self, index: int) -> BatchedMLP:
