@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
@@ -11,6 +9,7 @@ bp = pytest.importorskip("bluesky.plans")
 bps = pytest.importorskip("bluesky.plan_stubs")
 
 from bluesky.utils import RunEngineInterrupted  # noqa: E402
+from test_callbacks_trainer import _pause_at  # noqa: E402  (tests/ is on sys.path)
 
 from bluesky_twin.callbacks import TwinTrainer  # noqa: E402
 from bluesky_twin.cli import main  # noqa: E402
@@ -19,29 +18,6 @@ from bluesky_twin.replay import replay_runs  # noqa: E402
 X_FIELDS = ["mpms_temperature", "mpms_field"]
 Y_FIELD = "mpms_magnetisation"
 TWIN_MD = {"twin_x": X_FIELDS, "twin_y": Y_FIELD}
-
-
-def _pause_once_at(k, RE):
-    """Request an immediate pause after step *k*'s event and dwell until it has landed, so the
-    rewind goes back to that step's checkpoint and re-takes it (same seq_num, new event)."""
-    state = {"n": 0}
-    landed = threading.Event()
-
-    def pause():
-        RE.request_pause(defer=False)
-        landed.set()
-
-    def per_step(detectors, step, pos_cache):
-        yield from bps.one_nd_step(detectors, step, pos_cache)
-        state["n"] += 1
-        if state["n"] == k:
-            threading.Thread(target=pause).start()
-            for _ in range(400):
-                if landed.is_set():
-                    break
-                yield from bps.sleep(0.05)
-
-    return per_step
 
 
 @pytest.fixture
@@ -66,7 +42,7 @@ def stored_runs(RE, mpms, tiled_store):
                 26,
                 44,
                 6,
-                per_step=_pause_once_at(4, RE),
+                per_step=_pause_at(4, RE),
                 md=dict(TWIN_MD, sample="retake"),
             )
         )
@@ -83,7 +59,7 @@ def stored_runs(RE, mpms, tiled_store):
                 26,
                 44,
                 6,
-                per_step=_pause_once_at(3, RE),
+                per_step=_pause_at(3, RE),
                 md=dict(TWIN_MD),
             )
         )

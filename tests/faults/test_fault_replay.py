@@ -8,7 +8,6 @@ stops the other runs from replaying.
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
 import numpy as np
@@ -21,6 +20,7 @@ from bluesky.utils import FailedStatus, RunEngineInterrupted  # noqa: E402
 from ophyd.sim import SynAxis, SynSignal  # noqa: E402
 from ophyd.status import Status  # noqa: E402
 from storage_helpers import Recorder  # noqa: E402  (tests/ is on sys.path)
+from test_callbacks_trainer import _pause_at  # noqa: E402  (tests/ is on sys.path)
 
 from bluesky_twin.callbacks import TwinTrainer  # noqa: E402
 from bluesky_twin.cli import main  # noqa: E402
@@ -118,28 +118,6 @@ def test_include_incomplete_trains_on_the_crashed_run(crashed_store, tiled_store
     assert DigitalTwin.load(out).metadata["training_run_uids"] == [u1, u2, u3]
 
 
-def _pause_after(k, RE):
-    """per_step: request an immediate pause after step *k* and dwell until it lands."""
-    state = {"n": 0}
-    landed = threading.Event()
-
-    def pause():
-        RE.request_pause(defer=False)
-        landed.set()
-
-    def per_step(detectors, step, pos_cache):
-        yield from bps.one_nd_step(detectors, step, pos_cache)
-        state["n"] += 1
-        if state["n"] == k:
-            threading.Thread(target=pause).start()
-            for _ in range(400):
-                if landed.is_set():
-                    break
-                yield from bps.sleep(0.05)
-
-    return per_step
-
-
 def test_failed_move_and_abort_are_reported_and_not_trained_unless_asked(
     RE, motor, det, tiled_store, tiled_store_dir, tmp_path, capsys
 ):
@@ -157,7 +135,7 @@ def test_failed_move_and_abort_are_reported_and_not_trained_unless_asked(
     motor.stall_at = np.inf
     (failed,) = [u for u in live.runs if u != good]
     with pytest.raises(RunEngineInterrupted):
-        RE(bp.scan([det], motor, -2, 2, 9, per_step=_pause_after(4, RE), md=dict(TWIN_MD)))
+        RE(bp.scan([det], motor, -2, 2, 9, per_step=_pause_at(4, RE), md=dict(TWIN_MD)))
     (aborted,) = RE.abort("operator abort")
 
     for uid, exit_status, n in ((good, "success", 13), (failed, "fail", 8), (aborted, "abort", 4)):

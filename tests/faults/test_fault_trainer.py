@@ -8,7 +8,6 @@ go missing silently.
 from __future__ import annotations
 
 import math
-import threading
 import tracemalloc
 import weakref
 
@@ -21,6 +20,7 @@ bps = pytest.importorskip("bluesky.plan_stubs")
 from bluesky.utils import RunEngineInterrupted  # noqa: E402
 from ophyd import Signal, SoftPositioner  # noqa: E402
 from ophyd.sim import SynSignal  # noqa: E402
+from test_callbacks_trainer import _pause_at  # noqa: E402  (tests/ is on sys.path)
 
 from bluesky_twin.callbacks import TwinTrainer  # noqa: E402
 from bluesky_twin.callbacks import trainer as trainer_module  # noqa: E402
@@ -208,29 +208,6 @@ def test_nonfinite_readings_are_dropped_and_counted_against_the_store(RE, motor,
     assert trainer.status["n_masked"] == 2
 
 
-def _pause_after(k, RE):
-    """per_step that requests an immediate pause after step *k* and dwells until it lands, so
-    the resume rewinds to that step's checkpoint and re-takes it (same seq_num)."""
-    state = {"n": 0}
-    landed = threading.Event()
-
-    def pause():
-        RE.request_pause(defer=False)
-        landed.set()
-
-    def per_step(detectors, step, pos_cache):
-        yield from bps.one_nd_step(detectors, step, pos_cache)  # starts with a checkpoint
-        state["n"] += 1
-        if state["n"] == k:
-            threading.Thread(target=pause).start()
-            for _ in range(400):
-                if landed.is_set():
-                    break
-                yield from bps.sleep(0.05)
-
-    return per_step
-
-
 def test_rewind_neither_double_counts_nor_keeps_a_retaken_row_lost(RE, motor, det, monkeypatch):
     """Step 4's row fails in the collector the first time; the pause/resume rewind re-takes it:
     every row is counted once and nothing stays lost."""
@@ -240,7 +217,7 @@ def test_rewind_neither_double_counts_nor_keeps_a_retaken_row_lost(RE, motor, de
     RE.subscribe(trainer)
     RE.subscribe(produced)
     with pytest.raises(RunEngineInterrupted):
-        RE(bp.scan([det], motor, 3, 8, 6, per_step=_pause_after(4, RE)))
+        RE(bp.scan([det], motor, 3, 8, 6, per_step=_pause_at(4, RE)))
     (uid,) = RE.resume()
     seqs = [e["seq_num"] for e in produced.docs]
     assert len(seqs) == 7 and seqs.count(4) == 2  # the RunEngine re-emitted step 4
