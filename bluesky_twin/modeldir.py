@@ -518,18 +518,18 @@ def write_version(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    from bluesky_twin.io_utils import atomic_write_text, sha256_bytes
-
-    pointer = {
-        "layout": LAYOUT_VERSION,
-        "format": fmt,
-        "version": name,
-        "metadata_sha256": sha256_bytes(text.encode("utf-8")),
-    }
-    atomic_write_text(root / POINTER_FILE, json.dumps(pointer, sort_keys=True) + "\n")
-    _fsync_dir(root)
+    _point_at(root, fmt, name, text.encode("utf-8"))
     _prune(root, max(1, int(keep)))
     return name
+
+
+def _point_at(root: Path, fmt: str, name: str, metadata: bytes) -> None:
+    """Replace ``CURRENT`` atomically with a pointer to version *name* (whose metadata is *metadata*)."""
+    from bluesky_twin.io_utils import atomic_write_text, sha256_bytes
+
+    pointer = {"layout": LAYOUT_VERSION, "format": fmt, "version": name, "metadata_sha256": sha256_bytes(metadata)}
+    atomic_write_text(root / POINTER_FILE, json.dumps(pointer, sort_keys=True) + "\n")
+    _fsync_dir(root)
 
 
 def _publish_dir(tmp: Path, versions: Path) -> str:
@@ -643,7 +643,8 @@ def describe(fmt: str | None) -> str:
     return _DESCRIPTIONS.get(fmt or "", f"{fmt} model" if fmt else "model")
 
 
-def _refuse_foreign(root: Path, fmt: str) -> None:
+def _refuse_foreign(root: Path, fmt: str) -> ModelDirInfo:
+    """What *root* holds, if a model of *fmt* may be written there; else :class:`InputError`."""
     info = inspect_path(root)
     if info.kind == "file":
         raise InputError(f"{root} exists and is a file, not a {describe(fmt)} directory; nothing was written")
@@ -659,6 +660,7 @@ def _refuse_foreign(root: Path, fmt: str) -> None:
             f"{root} holds a {describe(fmt)} in the unversioned layout of an older "
             f"bluesky-twin; run 'bluesky-twin upgrade-model {root}' first"
         )
+    return info
 
 
 def prepare_output_dir(
@@ -682,8 +684,7 @@ def prepare_output_dir(
         With one line saying why; nothing has been touched.
     """
     root = Path(path)
-    _refuse_foreign(root, fmt)
-    info = inspect_path(root)
+    info = _refuse_foreign(root, fmt)
     if info.kind == "model" and not overwrite:
         raise InputError(
             f"{option} {root} already holds a {describe(fmt)} (version {info.version}); "
@@ -808,15 +809,13 @@ def upgrade_flat_dir(path: str | os.PathLike) -> str:
     verified first; a mismatch refuses the upgrade.  Files are moved, not copied or
     deleted.  Returns the version name.
     """
-    from bluesky_twin.io_utils import sha256_file
-
     root = Path(path)
     info = inspect_path(root)
     if info.kind == "model" and info.version is not None:
         raise InputError(f"{root} already uses the versioned layout (version {info.version})")
     if info.kind != "model":
         raise InputError(f"{root} is not a bluesky-twin model directory of the unversioned layout")
-    _check_flat_checksums(root, sha256_file)
+    _check_flat_checksums(root)
     entries = [p for p in root.iterdir() if p.name != LOCK_FILE]
     versions = root / VERSIONS_DIR
     tmp = root / f"{_TMP_PREFIX}upgrade"
@@ -827,17 +826,16 @@ def upgrade_flat_dir(path: str | os.PathLike) -> str:
     versions.mkdir()
     name = "v000001"
     os.rename(tmp, versions / name)
-    from bluesky_twin.io_utils import atomic_write_text, sha256_bytes
-
     meta_bytes = (versions / name / METADATA_FILE).read_bytes()
     fmt = json.loads(meta_bytes).get("format")
-    pointer = {"layout": LAYOUT_VERSION, "format": fmt, "version": name, "metadata_sha256": sha256_bytes(meta_bytes)}
-    atomic_write_text(root / POINTER_FILE, json.dumps(pointer, sort_keys=True) + "\n")
+    _point_at(root, fmt, name, meta_bytes)
     open_version(root, fmt)  # verify what was written
     return name
 
 
-def _check_flat_checksums(root: Path, sha256_file: Callable[[Any], str]) -> None:
+def _check_flat_checksums(root: Path) -> None:
+    from bluesky_twin.io_utils import sha256_file
+
     for meta_path in root.rglob(METADATA_FILE):
         try:
             meta = json.loads(meta_path.read_text())
