@@ -6,6 +6,10 @@ settle on a shared simulated clock, and whose detector signals are ``kind="hinte
 and noisy.  ``truth(...)`` gives the noiseless ground truth.  Plans written against
 them run unchanged on real hardware with the same component names.
 
+:func:`twin_instrument` builds a twin-backed instrument: the same device, whose
+detector reads a saved :class:`~bluesky_twin.twin.DigitalTwin` (mean plus noise at the
+level of its training residuals), to rehearse a plan on last week's sample.
+
 >>> from bluesky_twin.sim import make_instruments
 >>> hw = make_instruments(seed=0)            # doctest: +SKIP
 >>> RE(bp.grid_scan([hw.mpms], hw.mpms.field, 0.5, 2, 4, hw.mpms.temperature, 20, 50, 31))  # doctest: +SKIP
@@ -30,6 +34,15 @@ from .magnetometer import ErCo2Model, Magnetometer
 from .positioner import PositionerLimitError, SimPositioner
 from .signals import ConfigSignal, MeasuredSignal
 from .transport import PdHModel, TransportCell
+from .twin_device import (
+    TwinArpesManipulator,
+    TwinInstrument,
+    TwinMagnetometer,
+    TwinTransportCell,
+    metadata_noise,
+    training_noise,
+    twin_instrument,
+)
 
 __all__ = [
     "ArpesManipulator",
@@ -45,7 +58,14 @@ __all__ = [
     "SimInstrument",
     "SimPositioner",
     "TransportCell",
+    "TwinArpesManipulator",
+    "TwinInstrument",
+    "TwinMagnetometer",
+    "TwinTransportCell",
     "make_instruments",
+    "metadata_noise",
+    "training_noise",
+    "twin_instrument",
 ]
 
 INSTRUMENT_NAMES = ("mpms", "ppms", "arpes", "ins")
