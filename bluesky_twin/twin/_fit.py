@@ -30,7 +30,7 @@ from bluesky_twin.twin._ensemble import train_ensemble
 from bluesky_twin.twin._params import optuna_params
 from bluesky_twin.twin._persistence import FORMAT, FORMAT_VERSION, JOURNAL_FILE
 from bluesky_twin.twin._scaler import Scaler, r2
-from bluesky_twin.twin._search import SearchData, TwinSearch
+from bluesky_twin.twin._search import SearchData, SearchResult, TwinSearch
 from bluesky_twin.twin.line_residual import LineResidual
 from bluesky_twin.twin.space import TwinSearchSpace
 
@@ -54,13 +54,18 @@ def fit_twin(
     warm_start: DigitalTwin | None = None,
     search_space: TwinSearchSpace | None = None,
     trial_callback: Callable[[Any, Any], None] | None = None,
+    search_runner: Callable[[TwinSearch], SearchResult] | None = None,
 ) -> TwinT:
-    """Tune, train and return a *twin_class* (see :meth:`DigitalTwin.fit` for the arguments)."""
+    """Tune, train and return a *twin_class* (see :meth:`DigitalTwin.fit` for the arguments).
+
+    *search_runner*, if given, runs the search instead of :meth:`TwinSearch.run`
+    (``bluesky-twin fit --processes`` runs it in worker processes,
+    :func:`bluesky_twin.twin.workers.process_search`); the final ensemble is built
+    here from the :class:`SearchResult` it returns.
+    """
     import optuna
-    import torch
 
     from bluesky_twin.twin.storage_url import mask_url
-    from bluesky_twin.twin.training import line_folds
 
     t0 = time.perf_counter()
     space = search_space or TwinSearchSpace()
@@ -83,20 +88,8 @@ def fit_twin(
         space = space.resolved(len(table), LARGE_DATA_ROWS)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    with np.errstate(over="ignore", invalid="ignore"):
-        Xt = torch.from_numpy(x_scaler.transform(table.X).astype(np.float32))
-        yt = torch.from_numpy(y_scaler.transform(table.y.reshape(-1, 1)).astype(np.float32))
-    if not (bool(torch.isfinite(Xt).all()) and bool(torch.isfinite(yt).all())):
-        raise InputError(
-            "the data hold values that overflow once standardised (absurd readings, "
-            "or far outside a warm-start twin's range)"
-        )
-    line_axis, folds = line_folds(table.X, config.n_folds, config.seed)
-    folds = folds[: config.folds_to_search(len(folds), len(table))]
-    all_rows = np.arange(len(table))
-    data_ = SearchData(
-        Xt, yt, [torch.from_numpy(np.setdiff1d(all_rows, f)) for f in folds], [torch.from_numpy(f) for f in folds]
-    )
+    line_axis, folds, data_ = search_data(table, x_scaler, y_scaler, config)
+    Xt, yt = data_.X, data_.y
     prev_models = list(warm_start._models) if warm_start is not None else []
     search = TwinSearch(
         config,
@@ -109,7 +102,7 @@ def fit_twin(
         trial_callback=trial_callback,
     )
     with _one_intra_op_thread():
-        result = search.run()
+        result = search.run() if search_runner is None else search_runner(search)
         try:
             if result.complete:
                 models, entries = train_ensemble(
@@ -205,6 +198,46 @@ def fit_twin(
     if result.journal is not None:  # the study's journal lives as long as the twin (save() copies it)
         weakref.finalize(twin, shutil.rmtree, result.journal.parent, True)
     return twin
+
+
+def search_data(
+    table: ScanTable, x_scaler: Scaler, y_scaler: Scaler, config: FitConfig
+) -> tuple[int, list[np.ndarray], SearchData]:
+    """The standardised rows of *table* and the cross-validation folds a search trains on.
+
+    Shared by :func:`fit_twin` and the worker processes of
+    :mod:`bluesky_twin.twin.workers`, which must train every trial on the same folds.
+
+    Returns
+    -------
+    line_axis, folds, SearchData
+        The axis whose lines are held out (``-1``: random rows), the searched folds'
+        held-out row indices, and the tensors.
+
+    Raises
+    ------
+    InputError
+        A value overflows once standardised.
+    """
+    import torch
+
+    from bluesky_twin.twin.training import line_folds
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        Xt = torch.from_numpy(x_scaler.transform(table.X).astype(np.float32))
+        yt = torch.from_numpy(y_scaler.transform(table.y.reshape(-1, 1)).astype(np.float32))
+    if not (bool(torch.isfinite(Xt).all()) and bool(torch.isfinite(yt).all())):
+        raise InputError(
+            "the data hold values that overflow once standardised (absurd readings, "
+            "or far outside a warm-start twin's range)"
+        )
+    line_axis, folds = line_folds(table.X, config.n_folds, config.seed)
+    folds = folds[: config.folds_to_search(len(folds), len(table))]
+    all_rows = np.arange(len(table))
+    data_ = SearchData(
+        Xt, yt, [torch.from_numpy(np.setdiff1d(all_rows, f)) for f in folds], [torch.from_numpy(f) for f in folds]
+    )
+    return line_axis, folds, data_
 
 
 @contextlib.contextmanager

@@ -67,6 +67,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(another data set's study is refused); re-running the same command resumes "
         "it, this worker's finished trials counting towards --trials",
     )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run the search in N worker processes (bluesky-twin worker) on a database --storage, "
+        "until the study holds --trials finished trials in all, then build the final ensemble "
+        "once here; workers on other hosts may join the --study (0: only those); see docs/workers.md",
+    )
+    _heartbeat_options(p, "with --processes: ")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ensemble", type=int, default=None, help="members of the final ensemble (default 6)")
     p.add_argument("--warm-start", default=None, metavar="MODEL_DIR", help="refit from this twin")
@@ -88,6 +98,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=_fit)
 
+    p = sub.add_parser(
+        "worker",
+        help="run trials of a shared twin study (from any process or host)",
+        description="Join a twin study in a database (prepared by bluesky-twin fit --processes) and run "
+        "its trials until it holds the requested number of finished trials.",
+    )
+    p.add_argument(
+        "--storage",
+        default=os.environ.get("BLUESKY_TWIN_STORAGE") or None,
+        help="the study's database URL (default: $BLUESKY_TWIN_STORAGE; pass a URL with a password "
+        "through that variable: it is never stored or printed)",
+    )
+    p.add_argument("--study", required=True, help="the study's name")
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="CSV",
+        help="the study's data file (default: the path the study records); other data are refused",
+    )
+    p.add_argument("--seed", type=int, default=None, help="this worker's sampler seed (default: random)")
+    _heartbeat_options(p, "")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.set_defaults(func=_worker)
+
     p = sub.add_parser("predict", help="predict with a twin at the points of a CSV")
     p.add_argument("model", metavar="MODEL_DIR")
     p.add_argument("points", metavar="POINTS.csv", help="CSV with the twin's x columns by name")
@@ -105,6 +139,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--host", default="127.0.0.1")
     p.set_defaults(func=_dashboard)
+
+
+def _heartbeat_options(p: argparse.ArgumentParser, prefix: str) -> None:
+    p.add_argument(
+        "--heartbeat",
+        type=int,
+        default=None,
+        metavar="S",
+        help=f"{prefix}seconds between heartbeats of a running trial (default 30)",
+    )
+    p.add_argument(
+        "--grace",
+        type=int,
+        default=None,
+        metavar="S",
+        help=f"{prefix}a running trial without a heartbeat for S seconds is failed and retried (default 120)",
+    )
+    p.add_argument(
+        "--max-retry",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"{prefix}times a trial of a dead worker is retried (default 2)",
+    )
+
+
+def _heartbeat(args: argparse.Namespace) -> object:
+    from bluesky_twin.twin.workers import Heartbeat
+
+    given = {"interval": args.heartbeat, "grace": args.grace, "max_retry": args.max_retry}
+    return Heartbeat(**{k: v for k, v in given.items() if v is not None})
 
 
 #: Most Optuna trials one command may ask for.
@@ -136,6 +201,27 @@ def _check_fit_args(args: argparse.Namespace) -> None:
     if not os.path.isfile(args.data):
         what = "a directory" if os.path.isdir(args.data) else "not found"
         raise InputError(f"data file {args.data}: {what}")
+    _check_process_args(args)
+
+
+def _check_process_args(args: argparse.Namespace) -> None:
+    """``fit --processes``: a database storage, no time limit, no warm start."""
+    heartbeat_given = [
+        f"--{n}" for n in ("heartbeat", "grace", "max-retry") if getattr(args, n.replace("-", "_")) is not None
+    ]
+    if args.processes is None:
+        if heartbeat_given:
+            raise InputError(f"{heartbeat_given[0]} applies to worker processes: give --processes N too")
+        return
+    from bluesky_twin.twin.workers import MAX_PROCESSES, require_database
+
+    if not 0 <= args.processes <= MAX_PROCESSES:
+        raise InputError(f"--processes must be between 0 and {MAX_PROCESSES}, got {args.processes}")
+    for name in ("timeout", "budget", "warm_start"):
+        if getattr(args, name) is not None:
+            raise InputError(f"--{name.replace('_', '-')} is not supported with --processes")
+    require_database(args.storage or "", "--processes")
+    _heartbeat(args)  # checked before anything is written
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -173,23 +259,26 @@ def _fit_locked(args: argparse.Namespace, out: Path) -> int:
     kw = {}
     if args.ensemble is not None:
         kw["ensemble_size"] = args.ensemble
-    twin = DigitalTwin.fit(
-        table,
-        args.x,
-        args.y,
-        trials=args.trials,
-        timeout=args.timeout,
-        budget=args.budget,
-        jobs=args.jobs,
-        trial_batch=args.trial_batch,
-        storage=args.storage,
-        study_name=args.study,
-        seed=args.seed,
-        warm_start=warm,
-        search_space=space,
-        progress=True,
-        **kw,
-    )
+    if args.processes is not None:
+        twin = _fit_processes(args, table, space, kw)
+    else:
+        twin = DigitalTwin.fit(
+            table,
+            args.x,
+            args.y,
+            trials=args.trials,
+            timeout=args.timeout,
+            budget=args.budget,
+            jobs=args.jobs,
+            trial_batch=args.trial_batch,
+            storage=args.storage,
+            study_name=args.study,
+            seed=args.seed,
+            warm_start=warm,
+            search_space=space,
+            progress=True,
+            **kw,
+        )
     twin.save(out)
     m = twin.metadata
     print(f"best params: {json.dumps(m['best_params'])}")
@@ -207,6 +296,62 @@ def _fit_locked(args: argparse.Namespace, out: Path) -> int:
         f"fit {m['fit_seconds']:.1f} s ({m['training_precision']} training); study {m['study_name']!r}"
     )
     print(f"wrote {out} (twin {twin.version}, model-directory version {twin.model_version})")
+    return 0
+
+
+def _fit_processes(args: argparse.Namespace, table: object, space: object, kw: dict) -> object:
+    """``fit --processes N``: the search in worker processes, the final ensemble here."""
+    from functools import partial
+
+    from bluesky_twin.twin import DigitalTwin, FitConfig
+    from bluesky_twin.twin._fit import fit_twin
+    from bluesky_twin.twin.workers import process_search
+
+    config = FitConfig(
+        trials=args.trials,
+        jobs=args.jobs,
+        storage=args.storage,
+        study_name=args.study,
+        seed=args.seed,
+        progress=True,
+        trial_batch=args.trial_batch,
+        **kw,
+    )
+    runner = partial(process_search, processes=args.processes, heartbeat=_heartbeat(args))
+    twin = fit_twin(DigitalTwin, table, args.x, args.y, config, search_space=space, search_runner=runner)
+    twin.metadata["reproducible"] = False  # trials ran as worker processes freed up
+    twin.metadata["worker_processes"] = args.processes
+    return twin
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import signal
+
+    import optuna
+
+    from bluesky_twin.twin.storage_url import mask_url
+    from bluesky_twin.twin.workers import run_worker
+
+    if not args.storage:
+        raise InputError("no storage: give --storage URL or set BLUESKY_TWIN_STORAGE")
+    if args.seed is not None and not 0 <= args.seed <= 2**32 - 1:
+        raise InputError(f"--seed must be an integer from 0 to {2**32 - 1}, got {args.seed}")
+    heartbeat = _heartbeat(args)
+    if args.data is not None and not os.path.isfile(args.data):
+        raise InputError(f"data file {args.data}: {'a directory' if os.path.isdir(args.data) else 'not found'}")
+
+    def _terminate(signum: int, frame: object) -> None:  # the running trial is told failed
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    echo = None if args.quiet else print
+    summary = run_worker(args.storage, args.study, data=args.data, seed=args.seed, heartbeat=heartbeat, echo=echo)
+    if not args.quiet:
+        print(
+            f"worker {summary.worker}: ran {summary.ran} trial(s); study {args.study!r} in "
+            f"{mask_url(args.storage)} holds {summary.finished} of {summary.target} finished trial(s)"
+        )
     return 0
 
 

@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL_S = 30
 #: A running trial whose heartbeat is older than this is considered dead.
 GRACE_PERIOD_S = 120
+#: How often a trial whose worker died (no heartbeat) is retried as a new trial.
+MAX_RETRY = 2
 #: Environment variable holding the storage URL (with its password) for ``bluesky-twin fit``.
 STORAGE_ENV = "BLUESKY_TWIN_STORAGE"
 #: What a password is replaced by.
@@ -148,7 +150,13 @@ def resolve_masked(url: str) -> str:
     raise InputError(f"the password of Optuna storage {url} is not stored: set {STORAGE_ENV} to the full URL")
 
 
-def open_storage(url: str) -> Any:
+def open_storage(
+    url: str,
+    *,
+    heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
+    grace_period: int = GRACE_PERIOD_S,
+    max_retry: int = MAX_RETRY,
+) -> Any:
     """Open an Optuna storage from a URL (see the module docstring).
 
     Parameters
@@ -156,6 +164,10 @@ def open_storage(url: str) -> Any:
     url
         ``journal:PATH``, a ``*.journal`` / ``*.log`` path, or a database URL.  A URL
         whose password is masked (``user:***@``) is resolved through :data:`STORAGE_ENV`.
+    heartbeat_interval, grace_period, max_retry
+        Of a database storage: seconds between heartbeats of a running trial, seconds
+        after which a trial without a heartbeat is failed, and how often a failed
+        (stale) trial is retried as a new waiting trial.
 
     Raises
     ------
@@ -190,7 +202,7 @@ def open_storage(url: str) -> Any:
             # heartbeats have been "experimental" since optuna 2.8; they are what
             # the optuna FAQ recommends for many workers, so accept them quietly
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return _rdb_with_retry(url)
+            return _rdb_with_retry(url, heartbeat_interval, grace_period, max_retry)
     except Exception as exc:  # sqlalchemy/driver errors: their text may hold the URL
         raise InputError(f"cannot open Optuna storage {mask_url(url)!r}: {one_line(exc, url)}") from None
 
@@ -224,7 +236,13 @@ def connection_error(exc: BaseException) -> BaseException | None:
     return None
 
 
-def _rdb_with_retry(url: str, attempts: int = 4) -> Any:
+def _rdb_with_retry(
+    url: str,
+    heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
+    grace_period: int = GRACE_PERIOD_S,
+    max_retry: int = MAX_RETRY,
+    attempts: int = 4,
+) -> Any:
     """Open an RDB storage; retry when workers race to create the schema."""
     import time
 
@@ -232,7 +250,7 @@ def _rdb_with_retry(url: str, attempts: int = 4) -> Any:
 
     for attempt in range(attempts):
         try:
-            return _rdb(url)
+            return _rdb(url, heartbeat_interval, grace_period, max_retry)
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as exc:
             # two workers creating optuna's tables at once: one loses the race
             if attempt == attempts - 1 or "connect" in str(exc).lower() and "refused" in str(exc).lower():
@@ -241,14 +259,19 @@ def _rdb_with_retry(url: str, attempts: int = 4) -> Any:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _rdb(url: str) -> Any:
+def _rdb(
+    url: str,
+    heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
+    grace_period: int = GRACE_PERIOD_S,
+    max_retry: int = MAX_RETRY,
+) -> Any:
     import optuna
 
     return _storage_class()(
         url,
-        heartbeat_interval=HEARTBEAT_INTERVAL_S,
-        grace_period=GRACE_PERIOD_S,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+        heartbeat_interval=heartbeat_interval,
+        grace_period=grace_period,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
         engine_kwargs={"pool_pre_ping": True},
     )
 

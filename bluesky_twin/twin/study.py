@@ -160,7 +160,16 @@ def _study_class() -> type:
 
 
 def open_study(
-    storage_url: str, study_name: str, table: Any, *, sampler: Any, pruner: Any, seed: int, trials: int
+    storage_url: str,
+    study_name: str,
+    table: Any,
+    *,
+    sampler: Any,
+    pruner: Any,
+    seed: int,
+    trials: int,
+    storage: Any = None,
+    worker: str | None = None,
 ) -> tuple[Any, int]:
     """Create or load the twin's study, check that it belongs to *table*, count what is done.
 
@@ -178,6 +187,11 @@ def open_study(
         The fit's seed (part of the worker identity).
     trials
         Trials this worker should have finished in all.
+    storage
+        The storage opened from *storage_url* (``None``: opened here with the default
+        heartbeat settings).
+    worker
+        The worker identity recorded with its trials (``None``: :func:`worker_id` of *seed*).
 
     Returns
     -------
@@ -193,10 +207,11 @@ def open_study(
     """
     import optuna
 
-    storage = open_storage(storage_url)
+    if storage is None:
+        storage = open_storage(storage_url)
     shown = mask_url(storage_url)
     want = study_identity(table)
-    worker = worker_id(seed)
+    worker = worker if worker is not None else worker_id(seed)
     with storage_errors(storage_url, study_name):
         try:
             base = optuna.create_study(
