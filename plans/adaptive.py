@@ -11,6 +11,12 @@ Proposals are clipped to (or, with ``out_of_limits="refuse"``, dropped outside) 
 step motor's limits and de-duplicated against lines already measured *before* any
 move; explicit user values outside the limits are refused with ``LimitError`` before
 the first move.  Every run's start document records the twin that steered it.
+
+The trust gate judges every proposal: a line where the twin extrapolates (outside its
+training range, or an ensemble spread above ``trust_std``) is recorded as untrusted in
+the decision; with ``untrusted="measure"`` the plan measures the untrusted candidate
+lines first (and does not stop as converged while any is left) instead of following
+the agent's ranking there.
 """
 
 import inspect
@@ -28,6 +34,7 @@ from bluesky_twin.errors import InputError
 from bluesky_twin.protocols import AdaptiveAgent, LineAgent, ScoringLineAgent, TwinSource
 
 from .stubs import (
+    TrustVerdict,
     bounded_provenance,
     check_limits,
     clip_to_limits,
@@ -39,7 +46,9 @@ from .stubs import (
     require_int,
     require_number,
     require_points,
+    require_untrusted,
     resolve_named,
+    trust_lines,
     twin_uncertainty,
     wait_for_twin,
     with_decision,
@@ -112,6 +121,8 @@ def twin_adaptive_scan(
     step_range: tuple[float, float] | None = None,
     out_of_limits: str = "clip",
     min_separation: float | None = None,
+    untrusted: str = "record",
+    trust_std: float | None = None,
     twin_timeout: float = 120.0,
     poll_interval: float = 0.25,
     per_step: Callable | None = None,
@@ -157,6 +168,17 @@ def twin_adaptive_scan(
         ``"clip"`` or ``"refuse"`` proposals outside the limits.
     min_separation
         Lines closer than this to a measured one are not measured again.
+    untrusted
+        The trust gate, applied to every proposal after a refit.  A line is untrusted
+        where the twin extrapolates: some point of it lies outside the twin's training
+        range, or its ensemble spread exceeds *trust_std*.  ``"record"`` (default):
+        record the verdict in the decision and follow the agent.  ``"measure"``: measure
+        the untrusted candidate lines first (the agent's ``candidates`` when it has
+        them, else its suggestions; the farthest outside the training range first, then
+        the largest spread), and do not stop as converged while one is left.
+    trust_std
+        Largest ensemble spread (in the unit of the trainer's y field) the gate trusts;
+        ``None`` (default): judge on the training range alone.
     twin_timeout, poll_interval
         Waiting for each refit.
     per_step
@@ -186,7 +208,13 @@ def twin_adaptive_scan(
     ``decision_max_score``, ``decision_tolerance``,
     ``decision_twin_version``, ``decision_twin_uncertainty`` (mean predicted std over
     the candidate lines; ``_rel``: relative to the spread of the prediction) and
-    ``decision_stop_reason`` (``"budget"`` on the last run of a spent budget).  When
+    ``decision_stop_reason`` (``"budget"`` on the last run of a spent budget), and the
+    trust gate's verdict: ``decision_line_trusted`` per row (0/1), and for the
+    proposal (the lines measured next, else the agent's suggestions)
+    ``decision_trusted`` (0/1), ``decision_trust_reason``, ``decision_untrusted_lines``
+    (JSON), ``decision_untrusted`` (the mode), ``decision_trust_std`` and
+    ``decision_measured_first`` (JSON: the lines the gate put first); NaN and empty for
+    the user's initial lines, which no twin proposed.  When
     the loop stops after a refit (``"converged"``, ``"exhausted"``, ``"no twin"``),
     that decision is recorded in a run of its own (``stage="decision"``, no readings).
 
@@ -242,6 +270,8 @@ def twin_adaptive_scan(
                 f"got {type(agent).__name__}"
             )
     tolerance = require_number("tolerance", tolerance, minimum=0.0)
+    untrusted = require_untrusted(untrusted)
+    trust_std = require_number("trust_std", trust_std, minimum=0.0, strict=True, optional=True)
     for m in (line_motor, step_motor):
         if m.name not in trainer.x_fields:
             raise InputError(f"{m.name!r} is not an input of the trainer {trainer.x_fields}")
@@ -298,6 +328,8 @@ def twin_adaptive_scan(
         "tolerance": tolerance,
         "step_range": list(step_range),
         "out_of_limits": out_of_limits,
+        "untrusted": untrusted,
+        "trust_std": trust_std,
         "per_step": repr(per_step),
     }
     base_md = {
@@ -382,6 +414,27 @@ def twin_adaptive_scan(
                         ids[v] = by_value[v]
             if batch:
                 break
+        first: list[float] = []
+        if untrusted == "measure":  # measure where the twin extrapolates before trusting it
+            first = _untrusted_first(
+                twin,
+                agent,
+                step_motor,
+                line_motor.name,
+                line_points,
+                suggested,
+                measured,
+                sep,
+                n,
+                step_range,
+                trust_std,
+            )
+            if first:
+                if result.converged:
+                    result.converged, result.reason = False, ""
+                rest = [v for v in batch if all(abs(v - u) >= sep for u in first)]
+                batch = (first + rest)[:n]
+                ids = {v: i for v, i in ids.items() if v in batch}
         if not result.converged and not batch:
             result.reason = "exhausted"
         decision = _decision(
@@ -397,6 +450,9 @@ def twin_adaptive_scan(
             tolerance,
             trainer.version,
             result.reason,
+            untrusted=untrusted,
+            trust_std=trust_std,
+            first=first,
         )
         if result.reason:  # converged or exhausted: no run follows, the decision gets a run of its own
             result.proposal = [v for v in suggested if v not in measured]
@@ -546,9 +602,13 @@ def _record(
     uncertainty: tuple[float, float],
     stop_reason: str,
     max_score: float | None = None,
+    gate: TrustVerdict | None = None,
+    untrusted: str = "record",
+    first: Sequence[float] = (),
 ) -> dict[str, Any]:
     """A decision record: scalar fields plus a row per candidate (*scores* matches
-    *candidates*), suggestion or proposed line."""
+    *candidates*), suggestion or proposed line; *gate* is the trust gate's verdict on
+    the rows (``None``: not judged, e.g. the user's lines)."""
     values, score_col = list(candidates), list(scores)
     if max_score is None:
         max_score = float(np.nanmax(scores)) if len(scores) else float("nan")
@@ -556,6 +616,19 @@ def _record(
         if v not in values:
             values.append(v)
             score_col.append(float("nan"))
+    proposal = list(batch) or list(suggested)
+    if gate is None:
+        trust: dict[str, Any] = {
+            "trusted": None,
+            "trust_reason": "",
+            "untrusted_lines": [],
+            "untrusted": untrusted,
+            "trust_std": None,
+        }
+        line_trusted: list[Any] = [None] * len(values)
+    else:
+        trust = gate.subset(proposal).fields(untrusted)
+        line_trusted = [int(gate.of(v)[0]) for v in values]
     return {
         "iteration": iteration,
         "source": source,
@@ -568,11 +641,14 @@ def _record(
         "twin_uncertainty": uncertainty[0],
         "twin_uncertainty_rel": uncertainty[1],
         "stop_reason": stop_reason,
+        **trust,
+        "measured_first": list(first),
         "rows": {
             "value": values,
             "score": score_col,
             "suggested": [int(v in suggested) for v in values],
             "proposed": [int(v in batch) for v in values],
+            "line_trusted": line_trusted,
         },
     }
 
@@ -590,6 +666,10 @@ def _decision(
     tolerance: float,
     version: str | None,
     stop_reason: str,
+    *,
+    untrusted: str = "record",
+    trust_std: float | None = None,
+    first: Sequence[float] = (),
 ) -> dict[str, Any]:
     """The record of one decision (see :func:`twin_adaptive_scan`, Notes)."""
     candidates = getattr(agent, "candidates", None)
@@ -602,6 +682,8 @@ def _decision(
     grid = cand_list or list(suggested) or list(batch)
     unc = twin_uncertainty(twin, {name: grid, line_name: line_points}) if grid else (np.nan, np.nan)
     best = float(np.nanmax(score_list)) if score_list else float("nan")
+    judged = list(dict.fromkeys([*cand_list, *suggested, *batch]))
+    gate = trust_lines(twin, name, judged, {line_name: line_points}, max_std=trust_std)
     return _record(
         iteration,
         "agent",
@@ -614,4 +696,57 @@ def _decision(
         unc,
         stop_reason,
         max_score=best,
+        gate=gate,
+        untrusted=untrusted,
+        first=first,
     )
+
+
+def _untrusted_first(
+    twin: Any,
+    agent: Any,
+    step_motor: NamedMovable,
+    line_name: str,
+    line_points: np.ndarray,
+    suggested: Sequence[float],
+    measured: Sequence[float],
+    sep: float,
+    n: int,
+    step_range: tuple[float, float],
+    trust_std: float | None,
+) -> list[float]:
+    """Up to *n* lines where the twin is not trusted, to measure before following the agent.
+
+    The pool is the agent's ``candidates`` (else its suggestions) inside the limits and
+    *step_range*, away from measured lines.  Lines outside the training range come
+    first, the farthest from it first (the most extrapolated), then lines whose
+    ensemble spread exceeds *trust_std*, the largest first.
+    """
+    if twin is None:
+        return []
+    name = step_motor.name
+    candidates = getattr(agent, "candidates", None)
+    pool = np.asarray(candidates if candidates is not None else list(suggested), dtype=float).reshape(-1)
+    pool = np.clip(clip_to_limits(step_motor, pool, policy="refuse"), *step_range)
+    pool = [float(v) for v in dict.fromkeys(pool.tolist()) if all(abs(v - u) >= sep for u in measured)]
+    verdict = trust_lines(twin, name, pool, {line_name: line_points}, max_std=trust_std)
+    if verdict.all_trusted or any(r.startswith(("no twin", "twin cannot")) for r in verdict.reasons):
+        return []
+    names = list(twin.x_names)
+    lo, hi = np.asarray(twin.x_range, dtype=float)[names.index(name)] if hasattr(twin, "x_range") else (-np.inf, np.inf)
+
+    def rank(i: int) -> tuple[int, float]:
+        v = verdict.values[i]
+        if verdict.outside[i]:
+            return 0, -max(lo - v, v - hi, 0.0)
+        return 1, -float(verdict.max_std[i])
+
+    order = sorted((i for i, ok in enumerate(verdict.trusted) if not ok), key=rank)
+    chosen: list[float] = []
+    for i in order:
+        v = verdict.values[i]
+        if all(abs(v - u) >= sep for u in chosen):
+            chosen.append(v)
+        if len(chosen) == n:
+            break
+    return chosen

@@ -10,6 +10,11 @@ Bluesky plan, for a magnetometer with a temperature and a field positioner:
    the coarsest field step whose dS_M shows no extrinsic oscillation;
 4. **fine** run: isofield sweeps at the proposed step, inside the positioners' limits;
 5. **report**: dS_M from the fine measurement against the twin's prediction of it.
+
+The trust gate sits between 3 and 4: where the proposed fine grid lies outside the
+twin's training range (or its ensemble spread exceeds ``trust_std``) the fine run's
+decision records ``trusted=0`` and why; with ``untrusted="measure"`` the plan first
+measures those fields (a ``verify`` run), waits for the refit and studies again.
 """
 
 import logging
@@ -40,7 +45,9 @@ from .stubs import (
     require_int,
     require_number,
     require_points,
+    require_untrusted,
     resolve_named,
+    trust_lines,
     twin_uncertainty,
     wait_for_twin,
     with_decision,
@@ -76,6 +83,13 @@ class CoarseToFineResult:
         RMS difference of the two at the highest field, in % of max |dS_M measured|.
     notes
         Anything that went differently from the plan (clipped fields, missing data...).
+    trusted
+        Whether the twin was trusted on the whole fine grid it proposed (the trust gate;
+        after the verify run, when there was one).
+    untrusted_lines
+        Fine fields where the twin was not trusted when it first proposed the grid.
+    verify_uid
+        The run that measured the untrusted fields first (``untrusted="measure"``).
     decisions
         The decisions recorded in the runs' ``decisions`` streams (one per run).
     """
@@ -92,12 +106,15 @@ class CoarseToFineResult:
     dsm_predicted: Any = None
     dsm_rmse_pct: float | None = None
     notes: list[str] = dc_field(default_factory=list)
+    trusted: bool | None = None
+    untrusted_lines: list[float] = dc_field(default_factory=list)
+    verify_uid: str | None = None
     decisions: list[dict[str, Any]] = dc_field(default_factory=list)
 
     @property
     def run_uids(self) -> list[str]:
         """Uids of the runs taken, in order."""
-        return [u for u in (self.coarse_uid, self.fine_uid) if u]
+        return [u for u in (self.coarse_uid, self.verify_uid, self.fine_uid) if u]
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly summary."""
@@ -111,6 +128,9 @@ class CoarseToFineResult:
             "n_fine_temperatures": len(self.fine_temperatures),
             "twin_version": self.twin_version,
             "dsm_rmse_pct": self.dsm_rmse_pct,
+            "trusted": self.trusted,
+            "untrusted_lines": list(self.untrusted_lines),
+            "verify_uid": self.verify_uid,
             "notes": list(self.notes),
         }
 
@@ -174,6 +194,15 @@ def _grid_scan(
     )
 
 
+def _thin(values: Sequence[float], most: int) -> list[float]:
+    """At most *most* of *values* (sorted), evenly chosen, the first and the last included."""
+    ordered = sorted(float(v) for v in values)
+    if len(ordered) <= most:
+        return ordered
+    picks = np.unique(np.round(np.linspace(0, len(ordered) - 1, most)).astype(int))
+    return [ordered[i] for i in picks]
+
+
 def _split(decision: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(fields, rows)`` of a decision record (see :func:`~bluesky_twin.plans.stubs.record_decision`)."""
     fields = {k: v for k, v in decision.items() if k != "rows"}
@@ -200,6 +229,8 @@ def coarse_to_fine(
     field_unit: str = "T",
     mass_g: float | None = None,
     moment_unit: str | None = None,
+    untrusted: str = "record",
+    trust_std: float | None = None,
     twin_timeout: float = 120.0,
     poll_interval: float = 0.25,
     per_step: _Callable | None = None,
@@ -243,6 +274,19 @@ def coarse_to_fine(
         Unit of the field positioner (``"T"``, ``"Oe"``, ``"A/m"``).
     mass_g, moment_unit
         Optional SI conversion of dS_M.
+    untrusted
+        The trust gate: what to do when the proposed fine grid has fields where the
+        twin extrapolates (outside its training range, or an ensemble spread above
+        *trust_std* somewhere along the field's temperature sweep).  ``"record"`` (the
+        default): record it in the fine run's decision (``trusted=0``,
+        ``trust_reason``, ``untrusted_lines``) and scan as proposed.  ``"measure"``:
+        measure there first -- a ``verify`` run of those fields (at most as many as
+        the coarse run has, evenly chosen, ends included) on the coarse temperature
+        sweep -- wait for the refit, study again with the refitted twin and scan at
+        its proposal.
+    trust_std
+        Largest ensemble spread (in the unit of the trainer's y field) the gate trusts;
+        ``None`` (default): judge on the training range alone.
     twin_timeout, poll_interval
         How long to wait for the refit on the coarse run (at least the fit's own
         budget plus a margin, see :func:`~bluesky_twin.plans.stubs.wait_for_twin`), and
@@ -269,7 +313,13 @@ def coarse_to_fine(
     fields (``decision_proposed_lines``, JSON), the twin version and its mean
     uncertainty over the fine grid.
     Start documents carry a bounded provenance record
-    (:func:`~bluesky_twin.plans.stubs.bounded_provenance`).
+    (:func:`~bluesky_twin.plans.stubs.bounded_provenance`).  The fine run's decision
+    also carries the trust gate's verdict on the grid it scans: ``decision_trusted``
+    (0/1), ``decision_trust_reason``, ``decision_untrusted_lines`` (JSON),
+    ``decision_untrusted`` (the mode), ``decision_trust_std`` and
+    ``decision_verified_lines`` (JSON: the fields measured first).  A verify run
+    (``stage="verify"``) records the first verdict, with ``decision_proposed_lines``
+    the fields it measures.
 
     Raises
     ------
@@ -306,6 +356,8 @@ def coarse_to_fine(
     if not t_stop > t_start:
         raise InputError(f"t_stop ({t_stop}) must exceed t_start ({t_start})")
     t_num = require_int("t_num", t_num, minimum=3)
+    untrusted = require_untrusted(untrusted)
+    trust_std = require_number("trust_std", trust_std, minimum=0.0, strict=True, optional=True)
     fine_t_num = require_int("fine_t_num", fine_t_num if fine_t_num is not None else 2 * t_num, minimum=3)
     if isinstance(coarse_fields, (str, bytes)) or not hasattr(coarse_fields, "__iter__"):
         raise InputError(f"coarse_fields must be a list of fields; got {coarse_fields!r}")
@@ -371,6 +423,8 @@ def coarse_to_fine(
         "criteria": criteria.to_json_dict(),
         "timing": timing.to_json_dict(),
         "field_unit": field_unit,
+        "untrusted": untrusted,
+        "trust_std": trust_std,
         "trainer": repr(trainer),
         "per_step": repr(per_step),
     }
@@ -408,25 +462,76 @@ def coarse_to_fine(
     result.twin_version = provenance["twin_version"]
 
     # ---- 3. step study with the twin ----
-    study = field_step_study(
-        twin,
-        field_max=h_hi * to_T,
-        field_min=h_lo * to_T,
-        steps=steps_T,
-        T_grid=fine_T,
-        field_unit=field_unit,
-        T_axis=t_name,
-        H_axis=h_name,
-        mass_g=mass_g,
-        moment_unit=moment_unit,
-        criteria=criteria,
-        timing=timing,
-    )
-    step_T = float(study.proposed_step)
+    def study_with(twin: Any) -> tuple[Any, float, np.ndarray, np.ndarray]:
+        study = field_step_study(
+            twin,
+            field_max=h_hi * to_T,
+            field_min=h_lo * to_T,
+            steps=steps_T,
+            T_grid=fine_T,
+            field_unit=field_unit,
+            T_axis=t_name,
+            H_axis=h_name,
+            mass_g=mass_g,
+            moment_unit=moment_unit,
+            criteria=criteria,
+            timing=timing,
+        )
+        step = float(study.proposed_step)
+        levels = field_levels(step, h_lo * to_T, h_hi * to_T) / to_T
+        return study, step, levels, np.unique(clip_to_limits(field, levels, policy="refuse"))
+
+    study, step_T, levels, fine_fields = study_with(twin)
+
+    # ---- 3b. the trust gate: does the twin extrapolate on the grid it proposes? ----
+    verdict = trust_lines(twin, h_name, fine_fields, {t_name: fine_T}, max_std=trust_std)
+    result.untrusted_lines = verdict.untrusted
+    verified: list[float] = []
+    if not verdict.all_trusted:
+        logger.warning("coarse_to_fine: the twin is not trusted on the proposed grid (%s)", verdict.reason())
+    if not verdict.all_trusted and untrusted == "measure":
+        verified = _thin(verdict.untrusted, len(coarse_fields))
+        verify_md = dict(base_md, stage="verify", twin_steered=True, **provenance)
+        verify_md.update({"source_run_uid": coarse_uid, "untrusted_lines": verdict.untrusted})
+        verify_md.update(md or {})
+        verify_decision = {
+            "stage": "verify",
+            "source": "trust gate",
+            "source_run_uid": coarse_uid,
+            "proposed_step": step_T / to_T,
+            "proposed_lines": verified,
+            "twin_version": str(result.twin_version or ""),
+            **verdict.fields(untrusted),
+            "stop_reason": "",
+            "rows": {
+                "value": verdict.values,
+                "line_trusted": [int(v) for v in verdict.trusted],
+                "outside": [int(v) for v in verdict.outside],
+                "score": verdict.max_std,
+                "proposed": [int(v in verified) for v in verdict.values],
+            },
+        }
+        result.verify_uid = yield from with_decision(
+            _grid_scan(detectors, field, verified, temperature, coarse_T, per_step=per_step, md=verify_md),
+            *_split(verify_decision),
+        )
+        result.decisions.append(verify_decision)
+        refit = yield from wait_for_twin(
+            trainer, run_uid=result.verify_uid, timeout=twin_timeout, poll_interval=poll_interval
+        )
+        if refit is None:
+            raise TwinUnavailableError(
+                f"no twin trained on the verify run {result.verify_uid} within {twin_timeout} s "
+                f"(trainer: {trainer.status.get('state')}, last error: {trainer.status.get('last_error')})"
+            )
+        twin = refit
+        provenance = bounded_provenance(trainer)
+        result.twin_version = provenance["twin_version"]
+        study, step_T, levels, fine_fields = study_with(twin)
+        verdict = trust_lines(twin, h_name, fine_fields, {t_name: fine_T}, max_std=trust_std)
+    result.trusted = verdict.all_trusted
     result.step_study, result.proposal_ok = study, bool(study.proposal_ok)
     result.proposed_field_step = step_T / to_T
-    levels = field_levels(step_T, h_lo * to_T, h_hi * to_T) / to_T
-    fine_fields = np.unique(clip_to_limits(field, levels, policy="refuse"))
     if len(fine_fields) < len(levels):
         result.notes.append(f"{len(levels) - len(fine_fields)} fine field(s) outside the limits {lim} were dropped")
     result.fine_fields = fine_fields.tolist()
@@ -455,6 +560,8 @@ def coarse_to_fine(
         "twin_version": str(result.twin_version or ""),
         "twin_uncertainty": unc_abs,
         "twin_uncertainty_rel": unc_rel,
+        **verdict.fields(untrusted),
+        "verified_lines": verified,
         "stop_reason": "proposal measured",
         "rows": {
             "value": steps_list,  # the candidate steps, in tesla

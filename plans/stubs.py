@@ -14,6 +14,11 @@ Devices are checked against bluesky's protocols (:class:`~bluesky.protocols.Read
 :class:`~bluesky_twin.protocols.TwinSource` (:func:`require_source`).
 ``require_points`` bounds the readings a run (or a model evaluation) implies to
 :data:`MAX_POINTS`.
+
+The trust gate: :func:`trust_lines` judges whether a twin may be trusted on proposed
+lines (outside its training range, or an ensemble spread above a threshold), and
+:func:`require_untrusted` checks what a plan does with an untrusted proposal
+(:data:`UNTRUSTED_MODES`).
 """
 
 import hashlib
@@ -21,6 +26,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,7 +40,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "MAX_POINTS",
+    "RANGE_TOLERANCE",
+    "UNTRUSTED_MODES",
     "WAIT_MARGIN_S",
+    "TrustVerdict",
     "TwinUnavailableError",
     "bounded_provenance",
     "check_limits",
@@ -49,8 +58,10 @@ __all__ = [
     "require_number",
     "require_points",
     "require_source",
+    "require_untrusted",
     "resolve_named",
     "training_digest",
+    "trust_lines",
     "twin_uncertainty",
     "wait_for_twin",
     "with_decision",
@@ -527,3 +538,188 @@ def twin_uncertainty(
     absolute = float(np.nanmean(np.asarray(std, dtype=float)))
     spread = float(np.nanstd(np.asarray(mean, dtype=float)))
     return absolute, (absolute / spread if spread > 0 else float("nan"))
+
+
+# ----------------------------------------------------------------------------- the trust gate
+
+#: What a twin-steered plan does with a proposal where the twin extrapolates: ``"record"``
+#: it in the decisions stream and go on, or ``"measure"`` there first.
+UNTRUSTED_MODES = ("record", "measure")
+
+#: Share of an axis' training span by which a proposal may pass the edge of the training
+#: range and still count as inside (readbacks scatter around their setpoints).
+RANGE_TOLERANCE = 0.01
+
+
+def require_untrusted(value: Any) -> str:
+    """*value* if it is one of :data:`UNTRUSTED_MODES`, else a one-line :class:`InputError`."""
+    if not isinstance(value, str) or value not in UNTRUSTED_MODES:
+        raise InputError(f"untrusted must be one of {list(UNTRUSTED_MODES)}; got {value!r}")
+    return value
+
+
+@dataclass
+class TrustVerdict:
+    """Whether a twin may be trusted on each proposed line (:func:`trust_lines`).
+
+    Attributes
+    ----------
+    values
+        The proposals (step-axis values), in the order given.
+    trusted
+        Per proposal: inside the training range and, with a threshold, an ensemble spread
+        no larger than it.
+    outside
+        Per proposal: some point of the line lies outside the twin's training range.
+    max_std
+        Per proposal: the largest ensemble spread along the line (NaN if not evaluated).
+    reasons
+        Per proposal: ``""`` when trusted, else why not (``"outside the training range"``,
+        ``"ensemble spread 0.012 > 0.01"``, ``"no twin"``, ``"twin cannot be evaluated: ..."``).
+    threshold
+        The ensemble-spread threshold used (``None``: none).
+    """
+
+    values: list[float]
+    trusted: list[bool]
+    outside: list[bool]
+    max_std: list[float]
+    reasons: list[str]
+    threshold: float | None = None
+
+    @property
+    def all_trusted(self) -> bool:
+        """True when every proposal is trusted (also when there is none)."""
+        return all(self.trusted)
+
+    @property
+    def untrusted(self) -> list[float]:
+        """The proposals that are not trusted, in order."""
+        return [v for v, ok in zip(self.values, self.trusted) if not ok]
+
+    def reason(self) -> str:
+        """One line: ``""`` when all are trusted, else each untrusted value with its reason."""
+        return "; ".join(f"{v:g}: {r}" for v, r, ok in zip(self.values, self.reasons, self.trusted) if not ok)
+
+    def fields(self, mode: str) -> dict[str, Any]:
+        """The decision fields of the gate: ``trusted`` (0/1), ``trust_reason``, ``untrusted_lines``,
+        ``untrusted`` (the mode) and ``trust_std`` (the threshold, NaN for none)."""
+        return {
+            "trusted": int(self.all_trusted),
+            "trust_reason": self.reason(),
+            "untrusted_lines": self.untrusted,
+            "untrusted": mode,
+            "trust_std": float("nan") if self.threshold is None else self.threshold,
+        }
+
+    def subset(self, values: Iterable[float]) -> "TrustVerdict":
+        """The verdict on *values* only (those it judged), in the order given."""
+        index = {v: i for i, v in enumerate(self.values)}
+        keep = [index[float(v)] for v in values if float(v) in index]
+        return TrustVerdict(
+            [self.values[i] for i in keep],
+            [self.trusted[i] for i in keep],
+            [self.outside[i] for i in keep],
+            [self.max_std[i] for i in keep],
+            [self.reasons[i] for i in keep],
+            self.threshold,
+        )
+
+    def of(self, value: float) -> tuple[bool, str]:
+        """``(trusted, reason)`` of one proposal (trusted when it was not judged)."""
+        for v, ok, r in zip(self.values, self.trusted, self.reasons):
+            if v == value:
+                return ok, r
+        return True, ""
+
+
+def _outside(twin: Any, X: np.ndarray) -> np.ndarray:
+    """Points of *X* outside *twin*'s training range (edges widened by :data:`RANGE_TOLERANCE`)."""
+    x_range = getattr(twin, "x_range", None)
+    if x_range is None:
+        return np.zeros(len(X), dtype=bool)
+    rng = np.asarray(x_range, dtype=float)
+    lo, hi = rng[:, 0], rng[:, 1]
+    tol = RANGE_TOLERANCE * (hi - lo)
+    near = np.clip(X, lo - tol, hi + tol)
+    snapped = np.where(X == near, np.clip(X, lo, hi), X)  # within the tolerance: on the edge
+    method = getattr(twin, "outside_training_range", None)
+    if callable(method):
+        return np.asarray(method(snapped), dtype=bool).reshape(-1)
+    return ((snapped < lo) | (snapped > hi)).any(axis=1)
+
+
+def trust_lines(
+    twin: Any,
+    step_axis: str,
+    values: Sequence[float],
+    axes: Mapping[str, Sequence[float]],
+    *,
+    max_std: float | None = None,
+) -> TrustVerdict:
+    """Judge whether *twin* may be trusted on each proposed line.
+
+    A line is the step axis at one of *values* with the other inputs over the grid of
+    *axes*.  It is untrusted when any of its points lies outside the twin's training
+    range (``twin.outside_training_range``, each edge widened by
+    :data:`RANGE_TOLERANCE` of the axis span so that readback scatter does not count),
+    or when *max_std* is given and the ensemble spread somewhere along it exceeds it.
+
+    Parameters
+    ----------
+    twin
+        The twin (``None``: nothing is trusted).
+    step_axis
+        The twin input the proposals are values of.
+    values
+        The proposals.
+    axes
+        ``{twin input: grid}`` of the other inputs along each line.
+    max_std
+        Largest ensemble spread (standard deviation, in the twin's output unit) that is
+        trusted; ``None`` judges on the training range alone.
+
+    Returns
+    -------
+    TrustVerdict
+    """
+    vals = [float(v) for v in values]
+    n = len(vals)
+    if twin is None:
+        return TrustVerdict(vals, [False] * n, [False] * n, [float("nan")] * n, ["no twin"] * n, max_std)
+    if not n:
+        return TrustVerdict([], [], [], [], [], max_std)
+    try:
+        names = list(twin.x_names)
+        grids = [np.asarray(axes[x], dtype=float).reshape(-1) for x in names if x != step_axis]
+        if step_axis not in names:
+            raise KeyError(step_axis)
+        mesh = np.meshgrid(*grids, indexing="ij") if grids else []
+        per_line = int(np.prod([len(g) for g in grids])) if grids else 1
+        blocks = []
+        for v in vals:
+            cols, k = [], 0
+            for x in names:
+                if x == step_axis:
+                    cols.append(np.full(per_line, v))
+                else:
+                    cols.append(mesh[k].reshape(-1))
+                    k += 1
+            blocks.append(np.column_stack(cols))
+        X = np.concatenate(blocks)
+        outside = _outside(twin, X).reshape(n, per_line).any(axis=1)
+        _, std = twin.predict(X)
+        spread = np.asarray(std, dtype=float).reshape(n, per_line).max(axis=1)
+    except Exception as exc:  # noqa: BLE001 - an unusable twin is an untrusted one, never a crash
+        reason = f"twin cannot be evaluated: {exc}"
+        return TrustVerdict(vals, [False] * n, [False] * n, [float("nan")] * n, [reason] * n, max_std)
+    trusted, reasons = [], []
+    for out, s in zip(outside.tolist(), spread.tolist()):
+        why = []
+        if out:
+            why.append("outside the training range")
+        if max_std is not None and not s <= max_std:
+            why.append(f"ensemble spread {s:.3g} > {max_std:.3g}")
+        trusted.append(not why)
+        reasons.append(", ".join(why))
+    return TrustVerdict(vals, trusted, outside.tolist(), spread.tolist(), reasons, max_std)
