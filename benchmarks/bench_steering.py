@@ -1,0 +1,806 @@
+"""Does twin steering save beam time?  Steering strategies against instruments with a known truth.
+
+Every strategy is a real Bluesky plan on a fresh RunEngine and a fresh instrument whose
+:class:`~bluesky_twin.sim.clock.SimClock` counts instrument time (moves, settling,
+acquisition).  Instruments (``--instruments``):
+
+``erco2_sim``
+    The simulated ErCo2-like magnetometer (:class:`~bluesky_twin.sim.Magnetometer`):
+    temperature lines 26-50 K at fields 0-5 T; paper's step 0.2 T.
+``fe3ga4_twin``
+    A twin-backed magnetometer (:func:`bluesky_twin.sim.twin_instrument`) reading a
+    :class:`~bluesky_twin.twin.DigitalTwin` fitted on the full Fe3Ga4 data (Terashima
+    et al. 2023, Section 3.2): temperature lines 5-200 K at fields 0-2 T; paper's step 0.1 T.
+``arpes_twin``
+    A twin-backed ARPES manipulator reading a twin of the Section 3.4 map: theta1 lines
+    at theta2 -15..15 degrees; the measured step 1 degree.
+
+Strategies: ``uniform_paper``, ``uniform_half``, ``uniform_double`` (a grid at the
+paper's step, half and twice it), ``coarse_to_fine`` (magnetometers),
+``adaptive_std`` and ``adaptive_derived`` (``twin_adaptive_scan`` with the twin agent;
+``derived`` is the dS_M acquisition, magnetometers only), ``gp`` (the same plan
+driven by :class:`~bluesky_twin.gp_agent.GPLineAgent`), ``random`` (random lines, the
+same budget) and, on ARPES, ``uniform_equal_lines`` (a uniform grid with the adaptive
+budget's number of lines).
+
+Error (``error_pct``), from the lines a strategy measured, with the same estimator for
+every strategy: magnetometers, |dS_M|(T) from the lowest to the top field (Maxwell
+relation, trapezoid over the measured fields,
+:func:`~bluesky_twin.analysis.mce.entropy_change_isofield`), RMS difference from the
+truth's in % of the truth's peak; ARPES, the map interpolated linearly between the
+measured lines, RMS difference from the truth in % of the truth map's standard
+deviation.  Strategies that fit a model also report ``error_pct_model``: the same
+quantity from their final model (twin or Gaussian process) instead of the lines.
+
+Output (the contract other tools read): ``DIR/steering.json``::
+
+    {"instruments": {NAME: {"strategies": {STRATEGY: {"instrument_time_s": [per seed],
+                                                      "lines": [...], "error_pct": [...], ...}},
+                            "time_ratio_uniform_over_twin": float | null, ...}},
+     "seeds": [...], "quick": bool, "command": str, ...}
+
+``time_ratio_uniform_over_twin``: instrument time of ``uniform_paper`` over the
+instrument time twin steering (``twin_strategy``: ``adaptive_derived`` on
+magnetometers, ``adaptive_std`` on ARPES) needed to first reach the uniform grid's
+error, median over seeds; ``null`` when twin steering did not reach it within its
+budget in every seed (``time_ratio_per_seed`` then holds ``null`` for those seeds).
+
+Run::
+
+    .venv/bin/python benchmarks/bench_steering.py --quick --out /tmp/steer
+    .venv/bin/python benchmarks/bench_steering.py --out /tmp/steer --docs   # full run; writes docs too
+
+Bad input exits with code 2 and one line on stderr before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL_INSTRUMENTS = ("erco2_sim", "fe3ga4_twin", "arpes_twin")
+MCE_STRATEGIES = (
+    "uniform_paper",
+    "uniform_half",
+    "uniform_double",
+    "coarse_to_fine",
+    "adaptive_std",
+    "adaptive_derived",
+    "gp",
+    "random",
+    "oracle_derived",
+)
+MAP_STRATEGIES = (
+    "uniform_paper",
+    "uniform_half",
+    "uniform_double",
+    "uniform_equal_lines",
+    "adaptive_std",
+    "gp",
+    "random",
+)
+#: fine step-axis levels on which the truth (and a model's estimate) is evaluated
+TRUTH_LEVELS = 401
+
+
+class BenchInputError(Exception):
+    """A bad command-line value (exit code 2)."""
+
+
+# ----------------------------------------------------------------------------- instruments
+@dataclass
+class Instrument:
+    """One instrument of the benchmark: how to build it and how to score what it measured."""
+
+    name: str
+    kind: str  # "mce" or "map"
+    make: Callable[[int], Any]  # seed -> ophyd device
+    step_attr: str
+    line_attr: str
+    detector_attr: str
+    line_points: np.ndarray
+    step_range: tuple[float, float]
+    paper_step: float
+    initial_lines: list[float]
+    budget: int
+    candidate_steps: tuple[float, ...] = ()
+    description: str = ""
+    truth_cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def twin_strategy(self) -> str:
+        return "adaptive_derived" if self.kind == "mce" else "adaptive_std"
+
+    @property
+    def strategies(self) -> tuple[str, ...]:
+        return MCE_STRATEGIES if self.kind == "mce" else MAP_STRATEGIES
+
+    def uniform_lines(self, step: float) -> list[float]:
+        lo, hi = self.step_range
+        n = int(round((hi - lo) / step)) + 1
+        return np.round(np.linspace(lo, hi, n), 9).tolist()
+
+
+def data_dir(option: str | None) -> Path:
+    """``--data``, else ``$BLUESKY_TWIN_DATA``, else ``../shared/data/terashima2023`` beside the repository."""
+    for candidate in (option, os.environ.get("BLUESKY_TWIN_DATA"), ROOT.parent / "shared/data/terashima2023"):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    raise BenchInputError(
+        "no data directory for the twin-backed instruments (give --data DIR or set BLUESKY_TWIN_DATA)"
+    )
+
+
+def truth_twin(section: int, data: Path, cache: Path, trials: int) -> Any:
+    """The twin standing in for the sample: fitted once on the full real data, then loaded from *cache*."""
+    import pandas as pd
+
+    from bluesky_twin.twin import DigitalTwin
+
+    path = cache / f"section3_{section}"
+    if path.exists():
+        try:
+            return DigitalTwin.load(path)
+        except Exception as exc:  # noqa: BLE001 - refit when the cached model cannot be read
+            print(f"bench_steering: refitting the Section 3.{section} twin ({exc})", flush=True)
+    df = pd.read_csv(data / f"traindata_Section3_{section}.csv")
+    t0 = time.perf_counter()
+    twin = DigitalTwin.fit(df, list(df.columns[:2]), df.columns[2], trials=trials, seed=0, jobs=2, progress=False)
+    print(f"bench_steering: fitted the Section 3.{section} twin in {time.perf_counter() - t0:.0f} s", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    twin.save(path)
+    return twin
+
+
+def build_instruments(names: list[str], args: argparse.Namespace, cache: Path) -> dict[str, Instrument]:
+    from bluesky_twin.sim import Magnetometer
+
+    out: dict[str, Instrument] = {}
+    for name in names:
+        if name == "erco2_sim":
+            out[name] = Instrument(
+                name=name,
+                kind="mce",
+                make=lambda seed: Magnetometer(name="mpms", seed=seed),
+                step_attr="field",
+                line_attr="temperature",
+                detector_attr="magnetisation",
+                line_points=np.linspace(26.0, 50.0, 49),
+                step_range=(0.0, 5.0),
+                paper_step=0.2,
+                initial_lines=[0.0, 1.25, 2.5, 3.75, 5.0],
+                budget=args.budget or 10,
+                candidate_steps=(0.1, 0.2, 0.4, 1.0),
+                description="simulated ErCo2-like magnetometer (bluesky_twin.sim.Magnetometer), "
+                "lines 26-50 K (49 points) at 0-5 T",
+            )
+        elif name == "fe3ga4_twin":
+            from bluesky_twin.sim import twin_instrument
+
+            twin = truth_twin(2, data_dir(args.data), cache, args.truth_trials)
+            out[name] = Instrument(
+                name=name,
+                kind="mce",
+                make=lambda seed, twin=twin: twin_instrument(
+                    twin,
+                    "magnetometer",
+                    name="mpms",
+                    seed=seed,
+                    inputs={"X1_demo2": "temperature", "X2_demo2": "field"},
+                    input_scale={"X2_demo2": 1e4},
+                ),
+                step_attr="field",
+                line_attr="temperature",
+                detector_attr="magnetisation",
+                line_points=np.linspace(5.0, 200.0, 66),
+                step_range=(0.0, 2.0),
+                paper_step=0.1,
+                initial_lines=[0.0, 0.5, 1.0, 1.5, 2.0],
+                budget=args.budget or 9,
+                candidate_steps=(0.05, 0.1, 0.2, 0.5),
+                description="twin-backed magnetometer reading a DigitalTwin of the Fe3Ga4 data (Section 3.2), "
+                "lines 5-200 K (66 points) at 0-2 T",
+            )
+        elif name == "arpes_twin":
+            from bluesky_twin.sim import twin_instrument
+
+            twin = truth_twin(4, data_dir(args.data), cache, args.truth_trials)
+            out[name] = Instrument(
+                name=name,
+                kind="map",
+                make=lambda seed, twin=twin: twin_instrument(
+                    twin, "arpes", name="arpes", seed=seed, inputs={"X1_demo4": "theta1", "X2_demo4": "theta2"}
+                ),
+                step_attr="theta2",
+                line_attr="theta1",
+                detector_attr="intensity",
+                line_points=np.linspace(-22.0, 24.0, 93),
+                step_range=(-15.0, 15.0),
+                paper_step=1.0,
+                initial_lines=[-15.0, -7.5, 0.0, 7.5, 15.0],
+                budget=args.budget or 12,
+                description="twin-backed ARPES manipulator reading a DigitalTwin of the La(O,F)BiS2 map "
+                "(Section 3.4), theta1 lines -22..24 deg (93 points) at theta2 -15..15 deg",
+            )
+        else:
+            raise BenchInputError(f"unknown instrument {name!r}; choose from {', '.join(ALL_INSTRUMENTS)}")
+    return out
+
+
+# ----------------------------------------------------------------------------- scoring
+def _interior(inst: Instrument) -> np.ndarray:
+    """The line points without the ends (readbacks jitter around the end setpoints)."""
+    return inst.line_points[1:-1]
+
+
+def dsm_top(T: np.ndarray, H: np.ndarray, M: np.ndarray, T_grid: np.ndarray) -> np.ndarray:
+    """|dS_M|(T_grid) from the lowest to the highest field of the readings (trapezoid over fields)."""
+    from bluesky_twin.analysis.mce import entropy_change_isofield
+
+    ds = entropy_change_isofield(T, H, M, T_grid=T_grid, field_unit="T", field_rtol=1e-7)
+    return np.abs(ds.dS[-1])
+
+
+def truth_of(inst: Instrument, device: Any) -> np.ndarray:
+    """The quantity scored, from the instrument's noiseless truth (cached per instrument)."""
+    if "truth" not in inst.truth_cache:
+        levels = np.linspace(*inst.step_range, TRUTH_LEVELS)
+        inst.truth_cache["levels"] = levels
+        if inst.kind == "mce":
+            T = _interior(inst)
+            TT, HH = np.meshgrid(T, levels)
+            M = device.truth(temperature=TT, field=HH)
+            inst.truth_cache["truth"] = dsm_top(TT.ravel(), HH.ravel(), np.asarray(M).ravel(), T)
+        else:
+            LL, SS = np.meshgrid(inst.line_points, levels)
+            inst.truth_cache["truth"] = np.asarray(device.truth(**{inst.line_attr: LL, inst.step_attr: SS}))
+    return inst.truth_cache["truth"]
+
+
+def error_from_rows(inst: Instrument, rows: np.ndarray, truth: np.ndarray) -> float:
+    """Error (%) of the estimate built from measured rows ``(step, line, y)``."""
+    steps = np.round(rows[:, 0], 7)
+    levels = np.unique(steps)
+    if len(levels) < 2:
+        return float("nan")
+    if inst.kind == "mce":
+        est = dsm_top(rows[:, 1], steps, rows[:, 2], _interior(inst))
+        return float(100.0 * np.sqrt(np.mean((est - truth) ** 2)) / np.max(np.abs(truth)))
+    # map: each measured line on the common line grid, then linear interpolation between lines
+    lines = np.vstack([np.interp(inst.line_points, *_sorted_line(rows[steps == s, 1:])) for s in levels])
+    fine = inst.truth_cache["levels"]
+    est = np.column_stack([np.interp(fine, levels, lines[:, j]) for j in range(lines.shape[1])])
+    return float(100.0 * np.sqrt(np.mean((est - truth) ** 2)) / np.std(truth))
+
+
+def _sorted_line(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(xy[:, 0])
+    return xy[order, 0], xy[order, 1]
+
+
+def error_from_model(inst: Instrument, model: Any, names: tuple[str, str], truth: np.ndarray) -> float | None:
+    """Error (%) of the same quantity predicted by a fitted model (twin or GP) on the truth grid."""
+    if model is None:
+        return None
+    step_name, line_name = names
+    levels = inst.truth_cache["levels"]
+    line = _interior(inst) if inst.kind == "mce" else inst.line_points
+    LL, SS = np.meshgrid(line, levels)
+    cols = {step_name: SS.ravel(), line_name: LL.ravel()}
+    X = np.column_stack([cols[n] for n in model.x_names])
+    mean = np.asarray(model.predict(X)[0], dtype=float)
+    if inst.kind == "mce":
+        est = dsm_top(LL.ravel(), SS.ravel(), mean, line)
+        return float(100.0 * np.sqrt(np.mean((est - truth) ** 2)) / np.max(np.abs(truth)))
+    est = mean.reshape(LL.shape)
+    return float(100.0 * np.sqrt(np.mean((est - truth) ** 2)) / np.std(truth))
+
+
+# ----------------------------------------------------------------------------- recording
+class Recorder:
+    """Collects ``(step, line, y)`` rows of every run and the instrument time at each run's stop."""
+
+    def __init__(self, device: Any, inst: Instrument) -> None:
+        self.device = device
+        self.keys = (
+            getattr(device, inst.step_attr).name,
+            getattr(device, inst.line_attr).name,
+            getattr(device, inst.detector_attr).name,
+        )
+        self.rows: list[tuple[float, float, float]] = []
+        self.checkpoints: list[tuple[float, int]] = []  # (instrument time, rows so far)
+        self._primary: set[str] = set()
+
+    def __call__(self, name: str, doc: dict) -> None:
+        if name == "descriptor" and doc.get("name") == "primary":
+            self._primary.add(doc["uid"])
+        elif name == "event" and doc["descriptor"] in self._primary:
+            self.rows.append(tuple(float(doc["data"][k]) for k in self.keys))
+        elif name == "stop":
+            if not self.checkpoints or self.checkpoints[-1][1] != len(self.rows):
+                self.checkpoints.append((self.device.clock.elapsed, len(self.rows)))
+
+
+# ----------------------------------------------------------------------------- strategies
+def _network_trainer(inst: Instrument, device: Any, seed: int, fit: dict) -> Any:
+    from bluesky_twin.callbacks import TwinTrainer
+    from bluesky_twin.twin import TwinSearchSpace
+
+    space = TwinSearchSpace(
+        max_epochs=fit["epochs"],
+        min_final_epochs=fit["epochs"],
+        n_layers=(2, 3),
+        n_units=(32, 64),
+        patience=15,
+        line_residual=False,
+    )
+    common = {"search_space": space, "ensemble_size": fit["ensemble"], "seed": seed, "jobs": 1}
+    keys = (getattr(device, inst.line_attr).name, getattr(device, inst.step_attr).name)
+    return TwinTrainer(
+        list(keys),
+        getattr(device, inst.detector_attr).name,
+        fit_kwargs={"trials": fit["trials"], **common},
+        refit_kwargs={"trials": fit["refit_trials"], **common},
+    )
+
+
+class _TruthTwin:
+    """The instrument's noiseless truth as a twin: steering with a perfect model (a diagnostic)."""
+
+    def __init__(self, device: Any, inst: Instrument, names: list[str], version: str) -> None:
+        self.device, self.inst, self.x_names, self.version = device, inst, names, version
+        self.y_name = "truth"
+        self.x_range = np.array([[inst.line_points[0], inst.line_points[-1]], list(inst.step_range)])
+
+    def predict(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        X = np.asarray(X, dtype=float)
+        m = self.device.truth(**{self.inst.line_attr: X[:, 0], self.inst.step_attr: X[:, 1]})
+        return np.asarray(m, dtype=float).reshape(-1), np.zeros(len(X))
+
+    @classmethod
+    def fitter(cls, device: Any, inst: Instrument, line_key: str, step_key: str) -> Callable[..., Any]:
+        count = iter(range(1, 10**6))
+
+        def fit(data: Any, x: Any = None, y: Any = None, **_: Any) -> _TruthTwin:
+            return cls(device, inst, [line_key, step_key], f"truth-{next(count)}")
+
+        return fit
+
+
+def run_strategy(inst: Instrument, strategy: str, seed: int, fit: dict) -> dict[str, Any]:
+    """Run one strategy once on a fresh instrument: instrument time, lines, errors, the error curve."""
+    from bluesky import RunEngine
+
+    device = inst.make(seed)
+    truth = truth_of(inst, device)
+    RE = RunEngine({}, call_returns_result=True)
+    rec = Recorder(device, inst)
+    RE.subscribe(rec)
+    step_motor, line_motor = getattr(device, inst.step_attr), getattr(device, inst.line_attr)
+    det = [device]
+    lp = inst.line_points
+    t0 = time.perf_counter()
+    model, trainer = None, None
+    try:
+        if strategy.startswith("uniform"):
+            if strategy == "uniform_equal_lines":
+                lines = np.round(np.linspace(*inst.step_range, inst.budget), 9).tolist()
+            else:
+                factor = {"uniform_paper": 1.0, "uniform_half": 0.5, "uniform_double": 2.0}[strategy]
+                lines = inst.uniform_lines(inst.paper_step * factor)
+            RE(_grid(det, step_motor, lines, line_motor, lp))
+        elif strategy == "random":
+            rng = np.random.default_rng(10_000 + seed)
+            RE(_grid(det, step_motor, inst.initial_lines, line_motor, lp))
+            lo, hi = inst.step_range
+            cand = np.linspace(lo, hi, 201)
+            pool = [c for c in cand if min(abs(c - v) for v in inst.initial_lines) > 1e-9]
+            for v in rng.choice(pool, size=inst.budget - len(inst.initial_lines), replace=False):
+                RE(_grid(det, step_motor, [float(v)], line_motor, lp))
+        elif strategy == "coarse_to_fine":
+            from bluesky_twin.plans import coarse_to_fine
+
+            trainer = _network_trainer(inst, device, seed, fit)
+            RE.subscribe(trainer)
+            RE(
+                coarse_to_fine(
+                    det,
+                    line_motor,
+                    float(lp[0]),
+                    float(lp[-1]),
+                    len(lp),
+                    step_motor,
+                    inst.initial_lines,
+                    trainer=trainer,
+                    fine_t_num=len(lp),
+                    field_min=inst.step_range[0],
+                    field_max=inst.step_range[1],
+                    candidate_steps=inst.candidate_steps,
+                    twin_timeout=600,
+                )
+            )
+            model = trainer.twin
+        elif strategy in ("adaptive_std", "adaptive_derived", "gp", "oracle_derived"):
+            from bluesky_twin.agent import TwinLineAgent
+            from bluesky_twin.plans import twin_adaptive_scan
+
+            step_name = step_motor.name
+            if strategy == "gp":
+                from bluesky_twin.callbacks import TwinTrainer
+                from bluesky_twin.gp_agent import GPLineAgent, fit_gp_twin
+
+                trainer = TwinTrainer(
+                    [line_motor.name, step_name], getattr(device, inst.detector_attr).name, fit_function=fit_gp_twin
+                )
+                agent = GPLineAgent(
+                    trainer, step_axis=step_name, line_axis=line_motor.name, line_points=lp, bounds=inst.step_range
+                )
+            else:
+                if strategy == "oracle_derived":
+                    from bluesky_twin.callbacks import TwinTrainer
+
+                    trainer = TwinTrainer(
+                        [line_motor.name, step_name],
+                        getattr(device, inst.detector_attr).name,
+                        fit_function=_TruthTwin.fitter(device, inst, line_motor.name, step_name),
+                    )
+                else:
+                    trainer = _network_trainer(inst, device, seed, fit)
+                agent = TwinLineAgent(
+                    trainer,
+                    step_axis=step_name,
+                    line_axis=line_motor.name,
+                    line_points=lp,
+                    bounds=inst.step_range,
+                    acquisition=strategy.split("_")[1],
+                )
+            RE.subscribe(trainer)
+            RE(
+                twin_adaptive_scan(
+                    det,
+                    line_motor,
+                    float(lp[0]),
+                    float(lp[-1]),
+                    len(lp),
+                    step_motor,
+                    inst.initial_lines,
+                    trainer=trainer,
+                    agent=agent,
+                    budget=inst.budget,
+                    batch_size=1,
+                    tolerance=0.0,
+                    twin_timeout=600,
+                )
+            )
+            model = trainer.twin
+        else:
+            raise BenchInputError(f"unknown strategy {strategy!r}")
+    finally:
+        if trainer is not None:
+            trainer.close(wait=True)
+        if hasattr(device, "destroy"):
+            device.destroy()
+    rows = np.asarray(rec.rows, dtype=float)
+    curve = []
+    for t_inst, n in rec.checkpoints:
+        part = rows[:n]
+        curve.append(
+            [round(t_inst, 1), int(len(np.unique(np.round(part[:, 0], 7)))), error_from_rows(inst, part, truth)]
+        )
+    names = (step_motor.name, line_motor.name)
+    return {
+        "instrument_time_s": round(device.clock.elapsed, 1),
+        "lines": int(len(np.unique(np.round(rows[:, 0], 7)))),
+        "error_pct": error_from_rows(inst, rows, truth),
+        "error_pct_model": error_from_model(inst, model, names, truth),
+        "measured": sorted(set(np.round(rows[:, 0], 6).tolist())),
+        "curve": curve,
+        "wall_s": round(time.perf_counter() - t0, 2),
+    }
+
+
+def _grid(det, step_motor, lines, line_motor, line_points):
+    import bluesky.plans as bp
+
+    return bp.list_grid_scan(
+        det, step_motor, [float(v) for v in lines], line_motor, [float(v) for v in line_points], snake_axes=False
+    )
+
+
+# ----------------------------------------------------------------------------- benchmark core
+def time_to_reach(curve: list[list[float]], target: float) -> float | None:
+    """Instrument time at the first checkpoint whose error is at most *target* (``None``: never)."""
+    for t_inst, _, err in curve:
+        if np.isfinite(err) and err <= target:
+            return float(t_inst)
+    return None
+
+
+def _median(values: list[Any]) -> float | None:
+    vals = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.median(vals)) if vals and len(vals) == len(values) else None
+
+
+def run_benchmark(
+    instruments: dict[str, Instrument],
+    seeds: list[int],
+    fit: dict,
+    strategies: list[str] | None = None,
+    log: Callable[[str], Any] = print,
+) -> dict[str, Any]:
+    """Run every strategy on every instrument for every seed; the ``steering.json`` content."""
+    out: dict[str, Any] = {}
+    for name, inst in instruments.items():
+        chosen = [s for s in inst.strategies if strategies is None or s in strategies]
+        res: dict[str, dict[str, list]] = {}
+        for strategy in chosen:
+            res[strategy] = {}
+            for seed in seeds:
+                r = run_strategy(inst, strategy, seed, fit)
+                for k, v in r.items():
+                    res[strategy].setdefault(k, []).append(v)
+                model = r["error_pct_model"]
+                log(
+                    f"{name} {strategy} seed {seed}: {r['lines']} lines, {r['instrument_time_s'] / 3600:.1f} h, "
+                    f"error {r['error_pct']:.2f} %"
+                    + (f" (model {model:.2f} %)" if model is not None else "")
+                    + f" [{r['wall_s']:.0f} s]"
+                )
+        entry: dict[str, Any] = {
+            "description": inst.description,
+            "kind": inst.kind,
+            "paper_step": inst.paper_step,
+            "budget": inst.budget,
+            "initial_lines": inst.initial_lines,
+            "twin_strategy": inst.twin_strategy,
+            "strategies": res,
+        }
+        by: dict[str, Any] = {}
+        per_seed: list[float | None] = []
+        if "uniform_paper" in res:
+            for strategy in [s for s in res if s.startswith(("adaptive", "gp", "random", "coarse", "oracle"))]:
+                ratios = []
+                for i in range(len(seeds)):
+                    target = res["uniform_paper"]["error_pct"][i]
+                    reach = time_to_reach(res[strategy]["curve"][i], target)
+                    ratios.append(None if reach is None else res["uniform_paper"]["instrument_time_s"][i] / reach)
+                by[strategy] = {"per_seed": ratios, "median": _median(ratios)}
+            per_seed = by.get(inst.twin_strategy, {}).get("per_seed", [])
+        entry["time_ratio_uniform_over_twin"] = _median(per_seed) if per_seed else None
+        entry["time_ratio_per_seed"] = per_seed
+        entry["time_ratio_by_strategy"] = by
+        entry["targets"] = targets(inst, res)
+        out[name] = entry
+    return {"instruments": out, "seeds": list(seeds), "fit": dict(fit)}
+
+
+def targets(inst: Instrument, res: dict[str, dict[str, list]]) -> dict[str, Any]:
+    """The issue's targets, evaluated on the medians of the seeds."""
+    med = {s: float(np.median(r["error_pct"])) for s, r in res.items()}
+    t: dict[str, Any] = {}
+    tw = inst.twin_strategy
+    if tw in med:
+        for other in ("gp", "random"):
+            if other in med:
+                t[f"{tw}_beats_{other}"] = bool(med[tw] < med[other])
+        if inst.kind == "map" and "uniform_equal_lines" in med:
+            t[f"{tw}_beats_uniform_equal_lines"] = bool(med[tw] < med["uniform_equal_lines"])
+    return t
+
+
+# ----------------------------------------------------------------------------- output
+def figure(data: dict[str, Any], path: Path) -> None:
+    """Error against instrument time, one panel per instrument."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    insts = data["instruments"]
+    fig, axes = plt.subplots(1, len(insts), figsize=(5.2 * len(insts), 4.2), squeeze=False)
+    colors = {
+        "adaptive_derived": "C3",
+        "adaptive_std": "C1",
+        "gp": "C2",
+        "random": "C7",
+        "coarse_to_fine": "C4",
+        "oracle_derived": "C9",
+    }
+    for ax, (name, entry) in zip(axes[0], insts.items()):
+        res = entry["strategies"]
+        uni = [s for s in ("uniform_double", "uniform_paper", "uniform_half") if s in res]
+        if uni:
+            for i in range(len(data["seeds"])):
+                ax.plot(
+                    [res[s]["instrument_time_s"][i] / 3600 for s in uni],
+                    [res[s]["error_pct"][i] for s in uni],
+                    "o-",
+                    color="k",
+                    lw=1,
+                    label="uniform grid (2x, 1x, 0.5x paper's step)" if i == 0 else None,
+                )
+        if "uniform_equal_lines" in res:
+            ax.plot(
+                np.asarray(res["uniform_equal_lines"]["instrument_time_s"]) / 3600,
+                res["uniform_equal_lines"]["error_pct"],
+                "s",
+                color="k",
+                mfc="none",
+                label="uniform grid, adaptive budget's lines",
+            )
+        for s, c in colors.items():
+            if s not in res:
+                continue
+            for i, curve in enumerate(res[s]["curve"]):
+                cv = np.asarray(curve, dtype=float)
+                ax.plot(cv[:, 0] / 3600, cv[:, 2], ".-", color=c, lw=1, alpha=0.8, label=s if i == 0 else None)
+        ax.set_xlabel("instrument time (h)")
+        ax.set_ylabel("|dS_M| error (% of peak)" if entry["kind"] == "mce" else "map error (% of std)")
+        ax.set_yscale("log")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(data: dict[str, Any], figure_name: str) -> str:
+    """The docs section: one table per instrument plus the targets."""
+    cmd = data["command"]
+    lines = [
+        "# Steering benchmark: instrument time and accuracy",
+        "",
+        f"Command: `{cmd}` ({data['wall_s'] / 60:.1f} min). Machine: {data['machine']}.",
+        "",
+        "Every strategy is a Bluesky plan on a fresh RunEngine and instrument; the instrument's simulated "
+        "clock counts its time (ramps, settling, acquisition). Error: magnetometers, the |dS_M|(T) from the "
+        "lowest to the top field computed from the measured lines (trapezoid over fields), RMS against the "
+        "truth in % of its peak; ARPES, the map interpolated linearly between measured lines, RMS against the "
+        "truth in % of the map's standard deviation. `model` is the same error from the strategy's final "
+        "twin (or Gaussian process) instead of its lines. Medians over seeds "
+        f"{', '.join(map(str, data['seeds']))}; per-seed values in `steering.json`.",
+        "",
+        f"![error against instrument time]({figure_name})",
+        "",
+    ]
+    for name, entry in data["instruments"].items():
+        res = entry["strategies"]
+        lines += [
+            f"## {name}",
+            "",
+            entry["description"] + f"; paper's step {entry['paper_step']:g}, adaptive budget {entry['budget']} "
+            f"lines from {entry['initial_lines']}.",
+            "",
+            "| strategy | lines | instrument time (h) | error (%) | model error (%) |",
+            "|---|---|---|---|---|",
+        ]
+        for s, r in res.items():
+            model = [v for v in r["error_pct_model"] if v is not None]
+            lines.append(
+                f"| {s} | {np.median(r['lines']):g} | {np.median(r['instrument_time_s']) / 3600:.1f} | "
+                f"{np.median(r['error_pct']):.2f} | {f'{np.median(model):.2f}' if model else '--'} |"
+            )
+        ratio = entry["time_ratio_uniform_over_twin"]
+        per = ", ".join("not reached" if v is None else f"{v:.2f}" for v in entry["time_ratio_per_seed"])
+        lines += [
+            "",
+            f"Uniform grid at the paper's step over {entry['twin_strategy']}, instrument time to reach the "
+            f"same error: **{'not reached in every seed' if ratio is None else f'{ratio:.2f}x'}** "
+            f"(per seed: {per or '--'}; target: at least 3x on the magnetometers).",
+            "",
+        ]
+        if entry["targets"]:
+            lines.append(
+                "Targets on the medians: "
+                + "; ".join(f"{k.replace('_', ' ')}: {'yes' if v else 'no'}" for k, v in entry["targets"].items())
+                + "."
+            )
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="one seed, simulated magnetometer only (< 5 min)")
+    p.add_argument("--out", type=Path, required=True, help="directory for steering.json and the figure")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; --quick: 0)")
+    p.add_argument("--instruments", default=None, help=f"comma-separated from {','.join(ALL_INSTRUMENTS)}")
+    p.add_argument("--strategies", default=None, help="comma-separated subset of the strategies")
+    p.add_argument("--budget", type=int, default=None, help="lines of the adaptive strategies (default per instrument)")
+    p.add_argument("--trials", type=int, default=2, help="optuna trials of the first twin fit of a run")
+    p.add_argument("--refit-trials", type=int, default=1, help="optuna trials of each refit between runs")
+    p.add_argument("--epochs", type=int, default=150, help="max epochs of the steering twins")
+    p.add_argument("--ensemble", type=int, default=2, help="ensemble size of the steering twins")
+    p.add_argument("--truth-trials", type=int, default=8, help="trials of the twins behind the twin-backed instruments")
+    p.add_argument("--data", default=None, help="directory of the Terashima et al. CSV files")
+    p.add_argument("--docs", action="store_true", help="also write docs/benchmarks/steering.md and its figure")
+    args = p.parse_args(argv)
+    try:
+        seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
+    except ValueError:
+        raise BenchInputError(f"--seeds must be comma-separated integers; got {args.seeds!r}") from None
+    args.seed_list = seeds
+    names = (args.instruments or ("erco2_sim" if args.quick else ",".join(ALL_INSTRUMENTS))).split(",")
+    unknown = [n for n in names if n not in ALL_INSTRUMENTS]
+    if unknown:
+        raise BenchInputError(f"unknown instrument(s) {unknown}; choose from {', '.join(ALL_INSTRUMENTS)}")
+    args.instrument_list = names
+    args.strategy_list = args.strategies.split(",") if args.strategies else None
+    known = set(MCE_STRATEGIES) | set(MAP_STRATEGIES)
+    if args.strategy_list and not set(args.strategy_list) <= known:
+        raise BenchInputError(
+            f"unknown strategies {sorted(set(args.strategy_list) - known)}; choose from {sorted(known)}"
+        )
+    for opt in ("budget", "trials", "refit_trials", "epochs", "ensemble", "truth_trials"):
+        v = getattr(args, opt)
+        if v is not None and v < 1:
+            raise BenchInputError(f"--{opt.replace('_', '-')} must be >= 1; got {v}")
+    if args.budget is not None and args.budget <= 5:
+        raise BenchInputError(f"--budget must exceed the 5 initial lines; got {args.budget}")
+    if "arpes_twin" in names or "fe3ga4_twin" in names:
+        data_dir(args.data)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse(argv)
+    except BenchInputError as exc:
+        print(f"bench_steering: {exc}", file=sys.stderr)
+        return 2
+    import logging
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("bluesky_twin").setLevel(logging.WARNING)
+    t0 = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    instruments = build_instruments(args.instrument_list, args, args.out / "twins")
+    fit = {"trials": args.trials, "refit_trials": args.refit_trials, "epochs": args.epochs, "ensemble": args.ensemble}
+    data = run_benchmark(instruments, args.seed_list, fit, args.strategy_list, log=lambda s: print(s, flush=True))
+    cmd = ".venv/bin/python benchmarks/bench_steering.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    data.update(
+        command=cmd,
+        quick=bool(args.quick),
+        wall_s=round(time.perf_counter() - t0, 1),
+        machine=f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
+        f"1-min load average {load:.1f} at the end (shared with other work)",
+    )
+    (args.out / "steering.json").write_text(json.dumps(data, indent=1, default=_json_default) + "\n")
+    figure(data, args.out / "steering.png")
+    print(f"wrote {args.out / 'steering.json'} and steering.png in {data['wall_s']:.0f} s")
+    if args.docs:
+        docs = ROOT / "docs" / "benchmarks"
+        figure(data, ROOT / "docs" / "figures" / "bench_steering.png")
+        (docs / "steering.md").write_text(markdown(data, "../figures/bench_steering.png"))
+        (docs / "steering.json").write_text(json.dumps(data, indent=1, default=_json_default) + "\n")
+        print("wrote docs/benchmarks/steering.md, steering.json and docs/figures/bench_steering.png")
+    return 0
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
