@@ -26,6 +26,7 @@ _TOP_LEVEL = [
     "bluesky_twin.model_cli",
     "bluesky_twin.store_cli",
     "bluesky_twin.profile_cli",
+    "bluesky_twin.service.cli",
 ]
 _INS = [
     "bluesky_twin.ins.cli",
