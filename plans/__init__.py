@@ -4,6 +4,9 @@
   the proposed step, measured vs. predicted dS_M.
 * :func:`twin_adaptive_scan` -- measure the lines where the twin is least sure (or
   where the dS_M error is largest) until the budget is spent or it converged.
+* :func:`translated_ins_scan` -- INS frames at given temperatures, then where their
+  live Exp2Sim translations change the most; pauses (or stops steering) on a frame the
+  domain score calls untrustworthy.
 * Stubs: :func:`wait_for_twin` (polls with ``bps.checkpoint`` + ``bps.sleep``, at
   least as long as the fit's own budget), :func:`check_limits`,
   :func:`clip_to_limits`, :func:`limits_of`.
@@ -26,16 +29,19 @@ Every run a twin steered carries a bounded provenance record in its start docume
 
 from .adaptive import AdaptiveScanResult, twin_adaptive_scan
 from .field_step_plan import CoarseToFineResult, coarse_to_fine
+from .ins_steering import InsScanResult, translated_ins_scan
 from .stubs import TwinUnavailableError, check_limits, clip_to_limits, limits_of, wait_for_twin
 
 __all__ = [
     "AdaptiveScanResult",
     "CoarseToFineResult",
+    "InsScanResult",
     "TwinUnavailableError",
     "check_limits",
     "clip_to_limits",
     "coarse_to_fine",
     "limits_of",
+    "translated_ins_scan",
     "twin_adaptive_scan",
     "wait_for_twin",
 ]

@@ -428,7 +428,11 @@ def _scalar(value: Any) -> Any:
 
 
 def record_decision(
-    fields: Mapping[str, Any], rows: Mapping[str, Sequence[Any]] | None = None, *, stream: str = "decisions"
+    fields: Mapping[str, Any],
+    rows: Mapping[str, Sequence[Any]] | None = None,
+    *,
+    stream: str = "decisions",
+    signals: dict[str, Any] | None = None,
 ) -> MsgGenerator[list[dict[str, Any]]]:
     """Record one decision of a twin-steered plan in the *stream* of the open run.
 
@@ -448,6 +452,11 @@ def record_decision(
         ``{key: sequence}``, all sequences of one length (a row per candidate).
     stream
         Name of the event stream.
+    signals
+        A dict the plan keeps for the run: the ``decision_<key>`` signals are taken from
+        it (and added to it), so that several decisions recorded in one run read the
+        same objects, as bluesky requires of one stream.  Every decision of the run
+        must then have the same keys.  ``None``: new signals (one decision per run).
 
     Returns
     -------
@@ -466,8 +475,17 @@ def record_decision(
     if clash:
         raise InputError(f"decision keys both in fields and rows: {sorted(clash)}")
     common = {k: _scalar(v) for k, v in fields.items()}
-    signals = {k: Signal(name=f"decision_{k}", value=v, kind="hinted") for k, v in common.items()}
-    signals.update({k: Signal(name=f"decision_{k}", value=float("nan"), kind="hinted") for k in rows})
+    cache = signals if signals is not None else {}
+    if signals:
+        changed = sorted(set(cache) ^ (set(common) | set(rows)))
+        if changed:
+            raise InputError(f"a decision of this run has other keys than the earlier ones: {changed}")
+    for k in list(common) + list(rows):
+        if k not in cache:
+            cache[k] = Signal(name=f"decision_{k}", value=float("nan"), kind="hinted")
+    for k, v in common.items():
+        cache[k].put(v)
+    signals = {k: cache[k] for k in list(common) + list(rows)}
     readings = []
     for i in range(max(n, 1)):
         for k, col in rows.items():

@@ -225,3 +225,124 @@ def test_measure_mode_does_not_stop_as_converged_where_the_twin_extrapolates(RE,
     assert measured.reason == "converged" and len(measured.run_uids) == 2
     stop = _decisions(docs, measured.decision_uid)[0]
     assert stop["decision_trusted"] == 1 and json.loads(stop["decision_measured_first"]) == []
+
+
+# ----------------------------------------------------------------------------- INS: steering on translated frames
+
+
+@pytest.fixture(scope="module")
+def shipped_gan():
+    from bluesky_twin.gan.model import Exp2SimModel
+
+    return Exp2SimModel.load(None)  # bluesky_twin/models/ins_exp2simgan
+
+
+def _translation(RE, docs, model, **kwargs):
+    from bluesky_twin.callbacks import TranslationCallback
+
+    cb = TranslationCallback(model, field="ins_frame", **kwargs)
+    cb.subscribe(lambda name, doc: docs.append((name, doc)))
+    RE.subscribe(cb)
+    return cb
+
+
+def _digits_detector():
+    """Frames no spectrometer makes (handwritten digits): the domain score calls them untrustworthy."""
+    from ophyd.sim import SynSignal
+
+    from bluesky_twin.ins.dataset import digits_control
+
+    frames = digits_control(8, seed=5)
+    counter = iter(range(10**6))
+    return SynSignal(func=lambda: frames[next(counter) % 8], name="ins_frame", kind="hinted")
+
+
+def test_ins_scan_steers_on_trusted_translations(RE, docs, ins_spectrometer, shipped_gan):
+    from bluesky_twin.plans import translated_ins_scan
+
+    cb = _translation(RE, docs, shipped_gan)
+    ins = ins_spectrometer
+    ins.counting_time.put(60.0)
+    res = RE(
+        translated_ins_scan([ins], ins.temperature, [5, 50, 100], translation=cb, budget=5, min_step=2)
+    ).plan_result
+    assert res.reason == "budget" and len(res.temperatures) == 5 and res.pauses == 0
+    assert res.temperatures[:3] == [5.0, 50.0, 100.0] and all(res.trusted)
+    assert set(res.zones) <= {"trustworthy", "expert opinion"}
+    streams = {d["name"] for n, d in docs if n == "descriptor"}
+    assert {"primary", "translation", "decisions"} <= streams
+    decisions = _decisions(docs, res.run_uid)
+    per_frame = {}
+    for row in decisions:
+        per_frame.setdefault(row["decision_seq_num"], []).append(row)
+    assert sorted(per_frame) == [1, 2, 3, 4, 5]
+    for seq, rows in per_frame.items():
+        assert rows[0]["decision_trusted"] == 1 and rows[0]["decision_untrusted"] == "pause"
+        assert rows[0]["decision_temperature"] == res.temperatures[seq - 1]
+    # each steered temperature is the midpoint of the interval whose translations changed the most
+    for seq in (3, 4):
+        rows = per_frame[seq]
+        best = max(rows, key=lambda r: r["decision_score"])
+        assert best["decision_proposed"] == 1 and rows[0]["decision_next_temperature"] == best["decision_value"]
+        assert res.temperatures[seq] == best["decision_value"]
+    assert per_frame[5][0]["decision_stop_reason"] == "budget"
+
+
+def test_ins_scan_stops_steering_on_an_untrustworthy_frame(RE, docs, ins_spectrometer, shipped_gan):
+    from bluesky_twin.plans import translated_ins_scan
+
+    cb = _translation(RE, docs, shipped_gan)
+    det = _digits_detector()
+    out = RE(
+        translated_ins_scan(
+            [det], ins_spectrometer.temperature, [5, 50, 100], translation=cb, budget=6, untrusted="stop"
+        )
+    )
+    res = out.plan_result
+    assert out.exit_status == "success" and res.reason == "untrustworthy"
+    assert res.temperatures == [5.0] and res.zones == ["untrustworthy"] and res.trusted == [False]
+    (row,) = _decisions(docs, res.run_uid)
+    assert row["decision_trusted"] == 0 and row["decision_stop_reason"] == "untrustworthy"
+    assert "untrustworthy zone" in row["decision_trust_reason"] and np.isnan(row["decision_next_temperature"])
+    assert row["decision_domain_score"] == pytest.approx(res.scores[0])
+
+
+@pytest.mark.parametrize("engine_pause", [False, True], ids=["plan-pause", "callback-pause"])
+def test_ins_scan_pauses_on_each_untrustworthy_frame(RE, docs, ins_spectrometer, shipped_gan, engine_pause):
+    from bluesky.utils import RunEngineInterrupted
+
+    from bluesky_twin.plans import translated_ins_scan
+
+    cb = _translation(RE, docs, shipped_gan, pause_engine=RE if engine_pause else None)
+    plan = translated_ins_scan([_digits_detector()], ins_spectrometer.temperature, [5, 50], translation=cb)
+    with pytest.raises(RunEngineInterrupted):
+        RE(plan)
+    assert RE.state == "paused"
+    frames = [d for n, d in docs if n == "event" and "ins_frame" in d["data"]]
+    assert len(frames) == 1  # paused after the first frame, before the second
+    with pytest.raises(RunEngineInterrupted):
+        RE.resume()  # the second frame is untrustworthy too: paused again, once
+    out = RE.resume()
+    res = out.plan_result
+    assert out.exit_status == "success" and res.pauses == 2 and res.temperatures == [5.0, 50.0]
+    rows = _decisions(docs, res.run_uid)
+    assert [r["decision_trusted"] for r in rows] == [0, 0] and rows[-1]["decision_stop_reason"] == "budget"
+
+
+def test_ins_scan_arguments_are_checked_before_anything_moves(ins_spectrometer, shipped_gan):
+    from bluesky_twin.callbacks import TranslationCallback
+    from bluesky_twin.plans import translated_ins_scan
+
+    cb = TranslationCallback(shipped_gan)
+    ins = ins_spectrometer
+    bad = [
+        ({"untrusted": "record"}, "untrusted must be one of"),
+        ({"translation": object()}, "translation"),
+        ({"translation": "no_such_callback"}, "no translation is registered"),
+        ({"budget": 1}, "budget"),
+        ({"min_step": 0}, "min_step"),
+    ]
+    for kwargs, match in bad:
+        with pytest.raises(InputError, match=match):
+            next(translated_ins_scan([ins], ins.temperature, [5, 50], **{"translation": cb, **kwargs}))
+    assert ins.elapsed_time == 0.0
