@@ -196,3 +196,26 @@ def test_coarse_to_fine_rehearses_on_the_twin(RE, twin):
     assert np.allclose(np.unique(np.round(fine["x"][:, 1], 6)), res.fine_fields)
     assert res.dsm_rmse_pct is not None and np.isfinite(res.dsm_rmse_pct)
     assert dev.elapsed_time > 0
+
+
+def test_twin_adaptive_scan_rehearses_on_the_twin(RE, twin):
+    from bluesky_twin.callbacks import TwinTrainer
+    from bluesky_twin.plans import twin_adaptive_scan
+
+    dev = _device(twin, seed=4)
+    trainer = TwinTrainer(
+        ["mpms_temperature", "mpms_field"],
+        "mpms_magnetisation",
+        fit_kwargs={"trials": 1, "search_space": SPACE, "ensemble_size": 2},
+    )
+    RE.subscribe(trainer)
+    try:
+        res = RE(
+            twin_adaptive_scan(
+                [dev], dev.temperature, 26, 44, 8, dev.field, [0.0, 2.0], trainer=trainer, budget=3, twin_timeout=120
+            )
+        ).plan_result
+    finally:
+        trainer.close(wait=True)
+    assert res.reason == "budget" and len(res.measured_lines) == 3
+    assert all(0.0 <= v <= dev.field.high_limit for v in res.measured_lines)
