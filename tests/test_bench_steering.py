@@ -1,0 +1,76 @@
+"""benchmarks/bench_steering.py: a tiny configuration of its core and the steering.json contract."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_steering.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_steering", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_steering"] = module  # dataclasses resolve annotations through sys.modules
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop("bench_steering", None)
+
+
+def test_tiny_run_writes_the_contract(bench, tmp_path):
+    args = argparse.Namespace(budget=6, data=None, truth_trials=1)
+    (inst,) = bench.build_instruments(["erco2_sim"], args, tmp_path).values()
+    inst.line_points = np.linspace(26.0, 50.0, 9)  # a tiny configuration: coarse lines and grids
+    inst.paper_step = 0.5
+    seeds = [0, 1]
+    strategies = ["uniform_paper", "uniform_double", "gp", "random", "oracle_derived"]
+    data = bench.run_benchmark({"erco2_sim": inst}, seeds, {}, strategies, log=lambda s: None)
+    text = json.dumps(data, default=bench._json_default)
+    back = json.loads(text)
+    entry = back["instruments"]["erco2_sim"]
+    assert set(entry["strategies"]) == set(strategies)
+    for name, res in entry["strategies"].items():
+        for key in ("instrument_time_s", "lines", "error_pct"):
+            assert len(res[key]) == len(seeds), (name, key)
+            assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in res[key]), (name, key)
+        assert all(t > 0 for t in res["instrument_time_s"])
+    uni = entry["strategies"]["uniform_paper"]
+    assert uni["lines"] == [11, 11]
+    assert entry["strategies"]["random"]["lines"] == [6, 6] and entry["strategies"]["gp"]["lines"] == [6, 6]
+    # twice the step: about half the lines, less time, a larger error
+    double = entry["strategies"]["uniform_double"]
+    assert double["lines"] == [6, 6] and double["instrument_time_s"][0] < 0.75 * uni["instrument_time_s"][0]
+    assert double["error_pct"][0] > uni["error_pct"][0]
+    # the ratio key exists (null when the twin strategy was not run or did not reach the error)
+    assert "time_ratio_uniform_over_twin" in entry
+    ratio = entry["time_ratio_uniform_over_twin"]
+    assert ratio is None or ratio > 0
+    oracle = entry["time_ratio_by_strategy"]["oracle_derived"]
+    assert len(oracle["per_seed"]) == len(seeds)
+    # error curves: instrument time grows, the last point is the final error
+    curve = entry["strategies"]["oracle_derived"]["curve"][0]
+    assert [c[0] for c in curve] == sorted(c[0] for c in curve) and curve[-1][2] == pytest.approx(
+        entry["strategies"]["oracle_derived"]["error_pct"][0]
+    )
+
+
+def test_bad_input_exits_2_with_one_line_before_writing(bench, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert bench.main(["--out", str(out), "--instruments", "erco2_sim,nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope" in err[0]
+    assert bench.main(["--out", str(out), "--seeds", "a,b"]) == 2
+    assert bench.main(["--out", str(out), "--budget", "3"]) == 2
+    assert not out.exists()
