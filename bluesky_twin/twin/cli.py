@@ -1,4 +1,4 @@
-"""``bluesky-twin fit``, ``predict`` and ``dashboard``."""
+"""``bluesky-twin fit``, ``worker``, ``predict`` and ``dashboard``."""
 
 from __future__ import annotations
 

@@ -15,7 +15,10 @@
   attribute: host name and seed).  The trials a worker finished (complete or pruned)
   count towards its ``trials``, so re-running the same fit after an interruption (a
   lost database connection, Ctrl-C) runs only the missing trials; other workers
-  sharing the study run their own ``trials``.
+  sharing the study run their own ``trials``.  The worker processes of
+  ``bluesky-twin fit --processes`` and ``bluesky-twin worker``
+  (:mod:`bluesky_twin.twin.workers`) record ``host/pid=N`` instead and share one
+  target for the whole study.
 
 A database connection lost while the study runs ends it with
 :class:`~bluesky_twin.twin.storage_url.StorageLostError` (one line, no password);

@@ -247,7 +247,6 @@ def run_worker(
         workers, a missing data file or data other than the study's, or a storage that
         is not a database.
     """
-
     from bluesky_twin.data import load_scan_table
     from bluesky_twin.twin._config import FitConfig
     from bluesky_twin.twin._fit import _one_intra_op_thread, search_data
