@@ -39,6 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ins", action="store_true", help="run the INS live-translation demo instead")
     p.add_argument("--trials", type=int, default=16, help="Optuna trials of the first twin fit")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--tiled",
+        metavar="URL",
+        default=None,
+        help="store the runs on this tiled server (http(s)://HOST:PORT/api/v1, e.g. `bluesky-twin store serve`; "
+        "API key from TILED_API_KEY) instead of the embedded store OUT/tiled",
+    )
     p.set_defaults(func=_run)
 
 
@@ -48,27 +55,34 @@ def _run(args: argparse.Namespace) -> int:
     if args.trials < 1:
         raise InputError("--trials must be >= 1")
     out = Path(args.out)
-    _check_demo_out(out)
+    if args.ins and args.tiled:
+        raise InputError("--tiled works with the magnetometer demo only, not with --ins")
+    _check_demo_out(out, remote=args.tiled is not None)
     if args.ins:
         from bluesky_twin.ins_demo import run_ins_demo
 
         summary = run_ins_demo(out)
     else:
-        summary = run_demo(out, trials=args.trials, seed=args.seed)
+        summary = run_demo(out, trials=args.trials, seed=args.seed, tiled=args.tiled)
     print(json.dumps(summary, indent=2, default=str))
-    print(f"\nwrote {out}/summary.json and figures; runs are stored in {out}/tiled")
+    print(f"\nwrote {out}/summary.json and figures; runs are stored in {summary.get('tiled', out / 'tiled')}")
     return 0
 
 
-def _check_demo_out(out: Path) -> None:
+def _check_demo_out(out: Path, *, remote: bool = False) -> None:
     """Refuse an output that is not a demo's: a file, or a non-empty directory without a
-    demo's ``summary.json`` and ``tiled/`` store.  A previous demo's directory is reused: its
-    figures and summary are rewritten and the new runs join its store."""
+    demo's ``summary.json`` and ``tiled/`` store (*remote*: the runs went to a tiled server,
+    so ``summary.json`` alone).  A previous demo's directory is reused: its figures and
+    summary are rewritten and the new runs join its store."""
     from bluesky_twin.errors import InputError
 
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is a file; give a directory")
-    if out.is_dir() and any(out.iterdir()) and not ((out / "summary.json").is_file() and (out / "tiled").is_dir()):
+    if (
+        out.is_dir()
+        and any(out.iterdir())
+        and not ((out / "summary.json").is_file() and (remote or (out / "tiled").is_dir()))
+    ):
         raise InputError(
             f"--out {out} is a non-empty directory that holds no demo output; "
             "refusing to write into it (choose another directory)"
@@ -83,6 +97,7 @@ def run_demo(
     t_num: int = 51,
     fine_t_num: int = 101,
     twin_timeout: float = 600.0,
+    tiled: str | None = None,
 ) -> dict[str, Any]:
     """Run the magnetometer demo; return (and write) the summary.
 
@@ -98,6 +113,9 @@ def run_demo(
         Temperatures per field line in the coarse and the fine scan.
     twin_timeout
         How long the plan waits for the twin after the coarse run.
+    tiled
+        A tiled server URI (API key from ``TILED_API_KEY``) to store the runs in instead
+        of the embedded store ``out_dir/tiled``; opened before anything is written.
     """
     import matplotlib
 
@@ -110,17 +128,25 @@ def run_demo(
     from bluesky_twin.io_utils import atomic_write_json
     from bluesky_twin.plans import coarse_to_fine
     from bluesky_twin.sim import make_instruments
-    from bluesky_twin.storage import close_store, make_tiled_writer, open_store, read_stream, select_runs
+    from bluesky_twin.storage import (
+        close_store,
+        make_tiled_writer,
+        open_store,
+        open_tiled,
+        read_stream,
+        redact_uri,
+        select_runs,
+    )
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
 
     t = time.perf_counter()
-    client = open_store(out / "tiled")
+    client = open_tiled(tiled) if tiled else open_store(out / "tiled")
     timings["open_tiled_s"] = time.perf_counter() - t
+    out.mkdir(parents=True, exist_ok=True)
     RE = RunEngine({}, call_returns_result=True)
     # The scan's writer (RunEngine thread) and the twin stream's writer (trainer
     # thread) share the store; make_tiled_writer makes them take turns.
@@ -231,7 +257,7 @@ def run_demo(
         "simulated_instrument_time_h": float(mpms.elapsed.get()) / 3600 if hasattr(mpms, "elapsed") else None,
         "timings": timings,
         "figures": figures,
-        "tiled": str(out / "tiled"),
+        "tiled": redact_uri(tiled) if tiled else str(out / "tiled"),
         "notes": res.notes,
     }
     atomic_write_json(out / "summary.json", summary)

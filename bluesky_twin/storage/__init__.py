@@ -7,6 +7,11 @@ directory, served in-process by tiled's ASGI app with no socket and no server
 through :func:`open_tiled`.  For several writers on several machines the catalog can
 live in PostgreSQL (``open_store(directory, catalog_uri="postgresql+asyncpg://...")``).
 
+A tiled *server* whose catalog and run tables both live in PostgreSQL, with an API key
+required and anonymous access refused, is :func:`run_tiled_server` (the command
+``bluesky-twin store serve``); :func:`prepare_catalog_database` initialises such a
+database on first use and refuses one that holds something else.
+
 Documents are written with :func:`make_tiled_writer` (``bluesky_tiled_plugins.TiledWriter``;
 not the deprecated copy inside bluesky) and replayed with :func:`iter_run_documents`,
 which relies on the ``application/json-seq`` exporter that every store's app registers
@@ -36,6 +41,7 @@ Modules, one concept each (all private; use the names re-exported here):
 - ``_relocate``: rebasing the data paths of a copied or moved store;
 - ``_store``: the tiled app of a store, opened in-process, and closing it;
 - ``_server``: serving a store over HTTP, opening a directory or a server URI;
+- ``_postgres``: a catalog of runs in PostgreSQL, checked, initialised and served;
 - ``_config``: a ``tiled serve config`` file and a client profile of a store;
 - ``_writer``: TiledWriter, one writer at a time per store;
 - ``_readback``: selecting runs, replaying documents, reading streams.
@@ -55,9 +61,10 @@ from ._layout import (
     TABULAR_FILE,
     default_store_directory,
 )
+from ._postgres import MIN_API_KEY_LENGTH, build_server_app, check_api_key, prepare_catalog_database
 from ._readback import iter_run_documents, last_scan_id, read_stream, select_runs
 from ._relocate import rebase_store_paths
-from ._server import SERVER_PROBE_TIMEOUT, open_tiled, serve_store
+from ._server import SERVER_PROBE_TIMEOUT, open_tiled, redact_uri, run_tiled_server, serve_store
 from ._store import build_store_app, close_store, open_store
 from ._writer import DEFAULT_BATCH_SIZE, SerializedWriter, make_tiled_writer
 
@@ -67,11 +74,14 @@ __all__ = [
     "CATALOG_FILE",
     "DATA_DIR",
     "DEFAULT_BATCH_SIZE",
+    "MIN_API_KEY_LENGTH",
     "SERVER_PROBE_TIMEOUT",
     "SerializedWriter",
     "TABULAR_FILE",
+    "build_server_app",
     "build_store_app",
     "catalog_template",
+    "check_api_key",
     "close_store",
     "default_store_directory",
     "iter_run_documents",
@@ -79,8 +89,11 @@ __all__ = [
     "make_tiled_writer",
     "open_store",
     "open_tiled",
+    "prepare_catalog_database",
     "read_stream",
     "rebase_store_paths",
+    "redact_uri",
+    "run_tiled_server",
     "select_runs",
     "serve_store",
     "tiled_config",

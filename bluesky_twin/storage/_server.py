@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -12,7 +12,7 @@ from ..errors import InputError
 from ._catalog import _require_catalog
 from ._store import build_store_app, open_store
 
-__all__ = ["SERVER_PROBE_TIMEOUT", "open_tiled", "serve_store"]
+__all__ = ["SERVER_PROBE_TIMEOUT", "open_tiled", "redact_uri", "run_tiled_server", "serve_store"]
 
 #: Seconds to wait for a tiled server to answer before it counts as unreachable.
 SERVER_PROBE_TIMEOUT = 5.0
@@ -70,6 +70,102 @@ def serve_store(
         yield f"{base_url}/api/v1"
 
 
+def _listen(host: str, port: int) -> Any:
+    """A listening TCP socket on *host*:*port*, or a one-line InputError."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise InputError(f"cannot listen on {host}:{port}: {exc}") from None
+    family, socktype, proto, _, address = infos[0]
+    sock = socket.socket(family, socktype, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_tiled_server(
+    catalog_uri: str,
+    *,
+    api_key: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    tabular_uri: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    readable_storage: Iterable[str | os.PathLike] = (),
+    on_ready: Callable[[str, bool], None] | None = None,
+) -> None:
+    """Serve a catalog of Bluesky runs in PostgreSQL over HTTP until SIGINT or SIGTERM.
+
+    The port is bound first, then the database is checked and, if empty, initialised
+    (:func:`~bluesky_twin.storage.prepare_catalog_database`), then the app is served
+    in the foreground by uvicorn (no access log: request lines never reach a log).
+
+    Parameters
+    ----------
+    catalog_uri, api_key, tabular_uri, data_dir, readable_storage
+        See :func:`~bluesky_twin.storage.build_server_app`.
+    host, port
+        Where to listen (``port=0``: a free port, reported to *on_ready*).
+    on_ready
+        Called as ``on_ready(base_uri, initialised)`` once the socket listens and the
+        catalog is ready, with the server's ``http://HOST:PORT/api/v1`` and whether the
+        catalog was initialised now.
+
+    Raises
+    ------
+    InputError
+        One line, before anything is served: the port cannot be bound, or see
+        :func:`~bluesky_twin.storage.build_server_app`.
+    RuntimeError
+        If the app fails to start (its lifespan startup).
+    """
+    import signal
+    import threading
+
+    import uvicorn
+
+    from ._postgres import _server_app, check_api_key, check_postgres_url
+
+    check_api_key(api_key)
+    check_postgres_url(catalog_uri)
+    sock = _listen(host, port)
+    try:
+        app, initialised = _server_app(
+            catalog_uri, api_key=api_key, tabular_uri=tabular_uri, data_dir=data_dir, readable_storage=readable_storage
+        )
+        bound_host, bound_port = sock.getsockname()[:2]
+        shown_host = f"[{bound_host}]" if ":" in bound_host else bound_host
+        base_uri = f"http://{shown_host}:{bound_port}/api/v1"
+        config = uvicorn.Config(app, loop="asyncio", log_level="warning", access_log=False, lifespan="on")
+        server = uvicorn.Server(config)
+        if on_ready is not None:
+            on_ready(base_uri, initialised)
+        stopped: list[int] = []
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            # uvicorn re-raises the signal that stopped it once it has shut down; a
+            # handler here turns that into a normal return.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, lambda signum, frame: stopped.append(signum))
+        try:
+            server.run(sockets=[sock])
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if not server.started:
+            raise RuntimeError(f"the tiled server on {base_uri} failed to start (see the log above)")
+    finally:
+        sock.close()
+
+
 def open_tiled(uri_or_dir: str | os.PathLike, *, api_key: str | None = None, create: bool = False) -> Any:
     """Open a tiled catalog of runs: an embedded store directory or a tiled server URI.
 
@@ -110,8 +206,19 @@ def open_tiled(uri_or_dir: str | os.PathLike, *, api_key: str | None = None, cre
     return open_store(root)
 
 
-def _redacted(uri: str) -> str:
-    """*uri* without user info, query and fragment (where an API key could hide)."""
+def redact_uri(uri: str) -> str:
+    """*uri* without user info, query and fragment (where an API key or a password could hide).
+
+    Parameters
+    ----------
+    uri
+        A tiled server URI, e.g. ``http://user:pw@host:8000/api/v1?api_key=KEY``.
+
+    Returns
+    -------
+    str
+        ``http://host:8000/api/v1``: safe to print or to record in a summary.
+    """
     from urllib.parse import urlsplit, urlunsplit
 
     parts = urlsplit(uri)
@@ -129,7 +236,7 @@ def _open_server(uri: str, *, api_key: str | None) -> Any:
 
     import httpx
 
-    shown = _redacted(uri)
+    shown = redact_uri(uri)
     parts = urlsplit(uri)
     if not parts.hostname:
         raise InputError(f"tiled server URI {shown!r} has no host")

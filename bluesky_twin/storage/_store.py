@@ -76,7 +76,9 @@ def build_store_app(
         *tabular_uri* is given) and ``data/`` (zarr arrays written by TiledWriter).
     catalog_uri
         Optional catalog database, e.g. ``"postgresql+asyncpg://postgres@127.0.0.1/test"``
-        for writers on several machines; initialised on first use.
+        for writers on several machines; initialised on first use (a PostgreSQL
+        database that holds something else is refused, see
+        :func:`~bluesky_twin.storage.prepare_catalog_database`).
     tabular_uri
         Optional writable table storage; with a PostgreSQL catalog it defaults to the same
         database through the synchronous driver (``postgresql://...``).
@@ -89,7 +91,8 @@ def build_store_app(
     ------
     InputError
         If *directory* is an existing file, holds a file that is not a tiled catalog,
-        or a URI has an unsupported scheme.
+        a URI has an unsupported scheme, or a PostgreSQL catalog database is
+        unreachable or holds something else.
     """
     root = Path(directory).expanduser().resolve()  # tiled matches recorded paths as strings
     if root.exists() and not root.is_dir():
@@ -103,10 +106,17 @@ def build_store_app(
         initialise = False
     else:
         if not (_is_postgres(catalog_uri) or catalog_uri.startswith("sqlite")):
-            raise InputError(f"unsupported catalog URI {catalog_uri!r}: use sqlite:/// or postgresql+asyncpg://")
-        if catalog_uri.startswith(("postgresql://", "postgres://")):
-            catalog_uri = "postgresql+asyncpg://" + catalog_uri.split("://", 1)[1]
-        initialise = True
+            from ..twin.storage_url import mask_url
+
+            raise InputError(
+                f"unsupported catalog URI {mask_url(catalog_uri)!r}: use sqlite:/// or postgresql+asyncpg://"
+            )
+        initialise = catalog_uri.startswith("sqlite")
+        if _is_postgres(catalog_uri):
+            from ._postgres import asyncpg_url, prepare_catalog_database
+
+            prepare_catalog_database(catalog_uri)  # in-process: the URL never shows in a process list
+            catalog_uri = asyncpg_url(catalog_uri)
     if tabular_uri is None:
         tabular_uri = (
             _tabular_for_postgres(catalog_uri) if _is_postgres(catalog_uri) else _sqlite_uri(root / TABULAR_FILE)
@@ -126,7 +136,7 @@ def build_store_app(
     if api_key is not None:
         from tiled.config import Authentication
 
-        authentication = Authentication(single_user_api_key=api_key)
+        authentication = Authentication(single_user_api_key=api_key, allow_anonymous_access=False)
     return build_app(adapter, authentication=authentication, serialization_registry=_serialization_registry())
 
 
