@@ -17,11 +17,15 @@ acquisition).  Instruments (``--instruments``):
 
 Strategies: ``uniform_paper``, ``uniform_half``, ``uniform_double`` (a grid at the
 paper's step, half and twice it), ``coarse_to_fine`` (magnetometers),
-``adaptive_std`` and ``adaptive_derived`` (``twin_adaptive_scan`` with the twin agent;
-``derived`` is the dS_M acquisition, magnetometers only), ``gp`` (the same plan
+``adaptive_std``, ``adaptive_derived`` and ``adaptive_interp`` (``twin_adaptive_scan``
+with the twin agent; ``derived`` is the dS_M acquisition, magnetometers only;
+``interp`` the map-interpolation acquisition, ARPES only), ``gp`` (the same plan
 driven by :class:`~bluesky_twin.gp_agent.GPLineAgent`), ``random`` (random lines, the
 same budget) and, on ARPES, ``uniform_equal_lines`` (a uniform grid with the adaptive
-budget's number of lines).
+budget's number of lines).  ``oracle_derived`` / ``oracle_interp`` are diagnostics,
+not strategies a user has: the same acquisition steered by the instrument's noiseless
+truth instead of a fitted twin, the best that acquisition can do; the gap between it
+and the twin's run is the cost of the twin's inaccuracy.
 
 Error (``error_pct``), from the lines a strategy measured, with the same estimator for
 every strategy: magnetometers, |dS_M|(T) from the lowest to the top field (Maxwell
@@ -41,7 +45,7 @@ Output (the contract other tools read): ``DIR/steering.json``::
 
 ``time_ratio_uniform_over_twin``: instrument time of ``uniform_paper`` over the
 instrument time twin steering (``twin_strategy``: ``adaptive_derived`` on
-magnetometers, ``adaptive_std`` on ARPES) needed to first reach the uniform grid's
+magnetometers, ``adaptive_interp`` on ARPES) needed to first reach the uniform grid's
 error, median over seeds; ``null`` when twin steering did not reach it within its
 budget in every seed (``time_ratio_per_seed`` then holds ``null`` for those seeds).
 
@@ -88,8 +92,10 @@ MAP_STRATEGIES = (
     "uniform_double",
     "uniform_equal_lines",
     "adaptive_std",
+    "adaptive_interp",
     "gp",
     "random",
+    "oracle_interp",
 )
 #: fine step-axis levels on which the truth (and a model's estimate) is evaluated
 TRUTH_LEVELS = 401
@@ -121,7 +127,7 @@ class Instrument:
 
     @property
     def twin_strategy(self) -> str:
-        return "adaptive_derived" if self.kind == "mce" else "adaptive_std"
+        return "adaptive_derived" if self.kind == "mce" else "adaptive_interp"
 
     @property
     def strategies(self) -> tuple[str, ...]:
@@ -181,7 +187,7 @@ def build_instruments(names: list[str], args: argparse.Namespace, cache: Path) -
                 step_range=(0.0, 5.0),
                 paper_step=0.2,
                 initial_lines=[0.0, 1.25, 2.5, 3.75, 5.0],
-                budget=args.budget or 10,
+                budget=args.budget or 13,
                 candidate_steps=(0.1, 0.2, 0.4, 1.0),
                 description="simulated ErCo2-like magnetometer (bluesky_twin.sim.Magnetometer), "
                 "lines 26-50 K (49 points) at 0-5 T",
@@ -208,7 +214,7 @@ def build_instruments(names: list[str], args: argparse.Namespace, cache: Path) -
                 step_range=(0.0, 2.0),
                 paper_step=0.1,
                 initial_lines=[0.0, 0.5, 1.0, 1.5, 2.0],
-                budget=args.budget or 9,
+                budget=args.budget or 11,
                 candidate_steps=(0.05, 0.1, 0.2, 0.5),
                 description="twin-backed magnetometer reading a DigitalTwin of the Fe3Ga4 data (Section 3.2), "
                 "lines 5-200 K (66 points) at 0-2 T",
@@ -226,13 +232,13 @@ def build_instruments(names: list[str], args: argparse.Namespace, cache: Path) -
                 step_attr="theta2",
                 line_attr="theta1",
                 detector_attr="intensity",
-                line_points=np.linspace(-22.0, 24.0, 93),
+                line_points=np.linspace(-22.0, 24.0, 47),
                 step_range=(-15.0, 15.0),
                 paper_step=1.0,
                 initial_lines=[-15.0, -7.5, 0.0, 7.5, 15.0],
                 budget=args.budget or 12,
                 description="twin-backed ARPES manipulator reading a DigitalTwin of the La(O,F)BiS2 map "
-                "(Section 3.4), theta1 lines -22..24 deg (93 points) at theta2 -15..15 deg",
+                "(Section 3.4), theta1 lines -22..24 deg (47 points) at theta2 -15..15 deg",
             )
         else:
             raise BenchInputError(f"unknown instrument {name!r}; choose from {', '.join(ALL_INSTRUMENTS)}")
@@ -432,7 +438,14 @@ def run_strategy(inst: Instrument, strategy: str, seed: int, fit: dict) -> dict[
                 )
             )
             model = trainer.twin
-        elif strategy in ("adaptive_std", "adaptive_derived", "gp", "oracle_derived"):
+        elif strategy in (
+            "adaptive_std",
+            "adaptive_derived",
+            "adaptive_interp",
+            "gp",
+            "oracle_derived",
+            "oracle_interp",
+        ):
             from bluesky_twin.agent import TwinLineAgent
             from bluesky_twin.plans import twin_adaptive_scan
 
@@ -448,7 +461,7 @@ def run_strategy(inst: Instrument, strategy: str, seed: int, fit: dict) -> dict[
                     trainer, step_axis=step_name, line_axis=line_motor.name, line_points=lp, bounds=inst.step_range
                 )
             else:
-                if strategy == "oracle_derived":
+                if strategy.startswith("oracle"):
                     from bluesky_twin.callbacks import TwinTrainer
 
                     trainer = TwinTrainer(
@@ -617,6 +630,8 @@ def figure(data: dict[str, Any], path: Path) -> None:
         "random": "C7",
         "coarse_to_fine": "C4",
         "oracle_derived": "C9",
+        "adaptive_interp": "C3",
+        "oracle_interp": "C9",
     }
     for ax, (name, entry) in zip(axes[0], insts.items()):
         res = entry["strategies"]

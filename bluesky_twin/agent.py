@@ -30,6 +30,20 @@ Acquisition functions
     narrow one.  Norms of the intervals add (rather than their signed errors) so that
     the choice does not rely on errors of the twin cancelling.
     Falls back to ``"std"`` until two lines are measured.
+``"interp"``
+    For a map read by interpolating between measured lines (an ARPES map): how much
+    measuring the candidate line would reduce the error of linear interpolation
+    between the measured lines, with the twin's prediction on the fine grid of
+    candidates as the reference.  The squared interpolation error integrated over an
+    interval ``(a, b)`` is ``E_ab``; a candidate inside scores
+    ``(E_ab - E_ac - E_cb) / (var * span)`` (the map's variance and the bounds' span):
+    the fraction of the map's mean squared error it removes.  Outside the measured
+    range the map is taken as the nearest measured line.  Falls back to ``"std"``
+    until two lines are measured.
+
+Both model-based scores average over the members of an ensemble twin
+(:class:`~bluesky_twin.protocols.EnsembleTwin`): where members disagree about a
+feature, the mean prediction smooths away what a line would resolve.
 
 Scores are dimensionless, so one ``tolerance`` serves as a convergence test.
 """
@@ -43,11 +57,13 @@ from typing import Any
 import numpy as np
 
 from bluesky_twin.errors import InputError
-from bluesky_twin.protocols import TwinLike, TwinSource
+from bluesky_twin.protocols import EnsembleTwin, TwinLike, TwinSource
 
 __all__ = ["BlueskyAdaptiveAgent", "TwinLineAgent"]
 
 ID_KEY = "_id"
+#: Acquisition functions of :class:`TwinLineAgent` (see the module docstring).
+ACQUISITIONS = ("std", "derived", "interp")
 _ids = itertools.count(1)
 
 
@@ -109,8 +125,8 @@ class TwinLineAgent:
                 "twin_source must be a TwinSource (e.g. a TwinTrainer) or a twin with predict(X) "
                 f"and x_names; got {type(twin_source).__name__}"
             )
-        if acquisition not in ("std", "derived"):
-            raise InputError(f"acquisition must be 'std' or 'derived'; got {acquisition!r}")
+        if acquisition not in ACQUISITIONS:
+            raise InputError(f"acquisition must be one of {', '.join(map(repr, ACQUISITIONS))}; got {acquisition!r}")
         low, high = (float(b) for b in bounds)
         if not (np.isfinite(low) and np.isfinite(high) and low < high):
             raise InputError(f"bounds must be finite with low < high; got {bounds!r}")
@@ -235,7 +251,7 @@ class TwinLineAgent:
             raise RuntimeError("the agent has no twin yet (the trainer has not finished a fit)")
         return twin
 
-    def _predict_lines(self, twin: TwinLike, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _line_inputs(self, twin: TwinLike, values: np.ndarray) -> np.ndarray:
         names = list(twin.x_names)
         missing = [n for n in names if n not in (self.step_axis, self.line_axis) and n not in self.fixed]
         if self.step_axis not in names or self.line_axis not in names or missing:
@@ -249,7 +265,11 @@ class TwinLineAgent:
                 X[:, i] = np.tile(self.line_points, nv)
             else:
                 X[:, i] = float(self.fixed[n])
-        mean, std = twin.predict(X)
+        return X
+
+    def _predict_lines(self, twin: TwinLike, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        nv, nl = len(values), len(self.line_points)
+        mean, std = twin.predict(self._line_inputs(twin, values))
         return np.asarray(mean, float).reshape(nv, nl), np.asarray(std, float).reshape(nv, nl)
 
     def scores(self) -> np.ndarray:
@@ -261,15 +281,74 @@ class TwinLineAgent:
         measured = np.unique(np.asarray(self.measured, dtype=float))
         if self.acquisition == "derived" and len(measured) >= 2:
             scores = self._derived_scores(twin, mean, measured)
+        elif self.acquisition == "interp" and len(measured) >= 2:
+            scores = self._interp_scores(twin, measured)
         else:
             scores = std.mean(axis=1) / scale
         self.last_scores = scores
         return scores
 
+    def _members_on(self, twin: TwinLike, grid: np.ndarray) -> np.ndarray:
+        """``(members, len(grid), len(line_points))`` predictions (one "member" for a plain twin)."""
+        nv, nl = len(grid), len(self.line_points)
+        if isinstance(twin, EnsembleTwin) and int(twin.ensemble_size) > 1:
+            members = np.asarray(twin.predict(self._line_inputs(twin, grid), return_members=True), dtype=float)
+            return members.reshape(len(members), nv, nl)
+        return self._predict_lines(twin, grid)[0][None]
+
+    def _interp_scores(self, twin: TwinLike, measured: np.ndarray) -> np.ndarray:
+        grid = np.union1d(self.candidates, measured)
+        values = self._members_on(twin, grid)
+        # weight of each grid line: half the spacing to each neighbour (trapezoid)
+        d = np.diff(grid)
+        w = np.concatenate([[d[0] / 2], (d[:-1] + d[1:]) / 2, [d[-1] / 2]]) if len(grid) > 1 else np.ones(1)
+        im = np.searchsorted(grid, measured)
+        lo, hi = np.searchsorted(grid, self.bounds[0]), len(grid) - 1
+        span = float(grid[hi] - grid[lo]) or 1.0
+        out = np.zeros((len(values), len(self.candidates)))
+        for m, V in enumerate(values):
+            per_line = np.mean((V - V.mean()) ** 2)
+
+            def lerp_err(ia: int, ib: int, V: np.ndarray = V) -> float:
+                if ib - ia < 2:
+                    return 0.0
+                t = ((grid[ia + 1 : ib] - grid[ia]) / (grid[ib] - grid[ia]))[:, None]
+                err = V[ia + 1 : ib] - ((1 - t) * V[ia] + t * V[ib])
+                return float(np.sum(w[ia + 1 : ib] * np.mean(err**2, axis=1)))
+
+            def flat_err(i0: int, i1: int, at: int, V: np.ndarray = V) -> float:
+                rows = slice(i0, i1 + 1)
+                return float(np.sum(w[rows] * np.mean((V[rows] - V[at]) ** 2, axis=1)))
+
+            for j, c in enumerate(self.candidates):
+                ic = int(np.searchsorted(grid, c))
+                k = int(np.searchsorted(measured, c))
+                if k < len(measured) and measured[k] == c:
+                    continue
+                if 0 < k < len(measured):
+                    ia, ib = int(im[k - 1]), int(im[k])
+                    gain = lerp_err(ia, ib) - lerp_err(ia, ic) - lerp_err(ic, ib)
+                elif k == 0:
+                    i0 = int(im[0])
+                    gain = flat_err(lo, i0 - 1, i0) - flat_err(lo, ic - 1, ic) - lerp_err(ic, i0)
+                else:
+                    i1 = int(im[-1])
+                    gain = flat_err(i1 + 1, hi, i1) - flat_err(ic + 1, hi, ic) - lerp_err(i1, ic)
+                out[m, j] = max(gain, 0.0) / ((per_line or 1.0) * span)
+        return out.mean(axis=0)
+
     def _derived_scores(self, twin: TwinLike, mean: np.ndarray, measured: np.ndarray) -> np.ndarray:
+        grid = np.union1d(self.candidates, measured)
+        # the expected score over the ensemble's members: where they disagree about the
+        # shape of dM/dT, the mean prediction smooths the feature a line would resolve
+        values = self._members_on(twin, grid)
+        raw = [self._derived_from(v, grid, measured) for v in values]
+        peak = float(np.mean([p for _, p in raw])) or 1.0
+        return np.mean([r for r, _ in raw], axis=0) / peak
+
+    def _derived_from(self, g_mean: np.ndarray, grid: np.ndarray, measured: np.ndarray) -> tuple[np.ndarray, float]:
+        """Unnormalised derived scores of the candidates for one prediction on *grid*, and its peak |dS_M|."""
         c = self.candidates
-        grid = np.union1d(c, measured)
-        g_mean, _ = self._predict_lines(twin, grid)
         g = np.gradient(g_mean, self.line_points, axis=1)  # dM/dT on every grid line
         # cumulative trapezoid integral of dM/dT over the step axis, per line point
         cum = np.vstack([np.zeros((1, g.shape[1])), np.cumsum(0.5 * (g[1:] + g[:-1]) * np.diff(grid)[:, None], axis=0)])
@@ -302,8 +381,7 @@ class TwinLineAgent:
             missing = rms(cum[high] - cum[i1]) - rms(cum[high] - cum[icc])
             scores[above] = missing - rms(trap_err(i1, icc))
         scores[np.isin(c, measured)] = 0.0
-        peak = float(np.max(np.abs(cum[high] - cum[low]))) or 1.0
-        return np.maximum(scores, 0.0) / peak
+        return np.maximum(scores, 0.0), float(np.max(np.abs(cum[high] - cum[low])))
 
 
 class BlueskyAdaptiveAgent:

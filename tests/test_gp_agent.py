@@ -119,3 +119,57 @@ def test_runs_inside_twin_adaptive_scan_on_the_simulated_magnetometer(RE, mpms):
     new = agent.measured[2:]
     assert all(0.0 < v < 2.0 for v in new) and len(set(new)) == 2
     assert trainer.twin.n_points == 40
+
+
+# ---- the twin agent's model-based acquisitions the benchmark compares the GP with ------------------
+
+
+class _Exact:
+    """An exact analytic twin of ``f(line, step)``."""
+
+    def __init__(self, f):
+        self.f = f
+        self.x_names = ["l", "s"]
+
+    def predict(self, X):
+        X = np.asarray(X, dtype=float)
+        return self.f(X[:, 0], X[:, 1]), np.zeros(len(X))
+
+
+def test_derived_scores_the_dsm_error_a_line_removes():
+    from bluesky_twin.agent import TwinLineAgent
+    from bluesky_twin.sim.magnetometer import ErCo2Model
+
+    model = ErCo2Model()
+    twin = _Exact(lambda t, h: model.magnetisation(t, h))
+    line = np.linspace(26, 50, 49)
+    agent = TwinLineAgent(
+        twin, step_axis="s", line_axis="l", line_points=line, bounds=(0.0, 5.0), acquisition="derived"
+    )
+    agent.ingest([{"s": v} for v in (0.0, 2.5, 5.0)])
+    (p,) = agent.suggest(1)
+    scores = agent.last_scores
+    # the transition is sharpest and moves fastest at low field: the first line goes below 2.5 T
+    assert p["s"] < 2.5 and np.all(scores >= 0)
+    assert scores[np.isin(agent.candidates, [0.0, 2.5, 5.0])].max() == 0.0
+    # a line in the wide high-field interval removes more error than one next to a measured line
+    near = int(np.argmin(np.abs(agent.candidates - 2.55)))
+    mid = int(np.argmin(np.abs(agent.candidates - 3.75)))
+    assert scores[mid] > scores[near]
+
+
+def test_interp_scores_the_map_error_a_line_removes():
+    from bluesky_twin.agent import TwinLineAgent
+
+    # flat map with one narrow ridge at s = 0.7, between measured lines at 0.5 and 1.0
+    twin = _Exact(lambda line, s: np.exp(-(((s - 0.7) / 0.05) ** 2)) * (1 + line))
+    agent = TwinLineAgent(
+        twin, step_axis="s", line_axis="l", line_points=LINE, bounds=(0.0, 1.0), candidates=101, acquisition="interp"
+    )
+    agent.ingest([{"s": v} for v in (0.0, 0.5, 1.0)])
+    (p,) = agent.suggest(1)
+    assert abs(p["s"] - 0.7) <= 0.05
+    scores = agent.last_scores
+    assert scores[agent.candidates < 0.45].max() < 1e-6  # nothing to learn in the flat part
+    with pytest.raises(InputError, match="acquisition"):
+        TwinLineAgent(twin, step_axis="s", line_axis="l", line_points=LINE, bounds=(0, 1), acquisition="nope")
