@@ -398,7 +398,7 @@ def run_strategy(inst: Instrument, strategy: str, seed: int, fit: dict) -> dict[
     det = [device]
     lp = inst.line_points
     t0 = time.perf_counter()
-    model, trainer = None, None
+    model, trainer, stop_reason = None, None, None
     try:
         if strategy.startswith("uniform"):
             if strategy == "uniform_equal_lines":
@@ -480,7 +480,7 @@ def run_strategy(inst: Instrument, strategy: str, seed: int, fit: dict) -> dict[
                     acquisition=strategy.split("_")[1],
                 )
             RE.subscribe(trainer)
-            RE(
+            outcome = RE(
                 twin_adaptive_scan(
                     det,
                     line_motor,
@@ -494,9 +494,12 @@ def run_strategy(inst: Instrument, strategy: str, seed: int, fit: dict) -> dict[
                     budget=inst.budget,
                     batch_size=1,
                     tolerance=0.0,
+                    step_range=inst.step_range,
+                    min_separation=agent.min_separation,
                     twin_timeout=600,
                 )
             )
+            stop_reason = outcome.plan_result.reason
             model = trainer.twin
         else:
             raise BenchInputError(f"unknown strategy {strategy!r}")
@@ -519,6 +522,7 @@ def run_strategy(inst: Instrument, strategy: str, seed: int, fit: dict) -> dict[
         "error_pct": error_from_rows(inst, rows, truth),
         "error_pct_model": error_from_model(inst, model, names, truth),
         "measured": sorted(set(np.round(rows[:, 0], 6).tolist())),
+        "stop_reason": stop_reason,
         "curve": curve,
         "wall_s": round(time.perf_counter() - t0, 2),
     }
