@@ -70,13 +70,13 @@ def served_store(tmp_path):
 
 @pytest.fixture
 def publishing_RE(RE, served_store, proxy):  # noqa: N802 - the Bluesky convention
-    """The RunEngine writing to the store first, then publishing on the bus: ``(RE, publisher)``."""
+    """The RunEngine writing to the store first, then publishing on the bus: ``(RE, publisher, store)``."""
     from bluesky_twin.storage import make_tiled_writer, open_tiled
 
     client = open_tiled(served_store, api_key=KEY)
     RE.subscribe(make_tiled_writer(client))
     publisher = Publisher(f"127.0.0.1:{proxy[0]}")
-    yield RE, publisher
+    yield RE, publisher, client
     publisher.close()
     client.context.close()
 
@@ -147,20 +147,22 @@ def test_service_killed_while_plans_run_restarts_and_trains_on_every_accepted_ru
     publishing_RE, mpms, tmp_path, proxy, served_store, services
 ):
     from bluesky_twin.plans import wait_for_twin
-    from bluesky_twin.protocols import TwinSource
+    from bluesky_twin.protocols import RecordingTwinSource
 
-    RE, publisher = publishing_RE
+    RE, publisher, store = publishing_RE
     RE.subscribe(publisher)
     model_dir = tmp_path / "twin"
     svc = _Service(tmp_path, model_dir, proxy[1], served_store, *FAST)
     services.append(svc)
     svc.wait_listening()
-    source = PublishedTwinSource(model_dir, refresh_interval=0.1)  # fields from the service's status
-    assert isinstance(source, TwinSource) and source.x_fields == X_FIELDS and source.y_field == Y_FIELD
+    # the fields come from the service's status; run data from the store
+    source = PublishedTwinSource(model_dir, refresh_interval=0.1, store=store)
+    assert isinstance(source, RecordingTwinSource) and source.x_fields == X_FIELDS and source.y_field == Y_FIELD
     (u1,) = RE(_grid(mpms, 0, 2))
     twin1 = source.wait_for_version(run_uid=u1, timeout=60)
     assert twin1 is not None, svc.log.read_text()
-    assert source.training_run_uids == [u1]
+    assert source.training_run_uids == [u1] and source.runs[u1]["state"] == "accepted"
+    assert source.run_data(u1)["x"].shape == (18, 2) and source.status["version"] == twin1.version
 
     def kill_service_at(step_number):
         count = [0]
@@ -223,7 +225,7 @@ class _Dropping:
 def test_gaps_on_the_bus_are_detected_and_filled_from_the_store(
     publishing_RE, mpms, tmp_path, proxy, served_store, services
 ):
-    RE, publisher = publishing_RE
+    RE, publisher, _ = publishing_RE
     plan_of: dict[str, str] = {}  # run start uid -> which loss to simulate
     desc_of: dict[str, str] = {}
 

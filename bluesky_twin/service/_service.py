@@ -321,7 +321,7 @@ class TrainerService:
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "bus": self.config.bus,
             "tiled": _shown_store(self.config.tiled),
-            "model_dir": str(self.model_dir),
+            "model_dir": os.path.abspath(self.model_dir),
             "x_fields": list(self.config.x_fields),
             "y_field": self.config.y_field,
             "train": self.config.train,

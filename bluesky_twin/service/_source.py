@@ -48,6 +48,14 @@ class PublishedTwinSource:
         the published twin's metadata.
     refresh_interval
         Seconds between two looks at the directory's ``CURRENT`` pointer.
+    store
+        The tiled catalog the runs are written to (from
+        :func:`~bluesky_twin.storage.open_tiled`).  With it the source is a
+        :class:`~bluesky_twin.protocols.RecordingTwinSource`: :meth:`run_data` reads a
+        run's readings back from the store (``coarse_to_fine`` compares the fine run
+        with the twin).
+    stream
+        The event stream :meth:`run_data` reads (default ``"primary"``).
 
     Raises
     ------
@@ -68,6 +76,8 @@ class PublishedTwinSource:
         x_fields: list[str] | None = None,
         y_field: str | None = None,
         refresh_interval: float = 0.5,
+        store: Any | None = None,
+        stream: str = "primary",
     ) -> None:
         from bluesky_twin.errors import InputError
 
@@ -88,6 +98,8 @@ class PublishedTwinSource:
                 )
             x_fields = list(x_fields) if x_fields is not None else found[0]
             y_field = y_field if y_field is not None else found[1]
+        self._store = store
+        self.stream = str(stream)
         self._x_fields = [str(f) for f in x_fields]
         self._y_field = str(y_field)
         self._cond = threading.Condition()
@@ -225,6 +237,42 @@ class PublishedTwinSource:
                 "gaps": service.get("gaps"),
                 "model_dir": str(self.model_dir),
             }
+
+    @property
+    def runs(self) -> dict[str, dict[str, Any]]:
+        """The service's report of each run it saw (its last 1000): ``{uid: {"state",
+        "n_events", "n_points"}}``, from its status file."""
+        service = read_status(self.model_dir) or {}
+        return dict(service.get("runs") or {})
+
+    def run_data(self, uid: str) -> dict[str, Any]:
+        """``{"x": (n, len(x_fields)), "y": (n,)}`` of run *uid*, read back from the store.
+
+        Rows with a non-finite value are dropped, as the trainer drops them.  The read is
+        one request to the store (a plan that calls it waits for it).
+
+        Raises
+        ------
+        KeyError
+            No store was given, the store does not hold the run, or its stream lacks the
+            twin's fields.
+        """
+        import numpy as np
+
+        from bluesky_twin.errors import InputError
+        from bluesky_twin.storage import read_stream
+
+        if self._store is None:
+            raise KeyError(f"run {uid}: PublishedTwinSource reads run data from the store; none was given (store=...)")
+        fields = [*self._x_fields, self._y_field]
+        try:
+            columns = read_stream(self._store[uid], self.stream, fields)
+        except (KeyError, InputError) as exc:
+            raise KeyError(f"run {uid}: no {self.stream!r} readings of {fields} in the store ({exc})") from None
+        x = np.column_stack([np.asarray(columns[f], dtype=float).reshape(-1) for f in self._x_fields])
+        y = np.asarray(columns[self._y_field], dtype=float).reshape(-1)
+        keep = np.isfinite(x).all(axis=1) & np.isfinite(y)
+        return {"x": x[keep], "y": y[keep]}
 
     def _state_for(self, newer_than: str | None, run_uid: str | None) -> tuple[bool, Any | None]:
         twin = self._twin
