@@ -181,6 +181,17 @@ def test_runs_written_to_a_postgres_server_replay_and_keys_are_checked(
     assert all(a.startswith("postgresql://") and "@" not in a for a in held["assets"])
     assert not any(p.is_file() for p in data_dir.rglob("*"))
 
+    # tiled finds run tables by database name: a catalog whose tables are recorded in another
+    # database (a backup restored under a new name) is refused instead of serving unreadable runs
+    import psycopg2
+
+    with psycopg2.connect(fresh_postgres_url) as connection, connection.cursor() as cursor:
+        cursor.execute("UPDATE assets SET data_uri = 'postgresql://db.example.org:5432/elsewhere'")
+    connection.close()
+    monkeypatch.setenv("TILED_SINGLE_USER_API_KEY", key)
+    assert main(["store", "serve", "--catalog", fresh_postgres_url, "--port", "0"]) == 2
+    assert "records run tables in database 'elsewhere'" in _one_error_line(capsys)
+
 
 def test_serve_refuses_bad_input_in_one_line(fresh_postgres_url, tmp_path, monkeypatch, capsys):
     import psycopg2

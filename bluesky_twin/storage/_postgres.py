@@ -253,6 +253,34 @@ def _check_existing(cursor: Any, tables: list[str], shown: str) -> None:
         )
 
 
+def _check_table_locations(catalog_uri: str, tabular_uri: str) -> None:
+    """Refuse a catalog whose runs record their tables in a database the server will not have.
+
+    tiled finds the database of a run's tables by its *name* alone (host, port and
+    credentials may change), so a catalog restored under another database name, or
+    served without the ``--tables`` database it was written with, would list its runs
+    but fail to read their events.
+    """
+    from tiled.storage import storage_registry_key
+
+    expected = storage_registry_key(libpq_url(tabular_uri))
+    connection = _connect(catalog_uri, what="catalog database")
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT DISTINCT data_uri FROM assets WHERE data_uri LIKE 'postgres%'")
+            recorded = sorted({storage_registry_key(libpq_url(row[0])) for row in cursor.fetchall()})
+    finally:
+        connection.close()
+    others = [key for key in recorded if key != expected]
+    if others:
+        names = ", ".join(repr(key.rsplit("/", 1)[-1]) for key in others)
+        raise InputError(
+            f"the catalog in {_masked(libpq_url(catalog_uri))} records run tables in database {names}, "
+            f"not in {expected.rsplit('/', 1)[-1]!r}: restore a backup under its original database name, "
+            "or give that database with --tables"
+        )
+
+
 def _check_tables_database(tabular_uri: str) -> None:
     """Refuse a separate table-storage database that cannot be reached."""
     check_postgres_url(tabular_uri, what="--tables")
@@ -320,6 +348,8 @@ def _server_app(
     if tabular_uri is not None:
         _check_tables_database(tabular_uri)
     initialised = prepare_catalog_database(catalog_uri)
+    if not initialised:
+        _check_table_locations(catalog_uri, tabular_uri or catalog_uri)
     if data_dir is not None:
         data_path.mkdir(parents=True, exist_ok=True)
         writable.append(str(data_path))
