@@ -199,6 +199,9 @@ def test_service_killed_while_plans_run_restarts_and_trains_on_every_accepted_ru
     assert set(service_meta["accepted_run_uids"]) == accepted
     assert service_meta["data_sha256"] == twin.metadata["data_sha256"]
     assert KEY not in json.dumps(twin.metadata) and KEY not in status_path(model_dir).read_text()
+    # readable by the RunEngine host's account, whoever runs the service
+    assert (model_dir / "versions" / twin.model_version).stat().st_mode & 0o005 == 0o005
+    assert (model_dir / "CURRENT").stat().st_mode & 0o004
     assert svc2.stop() == 0  # SIGTERM: a clean stop
     final = read_status(model_dir)
     assert final["state"] == "stopped" and final["gaps"]["unfilled"] == 0
