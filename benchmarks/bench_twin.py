@@ -515,6 +515,121 @@ def write_markdown(rows, figs, args, elapsed):
     )
 
 
+def run_seed_studies(args: argparse.Namespace) -> int:
+    """``--seeds``: the seed studies of :mod:`_twin_seeds`, written to docs/benchmarks/twin_seeds.md."""
+    import _twin_seeds as ts
+
+    seeds = [int(s) for s in args.seeds.split(",")]
+    keys = [int(k) for k in args.datasets.split(",")]
+    t0 = time.perf_counter()
+    out: dict = {"command": "benchmarks/bench_twin.py " + " ".join(sys.argv[1:]), "magnetometers": []}
+    for key in (k for k in keys if k in ts.MAGNETOMETERS):
+        out["magnetometers"].append(
+            ts.magnetometer_seeds(key, DATA, seeds, args.trials, args.jobs, {}, save_dir=args.save_twins)
+        )
+        write_seed_markdown(out, time.perf_counter() - t0)
+    if 4 in keys:
+        out["arpes_half"] = ts.arpes_every_other_line(
+            DATA, seeds[:3], args.trials, args.jobs, args.arpes_half_budget, {}
+        )
+        write_seed_markdown(out, time.perf_counter() - t0)
+    if args.compare_ref:
+        out["timing"] = ts.fit_timing_against(
+            args.compare_ref, ROOT, DATA / DATASETS[1][1], seeds, args.trials, args.jobs
+        )
+    write_seed_markdown(out, time.perf_counter() - t0)
+    print(f"\nwrote docs/benchmarks/twin_seeds.md in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def write_seed_markdown(out: dict, elapsed: float) -> None:
+    """docs/benchmarks/twin_seeds.md and .json from the seed studies so far."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = [
+        "# Twin benchmark: dependence on the seed",
+        "",
+        f"Command: `.venv/bin/python {out['command']}` ({elapsed / 60:.1f} min; {os.cpu_count()} cores, "
+        "shared with other work while this ran: compare times side by side, not with other pages).",
+        "",
+    ]
+    if out["magnetometers"]:
+        lines += [
+            "## Magnetometers: one fit per seed",
+            "",
+            "LOFO: leave-one-field-out NRMSE (as in [the main table](twin.md)). dS_M spread: the RMS difference "
+            "between the |dS_M|(T) curves of two seeds (lowest field to the top field, 51 fields, 200 "
+            "temperatures), over the peak of the seeds' mean curve; the median and the largest pair.",
+            "",
+            "| data set | seeds | fit wall (s), median (range) | twin LOFO, median (range) | linear | spline | RBF | "
+            "dS_M spread, median pair | largest pair | configurations x members |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for m in out["magnetometers"]:
+            fits = [r["fit_s"] for r in m["seeds"]]
+            sp = m["dsm_spread"]
+            b = m["baselines"]
+            shapes = ", ".join(f"{r['configurations']}x{r['members']}" for r in m["seeds"])
+            lines.append(
+                f"| {m['dataset']} (0->{m['top_field'] / 1e4:g} T) | {len(m['seeds'])} | {np.median(fits):.1f} "
+                f"({min(fits):.1f}-{max(fits):.1f}) | {m['lofo_median']:.4f} ({m['lofo_range'][0]:.4f}-"
+                f"{m['lofo_range'][1]:.4f}) | {b['linear']['lofo_nrmse']:.4f} | {b['spline']['lofo_nrmse']:.4f} | "
+                f"{b['rbf']['lofo_nrmse']:.4f} | {sp['pairwise_median_pct']:.2f}% | {sp['pairwise_max_pct']:.2f}% | "
+                f"{shapes} |"
+            )
+        fig, axes = plt.subplots(1, len(out["magnetometers"]), figsize=(6 * len(out["magnetometers"]), 4))
+        for ax, m in zip(np.atleast_1d(axes), out["magnetometers"]):
+            for r, c in zip(m["seeds"], m["curves"]):
+                ax.plot(m["T"], c, lw=1, label=f"seed {r['seed']}")
+            ax.set_title(f"{m['dataset']}: |dS_M|, 0->{m['top_field'] / 1e4:g} T")
+            ax.set_xlabel("T (K)")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(ROOT / "docs" / "figures" / "bench_twin_seeds.png", dpi=110)
+        plt.close(fig)
+        lines += ["", "![dS_M per seed](../figures/bench_twin_seeds.png)", ""]
+    if "arpes_half" in out:
+        a = out["arpes_half"]
+        bl = a["baselines_rmse"]
+        lines += [
+            "## ARPES: every other theta2 line held out",
+            "",
+            f"Fit on {a['train_lines']} lines ({a['train_points']} points), scored on the {a['test_lines']} lines "
+            f"between them; RMSE in counts; budget {a['budget_s']:g} s per fit.",
+            "",
+            f"Baselines: linear along theta2 {bl['linear']:.2f}, cubic spline {bl['spline']:.2f}, RBF {bl['rbf']:.2f}.",
+            "",
+            "| seed | fit wall (s) | twin RMSE | networks alone | twin / linear |",
+            "|---|---|---|---|---|",
+        ]
+        for r in a["seeds"]:
+            lines.append(
+                f"| {r['seed']} | {r['fit_s']:.1f} | {r['rmse']:.2f} | {r['rmse_networks_only']:.2f} | "
+                f"{r['ratio_to_linear']:.3f} |"
+            )
+    if "timing" in out:
+        t = out["timing"]
+        lines += [
+            "",
+            f"## ErCo2 fit time against `{t['ref']}`",
+            "",
+            f"{t['trials']} trials, `--jobs {t['jobs']}`, seeds {t['seeds']}, each fit in its own process, the two "
+            "trees alternating.",
+            "",
+            "| tree | seconds per seed | median |",
+            "|---|---|---|",
+        ]
+        for k, v in t["seconds"].items():
+            lines.append(f"| {k} | {', '.join(f'{x:.1f}' for x in v)} | {t['median_s'][k]:.1f} |")
+        lines += ["", f"Median ratio, this tree over `{t['ref']}`: {t['median_ratio_this_over_ref']:.2f}."]
+    lines += ["", "Raw numbers: `docs/benchmarks/twin_seeds.json`."]
+    (ROOT / "docs" / "benchmarks" / "twin_seeds.md").write_text("\n".join(lines) + "\n")
+    (ROOT / "docs" / "benchmarks" / "twin_seeds.json").write_text(json.dumps(out, indent=1, default=float))
+
+
 def main() -> None:
     import optuna
 
@@ -541,10 +656,38 @@ def main() -> None:
         help="search one Fourier scale per input axis (0.5-16) on every data set (the default "
         "space does so on large maps only)",
     )
+    ap.add_argument(
+        "--seeds",
+        default=None,
+        metavar="S,S,...",
+        help="instead of the single-seed tables: fit ErCo2 and Fe3Ga4 once per seed (LOFO error and dS_M "
+        "spread) and the ARPES map on every other line, and write docs/benchmarks/twin_seeds.md",
+    )
+    ap.add_argument(
+        "--arpes-half-budget",
+        type=float,
+        default=120.0,
+        help="with --seeds: wall-time budget of each every-other-line ARPES fit (s)",
+    )
+    ap.add_argument(
+        "--save-twins",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="with --seeds: save each magnetometer twin to DIR/erco2-sSEED, DIR/fe3ga4-sSEED",
+    )
+    ap.add_argument(
+        "--compare-ref",
+        default=None,
+        metavar="GIT_REF",
+        help="with --seeds: also time the ErCo2 fit of this tree against git revision GIT_REF, alternating",
+    )
     add_data_option(ap)
     args = ap.parse_args()
     global DATA
     DATA = resolve_data_dir(args.data)
+    if args.seeds is not None:
+        return run_seed_studies(args)
     global PER_AXIS_FOURIER
     PER_AXIS_FOURIER = args.fourier_per_axis
     t0 = time.perf_counter()
