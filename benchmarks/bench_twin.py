@@ -600,11 +600,20 @@ def write_seed_markdown(out: dict, elapsed: float) -> None:
             f"Fit on {a['train_lines']} lines ({a['train_points']} points), scored on the {a['test_lines']} lines "
             f"between them; RMSE in counts; budget {a['budget_s']:g} s per fit.",
             "",
-            f"Baselines: linear along theta2 {bl['linear']:.2f}, cubic spline {bl['spline']:.2f}, RBF {bl['rbf']:.2f}.",
+            f"Baselines: linear along theta2 {bl['linear']:.2f}, cubic spline {bl['spline']:.2f}, RBF {bl['rbf']:.2f}. "
+            f"The two outermost held-out lines (next to the lines with the central cut-out) carry "
+            f"{100 * a['outer_lines_share_of_linear_sse']:.0f}% of linear interpolation's squared error.",
             "",
-            "| seed | fit wall (s) | twin RMSE | networks alone | twin / linear |",
-            "|---|---|---|---|---|",
         ]
+        if a.get("floor"):
+            lines += [
+                "Floor of linear filters: the best least-squares combination of the four nearest training lines, "
+                "each smoothed at six widths, fitted on the held-out lines themselves "
+                f"(`_twin_seeds.linear_filter_floor`), reaches RMSE {a['floor']['oracle_linear_filter_rmse']:.2f}, "
+                f"{a['floor']['ratio_to_linear']:.3f} x linear.",
+                "| seed | fit wall (s) | twin RMSE | networks alone | twin / linear |",
+                "|---|---|---|---|---|",
+            ]
         for r in a["seeds"]:
             lines.append(
                 f"| {r['seed']} | {r['fit_s']:.1f} | {r['rmse']:.2f} | {r['rmse_networks_only']:.2f} | "
