@@ -145,6 +145,7 @@ class TrainerService:
         self._published: list[dict[str, Any]] = []
         self._caught_up = 0
         self._bus_error: str | None = None
+        self._errors = 0  # bus documents the service failed to take
         self._dispatcher: Any = None
         self._bus_thread: threading.Thread | None = None
         self._client: Any = None
@@ -350,6 +351,7 @@ class TrainerService:
             "open_runs": tracker.open_runs if tracker is not None else [],
             "gaps": tracker.gaps.as_dict() if tracker is not None else None,
             "bus_error": self._bus_error,
+            "document_errors": self._errors,
             "trainer": tstatus,
             "runs": runs,
             "published": published,
@@ -435,7 +437,11 @@ class TrainerService:
             except queue.Empty:
                 name = None
             if name is not None:
-                tracker.feed(name, doc)
+                try:
+                    tracker.feed(name, doc)
+                except Exception as exc:  # one malformed document must not stop the service
+                    self._errors += 1
+                    logger.error("trainer service: a %r document failed: %s: %s", name, type(exc).__name__, exc)
                 dirty = True
             now = time.monotonic()
             if now - last_check >= 1.0:
