@@ -314,11 +314,18 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, monkeypatch):
             "UNSET_KEY_VAR",
         ),
         (["--bus", "127.0.0.1:5568", "--model-dir", str(tmp_path / "m"), "--trials", "0"], "--trials"),
+        (
+            ["--bus", "127.0.0.1:5568", "--model-dir", str(tmp_path / "m"), "--tiled", "http://127.0.0.1:1"]
+            + ["--api-key-env", "SET_KEY_VAR"],
+            "cannot reach the tiled server",
+        ),
     ]
+    monkeypatch.setenv("SET_KEY_VAR", "abc123secret")
     for extra, message in cases:
         assert main([*base, *extra]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+        assert "abc123secret" not in err
     assert not (tmp_path / "m").exists()
     assert main(["trainer", "status", "--model-dir", str(tmp_path / "m")]) == 2
     assert "no trainer service status" in capsys.readouterr().err
