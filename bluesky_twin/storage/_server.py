@@ -156,11 +156,12 @@ def run_tiled_server(
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, lambda signum, frame: stopped.append(signum))
         try:
-            server.run(sockets=[sock])
+            if not stopped:  # a signal before uvicorn took over stops it before it starts
+                server.run(sockets=[sock])
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        if not server.started:
+        if not server.started and not stopped:
             raise RuntimeError(f"the tiled server on {base_uri} failed to start (see the log above)")
     finally:
         sock.close()
