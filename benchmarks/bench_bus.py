@@ -256,10 +256,10 @@ callbacks (`time.thread_time()` read by a callback at the start and the stop doc
 the same callback on both RunEngines) leaves those waits out.
 
 The Publisher's own cost (a deep copy, a pickle and a 0MQ send on the RunEngine thread) is
-measured directly with a clock around `publisher(name, doc)`: its
-CPU time (`time.thread_time`) is what the call costs; its wall time also holds the time
-the thread waited for the interpreter lock or a core while other threads and processes
-ran, which on loaded cores it would have waited anyway.
+measured directly with a clock around `publisher(name, doc)`: its CPU time
+(`time.thread_time`) is what the call costs; its wall time also holds the time the thread
+waited for the interpreter lock or a core while other threads and processes ran, which on
+loaded cores it would have waited anyway.
 """
 
 
