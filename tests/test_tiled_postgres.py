@@ -240,11 +240,17 @@ def test_serve_refuses_bad_input_in_one_line(fresh_postgres_url, tmp_path, monke
     connection.close()
 
 
-def test_tiled_catalog_of_other_nodes_is_refused(fresh_postgres_url, tmp_path, monkeypatch, capsys):
-    """A tiled catalog whose top-level nodes are not Bluesky runs belongs to something else."""
+def test_catalog_is_initialised_once_and_other_nodes_are_refused(fresh_postgres_url, tmp_path, monkeypatch, capsys):
+    """Concurrent first starts initialise once; a tiled catalog whose top-level nodes are not
+    Bluesky runs belongs to something else."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from bluesky_twin.storage import close_store, open_store, prepare_catalog_database
 
-    assert prepare_catalog_database(fresh_postgres_url) is True
+    # two servers starting together on a new database: one initialises it, the other finds it
+    with ThreadPoolExecutor(2) as pool:
+        results = sorted(pool.map(prepare_catalog_database, [fresh_postgres_url] * 2))
+    assert results == [False, True]
     assert prepare_catalog_database(fresh_postgres_url) is False  # an existing, empty catalog of runs
     client = open_store(tmp_path / "store", catalog_uri=fresh_postgres_url)
     try:
