@@ -1,7 +1,8 @@
 """``bluesky-twin demo``: the whole loop on simulated instruments.
 
 1. A coarse (T, H) scan of the simulated ErCo2-like magnetometer, stored in an
-   embedded tiled store at ``OUT/tiled``.
+   embedded tiled store at ``OUT/tiled`` (or, with ``--tiled URL``, on a tiled server
+   such as ``bluesky-twin store serve``, the API key from ``TILED_API_KEY``).
 2. The streaming :class:`~bluesky_twin.callbacks.TwinTrainer` fits a twin in a
    background thread when the run stops; a derived ``twin`` run with its
    predictions is stored next to the measurement.
