@@ -91,7 +91,7 @@ def _running_trial_zero(url: str, study: str):
     except KeyError:  # the study is not created yet
         return None
     for t in trials:
-        if t.number == 0 and t.state == optuna.trial.TrialState.RUNNING and "worker" in t.user_attrs:
+        if t.number == 0 and t.state == optuna.trial.TrialState.RUNNING and "held_s" in t.user_attrs:
             return t
     return None
 

@@ -84,7 +84,8 @@ SPEC_VERSION = 1
 #: Most worker processes ``fit --processes`` starts.
 MAX_PROCESSES = 64
 #: Environment variable: seconds the study's trial number 0 sleeps (with heartbeats)
-#: before training; tests use it to kill a worker while its trial is running.
+#: before training, once its parameters are drawn (user attribute ``held_s``); tests use
+#: it to kill a worker while its trial is running.
 HOLD_ENV = "BLUESKY_TWIN_WORKER_HOLD_S"
 
 
@@ -298,6 +299,7 @@ def run_worker(
     def run_trial(trial: Any) -> float:
         if hold > 0 and trial.number == 0:  # test hook: keep the study's first trial running
             objective.suggest(trial)
+            trial.set_user_attr("held_s", hold)  # its parameters are all drawn
             time.sleep(hold)
         return objective(trial)
 
