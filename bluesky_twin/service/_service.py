@@ -431,6 +431,7 @@ class TrainerService:
         last_write = time.monotonic()
         last_check = last_write
         dirty = False
+        training = False
         while not self.stop_event.is_set():
             try:
                 name, doc = self._queue.get(timeout=0.2)
@@ -448,6 +449,9 @@ class TrainerService:
                 if tracker.check_open():
                     dirty, name = True, "stop"
                 last_check = now
+            if self.trainer.training != training:  # a fit started or ended: show it at once
+                training = not training
+                dirty, name = True, "stop"
             if now - last_write >= HEARTBEAT_S:
                 dirty = True  # "updated" shows the service is alive
             if dirty and (name in ("start", "stop") or now - last_write >= self.config.status_interval):
