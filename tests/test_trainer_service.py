@@ -254,6 +254,7 @@ def test_gaps_on_the_bus_are_detected_and_filled_from_the_store(
     svc = _Service(tmp_path, model_dir, proxy[1], served_store, "--no-train", "--stop-timeout", "1")
     services.append(svc)
     svc.wait_listening()
+    time.sleep(0.5)  # 0MQ's subscription reaches the proxy a moment after the connection: lose nothing here
     uids = {}
     for loss in ("middle", "tail", "start", "none", "stop"):
         (uids[loss],) = RE(_grid(mpms, 0, 2, md={"loss": loss}))
