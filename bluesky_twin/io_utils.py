@@ -18,6 +18,37 @@ from pathlib import Path
 from typing import Any
 
 
+def current_umask() -> int:
+    """The process's file-mode creation mask, read without changing it where the OS allows.
+
+    On Linux it comes from ``/proc/self/status``; elsewhere ``os.umask`` is set and
+    restored at once (a brief window in which another thread creating a file would get
+    the default mask).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def as_if_created(path: str | os.PathLike) -> None:
+    """Give a file or directory from :mod:`tempfile` (private: 0600/0700) the mode ``open()``/``mkdir`` would.
+
+    Temporary files are created private to their owner; once renamed into place they
+    should be as readable as any other file the process writes (for example by a RunEngine
+    session under another account reading a model directory), so the mode follows the
+    umask: ``0o666 & ~umask`` for a file, ``0o777 & ~umask`` for a directory.
+    """
+    p = Path(path)
+    os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~current_umask())
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to *path*; on success move it onto *path*.
@@ -35,6 +66,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        as_if_created(tmp_path)
         yield tmp_path
         os.replace(tmp_path, dest)
     except BaseException:

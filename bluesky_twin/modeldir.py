@@ -501,8 +501,11 @@ def write_version(
     versions = root / VERSIONS_DIR
     versions.mkdir(parents=True, exist_ok=True)
     _clean_stale(versions)
+    from bluesky_twin.io_utils import as_if_created
+
     tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=versions))
     try:
+        as_if_created(tmp)  # readable like any directory the process makes (mkdtemp's is private)
         write_files(tmp)
         if (tmp / METADATA_FILE).exists():
             raise ValueError(f"the writer may not write {METADATA_FILE} itself")

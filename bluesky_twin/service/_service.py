@@ -285,8 +285,7 @@ class TrainerService:
                 "published": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "gaps": self.tracker.gaps.as_dict() if self.tracker is not None else None,
             }
-        twin.save(self.model_dir)
-        self._share(getattr(twin, "model_version", None))
+        twin.save(self.model_dir)  # readable by other accounts as the umask allows (see modeldir)
         entry = {
             "model_version": getattr(twin, "model_version", None),
             "version": str(twin.version),
@@ -301,23 +300,6 @@ class TrainerService:
             flush=True,
         )
         self.write_status()
-
-    def _share(self, version: str | None) -> None:
-        """Make the new version and ``CURRENT`` readable by every user (the RunEngine host's too).
-
-        A model directory's files are written private to their owner; the service's are
-        read by the RunEngine session, often another account.  Until this runs, such a
-        reader gets a permission error and tries again at its next look.
-        """
-        if not version:
-            return
-        vdir = self.model_dir / "versions" / version
-        try:
-            for path in [vdir, *vdir.rglob("*")]:
-                os.chmod(path, 0o755 if path.is_dir() else 0o644)
-            os.chmod(self.model_dir / "CURRENT", 0o644)
-        except OSError as exc:
-            logger.warning("trainer service: cannot make %s readable by all: %s", vdir, exc)
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
@@ -368,7 +350,6 @@ class TrainerService:
             text = json.dumps(self.status(), indent=2, sort_keys=True, default=json_default) + "\n"
             with self._status_lock, atomic_path(self.status_file) as tmp:
                 tmp.write_text(text, encoding="utf-8")
-                os.chmod(tmp, 0o644)  # readable by the RunEngine host's user
         except Exception as exc:
             logger.warning("trainer service: cannot write %s: %s: %s", self.status_file, type(exc).__name__, exc)
 

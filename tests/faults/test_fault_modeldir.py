@@ -467,3 +467,27 @@ def test_an_old_flat_model_directory_is_upgraded_in_place(twins, tmp_path, capsy
     assert DigitalTwin.load(flat).version == twins[0].version
     with pytest.raises(InputError, match="already uses the versioned layout"):
         upgrade_flat_dir(flat)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_a_version_is_as_readable_as_the_umask_allows(umask, tmp_path) -> None:
+    """A model for a RunEngine under another account: the version's modes follow the umask,
+    not the private modes of temporary files (0700/0600)."""
+    from bluesky_twin.modeldir import write_version
+
+    def write(tmp: Path) -> None:
+        (tmp / "weights.bin").write_bytes(b"\0" * 8)
+
+    old = os.umask(umask)
+    try:
+        name = write_version(tmp_path / "model", {"format": "test-model"}, write)
+    finally:
+        os.umask(old)
+    version = tmp_path / "model" / "versions" / name
+    modes = {p.name: p.stat().st_mode & 0o777 for p in [version, *version.iterdir(), tmp_path / "model" / "CURRENT"]}
+    assert modes == {
+        name: 0o777 & ~umask,
+        "weights.bin": 0o666 & ~umask,
+        "metadata.json": 0o666 & ~umask,
+        "CURRENT": 0o666 & ~umask,
+    }
