@@ -715,7 +715,9 @@ def markdown(data: dict[str, Any], figure_name: str) -> str:
         "truth in % of its peak; ARPES, the map interpolated linearly between measured lines, RMS against the "
         "truth in % of the map's standard deviation. `model` is the same error from the strategy's final "
         "twin (or Gaussian process) instead of its lines. Medians over seeds "
-        f"{', '.join(map(str, data['seeds']))}; per-seed values in `steering.json`.",
+        f"{', '.join(map(str, data['seeds']))}; per-seed values in `steering.json`. The twins behind the "
+        "twin-backed instruments are fitted once per output directory (`--truth-trials`, seed 0) and loaded "
+        "from `DIR/twins` when present; the wall time above excludes that fit when they were loaded.",
         "",
         f"![error against instrument time]({figure_name})",
         "",
@@ -725,8 +727,10 @@ def markdown(data: dict[str, Any], figure_name: str) -> str:
         lines += [
             f"## {name}",
             "",
-            entry["description"] + f"; paper's step {entry['paper_step']:g}, adaptive budget {entry['budget']} "
-            f"lines from {entry['initial_lines']}.",
+            entry["description"]
+            + f"; paper's step {entry['paper_step']:g} {'T' if entry['kind'] == 'mce' else 'deg'}, adaptive budget "
+            f"{entry['budget']} lines (the same for gp and random, so their instrument times match) from "
+            f"{entry['initial_lines']}.",
             "",
             "| strategy | lines | instrument time (h) | error (%) | model error (%) |",
             "|---|---|---|---|---|",
@@ -743,7 +747,7 @@ def markdown(data: dict[str, Any], figure_name: str) -> str:
             "",
             f"Uniform grid at the paper's step over {entry['twin_strategy']}, instrument time to reach the "
             f"same error: **{'not reached in every seed' if ratio is None else f'{ratio:.2f}x'}** "
-            f"(per seed: {per or '--'}; target: at least 3x on the magnetometers).",
+            f"(per seed: {per or '--'}" + ("; target: at least 3x)." if entry["kind"] == "mce" else ")."),
             "",
         ]
         mr = entry.get("time_ratio_model_per_seed") or []
