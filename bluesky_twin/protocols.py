@@ -287,6 +287,28 @@ class LineAgent(Protocol):
 
 
 @runtime_checkable
+class BoundedLineAgent(LineAgent, Protocol):
+    """A :class:`LineAgent` that knows the range it proposes in and how close two lines may be.
+
+    :func:`~bluesky_twin.plans.twin_adaptive_scan` takes ``step_range`` and
+    ``min_separation`` from such an agent when they are not given, so the plan never
+    refuses the agent's proposals for a range or spacing it did not choose.
+    """
+
+    @property
+    @abstractmethod
+    def bounds(self) -> tuple[float, float]:
+        """``(low, high)`` of the stepped axis the agent proposes lines in."""
+        ...
+
+    @property
+    @abstractmethod
+    def min_separation(self) -> float:
+        """Least distance the agent keeps between a proposal and a measured line."""
+        ...
+
+
+@runtime_checkable
 class ScoringLineAgent(LineAgent, Protocol):
     """A :class:`LineAgent` that exposes the scores behind its last suggestion.
 

@@ -31,7 +31,7 @@ from bluesky.protocols import NamedMovable, Readable
 from bluesky.utils import MsgGenerator
 
 from bluesky_twin.errors import InputError
-from bluesky_twin.protocols import AdaptiveAgent, LineAgent, ScoringLineAgent, TwinSource
+from bluesky_twin.protocols import AdaptiveAgent, BoundedLineAgent, LineAgent, ScoringLineAgent, TwinSource
 
 from .stubs import (
     TrustVerdict,
@@ -158,16 +158,21 @@ def twin_adaptive_scan(
     batch_size
         Lines per iteration (one run each iteration).
     acquisition
-        ``"std"`` or ``"derived"`` for the default agent.
+        For the default agent: ``"std"`` (largest ensemble spread), ``"derived"`` (the
+        dS_M error a new line removes) or ``"interp"`` (the error of interpolating between
+        lines that a new line removes; maps).
     tolerance
         Converged when the agent's best score is below it (agents that are a
         :class:`~bluesky_twin.protocols.ScoringLineAgent`, as the default one).
     step_range
-        ``(low, high)`` for proposals, within the limits (default: the limits).
+        ``(low, high)`` for proposals, within the limits (default: the agent's ``bounds``
+        for a :class:`~bluesky_twin.protocols.BoundedLineAgent`, else the limits).
     out_of_limits
         ``"clip"`` or ``"refuse"`` proposals outside the limits.
     min_separation
-        Lines closer than this to a measured one are not measured again.
+        Lines closer than this to a measured one are not measured again (default: the
+        agent's ``min_separation`` for a :class:`~bluesky_twin.protocols.BoundedLineAgent`,
+        else 1/200 of ``step_range``).
     untrusted
         The trust gate, applied to every proposal after a refit.  A line is untrusted
         where the twin extrapolates: some point of it lies outside the twin's training
@@ -258,8 +263,10 @@ def twin_adaptive_scan(
     if out_of_limits not in ("clip", "refuse"):
         raise InputError(f"out_of_limits must be 'clip' or 'refuse'; got {out_of_limits!r}")
     if agent is None:
-        if acquisition not in ("std", "derived"):
-            raise InputError(f"acquisition must be 'std' or 'derived'; got {acquisition!r}")
+        from bluesky_twin.agent import ACQUISITIONS
+
+        if acquisition not in ACQUISITIONS:
+            raise InputError(f"acquisition must be one of {', '.join(map(repr, ACQUISITIONS))}; got {acquisition!r}")
         adaptive_shape = False
     else:
         adaptive_shape = _is_adaptive_shaped(agent)
@@ -284,6 +291,9 @@ def twin_adaptive_scan(
     if len(initial) == 0:
         raise InputError("initial_lines must not be empty")
     lim = limits_of(step_motor)
+    bounded = isinstance(agent, BoundedLineAgent)
+    if step_range is None and bounded:
+        step_range = tuple(agent.bounds)  # the agent's own range: its proposals are never refused for it
     if step_range is None:
         if lim is None:
             raise InputError(f"{step_motor.name} has no limits: give step_range=(low, high)")
@@ -297,6 +307,8 @@ def twin_adaptive_scan(
     sep = (
         require_number("min_separation", min_separation, minimum=0.0)
         if min_separation is not None
+        else float(agent.min_separation)
+        if bounded
         else (step_range[1] - step_range[0]) / 200.0
     )
     if agent is None:

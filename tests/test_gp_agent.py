@@ -91,6 +91,8 @@ def test_runs_inside_twin_adaptive_scan_on_the_simulated_magnetometer(RE, mpms):
 
     trainer = TwinTrainer(["mpms_temperature", "mpms_field"], "mpms_magnetisation", fit_function=fit_gp_twin)
     RE.subscribe(trainer)
+    starts = []
+    RE.subscribe(lambda name, doc: starts.append(doc), "start")
     line = np.linspace(26, 44, 10)
     agent = GPLineAgent(
         trainer, step_axis="mpms_field", line_axis="mpms_temperature", line_points=line, bounds=(0.0, 2.0)
@@ -119,6 +121,10 @@ def test_runs_inside_twin_adaptive_scan_on_the_simulated_magnetometer(RE, mpms):
     new = agent.measured[2:]
     assert all(0.0 < v < 2.0 for v in new) and len(set(new)) == 2
     assert trainer.twin.n_points == 40
+    # no step_range given: the plan proposes in the agent's own bounds, not the magnet's limits
+    assert {tuple(d["plan_args"]["step_range"]) for d in starts if "step_range" in d.get("plan_args", {})} == {
+        (0.0, 2.0)
+    }
 
 
 # ---- the twin agent's model-based acquisitions the benchmark compares the GP with ------------------
