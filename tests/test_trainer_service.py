@@ -330,3 +330,36 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "m").exists()
     assert main(["trainer", "status", "--model-dir", str(tmp_path / "m")]) == 2
     assert "no trainer service status" in capsys.readouterr().err
+
+
+@pytest.mark.services
+def test_the_service_catches_up_from_and_fills_from_a_tiled_server_on_postgresql(
+    RE, mpms, tmp_path, proxy, fresh_postgres_url, services
+):
+    """The facility layout: runs in ``bluesky-twin store serve`` (catalog and tables in PostgreSQL)."""
+    from test_tiled_postgres import served
+
+    from bluesky_twin.storage import make_tiled_writer, open_tiled
+
+    with served(fresh_postgres_url, tmp_path, "--api-key-env", KEY_ENV, env={KEY_ENV: KEY}) as (uri, _):
+        client = open_tiled(uri, api_key=KEY)
+        RE.subscribe(make_tiled_writer(client))
+        (u1,) = RE(_grid(mpms, 0, 2))  # stored before the service starts: caught up from PostgreSQL
+        publisher = Publisher(f"127.0.0.1:{proxy[0]}")
+        # the bus loses this run's stop document: the service must take it from the store
+        RE.subscribe(_Dropping(publisher, lambda name, doc: name == "stop"))
+        model_dir = tmp_path / "twin"
+        svc = _Service(tmp_path, model_dir, proxy[1], uri, *FAST, "--stop-timeout", "2")
+        services.append(svc)
+        assert svc.wait_listening()["caught_up_runs"] == 1
+        source = PublishedTwinSource(model_dir, refresh_interval=0.1, store=client)
+        (u2,) = RE(_grid(mpms, 0.5, 1.5))
+        twin = source.wait_for_version(run_uid=u2, timeout=90)
+        assert twin is not None, svc.log.read_text()
+        assert set(twin.metadata["training_run_uids"]) == {u1, u2}
+        gaps = read_status(model_dir)["gaps"]
+        assert gaps["runs_without_stop"] >= 1 and gaps["filled"] >= 1 and gaps["unfilled"] == 0
+        assert svc.stop() == 0
+        source.close()
+        publisher.close()
+        client.context.close()
