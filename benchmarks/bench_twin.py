@@ -611,9 +611,9 @@ def write_seed_markdown(out: dict, elapsed: float) -> None:
                 "each smoothed at six widths, fitted on the held-out lines themselves "
                 f"(`_twin_seeds.linear_filter_floor`), reaches RMSE {a['floor']['oracle_linear_filter_rmse']:.2f}, "
                 f"{a['floor']['ratio_to_linear']:.3f} x linear.",
-                "| seed | fit wall (s) | twin RMSE | networks alone | twin / linear |",
-                "|---|---|---|---|---|",
+                "",
             ]
+        lines += ["| seed | fit wall (s) | twin RMSE | networks alone | twin / linear |", "|---|---|---|---|---|"]
         for r in a["seeds"]:
             lines.append(
                 f"| {r['seed']} | {r['fit_s']:.1f} | {r['rmse']:.2f} | {r['rmse_networks_only']:.2f} | "
