@@ -363,3 +363,21 @@ def test_the_service_catches_up_from_and_fills_from_a_tiled_server_on_postgresql
         source.close()
         publisher.close()
         client.context.close()
+
+
+def test_a_sustained_stream_reaches_the_service_whole(tmp_path):
+    """Section 4 of the load path at test scale: 5 runs of 1000 zero-delay events through
+    RunEngine -> Publisher -> proxy -> ``trainer serve --no-train``, all counted on arrival
+    (``benchmarks/bench_bus.py`` runs the same path with 100,000 events)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_bus", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_bus.py"
+    )
+    bench_bus = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_bus)
+    result = bench_bus.run(5000, 1000, tmp_path)
+    assert result["events_received"] == result["events_sent"] == 5000
+    assert result["runs_complete"] == 5 and result["service_exit"] == 0
+    assert result["gaps"]["runs_with_gaps"] == 0
+    assert result["rss_end_mib"] < result["rss_start_mib"] + 50  # no per-event growth worth a test's notice
