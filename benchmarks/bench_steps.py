@@ -100,8 +100,8 @@ def main() -> None:
                 twin = DigitalTwin.load(given[key])
                 m = twin.metadata
                 how = (
-                    f"`bluesky-twin fit {file} --seed {m['seed']} --jobs {m['jobs']}`, "
-                    f"{m['n_trials_complete'] + m['n_trials_pruned'] + m['n_trials_failed']} trials, loaded"
+                    f"fitted on {file} with seed {m['seed']}, jobs {m['jobs']}, "
+                    f"{m['n_trials_complete'] + m['n_trials_pruned'] + m['n_trials_failed']} trials; loaded"
                 )
             else:
                 twin = DigitalTwin.fit(data_dir(args.data) / file, x, y, trials=args.trials, jobs=args.jobs, seed=seed)
@@ -136,7 +136,7 @@ def summarize(results: dict) -> dict:
 
 def write(args: argparse.Namespace, results: dict) -> None:
     """Write the Markdown table and the JSON beside it."""
-    cmd = "nice -n 10 .venv/bin/python benchmarks/bench_steps.py " + " ".join(sys.argv[1:])
+    cmd = ".venv/bin/python benchmarks/bench_steps.py " + " ".join(sys.argv[1:])
     lines = [
         "# Field-step proposals on the paper's preliminary data",
         "",
