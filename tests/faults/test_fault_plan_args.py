@@ -122,7 +122,7 @@ ADAPTIVE_BAD = [
     ({"budget": 10_000, "line_num": 1_000}, f"at most {MAX_POINTS:,}"),
     ({"budget": 2.5}, "budget must be an integer"),
     ({"batch_size": 0}, "batch_size must be between 1"),
-    ({"acquisition": "magic"}, "acquisition must be 'std' or 'derived'"),
+    ({"acquisition": "magic"}, "acquisition must be one of 'std', 'derived', 'interp'"),
     ({"agent": object()}, "agent must have suggest(n) and ingest(points)"),
     ({"tolerance": NAN}, "tolerance must be a finite number"),
     ({"min_separation": -1.0}, "min_separation must be >= 0"),
