@@ -83,6 +83,14 @@ class LazyCallback:
         if self.callback is not None:
             return self.callback(name, doc)
 
+    def build(self):
+        """The real callback, built now if it was not yet (a plan that takes it by name needs it)."""
+        if self.callback is None:
+            if self.error is not None:
+                raise RuntimeError(f"the {self.label} is unavailable: {type(self.error).__name__}: {self.error}")
+            self.callback = self.factory()
+        return self.callback
+
     def __getattr__(self, attr):  # the real callback's attributes, once built
         if self.__dict__.get("callback") is None:
             raise AttributeError(f"{attr!r}: the {self.__dict__.get('label')} is built on first use")

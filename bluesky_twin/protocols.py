@@ -58,7 +58,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "AdaptiveAgent",
+    "BoundedLineAgent",
     "CorrectedTwin",
+    "Deferred",
     "EnsembleTwin",
     "HasLimits",
     "HasNetworksOnly",
@@ -283,6 +285,20 @@ class LineAgent(Protocol):
     @abstractmethod
     def suggest(self, num_points: int = 1) -> list[dict[str, Any]]:
         """The next *num_points* points, best first (fewer when nothing is left)."""
+        ...
+
+
+@runtime_checkable
+class Deferred(Protocol):
+    """An object built on first use that stands in for the real one until then.
+
+    :func:`bluesky_twin.registry.resolve` builds a registered ``Deferred`` when a plan asks
+    for it by name (the profile's lazily built INS translation callback, for example).
+    """
+
+    @abstractmethod
+    def build(self) -> Any:
+        """The real object, built now if it was not built yet."""
         ...
 
 

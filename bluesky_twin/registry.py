@@ -10,6 +10,11 @@ name, and the plans accept either the object itself (IPython) or its name
     register("twin_trainer", twin_trainer)
     RE(coarse_to_fine(..., trainer="twin_trainer"))
 
+An object that is built on first use (the profile's :class:`~bluesky_twin.beamline.LazyCallback`,
+which loads torch only when an INS run starts) may be registered before it exists: an object
+with a ``build()`` method (:class:`~bluesky_twin.protocols.Deferred`) is built when a plan
+resolves its name, and the built object is what the plan gets.
+
 The registry is per process and thread-safe.
 """
 
@@ -19,6 +24,7 @@ import threading
 from typing import Any, TypeVar
 
 from bluesky_twin.errors import InputError
+from bluesky_twin.protocols import Deferred
 
 __all__ = ["register", "unregister", "registered", "resolve"]
 
@@ -65,6 +71,11 @@ def resolve(value: Any, kind: type | None = None, what: str = "object") -> Any:
     ------
     InputError
         An unknown name, or an object that does not satisfy *kind*.
+
+    Notes
+    -----
+    A registered :class:`~bluesky_twin.protocols.Deferred` is built (``obj.build()``) and the
+    built object returned and checked.
     """
     obj = value
     if isinstance(value, str):
@@ -76,6 +87,8 @@ def resolve(value: Any, kind: type | None = None, what: str = "object") -> Any:
                     "register it with bluesky_twin.registry.register(name, obj)"
                 )
             obj = _objects[value]
+    if isinstance(value, str) and isinstance(obj, Deferred):
+        obj = obj.build()  # registered before it was needed (the profile's lazily built callbacks)
     if kind is not None and not isinstance(obj, kind):
         raise InputError(f"the {what} {value!r} is a {type(obj).__name__}, not a {getattr(kind, '__name__', kind)}")
     return obj

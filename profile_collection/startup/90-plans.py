@@ -26,5 +26,7 @@ except Exception as _err:  # noqa: BLE001 - never let an optional part break the
     twin_plans = None
     print(f"[bluesky-twin] twin plans unavailable: {type(_err).__name__}: {_err}")
 else:
+    if globals().get("translation") is not None:  # 00-base.py's; queueserver: translation="translation"
+        __import__("bluesky_twin.registry").registry.register("translation", globals()["translation"])
     _names = getattr(twin_plans, "__all__", [n for n in dir(twin_plans) if not n.startswith("_")])
     print(f"[bluesky-twin] plans: {', '.join(sorted(_names)) or '(none yet)'}; bluesky's count, scan, grid_scan, ...")
