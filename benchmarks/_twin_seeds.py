@@ -88,7 +88,10 @@ def magnetometer_seeds(
     xcols, ycol = list(df.columns[:2]), df.columns[2]
     X, y = df[xcols].to_numpy(float), df[ycol].to_numpy(float)
     lines = bt.lofo_lines(X)
+    rbf = bt.RBFBaseline(X, y)
+    predictors = {"linear": bt.predict_linear, "spline": bt.predict_spline, "rbf": rbf.predict}
     per_seed, curves, T = [], [], None
+    baseline_lofo: dict[str, float] = {}
     for seed in seeds:
         t0 = time.perf_counter()
         twin = DigitalTwin.fit(df, xcols, ycol, trials=trials, jobs=jobs, seed=seed, progress=False, **fit_options)
@@ -97,7 +100,12 @@ def magnetometer_seeds(
             twin.save(save_dir / f"{SHORT_NAMES[key]}-s{seed}")
         T, curve = dsm_curve(lambda Q, twin=twin: twin.predict(Q)[0], X, top)
         curves.append(curve)
-        lofo = bt.lofo_nrmse(bt.twin_lofo(twin, X, y, lines, seed=seed), X, y, lines)
+        # the baselines' LOFO does not depend on the seed: computed with the first one only
+        errors, _ = bt.lofo_errors(
+            X, y, lines, {} if baseline_lofo else predictors, bt.twin_lofo(twin, X, y, lines, seed=seed)
+        )
+        lofo = errors.pop("twin")
+        baseline_lofo = baseline_lofo or errors
         m = twin.metadata
         per_seed.append(
             {
@@ -112,15 +120,8 @@ def magnetometer_seeds(
         )
         print(f"{name} seed {seed}: fit {wall:.1f} s, LOFO NRMSE {lofo:.4f}", flush=True)
     baselines = {}
-    predictors = {"linear": bt.predict_linear, "spline": bt.predict_spline}
-    rbf = bt.RBFBaseline(X, y)
-    predictors["rbf"] = rbf.predict
     for bname, fn in predictors.items():
-        errs = [
-            np.sqrt(np.mean((fn(X[X[:, 1] != h], y[X[:, 1] != h], X[X[:, 1] == h]) - y[X[:, 1] == h]) ** 2))
-            for h in lines
-        ]
-        baselines[bname] = {"lofo_nrmse": float(np.mean(errs) / y.std())}
+        baselines[bname] = {"lofo_nrmse": baseline_lofo[bname]}
         _, bcurve = dsm_curve(lambda Q, fn=fn: fn(X, y, Q), X, top)
         baselines[bname]["dsm_vs_twin_mean_pct"] = float(
             np.sqrt(np.mean((bcurve - np.mean(curves, axis=0)) ** 2)) / np.mean(curves, axis=0).max() * 100

@@ -221,14 +221,8 @@ def _run(args: argparse.Namespace) -> int:
             fit_kwargs["storage"] = args.storage
         if args.max_epochs is not None:
             from bluesky_twin.twin import TwinSearchSpace
-            from bluesky_twin.twin.space import DEFAULT_FINAL_EPOCHS
 
-            default = TwinSearchSpace()
-            fit_kwargs["search_space"] = TwinSearchSpace(
-                max_epochs=args.max_epochs,
-                lr_drop_epoch=min(default.lr_drop_epoch, args.max_epochs),
-                min_final_epochs=min(DEFAULT_FINAL_EPOCHS, args.max_epochs),
-            )
+            fit_kwargs["search_space"] = TwinSearchSpace.capped(args.max_epochs)
         try:
             trainer = TwinTrainer(
                 x_fields,

@@ -152,14 +152,8 @@ def _config(args: argparse.Namespace) -> object:
     fit: dict[str, object] = {"seed": args.seed, "jobs": args.jobs}
     if args.max_epochs is not None:
         from bluesky_twin.twin import TwinSearchSpace
-        from bluesky_twin.twin.space import DEFAULT_FINAL_EPOCHS
 
-        default = TwinSearchSpace()
-        fit["search_space"] = TwinSearchSpace(
-            max_epochs=args.max_epochs,
-            lr_drop_epoch=min(default.lr_drop_epoch, args.max_epochs),
-            min_final_epochs=min(DEFAULT_FINAL_EPOCHS, args.max_epochs),
-        )
+        fit["search_space"] = TwinSearchSpace.capped(args.max_epochs)
     if args.ensemble_size is not None:
         fit["ensemble_size"] = args.ensemble_size
     refit = dict(fit, trials=args.refit_trials)

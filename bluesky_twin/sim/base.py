@@ -39,6 +39,19 @@ def as_float_array(name: str, value: Any) -> np.ndarray:
     return array
 
 
+def finish_after(status: DeviceStatus, wall: float) -> None:
+    """Finish *status* at once (``wall <= 0``, zero-delay mode) or after *wall* seconds in a timer thread.
+
+    The wait never happens on the caller's (the RunEngine's) thread.
+    """
+    if wall <= 0.0:
+        status.set_finished()
+    else:
+        timer = threading.Timer(wall, status.set_finished)
+        timer.daemon = True
+        timer.start()
+
+
 class SimInstrument(Device):
     """Base class of the simulated instruments.
 
@@ -120,13 +133,7 @@ class SimInstrument(Device):
         duration = self.acquisition_time()
         self.clock.advance(duration)
         status = DeviceStatus(self)
-        wall = self.clock.wall_seconds(duration)
-        if wall <= 0.0:
-            status.set_finished()
-        else:
-            timer = threading.Timer(wall, status.set_finished)
-            timer.daemon = True
-            timer.start()
+        finish_after(status, self.clock.wall_seconds(duration))
         return status
 
     # -- time model -----------------------------------------------------------------------

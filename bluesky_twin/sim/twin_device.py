@@ -46,7 +46,7 @@ from ophyd.status import DeviceStatus
 
 from ..errors import InputError
 from .arpes import ArpesManipulator
-from .base import SimInstrument, as_float_array
+from .base import SimInstrument, as_float_array, finish_after
 from .magnetometer import Magnetometer
 from .signals import MeasuredSignal
 from .transport import TransportCell
@@ -290,12 +290,7 @@ class TwinInstrument(SimInstrument):
             except Exception as exc:  # noqa: BLE001 - handed to the RunEngine through the status
                 status.set_exception(exc)
                 return
-            if wall <= 0.0:
-                status.set_finished()
-            else:
-                timer = threading.Timer(wall, status.set_finished)
-                timer.daemon = True
-                timer.start()
+            finish_after(status, wall)
 
         self._worker.submit(work)
         return status

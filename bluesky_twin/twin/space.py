@@ -112,6 +112,28 @@ class TwinSearchSpace:
     line_residual: bool | str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def capped(cls, max_epochs: int) -> TwinSearchSpace:
+        """The default space with training capped at *max_epochs*, the schedule shortened to fit.
+
+        The learning-rate drop and the final ensemble's epoch floor move down to
+        *max_epochs* when they lie beyond it (the ``--max-epochs`` of ``replay`` and
+        ``trainer serve``).
+
+        Examples
+        --------
+        >>> s = TwinSearchSpace.capped(15)
+        >>> (s.max_epochs, s.lr_drop_epoch, s.min_final_epochs)
+        (15, 15, 15)
+        """
+        default = cls()
+        return replace(
+            default,
+            max_epochs=max_epochs,
+            lr_drop_epoch=min(default.lr_drop_epoch, max_epochs),
+            min_final_epochs=min(DEFAULT_FINAL_EPOCHS, max_epochs),
+        )
+
     def resolved(self, n_rows: int, large_rows: int) -> TwinSearchSpace:
         """A copy with the data-dependent defaults settled for *n_rows* rows.
 
