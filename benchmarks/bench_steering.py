@@ -34,7 +34,12 @@ relation, trapezoid over the measured fields,
 truth's in % of the truth's peak; ARPES, the map interpolated linearly between the
 measured lines, RMS difference from the truth in % of the truth map's standard
 deviation.  Strategies that fit a model also report ``error_pct_model``: the same
-quantity from their final model (twin or Gaussian process) instead of the lines.
+quantity from their final model (twin or Gaussian process) instead of the lines, and
+two more error curves: ``curve_model``, the model the plan steered by after each run,
+and (magnetometers) ``curve_assisted``, the lines' trapezoid plus that model's
+correction between the measured fields
+(:func:`~bluesky_twin.analysis.mce.entropy_change_twin_corrected`).  From them come
+``time_ratio_model`` and ``time_ratio_assisted``, the ratio below with those estimates.
 
 Output (the contract other tools read): ``DIR/steering.json``::
 
@@ -314,9 +319,39 @@ def error_from_model(inst: Instrument, model: Any, names: tuple[str, str], truth
     return float(100.0 * np.sqrt(np.mean((est - truth) ** 2)) / np.std(truth))
 
 
+def error_assisted(inst: Instrument, rows: np.ndarray, model: Any, names: tuple[str, str], truth: np.ndarray) -> float:
+    """Error (%) of the twin-corrected estimate: the rows' trapezoid plus the model's between-field correction.
+
+    :func:`~bluesky_twin.analysis.mce.entropy_change_twin_corrected` (magnetometers only).
+    """
+    from bluesky_twin.analysis.mce import entropy_change_twin_corrected
+
+    steps = np.round(rows[:, 0], 7)
+    if len(np.unique(steps)) < 2:
+        return float("nan")
+    step_name, line_name = names
+    est = entropy_change_twin_corrected(
+        rows[:, 1],
+        steps,
+        rows[:, 2],
+        model,
+        T_grid=_interior(inst),
+        field_unit="T",
+        field_rtol=1e-7,
+        T_axis=line_name,
+        H_axis=step_name,
+    )
+    return float(100.0 * np.sqrt(np.mean((np.abs(est.dS[-1]) - truth) ** 2)) / np.max(np.abs(truth)))
+
+
 # ----------------------------------------------------------------------------- recording
 class Recorder:
-    """Collects ``(step, line, y)`` rows of every run and the instrument time at each run's stop."""
+    """Collects ``(step, line, y)`` rows of every run, the instrument time at each run's stop, and the models.
+
+    With :attr:`trainer` set, each run's start records the trainer's twin when it was
+    trained on exactly the runs stopped so far (``snapshots``: checkpoint count, twin):
+    the twin the plan steered by at that point, scored later against the truth.
+    """
 
     def __init__(self, device: Any, inst: Instrument) -> None:
         self.device = device
@@ -327,14 +362,30 @@ class Recorder:
         )
         self.rows: list[tuple[float, float, float]] = []
         self.checkpoints: list[tuple[float, int]] = []  # (instrument time, rows so far)
+        self.trainer: Any = None
+        self.snapshots: list[tuple[int, Any]] = []
         self._primary: set[str] = set()
+        self._stopped: list[str] = []
+
+    def snapshot(self, twin: Any) -> None:
+        """Record *twin* as the model of the data up to the latest checkpoint (once per checkpoint)."""
+        if (
+            twin is not None
+            and self.checkpoints
+            and (not self.snapshots or self.snapshots[-1][0] != len(self.checkpoints))
+        ):
+            self.snapshots.append((len(self.checkpoints), twin))
 
     def __call__(self, name: str, doc: dict) -> None:
-        if name == "descriptor" and doc.get("name") == "primary":
+        if name == "start" and self.trainer is not None:
+            if set(self.trainer.training_run_uids) == set(self._stopped):
+                self.snapshot(self.trainer.twin)
+        elif name == "descriptor" and doc.get("name") == "primary":
             self._primary.add(doc["uid"])
         elif name == "event" and doc["descriptor"] in self._primary:
             self.rows.append(tuple(float(doc["data"][k]) for k in self.keys))
         elif name == "stop":
+            self._stopped.append(doc["run_start"])
             if not self.checkpoints or self.checkpoints[-1][1] != len(self.rows):
                 self.checkpoints.append((self.device.clock.elapsed, len(self.rows)))
 
@@ -420,6 +471,7 @@ def run_strategy(inst: Instrument, strategy: str, seed: int, fit: dict) -> dict[
 
             trainer = _network_trainer(inst, device, seed, fit)
             RE.subscribe(trainer)
+            rec.trainer = trainer
             RE(
                 coarse_to_fine(
                     det,
@@ -480,6 +532,7 @@ def run_strategy(inst: Instrument, strategy: str, seed: int, fit: dict) -> dict[
                     acquisition=strategy.split("_")[1],
                 )
             RE.subscribe(trainer)
+            rec.trainer = trainer
             outcome = RE(
                 twin_adaptive_scan(
                     det,
@@ -516,6 +569,13 @@ def run_strategy(inst: Instrument, strategy: str, seed: int, fit: dict) -> dict[
             [round(t_inst, 1), int(len(np.unique(np.round(part[:, 0], 7)))), error_from_rows(inst, part, truth)]
         )
     names = (step_motor.name, line_motor.name)
+    rec.snapshot(model)  # the final model: trained on every run
+    curve_model, curve_assisted = [], []
+    for k, twin in rec.snapshots:
+        t_inst, lines_k, n = curve[k - 1][0], curve[k - 1][1], rec.checkpoints[k - 1][1]
+        curve_model.append([t_inst, lines_k, error_from_model(inst, twin, names, truth)])
+        if inst.kind == "mce":
+            curve_assisted.append([t_inst, lines_k, error_assisted(inst, rows[:n], twin, names, truth)])
     return {
         "instrument_time_s": round(device.clock.elapsed, 1),
         "lines": int(len(np.unique(np.round(rows[:, 0], 7)))),
@@ -524,6 +584,8 @@ def run_strategy(inst: Instrument, strategy: str, seed: int, fit: dict) -> dict[
         "measured": sorted(set(np.round(rows[:, 0], 6).tolist())),
         "stop_reason": stop_reason,
         "curve": curve,
+        "curve_model": curve_model,
+        "curve_assisted": curve_assisted,
         "wall_s": round(time.perf_counter() - t0, 2),
     }
 
@@ -596,30 +658,36 @@ def summarise(entry: dict[str, Any]) -> dict[str, Any]:
     for strategy in [s for s in res if s.startswith(("adaptive", "gp", "random", "coarse", "oracle"))]:
         ratios = _ratios_for(res, strategy)
         by[strategy] = {"per_seed": ratios, "median": _median(ratios)}
+        for estimate in ("model", "assisted"):
+            other = _ratios_for(res, strategy, f"curve_{estimate}")
+            if other:
+                by[strategy][f"{estimate}_per_seed"] = other
+                by[strategy][f"{estimate}_median"] = _median(other)
     per_seed = by.get(entry["twin_strategy"], {}).get("per_seed", [])
     entry["time_ratio_uniform_over_twin"] = _median(per_seed) if per_seed else None
     entry["time_ratio_per_seed"] = per_seed
     entry["time_ratio_by_strategy"] = by
-    # the twin's own dS_M (or map): only the final model is scored, so the ratio is a lower bound
+    # the same ratio with the twin's own estimate, and with the twin-corrected one (magnetometers)
     tw = entry["twin_strategy"]
-    model_ratio: list[float | None] = []
-    if "uniform_paper" in res and tw in res:
-        uni = res["uniform_paper"]
-        for i, err in enumerate(res[tw]["error_pct_model"]):
-            ok = err is not None and np.isfinite(err) and err <= uni["error_pct"][i]
-            model_ratio.append(uni["instrument_time_s"][i] / res[tw]["instrument_time_s"][i] if ok else None)
-    entry["time_ratio_model_per_seed"] = model_ratio
+    for estimate in ("model", "assisted"):
+        ratios = _ratios_for(res, tw, f"curve_{estimate}")
+        entry[f"time_ratio_{estimate}_per_seed"] = ratios
+        entry[f"time_ratio_{estimate}"] = _median(ratios) if ratios and None not in ratios else None
     entry["targets"] = targets(entry["kind"], tw, res)
     return entry
 
 
-def _ratios_for(res: dict[str, dict[str, list]], strategy: str) -> list[float | None]:
-    """Per seed: uniform grid's instrument time over *strategy*'s time to reach the uniform grid's error."""
-    if "uniform_paper" not in res or strategy not in res:
+def _ratios_for(res: dict[str, dict[str, list]], strategy: str, curve: str = "curve") -> list[float | None]:
+    """Per seed: uniform grid's instrument time over *strategy*'s time to reach the uniform grid's error.
+
+    *curve* names the error curve: ``curve`` (from the lines), ``curve_model`` (the
+    twin's own estimate) or ``curve_assisted`` (twin-corrected lines).
+    """
+    if "uniform_paper" not in res or strategy not in res or not any(res[strategy].get(curve, [])):
         return []
     out = []
     for i, target in enumerate(res["uniform_paper"]["error_pct"]):
-        reach = time_to_reach(res[strategy]["curve"][i], target)
+        reach = time_to_reach(res[strategy][curve][i], target)
         out.append(None if reach is None else res["uniform_paper"]["instrument_time_s"][i] / reach)
     return out
 
@@ -629,9 +697,13 @@ def targets(kind: str, tw: str, res: dict[str, dict[str, list]]) -> dict[str, An
     med = {s: float(np.median(r["error_pct"])) for s, r in res.items()}
     t: dict[str, Any] = {}
     if tw in med and kind == "mce":
-        ratios = _ratios_for(res, tw)
-        reached = [v for v in ratios if v is not None]
-        t["time_ratio_at_least_3"] = bool(len(reached) == len(ratios) and float(np.median(reached)) >= 3.0)
+        for curve, label in (("curve", ""), ("curve_model", "_model"), ("curve_assisted", "_assisted")):
+            ratios = _ratios_for(res, tw, curve)
+            if ratios:
+                reached = [v for v in ratios if v is not None]
+                t[f"time_ratio{label}_at_least_3"] = bool(
+                    len(reached) == len(ratios) and float(np.median(reached)) >= 3.0
+                )
     if tw in med:
         for other in ("gp", "random"):
             if other in med:
@@ -689,6 +761,20 @@ def figure(data: dict[str, Any], path: Path) -> None:
             for i, curve in enumerate(res[s]["curve"]):
                 cv = np.asarray(curve, dtype=float)
                 ax.plot(cv[:, 0] / 3600, cv[:, 2], ".-", color=c, lw=1, alpha=0.8, label=s if i == 0 else None)
+        tw = entry["twin_strategy"]
+        for key, style, label in (("curve_assisted", "^--", "assisted"), ("curve_model", "x:", "model")):
+            for i, curve in enumerate(res.get(tw, {}).get(key, [])):
+                if curve:
+                    cv = np.asarray(curve, dtype=float)
+                    ax.plot(
+                        cv[:, 0] / 3600,
+                        cv[:, 2],
+                        style,
+                        color="C3",
+                        lw=1,
+                        alpha=0.8,
+                        label=f"{tw} ({label})" if i == 0 else None,
+                    )
         ax.set_xlabel("instrument time (h)")
         ax.set_ylabel("|dS_M| error (% of peak)" if entry["kind"] == "mce" else "map error (% of std)")
         ax.set_yscale("log")
@@ -714,7 +800,8 @@ def markdown(data: dict[str, Any], figure_name: str) -> str:
         "lowest to the top field computed from the measured lines (trapezoid over fields), RMS against the "
         "truth in % of its peak; ARPES, the map interpolated linearly between measured lines, RMS against the "
         "truth in % of the map's standard deviation. `model` is the same error from the strategy's final "
-        "twin (or Gaussian process) instead of its lines. Medians over seeds "
+        "twin (or Gaussian process) instead of its lines; `assisted` (magnetometers) from the lines with the final "
+        "twin correcting the trapezoid rule between them. Medians over seeds "
         f"{', '.join(map(str, data['seeds']))}; per-seed values in `steering.json`. The twins behind the "
         "twin-backed instruments are fitted once per output directory (`--truth-trials`, seed 0) and loaded "
         "from `DIR/twins` when present; the wall time above excludes that fit when they were loaded.",
@@ -732,14 +819,16 @@ def markdown(data: dict[str, Any], figure_name: str) -> str:
             f"{entry['budget']} lines (the same for gp and random, so their instrument times match) from "
             f"{entry['initial_lines']}.",
             "",
-            "| strategy | lines | instrument time (h) | error (%) | model error (%) |",
-            "|---|---|---|---|---|",
+            "| strategy | lines | instrument time (h) | error (%) | model error (%) | assisted error (%) |",
+            "|---|---|---|---|---|---|",
         ]
         for s, r in res.items():
             model = [v for v in r["error_pct_model"] if v is not None]
+            assisted = [c[-1][2] for c in r.get("curve_assisted", []) if c]
             lines.append(
                 f"| {s} | {np.median(r['lines']):g} | {np.median(r['instrument_time_s']) / 3600:.1f} | "
-                f"{np.median(r['error_pct']):.2f} | {f'{np.median(model):.2f}' if model else '--'} |"
+                f"{np.median(r['error_pct']):.2f} | {f'{np.median(model):.2f}' if model else '--'} | "
+                f"{f'{np.median(assisted):.2f}' if assisted else '--'} |"
             )
         ratio = entry["time_ratio_uniform_over_twin"]
         per = ", ".join("not reached" if v is None else f"{v:.2f}" for v in entry["time_ratio_per_seed"])
@@ -750,14 +839,45 @@ def markdown(data: dict[str, Any], figure_name: str) -> str:
             f"(per seed: {per or '--'}" + ("; target: at least 3x)." if entry["kind"] == "mce" else ")."),
             "",
         ]
-        mr = entry.get("time_ratio_model_per_seed") or []
-        if mr:
+        for estimate, what in (
+            ("model", "the twin's own estimate (`model` column: the twin the plan steered by after each run)"),
+            (
+                "assisted",
+                "the twin-corrected lines (`assisted` column: the lines' trapezoid plus the twin's "
+                "between-field correction, `entropy_change_twin_corrected`)",
+            ),
+        ):
+            mr = entry.get(f"time_ratio_{estimate}_per_seed") or []
+            if mr:
+                med = entry.get(f"time_ratio_{estimate}")
+                lines += [
+                    f"With {what} instead of the lines alone: "
+                    f"**{'not reached in every seed' if med is None else f'{med:.2f}x'}** (per seed: "
+                    + ", ".join("not reached" if v is None else f"{v:.2f}x" for v in mr)
+                    + ").",
+                    "",
+                ]
+        by = entry.get("time_ratio_by_strategy", {})
+        if any("model_per_seed" in v for v in by.values()):
+
+            def _fmt(values: list[float | None] | None) -> str:
+                if not values:
+                    return "--"
+                return ", ".join("not reached" if v is None else f"{v:.2f}x" for v in values)
+
             lines += [
-                "With the twin's own estimate (`model` column) instead of its lines, at the end of its budget: "
-                + ", ".join("not reached" if v is None else f"{v:.2f}x (at least)" for v in mr)
-                + " per seed (only the final twin is scored, so a reached ratio is a lower bound).",
+                "Time ratio per strategy and estimate (uniform grid's time over the strategy's time to first reach "
+                "the uniform grid's error; per seed):",
                 "",
+                "| strategy | lines | model | assisted |",
+                "|---|---|---|---|",
             ]
+            for s, v in by.items():
+                lines.append(
+                    f"| {s} | {_fmt(v.get('per_seed'))} | {_fmt(v.get('model_per_seed'))} | "
+                    f"{_fmt(v.get('assisted_per_seed'))} |"
+                )
+            lines.append("")
         oracle = "oracle_derived" if entry["kind"] == "mce" else "oracle_interp"
         tw = entry["twin_strategy"]
         if oracle in res and tw in res:

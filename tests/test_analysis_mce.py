@@ -455,3 +455,37 @@ def test_cli_mce_reports_dropped_nan_rows(tmp_path, model, capsys):
     )
     assert rc == 0
     assert "dropped 2 row(s)" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- twin-corrected
+
+
+def test_twin_corrected_keeps_the_readings_and_removes_the_trapezoid_error(model):
+    """Coarse fields + a twin: the readings' result plus the twin's between-field correction."""
+    from bluesky_twin.analysis import entropy_change_twin_corrected
+
+    T = np.linspace(10, 60, 501)
+    H = np.array([100.0, 5000.0, 20000.0, 50000.0])  # coarse: the trapezoid misses the curvature
+    exact = model.dS(T, 50000.0, 100.0)
+    rng = np.random.default_rng(0)
+    t, h, m = scattered(model, T, H)
+    readings = m + rng.normal(0.0, 1e-4, m.shape)
+    plain = entropy_change_isofield(t, h, readings, T_grid=T)
+    wrong = MovingTransition(M0=1.2)  # a twin 20 % off everywhere: only its correction is 20 % off
+    for twin, tol in ((model, 0.02), (wrong, 0.25)):
+        res = entropy_change_twin_corrected(t, h, readings, twin, T_grid=T)
+        assert res.method == "twin-corrected-isofield" and np.array_equal(res.H, plain.H)
+        err, err_plain = (np.sqrt(np.mean((d[-1] - exact) ** 2)) for d in (res.dS, plain.dS))
+        assert err < tol * err_plain, (err, err_plain, tol)
+    # the exact twin on noiseless readings: the twin's own fine integral at the measured fields
+    res = entropy_change_twin_corrected(t, h, m, model, T_grid=T, subdivisions=50)
+    fine = entropy_change_from_twin(
+        model, T, np.unique(np.concatenate([np.linspace(a, b, 51) for a, b in zip(H, H[1:])]))
+    )
+    np.testing.assert_allclose(res.dS[-1], fine.dS[-1], atol=1e-12)
+    # one subdivision is the plain trapezoid rule
+    np.testing.assert_allclose(
+        entropy_change_twin_corrected(t, h, readings, wrong, T_grid=T, subdivisions=1).dS, plain.dS
+    )
+    with pytest.raises(InputError, match="subdivisions"):
+        entropy_change_twin_corrected(t, h, readings, model, T_grid=T, subdivisions=0)

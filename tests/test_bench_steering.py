@@ -64,6 +64,15 @@ def test_tiny_run_writes_the_contract(bench, tmp_path):
     assert [c[0] for c in curve] == sorted(c[0] for c in curve) and curve[-1][2] == pytest.approx(
         entry["strategies"]["oracle_derived"]["error_pct"][0]
     )
+    # the model the plan steered by after each run is scored at every checkpoint: the truth's own
+    # estimate is exact, and the truth-corrected lines beat the bare lines' trapezoid on the coarse start
+    oracle_res = entry["strategies"]["oracle_derived"]
+    model_curve, assisted_curve = oracle_res["curve_model"][0], oracle_res["curve_assisted"][0]
+    assert [c[:2] for c in model_curve] == [c[:2] for c in curve] == [c[:2] for c in assisted_curve]
+    assert all(c[2] < 1e-6 for c in model_curve)
+    assert assisted_curve[0][2] < curve[0][2]
+    assert entry["strategies"]["uniform_paper"]["curve_model"] == [[], []]
+    assert "time_ratio_assisted" in entry and "time_ratio_model_per_seed" in entry
 
 
 def test_bad_input_exits_2_with_one_line_before_writing(bench, tmp_path, capsys):
