@@ -1,7 +1,7 @@
 """Reproducible fits: without a time limit a seed gives the same twin, whatever ``jobs`` and the load.
 
-The search runs a sliding window (ask in a fixed order, train in threads, tell in order)
-and a trial's pruning sees the trials told before its ask only, so thread timing cannot change the
+The search runs in synchronous batches (ask in order, train in threads, tell in order)
+and a trial's pruning sees earlier batches only, so thread timing cannot change the
 sampler's history or the pruner's decisions.  One of the runs below shares the
 process with a thread that keeps the CPU and the interpreter busy.
 """
@@ -135,61 +135,21 @@ def test_a_failing_trial_stops_its_batch_and_is_raised(monkeypatch: pytest.Monke
     assert [(t.number, t.state.name) for t in told] == [(0, "FAIL"), (1, "FAIL")]  # the batch, no more
 
 
-def test_a_window_trial_is_pruned_against_the_trials_told_before_its_ask_only() -> None:
+def test_a_batch_trial_is_pruned_against_earlier_batches_only() -> None:
     from types import SimpleNamespace as T
 
-    from bluesky_twin.twin._search import _WindowPruner
+    from bluesky_twin.twin._search import _BatchPruner
 
     class Study:
         def get_trials(self, deepcopy=True, states=None):
             return [T(number=n) for n in range(6)]
 
     seen = []
-    pruner = _WindowPruner(T(prune=lambda study, trial: seen.append([t.number for t in study.get_trials()])))
-    pruner.register(3, before=2)
+    pruner = _BatchPruner(T(prune=lambda study, trial: seen.append([t.number for t in study.get_trials()])))
+    pruner.start_batch([2, 3])
     pruner.prune(Study(), T(number=3))
-    pruner.prune(Study(), T(number=5))  # not registered (a search with a time limit): the whole study
+    pruner.prune(Study(), T(number=5))  # not in a batch (a search with a time limit): the whole study
     assert seen == [[0, 1, 3], [0, 1, 2, 3, 4, 5]]
-
-
-def test_the_window_asks_trial_n_right_after_telling_trial_n_minus_w(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fixed sequence of asks and tells that makes the search reproducible, and the pruner's views."""
-    import optuna
-
-    from bluesky_twin.twin import _search
-
-    events: list[tuple[str, int]] = []
-    ask, tell = optuna.Study.ask, optuna.Study.tell
-
-    def asked(self, *a, **k):
-        trial = ask(self, *a, **k)
-        events.append(("ask", trial.number))
-        return trial
-
-    def told(self, trial, *a, **k):
-        frozen = tell(self, trial, *a, **k)
-        events.append(("tell", frozen.number))
-        return frozen
-
-    registered: dict[int, int] = {}
-    register = _search._WindowPruner.register
-    monkeypatch.setattr(optuna.Study, "ask", asked)
-    monkeypatch.setattr(optuna.Study, "tell", told)
-    monkeypatch.setattr(
-        _search._WindowPruner,
-        "register",
-        lambda self, n, before: (registered.update({n: before}), register(self, n, before)),
-    )
-    with busy_machine():
-        _fit(2, [])
-    W = 2
-    expected = [("ask", 0), ("ask", 1)]
-    for n in range(6):
-        expected.append(("tell", n))
-        if n + W < 6:
-            expected.append(("ask", n + W))
-    assert events == expected
-    assert registered == {0: 0, 1: 0, **{n: n - W + 1 for n in range(W, 6)}}
 
 
 def test_a_batch_width_fixes_the_result_whatever_the_jobs(tmp_path: Path, capsys) -> None:

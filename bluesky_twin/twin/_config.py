@@ -26,8 +26,8 @@ DEFAULT_FOLDS = 3
 #: From this many rows on, a search trial trains one cross-validation fold, not all,
 #: and the final ensemble trains one member per thread group.
 LARGE_DATA_ROWS = 10_000
-#: Trials in flight in a search without a time limit, at least (the sliding window
-#: of :meth:`FitConfig.batch_width`): ``jobs`` 1 and 2 give the same twin.
+#: Trials asked and told together in a search without a time limit, at least
+#: (see :meth:`FitConfig.batch_width`): ``jobs`` 1 and 2 give the same twin.
 DEFAULT_TRIAL_BATCH = 2
 #: Seeds seed numpy's legacy generator inside Optuna's sampler, which takes 32 bits.
 MAX_SEED = 2**32 - 1
@@ -85,9 +85,8 @@ class FitConfig:
     progress
         Show a tqdm progress bar over trials.
     trial_batch
-        Width of the reproducible search's sliding window (trial ``n`` is asked once
-        trial ``n - trial_batch`` is told, so that many trials are in flight), and the
-        final ensemble's training groups on small data (``None``: see :meth:`batch_width`).
+        Trials the search asks for and tells back together, and the final ensemble's
+        training groups on small data (``None``: see :meth:`batch_width`).
 
     Raises
     ------
@@ -176,18 +175,18 @@ class FitConfig:
     def reproducible(self) -> bool:
         """Whether the fit depends on its inputs alone: no ``timeout`` and no ``budget``.
 
-        Then the search runs a sliding window of :meth:`batch_width` trials (asked and
-        told in a fixed order) and takes no decision from the clock, so a seed gives the same twin on a busy or an
+        Then the search runs in synchronous batches of :meth:`batch_width` trials and
+        takes no decision from the clock, so a seed gives the same twin on a busy or an
         idle machine, whatever ``jobs`` is (up to :meth:`batch_width`).
         """
         return self.timeout is None and self.budget is None
 
     def batch_width(self) -> int:
-        """Trials in the reproducible search's sliding window, and final-ensemble groups on small data.
+        """Trials per synchronous search batch, and final-ensemble groups on small data.
 
         :attr:`trial_batch` if given, else the larger of :data:`DEFAULT_TRIAL_BATCH`
-        and :attr:`jobs`: ``jobs=1`` and ``jobs=2`` search and train the same way, the
-        window's trials one after the other or two at once.
+        and :attr:`jobs`: ``jobs=1`` and ``jobs=2`` search and train the same way, one
+        batch trial after the other or both at once.
 
         Examples
         --------

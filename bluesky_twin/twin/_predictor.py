@@ -298,9 +298,9 @@ class DigitalTwin:
         trial_callback
             Called as ``trial_callback(study, trial)`` after every trial.
         trial_batch
-            Width of the sliding window of trials when there is no time limit (default:
-            the larger of 2 and *jobs*).  The result depends on it, never on timing: fits
-            with the same seed and window width are identical whatever *jobs* is.
+            Trials asked and told together when there is no time limit (default: the
+            larger of 2 and *jobs*).  The result depends on it, never on timing: fits
+            with the same seed and batch width are identical whatever *jobs* is.
 
         Raises
         ------

@@ -9,13 +9,12 @@ ends it early enough to leave the final ensemble the time it needs
 (:func:`~bluesky_twin.twin.estimate_final_seconds`), then time-boxes the final
 ensemble to what is left.
 
-Without a time limit the search is reproducible (:meth:`TwinSearch._run_window`):
-it runs a sliding window of :meth:`FitConfig.batch_width` trials, ``W``: trial ``n``
-is asked (its parameters drawn at once) right after trial ``n - W`` is told, trials
-are trained in up to ``jobs`` threads and told in trial-number order, and a trial's
-pruning decisions compare it with the trials told before its ask only
-(:class:`_WindowPruner`).  So neither thread timing nor ``jobs`` (up to the window
-width) changes the twin.  With a time limit,
+Without a time limit the search is reproducible (:meth:`TwinSearch._run_batches`):
+it runs in synchronous batches of :meth:`FitConfig.batch_width` trials, asked one
+after the other with their parameters drawn at once, trained in up to ``jobs``
+threads, and told in trial-number order; a trial's pruning decisions compare it with
+the trials of earlier batches only (:class:`_BatchPruner`).  So neither thread
+timing nor ``jobs`` (up to the batch width) changes the twin.  With a time limit,
 Optuna's own ``optimize`` runs the trials as threads free it, and the clock decides.
 """
 
@@ -260,14 +259,14 @@ class _Objective:
 
 
 class _StudyView:
-    """A study as one trial of the reproducible search may see it: the trials told before its ask, and itself.
+    """A study as one trial of a synchronous batch may see it: earlier batches and itself.
 
     Parameters
     ----------
     study
         The Optuna study.
     before
-        Trials numbered below it are seen (they were told before the judged trial was asked).
+        The batch's first trial number: trials numbered below it are seen.
     number
         The trial judged (seen as well).
     """
@@ -276,7 +275,7 @@ class _StudyView:
         self._study, self._before, self._number = study, before, number
 
     def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[Any]:
-        """The study's trials numbered below ``before``, and the judged trial."""
+        """The study's trials numbered below the batch, and the judged trial."""
         trials = self._study.get_trials(deepcopy=deepcopy, states=states)
         return [t for t in trials if t.number < self._before or t.number == self._number]
 
@@ -289,14 +288,14 @@ class _StudyView:
         return getattr(self._study, name)
 
 
-class _WindowPruner:
-    """Pruner wrapper: a trial of the sliding window is judged against the trials told before its ask.
+class _BatchPruner:
+    """Pruner wrapper: a batch's trial is judged against earlier batches only.
 
     Optuna's :class:`~optuna.pruners.SuccessiveHalvingPruner` compares a trial with
     every trial that reached the same rung, so trials running side by side would see
-    each other or not as their threads happen to run.  Here a trial registered with
-    :meth:`register` sees the study through a :class:`_StudyView`; any other trial (a
-    search with a time limit) sees the whole study.
+    each other or not as their threads happen to run.  Here a trial of a batch
+    registered with :meth:`start_batch` sees the study through a :class:`_StudyView`;
+    any other trial (a search with a time limit) sees the whole study.
 
     Parameters
     ----------
@@ -306,16 +305,17 @@ class _WindowPruner:
 
     def __init__(self, pruner: Any) -> None:
         self.pruner = pruner
-        self._before: dict[int, int] = {}
+        self._first: dict[int, int] = {}
 
-    def register(self, number: int, before: int) -> None:
-        """Before trial *number* runs: it is to see the trials numbered below *before* (and itself)."""
-        self._before[number] = before
+    def start_batch(self, numbers: Sequence[int]) -> None:
+        """Register a batch's trial numbers before its trials run."""
+        first = min(numbers)
+        self._first.update(dict.fromkeys(numbers, first))
 
     def prune(self, study: Any, trial: Any) -> bool:
         """Whether to prune *trial* (an :class:`optuna.trial.FrozenTrial`) now."""
-        before = self._before.get(trial.number)
-        return self.pruner.prune(study if before is None else _StudyView(study, before, trial.number), trial)
+        first = self._first.get(trial.number)
+        return self.pruner.prune(study if first is None else _StudyView(study, first, trial.number), trial)
 
 
 class TwinSearch:
@@ -369,7 +369,7 @@ class TwinSearch:
         sampler = optuna.samplers.TPESampler(
             seed=c.seed, n_startup_trials=min(10, max(1, self.trials // 3)), multivariate=True, constant_liar=parallel
         )
-        pruner = _WindowPruner(optuna.pruners.SuccessiveHalvingPruner(min_resource=10, reduction_factor=3))
+        pruner = _BatchPruner(optuna.pruners.SuccessiveHalvingPruner(min_resource=10, reduction_factor=3))
         # one study holds one data set (refused otherwise); a re-run resumes it: the
         # trials this worker already finished count towards `trials`
         study, trials = open_study(
@@ -431,7 +431,7 @@ class TwinSearch:
             callbacks.append(self.trial_callback)
         try:
             if c.reproducible:
-                self._run_window(study, objective, trials, callbacks, storage_url)
+                self._run_batches(study, objective, trials, callbacks, storage_url)
             else:
                 study.optimize(
                     objective,
@@ -451,7 +451,7 @@ class TwinSearch:
             result.epoch_scale, result.final_deadline = clock.final_time_box(study)
         return result
 
-    def _run_window(
+    def _run_batches(
         self,
         study: Any,
         objective: _Objective,
@@ -459,21 +459,16 @@ class TwinSearch:
         callbacks: Sequence[Callable[[Any, Any], None]],
         storage_url: str,
     ) -> None:
-        """Run *trials* trials in a sliding window: the same twin whatever the timing.
+        """Run *trials* trials in synchronous batches: the same twin whatever the timing.
 
-        The window holds :meth:`FitConfig.batch_width` trials, ``W``.  The first ``W``
-        are asked one after the other, their parameters drawn at once; from then on,
-        trial ``n`` is asked right after trial ``n - W`` is told, and trials are told
-        (and the callbacks called) in trial-number order.  So the fixed sequence of
-        asks and tells is the same every time: at trial ``n``'s ask the seeded sampler
-        sees trials up to ``n - W`` finished and the ``W - 1`` after them running
-        (under ``constant_liar``), and its pruning compares it with trials up to
-        ``n - W`` only (:class:`_WindowPruner`).  Up to ``jobs`` threads train the
-        trials of the window; a thread idles only while the oldest trial of the window
-        is still running.  A callback that calls ``study.stop()`` ends the asking; the
-        window's trials still finish.  Should a trial fail, the rest of the window stops
-        at its next epoch and is told failed, and the failure is raised (as Optuna's
-        ``optimize`` does with ``catch=()``).
+        Each batch asks :meth:`FitConfig.batch_width` trials one after the other and
+        draws all their parameters at once, so the seeded sampler sees the same history
+        every time (finished batches, and the batch's earlier trials as running ones
+        under ``constant_liar``).  Up to ``jobs`` threads then train them, and they are
+        told (and the callbacks called) in trial-number order as they finish; a callback
+        that calls ``study.stop()`` ends the search after the batch.  Should a
+        trial fail, the rest of its batch stops at its next epoch and is told failed,
+        and the failure is raised (as Optuna's ``optimize`` does with ``catch=()``).
 
         Parameters
         ----------
@@ -488,7 +483,6 @@ class TwinSearch:
         storage_url
             The study's storage URL (for one-line storage errors).
         """
-        from collections import deque
         from concurrent.futures import Future, ThreadPoolExecutor, wait
 
         import optuna
@@ -503,7 +497,7 @@ class TwinSearch:
         pruner = study.pruner
         halt = threading.Event()
         deadline = objective.deadline
-        # a failure or Ctrl-C stops the window's other trials at their next epoch
+        # a failure or Ctrl-C stops the batch's other trials at their next epoch
         objective.deadline = lambda: -math.inf if halt.is_set() else _limit(deadline)
 
         def run(trial: Any) -> tuple[float | None, Any, BaseException | None]:
@@ -519,63 +513,58 @@ class TwinSearch:
 
         done = getattr(study, "_finished", None)
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="twin-trial") if workers > 1 else None
-        window: deque[tuple[Any, Future | None]] = deque()
-        asked = 0
-
-        def ask() -> None:
-            nonlocal asked
-            if is_heartbeat_enabled(study._storage):
-                with warnings.catch_warnings():  # as Optuna's optimize does
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    optuna.storages.fail_stale_trials(study)
-            trial = study.ask()
-            objective.suggest(trial)  # drawn here, in order: the threads only read them
-            if isinstance(pruner, _WindowPruner):  # it sees what was told before this ask
-                pruner.register(trial.number, window[0][0].number if window else trial.number)
-            window.append((trial, pool.submit(run, trial) if pool is not None else None))
-            asked += 1
-
-        error: BaseException | None = None
+        told = 0
         # as inside Optuna's optimize: ask() expects heartbeats, a callback may call study.stop()
         study._thread_local.in_optimize_loop, study._stop_flag = True, False
         try:
             with storage_errors(storage_url, study.study_name, done):
-                try:
-                    while asked < min(width, trials):
-                        ask()
-                    while window:
-                        trial, future = window[0]
-                        value, end, exc = future.result() if future is not None else run(trial)
-                        window.popleft()
-                        if error is not None:  # abandoned after an earlier failure
-                            value, end = None, state.FAIL
-                        frozen = study.tell(trial, value) if end is None else study.tell(trial, state=end)
-                        if frozen.state == state.COMPLETE:
-                            study._log_completed_trial(frozen.values, frozen.number, frozen.params)
-                        elif frozen.state == state.PRUNED:
-                            optuna_log.info("Trial %d pruned. %s", frozen.number, exc or "")
-                        elif exc is not None:
-                            optuna_log.warning("Trial %d failed: %r", frozen.number, exc)
-                        if end == state.FAIL and exc is not None and error is None:
-                            error = exc
-                            halt.set()
-                        if frozen.state in (state.COMPLETE, state.PRUNED) and hasattr(study, "_twin_done"):
-                            study._twin_done += 1
-                        for callback in callbacks:
-                            callback(study, frozen)
-                        if error is None and asked < trials and not study._stop_flag:
-                            ask()
-                except BaseException:
-                    halt.set()
-                    wait([f for _, f in window if f is not None])
-                    for trial, _ in window:  # best effort: the storage may be what failed
-                        try:
-                            study.tell(trial, state=state.FAIL)
-                        except Exception:  # noqa: BLE001
-                            logger.debug("trial %d left unfinished", trial.number, exc_info=True)
-                    raise
-                if error is not None:
-                    raise error
+                while told < trials and not study._stop_flag:
+                    if is_heartbeat_enabled(study._storage):
+                        with warnings.catch_warnings():  # as Optuna's optimize does
+                            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                            optuna.storages.fail_stale_trials(study)
+                    batch = []
+                    for _ in range(min(width, trials - told)):
+                        trial = study.ask()
+                        batch.append(trial)
+                        objective.suggest(trial)  # drawn here, in order: the threads only read them
+                    if isinstance(pruner, _BatchPruner):
+                        pruner.start_batch([t.number for t in batch])
+                    futures: list[Future] = [pool.submit(run, t) for t in batch] if pool is not None else []
+                    pending = list(batch)
+                    error: BaseException | None = None
+                    try:
+                        for i, trial in enumerate(batch):
+                            value, end, exc = futures[i].result() if futures else run(trial)
+                            pending.remove(trial)
+                            if error is not None:  # abandoned after an earlier failure
+                                value, end = None, state.FAIL
+                            frozen = study.tell(trial, value) if end is None else study.tell(trial, state=end)
+                            told += 1
+                            if frozen.state == state.COMPLETE:
+                                study._log_completed_trial(frozen.values, frozen.number, frozen.params)
+                            elif frozen.state == state.PRUNED:
+                                optuna_log.info("Trial %d pruned. %s", frozen.number, exc or "")
+                            elif exc is not None:
+                                optuna_log.warning("Trial %d failed: %r", frozen.number, exc)
+                            if end == state.FAIL and exc is not None and error is None:
+                                error = exc
+                                halt.set()
+                            if frozen.state in (state.COMPLETE, state.PRUNED) and hasattr(study, "_twin_done"):
+                                study._twin_done += 1
+                            for callback in callbacks:
+                                callback(study, frozen)
+                    except BaseException:
+                        halt.set()
+                        wait(futures)
+                        for trial in pending:  # best effort: the storage may be what failed
+                            try:
+                                study.tell(trial, state=state.FAIL)
+                            except Exception:  # noqa: BLE001
+                                logger.debug("trial %d left unfinished", trial.number, exc_info=True)
+                        raise
+                    if error is not None:
+                        raise error
         finally:
             study._thread_local.in_optimize_loop = False
             objective.deadline = deadline

@@ -47,9 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--trial-batch",
         type=int,
         default=None,
-        metavar="W",
-        help="width of the sliding window of trials without a time limit (default: max(2, --jobs)); "
-        "a seeded fit is reproducible for a given W",
+        metavar="B",
+        help="trials asked and told together without a time limit (default: max(2, --jobs)); "
+        "a seeded fit is reproducible for a given B",
     )
     # the URL may carry a password: take it from the environment rather than the command line
     p.add_argument(
