@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Entropy change dS_M = mu0 * int_{H0}^{H} dM/dT dH' from a twin model directory "
             "(simulated on a fine grid) and/or from raw isofield data (--data; coarse trapezoid "
-            "integration).  Writes OUT.csv, OUT.json and OUT.png."
+            "integration); with both, also the raw result with the twin correcting the trapezoid rule "
+            "between the measured fields (source 'twin-corrected').  Writes OUT.csv, OUT.json and OUT.png."
         ),
     )
     p.add_argument("model_dir", nargs="?", metavar="MODEL_DIR", help="twin model directory (from `bluesky-twin fit`)")
@@ -306,6 +307,24 @@ def _run_mce(args: argparse.Namespace) -> int:
         results.append(("twin", twin_res))
     if raw is not None:
         results.append(("raw trapezoid", raw))
+    if raw is not None and twin_res is not None:
+        # the readings, with the twin correcting only the trapezoid rule between the measured fields
+        from bluesky_twin.analysis.mce import entropy_change_twin_corrected
+
+        corrected = entropy_change_twin_corrected(
+            table.X[:, 0],
+            table.X[:, 1],
+            table.y,
+            twin,
+            field_unit=args.field_unit,
+            mass_g=args.mass_g,
+            moment_unit=args.moment_unit,
+            T_axis=t_name,
+            H_axis=h_name,
+            y_name=args.y,
+        )
+        summary["twin_corrected"] = corrected.summary()
+        results.append(("twin-corrected", corrected))
 
     import pandas as pd
 
