@@ -98,7 +98,10 @@ def test_cli_mce_and_steps_with_real_model_dir(model_dir, scan_csv, tmp_path, ca
     )
     assert rc == 0, capsys.readouterr().err
     table = pd.read_csv(f"{out}.csv")
-    assert set(table["source"]) == {"twin", "raw trapezoid"}
+    assert set(table["source"]) == {"twin", "raw trapezoid", "twin-corrected"}
+    # the twin-corrected result sits at the measured fields, as the raw one does
+    raw_fields = set(table.loc[table["source"] == "raw trapezoid", "H_max"])
+    assert set(table.loc[table["source"] == "twin-corrected", "H_max"]) == raw_fields
     twin_rows = table[table["source"] == "twin"]
     assert twin_rows["dS_M_std"].notna().all()
     info = json.loads((tmp_path / "mce.json").read_text())
