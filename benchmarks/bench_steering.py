@@ -280,6 +280,12 @@ def truth_of(inst: Instrument, device: Any) -> np.ndarray:
     return inst.truth_cache["truth"]
 
 
+def _error_pct(inst: Instrument, est: np.ndarray, truth: np.ndarray) -> float:
+    """RMS of *est* against *truth*: in % of the truth's peak (magnetometers) or of its standard deviation (maps)."""
+    scale = np.max(np.abs(truth)) if inst.kind == "mce" else np.std(truth)
+    return float(100.0 * np.sqrt(np.mean((est - truth) ** 2)) / scale)
+
+
 def error_from_rows(inst: Instrument, rows: np.ndarray, truth: np.ndarray) -> float:
     """Error (%) of the estimate built from measured rows ``(step, line, y)``."""
     steps = np.round(rows[:, 0], 7)
@@ -287,13 +293,12 @@ def error_from_rows(inst: Instrument, rows: np.ndarray, truth: np.ndarray) -> fl
     if len(levels) < 2:
         return float("nan")
     if inst.kind == "mce":
-        est = dsm_top(rows[:, 1], steps, rows[:, 2], _interior(inst))
-        return float(100.0 * np.sqrt(np.mean((est - truth) ** 2)) / np.max(np.abs(truth)))
+        return _error_pct(inst, dsm_top(rows[:, 1], steps, rows[:, 2], _interior(inst)), truth)
     # map: each measured line on the common line grid, then linear interpolation between lines
     lines = np.vstack([np.interp(inst.line_points, *_sorted_line(rows[steps == s, 1:])) for s in levels])
     fine = inst.truth_cache["levels"]
     est = np.column_stack([np.interp(fine, levels, lines[:, j]) for j in range(lines.shape[1])])
-    return float(100.0 * np.sqrt(np.mean((est - truth) ** 2)) / np.std(truth))
+    return _error_pct(inst, est, truth)
 
 
 def _sorted_line(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -312,11 +317,8 @@ def error_from_model(inst: Instrument, model: Any, names: tuple[str, str], truth
     cols = {step_name: SS.ravel(), line_name: LL.ravel()}
     X = np.column_stack([cols[n] for n in model.x_names])
     mean = np.asarray(model.predict(X)[0], dtype=float)
-    if inst.kind == "mce":
-        est = dsm_top(LL.ravel(), SS.ravel(), mean, line)
-        return float(100.0 * np.sqrt(np.mean((est - truth) ** 2)) / np.max(np.abs(truth)))
-    est = mean.reshape(LL.shape)
-    return float(100.0 * np.sqrt(np.mean((est - truth) ** 2)) / np.std(truth))
+    est = dsm_top(LL.ravel(), SS.ravel(), mean, line) if inst.kind == "mce" else mean.reshape(LL.shape)
+    return _error_pct(inst, est, truth)
 
 
 def error_assisted(inst: Instrument, rows: np.ndarray, model: Any, names: tuple[str, str], truth: np.ndarray) -> float:
@@ -341,7 +343,7 @@ def error_assisted(inst: Instrument, rows: np.ndarray, model: Any, names: tuple[
         T_axis=line_name,
         H_axis=step_name,
     )
-    return float(100.0 * np.sqrt(np.mean((np.abs(est.dS[-1]) - truth) ** 2)) / np.max(np.abs(truth)))
+    return _error_pct(inst, np.abs(est.dS[-1]), truth)
 
 
 # ----------------------------------------------------------------------------- recording
@@ -670,9 +672,9 @@ def summarise(entry: dict[str, Any]) -> dict[str, Any]:
     # the same ratio with the twin's own estimate, and with the twin-corrected one (magnetometers)
     tw = entry["twin_strategy"]
     for estimate in ("model", "assisted"):
-        ratios = _ratios_for(res, tw, f"curve_{estimate}")
+        ratios = by.get(tw, {}).get(f"{estimate}_per_seed", [])
         entry[f"time_ratio_{estimate}_per_seed"] = ratios
-        entry[f"time_ratio_{estimate}"] = _median(ratios) if ratios and None not in ratios else None
+        entry[f"time_ratio_{estimate}"] = _median(ratios)
     entry["targets"] = targets(entry["kind"], tw, res)
     return entry
 

@@ -246,6 +246,8 @@ def _run_mce(args: argparse.Namespace) -> int:
     csv_path, json_path, png_path = _out_paths(args, ".csv", ".json", ".png")
     results: list[tuple[str, Any]] = []
     summary: dict[str, Any] = {"command": "mce", "field_unit": args.field_unit}
+    # the units every estimate below shares
+    units = {"field_unit": args.field_unit, "mass_g": args.mass_g, "moment_unit": args.moment_unit}
 
     raw = None
     if args.data is not None:
@@ -256,15 +258,7 @@ def _run_mce(args: argparse.Namespace) -> int:
         table = load_scan_table(args.data, args.x, args.y)
         if table.n_dropped:
             print(f"dropped {table.n_dropped} row(s) with NaN/inf from {args.data}")
-        raw = entropy_change_isofield(
-            table.X[:, 0],
-            table.X[:, 1],
-            table.y,
-            field_unit=args.field_unit,
-            mass_g=args.mass_g,
-            moment_unit=args.moment_unit,
-            y_name=args.y,
-        )
+        raw = entropy_change_isofield(table.X[:, 0], table.X[:, 1], table.y, **units, y_name=args.y)
         summary["raw"] = {**raw.summary(), "data": args.data, "n_rows": len(table), "n_dropped": table.n_dropped}
 
     twin_res = None
@@ -287,15 +281,7 @@ def _run_mce(args: argparse.Namespace) -> int:
         if raw is not None:  # make the measured fields exact rows of the twin grid
             H_grid = np.unique(np.concatenate([H_grid, raw.H[(raw.H >= h_lo) & (raw.H <= h_hi)]]))
         twin_res = entropy_change_from_twin(
-            twin,
-            T_grid,
-            H_grid,
-            field_unit=args.field_unit,
-            mass_g=args.mass_g,
-            moment_unit=args.moment_unit,
-            T_axis=t_name,
-            H_axis=h_name,
-            method=args.method,
+            twin, T_grid, H_grid, **units, T_axis=t_name, H_axis=h_name, method=args.method
         )
         summary["twin"] = {
             **twin_res.summary(),
@@ -312,16 +298,7 @@ def _run_mce(args: argparse.Namespace) -> int:
         from bluesky_twin.analysis.mce import entropy_change_twin_corrected
 
         corrected = entropy_change_twin_corrected(
-            table.X[:, 0],
-            table.X[:, 1],
-            table.y,
-            twin,
-            field_unit=args.field_unit,
-            mass_g=args.mass_g,
-            moment_unit=args.moment_unit,
-            T_axis=t_name,
-            H_axis=h_name,
-            y_name=args.y,
+            table.X[:, 0], table.X[:, 1], table.y, twin, **units, T_axis=t_name, H_axis=h_name, y_name=args.y
         )
         summary["twin_corrected"] = corrected.summary()
         results.append(("twin-corrected", corrected))
