@@ -30,7 +30,7 @@ def bench():
 
 
 def test_tiny_run_writes_the_contract(bench, tmp_path):
-    args = argparse.Namespace(budget=6, data=None, truth_trials=1)
+    args = argparse.Namespace(budget=10, data=None, truth_trials=1)
     (inst,) = bench.build_instruments(["erco2_sim"], args, tmp_path).values()
     inst.line_points = np.linspace(26.0, 50.0, 9)  # a tiny configuration: coarse lines and grids
     inst.paper_step = 0.5
@@ -48,7 +48,9 @@ def test_tiny_run_writes_the_contract(bench, tmp_path):
         assert all(t > 0 for t in res["instrument_time_s"])
     uni = entry["strategies"]["uniform_paper"]
     assert uni["lines"] == [11, 11]
-    assert entry["strategies"]["random"]["lines"] == [6, 6] and entry["strategies"]["gp"]["lines"] == [6, 6]
+    # every steering strategy starts from the paper's 8 coarse fields and spends the same budget
+    assert inst.initial_lines == list(bench.ERCO2_COARSE_FIELDS) and len(inst.initial_lines) == 8
+    assert entry["strategies"]["random"]["lines"] == [10, 10] and entry["strategies"]["gp"]["lines"] == [10, 10]
     # twice the step: about half the lines, less time, a larger error
     double = entry["strategies"]["uniform_double"]
     assert double["lines"] == [6, 6] and double["instrument_time_s"][0] < 0.75 * uni["instrument_time_s"][0]
@@ -82,4 +84,5 @@ def test_bad_input_exits_2_with_one_line_before_writing(bench, tmp_path, capsys)
     assert len(err) == 1 and "nope" in err[0]
     assert bench.main(["--out", str(out), "--seeds", "a,b"]) == 2
     assert bench.main(["--out", str(out), "--budget", "3"]) == 2
+    assert bench.main(["--out", str(out), "--budget", "8", "--instruments", "erco2_sim"]) == 2  # 8 initial lines
     assert not out.exists()
