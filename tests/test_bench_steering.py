@@ -86,3 +86,24 @@ def test_bad_input_exits_2_with_one_line_before_writing(bench, tmp_path, capsys)
     assert bench.main(["--out", str(out), "--budget", "3"]) == 2
     assert bench.main(["--out", str(out), "--budget", "8", "--instruments", "erco2_sim"]) == 2  # 8 initial lines
     assert not out.exists()
+
+
+def test_shared_first_fits_fit_identical_data_once(bench):
+    import pandas as pd
+
+    from bluesky_twin.twin import TwinSearchSpace
+
+    lines, points = np.meshgrid(np.linspace(0.0, 1.0, 5), np.linspace(0.0, 1.0, 12))
+    frame = pd.DataFrame({"t": points.ravel(), "h": lines.ravel(), "m": np.sin(3 * points.ravel()) * lines.ravel()})
+    kwargs = {"trials": 1, "seed": 0, "ensemble_size": 1, "search_space": TwinSearchSpace.capped(5), "progress": False}
+    fits = bench.SharedFirstFits()
+    first = fits(frame, x=["t", "h"], y="m", study_name="a", **kwargs)
+    again = fits(frame.copy(), x=["t", "h"], y="m", study_name="b", **kwargs)
+    assert fits.hits == 1 and again.version == first.version
+    again.metadata["training_run_uids"] = ["x"]  # a trainer's note on its copy stays its own
+    assert "training_run_uids" not in first.metadata
+    other = frame.assign(m=frame["m"] + 0.1)
+    assert fits(other, x=["t", "h"], y="m", **kwargs).version != first.version and fits.hits == 1
+    assert fits(frame, x=["t", "h"], y="m", **{**kwargs, "seed": 1}) is not None and fits.hits == 1
+    refit = fits(frame, x=["t", "h"], y="m", warm_start=first, **kwargs)  # refits always run
+    assert fits.hits == 1 and refit.metadata["parent_version"] == first.version
