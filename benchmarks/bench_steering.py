@@ -865,6 +865,18 @@ def _fmt(values: list[float | None] | None) -> str:
     return ", ".join("not reached" if v is None else f"{v:.2f}x" for v in values)
 
 
+def _fit_text(fit: dict[str, Any]) -> str:
+    """One sentence on the steering twins' fit options."""
+    if not fit:
+        return ""
+    epochs = "" if fit.get("epochs") is None else f", training capped at {fit['epochs']} epochs"
+    return (
+        f"Steering twins: the product's search space{epochs}, {fit.get('trials')} trials for the first fit, "
+        f"{fit.get('refit_trials')} for each warm-start refit, {fit.get('ensemble')} members; the strategies of "
+        "one seed share their first fit (the same coarse start, and the reproducible search gives the same twin)."
+    )
+
+
 def markdown(data: dict[str, Any], figure_name: str) -> str:
     """The docs section: one table per instrument plus the targets."""
     cmd = data["command"]
@@ -877,9 +889,10 @@ def markdown(data: dict[str, Any], figure_name: str) -> str:
         "clock counts its time (ramps, settling, acquisition). Error: magnetometers, the |dS_M|(T) from the "
         "lowest to the top field computed from the measured lines (trapezoid over fields), RMS against the "
         "truth in % of its peak; ARPES, the map interpolated linearly between measured lines, RMS against the "
-        "truth in % of the map's standard deviation. `model` is the same error from the strategy's final "
-        "twin (or Gaussian process) instead of its lines; `assisted` (magnetometers) from the lines with the final "
-        "twin correcting the trapezoid rule between them. Medians over seeds "
+        "truth in % of the map's standard deviation. `model` is the same error from the strategy's last "
+        "model, twin or Gaussian process (for coarse_to_fine the twin of its coarse run, which proposed the step), "
+        "instead of its lines; `assisted` (magnetometers) from the lines with that "
+        "twin correcting the trapezoid rule between them. " + _fit_text(data.get("fit", {})) + " Medians over seeds "
         f"{', '.join(map(str, data['seeds']))}; per-seed values in `steering.json`. The twins behind the "
         "twin-backed instruments are fitted once per output directory (`--truth-trials`, seed 0) and loaded "
         "from `DIR/twins` when present; the wall time above excludes that fit when they were loaded.",
@@ -898,6 +911,14 @@ def markdown(data: dict[str, Any], figure_name: str) -> str:
             f"{entry['initial_lines']}"
             + (" (the paper's coarse preliminary fields)." if entry["kind"] == "mce" else "."),
             "",
+        ]
+        if name.endswith("_twin"):
+            lines += [
+                "Its truth is itself a network twin, so the steering twins' family of models can represent it "
+                "exactly; the simulated ErCo2 magnetometer's truth is an analytic model with no such advantage.",
+                "",
+            ]
+        lines += [
             "| strategy | lines | instrument time (h) | error (%) | model error (%) | assisted error (%) |",
             "|---|---|---|---|---|---|",
         ]
