@@ -914,8 +914,8 @@ def markdown(data: dict[str, Any], figure_name: str) -> str:
         ]
         if name.endswith("_twin"):
             lines += [
-                "Its truth is itself a network twin, so the steering twins' family of models can represent it "
-                "exactly; the simulated ErCo2 magnetometer's truth is an analytic model with no such advantage.",
+                "Its truth is itself a network twin, the same family of models as the steering twins; the "
+                "simulated ErCo2 magnetometer's truth is an analytic model.",
                 "",
             ]
         lines += [
