@@ -386,8 +386,7 @@ class Recorder:
         self.trainer: Any = None
         self.snapshots: list[tuple[int, Any]] = []
         self._primary: set[str] = set()
-        #: uids of the runs stopped so far
-        self.stopped: list[str] = []
+        self._stopped: list[str] = []
 
     def snapshot(self, twin: Any) -> None:
         """Record *twin* as the model of the data up to the latest checkpoint (once per checkpoint)."""
@@ -398,16 +397,20 @@ class Recorder:
         ):
             self.snapshots.append((len(self.checkpoints), twin))
 
+    def snapshot_current(self) -> None:
+        """Record the trainer's twin when it was trained on exactly the runs stopped so far."""
+        if self.trainer is not None and set(self.trainer.training_run_uids) == set(self._stopped):
+            self.snapshot(self.trainer.twin)
+
     def __call__(self, name: str, doc: dict) -> None:
-        if name == "start" and self.trainer is not None:
-            if set(self.trainer.training_run_uids) == set(self.stopped):
-                self.snapshot(self.trainer.twin)
+        if name == "start":
+            self.snapshot_current()
         elif name == "descriptor" and doc.get("name") == "primary":
             self._primary.add(doc["uid"])
         elif name == "event" and doc["descriptor"] in self._primary:
             self.rows.append(tuple(float(doc["data"][k]) for k in self.keys))
         elif name == "stop":
-            self.stopped.append(doc["run_start"])
+            self._stopped.append(doc["run_start"])
             if not self.checkpoints or self.checkpoints[-1][1] != len(self.rows):
                 self.checkpoints.append((self.device.clock.elapsed, len(self.rows)))
 
@@ -638,8 +641,8 @@ def run_strategy(inst: Instrument, strategy: str, seed: int, fit: dict) -> dict[
             [round(t_inst, 1), int(len(np.unique(np.round(part[:, 0], 7)))), error_from_rows(inst, part, truth)]
         )
     names = (step_motor.name, line_motor.name)
-    if trainer is not None and set(trainer.training_run_uids) == set(rec.stopped):
-        rec.snapshot(model)  # the final model, trained on every run
+    order = list(dict.fromkeys(np.round(rows[:, 0], 6).tolist()))  # each line once, as measured
+    rec.snapshot_current()  # the final model, when it was trained on every run
     curve_model, curve_assisted = [], []
     for k, twin in rec.snapshots:
         t_inst, lines_k, n = curve[k - 1][0], curve[k - 1][1], rec.checkpoints[k - 1][1]
@@ -651,8 +654,8 @@ def run_strategy(inst: Instrument, strategy: str, seed: int, fit: dict) -> dict[
         "lines": int(len(np.unique(np.round(rows[:, 0], 7)))),
         "error_pct": error_from_rows(inst, rows, truth),
         "error_pct_model": error_from_model(inst, model, names, truth),
-        "measured": sorted(set(np.round(rows[:, 0], 6).tolist())),
-        "measured_order": list(dict.fromkeys(np.round(rows[:, 0], 6).tolist())),
+        "measured": sorted(order),
+        "measured_order": order,
         "stop_reason": stop_reason,
         "curve": curve,
         "curve_model": curve_model,
