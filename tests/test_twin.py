@@ -197,6 +197,35 @@ def test_warm_start_reuses_parameters_and_weights(twin: DigitalTwin) -> None:
         DigitalTwin.fit(more, ["T", "H"], "T", warm_start=twin, trials=1)
 
 
+def test_warm_start_search_trials_train_from_fresh_weights(twin: DigitalTwin, monkeypatch) -> None:
+    """A refit's search never starts from the previous twin's weights (they have seen
+    every held-out line); only its final ensemble does."""
+    from bluesky_twin.twin._search import TwinSearch
+    from bluesky_twin.twin.network import BatchedMLP
+
+    searching, loads = [False], []
+    run, load = TwinSearch.run, BatchedMLP.load_members_from
+
+    def tracked_run(self):
+        searching[0] = True
+        try:
+            return run(self)
+        finally:
+            searching[0] = False
+
+    def tracked_load(self, other):
+        loads.append(searching[0])
+        return load(self, other)
+
+    monkeypatch.setattr(TwinSearch, "run", tracked_run)
+    monkeypatch.setattr(BatchedMLP, "load_members_from", tracked_load)
+    more = scan_frame(fields=FIELDS + [2.5, 3.5], seed=3)
+    # one trial: the enqueued previous configuration, so the final ensemble matches it
+    refit = DigitalTwin.fit(more, warm_start=twin, trials=1, seed=2, ensemble_size=2)
+    assert loads and not any(loads)
+    assert refit.metadata["refit_count"] == 1
+
+
 def test_data_validation_errors(tmp_path) -> None:
     df = scan_frame()
     with pytest.raises(InputError, match=r"missing column\(s\) \['B'\]"):

@@ -98,7 +98,6 @@ def fit_twin(
         table,
         trials=trials,
         warm_params=optuna_params(warm_start.best_params) if warm_start is not None else None,
-        warm_models=prev_models,
         trial_callback=trial_callback,
     )
     with _one_intra_op_thread():

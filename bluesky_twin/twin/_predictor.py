@@ -287,7 +287,9 @@ class DigitalTwin:
             journal file saved with the model; a generated study name; seed 0).
         warm_start
             A previous twin of the same quantity: its best parameters are tried
-            first and its weights initialise matching networks; its scalers are kept.
+            first (from fresh weights, like every search trial), its weights
+            initialise the matching networks of the final ensemble, and its scalers
+            are kept.
         search_space
             Ranges and schedule (default: the paper's).
         ensemble_size, top_k, n_folds, search_folds, progress

@@ -37,7 +37,6 @@ import numpy as np
 
 from bluesky_twin.twin._config import FitConfig
 from bluesky_twin.twin._ensemble import estimate_final_seconds
-from bluesky_twin.twin._params import matching_model
 from bluesky_twin.twin._persistence import JOURNAL_FILE
 from bluesky_twin.twin.space import TwinSearchSpace
 
@@ -45,7 +44,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from bluesky_twin.data import ScanTable
-    from bluesky_twin.twin.network import BatchedMLP
 
 logger = logging.getLogger(__name__)
 
@@ -183,12 +181,11 @@ class _Objective:
         space: TwinSearchSpace,
         data: SearchData,
         seed: int,
-        prev_models: Sequence[BatchedMLP],
         deadline: float | Callable[[], float | None] | None = None,
         precision: str = "float32",
     ) -> None:
         self.space, self.data, self.seed = space, data, seed
-        self.prev_models, self.deadline, self.precision = prev_models, deadline, precision
+        self.deadline, self.precision = deadline, precision
 
     def suggest(self, trial: Any) -> dict[str, Any]:
         """Draw (or, once drawn, read back) *trial*'s configuration."""
@@ -206,11 +203,10 @@ class _Objective:
         if deadline_passed(self.deadline):  # started just as the budget ran out
             raise optuna.TrialPruned("the search's time is up")
         gen = torch.Generator().manual_seed(self.seed * 100_003 + trial.number)
+        # always from fresh weights, also in a warm-start refit: the previous twin was
+        # trained on every row, those of the held-out lines included, so its weights
+        # would score a configuration on lines it has already seen
         model = BatchedMLP.from_params(len(train_idx), X.shape[1], params, generator=gen)
-        previous = matching_model(self.prev_models, params)
-        if previous is not None:
-            model.load_members_from(previous)
-            trial.set_user_attr("warm_weights", True)
 
         def report(epoch: int, value: float) -> None:
             trial.report(value, epoch)
@@ -335,10 +331,9 @@ class TwinSearch:
     trials
         Trials this worker should have finished in all (see :meth:`FitConfig.trial_count`).
     warm_params
-        A previous twin's best parameters in Optuna's names: tried first.
-    warm_models
-        A previous twin's networks: a trial whose architecture matches one starts
-        from its weights.
+        A previous twin's best parameters in Optuna's names: tried first.  Every
+        trial trains from fresh weights; a previous twin's weights only seed the
+        final ensemble (see :func:`~bluesky_twin.twin._ensemble.train_ensemble`).
     trial_callback
         Called as ``trial_callback(study, trial)`` after every trial.
     """
@@ -352,11 +347,10 @@ class TwinSearch:
         *,
         trials: int,
         warm_params: dict[str, Any] | None = None,
-        warm_models: Sequence[BatchedMLP] = (),
         trial_callback: Callable[[Any, Any], None] | None = None,
     ) -> None:
         self.config, self.space, self.data, self.table = config, space, data, table
-        self.trials, self.warm_params, self.warm_models = trials, warm_params, list(warm_models)
+        self.trials, self.warm_params = trials, warm_params
         self.trial_callback = trial_callback
 
     def _open_study(self, storage_url: str, study_name: str) -> tuple[Any, int]:
@@ -409,7 +403,7 @@ class TwinSearch:
         study_name = c.study_name or f"twin-{self.table.y_name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         study, trials = self._open_study(storage_url, study_name)
         clock = _Clock(c, self.space, self.data.n_train, self.data.n_rows)
-        objective = _Objective(self.space, self.data, c.seed, self.warm_models, clock.deadline, self.space.precision)
+        objective = _Objective(self.space, self.data, c.seed, clock.deadline, self.space.precision)
         callbacks: list[Callable[[Any, Any], None]] = []
         if c.budget is not None:
             callbacks.append(clock.keep_budget)
