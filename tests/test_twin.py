@@ -213,9 +213,9 @@ def test_warm_start_search_trials_train_from_fresh_weights(twin: DigitalTwin, mo
         finally:
             searching[0] = False
 
-    def tracked_load(self, other, offset=0):
+    def tracked_load(self, other):
         loads.append(searching[0])
-        return load(self, other, offset)
+        return load(self, other)
 
     monkeypatch.setattr(TwinSearch, "run", tracked_run)
     monkeypatch.setattr(BatchedMLP, "load_members_from", tracked_load)
@@ -224,29 +224,6 @@ def test_warm_start_search_trials_train_from_fresh_weights(twin: DigitalTwin, mo
     refit = DigitalTwin.fit(more, warm_start=twin, trials=1, seed=2, ensemble_size=2)
     assert loads and not any(loads)
     assert refit.metadata["refit_count"] == 1
-
-
-def test_final_ensemble_starts_from_the_search_fold_networks(data: pd.DataFrame, monkeypatch) -> None:
-    """Each final group starts from its trial's trained fold networks, a configuration's
-    groups from different ones, and trains a third of a fresh member's epochs."""
-    from bluesky_twin.twin.network import BatchedMLP
-
-    starts, load = [], BatchedMLP.load_members_from
-
-    def tracked_load(self, other, offset=0):
-        starts.append((other.members, self.members, offset))
-        return load(self, other, offset)
-
-    monkeypatch.setattr(BatchedMLP, "load_members_from", tracked_load)
-    twin = DigitalTwin.fit(
-        data, ["T", "H"], "M", trials=2, seed=1, jobs=2, ensemble_size=4, top_k=1, search_space=TINY
-    )
-    groups = twin.metadata["ensemble"]
-    assert len(starts) == len(groups) == 2  # two threads: the one configuration in two groups
-    assert all(src == 3 for src, _, _ in starts)  # the 3 fold networks of the search trial
-    assert sorted(offset for *_, offset in starts) == [0, groups[0]["members"]]
-    # best epoch <= 60: a third of the 150-epoch floor, and of the learning-rate drop at 40
-    assert all(g["epochs"] == 50 and g["lr_drop_epoch"] == 14 for g in groups)
 
 
 def test_data_validation_errors(tmp_path) -> None:

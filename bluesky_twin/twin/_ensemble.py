@@ -13,7 +13,7 @@ that will take while the search is still running.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from bluesky_twin.twin._config import DEFAULT_ENSEMBLE_SIZE, DEFAULT_TOP_K, LARGE_DATA_ROWS
@@ -193,15 +193,13 @@ def estimate_final_seconds(
     n_train: int,
     n_all: int,
     width: int | None = None,
-    warm_trials: Collection[int] = (),
 ) -> float:
     """Wall seconds the final ensemble would take if the search stopped now.
 
     Uses each chosen trial's measured seconds per member and optimiser step (older
     trials: per member-epoch, scaled by the steps of a final epoch against a search
     epoch), the steps of a final epoch (:attr:`TwinSearchSpace.final_step_cap`) and
-    the epochs :func:`train_ensemble` would run (from trained weights for the trials
-    in *warm_trials*, else from a fresh start); the member groups
+    the epochs :func:`train_ensemble` would run from a cold start; the member groups
     are then packed onto ``jobs`` threads as :func:`train_ensemble` runs them (three
     equal groups on two threads take two groups' time, not one and a half).
 
@@ -217,9 +215,6 @@ def estimate_final_seconds(
         Training rows of a search trial, and rows of the data.
     width
         As for :func:`train_ensemble`.
-    warm_trials
-        Numbers of the trials whose fold networks the final ensemble starts from
-        (:attr:`~bluesky_twin.twin._search.SearchResult.trial_models`).
 
     Returns
     -------
@@ -241,7 +236,8 @@ def estimate_final_seconds(
     member_seconds: dict[int, float] = {}
     for t in chosen:
         batch = int(model_params(t.params, space, n_train)["batch_size"])
-        epochs, final_steps = final_schedule(t, space, batch, n_train, n_all, warm=t.number in warm_trials)
+        # a cold start's floor: the larger estimate
+        epochs, final_steps = final_schedule(t, space, batch, n_train, n_all)
         if "seconds_per_member_step" in t.user_attrs:
             per_epoch = final_steps * float(t.user_attrs["seconds_per_member_step"])
         else:  # trials recorded before step timing: whole epochs, validation included
@@ -271,7 +267,6 @@ def train_ensemble(
     top_k: int = DEFAULT_TOP_K,
     jobs: int = 1,
     warm_models: Sequence[BatchedMLP] = (),
-    trial_models: Mapping[int, BatchedMLP] | None = None,
     precision: str = "float32",
     epoch_scale: float = 1.0,
     deadline: float | None = None,
@@ -303,11 +298,6 @@ def train_ensemble(
     warm_models
         A previous twin's networks: a group whose architecture matches one starts
         from its weights, with the warm epoch floor.
-    trial_models
-        The search's trained fold networks by trial number
-        (:attr:`~bluesky_twin.twin._search.SearchResult.trial_models`): a group of
-        such a trial starts from them instead (they were trained on all but the
-        held-out lines of the current data), with the warm epoch floor.
     precision
         Training precision (see :func:`bluesky_twin.twin.training.train_members`).
     epoch_scale
@@ -342,16 +332,11 @@ def train_ensemble(
         gen = torch.Generator().manual_seed(seed * 7919 + 1 + 104_729 * index)
         params = model_params(trial.params, space, n_train)
         model = BatchedMLP.from_params(members, X.shape[1], params, generator=gen)
-        trained = (trial_models or {}).get(trial.number)
-        previous = matching_model([trained] if trained is not None else [], params)
-        # a configuration's later groups start from its next fold networks, not the same ones
-        offset = sum(m for t, m in groups[:index] if t.number == trial.number) if previous is not None else 0
-        previous = previous if previous is not None else matching_model(warm_models, params)
+        previous = matching_model(warm_models, params)
         if previous is not None:
-            model.load_members_from(previous, offset)
+            model.load_members_from(previous)
         epochs, _ = final_schedule(trial, space, int(params["batch_size"]), n_train, len(X), warm=previous is not None)
-        # trained weights run a third of the schedule (final_epochs), the drop included
-        lr_drop = math.ceil(space.lr_drop_epoch / 3) if previous is not None else space.lr_drop_epoch
+        lr_drop = space.lr_drop_epoch
         short = max(MIN_FINAL_EPOCHS, math.ceil(epochs * epoch_scale))
         if short < epochs:  # a budget's time box: the whole schedule shrinks, drop included
             lr_drop = max(1, round(lr_drop * short / epochs))

@@ -115,7 +115,6 @@ def fit_twin(
                     top_k=config.top_k,
                     jobs=config.jobs,
                     warm_models=prev_models,
-                    trial_models=result.trial_models,
                     precision=space.precision,
                     epoch_scale=result.epoch_scale,
                     deadline=result.final_deadline,

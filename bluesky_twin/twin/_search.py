@@ -28,8 +28,8 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +44,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from bluesky_twin.data import ScanTable
-    from bluesky_twin.twin.network import BatchedMLP
 
 logger = logging.getLogger(__name__)
 
@@ -102,10 +101,6 @@ class SearchResult:
         Fraction of its schedule each final member may train (1: all of it).
     final_deadline
         :func:`time.monotonic` time at which final training stops (``None``: no budget).
-    trial_models
-        The trained fold networks (:class:`~bluesky_twin.twin.network.BatchedMLP`,
-        best weights restored) of the best completed trials this process ran, by
-        trial number: the final ensemble starts its members from them.
     """
 
     study: Any
@@ -115,7 +110,6 @@ class SearchResult:
     journal: Path | None
     epoch_scale: float = 1.0
     final_deadline: float | None = None
-    trial_models: dict[int, Any] = field(default_factory=dict)
 
 
 class _Clock:
@@ -129,21 +123,10 @@ class _Clock:
         The resolved search space.
     n_train, n_rows
         Training rows of a trial, and all rows.
-    trained
-        The numbers of the trials whose trained networks the final ensemble will
-        start from (their members train a third as long).
     """
 
-    def __init__(
-        self,
-        config: FitConfig,
-        space: TwinSearchSpace,
-        n_train: int,
-        n_rows: int,
-        trained: Callable[[], Collection[int]] = frozenset,
-    ) -> None:
+    def __init__(self, config: FitConfig, space: TwinSearchSpace, n_train: int, n_rows: int) -> None:
         self.config, self.space, self.n_train, self.n_rows = config, space, n_train, n_rows
-        self.trained = trained
         self.start = time.monotonic()
         self.search_seconds = config.search_seconds()
         self.search_end = self.start + self.search_seconds
@@ -156,15 +139,7 @@ class _Clock:
         """The final ensemble's estimated cost now (see :func:`estimate_final_seconds`)."""
         c = self.config
         return estimate_final_seconds(
-            study,
-            self.space,
-            c.ensemble_size,
-            c.top_k,
-            c.jobs,
-            self.n_train,
-            self.n_rows,
-            c.batch_width(),
-            warm_trials=self.trained(),
+            study, self.space, c.ensemble_size, c.top_k, c.jobs, self.n_train, self.n_rows, c.batch_width()
         )
 
     def keep_budget(self, study: Any, trial: Any) -> None:
@@ -208,28 +183,9 @@ class _Objective:
         seed: int,
         deadline: float | Callable[[], float | None] | None = None,
         precision: str = "float32",
-        keep: int = 0,
     ) -> None:
         self.space, self.data, self.seed = space, data, seed
         self.deadline, self.precision = deadline, precision
-        self.keep = keep
-        self.models: dict[int, tuple[float, BatchedMLP]] = {}
-        self._models_lock = threading.Lock()
-
-    def kept(self) -> frozenset[int]:
-        """The numbers of the trials whose networks are kept."""
-        with self._models_lock:
-            return frozenset(self.models)
-
-    def _keep_model(self, number: int, value: float, model: BatchedMLP) -> None:
-        """Keep *model* if it is among the :attr:`keep` best trials so far (ties: lower number)."""
-        if self.keep <= 0:
-            return
-        with self._models_lock:
-            self.models[number] = (value, model)
-            if len(self.models) > self.keep:
-                worst = max(self.models, key=lambda n: (self.models[n][0], n))
-                del self.models[worst]
 
     def suggest(self, trial: Any) -> dict[str, Any]:
         """Draw (or, once drawn, read back) *trial*'s configuration."""
@@ -295,7 +251,6 @@ class _Objective:
         trial.set_user_attr("train_mse", float(np.mean(train_mse)))
         if not math.isfinite(res.best_val_loss):
             raise optuna.TrialPruned("diverged")
-        self._keep_model(trial.number, res.best_val_loss, model)
         return res.best_val_loss
 
 
@@ -447,13 +402,8 @@ class TwinSearch:
         c = self.config
         study_name = c.study_name or f"twin-{self.table.y_name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         study, trials = self._open_study(storage_url, study_name)
-        # the final ensemble starts from the best trials' fold networks when there are
-        # several to spread its members over; one fold (a large map) would give every
-        # member of a configuration the same start, so those train from fresh weights
-        keep = c.top_k if len(self.data.train_idx) >= 2 else 0
-        objective = _Objective(self.space, self.data, c.seed, None, self.space.precision, keep=keep)
-        clock = _Clock(c, self.space, self.data.n_train, self.data.n_rows, trained=objective.kept)
-        objective.deadline = clock.deadline
+        clock = _Clock(c, self.space, self.data.n_train, self.data.n_rows)
+        objective = _Objective(self.space, self.data, c.seed, clock.deadline, self.space.precision)
         callbacks: list[Callable[[Any, Any], None]] = []
         if c.budget is not None:
             callbacks.append(clock.keep_budget)
@@ -490,9 +440,7 @@ class TwinSearch:
             if bar is not None:
                 bar.close()
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        numbers = {t.number for t in complete}  # a trial told failed after training is not kept
-        kept = {n: m for n, (_, m) in objective.models.items() if n in numbers}
-        result = SearchResult(study, complete, storage_url, study_name, journal, trial_models=kept)
+        result = SearchResult(study, complete, storage_url, study_name, journal)
         if complete:
             result.epoch_scale, result.final_deadline = clock.final_time_box(study)
         return result

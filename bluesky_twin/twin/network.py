@@ -177,18 +177,17 @@ class BatchedMLP(nn.Module):
                 dst.copy_(src[index : index + 1])
         return out
 
-    def load_members_from(self, other: BatchedMLP, offset: int = 0) -> None:
-        """Initialise member ``m`` from *other*'s member ``(m + offset) % other.members``."""
+    def load_members_from(self, other: BatchedMLP) -> None:
+        """Initialise every member from *other*'s members, cycling if it has fewer."""
         if other.architecture != self.architecture:
             raise ValueError("architectures differ")
-        source = [(m + offset) % other.members for m in range(self.members)]
         with torch.no_grad():
             if self.fourier_b is not None:
-                for m, k in enumerate(source):
-                    self.fourier_b[m].copy_(other.fourier_b[k])
+                for m in range(self.members):
+                    self.fourier_b[m].copy_(other.fourier_b[m % other.members])
             for dst, src in list(zip(self.weights, other.weights)) + list(zip(self.biases, other.biases)):
-                for m, k in enumerate(source):
-                    dst[m].copy_(src[k])
+                for m in range(self.members):
+                    dst[m].copy_(src[m % other.members])
 
 
 def _axis_scales(scale: float | Sequence[float], n_in: int) -> tuple[float, ...]:
