@@ -16,8 +16,9 @@ acquisition).  Instruments (``--instruments``):
     at theta2 -15..15 degrees; the measured step 1 degree.
 
 Strategies: ``uniform_paper``, ``uniform_half``, ``uniform_double`` (a grid at the
-paper's step, half and twice it), ``coarse_to_fine`` (magnetometers),
-``adaptive_std``, ``adaptive_derived`` and ``adaptive_interp`` (``twin_adaptive_scan``
+paper's step, half and twice it), ``coarse_to_fine`` (magnetometers, with the plan's
+default candidate field steps), ``adaptive_std``, ``adaptive_derived`` and
+``adaptive_interp`` (``twin_adaptive_scan``
 with the twin agent; ``derived`` is the dS_M acquisition, magnetometers only;
 ``interp`` the map-interpolation acquisition, ARPES only), ``gp`` (the same plan
 driven by :class:`~bluesky_twin.gp_agent.GPLineAgent`), ``random`` (random lines, the
@@ -145,7 +146,6 @@ class Instrument:
     paper_step: float
     initial_lines: list[float]
     budget: int
-    candidate_steps: tuple[float, ...] = ()
     description: str = ""
     truth_cache: dict[str, Any] = field(default_factory=dict)
 
@@ -212,7 +212,6 @@ def build_instruments(names: list[str], args: argparse.Namespace, cache: Path) -
                 paper_step=0.2,
                 initial_lines=list(INITIAL_LINES[name]),
                 budget=args.budget or 13,
-                candidate_steps=(0.1, 0.2, 0.4, 1.0),
                 description="simulated ErCo2-like magnetometer (bluesky_twin.sim.Magnetometer), "
                 "lines 26-50 K (49 points) at 0-5 T",
             )
@@ -239,7 +238,6 @@ def build_instruments(names: list[str], args: argparse.Namespace, cache: Path) -
                 paper_step=0.1,
                 initial_lines=list(INITIAL_LINES[name]),
                 budget=args.budget or 11,
-                candidate_steps=(0.05, 0.1, 0.2, 0.5),
                 description="twin-backed magnetometer reading a DigitalTwin of the Fe3Ga4 data (Section 3.2), "
                 "lines 5-200 K (66 points) at 0-2 T",
             )
@@ -557,7 +555,7 @@ def run_strategy(inst: Instrument, strategy: str, seed: int, fit: dict) -> dict[
                     fine_t_num=len(lp),
                     field_min=inst.step_range[0],
                     field_max=inst.step_range[1],
-                    candidate_steps=inst.candidate_steps,
+                    # the plan's default candidate steps: what a user gets
                     twin_timeout=600,
                 )
             )
@@ -882,6 +880,8 @@ def _fit_text(fit: dict[str, Any]) -> str:
 
 def markdown(data: dict[str, Any], figure_name: str) -> str:
     """The docs section: one table per instrument plus the targets."""
+    from bluesky_twin.analysis.steps import DEFAULT_FIELD_STEPS_T
+
     cmd = data["command"]
     lines = [
         "# Steering benchmark: instrument time and accuracy",
@@ -893,7 +893,8 @@ def markdown(data: dict[str, Any], figure_name: str) -> str:
         "lowest to the top field computed from the measured lines (trapezoid over fields), RMS against the "
         "truth in % of its peak; ARPES, the map interpolated linearly between measured lines, RMS against the "
         "truth in % of the map's standard deviation. `model` is the same error from the strategy's last "
-        "model, twin or Gaussian process (for coarse_to_fine the twin of its coarse run, which proposed the step), "
+        "model, twin or Gaussian process (for coarse_to_fine the twin of its coarse run, which proposed the step "
+        f"among the plan's default candidates, {', '.join(f'{v:g}' for v in DEFAULT_FIELD_STEPS_T)} T), "
         "instead of its lines; `assisted` (magnetometers) from the lines with that "
         "twin correcting the trapezoid rule between them. " + _fit_text(data.get("fit", {})) + " Medians over seeds "
         f"{', '.join(map(str, data['seeds']))}; per-seed values in `steering.json`. The twins behind the "
