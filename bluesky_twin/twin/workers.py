@@ -293,7 +293,7 @@ def run_worker(
     study = _study_class()(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
     worker = f"{socket.gethostname()}/pid={os.getpid()}"
     study._twin_url, study._twin_worker = storage_url, worker
-    objective = _Objective(space, data_, config.seed, [], None, space.precision)
+    objective = _Objective(space, data_, config.seed, deadline=None, precision=space.precision)
     hold = float(os.environ.get(HOLD_ENV, "0") or 0)
 
     def run_trial(trial: Any) -> float:
