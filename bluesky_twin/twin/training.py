@@ -171,8 +171,7 @@ def train_members(
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     low_precision = precision == "bfloat16"
-    # fused: one kernel per parameter update instead of a handful (same algorithm)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, foreach=True)
     members = model.members
     if val_idx is not None:
         v_max = max(len(v) for v in val_idx)
