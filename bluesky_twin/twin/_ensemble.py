@@ -123,10 +123,8 @@ def final_epochs(trial: Any, space: TwinSearchSpace, warm: bool, search_steps: i
     """Epochs of a final-ensemble member: the search's best epoch, with a floor.
 
     The floor is :attr:`TwinSearchSpace.min_final_epochs` (default
-    :data:`~bluesky_twin.twin.space.DEFAULT_FINAL_EPOCHS`).  A member that starts
-    from a previous twin's trained weights (*warm*) trains a third of both: the search
-    trials train from fresh weights (so their held-out lines stay unseen), and their
-    best epoch is what a fresh network needs.  When a final epoch is capped differently
+    :data:`~bluesky_twin.twin.space.DEFAULT_FINAL_EPOCHS`); starting from trained
+    weights (*warm*) it is a third of that.  When a final epoch is capped differently
     from a search epoch (:attr:`TwinSearchSpace.final_steps_per_epoch`, e.g. full
     passes), the search's best epoch is converted to the same number of optimiser
     steps, so a trial that needed 500 short epochs does not become 500 full passes.
@@ -144,12 +142,11 @@ def final_epochs(trial: Any, space: TwinSearchSpace, warm: bool, search_steps: i
         Optimiser steps of a search epoch and of a final epoch.
     """
     base = space.min_final_epochs if space.min_final_epochs is not None else DEFAULT_FINAL_EPOCHS
+    floor = base // 3 if warm else base
     best = int(trial.user_attrs.get("best_epoch", space.max_epochs))
     if space.final_step_cap != space.max_steps_per_epoch:
         best = math.ceil(best * search_steps / max(1, final_steps))
-    if warm:
-        return int(max(math.ceil(best / 3), base // 3))
-    return int(max(best, base))
+    return int(max(best, floor))
 
 
 def final_schedule(
