@@ -596,6 +596,25 @@ def test_search_space_defaults_settle_with_the_data_size() -> None:
         TwinSearchSpace(fourier_per_axis="yes").resolved(10, 10_000)
 
 
+def test_small_scans_search_narrower_networks_and_record_the_widths_searched() -> None:
+    auto = TwinSearchSpace()
+    small, large = auto.resolved(808, 10_000), auto.resolved(29_977, 10_000)
+    assert small.n_units == (50, 128) and large.n_units == (50, 200)  # the paper's widths on a large map
+    # the recorded space is settled: read back (a warm start, a worker) it searches the same widths
+    for resolved in (small, large):
+        assert resolved.small_data_max_units is None
+        back = TwinSearchSpace.from_dict(json.loads(json.dumps(resolved.to_dict())))
+        assert back.resolved(808, 10_000).n_units == resolved.n_units
+    # a twin saved before the cap existed keeps the widths it searched
+    old = {k: v for k, v in TwinSearchSpace().to_dict().items() if k != "small_data_max_units"}
+    assert TwinSearchSpace.from_dict(old).resolved(808, 10_000).n_units == (50, 200)
+    assert TwinSearchSpace(small_data_max_units=None).resolved(808, 10_000).n_units == (50, 200)
+    assert TwinSearchSpace(n_units=(8, 32), small_data_max_units=16).resolved(808, 10_000).n_units == (8, 16)
+    assert TwinSearchSpace(small_data_max_units=40).resolved(808, 10_000).n_units == (40, 40)
+    with pytest.raises(ValueError, match="small_data_max_units"):
+        TwinSearchSpace(small_data_max_units=0).resolved(808, 10_000)
+
+
 # ---------------------------------------------------------------------- the split modules' public names
 def test_fit_config_checks_every_option_once() -> None:
     from bluesky_twin.twin import DEFAULT_TRIALS, DEFAULT_WARM_TRIALS, LARGE_DATA_ROWS, FitConfig

@@ -21,6 +21,13 @@ class TwinSearchSpace:
     ----------
     n_layers, n_units
         Inclusive integer ranges for depth and width.
+    small_data_max_units
+        Widest hidden layer searched on data sets of fewer than
+        :data:`~bluesky_twin.twin.LARGE_DATA_ROWS` rows: :meth:`resolved` caps the
+        upper end of ``n_units`` there (``None``: no cap, the paper's 50-200).  A
+        step's cost grows with the square of the width, and on the
+        coarse magnetometer scans the narrower range fits faster without losing
+        accuracy between the lines (docs/twin.md, "Network width on small scans").
     lr
         Log-uniform learning-rate range.
     batch_size
@@ -92,6 +99,7 @@ class TwinSearchSpace:
 
     n_layers: tuple[int, int] = (2, 10)
     n_units: tuple[int, int] = (50, 200)
+    small_data_max_units: int | None = 128
     lr: tuple[float, float] = (5e-4, 5e-3)
     batch_size: tuple[int, int] = (16, 1024)
     weight_decay: tuple[float, float] = (1e-8, 1e-3)
@@ -139,9 +147,10 @@ class TwinSearchSpace:
 
         ``fourier_per_axis="auto"``, ``final_steps_per_epoch=None``,
         ``min_final_epochs=None``, ``precision="auto"`` and ``line_residual="auto"``
-        become concrete values
-        (data sets of at least *large_rows* rows count as large maps); the result is
-        what a fit records.
+        become concrete values, and on a small data set ``n_units`` is capped at
+        ``small_data_max_units`` (data sets of at least *large_rows* rows count as
+        large maps); the result is what a fit records, with the cap settled
+        (``small_data_max_units=None``), so a warm start searches the same widths.
 
         Raises
         ------
@@ -165,6 +174,14 @@ class TwinSearchSpace:
         if self.min_final_epochs is None:
             out.min_final_epochs = DEFAULT_FINAL_EPOCHS
         out.precision = resolve_precision(self.precision, n_rows, large_rows)
+        if self.small_data_max_units is not None:
+            cap = int(self.small_data_max_units)
+            if cap < 1:
+                raise ValueError(f"small_data_max_units must be a positive width or None, got {cap}")
+            if not large:
+                hi = min(self.n_units[1], cap)
+                out.n_units = (min(self.n_units[0], hi), hi)
+            out.small_data_max_units = None
         return out
 
     @property
@@ -221,7 +238,9 @@ class TwinSearchSpace:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TwinSearchSpace:
-        kw = {}
+        # a recorded space is resolved: a twin saved before the width cap existed
+        # searched the widths its n_units says
+        kw: dict[str, Any] = {"small_data_max_units": None}
         for k, v in d.items():
             if k not in cls.__dataclass_fields__:
                 continue
