@@ -522,21 +522,38 @@ def run_seed_studies(args: argparse.Namespace) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     keys = [int(k) for k in args.datasets.split(",")]
     t0 = time.perf_counter()
-    out: dict = {"command": "benchmarks/bench_twin.py " + " ".join(sys.argv[1:]), "magnetometers": []}
+    command = "benchmarks/bench_twin.py " + " ".join(sys.argv[1:])
+    out: dict = {"command": command, "magnetometers": []}
+    page = ROOT / "docs" / "benchmarks" / "twin_seeds.json"
+    if args.update and page.exists():
+        # keep the sections this invocation does not rerun, each with the invocation behind it
+        previous = json.loads(page.read_text())
+        rerun = {ts.MAGNETOMETERS[k][0] for k in keys if k in ts.MAGNETOMETERS}
+        for section in [*previous.get("magnetometers", []), previous.get("arpes_half"), previous.get("timing")]:
+            if section is not None:
+                section.setdefault("command", previous["command"])
+        out["magnetometers"] = [m for m in previous.get("magnetometers", []) if m["dataset"] not in rerun]
+        if 4 not in keys and "arpes_half" in previous:
+            out["arpes_half"] = previous["arpes_half"]
+        if not args.compare_ref and "timing" in previous:
+            out["timing"] = previous["timing"]
+    order = [ts.MAGNETOMETERS[k][0] for k in sorted(ts.MAGNETOMETERS)]
     for key in (k for k in keys if k in ts.MAGNETOMETERS):
-        out["magnetometers"].append(
-            ts.magnetometer_seeds(key, DATA, seeds, args.trials, args.jobs, {}, save_dir=args.save_twins)
-        )
+        entry = ts.magnetometer_seeds(key, DATA, seeds, args.trials, args.jobs, {}, save_dir=args.save_twins)
+        entry["command"] = command
+        out["magnetometers"] = sorted([*out["magnetometers"], entry], key=lambda m: order.index(m["dataset"]))
         write_seed_markdown(out, time.perf_counter() - t0)
     if 4 in keys:
         out["arpes_half"] = ts.arpes_every_other_line(
             DATA, seeds[:3], args.trials, args.jobs, args.arpes_half_budget, {}
         )
+        out["arpes_half"]["command"] = command
         write_seed_markdown(out, time.perf_counter() - t0)
     if args.compare_ref:
         out["timing"] = ts.fit_timing_against(
             args.compare_ref, ROOT, DATA / DATASETS[1][1], seeds, args.trials, args.jobs
         )
+        out["timing"]["command"] = command
     write_seed_markdown(out, time.perf_counter() - t0)
     print(f"\nwrote docs/benchmarks/twin_seeds.md in {time.perf_counter() - t0:.0f} s")
     return 0
@@ -634,6 +651,19 @@ def write_seed_markdown(out: dict, elapsed: float) -> None:
         for k, v in t["seconds"].items():
             lines.append(f"| {k} | {', '.join(f'{x:.1f}' for x in v)} | {t['median_s'][k]:.1f} |")
         lines += ["", f"Median ratio, this tree over `{t['ref']}`: {t['median_ratio_this_over_ref']:.2f}."]
+    sections = [
+        *((m["dataset"], m) for m in out["magnetometers"]),
+        ("ARPES every other line", out.get("arpes_half")),
+        ("ErCo2 fit time", out.get("timing")),
+    ]
+    behind = [(name, sec["command"]) for name, sec in sections if sec is not None and "command" in sec]
+    if any(cmd != out["command"] for _, cmd in behind):
+        lines += [
+            "",
+            "Invocation behind each section (`--update` keeps the sections an invocation does not rerun):",
+            "",
+        ]
+        lines += [f"* {name}: `.venv/bin/python {cmd}`" for name, cmd in behind]
     lines += ["", "Raw numbers: `docs/benchmarks/twin_seeds.json`."]
     (ROOT / "docs" / "benchmarks" / "twin_seeds.md").write_text("\n".join(lines) + "\n")
     (ROOT / "docs" / "benchmarks" / "twin_seeds.json").write_text(json.dumps(out, indent=1, default=float))
@@ -651,7 +681,8 @@ def main() -> None:
     ap.add_argument(
         "--update",
         action="store_true",
-        help="keep the other data sets' rows of an earlier run (docs/benchmarks/twin.json)",
+        help="keep the other data sets' rows of an earlier run (docs/benchmarks/twin.json; with --seeds, the "
+        "sections of twin_seeds.json this invocation does not rerun)",
     )
     ap.add_argument(
         "--arpes-budget",

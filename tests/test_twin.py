@@ -598,13 +598,15 @@ def test_search_space_defaults_settle_with_the_data_size() -> None:
 
 def test_small_scans_search_narrower_networks_and_record_the_widths_searched() -> None:
     auto = TwinSearchSpace()
-    small, large = auto.resolved(808, 10_000), auto.resolved(29_977, 10_000)
-    assert small.n_units == (50, 128) and large.n_units == (50, 200)  # the paper's widths on a large map
+    small, medium, large = (auto.resolved(n, 10_000) for n in (808, 2737, 29_977))
+    assert small.n_units == (50, 128)
+    assert medium.n_units == large.n_units == (50, 200)  # the paper's widths from small_data_rows on
     # the recorded space is settled: read back (a warm start, a worker) it searches the same widths
-    for resolved in (small, large):
+    for resolved in (small, medium, large):
         assert resolved.small_data_max_units is None
         back = TwinSearchSpace.from_dict(json.loads(json.dumps(resolved.to_dict())))
         assert back.resolved(808, 10_000).n_units == resolved.n_units
+    assert TwinSearchSpace(small_data_rows=3000).resolved(2737, 10_000).n_units == (50, 128)
     # a twin saved before the cap existed keeps the widths it searched
     old = {k: v for k, v in TwinSearchSpace().to_dict().items() if k != "small_data_max_units"}
     assert TwinSearchSpace.from_dict(old).resolved(808, 10_000).n_units == (50, 200)

@@ -21,13 +21,14 @@ class TwinSearchSpace:
     ----------
     n_layers, n_units
         Inclusive integer ranges for depth and width.
-    small_data_max_units
-        Widest hidden layer searched on data sets of fewer than
-        :data:`~bluesky_twin.twin.LARGE_DATA_ROWS` rows: :meth:`resolved` caps the
-        upper end of ``n_units`` there (``None``: no cap, the paper's 50-200).  A
-        step's cost grows with the square of the width, and on the
-        coarse magnetometer scans the narrower range fits faster without losing
-        accuracy between the lines (docs/twin.md, "Network width on small scans").
+    small_data_max_units, small_data_rows
+        Widest hidden layer searched on data sets of fewer than ``small_data_rows``
+        rows: :meth:`resolved` caps the upper end of ``n_units`` there (``None``: no
+        cap, the paper's 50-200).  A step's cost grows with the square of the width.
+        Measured (docs/twin.md, "Network width on small scans"): on the 808-point
+        ErCo2 scan the narrower range fits in about two thirds of the time with a
+        lower between-line error and seed spread; on the 2737-point Fe3Ga4 scan it
+        doubled the seed spread of the dS_M curves, hence the row limit.
     lr
         Log-uniform learning-rate range.
     batch_size
@@ -100,6 +101,7 @@ class TwinSearchSpace:
     n_layers: tuple[int, int] = (2, 10)
     n_units: tuple[int, int] = (50, 200)
     small_data_max_units: int | None = 128
+    small_data_rows: int = 2000
     lr: tuple[float, float] = (5e-4, 5e-3)
     batch_size: tuple[int, int] = (16, 1024)
     weight_decay: tuple[float, float] = (1e-8, 1e-3)
@@ -147,10 +149,11 @@ class TwinSearchSpace:
 
         ``fourier_per_axis="auto"``, ``final_steps_per_epoch=None``,
         ``min_final_epochs=None``, ``precision="auto"`` and ``line_residual="auto"``
-        become concrete values, and on a small data set ``n_units`` is capped at
-        ``small_data_max_units`` (data sets of at least *large_rows* rows count as
-        large maps); the result is what a fit records, with the cap settled
-        (``small_data_max_units=None``), so a warm start searches the same widths.
+        become concrete values (data sets of at least *large_rows* rows count as
+        large maps), and below ``small_data_rows`` rows ``n_units`` is capped at
+        ``small_data_max_units``; the result is what a fit records, with the cap
+        settled (``small_data_max_units=None``), so a warm start searches the same
+        widths whatever its data size.
 
         Raises
         ------
@@ -178,7 +181,7 @@ class TwinSearchSpace:
             cap = int(self.small_data_max_units)
             if cap < 1:
                 raise ValueError(f"small_data_max_units must be a positive width or None, got {cap}")
-            if not large:
+            if n_rows < self.small_data_rows:
                 hi = min(self.n_units[1], cap)
                 out.n_units = (min(self.n_units[0], hi), hi)
             out.small_data_max_units = None
