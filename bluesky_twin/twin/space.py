@@ -47,8 +47,8 @@ class TwinSearchSpace:
         An epoch is at most this many optimiser steps (``0`` disables): the
         smallest batch size is raised to ``n / max_steps_per_epoch`` and, where even
         the largest batch cannot cover the data in that many steps, each epoch
-        trains on a fresh random subset.  Tiny MLPs are dominated by per-step
-        overhead, so this bounds a trial's cost; it is the one departure from the
+        trains on a fresh random subset.  Small MLPs pay a per-step overhead, so
+        this bounds a trial's cost; with the width cap below it departs from the
         paper's space (for 808 points the smallest batch becomes 68; for the 30k-point
         ARPES map an epoch sees 8192 random points).
     min_final_epochs
