@@ -615,6 +615,8 @@ def test_small_scans_search_narrower_networks_and_record_the_widths_searched() -
     assert TwinSearchSpace(small_data_max_units=40).resolved(808, 10_000).n_units == (40, 40)
     with pytest.raises(ValueError, match="small_data_max_units"):
         TwinSearchSpace(small_data_max_units=0).resolved(808, 10_000)
+    with pytest.raises(ValueError, match="small_data_rows"):
+        TwinSearchSpace(small_data_rows=-1).resolved(808, 10_000)
 
 
 # ---------------------------------------------------------------------- the split modules' public names

@@ -181,6 +181,8 @@ class TwinSearchSpace:
             cap = int(self.small_data_max_units)
             if cap < 1:
                 raise ValueError(f"small_data_max_units must be a positive width or None, got {cap}")
+            if int(self.small_data_rows) < 0:
+                raise ValueError(f"small_data_rows must be a row count >= 0, got {self.small_data_rows}")
             if n_rows < self.small_data_rows:
                 hi = min(self.n_units[1], cap)
                 out.n_units = (min(self.n_units[0], hi), hi)
