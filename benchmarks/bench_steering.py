@@ -36,7 +36,9 @@ truth's in % of the truth's peak; ARPES, the map interpolated linearly between t
 measured lines, RMS difference from the truth in % of the truth map's standard
 deviation.  Strategies that fit a model also report ``error_pct_model``: the same
 quantity from their last model (twin or Gaussian process; for ``coarse_to_fine`` the
-twin of its coarse run, which proposed the step, since its trainer skips the fine grid)
+twin of its coarse run, which proposed the step, since its trainer skips the fine grid;
+for ``uniform_equal_lines`` a twin fitted on its lines with as many trials as a steering
+chain spends, so that the two line sets can also be compared read by a twin each)
 instead of the lines, and
 two more error curves: ``curve_model``, the model the plan steered by after each run,
 and (magnetometers) ``curve_assisted``, the lines' trapezoid plus that model's
@@ -474,6 +476,33 @@ def _network_trainer(
     )
 
 
+def _uniform_lines_twin(rec: Recorder, inst: Instrument, seed: int, fit: dict) -> Any:
+    """A twin of the uniform lines, for reading them the way twin steering reads its own.
+
+    The same search space, ensemble and seed as a steering twin, cold, with as many
+    trials as a steering chain spends in all (its first fit and one refit per adaptive
+    line), so the uniform lines' twin has no smaller search behind it.
+    """
+    import pandas as pd
+
+    from bluesky_twin.twin import DigitalTwin, TwinSearchSpace
+
+    step_key, line_key, y_key = rec.keys
+    frame = pd.DataFrame(np.asarray(rec.rows, dtype=float), columns=[step_key, line_key, y_key])
+    space = TwinSearchSpace() if fit.get("epochs") is None else TwinSearchSpace.capped(int(fit["epochs"]))
+    trials = int(fit["trials"]) + int(fit["refit_trials"]) * (inst.budget - len(inst.initial_lines))
+    return DigitalTwin.fit(
+        frame,
+        x=[line_key, step_key],
+        y=y_key,
+        trials=trials,
+        search_space=space,
+        ensemble_size=fit["ensemble"],
+        seed=seed,
+        jobs=fit.get("jobs", 2),
+    )
+
+
 def _not_fine_grid(start: dict) -> bool:
     """Trainer condition for ``coarse_to_fine``: every run but the fine grid.
 
@@ -528,6 +557,8 @@ def run_strategy(inst: Instrument, strategy: str, seed: int, fit: dict) -> dict[
                 factor = {"uniform_paper": 1.0, "uniform_half": 0.5, "uniform_double": 2.0}[strategy]
                 lines = inst.uniform_lines(inst.paper_step * factor)
             RE(_grid(det, step_motor, lines, line_motor, lp))
+            if strategy == "uniform_equal_lines":
+                model = _uniform_lines_twin(rec, inst, seed, fit)
         elif strategy == "random":
             rng = np.random.default_rng(10_000 + seed)
             RE(_grid(det, step_motor, inst.initial_lines, line_motor, lp))
@@ -782,6 +813,17 @@ def targets(kind: str, tw: str, res: dict[str, dict[str, list]]) -> dict[str, An
                 t[f"{tw}_beats_{other}"] = bool(med[tw] < med[other])
         if kind == "map" and "uniform_equal_lines" in med:
             t[f"{tw}_beats_uniform_equal_lines"] = bool(med[tw] < med["uniform_equal_lines"])
+            # the twin's map of its lines against the uniform lines read linearly and read by their own
+            # twin (see _uniform_lines_twin)
+            models = {
+                s: [v for v in res[s].get("error_pct_model", []) if v is not None] for s in (tw, "uniform_equal_lines")
+            }
+            if models[tw]:
+                t[f"{tw}_model_beats_uniform_equal_lines"] = bool(np.median(models[tw]) < med["uniform_equal_lines"])
+            if all(models.values()):
+                t[f"{tw}_model_beats_uniform_equal_lines_model"] = bool(
+                    np.median(models[tw]) < np.median(models["uniform_equal_lines"])
+                )
     return t
 
 
@@ -866,6 +908,11 @@ def _fmt(values: list[float | None] | None) -> str:
     return ", ".join("not reached" if v is None else f"{v:.2f}x" for v in values)
 
 
+def _pcts(values: list[float]) -> str:
+    """Per-seed errors (%) as text."""
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
 def _fit_text(fit: dict[str, Any]) -> str:
     """One sentence on the steering twins' fit options."""
     if not fit:
@@ -894,7 +941,9 @@ def markdown(data: dict[str, Any], figure_name: str) -> str:
         "truth in % of its peak; ARPES, the map interpolated linearly between measured lines, RMS against the "
         "truth in % of the map's standard deviation. `model` is the same error from the strategy's last "
         "model, twin or Gaussian process (for coarse_to_fine the twin of its coarse run, which proposed the step "
-        f"among the plan's default candidates, {', '.join(f'{v:g}' for v in DEFAULT_FIELD_STEPS_T)} T), "
+        f"among the plan's default candidates, {', '.join(f'{v:g}' for v in DEFAULT_FIELD_STEPS_T)} T; for "
+        "uniform_equal_lines a twin fitted once on its lines, with as many trials as a steering run's twins "
+        "spend in all, so that both line sets can be read by a twin), "
         "instead of its lines; `assisted` (magnetometers) from the lines with that "
         "twin correcting the trapezoid rule between them. " + _fit_text(data.get("fit", {})) + " Medians over seeds "
         f"{', '.join(map(str, data['seeds']))}; per-seed values in `steering.json`. The twins behind the "
@@ -944,6 +993,17 @@ def markdown(data: dict[str, Any], figure_name: str) -> str:
             "",
         ]
         tw_res = res.get(entry["twin_strategy"], {})
+        equal = res.get("uniform_equal_lines", {})
+        tw_model = [v for v in tw_res.get("error_pct_model", []) if v is not None]
+        eq_model = [v for v in equal.get("error_pct_model", []) if v is not None]
+        if entry["kind"] == "map" and tw_model and eq_model:
+            lines += [
+                f"The same number of lines read by a twin each: the lines {entry['twin_strategy']} chose, by the "
+                f"twin that chose them, {np.median(tw_model):.2f} % (per seed {_pcts(tw_model)}); the uniform lines "
+                f"by a twin fitted on them {np.median(eq_model):.2f} % ({_pcts(eq_model)}), and read linearly "
+                f"{np.median(equal['error_pct']):.2f} % ({_pcts(equal['error_pct'])}).",
+                "",
+            ]
         if entry["kind"] == "mce" and "uniform_paper" in res and tw_res.get("curve"):
             start = float(np.median([c[0][0] for c in tw_res["curve"] if c]))
             ceiling = float(np.median(res["uniform_paper"]["instrument_time_s"])) / start

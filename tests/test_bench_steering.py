@@ -107,3 +107,25 @@ def test_shared_first_fits_fit_identical_data_once(bench):
     assert fits(frame, x=["t", "h"], y="m", **{**kwargs, "seed": 1}) is not None and fits.hits == 1
     refit = fits(frame, x=["t", "h"], y="m", warm_start=first, **kwargs)  # refits always run
     assert fits.hits == 1 and refit.metadata["parent_version"] == first.version
+
+
+def test_map_targets_compare_the_twin_map_with_the_uniform_lines_read_both_ways(bench):
+    res = {
+        "uniform_equal_lines": {"error_pct": [23.4, 23.5, 23.3], "error_pct_model": [26.5, 24.4, 24.2]},
+        "adaptive_interp": {"error_pct": [24.4, 23.3, 24.6], "error_pct_model": [20.8, 19.8, 24.2]},
+        "gp": {"error_pct": [48.0, 49.0, 50.0], "error_pct_model": [100.0, 110.0, 120.0]},
+    }
+    t = bench.targets("map", "adaptive_interp", res)
+    assert t == {
+        "adaptive_interp_beats_gp": True,
+        "adaptive_interp_beats_uniform_equal_lines": False,  # both read linearly: 24.4 against 23.4
+        "adaptive_interp_model_beats_uniform_equal_lines": True,  # twin map 20.8 against 23.4
+        "adaptive_interp_model_beats_uniform_equal_lines_model": True,  # 20.8 against the uniform twin's 24.4
+    }
+    res["adaptive_interp"]["error_pct_model"] = [25.0, 25.0, 25.0]
+    t = bench.targets("map", "adaptive_interp", res)
+    assert not t["adaptive_interp_model_beats_uniform_equal_lines"]
+    assert not t["adaptive_interp_model_beats_uniform_equal_lines_model"]
+    # without a twin of the uniform lines (an older steering.json) that comparison is not made
+    res["uniform_equal_lines"].pop("error_pct_model")
+    assert "adaptive_interp_model_beats_uniform_equal_lines_model" not in bench.targets("map", "adaptive_interp", res)
