@@ -47,7 +47,10 @@ correction between the measured fields
 ``time_ratio_model`` and ``time_ratio_assisted``, the ratio below with those estimates.
 
 Every steering strategy on a magnetometer starts from the paper's coarse preliminary
-fields (ErCo2 8, Fe3Ga4 7; ARPES from 5 uniform lines).  The steering twins are the
+fields (ErCo2 8, Fe3Ga4 7; ARPES from 5 uniform lines), except ``adaptive_std_sparse`` and
+``adaptive_derived_sparse``: the same plans from every other of those fields, both ends
+kept (ErCo2 0, 0.5, 2, 4, 5 T; Fe3Ga4 0, 0.3, 0.7, 2 T), so the twin chooses more of the
+lines.  The steering twins are the
 product's: :class:`~bluesky_twin.twin.TwinSearchSpace` defaults, ``--trials`` for the
 first fit, ``--refit-trials`` for each warm-start refit, ``--ensemble`` members; the
 strategies of one seed share their first fit (:class:`SharedFirstFits`).
@@ -98,6 +101,8 @@ MCE_STRATEGIES = (
     "coarse_to_fine",
     "adaptive_std",
     "adaptive_derived",
+    "adaptive_std_sparse",
+    "adaptive_derived_sparse",
     "gp",
     "random",
     "oracle_derived",
@@ -158,6 +163,12 @@ class Instrument:
     @property
     def strategies(self) -> tuple[str, ...]:
         return MCE_STRATEGIES if self.kind == "mce" else MAP_STRATEGIES
+
+    @property
+    def sparse_lines(self) -> list[float]:
+        """The start of the ``*_sparse`` strategies: every other initial line, both ends kept."""
+        lines = list(self.initial_lines[0::2])
+        return lines if lines[-1] == self.initial_lines[-1] else [*lines, self.initial_lines[-1]]
 
     def uniform_lines(self, step: float) -> list[float]:
         lo, hi = self.step_range
@@ -594,6 +605,8 @@ def run_strategy(inst: Instrument, strategy: str, seed: int, fit: dict) -> dict[
         elif strategy in (
             "adaptive_std",
             "adaptive_derived",
+            "adaptive_std_sparse",
+            "adaptive_derived_sparse",
             "adaptive_interp",
             "gp",
             "oracle_derived",
@@ -642,7 +655,7 @@ def run_strategy(inst: Instrument, strategy: str, seed: int, fit: dict) -> dict[
                     float(lp[-1]),
                     len(lp),
                     step_motor,
-                    inst.initial_lines,
+                    inst.sparse_lines if strategy.endswith("_sparse") else inst.initial_lines,
                     trainer=trainer,
                     agent=agent,
                     budget=inst.budget,
@@ -746,6 +759,7 @@ def run_benchmark(
             "paper_step": inst.paper_step,
             "budget": inst.budget,
             "initial_lines": inst.initial_lines,
+            "sparse_lines": inst.sparse_lines,
             "twin_strategy": inst.twin_strategy,
             "strategies": res,
         }
@@ -840,6 +854,8 @@ def figure(data: dict[str, Any], path: Path) -> None:
     colors = {
         "adaptive_derived": "C3",
         "adaptive_std": "C1",
+        "adaptive_derived_sparse": "C6",
+        "adaptive_std_sparse": "C5",
         "gp": "C2",
         "random": "C7",
         "coarse_to_fine": "C4",
@@ -962,7 +978,12 @@ def markdown(data: dict[str, Any], figure_name: str) -> str:
             + f"; paper's step {entry['paper_step']:g} {'T' if entry['kind'] == 'mce' else 'deg'}, adaptive budget "
             f"{entry['budget']} lines (the same for gp and random, so their instrument times match) from "
             f"{entry['initial_lines']}"
-            + (" (the paper's coarse preliminary fields)." if entry["kind"] == "mce" else "."),
+            + (" (the paper's coarse preliminary fields)" if entry["kind"] == "mce" else "")
+            + (
+                f"; the `_sparse` strategies from every other of them, {entry['sparse_lines']}."
+                if any(k.endswith("_sparse") for k in res) and "sparse_lines" in entry
+                else "."
+            ),
             "",
         ]
         if name.endswith("_twin"):

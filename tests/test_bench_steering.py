@@ -129,3 +129,12 @@ def test_map_targets_compare_the_twin_map_with_the_uniform_lines_read_both_ways(
     # without a twin of the uniform lines (an older steering.json) that comparison is not made
     res["uniform_equal_lines"].pop("error_pct_model")
     assert "adaptive_interp_model_beats_uniform_equal_lines_model" not in bench.targets("map", "adaptive_interp", res)
+
+
+def test_sparse_strategies_start_from_every_other_initial_line_with_both_ends(bench, tmp_path):
+    args = argparse.Namespace(budget=None, data=None, truth_trials=1)
+    (inst,) = bench.build_instruments(["erco2_sim"], args, tmp_path).values()
+    assert inst.sparse_lines == [0.0, 0.5, 2.0, 4.0, 5.0]  # 8 coarse fields: the top one kept
+    inst.initial_lines = list(bench.FE3GA4_COARSE_FIELDS)
+    assert inst.sparse_lines == [0.0, 0.3, 0.7, 2.0]  # 7: the top one is already every other
+    assert {"adaptive_std_sparse", "adaptive_derived_sparse"} <= set(bench.MCE_STRATEGIES)
