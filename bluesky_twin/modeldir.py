@@ -385,7 +385,7 @@ def open_version(path: str | os.PathLike, fmt: str | None) -> ModelVersion:
     name = ptr["version"]
     vdir = root / VERSIONS_DIR / name
     if not vdir.is_dir():
-        raise ModelFileError(f"{root}: version {name} named in {POINTER_FILE} is missing")
+        raise _MissingVersion(f"{root}: version {name} named in {POINTER_FILE} is missing")
     files = _read_tree(vdir, vdir)
     from bluesky_twin.io_utils import sha256_bytes
 
@@ -426,8 +426,10 @@ def load_model(path: str | os.PathLike, fmt: str | None, build: Callable[[ModelV
             return build(open_version(root, fmt))
         except (ModelFileError, OSError) as exc:
             last = exc
-            if _pointer_bytes(root) == before and not isinstance(exc, FileNotFoundError):
-                break  # nothing moved: the error is real
+            # nothing moved: the error is real, unless the pointer names a version that a concurrent
+            # writer pruned, which that writer repairs before it returns (see write_version)
+            if _pointer_bytes(root) == before and not isinstance(exc, (FileNotFoundError, _MissingVersion)):
+                break
             time.sleep(0.01 * (attempt + 1))
     if isinstance(last, ModelFileError):
         raise last
@@ -523,7 +525,35 @@ def write_version(
         raise
     _point_at(root, fmt, name, text.encode("utf-8"))
     _prune(root, max(1, int(keep)))
+    _repair_pointer(root, fmt)
     return name
+
+
+class _MissingVersion(ModelFileError):
+    """``CURRENT`` names a version that is not there (for a moment, while writers race)."""
+
+
+def _repair_pointer(root: Path, fmt: str) -> None:
+    """Point ``CURRENT`` at the newest version if the one it names was pruned under it.
+
+    Writers without a common lock can race: writer A publishes ``v7`` and, before it
+    points ``CURRENT`` at it, writer B publishes and points at ``v8``-``v10`` and prunes
+    ``v7`` as old; A then points at the missing ``v7``.  Every writer therefore checks,
+    as its last step, that ``CURRENT`` names a version that exists and otherwise points
+    it at the newest one, which no concurrent prune removes (a prune keeps the version
+    ``CURRENT`` names and everything newer).
+    """
+    for _ in range(100):
+        ptr = _read_pointer(root)
+        names = _version_names(root / VERSIONS_DIR)
+        if ptr is None or ptr["version"] in names or not names:
+            return
+        newest = names[-1]
+        try:
+            metadata = (root / VERSIONS_DIR / newest / METADATA_FILE).read_bytes()
+        except FileNotFoundError:
+            continue  # pruned in between: look again
+        _point_at(root, fmt, newest, metadata)
 
 
 def _point_at(root: Path, fmt: str, name: str, metadata: bytes) -> None:

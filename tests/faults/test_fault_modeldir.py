@@ -491,3 +491,39 @@ def test_a_version_is_as_readable_as_the_umask_allows(umask, tmp_path) -> None:
         "metadata.json": 0o666 & ~umask,
         "CURRENT": 0o666 & ~umask,
     }
+
+
+def test_a_writer_that_points_late_at_a_pruned_version_repairs_the_pointer(tmp_path, monkeypatch) -> None:
+    """Before: a save that published its version, then pointed CURRENT at it only after other
+    saves had pruned it, left CURRENT naming a missing version (seen once in CI as
+    "version v000037 named in CURRENT is missing")."""
+    from bluesky_twin import modeldir as md
+
+    root = tmp_path / "m"
+
+    def write(i: int) -> str:
+        return md.write_version(root, {"format": "race-test", "i": i}, lambda d: (d / "x.txt").write_text(str(i)))
+
+    write(0)
+    real_point_at = md._point_at
+    gate, parked = threading.Event(), threading.Event()
+
+    def point_late(r, fmt, name, metadata):
+        if threading.current_thread().name == "late" and not gate.is_set():
+            parked.set()
+            gate.wait(30)
+        real_point_at(r, fmt, name, metadata)
+
+    monkeypatch.setattr(md, "_point_at", point_late)
+    late = threading.Thread(target=write, args=(1,), name="late")
+    late.start()
+    assert parked.wait(30)
+    late_version = md._version_names(root / md.VERSIONS_DIR)[-1]
+    for i in range(2, 3 + md.KEEP_VERSIONS):  # newer saves prune the late writer's version
+        write(i)
+    assert late_version not in md._version_names(root / md.VERSIONS_DIR)
+    gate.set()
+    late.join(30)
+    names = md._version_names(root / md.VERSIONS_DIR)
+    assert md._read_pointer(root)["version"] == names[-1]  # the newest, not the pruned one
+    assert json.loads(md.open_version(root, "race-test").files["metadata.json"])["i"] == 2 + md.KEEP_VERSIONS
