@@ -467,15 +467,21 @@ class SharedFirstFits:
 FIRST_FITS = SharedFirstFits()
 
 
-def _network_trainer(
-    inst: Instrument, device: Any, seed: int, fit: dict, condition: Callable[[dict], bool] | None = None
-) -> Any:
-    from bluesky_twin.callbacks import TwinTrainer
+def _steering_fit_options(fit: dict, seed: int) -> dict[str, Any]:
+    """``DigitalTwin.fit`` options of every steering twin but its trial count."""
     from bluesky_twin.twin import TwinSearchSpace
 
     # the product's search space (the paper's ranges), optionally with training capped
     space = TwinSearchSpace() if fit.get("epochs") is None else TwinSearchSpace.capped(int(fit["epochs"]))
-    common = {"search_space": space, "ensemble_size": fit["ensemble"], "seed": seed, "jobs": fit.get("jobs", 2)}
+    return {"search_space": space, "ensemble_size": fit["ensemble"], "seed": seed, "jobs": fit.get("jobs", 2)}
+
+
+def _network_trainer(
+    inst: Instrument, device: Any, seed: int, fit: dict, condition: Callable[[dict], bool] | None = None
+) -> Any:
+    from bluesky_twin.callbacks import TwinTrainer
+
+    common = _steering_fit_options(fit, seed)
     keys = (getattr(device, inst.line_attr).name, getattr(device, inst.step_attr).name)
     return TwinTrainer(
         list(keys),
@@ -496,22 +502,12 @@ def _uniform_lines_twin(rec: Recorder, inst: Instrument, seed: int, fit: dict) -
     """
     import pandas as pd
 
-    from bluesky_twin.twin import DigitalTwin, TwinSearchSpace
+    from bluesky_twin.twin import DigitalTwin
 
     step_key, line_key, y_key = rec.keys
     frame = pd.DataFrame(np.asarray(rec.rows, dtype=float), columns=[step_key, line_key, y_key])
-    space = TwinSearchSpace() if fit.get("epochs") is None else TwinSearchSpace.capped(int(fit["epochs"]))
     trials = int(fit["trials"]) + int(fit["refit_trials"]) * (inst.budget - len(inst.initial_lines))
-    return DigitalTwin.fit(
-        frame,
-        x=[line_key, step_key],
-        y=y_key,
-        trials=trials,
-        search_space=space,
-        ensemble_size=fit["ensemble"],
-        seed=seed,
-        jobs=fit.get("jobs", 2),
-    )
+    return DigitalTwin.fit(frame, x=[line_key, step_key], y=y_key, trials=trials, **_steering_fit_options(fit, seed))
 
 
 def _not_fine_grid(start: dict) -> bool:
