@@ -1217,7 +1217,7 @@ def main(argv: list[str] | None = None) -> int:
         command=cmd,
         quick=bool(args.quick),
         wall_s=round(time.perf_counter() - t0, 1),
-        machine=f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
+        machine=f"{_cpu_model()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
         f"1-min load average {load:.1f} at the end (shared with other work)",
     )
     (args.out / "steering.json").write_text(json.dumps(data, indent=1, default=_json_default) + "\n")
@@ -1226,6 +1226,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.docs:
         write_docs(data)
     return 0
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (float32 kernels, and so the twins, differ between CPU kinds)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def write_docs(data: dict[str, Any]) -> None:
