@@ -25,11 +25,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _seed_study import DATASETS, ROOT, print_table, seed_study_parser
 
-ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-
-DATASETS = {"erco2": 1, "fe3ga4": 2}
 SHAPE = re.compile(r"^(\d+)x(\d+)(?:r([0-9.]+))?$")
 
 
@@ -42,13 +40,8 @@ def parse_shape(text: str) -> tuple[int, int, float | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--dataset", choices=sorted(DATASETS), default="erco2")
-    ap.add_argument("--seeds", default="0,1,2,3,4")
-    ap.add_argument("--trials", type=int, default=30)
-    ap.add_argument("--jobs", type=int, default=2)
+    ap = seed_study_parser(__doc__.split("\n")[0])
     ap.add_argument("--shapes", default="6x3,12x3,18x3,12x6,24x6,12x6r3,6x6r3")
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "terashima2023"))
     args = ap.parse_args(argv)
     try:
         shapes = [parse_shape(s) for s in args.shapes.split(",")]
@@ -92,13 +85,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{spread['pairwise_max_pct']:.2f} % | {np.median(walls):.1f} | {'; '.join(formed)} |"
         )
     ensemble.TOP_K_SCORE_RATIO = default_ratio
-    print(f"\n{name}, seeds {args.seeds}, {args.trials} trials, jobs {args.jobs}\n")
-    print(
-        "| members | configurations at most | score ratio | dS_M spread, median pair | largest pair "
-        "| fit wall (s), median | trial:members per seed |"
+    print_table(
+        f"{name}, seeds {args.seeds}, {args.trials} trials, jobs {args.jobs}",
+        ["members", "configurations at most", "score ratio", "dS_M spread, median pair", "largest pair"]
+        + ["fit wall (s), median", "trial:members per seed"],
+        rows,
     )
-    print("|---|---|---|---|---|---|---|")
-    print("\n".join(rows))
     return 0
 
 

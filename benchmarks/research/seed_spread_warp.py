@@ -21,17 +21,14 @@ any load of the same CPU kind; the wall times do not.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _seed_study import DATASETS, ROOT, print_table, seed_study_parser
 
-ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-
-DATASETS = {"erco2": 1, "fe3ga4": 2}
 
 
 def patch_shift(units: int) -> None:
@@ -66,13 +63,8 @@ def patch_shift(units: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--dataset", choices=sorted(DATASETS), default="erco2")
-    ap.add_argument("--seeds", default="0,1,2,3,4")
-    ap.add_argument("--trials", type=int, default=30)
-    ap.add_argument("--jobs", type=int, default=2)
+    ap = seed_study_parser(__doc__.split("\n")[0])
     ap.add_argument("--units", default="0,8", help="comma-separated hidden units of the shift network (0: none)")
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "terashima2023"))
     args = ap.parse_args(argv)
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
@@ -102,13 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"shift units {units}: {time.perf_counter() - t0:.0f} s", flush=True)
     patch_shift(0)
-    print(f"\n{ts.MAGNETOMETERS[key][0]}, seeds {args.seeds}, {args.trials} trials, jobs {args.jobs}\n")
-    print(
-        "| shift units | LOFO NRMSE, median (per seed) | dS_M spread, median pair | largest pair "
-        "| fit wall (s), median |"
+    print_table(
+        f"{ts.MAGNETOMETERS[key][0]}, seeds {args.seeds}, {args.trials} trials, jobs {args.jobs}",
+        ["shift units", "LOFO NRMSE, median (per seed)", "dS_M spread, median pair", "largest pair"]
+        + ["fit wall (s), median"],
+        rows,
     )
-    print("|---|---|---|---|---|")
-    print("\n".join(rows))
     return 0
 
 
