@@ -1097,16 +1097,16 @@ def markdown(data: dict[str, Any], figure_name: str) -> str:
                 )
             lines.append("")
         oracle = "oracle_derived" if entry["kind"] == "mce" else "oracle_interp"
-        tw = "adaptive_derived" if entry["kind"] == "mce" else "adaptive_interp"  # the oracle's acquisition
-        if oracle in res and tw in res:
+        steered = oracle.replace("oracle_", "adaptive_", 1)  # the same acquisition steered by a fitted twin
+        if oracle in res and steered in res:
             o_ratio = entry["time_ratio_by_strategy"].get(oracle, {}).get("per_seed", [])
             o_txt = ", ".join("not reached" if v is None else f"{v:.2f}x" for v in o_ratio)
             lines += [
                 f"Diagnosis: steered by the instrument's noiseless truth instead of a fitted twin "
                 f"(`{oracle}`), the same acquisition reaches {np.median(res[oracle]['error_pct']):.2f} % "
                 f"with {np.median(res[oracle]['lines']):g} lines (uniform grid's time over its time to reach "
-                f"the uniform error, per seed: {o_txt or '--'}); with the fitted twin (`{tw}`) "
-                f"{np.median(res[tw]['error_pct']):.2f} %. The first gap is what the acquisition and the "
+                f"the uniform error, per seed: {o_txt or '--'}); with the fitted twin (`{steered}`) "
+                f"{np.median(res[steered]['error_pct']):.2f} %. The first gap is what the acquisition and the "
                 "line budget allow, the second what the twin's accuracy costs.",
                 "",
             ]
