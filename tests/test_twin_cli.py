@@ -86,6 +86,8 @@ def test_predict_contract(model_dir, tmp_path, capsys) -> None:
         (["--x", "T", "--x", "B", "--y", "M"], "missing column"),
         (["--x", "T", "--x", "H", "--y", "Q"], "missing column"),
         (["--x", "T", "--x", "H", "--y", "M", "--trials", "0"], "--trials"),
+        (["--x", "T", "--x", "H", "--y", "M", "--restarts", "0"], "--restarts"),
+        (["--x", "T", "--x", "H", "--y", "M", "--restarts", "2", "--budget", "60"], "--budget"),
     ],
 )
 def test_fit_bad_input_exits_2_and_writes_nothing(csv_path, tmp_path, capsys, argv_tail, message) -> None:

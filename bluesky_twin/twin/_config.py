@@ -87,12 +87,21 @@ class FitConfig:
     trial_batch
         Trials the search asks for and tells back together, and the final ensemble's
         training groups on small data (``None``: see :meth:`batch_width`).
+    restarts
+        Independent searches whose final ensembles are pooled into one twin (see
+        :meth:`restart_seeds`), each with ``trials`` trials and ``ensemble_size``
+        members: an ensemble over configurations as well as weights, whose answer
+        depends less on the seed (docs/twin.md, "Dependence on the seed") at
+        ``restarts`` times the cost.  More than one takes no ``timeout``, ``budget``,
+        ``storage`` or ``study_name``: each restart is a seeded search of its own
+        journal, and a clock would make the pool depend on the machine's load.
 
     Raises
     ------
     InputError
         A count is not a positive integer, a time is not a positive number of seconds,
-        the seed is out of range, or a name is not a string.
+        the seed is out of range, a name is not a string, or restarts are combined
+        with a time limit or a named storage.
 
     Examples
     --------
@@ -115,9 +124,10 @@ class FitConfig:
     search_folds: int | None = None
     progress: bool = False
     trial_batch: int | None = None
+    restarts: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("trials", "search_folds", "trial_batch"):
+        for name in ("trials", "search_folds", "trial_batch", "restarts"):
             value = getattr(self, name)
             if value is not None and not (_is_int(value) and value >= 1):
                 raise InputError(f"{name} must be >= 1")
@@ -136,6 +146,31 @@ class FitConfig:
         for name in ("storage", "study_name"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise InputError(f"{name} must be a string")
+        if self.restarts > 1:
+            given = [n for n in ("timeout", "budget", "storage", "study_name") if getattr(self, n) not in (None, "")]
+            if given:
+                raise InputError(
+                    f"restarts > 1 takes no {' or '.join(given)}: each restart is a seeded search of its own"
+                )
+
+    def restart_seeds(self) -> list[int]:
+        """The seed of each restart: :attr:`seed` first, then seeds spawned from it.
+
+        The later seeds come from :class:`numpy.random.SeedSequence` ``(seed).spawn``, so
+        two seeds' restarts are independent searches (neighbouring seeds share none), and
+        ``restarts=1`` is the plain fit of :attr:`seed`.
+
+        Examples
+        --------
+        >>> FitConfig(seed=7, restarts=3).restart_seeds()[0]
+        7
+        >>> len(set(FitConfig(seed=0, restarts=4).restart_seeds()) | set(FitConfig(seed=1, restarts=4).restart_seeds()))
+        8
+        """
+        import numpy as np
+
+        children = np.random.SeedSequence(self.seed).spawn(self.restarts - 1)
+        return [self.seed] + [int(c.generate_state(1, dtype=np.uint32)[0]) for c in children]
 
     def trial_count(self, warm_start: bool) -> int:
         """Trials to run: :attr:`trials`, else the default for a cold or warm fit.

@@ -67,6 +67,21 @@ def fit_twin(
 
     from bluesky_twin.twin.storage_url import mask_url
 
+    if config.restarts > 1:
+        if search_runner is not None:
+            raise InputError("restarts > 1 does not combine with a search in worker processes")
+        from bluesky_twin.twin._restarts import fit_restarts
+
+        return fit_restarts(
+            twin_class,
+            data,
+            x,
+            y,
+            config,
+            warm_start=warm_start,
+            search_space=search_space,
+            trial_callback=trial_callback,
+        )
     t0 = time.perf_counter()
     space = search_space or TwinSearchSpace()
     if warm_start is not None:
@@ -168,35 +183,71 @@ def fit_twin(
             "ensemble_size": int(sum(m.members for m in models)),
             "top_k": config.top_k,
             "refit_count": refit,
+            "restarts": 1,
             "parent_version": parent.get("version") if parent else None,
             "versions": _versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "line_residual": None,
         }
-        fitted, _ = twin_class(models, x_scaler, y_scaler, metadata).predict(table.X)  # the networks alone
-        line_residual = None
-        if space.line_residual and line_axis >= 0 and table.X.shape[1] == 2:
-            try:
-                line_residual = LineResidual.fit(table.X, table.y - fitted, line_axis)
-            except ValueError as exc:  # e.g. lines of one or two points: keep the networks alone
-                logger.info("no line-residual correction: %s", exc)
-            else:
-                metadata["line_residual"] = {**line_residual.to_metadata(), "network_train_r2": r2(table.y, fitted)}
-                fitted = fitted + line_residual(table.X)
-        metadata["train_r2"] = r2(table.y, fitted)
-        if not np.all(np.isfinite(fitted)):
-            raise InputError(
-                "training diverged: the twin predicts non-finite values on its own data "
-                "(check the data for absurd readings)"
-            )
-        metadata["version"] = f"{refit}-{_weights_hash(models, metadata['data_sha256'])[:8]}"
+        line_residual = finish_metadata(twin_class, models, x_scaler, y_scaler, metadata, table, space, line_axis)
     except BaseException:
         _remove_journal(result.journal)
         raise
     twin = twin_class(models, x_scaler, y_scaler, metadata, journal=result.journal, line_residual=line_residual)
-    if result.journal is not None:  # the study's journal lives as long as the twin (save() copies it)
-        weakref.finalize(twin, shutil.rmtree, result.journal.parent, True)
+    tie_journal(twin, result.journal)
     return twin
+
+
+def tie_journal(twin: Any, journal: Any) -> None:
+    """Remove the study's private *journal* when *twin* goes (``twin.save()`` copies it first).
+
+    The finaliser is kept as ``twin._journal_finalizer`` so that a pool of restarts can
+    hand the journal on to the pooled twin.
+    """
+    twin._journal_finalizer = (
+        weakref.finalize(twin, shutil.rmtree, journal.parent, True) if journal is not None else None
+    )
+
+
+def finish_metadata(
+    twin_class: type[TwinT],
+    models: Any,
+    x_scaler: Scaler,
+    y_scaler: Scaler,
+    metadata: dict[str, Any],
+    table: ScanTable,
+    space: TwinSearchSpace,
+    line_axis: int,
+) -> LineResidual | None:
+    """Add the line-residual correction the space asks for, the training R^2 and the version.
+
+    Completes *metadata* in place (``line_residual``, ``train_r2``, ``version``) and
+    returns the correction (``None``: the networks alone).  Shared by :func:`fit_twin`
+    and the pooled restarts of :func:`bluesky_twin.twin._restarts.fit_restarts`.
+
+    Raises
+    ------
+    InputError
+        The networks predict non-finite values on their own data.
+    """
+    fitted, _ = twin_class(models, x_scaler, y_scaler, metadata).predict(table.X)  # the networks alone
+    line_residual = None
+    if space.line_residual and line_axis >= 0 and table.X.shape[1] == 2:
+        try:
+            line_residual = LineResidual.fit(table.X, table.y - fitted, line_axis)
+        except ValueError as exc:  # e.g. lines of one or two points: keep the networks alone
+            logger.info("no line-residual correction: %s", exc)
+        else:
+            metadata["line_residual"] = {**line_residual.to_metadata(), "network_train_r2": r2(table.y, fitted)}
+            fitted = fitted + line_residual(table.X)
+    metadata["train_r2"] = r2(table.y, fitted)
+    if not np.all(np.isfinite(fitted)):
+        raise InputError(
+            "training diverged: the twin predicts non-finite values on its own data "
+            "(check the data for absurd readings)"
+        )
+    metadata["version"] = f"{metadata['refit_count']}-{_weights_hash(models, metadata['data_sha256'])[:8]}"
+    return line_residual
 
 
 def search_data(

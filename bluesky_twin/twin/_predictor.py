@@ -269,6 +269,7 @@ class DigitalTwin:
         progress: bool = False,
         trial_callback: Callable[[Any, Any], None] | None = None,
         trial_batch: int | None = None,
+        restarts: int = 1,
     ) -> DigitalTwin:
         """Tune, train and return a twin.
 
@@ -303,6 +304,10 @@ class DigitalTwin:
             Trials asked and told together when there is no time limit (default: the
             larger of 2 and *jobs*).  The result depends on it, never on timing: fits
             with the same seed and batch width are identical whatever *jobs* is.
+        restarts
+            Independent searches pooled into one twin (default 1): see
+            :class:`~bluesky_twin.twin.FitConfig`.  Each costs a whole fit; together they
+            make the answer depend less on the seed (docs/twin.md, "Dependence on the seed").
 
         Raises
         ------
@@ -323,6 +328,7 @@ class DigitalTwin:
             search_folds=search_folds,
             progress=progress,
             trial_batch=trial_batch,
+            restarts=restarts,
         )
         return fit_twin(
             cls, data, x, y, config, warm_start=warm_start, search_space=search_space, trial_callback=trial_callback

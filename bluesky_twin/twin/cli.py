@@ -79,6 +79,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     _heartbeat_options(p, "with --processes: ")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ensemble", type=int, default=None, help="members of the final ensemble (default 6)")
+    p.add_argument(
+        "--restarts",
+        type=int,
+        default=1,
+        metavar="K",
+        help="pool the ensembles of K independent seeded searches (K times the cost; the answer depends "
+        "less on the seed); not with --timeout, --budget, --storage, --study or --processes",
+    )
     p.add_argument("--warm-start", default=None, metavar="MODEL_DIR", help="refit from this twin")
     p.add_argument("--max-epochs", type=int, default=None, help="override the 500-epoch cap")
     p.add_argument(
@@ -176,6 +184,8 @@ def _heartbeat(args: argparse.Namespace) -> object:
 MAX_TRIALS = 100_000
 #: Most members of a final ensemble.
 MAX_ENSEMBLE = 64
+#: Most independent searches one fit may pool (``--restarts``).
+MAX_RESTARTS = 64
 
 
 def _check_fit_args(args: argparse.Namespace) -> None:
@@ -198,6 +208,17 @@ def _check_fit_args(args: argparse.Namespace) -> None:
         raise InputError(f"--max-epochs must be between 1 and 1000000, got {args.max_epochs}")
     if args.ensemble is not None and not 1 <= args.ensemble <= MAX_ENSEMBLE:
         raise InputError(f"--ensemble must be between 1 and {MAX_ENSEMBLE}, got {args.ensemble}")
+    if not 1 <= args.restarts <= MAX_RESTARTS:
+        raise InputError(f"--restarts must be between 1 and {MAX_RESTARTS}, got {args.restarts}")
+    if args.restarts > 1:
+        given = [
+            f"--{n}" for n in ("timeout", "budget", "storage", "study", "processes") if getattr(args, n) is not None
+        ]
+        if given:
+            raise InputError(
+                f"--restarts {args.restarts} does not combine with {', '.join(given)} "
+                "(--storage may come from $BLUESKY_TWIN_STORAGE)"
+            )
     if not os.path.isfile(args.data):
         what = "a directory" if os.path.isdir(args.data) else "not found"
         raise InputError(f"data file {args.data}: {what}")
@@ -277,6 +298,7 @@ def _fit_locked(args: argparse.Namespace, out: Path) -> int:
             warm_start=warm,
             search_space=space,
             progress=True,
+            restarts=args.restarts,
             **kw,
         )
     twin.save(out)
