@@ -483,7 +483,13 @@ def _steering_fit_options(fit: dict, seed: int) -> dict[str, Any]:
 
     # the product's search space (the paper's ranges), optionally with training capped
     space = TwinSearchSpace() if fit.get("epochs") is None else TwinSearchSpace.capped(int(fit["epochs"]))
-    return {"search_space": space, "ensemble_size": fit["ensemble"], "seed": seed, "jobs": fit.get("jobs", 2)}
+    return {
+        "search_space": space,
+        "ensemble_size": fit["ensemble"],
+        "seed": seed,
+        "jobs": fit.get("jobs", 2),
+        "restarts": fit.get("restarts", 1),
+    }
 
 
 def _network_trainer(
@@ -959,7 +965,9 @@ def _fit_text(fit: dict[str, Any]) -> str:
     epochs = "" if fit.get("epochs") is None else f", training capped at {fit['epochs']} epochs"
     return (
         f"Steering twins: the product's search space{epochs}, {fit.get('trials')} trials for the first fit, "
-        f"{fit.get('refit_trials')} for each warm-start refit, {fit.get('ensemble')} members; the strategies of "
+        f"{fit.get('refit_trials')} for each warm-start refit, {fit.get('ensemble')} members"
+        + (f" in each of {fit['restarts']} pooled restarts" if fit.get("restarts", 1) > 1 else "")
+        + "; the strategies of "
         "one seed share their first fit (the same coarse start, and the reproducible search gives the same twin)."
     )
 
@@ -1153,6 +1161,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--epochs", type=int, default=None, help="cap on the steering twins' epochs (default: the search space's 500)"
     )
     p.add_argument("--ensemble", type=int, default=6, help="ensemble size of the steering twins")
+    p.add_argument(
+        "--restarts",
+        type=int,
+        default=1,
+        help="independent searches pooled in every steering twin fit and refit (DigitalTwin.fit restarts)",
+    )
     p.add_argument("--truth-trials", type=int, default=8, help="trials of the twins behind the twin-backed instruments")
     p.add_argument("--data", default=None, help="directory of the Terashima et al. CSV files")
     p.add_argument("--docs", action="store_true", help="also write docs/benchmarks/steering.md and its figure")
@@ -1176,7 +1190,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         raise BenchInputError(
             f"unknown strategies {sorted(set(args.strategy_list) - known)}; choose from {sorted(known)}"
         )
-    for opt in ("budget", "trials", "refit_trials", "epochs", "ensemble", "truth_trials"):
+    for opt in ("budget", "trials", "refit_trials", "epochs", "ensemble", "truth_trials", "restarts"):
         v = getattr(args, opt)
         if v is not None and v < 1:
             raise BenchInputError(f"--{opt.replace('_', '-')} must be >= 1; got {v}")
@@ -1209,7 +1223,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     instruments = build_instruments(args.instrument_list, args, args.out / "twins")
-    fit = {"trials": args.trials, "refit_trials": args.refit_trials, "epochs": args.epochs, "ensemble": args.ensemble}
+    fit = {
+        "trials": args.trials,
+        "refit_trials": args.refit_trials,
+        "epochs": args.epochs,
+        "ensemble": args.ensemble,
+        "restarts": args.restarts,
+    }
     data = run_benchmark(instruments, args.seed_list, fit, args.strategy_list, log=lambda s: print(s, flush=True))
     cmd = ".venv/bin/python benchmarks/bench_steering.py " + " ".join(sys.argv[1:] if argv is None else argv)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -194,8 +194,12 @@ def twin_lofo(twin, X, y, lines, params=None, epochs=None, seed=0, lr_drop=None,
     if params is None:
         # one refit per configuration and member count: on large maps the ensemble
         # lists a configuration's members as separate one-member groups
-        entries = {e["trial"]: e for e in twin.metadata["ensemble"]}.values()
-        weights = [sum(g["members"] for g in twin.metadata["ensemble"] if g["trial"] == e["trial"]) for e in entries]
+        # (a pooled twin's restarts number their trials each from 0: a configuration is (restart, trial))
+        def config(e):
+            return e.get("restart", 0), e["trial"]
+
+        entries = {config(e): e for e in twin.metadata["ensemble"]}.values()
+        weights = [sum(g["members"] for g in twin.metadata["ensemble"] if config(g) == config(e)) for e in entries]
         per_config = [
             _lofo_one(twin, X, y, lines, e["params"], e["epochs"], seed, e.get("lr_drop_epoch")) for e in entries
         ]

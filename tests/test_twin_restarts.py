@@ -46,7 +46,6 @@ def test_restart_seeds_start_with_the_seed_and_are_independent_between_seeds() -
         ({"restarts": 2, "budget": 10.0}, "budget"),
         ({"restarts": 2, "timeout": 10.0}, "timeout"),
         ({"restarts": 2, "storage": "journal:/tmp/x.log"}, "storage"),
-        ({"restarts": 2, "study_name": "s"}, "study_name"),
     ],
 )
 def test_restarts_refuse_a_clock_or_a_named_study(options, message) -> None:
@@ -81,7 +80,11 @@ def test_pooled_twin_is_the_restarts_ensembles_together(tmp_path) -> None:
     assert refit.metadata["refit_count"] == 1 and refit.ensemble_size == 4
 
 
-def test_pooled_fit_is_reproducible() -> None:
+def test_pooled_fit_is_reproducible_and_names_each_restarts_study() -> None:
     a, b = _fit(seed=6, restarts=2), _fit(seed=6, restarts=2)
     assert a.version == b.version
+    named = DigitalTwin.fit(
+        scan_frame(), ["T", "H"], "M", trials=2, seed=6, search_space=TINY, ensemble_size=1, restarts=2, study_name="s"
+    )
+    assert named.metadata["study_name"] in ("s", "s-r1")
     assert all(torch.equal(x, y) for x, y in zip(_weights(a), _weights(b)))

@@ -92,16 +92,17 @@ class FitConfig:
         :meth:`restart_seeds`), each with ``trials`` trials and ``ensemble_size``
         members: an ensemble over configurations as well as weights, whose answer
         depends less on the seed (docs/twin.md, "Dependence on the seed") at
-        ``restarts`` times the cost.  More than one takes no ``timeout``, ``budget``,
-        ``storage`` or ``study_name``: each restart is a seeded search of its own
-        journal, and a clock would make the pool depend on the machine's load.
+        ``restarts`` times the cost.  More than one takes no ``timeout``, ``budget`` or
+        ``storage``: each restart is a seeded search in a journal of its own (restart
+        *k* > 0 names its study ``f"{study_name}-r{k}"``), and a clock would make the
+        pool depend on the machine's load.
 
     Raises
     ------
     InputError
         A count is not a positive integer, a time is not a positive number of seconds,
         the seed is out of range, a name is not a string, or restarts are combined
-        with a time limit or a named storage.
+        with a time limit or a storage.
 
     Examples
     --------
@@ -147,7 +148,7 @@ class FitConfig:
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise InputError(f"{name} must be a string")
         if self.restarts > 1:
-            given = [n for n in ("timeout", "budget", "storage", "study_name") if getattr(self, n) not in (None, "")]
+            given = [n for n in ("timeout", "budget", "storage") if getattr(self, n) is not None]
             if given:
                 raise InputError(
                     f"restarts > 1 takes no {' or '.join(given)}: each restart is a seeded search of its own"

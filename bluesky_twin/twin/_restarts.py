@@ -54,7 +54,8 @@ def fit_restarts(
     for one, is fitted once, to the pooled networks.  The pooled metadata are those of
     the restart with the best selection score, with the ensemble of all (each entry
     names its ``restart``), the summed trial counts and the whole fit's time, plus
-    ``restarts`` and ``restart_seeds``.  The twin keeps that restart's search journal.
+    ``restarts``, ``restart_seeds`` and ``best_restart``.  A *config* ``study_name`` names
+    restart 0's study; restart *k* > 0 appends ``-r{k}``.  The twin keeps that restart's search journal.
 
     Raises
     ------
@@ -82,8 +83,9 @@ def fit_restarts(
         raise InputError(str(exc)) from None
     seeds = config.restart_seeds()
     twins = []
-    for seed in seeds:
-        one = dataclasses.replace(config, seed=seed, restarts=1)
+    for k, seed in enumerate(seeds):
+        name = f"{config.study_name}-r{k}" if config.study_name and k else config.study_name
+        one = dataclasses.replace(config, seed=seed, restarts=1, study_name=name)
         # the correction belongs to the pool: each restart keeps its networks alone
         twins.append(
             fit_twin(
