@@ -317,6 +317,8 @@ def _fit_locked(args: argparse.Namespace, out: Path) -> int:
         f"trials: {m['n_trials_complete']} complete, {m['n_trials_pruned']} pruned; "
         f"fit {m['fit_seconds']:.1f} s ({m['training_precision']} training); study {m['study_name']!r}"
     )
+    if m.get("restarts", 1) > 1:
+        print(f"restarts: {m['restarts']} searches pooled (seeds {m['restart_seeds']}); best {m['best_restart']}")
     print(f"wrote {out} (twin {twin.version}, model-directory version {twin.model_version})")
     return 0
 
