@@ -14,6 +14,7 @@ from test_twin import scan_frame
 
 from bluesky_twin.cli import main
 from bluesky_twin.modeldir import current_path
+from bluesky_twin.twin import DigitalTwin
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +177,14 @@ def test_dashboard_opens_the_model_study(model_dir, monkeypatch, capsys) -> None
     assert seen["studies"] == [meta["study_name"]]
     assert seen["where"] == ("127.0.0.1", 8099)
     assert "optuna.journal" in capsys.readouterr().out
+
+
+def test_fit_pools_restarts_and_says_so(csv_path, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("BLUESKY_TWIN_STORAGE", raising=False)
+    out = tmp_path / "pooled"
+    argv = ["fit", csv_path, "--x", "T", "--x", "H", "--y", "M", "--out", str(out)]
+    rc = main([*argv, "--trials", "2", "--ensemble", "1", "--restarts", "2", "--jobs", "2"])
+    assert rc == 0
+    assert "restarts: 2 searches pooled" in capsys.readouterr().out
+    twin = DigitalTwin.load(out)
+    assert twin.metadata["restarts"] == 2 and twin.ensemble_size == 2
