@@ -315,6 +315,11 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, monkeypatch):
             "UNSET_KEY_VAR",
         ),
         (["--bus", "127.0.0.1:5568", "--model-dir", str(tmp_path / "m"), "--trials", "0"], "--trials"),
+        (["--bus", "127.0.0.1:5568", "--model-dir", str(tmp_path / "m"), "--restarts", "0"], "--restarts"),
+        (
+            ["--bus", "127.0.0.1:5568", "--model-dir", str(tmp_path / "m"), "--restarts", "2", "--budget", "9"],
+            "--restarts takes no --budget",
+        ),
         (
             ["--bus", "127.0.0.1:5568", "--model-dir", str(tmp_path / "m"), "--tiled", "http://127.0.0.1:1"]
             + ["--api-key-env", "SET_KEY_VAR"],
@@ -381,3 +386,18 @@ def test_a_sustained_stream_reaches_the_service_whole(tmp_path):
     assert result["runs_complete"] == 5 and result["service_exit"] == 0
     assert result["gaps"]["runs_with_gaps"] == 0
     assert result["rss_end_mib"] < result["rss_start_mib"] + 50  # no per-event growth worth a test's notice
+
+
+def test_restarts_reach_every_fit_and_refit(tmp_path):
+    import argparse
+
+    from bluesky_twin.service import cli as service_cli
+
+    parser = argparse.ArgumentParser()
+    service_cli.register(parser.add_subparsers())
+    argv = ["trainer", "serve", "--bus", "127.0.0.1:5568", "--model-dir", str(tmp_path / "m")]
+    args = parser.parse_args([*argv, "--x", "a", "--y", "b", "--restarts", "3"])
+    config = service_cli._config(args)
+    assert config.fit_kwargs["restarts"] == 3 and config.refit_kwargs["restarts"] == 3
+    plain = service_cli._config(parser.parse_args([*argv, "--x", "a", "--y", "b"]))
+    assert "restarts" not in plain.fit_kwargs

@@ -73,6 +73,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--max-epochs", type=int, default=None, help="cap on training epochs per trial")
     s.add_argument("--ensemble-size", type=int, default=None, help="networks in the final ensemble")
     s.add_argument("--budget", type=float, default=None, help="time budget of each refit in seconds")
+    s.add_argument(
+        "--restarts",
+        type=int,
+        default=1,
+        help="independent searches pooled in every fit and refit (default 1; K times the cost; not with --budget)",
+    )
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--jobs", type=int, default=1, help="parallel trials in this process (default 1)")
     s.add_argument("--min-points", type=int, default=8, help="fewest usable rows to fit (default 8)")
@@ -130,8 +136,10 @@ def _config(args: argparse.Namespace) -> object:
     m = _BUS.match(args.bus)
     if not m or not 1 <= int(m.group("port")) <= 65535:
         raise InputError(f"--bus {args.bus!r}: expected HOST:PORT of the proxy's outgoing side, e.g. 127.0.0.1:5568")
-    for name in ("trials", "refit_trials", "max_epochs", "ensemble_size", "jobs", "min_points"):
+    for name in ("trials", "refit_trials", "max_epochs", "ensemble_size", "jobs", "min_points", "restarts"):
         _check_positive(f"--{name.replace('_', '-')}", getattr(args, name), integer=True)
+    if args.restarts > 1 and args.budget is not None:
+        raise InputError("--restarts takes no --budget: a pool of restarts is a seeded fit without a clock")
     for name in ("budget", "fill_timeout", "stop_timeout", "grace"):
         _check_positive(f"--{name.replace('_', '-')}", getattr(args, name))
     x_fields = [str(f) for f in args.x]
@@ -150,6 +158,8 @@ def _config(args: argparse.Namespace) -> object:
 
     prepare_output_dir(model_dir, FORMAT, overwrite=True, option="--model-dir")
     fit: dict[str, object] = {"seed": args.seed, "jobs": args.jobs}
+    if args.restarts > 1:
+        fit["restarts"] = args.restarts
     if args.max_epochs is not None:
         from bluesky_twin.twin import TwinSearchSpace
 
