@@ -1,4 +1,4 @@
-"""What the magnetometer seed-study research scripts share: their options and their table.
+"""What the magnetometer seed-study research scripts share: options, data, table cells and table.
 
 The studies themselves are ``benchmarks/_twin_seeds.py``'s (imported lazily by the
 scripts, so that ``--help`` stays quick).
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,3 +34,32 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[str]) -> None:
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     print("\n".join(rows))
+
+
+def load_magnetometer(dataset: str, data: str) -> tuple[str, float, Any, list[str], str, Any]:
+    """The ``--dataset`` scan: its name, top field of the dS_M curve, frame, x and y columns, x values."""
+    import _twin_seeds as ts
+    import pandas as pd
+
+    name, fname, top = ts.MAGNETOMETERS[DATASETS[dataset]]
+    df = pd.read_csv(Path(data) / fname)
+    xcols, ycol = list(df.columns[:2]), df.columns[2]
+    return name, top, df, xcols, ycol, df[xcols].to_numpy(float)
+
+
+def study_cells(result: dict[str, Any]) -> str:
+    """The table cells of one ``_twin_seeds.magnetometer_seeds`` result after its label cells.
+
+    Leave-one-field-out NRMSE (median, per seed), dS_M spread (median pair, largest pair)
+    and the median fit wall time, each cell closed by ``|``.
+    """
+    import numpy as np
+
+    lofo = [s["lofo_nrmse"] for s in result["seeds"]]
+    fits = [s["fit_s"] for s in result["seeds"]]
+    spread = result["dsm_spread"]
+    per_seed = ", ".join(f"{v:.4f}" for v in lofo)
+    return (
+        f"{np.median(lofo):.4f} ({per_seed}) | {spread['pairwise_median_pct']:.2f} % | "
+        f"{spread['pairwise_max_pct']:.2f} % | {np.median(fits):.1f} |"
+    )

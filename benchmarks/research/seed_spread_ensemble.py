@@ -22,10 +22,9 @@ import argparse
 import re
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-from _seed_study import DATASETS, ROOT, print_table, seed_study_parser
+from _seed_study import ROOT, load_magnetometer, print_table, seed_study_parser
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 SHAPE = re.compile(r"^(\d+)x(\d+)(?:r([0-9.]+))?$")
@@ -52,16 +51,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import _twin_seeds as ts
     import optuna
-    import pandas as pd
 
     import bluesky_twin.twin._ensemble as ensemble
     from bluesky_twin.twin import DigitalTwin
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    name, fname, top = ts.MAGNETOMETERS[DATASETS[args.dataset]]
-    df = pd.read_csv(Path(args.data) / fname)
-    xcols, ycol = list(df.columns[:2]), df.columns[2]
-    X = df[xcols].to_numpy(float)
+    name, top, df, xcols, ycol, X = load_magnetometer(args.dataset, args.data)
     default_ratio = ensemble.TOP_K_SCORE_RATIO
     rows = []
     for members, top_k, ratio in shapes:

@@ -24,8 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-from _seed_study import DATASETS, ROOT, print_table, seed_study_parser
+from _seed_study import DATASETS, ROOT, print_table, seed_study_parser, study_cells
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -64,14 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             options["top_k"] = 1
         t0 = time.perf_counter()
         r = ts.magnetometer_seeds(key, Path(args.data), seeds, trials, args.jobs, options)
-        lofo = [s["lofo_nrmse"] for s in r["seeds"]]
-        fits = [s["fit_s"] for s in r["seeds"]]
-        spread = r["dsm_spread"]
-        per_seed = ", ".join(f"{v:.4f}" for v in lofo)
-        rows.append(
-            f"| {text} | {restarts} | {trials} | {members} | {np.median(lofo):.4f} ({per_seed}) "
-            f"| {spread['pairwise_median_pct']:.2f} % | {spread['pairwise_max_pct']:.2f} % | {np.median(fits):.1f} |"
-        )
+        rows.append(f"| {text} | {restarts} | {trials} | {members} | {study_cells(r)}")
         print(f"shape {text}: {time.perf_counter() - t0:.0f} s", flush=True)
     print_table(
         f"{ts.MAGNETOMETERS[key][0]}, seeds {args.seeds}, jobs {args.jobs}",

@@ -25,8 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-from _seed_study import DATASETS, ROOT, print_table, seed_study_parser
+from _seed_study import DATASETS, ROOT, print_table, seed_study_parser, study_cells
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -85,13 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         patch_shift(units)
         t0 = time.perf_counter()
         r = ts.magnetometer_seeds(key, Path(args.data), seeds, args.trials, args.jobs, {})
-        lofo = [s["lofo_nrmse"] for s in r["seeds"]]
-        fits = [s["fit_s"] for s in r["seeds"]]
-        spread = r["dsm_spread"]
-        rows.append(
-            f"| {units or 'none'} | {np.median(lofo):.4f} ({', '.join(f'{v:.4f}' for v in lofo)}) | "
-            f"{spread['pairwise_median_pct']:.2f} % | {spread['pairwise_max_pct']:.2f} % | {np.median(fits):.1f} |"
-        )
+        rows.append(f"| {units or 'none'} | {study_cells(r)}")
         print(f"shift units {units}: {time.perf_counter() - t0:.0f} s", flush=True)
     patch_shift(0)
     print_table(

@@ -19,10 +19,9 @@ CPU kind.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
-from _seed_study import DATASETS, ROOT, print_table, seed_study_parser
+from _seed_study import ROOT, load_magnetometer, print_table, seed_study_parser
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -48,16 +47,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import _twin_seeds as ts
     import optuna
-    import pandas as pd
 
     from bluesky_twin.analysis.mce import entropy_change_isofield
     from bluesky_twin.twin import DigitalTwin
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    name, fname, top = ts.MAGNETOMETERS[DATASETS[args.dataset]]
-    df = pd.read_csv(Path(args.data) / fname)
-    xcols, ycol = list(df.columns[:2]), df.columns[2]
-    X = df[xcols].to_numpy(float)
+    name, top, df, xcols, ycol, X = load_magnetometer(args.dataset, args.data)
     fields = np.unique(X[:, 1])
     measured = fields[fields <= top]
     fine, on_fields, T = [], [], None
