@@ -83,26 +83,13 @@ def fit_twin(
             trial_callback=trial_callback,
         )
     t0 = time.perf_counter()
-    space = search_space or TwinSearchSpace()
-    if warm_start is not None:
-        x = list(x) if x is not None else warm_start.x_names
-        y = y if y is not None else warm_start.y_name
-        if list(x) != warm_start.x_names or y != warm_start.y_name:
-            raise InputError(f"warm start twin models {warm_start.y_name}({warm_start.x_names}), not {y}({list(x)})")
-        if search_space is None:
-            space = TwinSearchSpace.from_dict(warm_start.metadata["search_space"])
-    if x is None or y is None:
-        raise InputError("x and y column names are required")
-    table = data if isinstance(data, ScanTable) else load_scan_table(data, x, y)
+    x, y, table, space = fit_inputs(data, x, y, warm_start, search_space)
     trials = config.trial_count(warm_start is not None)
     if warm_start is not None:
         x_scaler, y_scaler = warm_start._x_scaler, warm_start._y_scaler
     else:
         x_scaler, y_scaler = Scaler.fit(table.X, "x"), Scaler.fit(table.y, table.y_name)
-    try:
-        space = space.resolved(len(table), LARGE_DATA_ROWS)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+    space = resolved_space(space, len(table))
     line_axis, folds, data_ = search_data(table, x_scaler, y_scaler, config)
     Xt, yt = data_.X, data_.y
     prev_models = list(warm_start._models) if warm_start is not None else []
@@ -196,6 +183,46 @@ def fit_twin(
     twin = twin_class(models, x_scaler, y_scaler, metadata, journal=result.journal, line_residual=line_residual)
     tie_journal(twin, result.journal)
     return twin
+
+
+def fit_inputs(
+    data: pd.DataFrame | str | os.PathLike | ScanTable,
+    x: Sequence[str] | None,
+    y: str | None,
+    warm_start: DigitalTwin | None,
+    search_space: TwinSearchSpace | None,
+) -> tuple[Sequence[str], str, ScanTable, TwinSearchSpace]:
+    """The column names, the table and the (unresolved) search space of a fit.
+
+    A warm start supplies missing column names and, without *search_space*, the space it
+    was fitted with.  Shared by :func:`fit_twin` and
+    :func:`bluesky_twin.twin._restarts.fit_restarts`.
+
+    Raises
+    ------
+    InputError
+        The names differ from the warm start's, are missing, or the data cannot be read.
+    """
+    space = search_space or TwinSearchSpace()
+    if warm_start is not None:
+        x = list(x) if x is not None else warm_start.x_names
+        y = y if y is not None else warm_start.y_name
+        if list(x) != warm_start.x_names or y != warm_start.y_name:
+            raise InputError(f"warm start twin models {warm_start.y_name}({warm_start.x_names}), not {y}({list(x)})")
+        if search_space is None:
+            space = TwinSearchSpace.from_dict(warm_start.metadata["search_space"])
+    if x is None or y is None:
+        raise InputError("x and y column names are required")
+    table = data if isinstance(data, ScanTable) else load_scan_table(data, x, y)
+    return x, y, table, space
+
+
+def resolved_space(space: TwinSearchSpace, n_rows: int) -> TwinSearchSpace:
+    """*space* with its data-dependent defaults settled for *n_rows* rows (a bad value: :class:`InputError`)."""
+    try:
+        return space.resolved(n_rows, LARGE_DATA_ROWS)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 def tie_journal(twin: Any, journal: Any) -> None:

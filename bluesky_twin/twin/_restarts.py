@@ -19,9 +19,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from bluesky_twin.data import ScanTable, load_scan_table
-from bluesky_twin.errors import InputError
-from bluesky_twin.twin._config import LARGE_DATA_ROWS, FitConfig
+from bluesky_twin.data import ScanTable
+from bluesky_twin.twin._config import FitConfig
 from bluesky_twin.twin.space import TwinSearchSpace
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,23 +63,11 @@ def fit_restarts(
     """
     import torch
 
-    from bluesky_twin.twin._fit import finish_metadata, fit_twin, tie_journal
+    from bluesky_twin.twin._fit import finish_metadata, fit_inputs, fit_twin, resolved_space, tie_journal
 
     t0 = time.perf_counter()
-    if warm_start is not None:
-        x = list(x) if x is not None else warm_start.x_names
-        y = y if y is not None else warm_start.y_name
-    if x is None or y is None:
-        raise InputError("x and y column names are required")
-    table = data if isinstance(data, ScanTable) else load_scan_table(data, x, y)
-    space = search_space
-    if space is None and warm_start is not None:
-        space = TwinSearchSpace.from_dict(warm_start.metadata["search_space"])
-    space = space or TwinSearchSpace()
-    try:
-        resolved = space.resolved(len(table), LARGE_DATA_ROWS)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+    x, y, table, space = fit_inputs(data, x, y, warm_start, search_space)
+    resolved = resolved_space(space, len(table))
     seeds = config.restart_seeds()
     twins = []
     for k, seed in enumerate(seeds):
