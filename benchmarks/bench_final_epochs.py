@@ -47,7 +47,8 @@ def main() -> None:
         data = default_data_dir() / args.data
     df = pd.read_csv(data).dropna(subset=[*twin.x_names, twin.y_name])
     X, y = df[twin.x_names].to_numpy(float), df[twin.y_name].to_numpy(float)
-    xs, ys_scaler = Scaler.fit(X, "x"), Scaler.fit(y, "y")  # what the twin's fit standardised with
+    # what the twin's fit standardised with, on its input scales
+    xs, ys_scaler = Scaler.fit(X, "x", twin._x_scaler.warp), Scaler.fit(y, "y")
     Xt = torch.tensor(xs.transform(X), dtype=torch.float32)
     yt = torch.tensor(ys_scaler.transform(y.reshape(-1, 1)), dtype=torch.float32)
     ys = yt[:, 0].numpy()

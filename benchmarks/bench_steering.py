@@ -164,6 +164,8 @@ class Instrument:
     initial_lines: list[float]
     budget: int
     description: str = ""
+    #: input scales of the steering twins, by step attribute (``TwinSearchSpace.input_scales``)
+    input_scales: dict[str, str] = field(default_factory=dict)
     truth_cache: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -237,6 +239,7 @@ def build_instruments(names: list[str], args: argparse.Namespace, cache: Path) -
                 budget=args.budget or 13,
                 description="simulated ErCo2-like magnetometer (bluesky_twin.sim.Magnetometer), "
                 "lines 26-50 K (49 points) at 0-5 T",
+                input_scales={"field": args.erco2_field_scale},
             )
         elif name == "fe3ga4_twin":
             from bluesky_twin.sim import twin_instrument
@@ -477,12 +480,16 @@ class SharedFirstFits:
 FIRST_FITS = SharedFirstFits()
 
 
-def _steering_fit_options(fit: dict, seed: int) -> dict[str, Any]:
+def _steering_fit_options(fit: dict, seed: int, inst: Instrument, device: Any) -> dict[str, Any]:
     """``DigitalTwin.fit`` options of every steering twin but its trial count."""
+    import dataclasses
+
     from bluesky_twin.twin import TwinSearchSpace
 
     # the product's search space (the paper's ranges), optionally with training capped
     space = TwinSearchSpace() if fit.get("epochs") is None else TwinSearchSpace.capped(int(fit["epochs"]))
+    scales = {getattr(device, attr).name: scale for attr, scale in inst.input_scales.items() if scale != "linear"}
+    space = dataclasses.replace(space, input_scales=scales)
     return {
         "search_space": space,
         "ensemble_size": fit["ensemble"],
@@ -497,7 +504,7 @@ def _network_trainer(
 ) -> Any:
     from bluesky_twin.callbacks import TwinTrainer
 
-    common = _steering_fit_options(fit, seed)
+    common = _steering_fit_options(fit, seed, inst, device)
     keys = (getattr(device, inst.line_attr).name, getattr(device, inst.step_attr).name)
     return TwinTrainer(
         list(keys),
@@ -509,7 +516,7 @@ def _network_trainer(
     )
 
 
-def _uniform_lines_twin(rec: Recorder, inst: Instrument, seed: int, fit: dict) -> Any:
+def _uniform_lines_twin(rec: Recorder, inst: Instrument, seed: int, fit: dict, device: Any) -> Any:
     """A twin of the uniform lines, for reading them the way twin steering reads its own.
 
     The same search space, ensemble and seed as a steering twin, cold, with as many
@@ -523,7 +530,9 @@ def _uniform_lines_twin(rec: Recorder, inst: Instrument, seed: int, fit: dict) -
     step_key, line_key, y_key = rec.keys
     frame = pd.DataFrame(np.asarray(rec.rows, dtype=float), columns=[step_key, line_key, y_key])
     trials = int(fit["trials"]) + int(fit["refit_trials"]) * (inst.budget - len(inst.initial_lines))
-    return DigitalTwin.fit(frame, x=[line_key, step_key], y=y_key, trials=trials, **_steering_fit_options(fit, seed))
+    return DigitalTwin.fit(
+        frame, x=[line_key, step_key], y=y_key, trials=trials, **_steering_fit_options(fit, seed, inst, device)
+    )
 
 
 def _not_fine_grid(start: dict) -> bool:
@@ -581,7 +590,7 @@ def run_strategy(inst: Instrument, strategy: str, seed: int, fit: dict) -> dict[
                 lines = inst.uniform_lines(inst.paper_step * factor)
             RE(_grid(det, step_motor, lines, line_motor, lp))
             if strategy == "uniform_equal_lines":
-                model = _uniform_lines_twin(rec, inst, seed, fit)
+                model = _uniform_lines_twin(rec, inst, seed, fit, device)
         elif strategy == "random":
             rng = np.random.default_rng(10_000 + seed)
             RE(_grid(det, step_motor, inst.initial_lines, line_motor, lp))
@@ -773,6 +782,7 @@ def run_benchmark(
             "initial_lines": inst.initial_lines,
             "sparse_lines": inst.sparse_lines,
             "twin_strategy": inst.twin_strategy,
+            "input_scales": {k: v for k, v in inst.input_scales.items() if v != "linear"},
             "strategies": res,
         }
         summarise(entry)
@@ -1018,6 +1028,10 @@ def markdown(data: dict[str, Any], figure_name: str) -> str:
                 f"; the `_sparse` strategies from every other of them, {entry['sparse_lines']}."
                 if any(k.endswith("_sparse") for k in res) and "sparse_lines" in entry
                 else "."
+            )
+            + "".join(
+                f" Its twins read the {axis} on a {scale} scale (`TwinSearchSpace.input_scales`)."
+                for axis, scale in entry.get("input_scales", {}).items()
             ),
             "",
         ]
@@ -1161,6 +1175,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--epochs", type=int, default=None, help="cap on the steering twins' epochs (default: the search space's 500)"
     )
     p.add_argument("--ensemble", type=int, default=6, help="ensemble size of the steering twins")
+    p.add_argument(
+        "--erco2-field-scale",
+        choices=["linear", "sqrt"],
+        default="sqrt",
+        help="input scale of the field axis of the ErCo2 steering twins (TwinSearchSpace.input_scales)",
+    )
     p.add_argument(
         "--restarts",
         type=int,

@@ -230,7 +230,8 @@ def _lofo_one(twin, X, y, lines, params, epochs, seed, lr_drop=None):
     from bluesky_twin.twin.network import BatchedMLP
     from bluesky_twin.twin.training import resolve_precision, train_members
 
-    xs, ys = Scaler.fit(X, "x"), Scaler.fit(y, "y")  # what the twin's fit standardised with
+    # what the twin's fit standardised with, on its input scales
+    xs, ys = Scaler.fit(X, "x", twin._x_scaler.warp), Scaler.fit(y, "y")
     Xt = torch.tensor(xs.transform(X), dtype=torch.float32)
     yt = torch.tensor(ys.transform(y.reshape(-1, 1)), dtype=torch.float32)
     gen = torch.Generator().manual_seed(seed)

@@ -89,6 +89,10 @@ def test_predict_contract(model_dir, tmp_path, capsys) -> None:
         (["--x", "T", "--x", "H", "--y", "M", "--trials", "0"], "--trials"),
         (["--x", "T", "--x", "H", "--y", "M", "--restarts", "0"], "--restarts"),
         (["--x", "T", "--x", "H", "--y", "M", "--restarts", "2", "--budget", "60"], "--budget"),
+        (["--x", "T", "--x", "H", "--y", "M", "--input-scale", "H=log"], "--input-scale 'H=log'"),
+        (["--x", "T", "--x", "H", "--y", "M", "--input-scale", "H"], "expected COL=SCALE"),
+        (["--x", "T", "--x", "H", "--y", "M", "--input-scale", "B=sqrt"], "not an --x column"),
+        (["--x", "T", "--x", "H", "--y", "M", "--input-scale", "H=sqrt", "--input-scale", "H=linear"], "twice"),
     ],
 )
 def test_fit_bad_input_exits_2_and_writes_nothing(csv_path, tmp_path, capsys, argv_tail, message) -> None:
@@ -188,3 +192,14 @@ def test_fit_pools_restarts_and_says_so(csv_path, tmp_path, capsys, monkeypatch)
     assert "restarts: 2 searches pooled" in capsys.readouterr().out
     twin = DigitalTwin.load(out)
     assert twin.metadata["restarts"] == 2 and twin.ensemble_size == 2
+
+
+def test_fit_reads_a_column_on_the_scale_asked_for_and_says_so(csv_path, tmp_path, capsys) -> None:
+    out = tmp_path / "sqrt"
+    argv = ["fit", csv_path, "--x", "T", "--x", "H", "--y", "M", "--out", str(out), "--input-scale", "H=sqrt"]
+    rc = main([*argv, "--trials", "2", "--ensemble", "1", "--max-epochs", "20"])
+    assert rc == 0
+    assert "input scales: H sqrt" in capsys.readouterr().out
+    twin = DigitalTwin.load(out)
+    assert twin.metadata["search_space"]["input_scales"] == {"H": "sqrt"}
+    assert twin.metadata["x_scaler"]["warp"] == ["linear", "sqrt"]

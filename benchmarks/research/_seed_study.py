@@ -25,7 +25,23 @@ def seed_study_parser(description: str) -> argparse.ArgumentParser:
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "terashima2023"))
+    ap.add_argument(
+        "--field-scale",
+        choices=["linear", "sqrt"],
+        default="linear",
+        help="input scale of the field axis (TwinSearchSpace.input_scales)",
+    )
     return ap
+
+
+def field_scale_options(dataset: str, data: str, scale: str) -> dict[str, Any]:
+    """``DigitalTwin.fit`` options that read the field axis of *dataset* on *scale* (none for linear)."""
+    if scale == "linear":
+        return {}
+    from bluesky_twin.twin import TwinSearchSpace
+
+    field = load_magnetometer(dataset, data)[3][1]
+    return {"search_space": TwinSearchSpace(input_scales={field: scale})}
 
 
 def print_table(title: str, header: Sequence[str], rows: Sequence[str]) -> None:

@@ -12,6 +12,8 @@ and largest pair), with the fit's wall time::
 
     .venv/bin/python benchmarks/research/seed_spread_restarts.py --dataset erco2 --shapes default,10x10x2,20x10x2
 
+``--field-scale sqrt`` reads the field on a square-root scale (``TwinSearchSpace.input_scales``).
+
 The restarts of two outer seeds are independent searches (their seeds are spawned from the
 outer seed, :meth:`bluesky_twin.twin.FitConfig.restart_seeds`).  The fits are seeded and
 have no time limit, so the numbers repeat on any load of the same CPU kind; the wall times
@@ -24,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from _seed_study import DATASETS, ROOT, print_table, seed_study_parser, study_cells
+from _seed_study import DATASETS, ROOT, field_scale_options, print_table, seed_study_parser, study_cells
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -59,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for text, (restarts, trials, members) in shapes:
         options = {"restarts": restarts, "ensemble_size": members}
+        options.update(field_scale_options(args.dataset, args.data, args.field_scale))
         if members < 3:
             options["top_k"] = 1
         t0 = time.perf_counter()
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(f"| {text} | {restarts} | {trials} | {members} | {study_cells(r)}")
         print(f"shape {text}: {time.perf_counter() - t0:.0f} s", flush=True)
     print_table(
-        f"{ts.MAGNETOMETERS[key][0]}, seeds {args.seeds}, jobs {args.jobs}",
+        f"{ts.MAGNETOMETERS[key][0]}, seeds {args.seeds}, jobs {args.jobs}, field scale {args.field_scale}",
         ["shape", "restarts", "trials each", "members each", "LOFO NRMSE, median (per seed)"]
         + ["dS_M spread, median pair", "largest pair", "fit wall (s), median"],
         rows,

@@ -85,11 +85,9 @@ def fit_twin(
     t0 = time.perf_counter()
     x, y, table, space = fit_inputs(data, x, y, warm_start, search_space)
     trials = config.trial_count(warm_start is not None)
-    if warm_start is not None:
-        x_scaler, y_scaler = warm_start._x_scaler, warm_start._y_scaler
-    else:
-        x_scaler, y_scaler = Scaler.fit(table.X, "x"), Scaler.fit(table.y, table.y_name)
     space = resolved_space(space, len(table))
+    x_scaler = x_scaler_for(table, space, warm_start)
+    y_scaler = warm_start._y_scaler if warm_start is not None else Scaler.fit(table.y, table.y_name)
     line_axis, folds, data_ = search_data(table, x_scaler, y_scaler, config)
     Xt, yt = data_.X, data_.y
     prev_models = list(warm_start._models) if warm_start is not None else []
@@ -223,6 +221,31 @@ def resolved_space(space: TwinSearchSpace, n_rows: int) -> TwinSearchSpace:
         return space.resolved(n_rows, LARGE_DATA_ROWS)
     except ValueError as exc:
         raise InputError(str(exc)) from None
+
+
+def x_scaler_for(table: ScanTable, space: TwinSearchSpace, warm_start: DigitalTwin | None = None) -> Scaler:
+    """The standardisation of *table*'s axes on the input scales *space* names.
+
+    A warm start keeps its twin's scaler (its networks were trained on it), so *space*
+    must ask for the scales it has.
+
+    Raises
+    ------
+    InputError
+        A scale names a column that is not an axis, or differs from the warm start's.
+    """
+    scales = space.input_scales or {}
+    unknown = sorted(set(scales) - set(table.x_names))
+    if unknown:
+        raise InputError(f"input scale for {unknown[0]!r}, which is not an axis (axes: {list(table.x_names)})")
+    warp = tuple(scales.get(name, "linear") for name in table.x_names)
+    warp = warp if any(w != "linear" for w in warp) else ()
+    if warm_start is None:
+        return Scaler.fit(table.X, "x", warp)
+    if tuple(warm_start._x_scaler.warp) != warp:
+        have = dict(zip(table.x_names, warm_start._x_scaler.warp or ("linear",) * len(table.x_names)))
+        raise InputError(f"a warm start keeps its twin's input scales {have}; the space asks for {scales}")
+    return warm_start._x_scaler
 
 
 def tie_journal(twin: Any, journal: Any) -> None:

@@ -87,6 +87,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="pool the ensembles of K independent seeded searches (K times the cost; the answer depends "
         "less on the seed); not with --timeout, --budget, --storage, --study or --processes",
     )
+    p.add_argument(
+        "--input-scale",
+        action="append",
+        default=[],
+        metavar="COL=SCALE",
+        help="read an --x column on SCALE before standardising it: linear (default) or sqrt (signed square "
+        "root; e.g. the field of an M(T,H) scan whose transition moves little with field, docs/twin.md); "
+        "repeat per column",
+    )
     p.add_argument("--warm-start", default=None, metavar="MODEL_DIR", help="refit from this twin")
     p.add_argument("--max-epochs", type=int, default=None, help="override the 500-epoch cap")
     p.add_argument(
@@ -219,10 +228,28 @@ def _check_fit_args(args: argparse.Namespace) -> None:
                 f"--restarts {args.restarts} does not combine with {', '.join(given)} "
                 "(--storage may come from $BLUESKY_TWIN_STORAGE)"
             )
+    args.input_scales = _input_scales(args.input_scale, args.x)
     if not os.path.isfile(args.data):
         what = "a directory" if os.path.isdir(args.data) else "not found"
         raise InputError(f"data file {args.data}: {what}")
     _check_process_args(args)
+
+
+def _input_scales(given: list[str], x: list[str]) -> dict[str, str]:
+    """``--input-scale COL=SCALE`` options as ``TwinSearchSpace.input_scales`` (a bad one: :class:`InputError`)."""
+    from bluesky_twin.twin._scaler import INPUT_SCALES
+
+    scales: dict[str, str] = {}
+    for text in given:
+        col, sep, scale = text.partition("=")
+        if not sep or scale not in INPUT_SCALES:
+            raise InputError(f"--input-scale {text!r}: expected COL=SCALE with SCALE one of {', '.join(INPUT_SCALES)}")
+        if col not in x:
+            raise InputError(f"--input-scale {text!r}: {col!r} is not an --x column ({', '.join(x)})")
+        if col in scales:
+            raise InputError(f"--input-scale given twice for {col!r}")
+        scales[col] = scale
+    return {k: v for k, v in scales.items() if v != "linear"}
 
 
 def _check_process_args(args: argparse.Namespace) -> None:
@@ -270,12 +297,14 @@ def _fit_locked(args: argparse.Namespace, out: Path) -> int:
         print(f"dropped {table.n_dropped} row(s) with NaN/inf values")
     warm = DigitalTwin.load(args.warm_start) if args.warm_start else None
     space = None
-    if args.max_epochs is not None or args.precision is not None:
+    if args.max_epochs is not None or args.precision is not None or args.input_scale:
         base = TwinSearchSpace.from_dict(warm.metadata["search_space"]) if warm else TwinSearchSpace()
         if args.max_epochs is not None:
             base.max_epochs = args.max_epochs
         if args.precision is not None:
             base.precision = args.precision
+        if args.input_scale:
+            base.input_scales = args.input_scales
         space = base
     kw = {}
     if args.ensemble is not None:
@@ -306,6 +335,9 @@ def _fit_locked(args: argparse.Namespace, out: Path) -> int:
     print(f"best params: {json.dumps(m['best_params'])}")
     print(f"selection ({m['selection']}): {m['selection_score']:.5g}  (cv rmse {m['cv_rmse']:.4g} {args.y} units)")
     print(f"train R^2: {m['train_r2']:.5f}")
+    scales = m["search_space"].get("input_scales") or {}
+    if scales:
+        print("input scales: " + ", ".join(f"{k} {v}" for k, v in scales.items()))
     if m.get("line_residual"):
         lr = m["line_residual"]
         print(

@@ -250,7 +250,7 @@ def run_worker(
     """
     from bluesky_twin.data import load_scan_table
     from bluesky_twin.twin._config import FitConfig
-    from bluesky_twin.twin._fit import _one_intra_op_thread, search_data
+    from bluesky_twin.twin._fit import _one_intra_op_thread, search_data, x_scaler_for
     from bluesky_twin.twin._scaler import Scaler
     from bluesky_twin.twin._search import _Objective
     from bluesky_twin.twin.space import TwinSearchSpace
@@ -286,7 +286,7 @@ def run_worker(
     target = int(spec["target_trials"])
     config = FitConfig(seed=int(spec["seed"]), n_folds=int(spec["n_folds"]), search_folds=int(spec["search_folds"]))
     space = TwinSearchSpace.from_dict(spec["search_space"])
-    _, _, data_ = search_data(table, Scaler.fit(table.X, "x"), Scaler.fit(table.y, table.y_name), config)
+    _, _, data_ = search_data(table, x_scaler_for(table, space), Scaler.fit(table.y, table.y_name), config)
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little")
     sampler, pruner = _sampler_pruner(seed, target)
