@@ -1178,8 +1178,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--erco2-field-scale",
         choices=["linear", "sqrt"],
-        default="sqrt",
-        help="input scale of the field axis of the ErCo2 steering twins (TwinSearchSpace.input_scales)",
+        default="linear",
+        help="input scale of the field axis of the ErCo2 steering twins (TwinSearchSpace.input_scales; "
+        "docs/twin.md, 'Input scales')",
     )
     p.add_argument(
         "--restarts",

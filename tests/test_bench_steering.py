@@ -189,4 +189,4 @@ def test_the_erco2_steering_twins_read_the_field_on_the_scale_asked_for(bench, t
         (inst,) = bench.build_instruments(["erco2_sim"], args, tmp_path).values()
         options = bench._steering_fit_options({"ensemble": 2}, 0, inst, inst.make(0))
         assert options["search_space"].input_scales == expected
-    assert bench.parse(["--out", str(tmp_path)]).erco2_field_scale == "sqrt"
+    assert bench.parse(["--out", str(tmp_path)]).erco2_field_scale == "linear"

@@ -401,3 +401,20 @@ def test_restarts_reach_every_fit_and_refit(tmp_path):
     assert config.fit_kwargs["restarts"] == 3 and config.refit_kwargs["restarts"] == 3
     plain = service_cli._config(parser.parse_args([*argv, "--x", "a", "--y", "b"]))
     assert "restarts" not in plain.fit_kwargs
+
+
+def test_input_scales_reach_every_fit_and_refit(tmp_path):
+    import argparse
+
+    from bluesky_twin.errors import InputError
+    from bluesky_twin.service import cli as service_cli
+
+    parser = argparse.ArgumentParser()
+    service_cli.register(parser.add_subparsers())
+    argv = ["trainer", "serve", "--bus", "127.0.0.1:5568", "--model-dir", str(tmp_path / "m"), "--x", "t", "--x", "h"]
+    config = service_cli._config(parser.parse_args([*argv, "--y", "m", "--input-scale", "h=sqrt", "--max-epochs", "9"]))
+    for kwargs in (config.fit_kwargs, config.refit_kwargs):
+        assert kwargs["search_space"].input_scales == {"h": "sqrt"} and kwargs["search_space"].max_epochs == 9
+    assert "search_space" not in service_cli._config(parser.parse_args([*argv, "--y", "m"])).fit_kwargs
+    with pytest.raises(InputError, match="not an --x axis"):
+        service_cli._config(parser.parse_args([*argv, "--y", "m", "--input-scale", "m=sqrt"]))

@@ -91,7 +91,7 @@ def test_predict_contract(model_dir, tmp_path, capsys) -> None:
         (["--x", "T", "--x", "H", "--y", "M", "--restarts", "2", "--budget", "60"], "--budget"),
         (["--x", "T", "--x", "H", "--y", "M", "--input-scale", "H=log"], "--input-scale 'H=log'"),
         (["--x", "T", "--x", "H", "--y", "M", "--input-scale", "H"], "expected COL=SCALE"),
-        (["--x", "T", "--x", "H", "--y", "M", "--input-scale", "B=sqrt"], "not an --x column"),
+        (["--x", "T", "--x", "H", "--y", "M", "--input-scale", "B=sqrt"], "not an --x axis"),
         (["--x", "T", "--x", "H", "--y", "M", "--input-scale", "H=sqrt", "--input-scale", "H=linear"], "twice"),
     ],
 )

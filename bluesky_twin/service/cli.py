@@ -79,6 +79,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=1,
         help="independent searches pooled in every fit and refit (default 1; K times the cost; not with --budget)",
     )
+    s.add_argument(
+        "--input-scale",
+        action="append",
+        default=[],
+        metavar="FIELD=SCALE",
+        help="read an --x data key on SCALE before standardising it: linear (default) or sqrt "
+        "(docs/twin.md, 'Input scales'); repeat per key",
+    )
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--jobs", type=int, default=1, help="parallel trials in this process (default 1)")
     s.add_argument("--min-points", type=int, default=8, help="fewest usable rows to fit (default 8)")
@@ -145,6 +153,9 @@ def _config(args: argparse.Namespace) -> object:
     x_fields = [str(f) for f in args.x]
     if len(set(x_fields)) != len(x_fields) or args.y in x_fields:
         raise InputError(f"--x {x_fields} and --y {args.y!r} must be distinct data keys")
+    from bluesky_twin.twin.cli import input_scales_option
+
+    scales = input_scales_option(args.input_scale, x_fields)
     api_key = None
     if args.api_key_env is not None:
         if args.tiled is None:
@@ -160,10 +171,12 @@ def _config(args: argparse.Namespace) -> object:
     fit: dict[str, object] = {"seed": args.seed, "jobs": args.jobs}
     if args.restarts > 1:
         fit["restarts"] = args.restarts
-    if args.max_epochs is not None:
+    if args.max_epochs is not None or scales:
         from bluesky_twin.twin import TwinSearchSpace
 
-        fit["search_space"] = TwinSearchSpace.capped(args.max_epochs)
+        space = TwinSearchSpace.capped(args.max_epochs) if args.max_epochs is not None else TwinSearchSpace()
+        space.input_scales = scales
+        fit["search_space"] = space
     if args.ensemble_size is not None:
         fit["ensemble_size"] = args.ensemble_size
     refit = dict(fit, trials=args.refit_trials)

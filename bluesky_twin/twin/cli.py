@@ -228,15 +228,19 @@ def _check_fit_args(args: argparse.Namespace) -> None:
                 f"--restarts {args.restarts} does not combine with {', '.join(given)} "
                 "(--storage may come from $BLUESKY_TWIN_STORAGE)"
             )
-    args.input_scales = _input_scales(args.input_scale, args.x)
+    args.input_scales = input_scales_option(args.input_scale, args.x)
     if not os.path.isfile(args.data):
         what = "a directory" if os.path.isdir(args.data) else "not found"
         raise InputError(f"data file {args.data}: {what}")
     _check_process_args(args)
 
 
-def _input_scales(given: list[str], x: list[str]) -> dict[str, str]:
-    """``--input-scale COL=SCALE`` options as ``TwinSearchSpace.input_scales`` (a bad one: :class:`InputError`)."""
+def input_scales_option(given: list[str], x: list[str]) -> dict[str, str]:
+    """``--input-scale COL=SCALE`` options of the axes *x* as ``TwinSearchSpace.input_scales``.
+
+    Shared by ``bluesky-twin fit`` and ``bluesky-twin trainer serve``; a bad option raises
+    :class:`InputError` with one line naming it.
+    """
     from bluesky_twin.twin._scaler import INPUT_SCALES
 
     scales: dict[str, str] = {}
@@ -245,7 +249,7 @@ def _input_scales(given: list[str], x: list[str]) -> dict[str, str]:
         if not sep or scale not in INPUT_SCALES:
             raise InputError(f"--input-scale {text!r}: expected COL=SCALE with SCALE one of {', '.join(INPUT_SCALES)}")
         if col not in x:
-            raise InputError(f"--input-scale {text!r}: {col!r} is not an --x column ({', '.join(x)})")
+            raise InputError(f"--input-scale {text!r}: {col!r} is not an --x axis ({', '.join(x)})")
         if col in scales:
             raise InputError(f"--input-scale given twice for {col!r}")
         scales[col] = scale
