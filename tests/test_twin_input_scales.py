@@ -33,6 +33,7 @@ def test_scaler_reads_a_column_on_the_signed_square_root_and_back() -> None:
     # all linear: stored as before (no "warp" key), and the same numbers as no warp at all
     plain = Scaler.fit(X, "x", ("linear", "linear"))
     assert plain.warp == () and "warp" not in plain.to_dict()
+    assert Scaler.from_dict({"mean": [0.0, 0.0], "scale": [1.0, 1.0], "warp": ["linear", "linear"]}).warp == ()
     np.testing.assert_allclose(plain.transform(X), Scaler.fit(X, "x").transform(X))
 
 

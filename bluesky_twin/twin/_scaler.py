@@ -41,6 +41,8 @@ class Scaler:
     warp: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        # all-linear is stored as no warp, so that equal scalers compare and save alike
+        object.__setattr__(self, "warp", tuple(self.warp) if any(w != "linear" for w in self.warp) else ())
         if self.warp and (len(self.warp) != len(np.atleast_1d(self.mean)) or set(self.warp) - set(INPUT_SCALES)):
             raise InputError(
                 f"input scales must be one of {list(INPUT_SCALES)} per column, got {list(self.warp)} "
@@ -64,11 +66,11 @@ class Scaler:
         ------
         InputError
             The mean or spread of a column is not finite (readings so large that their
-            variance overflows, e.g. 1e308): nothing can be learned from them.
+            variance overflows, e.g. 1e308): nothing can be learned from them; or
+            *warp* names an unknown scale or does not have one entry per column.
         """
         values = np.atleast_2d(values.T).T
-        warp = tuple(warp) if any(w != "linear" for w in warp) else ()
-        if warp:
+        if any(w != "linear" for w in warp):
             values = cls(np.zeros(values.shape[1]), np.ones(values.shape[1]), warp)._warped(values)
         with np.errstate(over="ignore", invalid="ignore"):
             mean, scale = values.mean(axis=0), values.std(axis=0)
