@@ -91,7 +91,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +164,7 @@ class Instrument:
     initial_lines: list[float]
     budget: int
     description: str = ""
-    #: input scales of the steering twins, by step attribute (``TwinSearchSpace.input_scales``)
+    #: the steering twins' non-linear input scales, by attribute (``TwinSearchSpace.input_scales``)
     input_scales: dict[str, str] = field(default_factory=dict)
     truth_cache: dict[str, Any] = field(default_factory=dict)
 
@@ -239,7 +239,7 @@ def build_instruments(names: list[str], args: argparse.Namespace, cache: Path) -
                 budget=args.budget or 13,
                 description="simulated ErCo2-like magnetometer (bluesky_twin.sim.Magnetometer), "
                 "lines 26-50 K (49 points) at 0-5 T",
-                input_scales={"field": args.erco2_field_scale},
+                input_scales={} if args.erco2_field_scale == "linear" else {"field": args.erco2_field_scale},
             )
         elif name == "fe3ga4_twin":
             from bluesky_twin.sim import twin_instrument
@@ -482,14 +482,11 @@ FIRST_FITS = SharedFirstFits()
 
 def _steering_fit_options(fit: dict, seed: int, inst: Instrument, device: Any) -> dict[str, Any]:
     """``DigitalTwin.fit`` options of every steering twin but its trial count."""
-    import dataclasses
-
     from bluesky_twin.twin import TwinSearchSpace
 
     # the product's search space (the paper's ranges), optionally with training capped
     space = TwinSearchSpace() if fit.get("epochs") is None else TwinSearchSpace.capped(int(fit["epochs"]))
-    scales = {getattr(device, attr).name: scale for attr, scale in inst.input_scales.items() if scale != "linear"}
-    space = dataclasses.replace(space, input_scales=scales)
+    space = replace(space, input_scales={getattr(device, attr).name: v for attr, v in inst.input_scales.items()})
     return {
         "search_space": space,
         "ensemble_size": fit["ensemble"],
@@ -782,7 +779,7 @@ def run_benchmark(
             "initial_lines": inst.initial_lines,
             "sparse_lines": inst.sparse_lines,
             "twin_strategy": inst.twin_strategy,
-            "input_scales": {k: v for k, v in inst.input_scales.items() if v != "linear"},
+            "input_scales": inst.input_scales,
             "strategies": res,
         }
         summarise(entry)

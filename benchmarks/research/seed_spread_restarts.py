@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     key = DATASETS[args.dataset]
     rows = []
+    scale_options = field_scale_options(args.dataset, args.data, args.field_scale)
     for text, (restarts, trials, members) in shapes:
-        options = {"restarts": restarts, "ensemble_size": members}
-        options.update(field_scale_options(args.dataset, args.data, args.field_scale))
+        options = {"restarts": restarts, "ensemble_size": members, **scale_options}
         if members < 3:
             options["top_k"] = 1
         t0 = time.perf_counter()

@@ -29,7 +29,7 @@ from bluesky_twin.twin._config import LARGE_DATA_ROWS, FitConfig
 from bluesky_twin.twin._ensemble import train_ensemble
 from bluesky_twin.twin._params import optuna_params
 from bluesky_twin.twin._persistence import FORMAT, FORMAT_VERSION, JOURNAL_FILE
-from bluesky_twin.twin._scaler import Scaler, r2
+from bluesky_twin.twin._scaler import Scaler, canonical_warp, r2
 from bluesky_twin.twin._search import SearchData, SearchResult, TwinSearch
 from bluesky_twin.twin.line_residual import LineResidual
 from bluesky_twin.twin.space import TwinSearchSpace
@@ -238,8 +238,7 @@ def x_scaler_for(table: ScanTable, space: TwinSearchSpace, warm_start: DigitalTw
     unknown = sorted(set(scales) - set(table.x_names))
     if unknown:
         raise InputError(f"input scale for {unknown[0]!r}, which is not an axis (axes: {list(table.x_names)})")
-    warp = tuple(scales.get(name, "linear") for name in table.x_names)
-    warp = warp if any(w != "linear" for w in warp) else ()
+    warp = canonical_warp([scales.get(name, "linear") for name in table.x_names])
     if warm_start is None:
         return Scaler.fit(table.X, "x", warp)
     if tuple(warm_start._x_scaler.warp) != warp:

@@ -21,6 +21,11 @@ def _signed_sqrt(values: np.ndarray) -> np.ndarray:
     return np.sign(values) * np.sqrt(np.abs(values))
 
 
+def canonical_warp(warp: Sequence[str]) -> tuple[str, ...]:
+    """*warp* as a :class:`Scaler` stores it: empty when every column is ``"linear"``."""
+    return tuple(warp) if any(w != "linear" for w in warp) else ()
+
+
 @dataclass(frozen=True)
 class Scaler:
     """Per-column standardisation ``(g(v) - mean) / scale``.
@@ -42,7 +47,7 @@ class Scaler:
 
     def __post_init__(self) -> None:
         # all-linear is stored as no warp, so that equal scalers compare and save alike
-        object.__setattr__(self, "warp", tuple(self.warp) if any(w != "linear" for w in self.warp) else ())
+        object.__setattr__(self, "warp", canonical_warp(self.warp))
         if self.warp and (len(self.warp) != len(np.atleast_1d(self.mean)) or set(self.warp) - set(INPUT_SCALES)):
             raise InputError(
                 f"input scales must be one of {list(INPUT_SCALES)} per column, got {list(self.warp)} "
@@ -70,8 +75,7 @@ class Scaler:
             *warp* names an unknown scale or does not have one entry per column.
         """
         values = np.atleast_2d(values.T).T
-        if any(w != "linear" for w in warp):
-            values = cls(np.zeros(values.shape[1]), np.ones(values.shape[1]), warp)._warped(values)
+        values = cls(np.zeros(values.shape[1]), np.ones(values.shape[1]), warp)._warped(values)
         with np.errstate(over="ignore", invalid="ignore"):
             mean, scale = values.mean(axis=0), values.std(axis=0)
         if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale))):
