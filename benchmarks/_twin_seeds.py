@@ -34,18 +34,27 @@ MAGNETOMETERS = {
 SHORT_NAMES = {1: "erco2", 2: "fe3ga4"}
 
 
+def dsm_temperatures(X: np.ndarray) -> np.ndarray:
+    """The 200 temperatures of a :func:`dsm_curve`: the measured range less 0.5 K at each end."""
+    return np.linspace(X[:, 0].min() + 0.5, X[:, 0].max() - 0.5, 200)
+
+
 def dsm_curve(
-    predict: Callable[[np.ndarray], np.ndarray], X: np.ndarray, top_field: float
+    predict: Callable[[np.ndarray], np.ndarray], X: np.ndarray, top_field: float, *, absolute: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """|dS_M|(T) from the lowest measured field to *top_field*, on 200 temperatures and 51 fields."""
+    """|dS_M|(T) from the lowest measured field to *top_field*, on 200 temperatures and 51 fields.
+
+    With ``absolute=False`` the signed dS_M(T), whose mean over twins is the curve of their pooled mean.
+    """
     from bluesky_twin.analysis.mce import entropy_change_isofield
 
-    T = np.linspace(X[:, 0].min() + 0.5, X[:, 0].max() - 0.5, 200)
+    T = dsm_temperatures(X)
     H = np.linspace(X[:, 1].min(), top_field, 51)
     TT, HH = np.meshgrid(T, H)
     Q = np.column_stack([TT.ravel(), HH.ravel()])
     res = entropy_change_isofield(Q[:, 0], Q[:, 1], predict(Q), T_grid=T, field_unit="Oe")
-    return T, np.abs(res.curve(res.H[-1])[0])
+    curve = res.curve(res.H[-1])[0]
+    return T, np.abs(curve) if absolute else curve
 
 
 def curve_spread(curves: Sequence[np.ndarray]) -> dict[str, Any]:
