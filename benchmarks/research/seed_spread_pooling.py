@@ -20,7 +20,6 @@ and reuses it on a later run with the same options.
 
 from __future__ import annotations
 
-import itertools
 import json
 import sys
 import time
@@ -53,6 +52,7 @@ def pooled_spread(curves, k: int, partitions: int = PARTITIONS, seed: int = 0) -
     Averaged (median) over *partitions* random partitions of the seeds; a partition
     leaves out the remainder of ``len(curves) // k`` groups.
     """
+    import _twin_seeds as ts
     import numpy as np
 
     signed = np.asarray(curves)
@@ -62,9 +62,7 @@ def pooled_spread(curves, k: int, partitions: int = PARTITIONS, seed: int = 0) -
     for _ in range(partitions):
         order = rng.permutation(len(signed))
         pooled = [np.abs(signed[order[i * k : (i + 1) * k]].mean(axis=0)) for i in range(groups)]
-        peak = float(np.mean(pooled, axis=0).max())
-        pairs = [float(np.sqrt(np.mean((a - b) ** 2))) / peak * 100 for a, b in itertools.combinations(pooled, 2)]
-        per_partition.append(float(np.median(pairs)))
+        per_partition.append(ts.curve_spread(pooled)["pairwise_median_pct"])
     return float(np.median(per_partition))
 
 
@@ -101,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {cache} holds curves of other options ({stamp.read_text()})", file=sys.stderr)
             return 2
         stamp.write_text(tag)
+    T = ts.dsm_temperatures(X)
     curves, walls = [], []
-    T = None
     for seed in seeds:
         path = cache / f"seed-{seed}.npy" if cache is not None else None
         if path is not None and path.exists():
@@ -113,13 +111,11 @@ def main(argv: list[str] | None = None) -> int:
             df, xcols, ycol, trials=args.trials, jobs=args.jobs, seed=seed, progress=False, **options
         )
         walls.append(time.perf_counter() - t0)
-        T, curve = ts.dsm_curve(lambda Q, twin=twin: twin.predict(Q)[0], X, top, absolute=False)
+        curve = ts.dsm_curve(lambda Q, twin=twin: twin.predict(Q)[0], X, top, absolute=False)[1]
         curves.append(curve)
         if path is not None:
             np.save(path, curve)
         print(f"{name} seed {seed}: fit {walls[-1]:.1f} s", flush=True)
-    if T is None:
-        T = ts.dsm_temperatures(X)
     signed = np.asarray(curves)
     mean = np.abs(signed.mean(axis=0))
     peak = float(mean.max())
