@@ -228,7 +228,7 @@ def _lofo_one(twin, X, y, lines, params, epochs, seed, lr_drop=None):
 
     from bluesky_twin.twin import LARGE_DATA_ROWS, Scaler
     from bluesky_twin.twin.network import BatchedMLP
-    from bluesky_twin.twin.training import resolve_precision, train_members
+    from bluesky_twin.twin.training import MonotonePenalty, resolve_precision, train_members
 
     # what the twin's fit standardised with, on its input scales
     xs, ys = Scaler.fit(X, "x", twin._x_scaler.warp), Scaler.fit(y, "y")
@@ -254,6 +254,7 @@ def _lofo_one(twin, X, y, lines, params, epochs, seed, lr_drop=None):
         generator=gen,
         max_steps_per_epoch=space.get("max_steps_per_epoch", 0) if steps is None else steps,
         precision=resolve_precision(space.get("precision", "float32"), len(X), LARGE_DATA_ROWS),
+        monotone=MonotonePenalty.over(Xt, [(space.get("monotone") or {}).get(name) for name in twin.x_names]),
     )
     with torch.no_grad():  # every refit's prediction on all rows: {held-out line: (n,) values}
         p = model(Xt.unsqueeze(0).expand(len(lines), -1, -1))[:, :, 0].numpy()

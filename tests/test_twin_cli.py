@@ -93,6 +93,8 @@ def test_predict_contract(model_dir, tmp_path, capsys) -> None:
         (["--x", "T", "--x", "H", "--y", "M", "--input-scale", "H"], "expected COL=SCALE"),
         (["--x", "T", "--x", "H", "--y", "M", "--input-scale", "B=sqrt"], "not an --x axis"),
         (["--x", "T", "--x", "H", "--y", "M", "--input-scale", "H=sqrt", "--input-scale", "H=linear"], "twice"),
+        (["--x", "T", "--x", "H", "--y", "M", "--monotone", "H=up"], "--monotone 'H=up': expected COL=DIRECTION"),
+        (["--x", "T", "--x", "H", "--y", "M", "--monotone", "B=increasing"], "not an --x axis"),
     ],
 )
 def test_fit_bad_input_exits_2_and_writes_nothing(csv_path, tmp_path, capsys, argv_tail, message) -> None:
@@ -203,3 +205,12 @@ def test_fit_reads_a_column_on_the_scale_asked_for_and_says_so(csv_path, tmp_pat
     twin = DigitalTwin.load(out)
     assert twin.metadata["search_space"]["input_scales"] == {"H": "sqrt"}
     assert twin.metadata["x_scaler"]["warp"] == ["linear", "sqrt"]
+
+
+def test_fit_holds_an_axis_to_a_direction_when_asked(csv_path, tmp_path, capsys) -> None:
+    out = tmp_path / "mono"
+    argv = ["fit", csv_path, "--x", "T", "--x", "H", "--y", "M", "--out", str(out), "--monotone", "H=increasing"]
+    rc = main([*argv, "--trials", "2", "--ensemble", "1", "--max-epochs", "20"])
+    assert rc == 0
+    assert "monotone: H increasing" in capsys.readouterr().out
+    assert DigitalTwin.load(out).metadata["search_space"]["monotone"] == {"H": "increasing"}

@@ -31,17 +31,26 @@ def seed_study_parser(description: str) -> argparse.ArgumentParser:
         default="linear",
         help="input scale of the field axis (TwinSearchSpace.input_scales)",
     )
+    ap.add_argument(
+        "--monotone",
+        action="store_true",
+        help="the magnetisation increases with the field (TwinSearchSpace.monotone)",
+    )
     return ap
 
 
-def field_scale_options(dataset: str, data: str, scale: str) -> dict[str, Any]:
-    """``DigitalTwin.fit`` options that read the field axis of *dataset* on *scale* (none for linear)."""
-    if scale == "linear":
+def space_options(dataset: str, data: str, scale: str, monotone: bool = False) -> dict[str, Any]:
+    """``DigitalTwin.fit`` options: the field of *dataset* on *scale*, and (*monotone*) M increasing with it.
+
+    None for the default (a linear, free field).
+    """
+    if scale == "linear" and not monotone:
         return {}
     from bluesky_twin.twin import TwinSearchSpace
 
     field = load_magnetometer(dataset, data)[3][1]
-    return {"search_space": TwinSearchSpace(input_scales={field: scale})}
+    scales = {} if scale == "linear" else {field: scale}
+    return {"search_space": TwinSearchSpace(input_scales=scales, monotone={field: "increasing"} if monotone else {})}
 
 
 def print_table(title: str, header: Sequence[str], rows: Sequence[str]) -> None:

@@ -41,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--scales", default="linear,sqrt", help="comma-separated field scales to compare")
+    ap.add_argument(
+        "--monotone",
+        action="store_true",
+        help="on every scale, M increases with the field (TwinSearchSpace.monotone)",
+    )
     args = ap.parse_args(argv)
     try:
         fields = [float(v) for v in args.fields.split(",")]
@@ -78,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for scale in scales:
-        space = TwinSearchSpace(input_scales={} if scale == "linear" else {"field": scale})
+        space = TwinSearchSpace(
+            input_scales={} if scale == "linear" else {"field": scale},
+            monotone={"field": "increasing"} if args.monotone else {},
+        )
         errors, curves, walls = [], [], []
         for seed in seeds:
             rng = np.random.default_rng(100 + seed)
@@ -99,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
             f"| {scale} | {per_seed} | {np.median(errors):.2f} | {error(np.mean(curves, axis=0)):.2f} | "
             f"{np.median(walls):.1f} |"
         )
-    print(f"\nsimulated ErCo2 magnetometer, fields {fields} T, {args.trials} trials, seeds {args.seeds}\n")
+    print(
+        f"\nsimulated ErCo2 magnetometer, fields {fields} T, {args.trials} trials, seeds {args.seeds}, "
+        f"monotone field {args.monotone}\n"
+    )
     print("| field scale | dS_M error per seed (%) | median | seeds' mean curve | fit wall (s), median |")
     print("|---|---|---|---|---|")
     print("\n".join(rows))

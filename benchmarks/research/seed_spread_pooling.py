@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from _seed_study import ROOT, field_scale_options, load_magnetometer, print_table, seed_study_parser
+from _seed_study import ROOT, load_magnetometer, print_table, seed_study_parser, space_options
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -89,9 +89,12 @@ def main(argv: list[str] | None = None) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name, top, df, xcols, ycol, X = load_magnetometer(args.dataset, args.data)
-    options = field_scale_options(args.dataset, args.data, args.field_scale)
+    options = space_options(args.dataset, args.data, args.field_scale, args.monotone)
     cache = Path(args.curves) if args.curves else None
-    tag = json.dumps({"dataset": args.dataset, "trials": args.trials, "field_scale": args.field_scale})
+    stamp_options = {"dataset": args.dataset, "trials": args.trials, "field_scale": args.field_scale}
+    if args.monotone:
+        stamp_options["monotone"] = True
+    tag = json.dumps(stamp_options)
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         stamp = cache / "options.json"
@@ -124,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         for seed, c in zip(seeds, signed)
     ]
     print_table(
-        f"{name}, each seed against the mean of all {len(seeds)} (field scale {args.field_scale}); "
+        f"{name}, each seed against the mean of all {len(seeds)} (field scale {args.field_scale}, "
+        f"monotone field {args.monotone}); "
         f"the mean curve peaks at {T[np.argmax(mean)]:.1f} K",
         ["seed", "curve vs mean of all, % of peak", "peak at (K)"],
         rows,

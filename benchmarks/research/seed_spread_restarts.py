@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from _seed_study import DATASETS, ROOT, field_scale_options, print_table, seed_study_parser, study_cells
+from _seed_study import DATASETS, ROOT, print_table, seed_study_parser, space_options, study_cells
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     key = DATASETS[args.dataset]
     rows = []
-    scale_options = field_scale_options(args.dataset, args.data, args.field_scale)
+    scale_options = space_options(args.dataset, args.data, args.field_scale, args.monotone)
     for text, (restarts, trials, members) in shapes:
         options = {"restarts": restarts, "ensemble_size": members, **scale_options}
         if members < 3:
@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(f"| {text} | {restarts} | {trials} | {members} | {study_cells(r)}")
         print(f"shape {text}: {time.perf_counter() - t0:.0f} s", flush=True)
     print_table(
-        f"{ts.MAGNETOMETERS[key][0]}, seeds {args.seeds}, jobs {args.jobs}, field scale {args.field_scale}",
+        f"{ts.MAGNETOMETERS[key][0]}, seeds {args.seeds}, jobs {args.jobs}, field scale {args.field_scale}, "
+        f"monotone field {args.monotone}",
         ["shape", "restarts", "trials each", "members each", "LOFO NRMSE, median (per seed)"]
         + ["dS_M spread, median pair", "largest pair", "fit wall (s), median"],
         rows,

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from bluesky_twin.twin.network import BatchedMLP
+    from bluesky_twin.twin.training import MonotonePenalty
 
 #: A configuration joins the ensemble only if its validation loss is at most this
 #: multiple of the best one.
@@ -265,6 +266,7 @@ def train_ensemble(
     jobs: int = 1,
     warm_models: Sequence[BatchedMLP] = (),
     precision: str = "float32",
+    monotone: MonotonePenalty | None = None,
     epoch_scale: float = 1.0,
     deadline: float | None = None,
     width: int | None = None,
@@ -297,6 +299,9 @@ def train_ensemble(
         from its weights, with the warm epoch floor.
     precision
         Training precision (see :func:`bluesky_twin.twin.training.train_members`).
+    monotone
+        The search's monotone penalty (:attr:`SearchData.monotone
+        <bluesky_twin.twin._search.SearchData.monotone>`), which every member trains with.
     epoch_scale
         Below 1 (a fit's budget), every member's schedule, the learning-rate drop
         included, shrinks to that fraction (at least :data:`MIN_FINAL_EPOCHS` epochs).
@@ -354,6 +359,7 @@ def train_ensemble(
             max_steps_per_epoch=space.final_step_cap,
             precision=precision,
             deadline=deadline,
+            monotone=monotone,
         )
         return model, {
             "trial": trial.number,

@@ -88,7 +88,7 @@ def fit_twin(
     space = resolved_space(space, len(table))
     x_scaler = x_scaler_for(table, space, warm_start)
     y_scaler = warm_start._y_scaler if warm_start is not None else Scaler.fit(table.y, table.y_name)
-    line_axis, folds, data_ = search_data(table, x_scaler, y_scaler, config)
+    line_axis, folds, data_ = search_data(table, x_scaler, y_scaler, config, space)
     Xt, yt = data_.X, data_.y
     prev_models = list(warm_start._models) if warm_start is not None else []
     search = TwinSearch(
@@ -119,6 +119,7 @@ def fit_twin(
                     epoch_scale=result.epoch_scale,
                     deadline=result.final_deadline,
                     width=config.batch_width(),
+                    monotone=data_.monotone,
                 )
         except BaseException:
             _remove_journal(result.journal)
@@ -300,12 +301,19 @@ def finish_metadata(
 
 
 def search_data(
-    table: ScanTable, x_scaler: Scaler, y_scaler: Scaler, config: FitConfig
+    table: ScanTable,
+    x_scaler: Scaler,
+    y_scaler: Scaler,
+    config: FitConfig,
+    space: TwinSearchSpace | None = None,
 ) -> tuple[int, list[np.ndarray], SearchData]:
-    """The standardised rows of *table* and the cross-validation folds a search trains on.
+    """The standardised rows of *table*, the cross-validation folds a search trains on, and its penalty.
 
     Shared by :func:`fit_twin` and the worker processes of
     :mod:`bluesky_twin.twin.workers`, which must train every trial on the same folds.
+
+    The :class:`~bluesky_twin.twin.training.MonotonePenalty` comes from *space*'s
+    :attr:`~TwinSearchSpace.monotone` directions (none without a space).
 
     Returns
     -------
@@ -316,11 +324,17 @@ def search_data(
     Raises
     ------
     InputError
-        A value overflows once standardised.
+        A value overflows once standardised, or a direction names a column that is
+        not an axis.
     """
     import torch
 
-    from bluesky_twin.twin.training import line_folds
+    from bluesky_twin.twin.training import MonotonePenalty, line_folds
+
+    directions = dict(space.monotone) if space is not None else {}
+    unknown = sorted(set(directions) - set(table.x_names))
+    if unknown:
+        raise InputError(f"monotone direction for {unknown[0]!r}, which is not an axis (axes: {list(table.x_names)})")
 
     with np.errstate(over="ignore", invalid="ignore"):
         Xt = torch.from_numpy(x_scaler.transform(table.X).astype(np.float32))
@@ -334,7 +348,11 @@ def search_data(
     folds = folds[: config.folds_to_search(len(folds), len(table))]
     all_rows = np.arange(len(table))
     data_ = SearchData(
-        Xt, yt, [torch.from_numpy(np.setdiff1d(all_rows, f)) for f in folds], [torch.from_numpy(f) for f in folds]
+        Xt,
+        yt,
+        [torch.from_numpy(np.setdiff1d(all_rows, f)) for f in folds],
+        [torch.from_numpy(f) for f in folds],
+        MonotonePenalty.over(Xt, [directions.get(name) for name in table.x_names]),
     )
     return line_axis, folds, data_
 

@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from bluesky_twin.data import ScanTable
+    from bluesky_twin.twin.training import MonotonePenalty
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +63,15 @@ class SearchData:
         ``(n, d)`` and ``(n, 1)`` float32 tensors.
     train_idx, val_idx
         Per searched fold, the row indices trained on and held out.
+    monotone
+        The penalty every network of the fit trains with (``None``: none).
     """
 
     X: torch.Tensor
     y: torch.Tensor
     train_idx: list[torch.Tensor]
     val_idx: list[torch.Tensor]
+    monotone: MonotonePenalty | None = None
 
     @property
     def n_train(self) -> int:
@@ -233,6 +237,7 @@ class _Objective:
                 max_steps_per_epoch=self.space.max_steps_per_epoch,
                 deadline=self.deadline,
                 precision=self.precision,
+                monotone=self.data.monotone,
             )
         except PruneSignal:
             raise optuna.TrialPruned() from None

@@ -6,9 +6,11 @@ import argparse
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from bluesky_twin.errors import InputError
+from bluesky_twin.twin.space import MONOTONE_DIRECTIONS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -95,6 +97,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="read an --x column on SCALE before standardising it: linear (default) or sqrt (signed square "
         "root; e.g. the field of an M(T,H) scan whose transition moves little with field, docs/twin.md); "
         "repeat per column",
+    )
+    p.add_argument(
+        "--monotone",
+        action="append",
+        default=[],
+        metavar="COL=DIRECTION",
+        help="the modelled quantity runs one way along an --x column: increasing or decreasing (e.g. "
+        "H=increasing for a magnetisation M(T,H)); the networks are penalised where they run the other "
+        "way between the data (docs/twin.md); repeat per column",
     )
     p.add_argument("--warm-start", default=None, metavar="MODEL_DIR", help="refit from this twin")
     p.add_argument("--max-epochs", type=int, default=None, help="override the 500-epoch cap")
@@ -229,6 +240,7 @@ def _check_fit_args(args: argparse.Namespace) -> None:
                 "(--storage may come from $BLUESKY_TWIN_STORAGE)"
             )
     args.input_scales = input_scales_option(args.input_scale, args.x)
+    args.monotone_axes = axis_option("--monotone", args.monotone, args.x, MONOTONE_DIRECTIONS, "DIRECTION")
     if not os.path.isfile(args.data):
         what = "a directory" if os.path.isdir(args.data) else "not found"
         raise InputError(f"data file {args.data}: {what}")
@@ -243,17 +255,26 @@ def input_scales_option(given: list[str], x: list[str]) -> dict[str, str]:
     """
     from bluesky_twin.twin._scaler import INPUT_SCALES
 
-    scales: dict[str, str] = {}
-    for text in given:
-        col, sep, scale = text.partition("=")
-        if not sep or scale not in INPUT_SCALES:
-            raise InputError(f"--input-scale {text!r}: expected COL=SCALE with SCALE one of {', '.join(INPUT_SCALES)}")
-        if col not in x:
-            raise InputError(f"--input-scale {text!r}: {col!r} is not an --x axis ({', '.join(x)})")
-        if col in scales:
-            raise InputError(f"--input-scale given twice for {col!r}")
-        scales[col] = scale
+    scales = axis_option("--input-scale", given, x, INPUT_SCALES, "SCALE")
     return {k: v for k, v in scales.items() if v != "linear"}
+
+
+def axis_option(option: str, given: list[str], x: list[str], choices: Sequence[str], what: str) -> dict[str, str]:
+    """Repeated ``option COL=VALUE`` arguments of the axes *x*, each VALUE one of *choices*, as a dict.
+
+    A bad one raises :class:`InputError` with one line naming it (*what* names VALUE there).
+    """
+    values: dict[str, str] = {}
+    for text in given:
+        col, sep, value = text.partition("=")
+        if not sep or value not in choices:
+            raise InputError(f"{option} {text!r}: expected COL={what} with {what} one of {', '.join(choices)}")
+        if col not in x:
+            raise InputError(f"{option} {text!r}: {col!r} is not an --x axis ({', '.join(x)})")
+        if col in values:
+            raise InputError(f"{option} given twice for {col!r}")
+        values[col] = value
+    return values
 
 
 def _check_process_args(args: argparse.Namespace) -> None:
@@ -301,7 +322,7 @@ def _fit_locked(args: argparse.Namespace, out: Path) -> int:
         print(f"dropped {table.n_dropped} row(s) with NaN/inf values")
     warm = DigitalTwin.load(args.warm_start) if args.warm_start else None
     space = None
-    if args.max_epochs is not None or args.precision is not None or args.input_scale:
+    if args.max_epochs is not None or args.precision is not None or args.input_scale or args.monotone:
         base = TwinSearchSpace.from_dict(warm.metadata["search_space"]) if warm else TwinSearchSpace()
         if args.max_epochs is not None:
             base.max_epochs = args.max_epochs
@@ -309,6 +330,8 @@ def _fit_locked(args: argparse.Namespace, out: Path) -> int:
             base.precision = args.precision
         if args.input_scale:
             base.input_scales = args.input_scales
+        if args.monotone:
+            base.monotone = args.monotone_axes
         space = base
     kw = {}
     if args.ensemble is not None:
@@ -342,6 +365,9 @@ def _fit_locked(args: argparse.Namespace, out: Path) -> int:
     scales = m["search_space"].get("input_scales") or {}
     if scales:
         print("input scales: " + ", ".join(f"{k} {v}" for k, v in scales.items()))
+    monotone = m["search_space"].get("monotone") or {}
+    if monotone:
+        print("monotone: " + ", ".join(f"{k} {v}" for k, v in monotone.items()))
     if m.get("line_residual"):
         lr = m["line_residual"]
         print(

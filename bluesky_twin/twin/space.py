@@ -7,6 +7,8 @@ from typing import Any
 
 #: final-ensemble epoch floor
 DEFAULT_FINAL_EPOCHS = 150
+#: the directions :attr:`TwinSearchSpace.monotone` can hold an axis to
+MONOTONE_DIRECTIONS = ("increasing", "decreasing")
 
 
 @dataclass
@@ -101,6 +103,17 @@ class TwinSearchSpace:
         1.80 % and lowers the dS_M error against the simulated magnetometer's truth; on
         Fe3Ga4, whose transition moves far with field, it widens the spread, so it is a
         choice per sample, not a default.  A warm start keeps its twin's scales.
+    monotone
+        Column name to the direction the modelled quantity runs along it, one of
+        ``"increasing"`` and ``"decreasing"``
+        (:data:`MONOTONE_DIRECTIONS`); a column not named is
+        free.  Every network then trains with a
+        :class:`~bluesky_twin.twin.training.MonotonePenalty` on slopes that run the
+        wrong way between the data.  For a magnetisation M(T, H) the field is
+        ``"increasing"`` (a sample in equilibrium has no negative susceptibility).
+        Measured (docs/twin.md, "Monotone axes"): on Fe3Ga4, whose first-order
+        transition crosses the wide gap between the 1 T and 2 T lines, networks
+        otherwise overshoot the 2 T line inside the gap, each seed its own way.
     precision
         Training precision: ``"auto"`` (bfloat16 matrix products for data sets of at
         least :data:`~bluesky_twin.twin.LARGE_DATA_ROWS` rows on a CPU with native
@@ -131,6 +144,7 @@ class TwinSearchSpace:
     precision: str = "auto"
     line_residual: bool | str = "auto"
     input_scales: dict[str, str] = field(default_factory=dict)
+    monotone: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -181,7 +195,13 @@ class TwinSearchSpace:
             raise ValueError(
                 f"input_scales must map column names to one of {list(INPUT_SCALES)}, got {self.input_scales!r}"
             )
-        out = replace(self, extra=dict(self.extra), input_scales=dict(self.input_scales))
+        if not isinstance(self.monotone, dict) or not all(
+            isinstance(k, str) and v in MONOTONE_DIRECTIONS for k, v in self.monotone.items()
+        ):
+            raise ValueError(
+                f"monotone must map column names to one of {list(MONOTONE_DIRECTIONS)}, got {self.monotone!r}"
+            )
+        out = replace(self, extra=dict(self.extra), input_scales=dict(self.input_scales), monotone=dict(self.monotone))
         if self.fourier_per_axis == "auto":
             out.fourier_per_axis = large
         elif not isinstance(self.fourier_per_axis, bool):

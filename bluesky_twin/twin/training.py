@@ -42,6 +42,83 @@ class TrainResult:
 PRECISIONS = ("float32", "bfloat16")
 
 
+#: weight of :class:`MonotonePenalty` against the data's mean squared error (standardised units)
+MONOTONE_WEIGHT = 10.0
+
+
+@dataclass(frozen=True)
+class MonotonePenalty:
+    """A penalty on the prediction running against a known direction along some input axes.
+
+    Physics often fixes the sign of a slope everywhere: the magnetisation of a sample in
+    equilibrium never falls as the applied field rises (its susceptibility is not
+    negative).  Every optimiser step draws ``points`` random points per member, uniformly
+    in the box ``[low, high]`` of the standardised inputs, and adds ``weight`` times the
+    mean squared wrong-way slope ``relu(-sign * (f(x + h e) - f(x)) / h)**2`` along each
+    axis (``h = step``) to that member's loss.  Data that obey the direction never pay
+    it; between two measured lines far apart it stops a network from overshooting the
+    next line and coming back, the seed-dependent shape that a derived quantity
+    integrated across the gap (dS_M) would otherwise inherit (docs/twin.md, "Monotone
+    axes").
+
+    Attributes
+    ----------
+    axes
+        ``(column, sign)`` pairs: the input column and ``+1`` (increasing) or ``-1``
+        (decreasing).
+    weight
+        Weight of the mean squared wrong-way slope against the data's mean squared
+        error, both in standardised units.
+    low, high
+        ``(d,)`` corners of the box the points are drawn in.
+    step
+        Finite-difference step ``h``, in standardised units.
+    points
+        Points drawn per member and step.
+    """
+
+    axes: tuple[tuple[int, int], ...]
+    weight: float
+    low: torch.Tensor
+    high: torch.Tensor
+    step: float = 0.05
+    points: int = 64
+
+    @classmethod
+    def over(
+        cls, X: torch.Tensor, directions: Sequence[str | None], weight: float = MONOTONE_WEIGHT
+    ) -> MonotonePenalty | None:
+        """The penalty over the box of the standardised rows *X* (``None`` when no axis has a direction).
+
+        *directions* has one entry per column of *X*: one of :data:`~bluesky_twin.twin.space.MONOTONE_DIRECTIONS`,
+        or ``None`` for a column free to go either way.
+        """
+        axes = tuple((i, 1 if d == "increasing" else -1) for i, d in enumerate(directions) if d is not None)
+        if not axes or not weight:
+            return None
+        return cls(axes, float(weight), X.min(dim=0).values, X.max(dim=0).values)
+
+    def probes(self, members: int, gen: torch.Generator) -> torch.Tensor:
+        """``(members, (1 + len(axes)) * points, d)`` inputs: the points, then the points stepped along each axis."""
+        u = torch.rand(members, self.points, len(self.low), generator=gen)
+        x = self.low + u * (self.high - self.low)
+        stepped = []
+        for axis, _ in self.axes:
+            shift = torch.zeros(len(self.low))
+            shift[axis] = self.step
+            stepped.append(x + shift)
+        return torch.cat([x, *stepped], dim=1)
+
+    def loss(self, out: torch.Tensor) -> torch.Tensor:
+        """Per-member penalty ``(members,)`` from the predictions at :meth:`probes`, ``(members, n, 1)``."""
+        at, *stepped = out.float().split(self.points, dim=1)
+        total = torch.zeros(out.shape[0])
+        for (_, sign), on in zip(self.axes, stepped):
+            wrong_way = torch.relu(-sign * (on - at) / self.step)
+            total = total + (wrong_way**2).mean(dim=(1, 2))
+        return self.weight * total
+
+
 def native_bfloat16() -> bool:
     """True when this CPU multiplies bfloat16 matrices in hardware (AVX512-BF16 or AMX).
 
@@ -125,6 +202,7 @@ def train_members(
     max_steps_per_epoch: int = 0,
     deadline: float | Callable[[], float | None] | None = None,
     precision: str = "float32",
+    monotone: MonotonePenalty | None = None,
 ) -> TrainResult:
     """Train every member of *model* with Adam and an MSE loss.
 
@@ -160,6 +238,9 @@ def train_members(
         under CPU autocast in bfloat16 while weights, optimiser state and the loss
         stay in float32 (see :func:`resolve_precision`); the validation pass runs
         under the same autocast.
+    monotone
+        A :class:`MonotonePenalty` added to every step's loss (``None``: the mean
+        squared error alone).  Its points come from *generator*, after the batches.
 
     Returns
     -------
@@ -201,10 +282,16 @@ def train_members(
             xb = Xe[:, s : s + batch_size]
             yb = ye[:, s : s + batch_size]
             opt.zero_grad(set_to_none=True)
+            if monotone is not None:  # one forward pass over the batch and the probes
+                xb = torch.cat([xb, monotone.probes(members, gen)], dim=1)
             # sum over members of each member's mean loss: members stay independent
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=low_precision):
                 out = model(xb)
-            loss = ((out.float() - yb) ** 2).mean(dim=(1, 2)).sum()
+            if monotone is None:
+                loss = ((out.float() - yb) ** 2).mean(dim=(1, 2)).sum()
+            else:
+                n = yb.shape[1]
+                loss = (((out[:, :n].float() - yb) ** 2).mean(dim=(1, 2)) + monotone.loss(out[:, n:])).sum()
             loss.backward()
             opt.step()
             steps += 1

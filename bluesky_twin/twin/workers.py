@@ -286,7 +286,7 @@ def run_worker(
     target = int(spec["target_trials"])
     config = FitConfig(seed=int(spec["seed"]), n_folds=int(spec["n_folds"]), search_folds=int(spec["search_folds"]))
     space = TwinSearchSpace.from_dict(spec["search_space"])
-    _, _, data_ = search_data(table, x_scaler_for(table, space), Scaler.fit(table.y, table.y_name), config)
+    _, _, data_ = search_data(table, x_scaler_for(table, space), Scaler.fit(table.y, table.y_name), config, space)
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little")
     sampler, pruner = _sampler_pruner(seed, target)
