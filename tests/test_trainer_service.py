@@ -418,3 +418,21 @@ def test_input_scales_reach_every_fit_and_refit(tmp_path):
     assert "search_space" not in service_cli._config(parser.parse_args([*argv, "--y", "m"])).fit_kwargs
     with pytest.raises(InputError, match="not an --x axis"):
         service_cli._config(parser.parse_args([*argv, "--y", "m", "--input-scale", "m=sqrt"]))
+
+
+def test_monotone_directions_reach_every_fit_and_refit(tmp_path):
+    import argparse
+
+    from bluesky_twin.errors import InputError
+    from bluesky_twin.service import cli as service_cli
+
+    parser = argparse.ArgumentParser()
+    service_cli.register(parser.add_subparsers())
+    argv = ["trainer", "serve", "--bus", "127.0.0.1:5568", "--model-dir", str(tmp_path / "m"), "--x", "t", "--x", "h"]
+    config = service_cli._config(parser.parse_args([*argv, "--y", "m", "--monotone", "h=increasing"]))
+    for kwargs in (config.fit_kwargs, config.refit_kwargs):
+        assert kwargs["search_space"].monotone == {"h": "increasing"}
+    with pytest.raises(InputError, match="--monotone .h=up.: expected COL=DIRECTION"):
+        service_cli._config(parser.parse_args([*argv, "--y", "m", "--monotone", "h=up"]))
+    with pytest.raises(InputError, match="not an --x axis"):
+        service_cli._config(parser.parse_args([*argv, "--y", "m", "--monotone", "m=increasing"]))

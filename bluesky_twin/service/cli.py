@@ -87,6 +87,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="read an --x data key on SCALE before standardising it: linear (default) or sqrt "
         "(docs/twin.md, 'Input scales'); repeat per key",
     )
+    s.add_argument(
+        "--monotone",
+        action="append",
+        default=[],
+        metavar="FIELD=DIRECTION",
+        help="the --y key runs one way along an --x data key: increasing or decreasing (e.g. field=increasing "
+        "for a magnetisation; docs/twin.md, 'Monotone axes'); repeat per key",
+    )
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--jobs", type=int, default=1, help="parallel trials in this process (default 1)")
     s.add_argument("--min-points", type=int, default=8, help="fewest usable rows to fit (default 8)")
@@ -153,9 +161,11 @@ def _config(args: argparse.Namespace) -> object:
     x_fields = [str(f) for f in args.x]
     if len(set(x_fields)) != len(x_fields) or args.y in x_fields:
         raise InputError(f"--x {x_fields} and --y {args.y!r} must be distinct data keys")
-    from bluesky_twin.twin.cli import input_scales_option
+    from bluesky_twin.twin.cli import axis_option, input_scales_option
+    from bluesky_twin.twin.space import MONOTONE_DIRECTIONS
 
     scales = input_scales_option(args.input_scale, x_fields)
+    monotone = axis_option("--monotone", args.monotone, x_fields, MONOTONE_DIRECTIONS, "DIRECTION")
     api_key = None
     if args.api_key_env is not None:
         if args.tiled is None:
@@ -171,11 +181,12 @@ def _config(args: argparse.Namespace) -> object:
     fit: dict[str, object] = {"seed": args.seed, "jobs": args.jobs}
     if args.restarts > 1:
         fit["restarts"] = args.restarts
-    if args.max_epochs is not None or scales:
+    if args.max_epochs is not None or scales or monotone:
         from bluesky_twin.twin import TwinSearchSpace
 
         space = TwinSearchSpace.capped(args.max_epochs) if args.max_epochs is not None else TwinSearchSpace()
         space.input_scales = scales
+        space.monotone = monotone
         fit["search_space"] = space
     if args.ensemble_size is not None:
         fit["ensemble_size"] = args.ensemble_size
