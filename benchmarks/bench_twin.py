@@ -254,7 +254,7 @@ def _lofo_one(twin, X, y, lines, params, epochs, seed, lr_drop=None):
         generator=gen,
         max_steps_per_epoch=space.get("max_steps_per_epoch", 0) if steps is None else steps,
         precision=resolve_precision(space.get("precision", "float32"), len(X), LARGE_DATA_ROWS),
-        monotone=MonotonePenalty.over(Xt, [(space.get("monotone") or {}).get(name) for name in twin.x_names]),
+        monotone=MonotonePenalty.over(Xt, twin.x_names, space.get("monotone") or {}),
     )
     with torch.no_grad():  # every refit's prediction on all rows: {held-out line: (n,) values}
         p = model(Xt.unsqueeze(0).expand(len(lines), -1, -1))[:, :, 0].numpy()

@@ -41,8 +41,8 @@ def test_the_penalty_is_the_squared_wrong_way_slope_along_each_axis() -> None:
 
 def test_the_penalty_is_built_only_for_axes_with_a_direction() -> None:
     X = torch.tensor([[0.0, 5.0], [2.0, -1.0]])
-    assert MonotonePenalty.over(X, [None, None]) is None
-    penalty = MonotonePenalty.over(X, [None, "decreasing"])
+    assert MonotonePenalty.over(X, ["T", "H"], {}) is None
+    penalty = MonotonePenalty.over(X, ["T", "H"], {"H": "decreasing"})
     assert penalty.axes == ((1, -1),)
     assert penalty.low.tolist() == [0.0, -1.0] and penalty.high.tolist() == [2.0, 5.0]
 
@@ -83,7 +83,7 @@ def test_training_with_the_penalty_stops_the_networks_running_back_between_lines
         return float((f.diff(dim=2) < -1e-4).float().mean()), mse
 
     free_back, free_mse = wrong_way_and_fit(_train(X, y, None))
-    held_back, held_mse = wrong_way_and_fit(_train(X, y, MonotonePenalty.over(X, [None, "increasing"])))
+    held_back, held_mse = wrong_way_and_fit(_train(X, y, MonotonePenalty.over(X, ["T", "H"], {"H": "increasing"})))
     assert free_back > 0.1  # the free networks fall with H on a good part of the box
     assert held_back < free_back / 4
     assert held_mse < 1.5 * free_mse + 1e-4  # and fit the (monotone) data as well

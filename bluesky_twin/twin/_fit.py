@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -236,9 +236,7 @@ def x_scaler_for(table: ScanTable, space: TwinSearchSpace, warm_start: DigitalTw
         A scale names a column that is not an axis, or differs from the warm start's.
     """
     scales = space.input_scales or {}
-    unknown = sorted(set(scales) - set(table.x_names))
-    if unknown:
-        raise InputError(f"input scale for {unknown[0]!r}, which is not an axis (axes: {list(table.x_names)})")
+    require_axes(scales, table, "input scale")
     warp = canonical_warp([scales.get(name, "linear") for name in table.x_names])
     if warm_start is None:
         return Scaler.fit(table.X, "x", warp)
@@ -246,6 +244,13 @@ def x_scaler_for(table: ScanTable, space: TwinSearchSpace, warm_start: DigitalTw
         have = dict(zip(table.x_names, warm_start._x_scaler.warp or ("linear",) * len(table.x_names)))
         raise InputError(f"a warm start keeps its twin's input scales {have}; the space asks for {scales}")
     return warm_start._x_scaler
+
+
+def require_axes(columns: Iterable[str], table: ScanTable, what: str) -> None:
+    """Raise :class:`InputError` naming the first of *columns* (a *what*'s keys) that is not an axis of *table*."""
+    unknown = sorted(set(columns) - set(table.x_names))
+    if unknown:
+        raise InputError(f"{what} for {unknown[0]!r}, which is not an axis (axes: {list(table.x_names)})")
 
 
 def tie_journal(twin: Any, journal: Any) -> None:
@@ -331,10 +336,8 @@ def search_data(
 
     from bluesky_twin.twin.training import MonotonePenalty, line_folds
 
-    directions = dict(space.monotone) if space is not None else {}
-    unknown = sorted(set(directions) - set(table.x_names))
-    if unknown:
-        raise InputError(f"monotone direction for {unknown[0]!r}, which is not an axis (axes: {list(table.x_names)})")
+    directions = space.monotone if space is not None else {}
+    require_axes(directions, table, "monotone direction")
 
     with np.errstate(over="ignore", invalid="ignore"):
         Xt = torch.from_numpy(x_scaler.transform(table.X).astype(np.float32))
@@ -352,7 +355,7 @@ def search_data(
         yt,
         [torch.from_numpy(np.setdiff1d(all_rows, f)) for f in folds],
         [torch.from_numpy(f) for f in folds],
-        MonotonePenalty.over(Xt, [directions.get(name) for name in table.x_names]),
+        MonotonePenalty.over(Xt, table.x_names, directions),
     )
     return line_axis, folds, data_
 

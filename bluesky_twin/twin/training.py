@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,14 +86,14 @@ class MonotonePenalty:
 
     @classmethod
     def over(
-        cls, X: torch.Tensor, directions: Sequence[str | None], weight: float = MONOTONE_WEIGHT
+        cls, X: torch.Tensor, names: Sequence[str], directions: Mapping[str, str], weight: float = MONOTONE_WEIGHT
     ) -> MonotonePenalty | None:
         """The penalty over the box of the standardised rows *X* (``None`` when no axis has a direction).
 
-        *directions* has one entry per column of *X*: one of :data:`~bluesky_twin.twin.space.MONOTONE_DIRECTIONS`,
-        or ``None`` for a column free to go either way.
+        *names* are the columns of *X*; *directions* maps some of them to one of
+        :data:`~bluesky_twin.twin.space.MONOTONE_DIRECTIONS` (the others are free).
         """
-        axes = tuple((i, 1 if d == "increasing" else -1) for i, d in enumerate(directions) if d is not None)
+        axes = tuple((i, 1 if directions[n] == "increasing" else -1) for i, n in enumerate(names) if n in directions)
         if not axes or not weight:
             return None
         return cls(axes, float(weight), X.min(dim=0).values, X.max(dim=0).values)
