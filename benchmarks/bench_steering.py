@@ -166,6 +166,8 @@ class Instrument:
     description: str = ""
     #: the steering twins' non-linear input scales, by attribute (``TwinSearchSpace.input_scales``)
     input_scales: dict[str, str] = field(default_factory=dict)
+    #: the steering twins' monotone inputs, by attribute (``TwinSearchSpace.monotone``)
+    monotone: dict[str, str] = field(default_factory=dict)
     truth_cache: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -219,6 +221,11 @@ def truth_twin(section: int, data: Path, cache: Path, trials: int) -> Any:
     return twin
 
 
+def _monotone_field(args: argparse.Namespace) -> dict[str, str]:
+    """The magnetometers' steering twins hold M increasing with the field when ``--monotone-field`` asks."""
+    return {"field": "increasing"} if args.monotone_field else {}
+
+
 def build_instruments(names: list[str], args: argparse.Namespace, cache: Path) -> dict[str, Instrument]:
     from bluesky_twin.sim import Magnetometer
 
@@ -240,6 +247,7 @@ def build_instruments(names: list[str], args: argparse.Namespace, cache: Path) -
                 description="simulated ErCo2-like magnetometer (bluesky_twin.sim.Magnetometer), "
                 "lines 26-50 K (49 points) at 0-5 T",
                 input_scales={} if args.erco2_field_scale == "linear" else {"field": args.erco2_field_scale},
+                monotone=_monotone_field(args),
             )
         elif name == "fe3ga4_twin":
             from bluesky_twin.sim import twin_instrument
@@ -266,6 +274,7 @@ def build_instruments(names: list[str], args: argparse.Namespace, cache: Path) -
                 budget=args.budget or 11,
                 description="twin-backed magnetometer reading a DigitalTwin of the Fe3Ga4 data (Section 3.2), "
                 "lines 5-200 K (66 points) at 0-2 T",
+                monotone=_monotone_field(args),
             )
         elif name == "arpes_twin":
             from bluesky_twin.sim import twin_instrument
@@ -486,7 +495,11 @@ def _steering_fit_options(fit: dict, seed: int, inst: Instrument, device: Any) -
 
     # the product's search space (the paper's ranges), optionally with training capped
     space = TwinSearchSpace() if fit.get("epochs") is None else TwinSearchSpace.capped(int(fit["epochs"]))
-    space = replace(space, input_scales={getattr(device, attr).name: v for attr, v in inst.input_scales.items()})
+    space = replace(
+        space,
+        input_scales={getattr(device, attr).name: v for attr, v in inst.input_scales.items()},
+        monotone={getattr(device, attr).name: v for attr, v in inst.monotone.items()},
+    )
     return {
         "search_space": space,
         "ensemble_size": fit["ensemble"],
@@ -780,6 +793,7 @@ def run_benchmark(
             "sparse_lines": inst.sparse_lines,
             "twin_strategy": inst.twin_strategy,
             "input_scales": inst.input_scales,
+            "monotone": inst.monotone,
             "strategies": res,
         }
         summarise(entry)
@@ -1029,6 +1043,10 @@ def markdown(data: dict[str, Any], figure_name: str) -> str:
             + "".join(
                 f" Its twins read the {axis} on a {scale} scale (`TwinSearchSpace.input_scales`)."
                 for axis, scale in entry.get("input_scales", {}).items()
+            )
+            + "".join(
+                f" Its twins hold the reading {direction} with the {axis} (`TwinSearchSpace.monotone`)."
+                for axis, direction in entry.get("monotone", {}).items()
             ),
             "",
         ]
@@ -1178,6 +1196,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default="linear",
         help="input scale of the field axis of the ErCo2 steering twins (TwinSearchSpace.input_scales; "
         "docs/twin.md, 'Input scales')",
+    )
+    p.add_argument(
+        "--monotone-field",
+        action="store_true",
+        help="the magnetometers' steering twins hold the magnetisation increasing with the field "
+        "(TwinSearchSpace.monotone; docs/twin.md, 'Monotone axes')",
     )
     p.add_argument(
         "--restarts",
