@@ -221,9 +221,13 @@ def truth_twin(section: int, data: Path, cache: Path, trials: int) -> Any:
     return twin
 
 
-def _monotone_field(args: argparse.Namespace) -> dict[str, str]:
-    """The magnetometers' steering twins hold M increasing with the field when ``--monotone-field`` asks."""
-    return {"field": "increasing"} if args.monotone_field else {}
+#: the instruments whose steering twins can hold their reading increasing with the field
+MAGNETOMETERS = ("erco2_sim", "fe3ga4_twin")
+
+
+def _monotone_field(name: str, args: argparse.Namespace) -> dict[str, str]:
+    """Magnetometer *name*'s steering twins hold M increasing with the field when ``--monotone-field`` names it."""
+    return {"field": "increasing"} if name in args.monotone_field else {}
 
 
 def build_instruments(names: list[str], args: argparse.Namespace, cache: Path) -> dict[str, Instrument]:
@@ -247,7 +251,7 @@ def build_instruments(names: list[str], args: argparse.Namespace, cache: Path) -
                 description="simulated ErCo2-like magnetometer (bluesky_twin.sim.Magnetometer), "
                 "lines 26-50 K (49 points) at 0-5 T",
                 input_scales={} if args.erco2_field_scale == "linear" else {"field": args.erco2_field_scale},
-                monotone=_monotone_field(args),
+                monotone=_monotone_field(name, args),
             )
         elif name == "fe3ga4_twin":
             from bluesky_twin.sim import twin_instrument
@@ -274,7 +278,7 @@ def build_instruments(names: list[str], args: argparse.Namespace, cache: Path) -
                 budget=args.budget or 11,
                 description="twin-backed magnetometer reading a DigitalTwin of the Fe3Ga4 data (Section 3.2), "
                 "lines 5-200 K (66 points) at 0-2 T",
-                monotone=_monotone_field(args),
+                monotone=_monotone_field(name, args),
             )
         elif name == "arpes_twin":
             from bluesky_twin.sim import twin_instrument
@@ -1199,9 +1203,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--monotone-field",
-        action="store_true",
-        help="the magnetometers' steering twins hold the magnetisation increasing with the field "
-        "(TwinSearchSpace.monotone; docs/twin.md, 'Monotone axes')",
+        default="",
+        metavar="NAMES",
+        help=f"comma-separated magnetometers ({','.join(MAGNETOMETERS)}) whose steering twins hold the "
+        "magnetisation increasing with the field (TwinSearchSpace.monotone; docs/twin.md, 'Monotone axes')",
     )
     p.add_argument(
         "--restarts",
@@ -1226,6 +1231,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         raise BenchInputError(f"unknown instrument(s) {unknown}; choose from {', '.join(ALL_INSTRUMENTS)}")
     args.instrument_list = names
+    args.monotone_field = [n for n in args.monotone_field.split(",") if n]
+    if not set(args.monotone_field) <= set(MAGNETOMETERS):
+        raise BenchInputError(
+            f"--monotone-field names magnetometers from {', '.join(MAGNETOMETERS)}; got {args.monotone_field}"
+        )
     args.strategy_list = args.strategies.split(",") if args.strategies else None
     known = set(MCE_STRATEGIES) | set(MAP_STRATEGIES)
     if args.strategy_list and not set(args.strategy_list) <= known:

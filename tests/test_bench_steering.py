@@ -30,7 +30,7 @@ def bench():
 
 
 def test_tiny_run_writes_the_contract(bench, tmp_path):
-    args = argparse.Namespace(budget=10, data=None, truth_trials=1, erco2_field_scale="sqrt", monotone_field=False)
+    args = argparse.Namespace(budget=10, data=None, truth_trials=1, erco2_field_scale="sqrt", monotone_field=[])
     (inst,) = bench.build_instruments(["erco2_sim"], args, tmp_path).values()
     inst.line_points = np.linspace(26.0, 50.0, 9)  # a tiny configuration: coarse lines and grids
     inst.paper_step = 0.5
@@ -174,7 +174,7 @@ def test_the_time_ratio_reads_twin_steering_by_its_twin_and_lists_the_lines_alon
 
 
 def test_sparse_strategies_start_from_every_other_initial_line_with_both_ends(bench, tmp_path):
-    args = argparse.Namespace(budget=None, data=None, truth_trials=1, erco2_field_scale="sqrt", monotone_field=False)
+    args = argparse.Namespace(budget=None, data=None, truth_trials=1, erco2_field_scale="sqrt", monotone_field=[])
     (inst,) = bench.build_instruments(["erco2_sim"], args, tmp_path).values()
     assert inst.sparse_lines == [0.0, 0.5, 2.0, 4.0, 5.0]  # 8 coarse fields: the top one kept
     inst.initial_lines = list(bench.FE3GA4_COARSE_FIELDS)
@@ -185,7 +185,7 @@ def test_sparse_strategies_start_from_every_other_initial_line_with_both_ends(be
 
 def test_the_erco2_steering_twins_read_the_field_on_the_scale_asked_for(bench, tmp_path):
     for scale, expected in (("sqrt", {"mpms_field": "sqrt"}), ("linear", {})):
-        args = argparse.Namespace(budget=None, data=None, truth_trials=1, erco2_field_scale=scale, monotone_field=False)
+        args = argparse.Namespace(budget=None, data=None, truth_trials=1, erco2_field_scale=scale, monotone_field=[])
         (inst,) = bench.build_instruments(["erco2_sim"], args, tmp_path).values()
         options = bench._steering_fit_options({"ensemble": 2}, 0, inst, inst.make(0))
         assert options["search_space"].input_scales == expected
@@ -193,13 +193,16 @@ def test_the_erco2_steering_twins_read_the_field_on_the_scale_asked_for(bench, t
 
 
 def test_the_magnetometers_steering_twins_hold_the_field_monotone_when_asked(bench, tmp_path):
-    for flag, expected in ((True, {"mpms_field": "increasing"}), (False, {})):
+    for names, expected in ((["erco2_sim"], {"mpms_field": "increasing"}), (["fe3ga4_twin"], {}), ([], {})):
         args = argparse.Namespace(
-            budget=None, data=None, truth_trials=1, erco2_field_scale="linear", monotone_field=flag
+            budget=None, data=None, truth_trials=1, erco2_field_scale="linear", monotone_field=names
         )
         (inst,) = bench.build_instruments(["erco2_sim"], args, tmp_path).values()
         options = bench._steering_fit_options({"ensemble": 2}, 0, inst, inst.make(0))
         assert options["search_space"].monotone == expected
         assert options["search_space"].input_scales == {}
-    assert not bench.parse(["--out", str(tmp_path)]).monotone_field
-    assert bench.parse(["--out", str(tmp_path), "--monotone-field"]).monotone_field
+    assert bench.parse(["--out", str(tmp_path)]).monotone_field == []
+    parsed = bench.parse(["--out", str(tmp_path), "--monotone-field", "erco2_sim,fe3ga4_twin", "--data", str(tmp_path)])
+    assert parsed.monotone_field == ["erco2_sim", "fe3ga4_twin"]
+    with pytest.raises(bench.BenchInputError, match="--monotone-field names magnetometers"):
+        bench.parse(["--out", str(tmp_path), "--monotone-field", "arpes_twin"])
