@@ -3,11 +3,13 @@
 The fingerprints below were computed BEFORE the configuration refactor (nested
 ``GanConfig.resolution``, format 2): ``exp2sim`` / ``sim2exp`` of three seeded gamma
 frames with NaN stripes, torch 2.13.0+cpu, one thread.  The float32 outputs are
-deterministic for one torch build, CPU vendor and thread count (oneDNN picks its
-kernels by instruction set), so their sha256 is compared exactly only where all three
-match a recorded platform: the AMD EPYC values were computed before the refactor, the
-Intel Xeon values with the refactored code (7769aa0, whose GAN code is unchanged since)
-after its tolerance checks against the pre-refactor numbers passed there.  The means,
+deterministic for one torch build, CPU vendor, instruction set and thread count (oneDNN
+picks its kernels by instruction set), so their sha256 is compared exactly only where all
+four match a recorded platform: the AMD EPYC AVX-512 values were computed before the
+refactor, the Intel Xeon AVX-512 values with the refactored code (7769aa0, whose GAN code is
+unchanged since) after its tolerance checks against the pre-refactor numbers passed there,
+and the AMD EPYC AVX2 values (a family 25 model 1 CPU without AVX-512) at 667bedc after the
+tolerance checks passed there.  The means,
 standard deviations, sample pixels and domain scores are compared with a tolerance
 everywhere.
 """
@@ -26,12 +28,22 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 MODELS = Path(__file__).resolve().parents[1] / "bluesky_twin" / "models"
 #: torch build on which the sha256 values were computed (bitwise results depend on it).
 HASH_TORCH = "2.13.0+cpu"
-#: sha256 of the outputs on Intel CPUs (``FINGERPRINTS[...]["sha256"]``: AMD), torch HASH_TORCH, one thread
+#: sha256 of the outputs on Intel AVX-512 CPUs (``FINGERPRINTS[...]["sha256"]``: AMD AVX-512),
+#: torch HASH_TORCH, one thread
 SHA256_INTEL = {
     ("ins_exp2simgan", "exp2sim"): "1f06d90e374204b8e1888a756a75d4fbddad3f3b8f77b4f51b7d006114405e3a",
     ("ins_exp2simgan", "sim2exp"): "286e345d858ffcd31a546cd35996939dfdcadb636427630b0bc7555e959977f3",
     ("ins_exp2simgan_powder", "exp2sim"): "3e977e5183763ccf80fc783d2c937e768fad50e6a356f15dcb035a26a975e9fe",
     ("ins_exp2simgan_powder", "sim2exp"): "e7a1a629b7a0c1dc32a88e5c0ddd26c8b8c9f45c6d9f5d197719a02bf6be9375",
+}
+
+
+#: the same on AMD CPUs whose widest instruction set torch uses is AVX2
+SHA256_AMD_AVX2 = {
+    ("ins_exp2simgan", "exp2sim"): "b840ab9a6c09be23ee8d4b37b1a5e06de6be398a609b90082c0ff364771d045e",
+    ("ins_exp2simgan", "sim2exp"): "3e4bbe7e3a23a666c5301e5e7c434021ba4144f6ec5870c5d2f76e7679230c69",
+    ("ins_exp2simgan_powder", "exp2sim"): "308c54fb246ed5e6d3c1eb87ece943c3ebb62452746a8d9a71469104ed607c56",
+    ("ins_exp2simgan_powder", "sim2exp"): "d174ad9ef2ddb9d549b97dc62afd2f6340a77d90a3b048216aa5b036381b021d",
 }
 
 
@@ -156,7 +168,11 @@ def test_shipped_outputs_match_the_stored_fingerprints(shipped, direction):
     np.testing.assert_allclose(y64.reshape(3, -1).mean(1), ref["mean"], rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(y64.reshape(3, -1).std(1), ref["std"], rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(y64[:, ::16, ::16].ravel()[:12], ref["pixels"], rtol=1e-4, atol=1e-6)
-    expected = {"AuthenticAMD": ref["sha256"], "GenuineIntel": SHA256_INTEL[(name, direction)]}.get(_cpu_vendor())
+    expected = {
+        ("AuthenticAMD", "AVX512"): ref["sha256"],
+        ("GenuineIntel", "AVX512"): SHA256_INTEL[(name, direction)],
+        ("AuthenticAMD", "AVX2"): SHA256_AMD_AVX2[(name, direction)],
+    }.get((_cpu_vendor(), torch.backends.cpu.get_cpu_capability()))
     if torch.__version__ == HASH_TORCH and torch.get_num_threads() == 1 and expected is not None:
         assert hashlib.sha256(np.ascontiguousarray(y).tobytes()).hexdigest() == expected
 
