@@ -493,6 +493,11 @@ class SharedFirstFits:
 FIRST_FITS = SharedFirstFits()
 
 
+def _by_data_key(device: Any, by_attr: dict[str, str]) -> dict[str, str]:
+    """*by_attr* (keyed by the device's attributes) keyed by their data keys, the twin's column names."""
+    return {getattr(device, attr).name: v for attr, v in by_attr.items()}
+
+
 def _steering_fit_options(fit: dict, seed: int, inst: Instrument, device: Any) -> dict[str, Any]:
     """``DigitalTwin.fit`` options of every steering twin but its trial count."""
     from bluesky_twin.twin import TwinSearchSpace
@@ -500,9 +505,7 @@ def _steering_fit_options(fit: dict, seed: int, inst: Instrument, device: Any) -
     # the product's search space (the paper's ranges), optionally with training capped
     space = TwinSearchSpace() if fit.get("epochs") is None else TwinSearchSpace.capped(int(fit["epochs"]))
     space = replace(
-        space,
-        input_scales={getattr(device, attr).name: v for attr, v in inst.input_scales.items()},
-        monotone={getattr(device, attr).name: v for attr, v in inst.monotone.items()},
+        space, input_scales=_by_data_key(device, inst.input_scales), monotone=_by_data_key(device, inst.monotone)
     )
     return {
         "search_space": space,
