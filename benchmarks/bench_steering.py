@@ -139,6 +139,8 @@ INITIAL_LINES = {
     "fe3ga4_twin": FE3GA4_COARSE_FIELDS,
     "arpes_twin": (-15.0, -7.5, 0.0, 7.5, 15.0),
 }
+#: the default ``--workers`` is the CPU count, at most this many (each worker holds its own torch)
+MAX_DEFAULT_WORKERS = 8
 #: fine step-axis levels on which the truth (and a model's estimate) is evaluated
 TRUTH_LEVELS = 401
 
@@ -765,32 +767,130 @@ def _median(values: list[Any]) -> float | None:
     return float(np.median(vals)) if vals and len(vals) == len(values) else None
 
 
+def _chosen(inst: Instrument, strategies: list[str] | None) -> list[str]:
+    """The strategies run on *inst*: its own, or those of *strategies* it offers (on request too)."""
+    offered = inst.strategies + (ON_REQUEST.get(inst.kind, ()) if strategies else ())
+    return [s for s in offered if strategies is None or s in strategies]
+
+
+def _steers_with_twins(strategy: str) -> bool:
+    """Whether *strategy* fits steering twins through :data:`FIRST_FITS` (and may share its first fit)."""
+    return strategy == "coarse_to_fine" or strategy.startswith("adaptive")
+
+
+def work_units(
+    instruments: dict[str, Instrument], seeds: list[int], strategies: list[str] | None = None
+) -> list[tuple[str, int, tuple[str, ...]]]:
+    """The benchmark's units of work, ``(instrument, seed, strategies)``, largest kind first.
+
+    The twin-steered strategies of one seed that start from the same lines fit the same first
+    twin (:class:`SharedFirstFits`), so they form one unit and run in one process, in the
+    order of the sequential loop; every other strategy is a unit of its own.
+    """
+    shared: list[tuple[str, int, tuple[str, ...]]] = []
+    single: list[tuple[str, int, tuple[str, ...]]] = []
+    for name, inst in instruments.items():
+        chosen = _chosen(inst, strategies)
+        for seed in seeds:
+            starts: dict[str, list[str]] = {}
+            for strategy in chosen:
+                if _steers_with_twins(strategy):
+                    starts.setdefault("sparse" if strategy.endswith("_sparse") else "full", []).append(strategy)
+                else:
+                    single.append((name, seed, (strategy,)))
+            shared += [(name, seed, tuple(group)) for group in starts.values()]
+    return shared + single
+
+
+#: the instruments of a worker process, rebuilt there from the command line (:func:`_start_worker`)
+_WORKER_INSTRUMENTS: dict[str, Instrument] = {}
+
+
+def _start_worker(names: list[str], args: argparse.Namespace) -> None:
+    import logging
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("bluesky_twin").setLevel(logging.WARNING)
+    _WORKER_INSTRUMENTS.update(build_instruments(names, args, args.out / "twins"))
+
+
+def _run_unit(name: str, seed: int, strategies: tuple[str, ...], fit: dict) -> list[tuple[str, dict[str, Any]]]:
+    inst = _WORKER_INSTRUMENTS[name]
+    return [(strategy, run_strategy(inst, strategy, seed, fit)) for strategy in strategies]
+
+
+def _log_run(log: Callable[[str], Any], name: str, strategy: str, seed: int, r: dict[str, Any]) -> None:
+    model = r["error_pct_model"]
+    log(
+        f"{name} {strategy} seed {seed}: {r['lines']} lines, {r['instrument_time_s'] / 3600:.1f} h, "
+        f"error {r['error_pct']:.2f} %"
+        + (f" (model {model:.2f} %)" if model is not None else "")
+        + f" [{r['wall_s']:.0f} s]"
+    )
+
+
 def run_benchmark(
     instruments: dict[str, Instrument],
     seeds: list[int],
     fit: dict,
     strategies: list[str] | None = None,
     log: Callable[[str], Any] = print,
+    workers: int = 1,
+    rebuild: argparse.Namespace | None = None,
 ) -> dict[str, Any]:
-    """Run every strategy on every instrument for every seed; the ``steering.json`` content."""
+    """Run every strategy on every instrument for every seed; the ``steering.json`` content.
+
+    Parameters
+    ----------
+    workers
+        Processes running the :func:`work_units` side by side (``spawn``ed, each fitting with
+        one trial at a time, ``jobs=1``).  A seeded fit without a time limit gives the same
+        twin for any ``jobs``, and a unit keeps the strategies that share a first fit
+        together, so every number but the wall times equals the sequential run's.
+    rebuild
+        The command line from which each worker rebuilds *instruments*
+        (:func:`build_instruments`, the truth twins loaded from ``rebuild.out / "twins"``);
+        required when *workers* > 1.
+    """
+    results: dict[tuple[str, str, int], dict[str, Any]] = {}
+    if workers <= 1:
+        for name, inst in instruments.items():
+            for strategy in _chosen(inst, strategies):
+                for seed in seeds:
+                    results[name, strategy, seed] = r = run_strategy(inst, strategy, seed, fit)
+                    _log_run(log, name, strategy, seed, r)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        if rebuild is None:
+            raise ValueError("workers > 1 needs the command line the workers rebuild the instruments from")
+        fit = {**fit, "jobs": 1}
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(list(instruments), rebuild),
+        ) as pool:
+            futures = {
+                pool.submit(_run_unit, name, seed, unit, fit): (name, seed)
+                for name, seed, unit in work_units(instruments, seeds, strategies)
+            }
+            for future in as_completed(futures):
+                name, seed = futures[future]
+                for strategy, r in future.result():
+                    results[name, strategy, seed] = r
+                    _log_run(log, name, strategy, seed, r)
     out: dict[str, Any] = {}
     for name, inst in instruments.items():
-        offered = inst.strategies + (ON_REQUEST.get(inst.kind, ()) if strategies else ())
-        chosen = [s for s in offered if strategies is None or s in strategies]
         res: dict[str, dict[str, list]] = {}
-        for strategy in chosen:
+        for strategy in _chosen(inst, strategies):
             res[strategy] = {}
             for seed in seeds:
-                r = run_strategy(inst, strategy, seed, fit)
-                for k, v in r.items():
+                for k, v in results[name, strategy, seed].items():
                     res[strategy].setdefault(k, []).append(v)
-                model = r["error_pct_model"]
-                log(
-                    f"{name} {strategy} seed {seed}: {r['lines']} lines, {r['instrument_time_s'] / 3600:.1f} h, "
-                    f"error {r['error_pct']:.2f} %"
-                    + (f" (model {model:.2f} %)" if model is not None else "")
-                    + f" [{r['wall_s']:.0f} s]"
-                )
         entry: dict[str, Any] = {
             "description": inst.description,
             "kind": inst.kind,
@@ -805,7 +905,7 @@ def run_benchmark(
         }
         summarise(entry)
         out[name] = entry
-    return {"instruments": out, "seeds": list(seeds), "fit": dict(fit)}
+    return {"instruments": out, "seeds": list(seeds), "fit": dict(fit), "workers": workers}
 
 
 def summarise(entry: dict[str, Any]) -> dict[str, Any]:
@@ -1200,13 +1300,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--erco2-field-scale",
         choices=["linear", "sqrt"],
-        default="linear",
+        default="sqrt",
         help="input scale of the field axis of the ErCo2 steering twins (TwinSearchSpace.input_scales; "
         "docs/twin.md, 'Input scales')",
     )
     p.add_argument(
         "--monotone-field",
-        default="",
+        default="erco2_sim",
         metavar="NAMES",
         help=f"comma-separated magnetometers ({','.join(MAGNETOMETERS)}) whose steering twins hold the "
         "magnetisation increasing with the field (TwinSearchSpace.monotone; docs/twin.md, 'Monotone axes')",
@@ -1216,6 +1316,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=1,
         help="independent searches pooled in every steering twin fit and refit (DigitalTwin.fit restarts)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS),
+        help="processes running the strategies side by side, each fitting one trial at a time "
+        f"(default: the CPU count up to {MAX_DEFAULT_WORKERS}, here %(default)s); 1 runs them one after another "
+        "in this process",
     )
     p.add_argument("--truth-trials", type=int, default=8, help="trials of the twins behind the twin-backed instruments")
     p.add_argument("--data", default=None, help="directory of the Terashima et al. CSV files")
@@ -1245,7 +1353,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         raise BenchInputError(
             f"unknown strategies {sorted(set(args.strategy_list) - known)}; choose from {sorted(known)}"
         )
-    for opt in ("budget", "trials", "refit_trials", "epochs", "ensemble", "truth_trials", "restarts"):
+    for opt in ("budget", "trials", "refit_trials", "epochs", "ensemble", "truth_trials", "restarts", "workers"):
         v = getattr(args, opt)
         if v is not None and v < 1:
             raise BenchInputError(f"--{opt.replace('_', '-')} must be >= 1; got {v}")
@@ -1285,7 +1393,15 @@ def main(argv: list[str] | None = None) -> int:
         "ensemble": args.ensemble,
         "restarts": args.restarts,
     }
-    data = run_benchmark(instruments, args.seed_list, fit, args.strategy_list, log=lambda s: print(s, flush=True))
+    data = run_benchmark(
+        instruments,
+        args.seed_list,
+        fit,
+        args.strategy_list,
+        log=lambda s: print(s, flush=True),
+        workers=args.workers,
+        rebuild=args,
+    )
     cmd = ".venv/bin/python benchmarks/bench_steering.py " + " ".join(sys.argv[1:] if argv is None else argv)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     data.update(

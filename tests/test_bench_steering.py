@@ -85,6 +85,7 @@ def test_bad_input_exits_2_with_one_line_before_writing(bench, tmp_path, capsys)
     assert len(err) == 1 and "nope" in err[0]
     assert bench.main(["--out", str(out), "--seeds", "a,b"]) == 2
     assert bench.main(["--out", str(out), "--budget", "3"]) == 2
+    assert bench.main(["--out", str(out), "--workers", "0"]) == 2
     assert bench.main(["--out", str(out), "--budget", "8", "--instruments", "erco2_sim"]) == 2  # 8 initial lines
     assert not out.exists()
 
@@ -189,7 +190,8 @@ def test_the_erco2_steering_twins_read_the_field_on_the_scale_asked_for(bench, t
         (inst,) = bench.build_instruments(["erco2_sim"], args, tmp_path).values()
         options = bench._steering_fit_options({"ensemble": 2}, 0, inst, inst.make(0))
         assert options["search_space"].input_scales == expected
-    assert bench.parse(["--out", str(tmp_path)]).erco2_field_scale == "linear"
+    assert bench.parse(["--out", str(tmp_path)]).erco2_field_scale == "sqrt"  # the default since the full run
+    assert bench.parse(["--out", str(tmp_path), "--erco2-field-scale", "linear"]).erco2_field_scale == "linear"
 
 
 def test_the_magnetometers_steering_twins_hold_the_field_monotone_when_asked(bench, tmp_path):
@@ -201,8 +203,53 @@ def test_the_magnetometers_steering_twins_hold_the_field_monotone_when_asked(ben
         options = bench._steering_fit_options({"ensemble": 2}, 0, inst, inst.make(0))
         assert options["search_space"].monotone == expected
         assert options["search_space"].input_scales == {}
-    assert bench.parse(["--out", str(tmp_path)]).monotone_field == []
+    assert bench.parse(["--out", str(tmp_path)]).monotone_field == ["erco2_sim"]  # the default: ErCo2 only
+    assert bench.parse(["--out", str(tmp_path), "--monotone-field", ""]).monotone_field == []  # none
     parsed = bench.parse(["--out", str(tmp_path), "--monotone-field", "erco2_sim,fe3ga4_twin", "--data", str(tmp_path)])
     assert parsed.monotone_field == ["erco2_sim", "fe3ga4_twin"]
     with pytest.raises(bench.BenchInputError, match="--monotone-field names magnetometers"):
         bench.parse(["--out", str(tmp_path), "--monotone-field", "arpes_twin"])
+
+
+def test_work_units_keep_the_strategies_sharing_a_first_fit_together(bench, tmp_path):
+    args = argparse.Namespace(budget=None, data=None, truth_trials=1, erco2_field_scale="sqrt", monotone_field=[])
+    instruments = bench.build_instruments(["erco2_sim"], args, tmp_path)
+    units = bench.work_units(instruments, [0, 1])
+    assert units[:4] == [
+        ("erco2_sim", 0, ("coarse_to_fine", "adaptive_std", "adaptive_derived")),
+        ("erco2_sim", 0, ("adaptive_std_sparse",)),
+        ("erco2_sim", 1, ("coarse_to_fine", "adaptive_std", "adaptive_derived")),
+        ("erco2_sim", 1, ("adaptive_std_sparse",)),
+    ]
+    rest = units[4:]
+    assert all(len(group) == 1 and not bench._steers_with_twins(group[0]) for _, _, group in rest)
+    # every run exactly once
+    runs = sorted((name, s, seed) for name, seed, group in units for s in group)
+    assert runs == sorted(("erco2_sim", s, seed) for s in bench.MCE_STRATEGIES for seed in (0, 1))
+    picked = bench.work_units(instruments, [0], ["adaptive_derived", "random"])
+    assert picked == [("erco2_sim", 0, ("adaptive_derived",)), ("erco2_sim", 0, ("random",))]
+
+
+def test_workers_give_the_sequential_runs_numbers(bench, tmp_path, monkeypatch):
+    """Side by side in spawned processes (one trial at a time) the runs equal the sequential loop's."""
+    monkeypatch.syspath_prepend(str(BENCH.parent))  # the workers import the module by name
+    args = bench.parse(["--out", str(tmp_path), "--instruments", "erco2_sim", "--budget", "9"])
+    instruments = bench.build_instruments(["erco2_sim"], args, tmp_path / "twins")
+    fit = {"trials": 1, "refit_trials": 1, "epochs": 5, "ensemble": 1}
+    strategies = ["uniform_double", "random", "adaptive_std"]
+
+    def numbers(data):
+        return {
+            (s, k): v
+            for s, res in data["instruments"]["erco2_sim"]["strategies"].items()
+            for k, v in res.items()
+            if k != "wall_s"
+        }
+
+    one = bench.run_benchmark(instruments, [0], fit, strategies, log=lambda s: None, workers=1)
+    two = bench.run_benchmark(instruments, [0], fit, strategies, log=lambda s: None, workers=2, rebuild=args)
+    assert two["workers"] == 2 and two["fit"]["jobs"] == 1
+    assert numbers(two) == numbers(one)
+    assert one["instruments"]["erco2_sim"]["strategies"]["adaptive_std"]["lines"] == [9]
+    with pytest.raises(ValueError, match="rebuild"):
+        bench.run_benchmark(instruments, [0], fit, strategies, log=lambda s: None, workers=2)
