@@ -53,7 +53,14 @@ the ``std`` plan from every other of those fields, both ends kept (ErCo2 0, 0.5,
 5 T; Fe3Ga4 0, 0.3, 0.7, 2 T), so the twin chooses more of the lines.  The steering twins are the
 product's: :class:`~bluesky_twin.twin.TwinSearchSpace` defaults, ``--trials`` for the
 first fit, ``--refit-trials`` for each warm-start refit, ``--ensemble`` members; the
-strategies of one seed share their first fit (:class:`SharedFirstFits`).
+strategies of one seed share their first fit (:class:`SharedFirstFits`).  ErCo2's steering
+twins read the field on a square-root scale and hold M increasing with it
+(``--erco2-field-scale``, ``--monotone-field``; docs/twin.md, "Monotone axes").
+
+``--workers N`` (default: the CPU count, up to 8) runs the units of work
+(:func:`work_units`: the twin-steered strategies of a seed that share a first fit, or one
+other strategy) in N spawned processes, each fitting one trial at a time; the numbers
+equal those of ``--workers 1``, which runs everything one after another in this process.
 
 Output (the contract other tools read): ``DIR/steering.json``::
 
@@ -1100,6 +1107,17 @@ def _fit_text(fit: dict[str, Any]) -> str:
     )
 
 
+def _workers_text(workers: int) -> str:
+    """One sentence on how the runs shared the machine's cores."""
+    if workers <= 1:
+        return " The runs ran one after another in one process (`--workers 1`)."
+    return (
+        f" The runs ran in {workers} worker processes side by side (`--workers {workers}`), each fitting one "
+        "trial at a time; a seeded fit without a time limit gives the same twin for any number of parallel "
+        "trials, so every number but the wall times equals that of a run one after another (`--workers 1`)."
+    )
+
+
 def markdown(data: dict[str, Any], figure_name: str) -> str:
     """The docs section: one table per instrument plus the targets."""
     from bluesky_twin.analysis.steps import DEFAULT_FIELD_STEPS_T
@@ -1127,7 +1145,8 @@ def markdown(data: dict[str, Any], figure_name: str) -> str:
         "(`lines`). " + _fit_text(data.get("fit", {})) + " Medians over seeds "
         f"{', '.join(map(str, data['seeds']))}; per-seed values in `steering.json`. The twins behind the "
         "twin-backed instruments are fitted once per output directory (`--truth-trials`, seed 0) and loaded "
-        "from `DIR/twins` when present; the wall time above excludes that fit when they were loaded.",
+        "from `DIR/twins` when present; the wall time above excludes that fit when they were loaded."
+        + _workers_text(data.get("workers", 1)),
         "",
         f"![error against instrument time]({figure_name})",
         "",
@@ -1409,7 +1428,7 @@ def main(argv: list[str] | None = None) -> int:
         quick=bool(args.quick),
         wall_s=round(time.perf_counter() - t0, 1),
         machine=f"{_cpu_model()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
-        f"1-min load average {load:.1f} at the end (shared with other work)",
+        f"1-min load average {load:.1f} at the end, the benchmark's own processes included",
     )
     (args.out / "steering.json").write_text(json.dumps(data, indent=1, default=_json_default) + "\n")
     figure(data, args.out / "steering.png")
