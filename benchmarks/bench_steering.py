@@ -813,11 +813,15 @@ def work_units(
 _WORKER_INSTRUMENTS: dict[str, Instrument] = {}
 
 
-def _start_worker(names: list[str], args: argparse.Namespace) -> None:
+def _start_worker(names: list[str], args: argparse.Namespace, torch_threads: int) -> None:
     import logging
 
     import optuna
+    import torch
 
+    # predictions (not fits, which train on one thread) round differently with another
+    # intra-op thread count: the worker takes the parent's, so its numbers equal the parent's
+    torch.set_num_threads(torch_threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("bluesky_twin").setLevel(logging.WARNING)
     _WORKER_INSTRUMENTS.update(build_instruments(names, args, args.out / "twins"))
@@ -872,6 +876,8 @@ def run_benchmark(
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
+        import torch
+
         if rebuild is None:
             raise ValueError("workers > 1 needs the command line the workers rebuild the instruments from")
         fit = {**fit, "jobs": 1}
@@ -879,7 +885,7 @@ def run_benchmark(
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(list(instruments), rebuild),
+            initargs=(list(instruments), rebuild, torch.get_num_threads()),
         ) as pool:
             futures = {
                 pool.submit(_run_unit, name, seed, unit, fit): (name, seed)
