@@ -34,17 +34,12 @@ def scan_csv(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model_dir(scan_csv, tmp_path_factory):
-    import torch
-
     from bluesky_twin.twin import DigitalTwin, TwinSearchSpace
+    from bluesky_twin.twin._fit import _one_intra_op_thread
 
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _one_intra_op_thread():  # restored afterwards: later test modules run with the process's own count
         space = TwinSearchSpace(n_layers=(2, 3), n_units=(50, 64), max_epochs=150, patience=15, activations=("tanh",))
         twin = DigitalTwin.fit(scan_csv, x=["T", "H"], y="M", trials=2, seed=0, search_space=space, ensemble_size=2)
-    finally:
-        torch.set_num_threads(old)  # later test modules run with the process's own count
     path = tmp_path_factory.mktemp("models") / "twin"
     twin.save(path)
     return path

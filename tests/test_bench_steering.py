@@ -246,15 +246,11 @@ def test_workers_give_the_sequential_runs_numbers(bench, tmp_path, monkeypatch):
             if k != "wall_s"
         }
 
-    import torch
+    from bluesky_twin.twin._fit import _one_intra_op_thread
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # not a fresh process's count: the workers must take this one
-    try:
+    with _one_intra_op_thread():  # not a fresh process's count: the workers must take this one
         one = bench.run_benchmark(instruments, [0], fit, strategies, log=lambda s: None, workers=1)
         two = bench.run_benchmark(instruments, [0], fit, strategies, log=lambda s: None, workers=2, rebuild=args)
-    finally:
-        torch.set_num_threads(before)
     assert two["workers"] == 2 and two["fit"]["jobs"] == 1
     assert numbers(two) == numbers(one)
     assert one["instruments"]["erco2_sim"]["strategies"]["adaptive_std"]["lines"] == [9]
